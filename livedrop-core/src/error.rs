@@ -1,0 +1,269 @@
+//! Errors by layer: [`StoreError`] is what a port reports; [`Error`] is what a
+//! command reports to its caller, with a stable snake_case code.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{DropStatus, OrderStatus};
+
+/// A boxed error source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a repository, cache or bus reports. Adapters sort their driver's errors
+/// into these (a unique violation is a conflict, a refused connection is unavailable).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The addressed record does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or version constraint refused the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The backend cannot be reached now (refused connection, pool timeout, shutdown).
+    /// Retrying later may succeed.
+    #[error("{what} unavailable")]
+    Unavailable {
+        /// Which dependency: "database", "cache", "event bus".
+        what: &'static str,
+        /// The driver's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Anything else the backend reported.
+    #[error("backend error")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// An unavailable dependency.
+    pub fn unavailable(what: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable {
+            what,
+            source: source.into(),
+        }
+    }
+
+    /// Any other backend failure.
+    pub fn backend(source: impl Into<BoxError>) -> Self {
+        Self::Backend(source.into())
+    }
+
+    /// Whether retrying later may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// Result of a port call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a command reports. Serializable (tagged by `code`) so an idempotent replay
+/// returns exactly the first response; [`Error::details`] gives the fields.
+///
+/// Each variant's doc names the HTTP status the reference server answers with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Error {
+    /// 400: the input breaks a rule.
+    #[error("{message}")]
+    InvalidInput {
+        /// What is wrong, as a sentence.
+        message: String,
+        /// The offending field, when there is one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+    },
+    /// 401: no valid credentials.
+    #[error("authentication required")]
+    Unauthenticated,
+    /// 401: email or password wrong.
+    #[error("email or password is wrong")]
+    InvalidCredentials,
+    /// 403: the actor may not do this.
+    #[error("{message}")]
+    Forbidden {
+        /// Why, as a sentence.
+        message: String,
+    },
+    /// 404: no such resource (or not visible to the actor).
+    #[error("{resource} not found")]
+    NotFound {
+        /// What was looked for: "drop", "order", …
+        resource: String,
+    },
+    /// 409: fewer units available than requested.
+    #[error("only {available} unit(s) available, {requested} requested")]
+    OutOfStock {
+        /// Units available when checked.
+        available: u32,
+        /// Units requested.
+        requested: u32,
+    },
+    /// 409: the drop does not take orders now.
+    #[error("the drop is {status:?}, not live")]
+    DropNotLive {
+        /// The drop's status when checked.
+        status: DropStatus,
+    },
+    /// 409: the order would take the buyer past the drop's per-user limit.
+    #[error("the per-user limit is {limit}; {held} already held, {requested} requested")]
+    PerUserLimitExceeded {
+        /// The limit.
+        limit: u32,
+        /// Units the buyer already holds (reserved plus confirmed).
+        held: u32,
+        /// Units requested.
+        requested: u32,
+    },
+    /// 409: the order is not reserved any more.
+    #[error("the order is {status:?}; only a reserved order can be {action}")]
+    OrderNotReserved {
+        /// The order's status.
+        status: OrderStatus,
+        /// What was attempted: "confirmed" or "cancelled".
+        action: String,
+    },
+    /// 409: the hold ran out before confirmation; the stock returned.
+    #[error("the hold on this order expired")]
+    HoldExpired,
+    /// 409: the email is taken.
+    #[error("that email is already registered")]
+    EmailTaken,
+    /// 409: the resource changed since the version the caller read.
+    #[error("the resource changed; current version is {current}")]
+    VersionConflict {
+        /// The current version.
+        current: i64,
+    },
+    /// 409: a stock shrink larger than what is available.
+    #[error("cannot remove {requested} unit(s); {available} available")]
+    InsufficientStock {
+        /// Units available.
+        available: u32,
+        /// Units asked to remove.
+        requested: u32,
+    },
+    /// 400: `POST /orders` without an idempotency key.
+    #[error("an Idempotency-Key header is required")]
+    IdempotencyKeyMissing,
+    /// 422: the key was used before with a different request.
+    #[error("this Idempotency-Key was used with a different request")]
+    IdempotencyKeyReused,
+    /// 409: the first request with this key is still running.
+    #[error("a request with this Idempotency-Key is still in progress")]
+    IdempotencyKeyInFlight,
+    /// 429: too many requests.
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// Seconds until a retry may succeed.
+        retry_after_secs: u64,
+    },
+    /// 503: a dependency is down; retry later.
+    #[error("{dependency} is unavailable; retry later")]
+    Unavailable {
+        /// Which dependency.
+        dependency: String,
+    },
+    /// 500: a fault on our side. The message never carries backend text.
+    #[error("internal error")]
+    Internal,
+}
+
+impl Error {
+    /// The stable snake_case code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::Unauthenticated => "unauthenticated",
+            Error::InvalidCredentials => "invalid_credentials",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NotFound { .. } => "not_found",
+            Error::OutOfStock { .. } => "out_of_stock",
+            Error::DropNotLive { .. } => "drop_not_live",
+            Error::PerUserLimitExceeded { .. } => "per_user_limit_exceeded",
+            Error::OrderNotReserved { .. } => "order_not_reserved",
+            Error::HoldExpired => "hold_expired",
+            Error::EmailTaken => "email_taken",
+            Error::VersionConflict { .. } => "version_conflict",
+            Error::InsufficientStock { .. } => "insufficient_stock",
+            Error::IdempotencyKeyMissing => "idempotency_key_missing",
+            Error::IdempotencyKeyReused => "idempotency_key_reused",
+            Error::IdempotencyKeyInFlight => "idempotency_key_in_flight",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Unavailable { .. } => "unavailable",
+            Error::Internal => "internal",
+        }
+    }
+
+    /// The variant's fields as a JSON object (everything but the code).
+    pub fn details(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("code");
+                map.remove("message");
+                serde_json::Value::Object(map)
+            }
+            _ => serde_json::Value::Object(Default::default()),
+        }
+    }
+
+    /// An [`Error::InvalidInput`] about `field`.
+    pub fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    /// An [`Error::Forbidden`].
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Error::Forbidden {
+            message: message.into(),
+        }
+    }
+
+    /// An [`Error::NotFound`] for `resource`.
+    pub fn not_found(resource: &str) -> Self {
+        Error::NotFound {
+            resource: resource.to_owned(),
+        }
+    }
+
+    /// Whether the outcome depends on a transient condition and must not be replayed
+    /// to a retry (the retry should run again instead).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable { .. }
+                | Error::Internal
+                | Error::RateLimited { .. }
+                | Error::IdempotencyKeyInFlight
+        )
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::not_found("resource"),
+            StoreError::Conflict(message) => {
+                tracing::debug!(%message, "store conflict");
+                Error::Internal
+            }
+            StoreError::Unavailable { what, source } => {
+                tracing::warn!(dependency = what, error = %source, "dependency unavailable");
+                Error::Unavailable {
+                    dependency: what.to_owned(),
+                }
+            }
+            StoreError::Backend(source) => {
+                tracing::error!(error = %source, "backend error");
+                Error::Internal
+            }
+        }
+    }
+}
+
+/// Result of a command.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

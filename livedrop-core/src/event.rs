@@ -1,0 +1,253 @@
+//! Domain events and their envelope.
+//!
+//! Stores append events to an outbox in the same atomic step as the state change;
+//! a relay publishes them (at least once); consumers deduplicate by [`Event::id`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::id::EventId;
+use crate::model::{Drop, Order, Product, Stock};
+
+/// The type of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum EventType {
+    /// A product was created. Payload: the product.
+    #[serde(rename = "product.created")]
+    ProductCreated,
+    /// A product changed. Payload: the product.
+    #[serde(rename = "product.updated")]
+    ProductUpdated,
+    /// A drop was scheduled. Payload: the drop.
+    #[serde(rename = "drop.scheduled")]
+    DropScheduled,
+    /// A drop went live. Payload: the drop.
+    #[serde(rename = "drop.started")]
+    DropStarted,
+    /// A drop reached its end. Payload: the drop.
+    #[serde(rename = "drop.ended")]
+    DropEnded,
+    /// A drop's available stock reached zero. Payload: [`StockPayload`].
+    #[serde(rename = "drop.sold_out")]
+    DropSoldOut,
+    /// A drop was cancelled. Payload: the drop.
+    #[serde(rename = "drop.cancelled")]
+    DropCancelled,
+    /// A drop's stock moved. Payload: [`StockPayload`].
+    #[serde(rename = "stock.changed")]
+    StockChanged,
+    /// An order reserved stock. Payload: the order.
+    #[serde(rename = "order.placed")]
+    OrderPlaced,
+    /// An order was paid. Payload: the order.
+    #[serde(rename = "order.confirmed")]
+    OrderConfirmed,
+    /// An order was cancelled. Payload: the order.
+    #[serde(rename = "order.cancelled")]
+    OrderCancelled,
+    /// An order's hold ran out. Payload: the order.
+    #[serde(rename = "order.expired")]
+    OrderExpired,
+    /// A user followed a creator. Payload: `{"follower_id", "creator_id"}`.
+    #[serde(rename = "user.followed")]
+    UserFollowed,
+}
+
+impl EventType {
+    /// Every event type.
+    pub const ALL: [EventType; 13] = [
+        EventType::ProductCreated,
+        EventType::ProductUpdated,
+        EventType::DropScheduled,
+        EventType::DropStarted,
+        EventType::DropEnded,
+        EventType::DropSoldOut,
+        EventType::DropCancelled,
+        EventType::StockChanged,
+        EventType::OrderPlaced,
+        EventType::OrderConfirmed,
+        EventType::OrderCancelled,
+        EventType::OrderExpired,
+        EventType::UserFollowed,
+    ];
+
+    /// The wire name, e.g. `order.placed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::ProductCreated => "product.created",
+            EventType::ProductUpdated => "product.updated",
+            EventType::DropScheduled => "drop.scheduled",
+            EventType::DropStarted => "drop.started",
+            EventType::DropEnded => "drop.ended",
+            EventType::DropSoldOut => "drop.sold_out",
+            EventType::DropCancelled => "drop.cancelled",
+            EventType::StockChanged => "stock.changed",
+            EventType::OrderPlaced => "order.placed",
+            EventType::OrderConfirmed => "order.confirmed",
+            EventType::OrderCancelled => "order.cancelled",
+            EventType::OrderExpired => "order.expired",
+            EventType::UserFollowed => "user.followed",
+        }
+    }
+
+    /// The aggregate type the event belongs to: `product`, `drop`, `order` or `user`.
+    /// Stock events belong to their drop, so one drop's stream stays ordered.
+    pub fn aggregate(self) -> &'static str {
+        match self {
+            EventType::ProductCreated | EventType::ProductUpdated => "product",
+            EventType::DropScheduled
+            | EventType::DropStarted
+            | EventType::DropEnded
+            | EventType::DropSoldOut
+            | EventType::DropCancelled
+            | EventType::StockChanged => "drop",
+            EventType::OrderPlaced
+            | EventType::OrderConfirmed
+            | EventType::OrderCancelled
+            | EventType::OrderExpired => "order",
+            EventType::UserFollowed => "user",
+        }
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An unknown event type name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown event type {0:?}")]
+pub struct UnknownEventType(pub String);
+
+impl FromStr for EventType {
+    type Err = UnknownEventType;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        EventType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownEventType(s.to_owned()))
+    }
+}
+
+/// The envelope every event travels in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id; consumers deduplicate by it.
+    pub id: EventId,
+    /// The event type.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// When the change happened.
+    pub occurred_at: Timestamp,
+    /// The aggregate changed: a product, drop, order or user id. Also the
+    /// partitioning key, so one aggregate's events stay in order.
+    pub aggregate_id: Uuid,
+    /// The aggregate's version after the change where it keeps one (a product's
+    /// version, a drop's stock version), otherwise 1.
+    pub version: i64,
+    /// Type-specific data.
+    pub payload: serde_json::Value,
+}
+
+/// Payload of `stock.changed` and `drop.sold_out`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockPayload {
+    /// The drop.
+    pub drop_id: Uuid,
+    /// Stock after the change.
+    pub stock: Stock,
+}
+
+impl Event {
+    /// A new event with a fresh id.
+    pub fn new(
+        kind: EventType,
+        aggregate_id: Uuid,
+        version: i64,
+        payload: serde_json::Value,
+        occurred_at: Timestamp,
+    ) -> Self {
+        Self {
+            id: EventId::new(),
+            kind,
+            occurred_at,
+            aggregate_id,
+            version,
+            payload,
+        }
+    }
+
+    /// `product.created` or `product.updated` for `product`.
+    pub fn product(kind: EventType, product: &Product, at: Timestamp) -> Self {
+        Self::new(kind, product.id.0, product.version, to_value(product), at)
+    }
+
+    /// A `drop.*` lifecycle event for `drop`.
+    pub fn drop(kind: EventType, drop: &Drop, at: Timestamp) -> Self {
+        Self::new(kind, drop.id.0, 1, to_value(drop), at)
+    }
+
+    /// An `order.*` event for `order`.
+    pub fn order(kind: EventType, order: &Order, at: Timestamp) -> Self {
+        Self::new(kind, order.id.0, 1, to_value(order), at)
+    }
+
+    /// The events every stock movement of a drop appends, in the same atomic step:
+    /// `stock.changed`, and `drop.sold_out` when `available` just reached zero.
+    /// `version` is the drop's stock version after the change.
+    pub fn stock_moved(
+        drop_id: Uuid,
+        before: &Stock,
+        after: &Stock,
+        version: i64,
+        at: Timestamp,
+    ) -> Vec<Self> {
+        let payload = to_value(&StockPayload {
+            drop_id,
+            stock: *after,
+        });
+        let mut events = vec![Self::new(
+            EventType::StockChanged,
+            drop_id,
+            version,
+            payload.clone(),
+            at,
+        )];
+        if before.available > 0 && after.available == 0 {
+            events.push(Self::new(
+                EventType::DropSoldOut,
+                drop_id,
+                version,
+                payload,
+                at,
+            ));
+        }
+        events
+    }
+
+    /// The drop id this event concerns, if any: the aggregate for drop events, the
+    /// payload's `drop_id` for order events.
+    pub fn drop_id(&self) -> Option<Uuid> {
+        match self.kind.aggregate() {
+            "drop" => Some(self.aggregate_id),
+            "order" => self
+                .payload
+                .get("drop_id")
+                .and_then(|v| v.as_str())
+                .and_then(|s| Uuid::parse_str(s).ok()),
+            _ => None,
+        }
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
+    // Serializing these plain data types cannot fail (no maps with non-string keys).
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}

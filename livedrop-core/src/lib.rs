@@ -1,0 +1,17 @@
+#![doc = include_str!("../README.md")]
+
+pub mod clock;
+pub mod error;
+pub mod event;
+pub mod id;
+pub mod model;
+pub mod page;
+pub mod ports;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{Error, Result, StoreError, StoreResult};
+pub use event::{Event, EventType};
+pub use id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
+pub use page::{Cursor, Page, PageRequest};
+pub mod service;
+pub use service::{Config, Ports};

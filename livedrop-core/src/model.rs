@@ -1,0 +1,688 @@
+//! Domain types: users, follows, products, drops, inventory, orders, notifications.
+//!
+//! These are plain data with the pure rules that belong to them (a drop's status at
+//! an instant, an order's transitions). Persistence lives behind the [ports](crate::ports).
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::clock::Timestamp;
+use crate::id::{DropId, NotificationId, OrderId, ProductId, UserId};
+use crate::page::Cursor;
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Buys in drops.
+    Customer,
+    /// Also creates products and schedules drops.
+    Creator,
+    /// May act on anything; made only by operator bootstrap.
+    Admin,
+}
+
+impl Role {
+    /// The role's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Customer => "customer",
+            Role::Creator => "creator",
+            Role::Admin => "admin",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "customer" => Some(Role::Customer),
+            "creator" => Some(Role::Creator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Who performs a command. Every command takes one; authorization lives in the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Actor {
+    /// The acting user.
+    pub id: UserId,
+    /// Their role.
+    pub role: Role,
+}
+
+impl Actor {
+    /// An actor.
+    pub fn new(id: UserId, role: Role) -> Self {
+        Self { id, role }
+    }
+
+    /// Whether the actor is an admin.
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// A registered user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Email, stored lower-cased; unique.
+    pub email: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// PHC-format argon2 hash.
+    pub password_hash: String,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+impl User {
+    /// The actor this user acts as.
+    pub fn actor(&self) -> Actor {
+        Actor::new(self.id, self.role)
+    }
+}
+
+/// One side of a follow relation, as listed: the other user and when the follow began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowEntry {
+    /// The follower (in a followers listing) or the creator (in a following listing).
+    pub user_id: UserId,
+    /// That user's display name.
+    pub display_name: String,
+    /// When the follow began.
+    pub followed_at: Timestamp,
+}
+
+impl FollowEntry {
+    /// The keyset position of this entry.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.followed_at, self.user_id.0)
+    }
+}
+
+/// A product a creator sells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Product {
+    /// Id.
+    pub id: ProductId,
+    /// The creator who owns it.
+    pub creator_id: UserId,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Price in integer minor units of `currency`.
+    pub price_cents: i64,
+    /// ISO-4217 code, upper case.
+    pub currency: String,
+    /// A CDN address of its image; media is never stored here.
+    pub image_url: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last update time.
+    pub updated_at: Timestamp,
+    /// Incremented by every update; starts at 1.
+    pub version: i64,
+}
+
+impl Product {
+    /// The keyset position of this product.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id.0)
+    }
+
+    /// Whether `terms` (lower-cased, non-empty) all occur in the title or description,
+    /// case-insensitively: the search semantics every adapter shares.
+    pub fn matches(&self, terms: &[String]) -> bool {
+        let hay = format!("{} {}", self.title, self.description).to_lowercase();
+        terms.iter().all(|t| hay.contains(t.as_str()))
+    }
+}
+
+/// Which products to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProductFilter {
+    /// Only this creator's products.
+    pub creator_id: Option<UserId>,
+    /// Search terms: each must occur, case-insensitively, in the title or description.
+    /// Terms are lower-cased and non-empty.
+    pub terms: Vec<String>,
+}
+
+impl ProductFilter {
+    /// Splits a free-text query into search terms.
+    pub fn with_query(mut self, q: &str) -> Self {
+        self.terms = q.split_whitespace().map(str::to_lowercase).collect();
+        self
+    }
+}
+
+/// The stored lifecycle of a drop, advanced by the scheduler or a cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropState {
+    /// Created, not yet started.
+    Scheduled,
+    /// `drop.started` has been emitted.
+    Live,
+    /// `drop.ended` has been emitted.
+    Ended,
+    /// Cancelled by its creator or an admin.
+    Cancelled,
+}
+
+impl DropState {
+    /// The state's storage name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropState::Scheduled => "scheduled",
+            DropState::Live => "live",
+            DropState::Ended => "ended",
+            DropState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a storage name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scheduled" => Some(DropState::Scheduled),
+            "live" => Some(DropState::Live),
+            "ended" => Some(DropState::Ended),
+            "cancelled" => Some(DropState::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// The status users see: derived from the clock, the stock and the stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropStatus {
+    /// Not started yet.
+    Scheduled,
+    /// Taking orders.
+    Live,
+    /// Within its window with nothing available.
+    SoldOut,
+    /// Past its end.
+    Ended,
+    /// Cancelled.
+    Cancelled,
+}
+
+impl DropStatus {
+    /// The status's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropStatus::Scheduled => "scheduled",
+            DropStatus::Live => "live",
+            DropStatus::SoldOut => "sold_out",
+            DropStatus::Ended => "ended",
+            DropStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scheduled" => Some(DropStatus::Scheduled),
+            "live" => Some(DropStatus::Live),
+            "sold_out" => Some(DropStatus::SoldOut),
+            "ended" => Some(DropStatus::Ended),
+            "cancelled" => Some(DropStatus::Cancelled),
+            _ => None,
+        }
+    }
+}
+
+/// A time-boxed release of a product in limited stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drop {
+    /// Id.
+    pub id: DropId,
+    /// The product released.
+    pub product_id: ProductId,
+    /// The product's creator.
+    pub creator_id: UserId,
+    /// The product's title when the drop was scheduled (for notifications).
+    pub title: String,
+    /// Unit price, snapshotted from the product when the drop was scheduled.
+    pub price_cents: i64,
+    /// Currency of `price_cents`.
+    pub currency: String,
+    /// Orders are accepted from this instant...
+    pub starts_at: Timestamp,
+    /// ...until this one (exclusive).
+    pub ends_at: Timestamp,
+    /// The most one user may hold (reserved plus confirmed) in this drop.
+    pub per_user_limit: u32,
+    /// The stored lifecycle state.
+    pub state: DropState,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+impl Drop {
+    /// The keyset position of this drop.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id.0)
+    }
+
+    /// Whether the drop takes orders at `now`: not cancelled and within its window.
+    /// Stock is checked separately, atomically, by the store.
+    pub fn accepts_orders_at(&self, now: Timestamp) -> bool {
+        self.state != DropState::Cancelled && self.starts_at <= now && now < self.ends_at
+    }
+
+    /// The status at `now` given `stock`.
+    pub fn status_at(&self, now: Timestamp, stock: &Stock) -> DropStatus {
+        if self.state == DropState::Cancelled {
+            DropStatus::Cancelled
+        } else if now >= self.ends_at {
+            DropStatus::Ended
+        } else if now < self.starts_at {
+            DropStatus::Scheduled
+        } else if stock.available == 0 {
+            DropStatus::SoldOut
+        } else {
+            DropStatus::Live
+        }
+    }
+}
+
+/// The inventory of a drop.
+///
+/// Invariant: `available + reserved + sold == total`, each non-negative, at every instant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Stock {
+    /// All units of the drop.
+    pub total: u32,
+    /// Units anyone may still order.
+    pub available: u32,
+    /// Units held by orders awaiting payment.
+    pub reserved: u32,
+    /// Units paid for.
+    pub sold: u32,
+}
+
+impl Stock {
+    /// Fresh stock of `total` units, all available.
+    pub fn new(total: u32) -> Self {
+        Self {
+            total,
+            available: total,
+            reserved: 0,
+            sold: 0,
+        }
+    }
+
+    /// Whether the invariant holds.
+    pub fn is_consistent(&self) -> bool {
+        u64::from(self.available) + u64::from(self.reserved) + u64::from(self.sold)
+            == u64::from(self.total)
+    }
+}
+
+/// A drop together with its stock, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropView {
+    /// The drop.
+    pub drop: Drop,
+    /// Its stock when read.
+    pub stock: Stock,
+}
+
+impl DropView {
+    /// The status at `now`.
+    pub fn status_at(&self, now: Timestamp) -> DropStatus {
+        self.drop.status_at(now, &self.stock)
+    }
+}
+
+/// Which drops to list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DropFilter {
+    /// Only drops with this status at the listing instant.
+    pub status: Option<DropStatus>,
+    /// Only this creator's drops.
+    pub creator_id: Option<UserId>,
+}
+
+impl DropFilter {
+    /// Whether `view` passes the filter at `now`.
+    pub fn accepts(&self, view: &DropView, now: Timestamp) -> bool {
+        self.creator_id.is_none_or(|c| c == view.drop.creator_id)
+            && self.status.is_none_or(|s| s == view.status_at(now))
+    }
+}
+
+/// Where an order is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Stock held until `reserved_until`.
+    Reserved,
+    /// Paid: the held units are sold.
+    Confirmed,
+    /// Cancelled by its buyer: the held units returned.
+    Cancelled,
+    /// The hold ran out: the held units returned.
+    Expired,
+}
+
+impl OrderStatus {
+    /// The status's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Reserved => "reserved",
+            OrderStatus::Confirmed => "confirmed",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reserved" => Some(OrderStatus::Reserved),
+            "confirmed" => Some(OrderStatus::Confirmed),
+            "cancelled" => Some(OrderStatus::Cancelled),
+            "expired" => Some(OrderStatus::Expired),
+            _ => None,
+        }
+    }
+
+    /// Whether the order counts toward the per-user limit.
+    pub fn holds_stock(self) -> bool {
+        matches!(self, OrderStatus::Reserved | OrderStatus::Confirmed)
+    }
+}
+
+/// An order in a drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Id.
+    pub id: OrderId,
+    /// The buyer.
+    pub user_id: UserId,
+    /// The drop ordered from.
+    pub drop_id: DropId,
+    /// Units ordered.
+    pub quantity: u32,
+    /// Unit price in minor units.
+    pub unit_price_cents: i64,
+    /// `quantity * unit_price_cents`.
+    pub total_cents: i64,
+    /// Currency of the prices.
+    pub currency: String,
+    /// Status.
+    pub status: OrderStatus,
+    /// The buyer's idempotency key; unique per buyer.
+    pub idempotency_key: String,
+    /// Fingerprint of the request that created the order.
+    pub fingerprint: String,
+    /// When the hold runs out if not confirmed.
+    pub reserved_until: Timestamp,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last status change.
+    pub updated_at: Timestamp,
+}
+
+impl Order {
+    /// The keyset position of this order.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id.0)
+    }
+}
+
+/// What the store did with a new order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlaceOutcome {
+    /// Stock reserved, order stored.
+    Placed(Order),
+    /// The buyer already has an order with this idempotency key; nothing changed.
+    Duplicate(Order),
+    /// Fewer units available than requested; nothing changed.
+    OutOfStock {
+        /// Units available when checked.
+        available: u32,
+    },
+    /// The drop does not take orders now (cancelled, not started or ended).
+    NotLive,
+    /// The order would take the buyer past the per-user limit.
+    LimitExceeded {
+        /// The drop's limit.
+        limit: u32,
+        /// Units the buyer already holds (reserved plus confirmed).
+        held: u32,
+    },
+    /// No such drop.
+    DropNotFound,
+}
+
+/// A buyer's or payment's decision on a reserved order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settlement {
+    /// Payment done: reserved units become sold.
+    Confirm,
+    /// Buyer gives up: reserved units return to available.
+    Cancel,
+}
+
+/// What the store did with a settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SettleOutcome {
+    /// The order moved to its new status.
+    Settled(Order),
+    /// The order was already in the requested status; nothing changed.
+    Unchanged(Order),
+    /// The order is in a status the settlement cannot leave from; nothing changed.
+    Conflict(Order),
+    /// Confirm came after the hold ran out: the store expired the order instead.
+    HoldExpired(Order),
+    /// No such order.
+    NotFound,
+}
+
+/// The kind of a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    /// A followed creator scheduled a drop.
+    DropScheduled,
+    /// A followed creator's drop went live.
+    DropLive,
+    /// A drop is running low.
+    LowStock,
+    /// A drop sold out.
+    SoldOut,
+    /// The user's order was confirmed.
+    OrderConfirmed,
+    /// The user's hold expired.
+    OrderExpired,
+}
+
+impl NotificationKind {
+    /// The kind's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationKind::DropScheduled => "drop_scheduled",
+            NotificationKind::DropLive => "drop_live",
+            NotificationKind::LowStock => "low_stock",
+            NotificationKind::SoldOut => "sold_out",
+            NotificationKind::OrderConfirmed => "order_confirmed",
+            NotificationKind::OrderExpired => "order_expired",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "drop_scheduled" => Some(NotificationKind::DropScheduled),
+            "drop_live" => Some(NotificationKind::DropLive),
+            "low_stock" => Some(NotificationKind::LowStock),
+            "sold_out" => Some(NotificationKind::SoldOut),
+            "order_confirmed" => Some(NotificationKind::OrderConfirmed),
+            "order_expired" => Some(NotificationKind::OrderExpired),
+            _ => None,
+        }
+    }
+}
+
+/// A message for one user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// Id.
+    pub id: NotificationId,
+    /// Recipient.
+    pub user_id: UserId,
+    /// Kind.
+    pub kind: NotificationKind,
+    /// Kind-specific data.
+    pub payload: serde_json::Value,
+    /// Deduplication key: one notification per (user, key), so re-delivered events
+    /// never notify twice.
+    pub dedup_key: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// When the recipient read it.
+    pub read_at: Option<Timestamp>,
+}
+
+impl Notification {
+    /// The keyset position of this notification.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id.0)
+    }
+}
+
+/// One batch of a fan-out: a notification for each of up to `limit` followers of
+/// `creator_id`, in follower keyset order, starting after `after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOutBatch {
+    /// Whose followers.
+    pub creator_id: UserId,
+    /// The notification kind.
+    pub kind: NotificationKind,
+    /// The notification payload.
+    pub payload: serde_json::Value,
+    /// Per-recipient deduplication key.
+    pub dedup_key: String,
+    /// Resume after this follower position.
+    pub after: Option<Cursor>,
+    /// Followers per batch.
+    pub limit: u32,
+    /// Creation time of the notifications.
+    pub at: Timestamp,
+}
+
+/// How far a fan-out batch went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanOutProgress {
+    /// Followers visited in this batch.
+    pub scanned: u32,
+    /// Notifications inserted (followers already notified for the key are skipped).
+    pub inserted: u32,
+    /// Where the next batch starts; `None` when every follower was visited.
+    pub next: Option<Cursor>,
+}
+
+/// Why stock moved outside an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// The drop was created with its initial stock.
+    Initial,
+    /// Units added.
+    Restock,
+    /// Units removed from what is available.
+    Shrink,
+}
+
+impl LedgerKind {
+    /// The kind's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::Initial => "initial",
+            LedgerKind::Restock => "restock",
+            LedgerKind::Shrink => "shrink",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "initial" => Some(LedgerKind::Initial),
+            "restock" => Some(LedgerKind::Restock),
+            "shrink" => Some(LedgerKind::Shrink),
+            _ => None,
+        }
+    }
+}
+
+/// An audit record of a stock movement outside orders.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Id.
+    pub id: Uuid,
+    /// The drop.
+    pub drop_id: DropId,
+    /// Kind.
+    pub kind: LedgerKind,
+    /// Signed change of `total` (and of `available`).
+    pub delta: i64,
+    /// Why, as the operator wrote it.
+    pub reason: String,
+    /// Who did it, when known.
+    pub actor_id: Option<UserId>,
+    /// Stock right after the movement.
+    pub stock_after: Stock,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+impl LedgerEntry {
+    /// The keyset position of this entry.
+    pub fn cursor(&self) -> Cursor {
+        Cursor::new(self.created_at, self.id)
+    }
+}
+
+/// A stock movement outside orders, as requested.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    /// The drop.
+    pub drop_id: DropId,
+    /// Positive restocks, negative shrinks available stock.
+    pub delta: i64,
+    /// Why.
+    pub reason: String,
+    /// Who.
+    pub actor_id: Option<UserId>,
+    /// Id of the ledger entry to write.
+    pub entry_id: Uuid,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// What the store did with an adjustment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdjustOutcome {
+    /// Applied and recorded.
+    Applied(LedgerEntry),
+    /// A shrink larger than what is available; nothing changed.
+    Insufficient {
+        /// Units available when checked.
+        available: u32,
+    },
+    /// No such drop.
+    DropNotFound,
+}

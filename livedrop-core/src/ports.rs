@@ -1,0 +1,343 @@
+//! Ports: the small object-safe traits the services drive. Adapters implement them
+//! (`livedrop-adapters`: memory, PostgreSQL, Redis, Kafka); the conformance suite
+//! (`testing` feature) states what every implementation must do.
+//!
+//! Write methods that change state take the events describing the change and append
+//! them to the store's outbox **in the same atomic step** (a database transaction, one
+//! critical section in memory). Stock movements additionally append
+//! [`Event::stock_moved`] built from the stock before and after.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::error::StoreResult;
+use crate::event::Event;
+use crate::id::{DropId, NotificationId, OrderId, ProductId, UserId};
+use crate::model::{
+    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, FanOutBatch, FanOutProgress,
+    FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product, ProductFilter,
+    SettleOutcome, Settlement, Stock, User,
+};
+use crate::page::{Page, PageRequest};
+
+#[cfg(feature = "testing")]
+use mockall::automock;
+
+pub use crate::clock::Clock;
+
+/// Users and the follow graph.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait UserRepository: Send + Sync + 'static {
+    /// Stores a new user. An email already registered (compared lower-cased) is
+    /// [`StoreError::Conflict`](crate::error::StoreError::Conflict).
+    async fn insert_user(&self, user: &User) -> StoreResult<()>;
+    /// The user with `id`.
+    async fn user(&self, id: UserId) -> StoreResult<Option<User>>;
+    /// The user with `email` (already lower-cased by the caller).
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    /// Makes `follower` follow `creator` at `at`, appending `events` only when the
+    /// follow is new. Returns whether it is new; following again changes nothing.
+    async fn follow(
+        &self,
+        follower: UserId,
+        creator: UserId,
+        at: Timestamp,
+        events: &[Event],
+    ) -> StoreResult<bool>;
+    /// Ends a follow. Returns whether there was one.
+    async fn unfollow(&self, follower: UserId, creator: UserId) -> StoreResult<bool>;
+    /// Followers of `creator`, newest follow first, keyset by `(followed_at, follower id)`.
+    async fn followers(&self, creator: UserId, page: PageRequest)
+        -> StoreResult<Page<FollowEntry>>;
+    /// Creators `follower` follows, newest first, keyset by `(followed_at, creator id)`.
+    async fn following(
+        &self,
+        follower: UserId,
+        page: PageRequest,
+    ) -> StoreResult<Page<FollowEntry>>;
+}
+
+/// How a conditional product update went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOutcome {
+    /// Stored.
+    Updated,
+    /// The stored version was not `new.version - 1`; nothing changed.
+    VersionMismatch {
+        /// The stored version.
+        current: i64,
+    },
+    /// No such product.
+    NotFound,
+}
+
+/// Products.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait ProductRepository: Send + Sync + 'static {
+    /// Stores a new product and appends `events`.
+    async fn insert_product(&self, product: &Product, events: &[Event]) -> StoreResult<()>;
+    /// The product with `id`.
+    async fn product(&self, id: ProductId) -> StoreResult<Option<Product>>;
+    /// Replaces the product if the stored version is `product.version - 1`, appending
+    /// `events` in the same step.
+    async fn update_product(
+        &self,
+        product: &Product,
+        events: &[Event],
+    ) -> StoreResult<UpdateOutcome>;
+    /// Products matching `filter`, newest first, keyset by `(created_at, id)`.
+    async fn list_products(
+        &self,
+        filter: &ProductFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Product>>;
+}
+
+/// Drops and their lifecycle.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait DropRepository: Send + Sync + 'static {
+    /// Stores a new drop with `total_stock` units all available, its initial ledger
+    /// entry (kind `initial`, reason "initial stock"), and appends `events`.
+    async fn insert_drop(
+        &self,
+        drop: &model::Drop,
+        total_stock: u32,
+        events: &[Event],
+    ) -> StoreResult<()>;
+    /// The drop with `id`, without stock.
+    async fn drop_by_id(&self, id: DropId) -> StoreResult<Option<model::Drop>>;
+    /// The drop with `id` and its current stock.
+    async fn drop_view(&self, id: DropId) -> StoreResult<Option<DropView>>;
+    /// Drops passing `filter` at `now` (see [`DropFilter::accepts`]), newest first,
+    /// keyset by `(created_at, id)`.
+    async fn list_drops(
+        &self,
+        filter: &DropFilter,
+        now: Timestamp,
+        page: PageRequest,
+    ) -> StoreResult<Page<DropView>>;
+    /// Moves the drop's stored state to `to` only if it is one of `from`, appending
+    /// `events` in the same step. Returns whether it moved: of several processes racing
+    /// the same transition, exactly one sees `true`.
+    async fn transition(
+        &self,
+        id: DropId,
+        from: &[DropState],
+        to: DropState,
+        events: &[Event],
+    ) -> StoreResult<bool>;
+    /// Drops whose stored state lags the clock: `scheduled` with `starts_at <= now`, or
+    /// `live` with `ends_at <= now`; at most `limit`, oldest start first.
+    async fn due_transitions(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<model::Drop>>;
+}
+
+/// Stock outside orders.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait InventoryRepository: Send + Sync + 'static {
+    /// The drop's current stock.
+    async fn stock(&self, drop: DropId) -> StoreResult<Option<Stock>>;
+    /// Restocks (`delta > 0`: total and available grow) or shrinks (`delta < 0`: total
+    /// and available shrink, refused with `Insufficient` past what is available),
+    /// atomically with a ledger entry and [`Event::stock_moved`].
+    async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome>;
+    /// The drop's ledger, newest first, keyset by `(created_at, id)`.
+    async fn ledger(&self, drop: DropId, page: PageRequest) -> StoreResult<Page<LedgerEntry>>;
+}
+
+/// Orders and the reservations they hold.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait OrderRepository: Send + Sync + 'static {
+    /// Places `order` (status `reserved`) as one atomic step, checking in this order:
+    ///
+    /// 1. the buyer already has an order with `order.idempotency_key` → `Duplicate`;
+    /// 2. no such drop → `DropNotFound`;
+    /// 3. the drop does not [accept orders](model::Drop::accepts_orders_at) at `now` → `NotLive`;
+    /// 4. units the buyer holds in the drop (reserved + confirmed) plus
+    ///    `order.quantity` exceed the drop's `per_user_limit` → `LimitExceeded`;
+    /// 5. fewer than `order.quantity` available → `OutOfStock`;
+    /// 6. otherwise `available -= q`, `reserved += q`, the order is stored, and
+    ///    `order.placed` then [`Event::stock_moved`] are appended → `Placed`.
+    ///
+    /// Correct under any concurrency and across processes sharing the store.
+    async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome>;
+    /// The order with `id`.
+    async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
+    /// The buyer's orders, newest first, keyset by `(created_at, id)`.
+    async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>>;
+    /// Settles a reserved order atomically:
+    ///
+    /// - already in the settlement's target status → `Unchanged`;
+    /// - not `reserved` → `Conflict`;
+    /// - `Confirm` at or after `reserved_until` → the order expires instead
+    ///   (reserved → available, `order.expired` + stock events) → `HoldExpired`;
+    /// - `Confirm`: reserved → sold, status `confirmed`, `order.confirmed`;
+    ///   `Cancel`: reserved → available, status `cancelled`, `order.cancelled`;
+    ///   each followed by [`Event::stock_moved`] → `Settled`.
+    async fn settle_order(
+        &self,
+        id: OrderId,
+        settlement: Settlement,
+        now: Timestamp,
+    ) -> StoreResult<SettleOutcome>;
+    /// Expires up to `limit` reserved orders with `reserved_until <= now`: each returns
+    /// its units to available exactly once (even with several sweepers at once), with
+    /// `order.expired` and stock events. Returns the orders expired by this call.
+    async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>>;
+}
+
+/// How claiming an idempotency key went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BeginOutcome {
+    /// The caller owns the key now and must `complete` or `release` it.
+    Started,
+    /// The key finished before with this fingerprint; here is the stored response.
+    Replay(serde_json::Value),
+    /// Another request holds the key and its lease has not run out.
+    InFlight,
+    /// The key was used with a different fingerprint.
+    Mismatch,
+}
+
+/// Idempotency keys, scoped per user, kept at least until purged.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Claims `(user, key)` for a request with `fingerprint`, atomically:
+    /// unknown key → stored in flight with a lease until `now + lease` → `Started`;
+    /// different fingerprint → `Mismatch`; completed → `Replay`; in flight with a live
+    /// lease → `InFlight`; in flight with an expired lease (its owner died) → the lease
+    /// is taken over → `Started`. Of concurrent claims exactly one gets `Started`.
+    async fn begin(
+        &self,
+        user: UserId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> StoreResult<BeginOutcome>;
+    /// Stores the response of a claimed key; later claims replay it.
+    async fn complete(
+        &self,
+        user: UserId,
+        key: &str,
+        response: &serde_json::Value,
+    ) -> StoreResult<()>;
+    /// Gives up a claimed key without a response, so a retry runs afresh.
+    async fn release(&self, user: UserId, key: &str) -> StoreResult<()>;
+    /// Deletes keys created before `cutoff`. Returns how many.
+    async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64>;
+}
+
+/// Notifications.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait NotificationRepository: Send + Sync + 'static {
+    /// Stores `notification` unless the user already has one with its `dedup_key`.
+    /// Returns whether it was stored.
+    async fn insert_notification(&self, notification: &Notification) -> StoreResult<bool>;
+    /// One batch of a fan-out (see [`FanOutBatch`]): one short atomic step, never the
+    /// whole audience at once. Followers already notified for the key are skipped.
+    async fn fan_out(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress>;
+    /// The user's notifications (only unread ones if `unread_only`), newest first,
+    /// keyset by `(created_at, id)`.
+    async fn notifications(
+        &self,
+        user: UserId,
+        unread_only: bool,
+        page: PageRequest,
+    ) -> StoreResult<Page<Notification>>;
+    /// Marks one of the user's notifications read (keeping an earlier `read_at`).
+    /// Returns the notification, or `None` if the user has no such notification.
+    async fn mark_read(
+        &self,
+        user: UserId,
+        id: NotificationId,
+        at: Timestamp,
+    ) -> StoreResult<Option<Notification>>;
+    /// Marks all the user's unread notifications read. Returns how many.
+    async fn mark_all_read(&self, user: UserId, at: Timestamp) -> StoreResult<u64>;
+}
+
+/// An event waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRecord {
+    /// Position in the outbox; increasing in append order.
+    pub seq: i64,
+    /// The event.
+    pub event: Event,
+}
+
+/// The outbox the relay drains.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Up to `limit` unpublished events, in append order (so per aggregate, in order).
+    async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>>;
+    /// Marks events published; they are never returned by `pending` again.
+    async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()>;
+    /// How many events wait.
+    async fn backlog(&self) -> StoreResult<u64>;
+    /// Waits until an append may have happened, or `timeout` passed. Spurious wake-ups
+    /// are allowed; a relay calls `pending` after each.
+    async fn wait_for_append(&self, timeout: Duration);
+}
+
+/// A cache failure. Never fatal: the caching layer falls back to the store.
+#[derive(Debug, thiserror::Error)]
+#[error("cache unavailable: {0}")]
+pub struct CacheError(#[source] pub crate::error::BoxError);
+
+/// A key-value cache with TTLs and fenced writes.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait Cache: Send + Sync + 'static {
+    /// The value under `key`, if present and not expired.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError>;
+    /// A fence token for `key`: take it before loading from the store, pass it to
+    /// `set`, and the write is dropped if `key` was invalidated in between.
+    async fn fence(&self, key: &str) -> Result<u64, CacheError>;
+    /// Stores `value` under `key` for `ttl`. With a fence, stores only if `key` was not
+    /// invalidated (by key or prefix) since the fence was taken. Returns whether stored.
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Duration,
+        fence: Option<u64>,
+    ) -> Result<bool, CacheError>;
+    /// Removes `keys` and invalidates their fences. Returns how many values were removed.
+    async fn invalidate(&self, keys: &[String]) -> Result<u64, CacheError>;
+    /// Removes every key starting with `prefix` and invalidates their fences.
+    async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError>;
+}
+
+/// Publishes events to subscribers.
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes `events` in order, durably for the bus: once this returns, every
+    /// subscription group will see them. Partitioned by aggregate id, so one
+    /// aggregate's events keep their order.
+    async fn publish(&self, events: &[Event]) -> StoreResult<()>;
+    /// Joins consumer group `group`. A group resumes after the last committed event;
+    /// each event goes to one member of a group.
+    async fn subscribe(&self, group: &str) -> StoreResult<Box<dyn Subscription>>;
+}
+
+/// A member of a consumer group.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event, waiting up to `timeout`; `None` when none arrived in time.
+    async fn next(&mut self, timeout: Duration) -> StoreResult<Option<Event>>;
+    /// Commits every event returned so far: a restarted member resumes after them.
+    async fn commit(&mut self) -> StoreResult<()>;
+    /// Leaves the group. Must not hang: a bounded, clean close.
+    async fn close(self: Box<Self>);
+}
