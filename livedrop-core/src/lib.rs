@@ -15,3 +15,5 @@ pub use id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 pub use page::{Cursor, Page, PageRequest};
 pub mod service;
 pub use service::{Config, Ports};
+#[cfg(feature = "testing")]
+pub mod testing;

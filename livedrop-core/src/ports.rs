@@ -341,3 +341,32 @@ pub trait Subscription: Send {
     /// Leaves the group. Must not hang: a bounded, clean close.
     async fn close(self: Box<Self>);
 }
+
+/// An early "no" for orders on a drop known to be sold out, before they reach the
+/// authoritative store. A gate may only refuse what would fail anyway (on data at
+/// most its documented lag old); it never admits on its own: every admitted order is
+/// still decided by [`OrderRepository::place_order`].
+#[cfg_attr(feature = "testing", automock)]
+#[async_trait]
+pub trait AdmissionGate: Send + Sync + 'static {
+    /// `false` when the gate knows fewer than `quantity` units are available.
+    /// Unknown drops are admitted. Errors are treated as "admit" by the caller.
+    async fn admit(&self, drop: DropId, quantity: u32) -> Result<bool, CacheError>;
+    /// Records the authoritative stock after a change; `version` is the drop's stock
+    /// version, and an older version never overwrites a newer one.
+    async fn record(&self, drop: DropId, stock: &Stock, version: i64) -> Result<(), CacheError>;
+}
+
+/// The gate that admits everything: the default.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenGate;
+
+#[async_trait]
+impl AdmissionGate for OpenGate {
+    async fn admit(&self, _drop: DropId, _quantity: u32) -> Result<bool, CacheError> {
+        Ok(true)
+    }
+    async fn record(&self, _drop: DropId, _stock: &Stock, _version: i64) -> Result<(), CacheError> {
+        Ok(())
+    }
+}

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ports::{
-    Cache, Clock, DropRepository, EventBus, IdempotencyStore, InventoryRepository,
-    NotificationRepository, OrderRepository, Outbox, ProductRepository, UserRepository,
+    AdmissionGate, Cache, Clock, DropRepository, EventBus, IdempotencyStore, InventoryRepository,
+    NotificationRepository, OpenGate, OrderRepository, Outbox, ProductRepository, UserRepository,
 };
 
 /// Every port the services use.
@@ -38,6 +38,8 @@ pub struct Ports {
     pub bus: Arc<dyn EventBus>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// The early sold-out gate ([`OpenGate`] unless set).
+    pub gate: Arc<dyn AdmissionGate>,
 }
 
 /// A type implementing every repository port, such as one database.
@@ -85,7 +87,14 @@ impl Ports {
             cache,
             bus,
             clock,
+            gate: Arc::new(OpenGate),
         }
+    }
+
+    /// Replaces the admission gate.
+    pub fn with_gate(mut self, gate: Arc<dyn AdmissionGate>) -> Self {
+        self.gate = gate;
+        self
     }
 }
 

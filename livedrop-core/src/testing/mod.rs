@@ -1,0 +1,1 @@
+//! The conformance suite every adapter runs, and mocks of the ports.
