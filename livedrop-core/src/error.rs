@@ -136,6 +136,12 @@ pub enum Error {
         /// The current version.
         current: i64,
     },
+    /// 409: the request conflicts with the resource's current state.
+    #[error("{message}")]
+    Conflict {
+        /// What conflicts, as a sentence.
+        message: String,
+    },
     /// 409: a stock shrink larger than what is available.
     #[error("cannot remove {requested} unit(s); {available} available")]
     InsufficientStock {
@@ -186,6 +192,7 @@ impl Error {
             Error::HoldExpired => "hold_expired",
             Error::EmailTaken => "email_taken",
             Error::VersionConflict { .. } => "version_conflict",
+            Error::Conflict { .. } => "conflict",
             Error::InsufficientStock { .. } => "insufficient_stock",
             Error::IdempotencyKeyMissing => "idempotency_key_missing",
             Error::IdempotencyKeyReused => "idempotency_key_reused",

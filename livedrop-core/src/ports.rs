@@ -329,6 +329,13 @@ pub trait EventBus: Send + Sync + 'static {
     /// Joins consumer group `group`. A group resumes after the last committed event;
     /// each event goes to one member of a group.
     async fn subscribe(&self, group: &str) -> StoreResult<Box<dyn Subscription>>;
+    /// A private subscription for this process alone that sees events published from
+    /// now on (no history, no group sharing, nothing to commit): for live views such
+    /// as Server-Sent Events. The default joins a fresh unique group.
+    async fn subscribe_live(&self) -> StoreResult<Box<dyn Subscription>> {
+        self.subscribe(&format!("live-{}", uuid::Uuid::now_v7().simple()))
+            .await
+    }
 }
 
 /// A member of a consumer group.

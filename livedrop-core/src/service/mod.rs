@@ -1,7 +1,7 @@
 //! The services: every command and query of livedrop, over the [ports](crate::ports).
 //!
 //! [`Livedrop`] is the entry point: build it from a [`Ports`] bundle and a [`Config`],
-//! call its commands with an [`Actor`](crate::model::Actor), and run its
+//! call its commands with an [`Actor`], and run its
 //! [background tasks](Livedrop::spawn_background) (drop scheduler, hold sweeper,
 //! outbox relay, event consumer).
 
@@ -135,5 +135,95 @@ impl Default for Config {
             tick: Duration::from_millis(200),
             relay_batch: 500,
         }
+    }
+}
+
+mod background;
+mod catalog;
+mod inventory;
+mod notifications;
+mod orders;
+mod users;
+
+pub use background::{Background, OutboxRelay};
+pub use catalog::{NewDrop, NewProduct, ProductPatch};
+pub use inventory::StockAdjustment;
+pub use orders::PlaceOrder;
+pub use users::Registration;
+
+use tokio::sync::broadcast;
+
+use crate::cache::CacheLayer;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::model::Actor;
+
+/// The livedrop services over a set of ports. Cheap to clone; no global state.
+#[derive(Clone)]
+pub struct Livedrop {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    ports: Ports,
+    config: Config,
+    cache: CacheLayer,
+    live: broadcast::Sender<Event>,
+}
+
+impl Livedrop {
+    /// Services over `ports` tuned by `config`.
+    pub fn new(ports: Ports, config: Config) -> Self {
+        let cache = CacheLayer::new(ports.cache.clone());
+        let (live, _) = broadcast::channel(4096);
+        Self {
+            inner: Arc::new(Inner {
+                ports,
+                config,
+                cache,
+                live,
+            }),
+        }
+    }
+
+    /// The ports.
+    pub fn ports(&self) -> &Ports {
+        &self.inner.ports
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The caching layer (for its statistics and manual invalidation).
+    pub fn cache(&self) -> &CacheLayer {
+        &self.inner.cache
+    }
+
+    /// Events as this process sees them from the bus, for live views (Server-Sent
+    /// Events). Fed by [`Livedrop::spawn_background`]; lagging receivers lose the
+    /// oldest events, never block the feed.
+    pub fn live_events(&self) -> broadcast::Receiver<Event> {
+        self.inner.live.subscribe()
+    }
+
+    fn now(&self) -> crate::clock::Timestamp {
+        self.inner.ports.clock.now()
+    }
+
+    fn hold(&self) -> chrono::Duration {
+        chrono::Duration::from_std(self.inner.config.hold).unwrap_or(chrono::Duration::minutes(10))
+    }
+}
+
+/// Refuses unless the actor is `owner` or an admin.
+fn require_owner(actor: &Actor, owner: crate::id::UserId, what: &str) -> Result<()> {
+    if actor.is_admin() || actor.id == owner {
+        Ok(())
+    } else {
+        Err(Error::forbidden(format!(
+            "only its creator or an admin may change this {what}"
+        )))
     }
 }

@@ -1,0 +1,259 @@
+//! The caching layer: cache-aside reads with single flight, write-through on writes,
+//! event-driven invalidation, and a breaker so a failing cache never slows or fails
+//! a read. Inventory decisions never read the cache.
+//!
+//! Keys:
+//!
+//! | key | value | TTL | invalidated by |
+//! | --- | --- | --- | --- |
+//! | `product:{id}` | product | `entity_ttl` | `product.updated` (and written through) |
+//! | `products:{hash}` | a product listing or search page | `listing_ttl` | `product.*` |
+//! | `drop:{id}` | drop definition | `entity_ttl` | `drop.*` (and written through) |
+//! | `stock:{id}` | a drop's stock | `stock_ttl` | `stock.changed`, `order.*`, `drop.*` |
+//! | `drops:{hash}` | a drop listing page | `listing_ttl` | `drop.*` |
+//!
+//! Displayed stock therefore lags the store by at most the event delivery time, and
+//! never more than `stock_ttl` after the last change; listings by at most `listing_ttl`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventType};
+use crate::id::{DropId, ProductId};
+use crate::ports::Cache;
+
+/// Key of a cached product.
+pub fn product_key(id: ProductId) -> String {
+    format!("product:{id}")
+}
+
+/// Key of a cached drop definition.
+pub fn drop_key(id: DropId) -> String {
+    format!("drop:{id}")
+}
+
+/// Key of a cached stock view.
+pub fn stock_key(id: DropId) -> String {
+    format!("stock:{id}")
+}
+
+/// Prefix of cached product listings and searches.
+pub const PRODUCT_LISTINGS: &str = "products:";
+/// Prefix of cached drop listings.
+pub const DROP_LISTINGS: &str = "drops:";
+
+/// Key of a cached listing page: `prefix` plus a digest of the query.
+pub fn listing_key(prefix: &str, query: &impl Serialize) -> String {
+    let bytes = serde_json::to_vec(query).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    format!("{prefix}{}", hex::encode(&digest[..12]))
+}
+
+/// What `event` makes stale: exact keys and key prefixes.
+pub fn invalidations(event: &Event) -> (Vec<String>, Vec<&'static str>) {
+    let id = event.aggregate_id;
+    match event.kind {
+        EventType::ProductCreated => (vec![], vec![PRODUCT_LISTINGS]),
+        EventType::ProductUpdated => (vec![product_key(id.into())], vec![PRODUCT_LISTINGS]),
+        EventType::DropScheduled
+        | EventType::DropStarted
+        | EventType::DropEnded
+        | EventType::DropCancelled
+        | EventType::DropSoldOut => (
+            vec![drop_key(id.into()), stock_key(id.into())],
+            vec![DROP_LISTINGS],
+        ),
+        EventType::StockChanged => (vec![stock_key(id.into())], vec![]),
+        EventType::OrderPlaced
+        | EventType::OrderConfirmed
+        | EventType::OrderCancelled
+        | EventType::OrderExpired => match event.drop_id() {
+            Some(drop) => (vec![stock_key(drop.into())], vec![]),
+            None => (vec![], vec![]),
+        },
+        EventType::UserFollowed => (vec![], vec![]),
+    }
+}
+
+/// Hit, miss and error counts of the caching layer.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    /// Reads served from the cache.
+    pub hits: AtomicU64,
+    /// Reads that went to the store (once per single-flight group).
+    pub misses: AtomicU64,
+    /// Cache calls that failed (the read was served from the store).
+    pub errors: AtomicU64,
+}
+
+type Flight = Arc<OnceCell<Result<Option<Arc<Vec<u8>>>>>>;
+
+/// Cache-aside reads over a [`Cache`] port with single flight and a breaker.
+pub struct CacheLayer {
+    cache: Arc<dyn Cache>,
+    flights: Mutex<HashMap<String, Flight>>,
+    open_until: Mutex<Option<Instant>>,
+    stats: Arc<CacheStats>,
+}
+
+/// How long the cache is skipped after it failed.
+const BREAKER: Duration = Duration::from_secs(1);
+
+impl CacheLayer {
+    /// A layer over `cache`.
+    pub fn new(cache: Arc<dyn Cache>) -> Self {
+        Self {
+            cache,
+            flights: Mutex::new(HashMap::new()),
+            open_until: Mutex::new(None),
+            stats: Arc::new(CacheStats::default()),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<CacheStats> {
+        &self.stats
+    }
+
+    fn available(&self) -> bool {
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        match *open {
+            Some(until) if Instant::now() < until => false,
+            Some(_) => {
+                *open = None;
+                true
+            }
+            None => true,
+        }
+    }
+
+    fn failed(&self, op: &str, error: &dyn std::fmt::Display) {
+        self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(op, %error, "cache failed; serving from the store");
+        *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BREAKER);
+    }
+
+    /// The value under `key`, loading it with `load` on a miss. Concurrent misses of
+    /// one key in this process share a single load. A failing cache is skipped.
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        key: &str,
+        ttl: Duration,
+        load: F,
+    ) -> Result<Option<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>>>,
+    {
+        let use_cache = self.available();
+        if use_cache {
+            match self.cache.get(key).await {
+                Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                    Ok(value) => {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                        return Ok(Some(value));
+                    }
+                    Err(error) => tracing::warn!(key, %error, "undecodable cache entry; reloading"),
+                },
+                Ok(None) => {}
+                Err(error) => self.failed("get", &error),
+            }
+        }
+
+        let (flight, leader) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(key) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f: Flight = Arc::new(OnceCell::new());
+                    flights.insert(key.to_owned(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        let outcome = flight
+            .get_or_init(|| async {
+                self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                let fence = if use_cache && self.available() {
+                    match self.cache.fence(key).await {
+                        Ok(f) => Some(f),
+                        Err(error) => {
+                            self.failed("fence", &error);
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                let value = load().await?;
+                let Some(value) = value else { return Ok(None) };
+                let bytes = serde_json::to_vec(&value).map_err(|e| {
+                    tracing::error!(error = %e, "cannot encode a cache value");
+                    Error::Internal
+                })?;
+                if let Some(fence) = fence {
+                    if let Err(error) = self.cache.set(key, &bytes, ttl, Some(fence)).await {
+                        self.failed("set", &error);
+                    }
+                }
+                Ok(Some(Arc::new(bytes)))
+            })
+            .await
+            .clone();
+        if leader {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                flights.remove(key);
+            }
+        }
+        match outcome? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                tracing::error!(error = %e, "cannot decode a loaded value");
+                Error::Internal
+            }),
+        }
+    }
+
+    /// Writes `value` through under `key`. Failures are logged, never returned.
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) {
+        if !self.available() {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(value) else {
+            return;
+        };
+        if let Err(error) = self.cache.set(key, &bytes, ttl, None).await {
+            self.failed("set", &error);
+        }
+    }
+
+    /// Invalidates `keys` and `prefixes`. Returns how many entries were removed.
+    /// Failures are logged; entries then expire by their TTL.
+    pub async fn invalidate(&self, keys: &[String], prefixes: &[&str]) -> u64 {
+        let mut removed = 0;
+        if !keys.is_empty() {
+            match self.cache.invalidate(keys).await {
+                Ok(n) => removed += n,
+                Err(error) => self.failed("invalidate", &error),
+            }
+        }
+        for prefix in prefixes {
+            match self.cache.invalidate_prefix(prefix).await {
+                Ok(n) => removed += n,
+                Err(error) => self.failed("invalidate_prefix", &error),
+            }
+        }
+        removed
+    }
+}

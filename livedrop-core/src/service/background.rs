@@ -1,0 +1,525 @@
+//! Work that runs without any request: the drop scheduler, the hold sweeper, the
+//! outbox relay and the event consumers (cache invalidation, notifications, live feed).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Livedrop;
+use crate::error::{Result, StoreResult};
+use crate::event::{Event, EventType, StockPayload};
+use crate::id::{DropId, NotificationId, UserId};
+use crate::model::{Drop, FanOutBatch, Notification, NotificationKind, Order};
+use crate::ports::{EventBus, Outbox, Subscription};
+
+/// Consumer group that keeps caches and the admission gate fresh.
+pub const CACHE_GROUP: &str = "livedrop-cache";
+/// Consumer group that writes notifications.
+pub const NOTIFY_GROUP: &str = "livedrop-notify";
+
+/// Handles to the background tasks; [`Background::shutdown`] stops them cleanly.
+pub struct Background {
+    token: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// The token that stops every task when cancelled.
+    pub fn token(&self) -> CancellationToken {
+        self.token.clone()
+    }
+
+    /// Stops every task and waits for them (each finishes its current step).
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        for task in self.tasks {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "background task ended abnormally");
+            }
+        }
+    }
+}
+
+/// Publishes outbox events through the bus: at least once, in outbox order.
+pub struct OutboxRelay {
+    outbox: Arc<dyn Outbox>,
+    bus: Arc<dyn EventBus>,
+    batch: u32,
+}
+
+impl OutboxRelay {
+    /// A relay moving up to `batch` events per step.
+    pub fn new(outbox: Arc<dyn Outbox>, bus: Arc<dyn EventBus>, batch: u32) -> Self {
+        Self {
+            outbox,
+            bus,
+            batch: batch.max(1),
+        }
+    }
+
+    /// Publishes one batch and marks it published. Returns how many events moved.
+    /// If publishing fails nothing is marked, so the batch is sent again later.
+    pub async fn relay_once(&self) -> StoreResult<usize> {
+        let records = self.outbox.pending(self.batch).await?;
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let events: Vec<Event> = records.iter().map(|r| r.event.clone()).collect();
+        self.bus.publish(&events).await?;
+        let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+        self.outbox.mark_published(&seqs).await?;
+        Ok(records.len())
+    }
+
+    /// Relays until `token` is cancelled: wakes on appends, backs off on failures.
+    pub async fn run(self, token: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !token.is_cancelled() {
+            match self.relay_once().await {
+                Ok(n) if n >= self.batch as usize => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = self.outbox.wait_for_append(Duration::from_secs(1)) => {}
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; events stay in the outbox");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Recently handled event ids, to drop redeliveries.
+struct Seen {
+    set: HashSet<crate::id::EventId>,
+    order: VecDeque<crate::id::EventId>,
+}
+
+impl Seen {
+    const CAPACITY: usize = 50_000;
+
+    fn new() -> Self {
+        Self {
+            set: HashSet::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Whether `event` is new; remembers it.
+    fn first_time(&mut self, event: &Event) -> bool {
+        if !self.set.insert(event.id) {
+            return false;
+        }
+        self.order.push_back(event.id);
+        if self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Role {
+    Cache,
+    Notify,
+}
+
+impl Livedrop {
+    /// Starts the scheduler, the sweeper, the outbox relay and the event consumers.
+    pub fn spawn_background(&self) -> Background {
+        let token = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let tick = self.config().tick;
+
+        let this = self.clone();
+        let t = token.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut last_purge = tokio::time::Instant::now();
+            loop {
+                if let Err(e) = this.tick_scheduler().await {
+                    tracing::warn!(error = %e, "drop scheduler step failed");
+                }
+                if let Err(e) = this.sweep_holds().await {
+                    tracing::warn!(error = %e, "hold sweeper step failed");
+                }
+                if last_purge.elapsed() > Duration::from_secs(300) {
+                    last_purge = tokio::time::Instant::now();
+                    if let Err(e) = this.purge_idempotency_keys().await {
+                        tracing::warn!(error = %e, "idempotency purge failed");
+                    }
+                }
+                tokio::select! {
+                    _ = t.cancelled() => return,
+                    _ = tokio::time::sleep(tick) => {}
+                }
+            }
+        }));
+
+        let relay = OutboxRelay::new(
+            self.ports().outbox.clone(),
+            self.ports().bus.clone(),
+            self.config().relay_batch,
+        );
+        tasks.push(tokio::spawn(relay.run(token.clone())));
+
+        for (group, role) in [(CACHE_GROUP, Role::Cache), (NOTIFY_GROUP, Role::Notify)] {
+            let this = self.clone();
+            let t = token.clone();
+            tasks.push(tokio::spawn(
+                async move { this.consume(group, role, t).await },
+            ));
+        }
+
+        let this = self.clone();
+        let t = token.clone();
+        tasks.push(tokio::spawn(async move { this.feed_live(t).await }));
+
+        Background { token, tasks }
+    }
+
+    /// One scheduler step: drops whose start or end has passed move to `live` or
+    /// `ended`, emitting `drop.started` / `drop.ended` once. Returns how many moved.
+    pub async fn tick_scheduler(&self) -> Result<usize> {
+        let now = self.now();
+        let due = self.ports().drops.due_transitions(now, 100).await?;
+        let mut moved = 0;
+        for drop in due {
+            if self.advance_drop(&drop, now).await? {
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// One sweeper step: every hold that ran out returns its stock. Returns how many.
+    pub async fn sweep_holds(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let expired = self.ports().orders.expire_holds(self.now(), 500).await?;
+            total += expired.len();
+            for order in &expired {
+                tracing::debug!(order = %order.id, "hold expired");
+            }
+            if expired.len() < 500 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Deletes idempotency keys older than the retention period. Returns how many.
+    pub async fn purge_idempotency_keys(&self) -> Result<u64> {
+        let retention = chrono::Duration::from_std(self.config().idempotency_retention)
+            .unwrap_or(chrono::Duration::hours(24));
+        Ok(self
+            .ports()
+            .idempotency
+            .purge(self.now() - retention)
+            .await?)
+    }
+
+    async fn consume(&self, group: &'static str, role: Role, token: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        let mut seen = Seen::new();
+        while !token.is_cancelled() {
+            let subscription = tokio::select! {
+                _ = token.cancelled() => return,
+                s = self.ports().bus.subscribe(group) => s,
+            };
+            let mut subscription = match subscription {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(group, error = %e, "cannot subscribe; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            let failed = self
+                .drain(&mut *subscription, role, &mut seen, &token)
+                .await;
+            subscription.close().await;
+            if failed {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
+
+    /// Handles events until cancelled (returns false) or the subscription fails (true).
+    async fn drain(
+        &self,
+        subscription: &mut dyn Subscription,
+        role: Role,
+        seen: &mut Seen,
+        token: &CancellationToken,
+    ) -> bool {
+        let mut uncommitted = 0usize;
+        loop {
+            let next = tokio::select! {
+                _ = token.cancelled() => {
+                    if uncommitted > 0 {
+                        let _ = subscription.commit().await;
+                    }
+                    return false;
+                }
+                n = subscription.next(Duration::from_millis(500)) => n,
+            };
+            match next {
+                Ok(Some(event)) => {
+                    if seen.first_time(&event) {
+                        self.handle_until_done(&event, role, token).await;
+                    }
+                    uncommitted += 1;
+                    if uncommitted >= 100 {
+                        if let Err(e) = subscription.commit().await {
+                            tracing::warn!(error = %e, "offset commit failed");
+                        }
+                        uncommitted = 0;
+                    }
+                }
+                Ok(None) => {
+                    if uncommitted > 0 {
+                        if let Err(e) = subscription.commit().await {
+                            tracing::warn!(error = %e, "offset commit failed");
+                        }
+                        uncommitted = 0;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event subscription failed; resubscribing");
+                    return true;
+                }
+            }
+        }
+    }
+
+    /// Handles one event, retrying while the store is unavailable: an event is
+    /// committed only after its effects are stored, so none is lost.
+    async fn handle_until_done(&self, event: &Event, role: Role, token: &CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let result = match role {
+                Role::Cache => {
+                    self.apply_to_cache(event).await;
+                    Ok(())
+                }
+                Role::Notify => self.notify_for(event).await,
+            };
+            match result {
+                Ok(()) => return,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(event = %event.id, error = %e, "event handling failed; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(event = %event.id, kind = %event.kind, error = %e, "event cannot be handled; skipped");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Invalidates what `event` makes stale and feeds the admission gate.
+    pub async fn apply_to_cache(&self, event: &Event) {
+        let (keys, prefixes) = crate::cache::invalidations(event);
+        self.cache().invalidate(&keys, &prefixes).await;
+        if event.kind == EventType::StockChanged {
+            if let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone()) {
+                if let Err(e) = self
+                    .ports()
+                    .gate
+                    .record(DropId(payload.drop_id), &payload.stock, event.version)
+                    .await
+                {
+                    tracing::debug!(error = %e, "admission gate not updated");
+                }
+            }
+        }
+    }
+
+    /// Writes the notifications `event` calls for: `drop_live` (and `drop_scheduled`
+    /// for a later start) to every follower of the creator, in batches; order
+    /// confirmations and expiries to the buyer; `low_stock` and `sold_out` to the creator.
+    pub async fn notify_for(&self, event: &Event) -> Result<()> {
+        match event.kind {
+            EventType::DropStarted | EventType::DropScheduled => {
+                let Ok(drop) = serde_json::from_value::<Drop>(event.payload.clone()) else {
+                    return Ok(());
+                };
+                let kind = if event.kind == EventType::DropStarted {
+                    NotificationKind::DropLive
+                } else if drop.starts_at > event.occurred_at {
+                    NotificationKind::DropScheduled
+                } else {
+                    return Ok(());
+                };
+                self.fan_out(&drop, kind).await
+            }
+            EventType::OrderConfirmed | EventType::OrderExpired => {
+                let Ok(order) = serde_json::from_value::<Order>(event.payload.clone()) else {
+                    return Ok(());
+                };
+                let kind = if event.kind == EventType::OrderConfirmed {
+                    NotificationKind::OrderConfirmed
+                } else {
+                    NotificationKind::OrderExpired
+                };
+                let payload = serde_json::json!({
+                    "order_id": order.id,
+                    "drop_id": order.drop_id,
+                    "quantity": order.quantity,
+                    "status": order.status,
+                });
+                self.notify_one(
+                    order.user_id,
+                    kind,
+                    payload,
+                    format!("{}:{}", kind.as_str(), order.id),
+                )
+                .await
+            }
+            EventType::DropSoldOut | EventType::StockChanged => {
+                let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone())
+                else {
+                    return Ok(());
+                };
+                let stock = payload.stock;
+                let kind = if event.kind == EventType::DropSoldOut {
+                    NotificationKind::SoldOut
+                } else if stock.available > 0 && stock.available <= (stock.total / 10).max(1) {
+                    NotificationKind::LowStock
+                } else {
+                    return Ok(());
+                };
+                let drop = self.drop_definition(DropId(payload.drop_id)).await?;
+                let body = serde_json::json!({
+                    "drop_id": drop.id,
+                    "title": drop.title,
+                    "stock": stock,
+                });
+                self.notify_one(
+                    drop.creator_id,
+                    kind,
+                    body,
+                    format!("{}:{}", kind.as_str(), drop.id),
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn notify_one(
+        &self,
+        user: UserId,
+        kind: NotificationKind,
+        payload: serde_json::Value,
+        dedup_key: String,
+    ) -> Result<()> {
+        let notification = Notification {
+            id: NotificationId::new(),
+            user_id: user,
+            kind,
+            payload,
+            dedup_key,
+            created_at: self.now(),
+            read_at: None,
+        };
+        self.ports()
+            .notifications
+            .insert_notification(&notification)
+            .await?;
+        Ok(())
+    }
+
+    /// Notifies every follower of the drop's creator, one batch at a time.
+    async fn fan_out(&self, drop: &Drop, kind: NotificationKind) -> Result<()> {
+        let mut batch = FanOutBatch {
+            creator_id: drop.creator_id,
+            kind,
+            payload: serde_json::json!({
+                "drop_id": drop.id,
+                "product_id": drop.product_id,
+                "title": drop.title,
+                "starts_at": drop.starts_at,
+                "ends_at": drop.ends_at,
+            }),
+            dedup_key: format!("{}:{}", kind.as_str(), drop.id),
+            after: None,
+            limit: self.config().fan_out_batch.max(1),
+            at: self.now(),
+        };
+        let mut notified = 0u64;
+        loop {
+            let progress = self.ports().notifications.fan_out(&batch).await?;
+            notified += u64::from(progress.inserted);
+            match progress.next {
+                Some(next) => batch.after = Some(next),
+                None => break,
+            }
+        }
+        tracing::info!(drop = %drop.id, kind = kind.as_str(), notified, "fan-out done");
+        Ok(())
+    }
+
+    async fn feed_live(&self, token: CancellationToken) {
+        while !token.is_cancelled() {
+            let subscription = tokio::select! {
+                _ = token.cancelled() => return,
+                s = self.ports().bus.subscribe_live() => s,
+            };
+            let mut subscription = match subscription {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot open the live feed; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            };
+            loop {
+                let next = tokio::select! {
+                    _ = token.cancelled() => break,
+                    n = subscription.next(Duration::from_millis(500)) => n,
+                };
+                match next {
+                    Ok(Some(event)) => {
+                        // No receivers is fine: nobody is watching.
+                        let _ = self.inner.live.send(event);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "live feed failed; reopening");
+                        break;
+                    }
+                }
+            }
+            subscription.close().await;
+        }
+    }
+}

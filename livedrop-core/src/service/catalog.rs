@@ -1,0 +1,467 @@
+//! Products and drops: create, update, schedule, cancel, and cached reads.
+
+use serde::{Deserialize, Serialize};
+
+use super::{require_owner, Livedrop};
+use crate::cache::{self, DROP_LISTINGS, PRODUCT_LISTINGS};
+use crate::clock::Timestamp;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventType};
+use crate::id::{DropId, ProductId};
+use crate::model::{
+    Actor, Drop, DropFilter, DropState, DropView, Product, ProductFilter, Role, Stock,
+};
+use crate::page::{Page, PageRequest};
+use crate::ports::UpdateOutcome;
+
+/// The most units one drop may hold.
+pub const MAX_STOCK: u32 = 10_000_000;
+
+/// A new product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewProduct {
+    /// Title, 1 to 200 characters.
+    pub title: String,
+    /// Description, up to 5,000 characters.
+    pub description: String,
+    /// Price in minor units, non-negative.
+    pub price_cents: i64,
+    /// ISO-4217 code (three letters).
+    pub currency: String,
+    /// An http(s) address of the image on a CDN.
+    pub image_url: Option<String>,
+}
+
+/// Changes to a product; absent fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductPatch {
+    /// New title.
+    pub title: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New price.
+    pub price_cents: Option<i64>,
+    /// New currency.
+    pub currency: Option<String>,
+    /// New image address; `Some(None)` removes it.
+    pub image_url: Option<Option<String>>,
+    /// Apply only if the product is at this version (optimistic concurrency).
+    pub expected_version: Option<i64>,
+}
+
+/// A new drop of a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewDrop {
+    /// The product released.
+    pub product_id: ProductId,
+    /// Start; `None` means now.
+    pub starts_at: Option<Timestamp>,
+    /// End (exclusive); after the start and in the future.
+    pub ends_at: Timestamp,
+    /// Units, 1 to 10,000,000.
+    pub total_stock: u32,
+    /// Most units one buyer may hold; `None` means no limit beyond the stock.
+    pub per_user_limit: Option<u32>,
+}
+
+fn check_title(title: &str) -> Result<String> {
+    let title = title.trim();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(Error::invalid("title", "title must be 1 to 200 characters"));
+    }
+    Ok(title.to_owned())
+}
+
+fn check_description(description: &str) -> Result<String> {
+    if description.chars().count() > 5_000 {
+        return Err(Error::invalid(
+            "description",
+            "description must be at most 5000 characters",
+        ));
+    }
+    Ok(description.to_owned())
+}
+
+fn check_price(price_cents: i64) -> Result<i64> {
+    if !(0..=1_000_000_000_000).contains(&price_cents) {
+        return Err(Error::invalid(
+            "price_cents",
+            "price_cents must be between 0 and 10^12",
+        ));
+    }
+    Ok(price_cents)
+}
+
+fn check_currency(currency: &str) -> Result<String> {
+    let currency = currency.trim().to_uppercase();
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(Error::invalid(
+            "currency",
+            "currency must be a three-letter ISO-4217 code",
+        ));
+    }
+    Ok(currency)
+}
+
+fn check_image_url(url: Option<String>) -> Result<Option<String>> {
+    match url {
+        None => Ok(None),
+        Some(url) => {
+            let ok = url.len() <= 2048
+                && (url.starts_with("https://") || url.starts_with("http://"))
+                && url
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| !rest.is_empty())
+                && !url.chars().any(char::is_whitespace);
+            if ok {
+                Ok(Some(url))
+            } else {
+                Err(Error::invalid(
+                    "image_url",
+                    "image_url must be an http(s) address",
+                ))
+            }
+        }
+    }
+}
+
+fn require_seller(actor: &Actor) -> Result<()> {
+    match actor.role {
+        Role::Creator | Role::Admin => Ok(()),
+        Role::Customer => Err(Error::forbidden("only creators can sell")),
+    }
+}
+
+impl Livedrop {
+    /// Creates a product owned by the actor (a creator or an admin).
+    pub async fn create_product(&self, actor: &Actor, new: NewProduct) -> Result<Product> {
+        require_seller(actor)?;
+        let now = self.now();
+        let product = Product {
+            id: ProductId::new(),
+            creator_id: actor.id,
+            title: check_title(&new.title)?,
+            description: check_description(&new.description)?,
+            price_cents: check_price(new.price_cents)?,
+            currency: check_currency(&new.currency)?,
+            image_url: check_image_url(new.image_url)?,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        };
+        let event = Event::product(EventType::ProductCreated, &product, now);
+        self.ports()
+            .products
+            .insert_product(&product, &[event])
+            .await?;
+        let ttl = self.config().entity_ttl;
+        self.cache()
+            .put(&cache::product_key(product.id), &product, ttl)
+            .await;
+        self.cache().invalidate(&[], &[PRODUCT_LISTINGS]).await;
+        Ok(product)
+    }
+
+    /// Changes a product (its creator or an admin). Without `expected_version` the
+    /// patch applies to whatever version is current.
+    pub async fn update_product(
+        &self,
+        actor: &Actor,
+        id: ProductId,
+        patch: ProductPatch,
+    ) -> Result<Product> {
+        for _ in 0..5 {
+            let current = self
+                .ports()
+                .products
+                .product(id)
+                .await?
+                .ok_or_else(|| Error::not_found("product"))?;
+            require_owner(actor, current.creator_id, "product")?;
+            if let Some(expected) = patch.expected_version {
+                if expected != current.version {
+                    return Err(Error::VersionConflict {
+                        current: current.version,
+                    });
+                }
+            }
+            let now = self.now();
+            let mut next = current.clone();
+            if let Some(title) = &patch.title {
+                next.title = check_title(title)?;
+            }
+            if let Some(description) = &patch.description {
+                next.description = check_description(description)?;
+            }
+            if let Some(price) = patch.price_cents {
+                next.price_cents = check_price(price)?;
+            }
+            if let Some(currency) = &patch.currency {
+                next.currency = check_currency(currency)?;
+            }
+            if let Some(image_url) = &patch.image_url {
+                next.image_url = check_image_url(image_url.clone())?;
+            }
+            next.version = current.version + 1;
+            next.updated_at = now.max(current.updated_at);
+            let event = Event::product(EventType::ProductUpdated, &next, now);
+            match self
+                .ports()
+                .products
+                .update_product(&next, &[event])
+                .await?
+            {
+                UpdateOutcome::Updated => {
+                    let ttl = self.config().entity_ttl;
+                    self.cache().put(&cache::product_key(id), &next, ttl).await;
+                    self.cache().invalidate(&[], &[PRODUCT_LISTINGS]).await;
+                    return Ok(next);
+                }
+                UpdateOutcome::NotFound => return Err(Error::not_found("product")),
+                UpdateOutcome::VersionMismatch { current } => {
+                    if patch.expected_version.is_some() {
+                        return Err(Error::VersionConflict { current });
+                    }
+                }
+            }
+        }
+        Err(Error::Conflict {
+            message: "the product is being changed concurrently; retry".into(),
+        })
+    }
+
+    /// The product with `id` (cached).
+    pub async fn product(&self, id: ProductId) -> Result<Product> {
+        let ttl = self.config().entity_ttl;
+        let products = self.ports().products.clone();
+        self.cache()
+            .get_or_load(&cache::product_key(id), ttl, || async move {
+                Ok(products.product(id).await?)
+            })
+            .await?
+            .ok_or_else(|| Error::not_found("product"))
+    }
+
+    /// Products matching `filter`, newest first (cached, including searches).
+    pub async fn list_products(
+        &self,
+        filter: ProductFilter,
+        page: PageRequest,
+    ) -> Result<Page<Product>> {
+        if filter.terms.len() > 16 || filter.terms.iter().any(|t| t.chars().count() > 100) {
+            return Err(Error::invalid(
+                "q",
+                "q must have at most 16 terms of at most 100 characters",
+            ));
+        }
+        let key = cache::listing_key(
+            PRODUCT_LISTINGS,
+            &(&filter, page.limit, page.after.map(|c| c.to_string())),
+        );
+        let ttl = self.config().listing_ttl;
+        let products = self.ports().products.clone();
+        let page = self
+            .cache()
+            .get_or_load(&key, ttl, || async move {
+                Ok(Some(products.list_products(&filter, page).await?))
+            })
+            .await?;
+        Ok(page.unwrap_or(Page {
+            items: vec![],
+            next_cursor: None,
+        }))
+    }
+
+    /// Schedules a drop of one of the actor's products. A drop starting now goes live
+    /// at once; a later one goes live at its start by the scheduler.
+    pub async fn schedule_drop(&self, actor: &Actor, new: NewDrop) -> Result<DropView> {
+        require_seller(actor)?;
+        let product = self.product(new.product_id).await?;
+        require_owner(actor, product.creator_id, "product")?;
+        let now = self.now();
+        let starts_at = crate::clock::truncate(new.starts_at.unwrap_or(now));
+        let ends_at = crate::clock::truncate(new.ends_at);
+        if ends_at <= starts_at {
+            return Err(Error::invalid("ends_at", "ends_at must be after starts_at"));
+        }
+        if ends_at <= now {
+            return Err(Error::invalid("ends_at", "ends_at must be in the future"));
+        }
+        if new.total_stock == 0 || new.total_stock > MAX_STOCK {
+            return Err(Error::invalid(
+                "total_stock",
+                "total_stock must be 1 to 10000000",
+            ));
+        }
+        let per_user_limit = new.per_user_limit.unwrap_or(new.total_stock);
+        if per_user_limit == 0 {
+            return Err(Error::invalid(
+                "per_user_limit",
+                "per_user_limit must be at least 1",
+            ));
+        }
+        let drop = Drop {
+            id: DropId::new(),
+            product_id: product.id,
+            creator_id: product.creator_id,
+            title: product.title.clone(),
+            price_cents: product.price_cents,
+            currency: product.currency.clone(),
+            starts_at,
+            ends_at,
+            per_user_limit,
+            state: DropState::Scheduled,
+            created_at: now,
+        };
+        let event = Event::drop(EventType::DropScheduled, &drop, now);
+        self.ports()
+            .drops
+            .insert_drop(&drop, new.total_stock, &[event])
+            .await?;
+        self.cache().invalidate(&[], &[DROP_LISTINGS]).await;
+        if starts_at <= now {
+            self.advance_drop(&drop, now).await?;
+        }
+        self.drop_view(drop.id).await
+    }
+
+    /// Moves a drop's stored state along the clock, emitting `drop.started` /
+    /// `drop.ended`. Safe to race: the store's conditional transition picks one winner.
+    pub(super) async fn advance_drop(&self, drop: &Drop, now: Timestamp) -> Result<bool> {
+        let (from, to, kind) = match drop.state {
+            DropState::Scheduled if now >= drop.ends_at => {
+                (DropState::Scheduled, DropState::Ended, EventType::DropEnded)
+            }
+            DropState::Scheduled if now >= drop.starts_at => (
+                DropState::Scheduled,
+                DropState::Live,
+                EventType::DropStarted,
+            ),
+            DropState::Live if now >= drop.ends_at => {
+                (DropState::Live, DropState::Ended, EventType::DropEnded)
+            }
+            _ => return Ok(false),
+        };
+        let mut next = drop.clone();
+        next.state = to;
+        let event = Event::drop(kind, &next, now);
+        let moved = self
+            .ports()
+            .drops
+            .transition(drop.id, &[from], to, &[event])
+            .await?;
+        if moved {
+            tracing::info!(drop = %drop.id, state = to.as_str(), "drop advanced");
+            let ttl = self.config().entity_ttl;
+            self.cache()
+                .put(&cache::drop_key(drop.id), &next, ttl)
+                .await;
+            self.cache().invalidate(&[], &[DROP_LISTINGS]).await;
+        }
+        Ok(moved)
+    }
+
+    /// Cancels a drop (its creator or an admin). Cancelling again changes nothing;
+    /// an ended drop cannot be cancelled. Existing holds run their course.
+    pub async fn cancel_drop(&self, actor: &Actor, id: DropId) -> Result<DropView> {
+        let drop = self
+            .ports()
+            .drops
+            .drop_by_id(id)
+            .await?
+            .ok_or_else(|| Error::not_found("drop"))?;
+        require_owner(actor, drop.creator_id, "drop")?;
+        match drop.state {
+            DropState::Cancelled => return self.drop_view(id).await,
+            DropState::Ended => {
+                return Err(Error::Conflict {
+                    message: "the drop has ended and cannot be cancelled".into(),
+                })
+            }
+            DropState::Scheduled | DropState::Live => {}
+        }
+        let now = self.now();
+        let mut next = drop.clone();
+        next.state = DropState::Cancelled;
+        let event = Event::drop(EventType::DropCancelled, &next, now);
+        let moved = self
+            .ports()
+            .drops
+            .transition(
+                id,
+                &[DropState::Scheduled, DropState::Live],
+                DropState::Cancelled,
+                &[event],
+            )
+            .await?;
+        self.cache()
+            .invalidate(
+                &[cache::drop_key(id), cache::stock_key(id)],
+                &[DROP_LISTINGS],
+            )
+            .await;
+        let view = self.drop_view(id).await?;
+        if !moved && view.drop.state != DropState::Cancelled {
+            return Err(Error::Conflict {
+                message: "the drop has ended and cannot be cancelled".into(),
+            });
+        }
+        Ok(view)
+    }
+
+    /// The drop's definition (cached).
+    pub async fn drop_definition(&self, id: DropId) -> Result<Drop> {
+        let ttl = self.config().entity_ttl;
+        let drops = self.ports().drops.clone();
+        self.cache()
+            .get_or_load(&cache::drop_key(id), ttl, || async move {
+                Ok(drops.drop_by_id(id).await?)
+            })
+            .await?
+            .ok_or_else(|| Error::not_found("drop"))
+    }
+
+    /// The drop's stock for display (cached; lags by at most the stock TTL).
+    pub async fn displayed_stock(&self, id: DropId) -> Result<Stock> {
+        let ttl = self.config().stock_ttl;
+        let inventory = self.ports().inventory.clone();
+        self.cache()
+            .get_or_load(&cache::stock_key(id), ttl, || async move {
+                Ok(inventory.stock(id).await?)
+            })
+            .await?
+            .ok_or_else(|| Error::not_found("drop"))
+    }
+
+    /// The drop with its live stock (both cached).
+    pub async fn drop_view(&self, id: DropId) -> Result<DropView> {
+        let drop = self.drop_definition(id).await?;
+        let stock = self.displayed_stock(id).await?;
+        Ok(DropView { drop, stock })
+    }
+
+    /// Drops passing `filter` now, newest first (cached).
+    pub async fn list_drops(
+        &self,
+        filter: DropFilter,
+        page: PageRequest,
+    ) -> Result<Page<DropView>> {
+        let key = cache::listing_key(
+            DROP_LISTINGS,
+            &(&filter, page.limit, page.after.map(|c| c.to_string())),
+        );
+        let ttl = self.config().listing_ttl;
+        let drops = self.ports().drops.clone();
+        let now = self.now();
+        let page = self
+            .cache()
+            .get_or_load(&key, ttl, || async move {
+                Ok(Some(drops.list_drops(&filter, now, page).await?))
+            })
+            .await?;
+        Ok(page.unwrap_or(Page {
+            items: vec![],
+            next_cursor: None,
+        }))
+    }
+}

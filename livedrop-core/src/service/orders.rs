@@ -1,0 +1,248 @@
+//! Placing, settling and reading orders, with idempotency keys.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Livedrop;
+use crate::error::{Error, Result};
+use crate::id::{DropId, OrderId};
+use crate::model::{Actor, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
+use crate::page::{Page, PageRequest};
+use crate::ports::BeginOutcome;
+
+/// The most units one order may ask for.
+pub const MAX_QUANTITY: u32 = 10_000;
+
+/// An order request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PlaceOrder {
+    /// The drop to order from.
+    pub drop_id: DropId,
+    /// Units, 1 to 10,000.
+    pub quantity: u32,
+}
+
+impl PlaceOrder {
+    /// The request fingerprint stored with its idempotency key.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"POST /orders\n");
+        h.update(self.drop_id.to_string().as_bytes());
+        h.update(b"\n");
+        h.update(self.quantity.to_string().as_bytes());
+        hex::encode(h.finalize())
+    }
+}
+
+/// The outcome stored with an idempotency key: replayed verbatim to a retry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Recorded {
+    Placed(Order),
+    Rejected(Error),
+}
+
+/// Checks an idempotency key: 1 to 255 visible ASCII characters.
+pub fn check_idempotency_key(key: Option<&str>) -> Result<&str> {
+    let key = key.ok_or(Error::IdempotencyKeyMissing)?;
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::invalid(
+            "Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ));
+    }
+    Ok(key)
+}
+
+impl Livedrop {
+    /// Places an order, reserving stock for the hold period.
+    ///
+    /// `idempotency_key` is required. The same key with the same request replays the
+    /// first outcome (success or rejection) without reserving again; with another
+    /// request it is [`Error::IdempotencyKeyReused`]; while the first request runs it
+    /// is [`Error::IdempotencyKeyInFlight`]. The stock decision is made only by the
+    /// authoritative store, never by the cache.
+    pub async fn place_order(
+        &self,
+        actor: &Actor,
+        idempotency_key: Option<&str>,
+        request: PlaceOrder,
+    ) -> Result<Order> {
+        let key = check_idempotency_key(idempotency_key)?;
+        if request.quantity == 0 || request.quantity > MAX_QUANTITY {
+            return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
+        }
+        let fingerprint = request.fingerprint();
+        let ports = self.ports();
+        let now = self.now();
+        match ports
+            .idempotency
+            .begin(
+                actor.id,
+                key,
+                &fingerprint,
+                now,
+                self.config().idempotency_lease,
+            )
+            .await?
+        {
+            BeginOutcome::Started => {}
+            BeginOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
+            BeginOutcome::InFlight => return Err(Error::IdempotencyKeyInFlight),
+            BeginOutcome::Replay(value) => {
+                return match serde_json::from_value::<Recorded>(value) {
+                    Ok(Recorded::Placed(order)) => Ok(order),
+                    Ok(Recorded::Rejected(error)) => Err(error),
+                    Err(e) => {
+                        tracing::error!(error = %e, "undecodable idempotency record");
+                        Err(Error::Internal)
+                    }
+                };
+            }
+        }
+
+        let outcome = self.reserve(actor, key, &fingerprint, request).await;
+        match &outcome {
+            Err(e) if e.is_transient() => {
+                if let Err(release) = ports.idempotency.release(actor.id, key).await {
+                    tracing::warn!(error = %release, "could not release an idempotency key; it frees when its lease runs out");
+                }
+            }
+            _ => {
+                let record = match &outcome {
+                    Ok(order) => Recorded::Placed(order.clone()),
+                    Err(e) => Recorded::Rejected(e.clone()),
+                };
+                let value = serde_json::to_value(&record).unwrap_or(serde_json::Value::Null);
+                if let Err(e) = ports.idempotency.complete(actor.id, key, &value).await {
+                    // The order row itself is unique per (buyer, key), so a retry after
+                    // the lease still finds the order instead of reserving again.
+                    tracing::warn!(error = %e, "could not store an idempotency response");
+                }
+            }
+        }
+        outcome
+    }
+
+    async fn reserve(
+        &self,
+        actor: &Actor,
+        key: &str,
+        fingerprint: &str,
+        request: PlaceOrder,
+    ) -> Result<Order> {
+        let ports = self.ports();
+        let drop = self.drop_definition(request.drop_id).await?;
+        let now = self.now();
+        if !drop.accepts_orders_at(now) {
+            let stock = self.displayed_stock(drop.id).await?;
+            return Err(Error::DropNotLive {
+                status: drop.status_at(now, &stock),
+            });
+        }
+        match ports.gate.admit(drop.id, request.quantity).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let available = match self.displayed_stock(drop.id).await {
+                    Ok(stock) => stock.available.min(request.quantity - 1),
+                    Err(_) => 0,
+                };
+                return Err(Error::OutOfStock {
+                    available,
+                    requested: request.quantity,
+                });
+            }
+            Err(e) => tracing::debug!(error = %e, "admission gate unavailable; admitting"),
+        }
+        let order = Order {
+            id: OrderId::new(),
+            user_id: actor.id,
+            drop_id: drop.id,
+            quantity: request.quantity,
+            unit_price_cents: drop.price_cents,
+            total_cents: drop.price_cents.saturating_mul(i64::from(request.quantity)),
+            currency: drop.currency.clone(),
+            status: OrderStatus::Reserved,
+            idempotency_key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            reserved_until: now + self.hold(),
+            created_at: now,
+            updated_at: now,
+        };
+        match ports.orders.place_order(&order, now).await? {
+            PlaceOutcome::Placed(order) => {
+                tracing::debug!(order = %order.id, drop = %order.drop_id, "order placed");
+                Ok(order)
+            }
+            PlaceOutcome::Duplicate(existing) if existing.fingerprint == fingerprint => {
+                Ok(existing)
+            }
+            PlaceOutcome::Duplicate(_) => Err(Error::IdempotencyKeyReused),
+            PlaceOutcome::OutOfStock { available } => Err(Error::OutOfStock {
+                available,
+                requested: request.quantity,
+            }),
+            PlaceOutcome::LimitExceeded { limit, held } => Err(Error::PerUserLimitExceeded {
+                limit,
+                held,
+                requested: request.quantity,
+            }),
+            PlaceOutcome::NotLive => {
+                let view = ports.drops.drop_view(drop.id).await?;
+                let status = view
+                    .map(|v| v.status_at(now))
+                    .unwrap_or(crate::model::DropStatus::Ended);
+                Err(Error::DropNotLive { status })
+            }
+            PlaceOutcome::DropNotFound => Err(Error::not_found("drop")),
+        }
+    }
+
+    /// The order with `id`, if the actor is its buyer or an admin.
+    pub async fn order(&self, actor: &Actor, id: OrderId) -> Result<Order> {
+        match self.ports().orders.order(id).await? {
+            Some(order) if order.user_id == actor.id || actor.is_admin() => Ok(order),
+            // Someone else's order is reported as missing: ids are not disclosed.
+            _ => Err(Error::not_found("order")),
+        }
+    }
+
+    /// The actor's orders, newest first.
+    pub async fn my_orders(&self, actor: &Actor, page: PageRequest) -> Result<Page<Order>> {
+        Ok(self.ports().orders.orders_for_user(actor.id, page).await?)
+    }
+
+    /// Confirms a reserved order (payment done): its units become sold. Confirming
+    /// twice returns the confirmed order.
+    pub async fn confirm_order(&self, actor: &Actor, id: OrderId) -> Result<Order> {
+        self.settle(actor, id, Settlement::Confirm).await
+    }
+
+    /// Cancels a reserved order: its units return to the drop. Cancelling twice
+    /// returns the cancelled order.
+    pub async fn cancel_order(&self, actor: &Actor, id: OrderId) -> Result<Order> {
+        self.settle(actor, id, Settlement::Cancel).await
+    }
+
+    async fn settle(&self, actor: &Actor, id: OrderId, settlement: Settlement) -> Result<Order> {
+        self.order(actor, id).await?;
+        let now = self.now();
+        match self
+            .ports()
+            .orders
+            .settle_order(id, settlement, now)
+            .await?
+        {
+            SettleOutcome::Settled(order) | SettleOutcome::Unchanged(order) => Ok(order),
+            SettleOutcome::Conflict(order) => Err(Error::OrderNotReserved {
+                status: order.status,
+                action: match settlement {
+                    Settlement::Confirm => "confirmed".into(),
+                    Settlement::Cancel => "cancelled".into(),
+                },
+            }),
+            SettleOutcome::HoldExpired(_) => Err(Error::HoldExpired),
+            SettleOutcome::NotFound => Err(Error::not_found("order")),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Registration, authentication and the follow graph.
+
+use std::sync::OnceLock;
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+
+use super::Livedrop;
+use crate::error::{Error, Result, StoreError};
+use crate::event::{Event, EventType};
+use crate::id::UserId;
+use crate::model::{Actor, FollowEntry, Role, User};
+use crate::page::{Page, PageRequest};
+
+/// A self-registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Email; compared case-insensitively.
+    pub email: String,
+    /// Password, at least 8 characters.
+    pub password: String,
+    /// Name shown to others, 1 to 100 characters.
+    pub display_name: String,
+    /// `customer` or `creator`; admins are made by the operator only.
+    pub role: Role,
+}
+
+fn normalize_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if valid {
+        Ok(email)
+    } else {
+        Err(Error::invalid(
+            "email",
+            "email must be an address like name@example.com",
+        ))
+    }
+}
+
+fn check_password(password: &str) -> Result<()> {
+    let len = password.chars().count();
+    if !(8..=256).contains(&len) {
+        return Err(Error::invalid(
+            "password",
+            "password must be 8 to 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_display_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(Error::invalid(
+            "display_name",
+            "display_name must be 1 to 100 characters",
+        ));
+    }
+    Ok(name.to_owned())
+}
+
+async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+    })
+    .await
+    .map_err(|_| Error::Internal)?
+    .map_err(|e| {
+        tracing::error!(error = %e, "password hashing failed");
+        Error::Internal
+    })
+}
+
+async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// A hash to verify against when the email is unknown, so both paths cost the same.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(b"livedrop-dummy-password", &salt)
+            .map(|h| h.to_string())
+            .unwrap_or_default()
+    })
+}
+
+impl Livedrop {
+    /// Registers a customer or creator. `admin` is refused: admins come from
+    /// [`Livedrop::bootstrap_admin`].
+    pub async fn register(&self, registration: Registration) -> Result<User> {
+        if registration.role == Role::Admin {
+            return Err(Error::forbidden(
+                "admins are created by the operator, not by registration",
+            ));
+        }
+        self.create_user(registration).await
+    }
+
+    /// Creates the operator's admin account, or returns it if it exists already.
+    pub async fn bootstrap_admin(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<User> {
+        let email_norm = normalize_email(email)?;
+        if let Some(existing) = self.ports().users.user_by_email(&email_norm).await? {
+            return if existing.role == Role::Admin {
+                Ok(existing)
+            } else {
+                Err(Error::EmailTaken)
+            };
+        }
+        self.create_user(Registration {
+            email: email.to_owned(),
+            password: password.to_owned(),
+            display_name: display_name.to_owned(),
+            role: Role::Admin,
+        })
+        .await
+    }
+
+    async fn create_user(&self, registration: Registration) -> Result<User> {
+        let email = normalize_email(&registration.email)?;
+        check_password(&registration.password)?;
+        let display_name = check_display_name(&registration.display_name)?;
+        let password_hash = hash_password(registration.password).await?;
+        let user = User {
+            id: UserId::new(),
+            email,
+            display_name,
+            role: registration.role,
+            password_hash,
+            created_at: self.now(),
+        };
+        match self.ports().users.insert_user(&user).await {
+            Ok(()) => Ok(user),
+            Err(StoreError::Conflict(_)) => Err(Error::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The user with these credentials.
+    pub async fn authenticate(&self, email: &str, password: &str) -> Result<User> {
+        let email = email.trim().to_lowercase();
+        let user = self.ports().users.user_by_email(&email).await?;
+        let hash = user
+            .as_ref()
+            .map(|u| u.password_hash.clone())
+            .unwrap_or_else(|| dummy_hash().to_owned());
+        let valid = verify_password(password.to_owned(), hash).await;
+        match user {
+            Some(user) if valid => Ok(user),
+            _ => Err(Error::InvalidCredentials),
+        }
+    }
+
+    /// The user with `id`.
+    pub async fn user(&self, id: UserId) -> Result<User> {
+        self.ports()
+            .users
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::not_found("user"))
+    }
+
+    /// Makes the actor follow `creator`. Idempotent: following again changes nothing.
+    pub async fn follow(&self, actor: &Actor, creator: UserId) -> Result<()> {
+        if actor.id == creator {
+            return Err(Error::invalid("creator_id", "you cannot follow yourself"));
+        }
+        let target = self.user(creator).await?;
+        if target.role == Role::Customer {
+            return Err(Error::invalid(
+                "creator_id",
+                "only creators can be followed",
+            ));
+        }
+        let at = self.now();
+        let event = Event::new(
+            EventType::UserFollowed,
+            actor.id.0,
+            1,
+            serde_json::json!({ "follower_id": actor.id, "creator_id": creator }),
+            at,
+        );
+        self.ports()
+            .users
+            .follow(actor.id, creator, at, &[event])
+            .await?;
+        Ok(())
+    }
+
+    /// Ends the actor's follow of `creator`. Idempotent.
+    pub async fn unfollow(&self, actor: &Actor, creator: UserId) -> Result<()> {
+        self.ports().users.unfollow(actor.id, creator).await?;
+        Ok(())
+    }
+
+    /// Followers of `user`, newest first.
+    pub async fn followers(&self, user: UserId, page: PageRequest) -> Result<Page<FollowEntry>> {
+        self.user(user).await?;
+        Ok(self.ports().users.followers(user, page).await?)
+    }
+
+    /// Creators `user` follows, newest first.
+    pub async fn following(&self, user: UserId, page: PageRequest) -> Result<Page<FollowEntry>> {
+        self.user(user).await?;
+        Ok(self.ports().users.following(user, page).await?)
+    }
+}
