@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The full test suite, as CI runs it: formatting, lints, and every test against real
+# PostgreSQL, Redis and a Kafka-protocol broker. Starts what is missing first; a
+# service that cannot be reached fails the run (tests never skip here).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+scripts/services.sh up
+trap 'scripts/services.sh down' EXIT
+
+export LIVEDROP_TEST_DATABASE_URL="${LIVEDROP_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+export LIVEDROP_TEST_REDIS_URL="${LIVEDROP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+export LIVEDROP_TEST_KAFKA_BROKERS="${LIVEDROP_TEST_KAFKA_BROKERS:-127.0.0.1:19092}"
+export RUST_BACKTRACE=1
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+cargo test --workspace --all-features --no-fail-fast "$@"
