@@ -1,1 +1,263 @@
-//! The postgres adapters.
+//! The PostgreSQL store (sqlx): every repository port of livedrop over one database.
+//!
+//! [`PgStore`] implements [`UserRepository`](livedrop_core::ports::UserRepository),
+//! [`ProductRepository`](livedrop_core::ports::ProductRepository),
+//! [`DropRepository`](livedrop_core::ports::DropRepository),
+//! [`InventoryRepository`](livedrop_core::ports::InventoryRepository),
+//! [`OrderRepository`](livedrop_core::ports::OrderRepository),
+//! [`IdempotencyStore`](livedrop_core::ports::IdempotencyStore),
+//! [`NotificationRepository`](livedrop_core::ports::NotificationRepository) and
+//! [`Outbox`](livedrop_core::ports::Outbox), so
+//! `Ports::from_store(Arc::new(store), cache, bus, clock)` wires it in one line.
+//!
+//! Guarantees, each enforced by the database so they hold across processes:
+//!
+//! - the stock invariant is a set of `CHECK` constraints on the `inventory` row;
+//! - every reservation decides under the drop's inventory row lock (stock, per-user
+//!   limit and duplicate key are all read under it), see [`ReserveStrategy`];
+//! - every write appends its events to the `outbox` table in the same transaction;
+//! - only one process at a time relays the outbox (a session advisory lock), so
+//!   per-aggregate order survives several relays.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), livedrop_core::StoreError> {
+//! use livedrop_adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
+//!
+//! let store = PgStore::connect("postgres://postgres@127.0.0.1/livedrop", PgOptions::default())
+//!     .await?
+//!     .with_strategy(ReserveStrategy::group());
+//! store.migrate().await?;
+//! # Ok(()) }
+//! ```
+
+mod catalog;
+mod error;
+mod group;
+mod orders;
+mod outbox;
+mod rows;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use livedrop_core::id::DropId;
+use livedrop_core::{StoreError, StoreResult};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
+use sqlx::{Connection, PgConnection};
+use tokio::sync::OnceCell;
+
+pub use error::map_sqlx_error;
+
+/// How `place_order` takes stock on a drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReserveStrategy {
+    /// The baseline: one transaction per order that locks the drop's inventory row
+    /// (`SELECT … FOR UPDATE`), decides, writes the order and its events, commits.
+    RowLock,
+    /// Group reserve: concurrent orders for the same drop in this process are queued
+    /// to one combiner task per drop, which takes up to `max_batch` of them, locks the
+    /// inventory row once, decides each in arrival order (duplicate key, liveness,
+    /// per-user limit, stock), writes every order row and outbox event with multi-row
+    /// inserts, commits once and answers each caller. Same guarantees as
+    /// [`RowLock`](Self::RowLock), one commit per batch instead of per order.
+    Group {
+        /// The most orders decided in one transaction.
+        max_batch: usize,
+    },
+}
+
+impl ReserveStrategy {
+    /// [`ReserveStrategy::Group`] with batches of up to 256 orders.
+    pub fn group() -> Self {
+        ReserveStrategy::Group { max_batch: 256 }
+    }
+}
+
+impl Default for ReserveStrategy {
+    fn default() -> Self {
+        ReserveStrategy::group()
+    }
+}
+
+/// Connection settings of [`PgStore::connect`].
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most pooled connections (default 10).
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection before the store reports the
+    /// database unavailable (default 5 s).
+    pub acquire_timeout: Duration,
+    /// A schema to create (if missing) and put first on every connection's
+    /// `search_path`, isolating this store's tables; `None` uses the server's default.
+    /// Letters, digits and `_` only.
+    pub schema: Option<String>,
+    /// The reservation strategy (default [`ReserveStrategy::group`]).
+    pub strategy: ReserveStrategy,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            schema: None,
+            strategy: ReserveStrategy::default(),
+        }
+    }
+}
+
+/// Every repository port over PostgreSQL. Cheap to clone (shares one pool).
+#[derive(Clone)]
+pub struct PgStore {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("strategy", &self.inner.strategy)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) pool: PgPool,
+    pub(crate) strategy: ReserveStrategy,
+    /// The schema the tables live in, read once from the pool.
+    schema: OnceCell<String>,
+    /// The connection holding the relay's session advisory lock, when this process
+    /// is the relay.
+    relay: tokio::sync::Mutex<Option<outbox::RelaySession>>,
+    /// The LISTEN connection of `wait_for_append`.
+    listener: tokio::sync::Mutex<Option<PgListener>>,
+    /// One combiner queue per drop with orders in flight (group strategy).
+    pub(crate) combiners: Mutex<HashMap<DropId, group::Queue>>,
+}
+
+impl PgStore {
+    /// Connects a pool to `url` with `options`, creating `options.schema` if set.
+    /// Does not migrate; call [`PgStore::migrate`].
+    pub async fn connect(url: &str, options: PgOptions) -> StoreResult<Self> {
+        let mut connect: PgConnectOptions = url.parse().map_err(map_sqlx_error)?;
+        if let Some(schema) = &options.schema {
+            if schema.is_empty()
+                || !schema
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(StoreError::backend(format!(
+                    "schema name {schema:?} must be letters, digits and '_'"
+                )));
+            }
+            let mut conn = PgConnection::connect_with(&connect)
+                .await
+                .map_err(map_sqlx_error)?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&mut conn)
+                .await
+                .map_err(map_sqlx_error)?;
+            conn.close().await.map_err(map_sqlx_error)?;
+            connect = connect.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(map_sqlx_error)?;
+        Ok(Self::from_pool(pool).with_strategy(options.strategy))
+    }
+
+    /// A store over an existing pool (its connections' `search_path` decides the
+    /// schema), with the default strategy.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                strategy: ReserveStrategy::default(),
+                schema: OnceCell::new(),
+                relay: tokio::sync::Mutex::new(None),
+                listener: tokio::sync::Mutex::new(None),
+                combiners: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The same pool with another reservation strategy (a new store: relay and
+    /// listener connections are not shared).
+    pub fn with_strategy(self, strategy: ReserveStrategy) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool: self.inner.pool.clone(),
+                strategy,
+                schema: OnceCell::new(),
+                relay: tokio::sync::Mutex::new(None),
+                listener: tokio::sync::Mutex::new(None),
+                combiners: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The reservation strategy in use.
+    pub fn strategy(&self) -> ReserveStrategy {
+        self.inner.strategy
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.inner.pool
+    }
+
+    /// Applies the embedded migrations (`livedrop-adapters/migrations`) to the
+    /// connections' schema. Safe to run from several processes at once.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::migrate!("./migrations")
+            .run(&self.inner.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::migrate::MigrateError::Execute(e) => map_sqlx_error(e),
+                other => StoreError::backend(other),
+            })
+    }
+
+    /// Whether the database answers (for readiness checks).
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.inner.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx_error)
+    }
+
+    /// Gives up the relay lock and the listener and closes the pool; later calls fail
+    /// as unavailable.
+    pub async fn close(&self) {
+        if let Some(session) = self.inner.relay.lock().await.take() {
+            session.close().await;
+        }
+        self.inner.listener.lock().await.take();
+        self.inner.pool.close().await;
+    }
+}
+
+impl Inner {
+    /// The schema the store's tables live in.
+    pub(crate) async fn schema(&self) -> StoreResult<&str> {
+        self.schema
+            .get_or_try_init(|| async {
+                sqlx::query_scalar::<_, String>("SELECT current_schema()::text")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(map_sqlx_error)
+            })
+            .await
+            .map(String::as_str)
+    }
+}
+
+/// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
+pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
+    u32::try_from(v).map_err(|_| StoreError::backend(format!("count {v} out of range")))
+}

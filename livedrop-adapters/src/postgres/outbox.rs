@@ -1,0 +1,465 @@
+//! The outbox relay side, idempotency keys and notifications.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use livedrop_core::clock::Timestamp;
+use livedrop_core::event::{Event, EventType};
+use livedrop_core::id::{EventId, NotificationId, UserId};
+use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
+use livedrop_core::page::{Cursor, Page, PageRequest};
+use livedrop_core::ports::{
+    BeginOutcome, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
+};
+use livedrop_core::{StoreError, StoreResult};
+use sqlx::postgres::PgListener;
+use sqlx::{PgConnection, Row};
+use uuid::Uuid;
+
+use super::rows::NotificationRow;
+use super::{map_sqlx_error, to_u32, PgStore};
+
+/// The relay's connection and whether it holds the relay lock.
+pub(crate) struct RelaySession {
+    conn: PgConnection,
+    leader: bool,
+}
+
+impl RelaySession {
+    /// Wraps a dedicated (detached) connection.
+    pub(crate) fn new(conn: PgConnection) -> Self {
+        Self {
+            conn,
+            leader: false,
+        }
+    }
+
+    /// Closes the connection, releasing the lock.
+    pub(crate) async fn close(self) {
+        use sqlx::Connection;
+        if let Err(e) = self.conn.close().await {
+            tracing::debug!(error = %e, "closing the relay connection");
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OutboxRow {
+    seq: i64,
+    event_id: Uuid,
+    event_type: String,
+    aggregate_id: Uuid,
+    version: i64,
+    occurred_at: Timestamp,
+    payload: serde_json::Value,
+}
+
+impl OutboxRow {
+    fn into_record(self) -> StoreResult<OutboxRecord> {
+        let kind: EventType = self.event_type.parse().map_err(StoreError::backend)?;
+        Ok(OutboxRecord {
+            seq: self.seq,
+            event: Event {
+                id: EventId(self.event_id),
+                kind,
+                occurred_at: self.occurred_at,
+                aggregate_id: self.aggregate_id,
+                version: self.version,
+                payload: self.payload,
+            },
+        })
+    }
+}
+
+impl PgStore {
+    async fn relay_batch(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
+        let mut slot = self.inner.relay.lock().await;
+        if slot.is_none() {
+            let conn = self.inner.pool.acquire().await.map_err(map_sqlx_error)?;
+            // Detached: the session (and its advisory lock) lives as long as this
+            // store relays, and dies with the process.
+            *slot = Some(RelaySession::new(conn.detach()));
+        }
+        let Some(session) = slot.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let result = relay_on(session, limit).await;
+        if result.is_err() {
+            // Drop the session: closing it releases the lock for another relay.
+            if let Some(session) = slot.take() {
+                session.close().await;
+            }
+        }
+        result
+    }
+}
+
+async fn relay_on(session: &mut RelaySession, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
+    if !session.leader {
+        // One relay per schema: only the holder of this session lock reads the
+        // outbox, so events leave in append order even with several processes.
+        session.leader = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtextextended('livedrop.outbox.relay:' \
+             || current_schema(), 0))",
+        )
+        .fetch_one(&mut session.conn)
+        .await
+        .map_err(map_sqlx_error)?;
+        if !session.leader {
+            return Ok(Vec::new());
+        }
+    }
+    sqlx::query_as::<_, OutboxRow>(
+        "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
+         FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(&mut session.conn)
+    .await
+    .map_err(map_sqlx_error)?
+    .into_iter()
+    .map(OutboxRow::into_record)
+    .collect()
+}
+
+#[async_trait]
+impl Outbox for PgStore {
+    async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
+        self.relay_batch(limit).await
+    }
+
+    async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE outbox SET published_at = now() WHERE seq = ANY($1) AND published_at IS NULL",
+        )
+        .bind(seqs)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?;
+        Ok(())
+    }
+
+    async fn backlog(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn wait_for_append(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.listener.lock()).await
+        else {
+            return;
+        };
+        if slot.is_none() {
+            match self.listen().await {
+                Ok(listener) => *slot = Some(listener),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox listener unavailable; polling");
+                    tokio::time::sleep_until(deadline).await;
+                    return;
+                }
+            }
+        }
+        let Some(listener) = slot.as_mut() else {
+            return;
+        };
+        match tokio::time::timeout_at(deadline, listener.recv()).await {
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "outbox listener failed; polling");
+                slot.take();
+                tokio::time::sleep_until(deadline).await;
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// A listener on this schema's outbox channel (see the `outbox_appended` trigger).
+    async fn listen(&self) -> StoreResult<PgListener> {
+        let schema = self.inner.schema().await?.to_owned();
+        let mut listener = PgListener::connect_with(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?;
+        listener
+            .listen(&format!("livedrop_outbox_{schema}"))
+            .await
+            .map_err(map_sqlx_error)?;
+        Ok(listener)
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for PgStore {
+    async fn begin(
+        &self,
+        user: UserId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> StoreResult<BeginOutcome> {
+        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
+        let until = now.checked_add_signed(lease).unwrap_or(now);
+        // A key released between our statements makes us go round again.
+        for _ in 0..4 {
+            let claimed = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, lease_until, \
+                                               response, created_at) \
+                 VALUES ($1, $2, $3, 'in_flight', $4, NULL, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(user.0)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(until)
+            .bind(now)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?
+            .rows_affected()
+                == 1;
+            if claimed {
+                return Ok(BeginOutcome::Started);
+            }
+            // Take over a lease whose owner died; the condition makes one claimant win.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET lease_until = $4 \
+                 WHERE user_id = $1 AND key = $2 AND fingerprint = $3 \
+                   AND state = 'in_flight' AND lease_until <= $5",
+            )
+            .bind(user.0)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(until)
+            .bind(now)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?
+            .rows_affected()
+                == 1;
+            if taken {
+                return Ok(BeginOutcome::Started);
+            }
+            let row = sqlx::query(
+                "SELECT fingerprint, state, response FROM idempotency_keys \
+                 WHERE user_id = $1 AND key = $2",
+            )
+            .bind(user.0)
+            .bind(key)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?;
+            let Some(row) = row else { continue };
+            let stored: String = row.try_get("fingerprint").map_err(map_sqlx_error)?;
+            let state: String = row.try_get("state").map_err(map_sqlx_error)?;
+            if stored != fingerprint {
+                return Ok(BeginOutcome::Mismatch);
+            }
+            if state == "completed" {
+                let response: Option<serde_json::Value> =
+                    row.try_get("response").map_err(map_sqlx_error)?;
+                return Ok(BeginOutcome::Replay(
+                    response.unwrap_or(serde_json::Value::Null),
+                ));
+            }
+            return Ok(BeginOutcome::InFlight);
+        }
+        Err(StoreError::Conflict(
+            "idempotency key kept changing while claimed".into(),
+        ))
+    }
+
+    async fn complete(
+        &self,
+        user: UserId,
+        key: &str,
+        response: &serde_json::Value,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response = $3, lease_until = NULL \
+             WHERE user_id = $1 AND key = $2",
+        )
+        .bind(user.0)
+        .bind(key)
+        .bind(response)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?;
+        Ok(())
+    }
+
+    async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND state = 'in_flight'",
+        )
+        .bind(user.0)
+        .bind(key)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?;
+        Ok(())
+    }
+
+    async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl NotificationRepository for PgStore {
+    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at, read_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (user_id, dedup_key) DO NOTHING",
+        )
+        .bind(n.id.0)
+        .bind(n.user_id.0)
+        .bind(n.kind.as_str())
+        .bind(&n.payload)
+        .bind(&n.dedup_key)
+        .bind(n.created_at)
+        .bind(n.read_at)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fan_out(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
+        // One statement, so one short transaction: the next `limit` followers in the
+        // followers listing's keyset order (one extra tells whether more exist), a
+        // notification for each not yet notified under the key.
+        let row = sqlx::query(
+            "WITH candidates AS ( \
+                 SELECT follower_id, followed_at FROM follows \
+                 WHERE creator_id = $1 \
+                   AND ($2::timestamptz IS NULL \
+                        OR (followed_at, follower_id) < ($2::timestamptz, $3::uuid)) \
+                 ORDER BY followed_at DESC, follower_id DESC LIMIT $4 + 1 \
+             ), batch AS ( \
+                 SELECT follower_id, followed_at FROM candidates \
+                 ORDER BY followed_at DESC, follower_id DESC LIMIT $4 \
+             ), inserted AS ( \
+                 INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at) \
+                 SELECT gen_random_uuid(), follower_id, $5, $6, $7, $8 FROM batch \
+                 ON CONFLICT (user_id, dedup_key) DO NOTHING \
+                 RETURNING 1 \
+             ), last AS ( \
+                 SELECT follower_id, followed_at FROM batch \
+                 ORDER BY followed_at ASC, follower_id ASC LIMIT 1 \
+             ) \
+             SELECT (SELECT count(*) FROM batch) AS scanned, \
+                    (SELECT count(*) FROM inserted) AS inserted, \
+                    (SELECT count(*) FROM candidates) AS candidates, \
+                    (SELECT followed_at FROM last) AS last_at, \
+                    (SELECT follower_id FROM last) AS last_id",
+        )
+        .bind(batch.creator_id.0)
+        .bind(batch.after.map(|c| c.at))
+        .bind(batch.after.map(|c| c.id))
+        .bind(i64::from(batch.limit.max(1)))
+        .bind(batch.kind.as_str())
+        .bind(&batch.payload)
+        .bind(&batch.dedup_key)
+        .bind(batch.at)
+        .fetch_one(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?;
+        let scanned: i64 = row.try_get("scanned").map_err(map_sqlx_error)?;
+        let inserted: i64 = row.try_get("inserted").map_err(map_sqlx_error)?;
+        let candidates: i64 = row.try_get("candidates").map_err(map_sqlx_error)?;
+        let last_at: Option<Timestamp> = row.try_get("last_at").map_err(map_sqlx_error)?;
+        let last_id: Option<Uuid> = row.try_get("last_id").map_err(map_sqlx_error)?;
+        let next = match (candidates > scanned, last_at, last_id) {
+            (true, Some(at), Some(id)) => Some(Cursor::new(at, id)),
+            _ => None,
+        };
+        Ok(FanOutProgress {
+            scanned: to_u32(scanned)?,
+            inserted: to_u32(inserted)?,
+            next,
+        })
+    }
+
+    async fn notifications(
+        &self,
+        user: UserId,
+        unread_only: bool,
+        page: PageRequest,
+    ) -> StoreResult<Page<Notification>> {
+        let sql = format!(
+            "SELECT {} FROM notifications WHERE user_id = $1 {} \
+               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
+             ORDER BY created_at DESC, id DESC LIMIT $4",
+            NotificationRow::COLUMNS,
+            if unread_only {
+                "AND read_at IS NULL"
+            } else {
+                ""
+            }
+        );
+        let rows = sqlx::query_as::<_, NotificationRow>(&sql)
+            .bind(user.0)
+            .bind(page.after.map(|c| c.at))
+            .bind(page.after.map(|c| c.id))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?;
+        let items = rows
+            .into_iter()
+            .map(NotificationRow::into_notification)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Page::from_overfetch(
+            items,
+            page.limit,
+            Notification::cursor,
+        ))
+    }
+
+    async fn mark_read(
+        &self,
+        user: UserId,
+        id: NotificationId,
+        at: Timestamp,
+    ) -> StoreResult<Option<Notification>> {
+        let sql = format!(
+            "UPDATE notifications SET read_at = COALESCE(read_at, $3) \
+             WHERE user_id = $1 AND id = $2 RETURNING {}",
+            NotificationRow::COLUMNS
+        );
+        sqlx::query_as::<_, NotificationRow>(&sql)
+            .bind(user.0)
+            .bind(id.0)
+            .bind(at)
+            .fetch_optional(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?
+            .map(NotificationRow::into_notification)
+            .transpose()
+    }
+
+    async fn mark_all_read(&self, user: UserId, at: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL",
+        )
+        .bind(user.0)
+        .bind(at)
+        .execute(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?;
+        Ok(done.rows_affected())
+    }
+}
