@@ -257,3 +257,140 @@ impl CacheLayer {
         removed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::ports::{CacheError, MockCache};
+
+    fn down() -> CacheError {
+        CacheError("connection refused".into())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_stampede_on_one_key_loads_once() {
+        let mut cache = MockCache::new();
+        cache.expect_get().returning(|_| Ok(None));
+        cache.expect_fence().returning(|_| Ok(7));
+        cache.expect_set().returning(|_, _, _, fence| {
+            assert_eq!(fence, Some(7), "fills are fenced");
+            Ok(true)
+        });
+        let layer = Arc::new(CacheLayer::new(Arc::new(cache)));
+        let loads = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(tokio::sync::Barrier::new(64));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (layer, loads, gate) = (layer.clone(), loads.clone(), gate.clone());
+            tasks.push(tokio::spawn(async move {
+                gate.wait().await;
+                layer
+                    .get_or_load("product:1", Duration::from_secs(5), || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok(Some(42u32))
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            assert_eq!(task.await.unwrap().unwrap(), Some(42));
+        }
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "one load for the whole stampede"
+        );
+        assert_eq!(layer.stats().misses.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_cache_never_fails_a_read() {
+        let mut cache = MockCache::new();
+        cache.expect_get().times(1).returning(|_| Err(down()));
+        cache.expect_fence().never();
+        cache.expect_set().never();
+        let layer = CacheLayer::new(Arc::new(cache));
+        for _ in 0..3 {
+            let value = layer
+                .get_or_load("product:1", Duration::from_secs(5), || async {
+                    Ok(Some("from the store".to_owned()))
+                })
+                .await
+                .unwrap();
+            assert_eq!(value.as_deref(), Some("from the store"));
+        }
+        // The breaker skipped the cache after the first failure.
+        assert_eq!(layer.stats().errors.load(Ordering::Relaxed), 1);
+        assert_eq!(layer.stats().misses.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn a_hit_skips_the_store() {
+        let mut cache = MockCache::new();
+        cache
+            .expect_get()
+            .returning(|_| Ok(Some(serde_json::to_vec(&5u8).unwrap())));
+        let layer = CacheLayer::new(Arc::new(cache));
+        let value: Option<u8> = layer
+            .get_or_load("k", Duration::from_secs(1), || async {
+                panic!("the store must not be read on a hit")
+            })
+            .await
+            .unwrap();
+        assert_eq!(value, Some(5));
+        assert_eq!(layer.stats().hits.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn store_errors_reach_the_caller() {
+        let mut cache = MockCache::new();
+        cache.expect_get().returning(|_| Ok(None));
+        cache.expect_fence().returning(|_| Ok(0));
+        let layer = CacheLayer::new(Arc::new(cache));
+        let result: Result<Option<u8>> = layer
+            .get_or_load("k", Duration::from_secs(1), || async {
+                Err(Error::Unavailable {
+                    dependency: "database".into(),
+                })
+            })
+            .await;
+        assert_eq!(result.unwrap_err().code(), "unavailable");
+    }
+
+    #[test]
+    fn events_invalidate_what_they_make_stale() {
+        let drop = uuid::Uuid::now_v7();
+        let at = chrono::Utc::now();
+        let started = Event::new(EventType::DropStarted, drop, 1, serde_json::Value::Null, at);
+        let (keys, prefixes) = invalidations(&started);
+        assert!(keys.contains(&drop_key(drop.into())) && keys.contains(&stock_key(drop.into())));
+        assert_eq!(prefixes, vec![DROP_LISTINGS]);
+
+        let placed = Event::new(
+            EventType::OrderPlaced,
+            uuid::Uuid::now_v7(),
+            1,
+            serde_json::json!({ "drop_id": drop.to_string() }),
+            at,
+        );
+        assert_eq!(
+            invalidations(&placed),
+            (vec![stock_key(drop.into())], vec![])
+        );
+
+        let updated = Event::new(
+            EventType::ProductUpdated,
+            drop,
+            2,
+            serde_json::Value::Null,
+            at,
+        );
+        assert_eq!(
+            invalidations(&updated),
+            (vec![product_key(drop.into())], vec![PRODUCT_LISTINGS])
+        );
+    }
+}

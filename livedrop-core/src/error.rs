@@ -274,3 +274,35 @@ impl From<StoreError> for Error {
 
 /// Result of a command.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_carry_the_fields_and_errors_round_trip() {
+        let e = Error::OutOfStock {
+            available: 2,
+            requested: 5,
+        };
+        assert_eq!(e.code(), "out_of_stock");
+        assert_eq!(
+            e.details(),
+            serde_json::json!({ "available": 2, "requested": 5 })
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["code"], "out_of_stock");
+        assert_eq!(serde_json::from_value::<Error>(json).unwrap(), e);
+        assert_eq!(Error::IdempotencyKeyReused.details(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn store_errors_become_codes_without_backend_text() {
+        let e: Error = StoreError::unavailable("database", "connection refused").into();
+        assert_eq!(e.code(), "unavailable");
+        assert!(!e.to_string().contains("refused"));
+        let e: Error = StoreError::backend("syntax error at or near SELECT").into();
+        assert_eq!(e, Error::Internal);
+        assert!(!e.to_string().contains("SELECT"));
+    }
+}

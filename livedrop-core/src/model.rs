@@ -686,3 +686,96 @@ pub enum AdjustOutcome {
     /// No such drop.
     DropNotFound,
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+
+    use super::*;
+
+    fn drop_at(start: Timestamp) -> Drop {
+        Drop {
+            id: DropId::new(),
+            product_id: ProductId::new(),
+            creator_id: UserId::new(),
+            title: "t".into(),
+            price_cents: 100,
+            currency: "EUR".into(),
+            starts_at: start,
+            ends_at: start + Duration::hours(1),
+            per_user_limit: 2,
+            state: DropState::Scheduled,
+            created_at: start,
+        }
+    }
+
+    #[test]
+    fn status_follows_the_clock_and_the_stock() {
+        let t0 = chrono::Utc::now();
+        let mut drop = drop_at(t0);
+        let stock = Stock::new(3);
+        assert_eq!(
+            drop.status_at(t0 - Duration::seconds(1), &stock),
+            DropStatus::Scheduled
+        );
+        assert_eq!(drop.status_at(t0, &stock), DropStatus::Live);
+        let empty = Stock {
+            available: 0,
+            reserved: 1,
+            sold: 2,
+            total: 3,
+        };
+        assert_eq!(drop.status_at(t0, &empty), DropStatus::SoldOut);
+        assert_eq!(drop.status_at(drop.ends_at, &stock), DropStatus::Ended);
+        assert!(drop.accepts_orders_at(t0) && !drop.accepts_orders_at(drop.ends_at));
+        drop.state = DropState::Cancelled;
+        assert_eq!(drop.status_at(t0, &stock), DropStatus::Cancelled);
+        assert!(!drop.accepts_orders_at(t0));
+    }
+
+    #[test]
+    fn stock_invariant() {
+        assert!(Stock::new(5).is_consistent());
+        let broken = Stock {
+            total: 5,
+            available: 5,
+            reserved: 1,
+            sold: 0,
+        };
+        assert!(!broken.is_consistent());
+    }
+
+    #[test]
+    fn wire_names_round_trip() {
+        for s in ["scheduled", "live", "sold_out", "ended", "cancelled"] {
+            assert_eq!(DropStatus::parse(s).map(DropStatus::as_str), Some(s));
+        }
+        for s in ["reserved", "confirmed", "cancelled", "expired"] {
+            assert_eq!(OrderStatus::parse(s).map(OrderStatus::as_str), Some(s));
+        }
+        for s in ["customer", "creator", "admin"] {
+            assert_eq!(Role::parse(s).map(Role::as_str), Some(s));
+        }
+        assert_eq!(DropStatus::parse("bogus"), None);
+    }
+
+    #[test]
+    fn search_matches_every_term_in_title_or_description() {
+        let t0 = chrono::Utc::now();
+        let product = Product {
+            id: ProductId::new(),
+            creator_id: UserId::new(),
+            title: "Blue Hoodie".into(),
+            description: "Organic cotton".into(),
+            price_cents: 1,
+            currency: "EUR".into(),
+            image_url: None,
+            created_at: t0,
+            updated_at: t0,
+            version: 1,
+        };
+        let f = ProductFilter::default().with_query("  hoodie  COTTON ");
+        assert!(product.matches(&f.terms));
+        assert!(!product.matches(&ProductFilter::default().with_query("hoodie wool").terms));
+    }
+}

@@ -132,3 +132,35 @@ impl<T> Page<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor::new(crate::clock::truncate(chrono::Utc::now()), Uuid::now_v7());
+        assert_eq!(c.to_string().parse::<Cursor>().unwrap(), c);
+        for bad in [
+            "",
+            "x",
+            "12_notauuid",
+            "abc_0190a3b2c3d4e5f6a7b8c9d0e1f2a3b4",
+        ] {
+            assert!(bad.parse::<Cursor>().is_err(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn overfetch_sets_the_next_cursor_only_when_more_exist() {
+        let at = chrono::Utc::now();
+        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::now_v7()).collect();
+        let page = Page::from_overfetch(ids.clone(), 2, |id| Cursor::new(at, *id));
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.next_cursor, Some(Cursor::new(at, ids[1])));
+        let last = Page::from_overfetch(ids[..2].to_vec(), 2, |id| Cursor::new(at, *id));
+        assert_eq!(last.next_cursor, None);
+        assert_eq!(PageRequest::first(1000).limit, MAX_LIMIT);
+        assert_eq!(PageRequest::first(0).limit, 1);
+    }
+}

@@ -22,13 +22,13 @@ use crate::model::{
 };
 use crate::page::{Page, PageRequest};
 
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 use mockall::automock;
 
 pub use crate::clock::Clock;
 
 /// Users and the follow graph.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait UserRepository: Send + Sync + 'static {
     /// Stores a new user. An email already registered (compared lower-cased) is
@@ -75,7 +75,7 @@ pub enum UpdateOutcome {
 }
 
 /// Products.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait ProductRepository: Send + Sync + 'static {
     /// Stores a new product and appends `events`.
@@ -98,7 +98,7 @@ pub trait ProductRepository: Send + Sync + 'static {
 }
 
 /// Drops and their lifecycle.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait DropRepository: Send + Sync + 'static {
     /// Stores a new drop with `total_stock` units all available, its initial ledger
@@ -137,7 +137,7 @@ pub trait DropRepository: Send + Sync + 'static {
 }
 
 /// Stock outside orders.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait InventoryRepository: Send + Sync + 'static {
     /// The drop's current stock.
@@ -151,7 +151,7 @@ pub trait InventoryRepository: Send + Sync + 'static {
 }
 
 /// Orders and the reservations they hold.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait OrderRepository: Send + Sync + 'static {
     /// Places `order` (status `reserved`) as one atomic step, checking in this order:
@@ -206,7 +206,7 @@ pub enum BeginOutcome {
 }
 
 /// Idempotency keys, scoped per user, kept at least until purged.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Claims `(user, key)` for a request with `fingerprint`, atomically:
@@ -236,7 +236,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
 }
 
 /// Notifications.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait NotificationRepository: Send + Sync + 'static {
     /// Stores `notification` unless the user already has one with its `dedup_key`.
@@ -275,7 +275,7 @@ pub struct OutboxRecord {
 }
 
 /// The outbox the relay drains.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
     /// Up to `limit` unpublished events, in append order (so per aggregate, in order).
@@ -295,7 +295,7 @@ pub trait Outbox: Send + Sync + 'static {
 pub struct CacheError(#[source] pub crate::error::BoxError);
 
 /// A key-value cache with TTLs and fenced writes.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
     /// The value under `key`, if present and not expired.
@@ -319,7 +319,7 @@ pub trait Cache: Send + Sync + 'static {
 }
 
 /// Publishes events to subscribers.
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes `events` in order, durably for the bus: once this returns, every
@@ -353,7 +353,7 @@ pub trait Subscription: Send {
 /// authoritative store. A gate may only refuse what would fail anyway (on data at
 /// most its documented lag old); it never admits on its own: every admitted order is
 /// still decided by [`OrderRepository::place_order`].
-#[cfg_attr(feature = "testing", automock)]
+#[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait AdmissionGate: Send + Sync + 'static {
     /// `false` when the gate knows fewer than `quantity` units are available.
