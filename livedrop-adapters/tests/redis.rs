@@ -1,0 +1,387 @@
+//! `RedisCache` and `RedisGate` against a real Redis.
+//!
+//! ```text
+//! LIVEDROP_TEST_REDIS_URL=redis://127.0.0.1:6379 \
+//!     cargo test -p livedrop-adapters --features redis --test redis
+//! ```
+//!
+//! Unset: every test prints why it skips. Set but unreachable: every test fails.
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use livedrop_adapters::redis::{ConnectError, RedisCache, RedisGate, RedisOptions};
+use livedrop_core::model::Stock;
+use livedrop_core::ports::{AdmissionGate, Cache};
+use livedrop_core::DropId;
+use redis::AsyncCommands;
+
+const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
+
+fn redis_url() -> Option<String> {
+    match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!("skipped: {URL_VAR} is not set (e.g. redis://127.0.0.1:6379)");
+            None
+        }
+    }
+}
+
+/// A namespace no other test (or test run) uses.
+fn namespace(test: &str) -> String {
+    format!("ldtest:{test}:{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn cache_with(test: &str, options: RedisOptions) -> Option<RedisCache> {
+    let url = redis_url()?;
+    let cache = RedisCache::connect_with(&url, &namespace(test), options)
+        .await
+        .unwrap_or_else(|err| panic!("{URL_VAR}={url} is set but Redis is unusable: {err}"));
+    Some(cache)
+}
+
+async fn cache(test: &str) -> Option<RedisCache> {
+    cache_with(test, RedisOptions::default()).await
+}
+
+/// A plain connection to inspect what the adapters wrote.
+async fn raw() -> redis::aio::MultiplexedConnection {
+    let url = std::env::var(URL_VAR).unwrap();
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn factory() -> Option<Arc<dyn Cache>> {
+    let cache = cache("conformance").await?;
+    Some(Arc::new(cache))
+}
+
+#[tokio::test]
+async fn conformance_factory_builds_a_working_cache() {
+    let Some(cache) = factory().await else { return };
+    assert!(cache
+        .set("k", b"v", Duration::from_secs(5), None)
+        .await
+        .unwrap());
+    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+}
+
+#[tokio::test]
+async fn namespaces_isolate_instances() {
+    let (Some(a), Some(b)) = (cache("iso-a").await, cache("iso-b").await) else {
+        return;
+    };
+    a.set("shared", b"from a", Duration::from_secs(5), None)
+        .await
+        .unwrap();
+    assert_eq!(b.get("shared").await.unwrap(), None);
+    assert_eq!(b.invalidate_prefix("").await.unwrap(), 0);
+    assert_eq!(
+        a.get("shared").await.unwrap().as_deref(),
+        Some(&b"from a"[..])
+    );
+    assert_eq!(a.invalidate_prefix("").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn ttl_expires_and_is_jittered_within_ten_percent() {
+    let Some(cache) = cache("ttl").await else {
+        return;
+    };
+    cache
+        .set("short", b"x", Duration::from_millis(150), None)
+        .await
+        .unwrap();
+    assert!(cache.get("short").await.unwrap().is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(cache.get("short").await.unwrap(), None);
+
+    let mut conn = raw().await;
+    let mut ttls = Vec::new();
+    for i in 0..40 {
+        let key = format!("long{i}");
+        cache
+            .set(&key, b"x", Duration::from_secs(100), None)
+            .await
+            .unwrap();
+        let pttl: i64 = conn
+            .pttl(format!("{}:v:{key}", cache.namespace()))
+            .await
+            .unwrap();
+        assert!(
+            (89_000..=110_000).contains(&pttl),
+            "TTL {pttl} ms is outside 100 s ± 10 %"
+        );
+        ttls.push(pttl);
+    }
+    ttls.sort_unstable();
+    assert!(
+        ttls[ttls.len() - 1] - ttls[0] > 1_000,
+        "TTLs are not spread: {ttls:?}"
+    );
+    cache.invalidate_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn fenced_set_is_dropped_after_invalidation() {
+    let Some(cache) = cache("fence").await else {
+        return;
+    };
+    let ttl = Duration::from_secs(5);
+
+    let fence = cache.fence("p:1").await.unwrap();
+    assert!(cache.set("p:1", b"fresh", ttl, Some(fence)).await.unwrap());
+    assert_eq!(
+        cache.get("p:1").await.unwrap().as_deref(),
+        Some(&b"fresh"[..])
+    );
+
+    let stale = cache.fence("p:1").await.unwrap();
+    assert_eq!(cache.invalidate(&["p:1".to_owned()]).await.unwrap(), 1);
+    assert!(!cache.set("p:1", b"stale", ttl, Some(stale)).await.unwrap());
+    assert_eq!(cache.get("p:1").await.unwrap(), None);
+
+    // A fence taken after the invalidation is good again.
+    let next = cache.fence("p:1").await.unwrap();
+    assert_ne!(next, stale);
+    assert!(cache.set("p:1", b"newer", ttl, Some(next)).await.unwrap());
+
+    // A fence of another key is not a fence of this one... unless it happens to
+    // carry the same generation; a made-up future generation never matches.
+    assert!(!cache
+        .set("p:1", b"forged", ttl, Some(next + 1))
+        .await
+        .unwrap());
+    cache.invalidate_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn invalidating_a_never_fenced_key_creates_no_generation() {
+    let Some(cache) = cache("nogen").await else {
+        return;
+    };
+    cache
+        .set("plain", b"x", Duration::from_secs(5), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache
+            .invalidate(&["plain".to_owned(), "absent".to_owned()])
+            .await
+            .unwrap(),
+        1
+    );
+    let mut conn = raw().await;
+    let generations: u64 = conn
+        .exists(&[
+            format!("{}:g:plain", cache.namespace()),
+            format!("{}:g:absent", cache.namespace()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(generations, 0);
+}
+
+#[tokio::test]
+async fn prefix_invalidation_scans_values_and_generations() {
+    let Some(cache) = cache_with(
+        "prefix",
+        RedisOptions {
+            scan_count: 50,
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let ttl = Duration::from_secs(30);
+    for i in 0..300 {
+        cache
+            .set(&format!("drop:{i}"), b"v", ttl, None)
+            .await
+            .unwrap();
+    }
+    cache.set("product:1", b"keep", ttl, None).await.unwrap();
+    // A load in flight under the prefix, for a key not cached yet.
+    let in_flight = cache.fence("drop:loading").await.unwrap();
+
+    assert_eq!(cache.invalidate_prefix("drop:").await.unwrap(), 300);
+    assert_eq!(cache.get("drop:7").await.unwrap(), None);
+    assert!(!cache
+        .set("drop:loading", b"stale", ttl, Some(in_flight))
+        .await
+        .unwrap());
+    assert_eq!(
+        cache.get("product:1").await.unwrap().as_deref(),
+        Some(&b"keep"[..])
+    );
+    assert_eq!(cache.invalidate_prefix("drop:").await.unwrap(), 0);
+    cache.invalidate_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn prefix_glob_characters_are_literal() {
+    let Some(cache) = cache("glob").await else {
+        return;
+    };
+    let ttl = Duration::from_secs(5);
+    cache.set("a*b", b"1", ttl, None).await.unwrap();
+    cache.set("a*c", b"2", ttl, None).await.unwrap();
+    cache.set("axb", b"3", ttl, None).await.unwrap();
+    cache.set("a?b", b"4", ttl, None).await.unwrap();
+    assert_eq!(cache.invalidate_prefix("a*").await.unwrap(), 2);
+    assert!(cache.get("axb").await.unwrap().is_some());
+    assert!(cache.get("a?b").await.unwrap().is_some());
+    assert_eq!(cache.invalidate_prefix("a?").await.unwrap(), 1);
+    assert!(cache.get("axb").await.unwrap().is_some());
+    cache.invalidate_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_fills_racing_an_invalidation_never_leave_a_stale_value() {
+    let Some(cache) = cache("race").await else {
+        return;
+    };
+    let cache = Arc::new(cache);
+    let ttl = Duration::from_secs(30);
+    for round in 0..20 {
+        let key = format!("hot:{round}");
+        let fences: Vec<u64> = futures::future::try_join_all((0..8).map(|_| cache.fence(&key)))
+            .await
+            .unwrap();
+        cache.invalidate(std::slice::from_ref(&key)).await.unwrap();
+        let writes = fences.into_iter().map(|fence| {
+            let cache = Arc::clone(&cache);
+            let key = key.clone();
+            async move { cache.set(&key, b"stale", ttl, Some(fence)).await }
+        });
+        let stored = futures::future::try_join_all(writes).await.unwrap();
+        assert!(stored.iter().all(|s| !s), "a stale fill was stored");
+        assert_eq!(cache.get(&key).await.unwrap(), None);
+    }
+    cache.invalidate_prefix("").await.unwrap();
+}
+
+#[tokio::test]
+async fn connect_reports_bad_url_and_unreachable_server() {
+    if redis_url().is_none() {
+        return;
+    }
+    let bad = RedisCache::connect("not-a-url", "x").await.unwrap_err();
+    assert!(matches!(bad, ConnectError::InvalidUrl(_)), "{bad}");
+
+    let started = std::time::Instant::now();
+    let down = RedisCache::connect("redis://127.0.0.1:1", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            down,
+            ConnectError::Unreachable(_) | ConnectError::Timeout(_)
+        ),
+        "{down}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{down}");
+}
+
+async fn gate_with(test: &str, options: RedisOptions) -> Option<RedisGate> {
+    let url = redis_url()?;
+    let gate = RedisGate::connect_with(&url, &namespace(test), options)
+        .await
+        .unwrap_or_else(|err| panic!("{URL_VAR}={url} is set but Redis is unusable: {err}"));
+    Some(gate)
+}
+
+fn stock(total: u32, available: u32) -> Stock {
+    Stock {
+        total,
+        available,
+        reserved: 0,
+        sold: total - available,
+    }
+}
+
+#[tokio::test]
+async fn gate_refuses_only_what_the_recorded_stock_cannot_serve() {
+    let Some(gate) = gate_with("gate", RedisOptions::default()).await else {
+        return;
+    };
+    let drop = DropId::new();
+    assert!(
+        gate.admit(drop, 1).await.unwrap(),
+        "unknown drops are admitted"
+    );
+
+    gate.record(drop, &stock(10, 3), 4).await.unwrap();
+    assert!(gate.admit(drop, 3).await.unwrap());
+    assert!(!gate.admit(drop, 4).await.unwrap());
+
+    gate.record(drop, &stock(10, 0), 7).await.unwrap();
+    assert!(!gate.admit(drop, 1).await.unwrap());
+
+    // Older versions never overwrite newer ones.
+    gate.record(drop, &stock(10, 10), 5).await.unwrap();
+    assert!(!gate.admit(drop, 1).await.unwrap());
+
+    // A newer version (say a restock) reopens the gate.
+    gate.record(drop, &stock(12, 2), 8).await.unwrap();
+    assert!(gate.admit(drop, 2).await.unwrap());
+    assert!(!gate.admit(drop, 3).await.unwrap());
+
+    // Other drops are unaffected.
+    assert!(gate.admit(DropId::new(), 100).await.unwrap());
+}
+
+#[tokio::test]
+async fn gate_keeps_the_newest_version_under_concurrent_records() {
+    let Some(gate) = gate_with("gate-race", RedisOptions::default()).await else {
+        return;
+    };
+    let gate = Arc::new(gate);
+    let drop = DropId::new();
+    // Version v records v units available, so the survivor is visible through admit.
+    let records = (1..=50i64).rev().chain(1..=50).map(|version| {
+        let gate = Arc::clone(&gate);
+        async move {
+            gate.record(drop, &stock(100, version as u32), version)
+                .await
+        }
+    });
+    futures::future::try_join_all(records).await.unwrap();
+    assert!(gate.admit(drop, 50).await.unwrap());
+    assert!(!gate.admit(drop, 51).await.unwrap());
+}
+
+#[tokio::test]
+async fn gate_entries_expire() {
+    let Some(gate) = gate_with(
+        "gate-ttl",
+        RedisOptions {
+            gate_ttl: Duration::from_millis(200),
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let drop = DropId::new();
+    gate.record(drop, &stock(5, 0), 9).await.unwrap();
+    assert!(!gate.admit(drop, 1).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        gate.admit(drop, 1).await.unwrap(),
+        "a stale sold-out outlived the gate TTL"
+    );
+    // Expired means forgotten: an older version may be recorded again.
+    gate.record(drop, &stock(5, 2), 3).await.unwrap();
+    assert!(gate.admit(drop, 2).await.unwrap());
+    assert!(!gate.admit(drop, 3).await.unwrap());
+}

@@ -1,0 +1,184 @@
+//! A Redis outage in the middle of a `RedisCache`'s life: calls fail fast while the
+//! server is down, and the same instance works again once it is back.
+//!
+//! Stops and restarts the shared local server on port 6379, so it lives in its own
+//! test binary:
+//!
+//! ```text
+//! LIVEDROP_TEST_REDIS_URL=redis://127.0.0.1:6379 \
+//!     cargo test -p livedrop-adapters --features redis --test redis_outage
+//! ```
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use livedrop_adapters::redis::{RedisCache, RedisGate, RedisOptions};
+use livedrop_core::model::Stock;
+use livedrop_core::ports::{AdmissionGate, Cache};
+use livedrop_core::DropId;
+
+const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
+const PORT: &str = "6379";
+
+fn ping() -> bool {
+    Command::new("redis-cli")
+        .args(["-p", PORT, "PING"])
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim() == "PONG")
+        .unwrap_or(false)
+}
+
+fn wait_for(up: bool, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if ping() == up {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ping() == up
+}
+
+fn shut_down() {
+    // The server closes the connection instead of answering; the exit status says
+    // nothing, the PING below does.
+    let _ = Command::new("redis-cli")
+        .args(["-p", PORT, "SHUTDOWN", "NOSAVE"])
+        .output();
+    assert!(
+        wait_for(false, Duration::from_secs(10)),
+        "Redis still answers after SHUTDOWN"
+    );
+}
+
+fn start() {
+    if ping() {
+        return;
+    }
+    let status = Command::new("redis-server")
+        .args([
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            PORT,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ])
+        .status();
+    if let Err(err) = status {
+        eprintln!("could not run redis-server: {err}");
+    }
+    if !wait_for(true, Duration::from_secs(15)) {
+        eprintln!("Redis did not answer PING within 15 s of restarting");
+    }
+}
+
+/// Restarts Redis when dropped, so a failed assertion never leaves it down.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        start();
+    }
+}
+
+/// Runs `call` and checks that it fails, and fast.
+async fn fails_fast<T: std::fmt::Debug, E>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) {
+    let started = Instant::now();
+    let outcome = call.await;
+    let took = started.elapsed();
+    assert!(
+        outcome.is_err(),
+        "{what} succeeded while Redis is down: {:?}",
+        outcome.ok()
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "{what} took {took:?} to fail while Redis is down"
+    );
+}
+
+#[tokio::test]
+async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
+    let url = match std::env::var(URL_VAR) {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!("skipped: {URL_VAR} is not set (e.g. redis://127.0.0.1:6379)");
+            return;
+        }
+    };
+    if !(url.contains("127.0.0.1:6379") || url.contains("localhost:6379")) {
+        eprintln!("skipped: the outage test stops and restarts only the local server on port 6379; {URL_VAR}={url}");
+        return;
+    }
+    let namespace = format!("ldtest:outage:{}", uuid::Uuid::new_v4().simple());
+    let options = RedisOptions::default();
+    let cache = RedisCache::connect_with(&url, &namespace, options.clone())
+        .await
+        .unwrap_or_else(|err| panic!("{URL_VAR}={url} is set but Redis is unusable: {err}"));
+    let gate = RedisGate::new(cache.connection(), &namespace, options);
+    let ttl = Duration::from_secs(30);
+    let drop = DropId::new();
+
+    assert!(cache.set("before", b"1", ttl, None).await.unwrap());
+    assert!(cache.get("before").await.unwrap().is_some());
+
+    let _restart = RestartOnDrop;
+    shut_down();
+
+    for _ in 0..3 {
+        fails_fast("get", cache.get("before")).await;
+        fails_fast("set", cache.set("k", b"v", ttl, None)).await;
+        fails_fast("fence", cache.fence("k")).await;
+        fails_fast("invalidate", cache.invalidate(&["k".to_owned()])).await;
+        fails_fast("invalidate_prefix", cache.invalidate_prefix("")).await;
+        fails_fast("gate admit", gate.admit(drop, 1)).await;
+        fails_fast("gate record", gate.record(drop, &Stock::new(1), 1)).await;
+    }
+
+    start();
+    assert!(ping(), "Redis did not come back");
+
+    // The connection manager reconnects on its own; allow it a few attempts.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match cache.get("before").await {
+            Ok(value) => {
+                // Started without persistence: the old value is gone.
+                assert_eq!(value, None);
+                break;
+            }
+            Err(err) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the cache did not recover within 10 s: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let fence = cache.fence("after").await.unwrap();
+    assert!(cache.set("after", b"2", ttl, Some(fence)).await.unwrap());
+    assert_eq!(
+        cache.get("after").await.unwrap().as_deref(),
+        Some(&b"2"[..])
+    );
+    assert_eq!(cache.invalidate_prefix("").await.unwrap(), 1);
+
+    gate.record(drop, &Stock::new(0), 2).await.unwrap();
+    assert!(!gate.admit(drop, 1).await.unwrap());
+}
