@@ -1,0 +1,335 @@
+//! [`MemoryBus`]: an in-process event log with consumer groups.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use livedrop_core::event::Event;
+use livedrop_core::ports::{EventBus, Subscription};
+use livedrop_core::StoreResult;
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+
+/// Events kept for groups that do not exist yet, when no group exists at all.
+const DEFAULT_RETENTION: usize = 100_000;
+
+/// Capacity of the live [`tap`](MemoryBus::tap) channel per receiver.
+const TAP_CAPACITY: usize = 4_096;
+
+/// An in-process event bus: an append-only log with Kafka-like consumer groups.
+///
+/// - [`publish`](EventBus::publish) appends to the log and wakes waiting members;
+///   once it returns, every group will see the events, in publish order.
+/// - Each consumer group keeps a committed offset. [`subscribe`](EventBus::subscribe)
+///   joins a group at its committed offset (a new group starts at the oldest event
+///   retained); members of one group share its position, so each event goes to one
+///   member.
+/// - [`Subscription::commit`] commits every event the member has received; events a
+///   member received but did not commit before closing (or being dropped) are handed
+///   out again to the group's next reader: delivery is at least once.
+/// - Events every group has committed are dropped from the log. While no group
+///   exists, the newest [`retention`](MemoryBus::with_retention) events are kept.
+///
+/// [`tap`](MemoryBus::tap) and [`live`](MemoryBus::live) watch events as they are
+/// published without joining a group (for Server-Sent Events).
+///
+/// ```
+/// use std::time::Duration;
+/// use livedrop_adapters::memory::MemoryBus;
+/// use livedrop_core::event::{Event, EventType};
+/// use livedrop_core::ports::EventBus;
+/// use livedrop_core::{Clock, ManualClock};
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// let bus = MemoryBus::new();
+/// let event = Event::new(
+///     EventType::UserFollowed,
+///     uuid::Uuid::now_v7(),
+///     1,
+///     serde_json::json!({}),
+///     ManualClock::fixed().now(),
+/// );
+/// bus.publish(&[event.clone()]).await?;
+///
+/// let mut member = bus.subscribe("notifier").await?;
+/// assert_eq!(member.next(Duration::from_secs(1)).await?, Some(event));
+/// member.commit().await?;
+/// member.close().await;
+///
+/// // The group resumes after its committed position: nothing new to read.
+/// let mut member = bus.subscribe("notifier").await?;
+/// assert_eq!(member.next(Duration::from_millis(10)).await?, None);
+/// # Ok::<_, livedrop_core::StoreError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct MemoryBus {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Mutex<Log>,
+    published: Notify,
+    tap: broadcast::Sender<Event>,
+}
+
+#[derive(Debug)]
+struct Log {
+    /// Offset of `events[0]`.
+    base: u64,
+    events: VecDeque<Event>,
+    groups: HashMap<String, Group>,
+    retention: usize,
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Every offset below this is committed.
+    committed: u64,
+    /// Committed offsets at or above `committed` (another member still holds a lower one).
+    acked: BTreeSet<u64>,
+    /// The next offset never handed out.
+    next: u64,
+    /// Offsets handed out to members that left without committing them.
+    redeliver: BTreeSet<u64>,
+}
+
+impl Log {
+    fn end(&self) -> u64 {
+        self.base + self.events.len() as u64
+    }
+
+    fn get(&self, offset: u64) -> Option<&Event> {
+        let index = usize::try_from(offset.checked_sub(self.base)?).ok()?;
+        self.events.get(index)
+    }
+
+    /// Drops events no group needs any more.
+    fn trim(&mut self) {
+        let keep_from = match self.groups.values().map(|g| g.committed).min() {
+            Some(min) => min,
+            None => self.end().saturating_sub(self.retention as u64),
+        };
+        while self.base < keep_from && self.events.pop_front().is_some() {
+            self.base += 1;
+        }
+    }
+
+    fn group(&mut self, name: &str) -> &mut Group {
+        let base = self.base;
+        self.groups.entry(name.to_owned()).or_insert_with(|| Group {
+            committed: base,
+            next: base,
+            ..Group::default()
+        })
+    }
+}
+
+impl Default for MemoryBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBus {
+    /// An empty bus.
+    pub fn new() -> Self {
+        Self::with_retention(DEFAULT_RETENTION)
+    }
+
+    /// An empty bus that keeps at most `retention` events while no consumer group
+    /// exists (default 100,000). Once a group exists, events are kept until every
+    /// group has committed them.
+    pub fn with_retention(retention: usize) -> Self {
+        let (tap, _) = broadcast::channel(TAP_CAPACITY);
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(Log {
+                    base: 0,
+                    events: VecDeque::new(),
+                    groups: HashMap::new(),
+                    retention,
+                }),
+                published: Notify::new(),
+                tap,
+            }),
+        }
+    }
+
+    /// Every event published from now on, without joining a group. A receiver more
+    /// than 4,096 events behind gets [`broadcast::error::RecvError::Lagged`] and
+    /// skips ahead.
+    pub fn tap(&self) -> broadcast::Receiver<Event> {
+        self.inner.tap.subscribe()
+    }
+
+    /// A [`Subscription`] over [`tap`](Self::tap): events published from now on,
+    /// nothing to commit. A subscription that falls behind skips what it missed.
+    pub fn live(&self) -> LiveSubscription {
+        LiveSubscription { rx: self.tap() }
+    }
+
+    /// Events still held by the log (not yet committed by every group).
+    pub fn retained(&self) -> usize {
+        self.inner.lock().events.len()
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Log> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[async_trait]
+impl EventBus for MemoryBus {
+    async fn publish(&self, events: &[Event]) -> StoreResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut log = self.inner.lock();
+            log.events.extend(events.iter().cloned());
+            log.trim();
+        }
+        self.inner.published.notify_waiters();
+        for event in events {
+            // No live watcher is not an error.
+            let _ = self.inner.tap.send(event.clone());
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, group: &str) -> StoreResult<Box<dyn Subscription>> {
+        self.inner.lock().group(group);
+        Ok(Box::new(MemorySubscription {
+            inner: self.inner.clone(),
+            group: group.to_owned(),
+            received: Vec::new(),
+        }))
+    }
+
+    async fn subscribe_live(&self) -> StoreResult<Box<dyn Subscription>> {
+        Ok(Box::new(self.live()))
+    }
+}
+
+/// A member of a consumer group of a [`MemoryBus`].
+///
+/// Dropping it without [`commit`](Subscription::commit) hands the events it received
+/// back to its group, exactly like [`close`](Subscription::close).
+#[derive(Debug)]
+pub struct MemorySubscription {
+    inner: Arc<Inner>,
+    group: String,
+    /// Offsets received and not committed yet.
+    received: Vec<u64>,
+}
+
+impl MemorySubscription {
+    fn try_next(&mut self) -> Option<Event> {
+        let mut log = self.inner.lock();
+        let end = log.end();
+        let group = log.group(&self.group);
+        let offset = match group.redeliver.pop_first() {
+            Some(offset) => offset,
+            None if group.next < end => {
+                group.next += 1;
+                group.next - 1
+            }
+            None => return None,
+        };
+        self.received.push(offset);
+        log.get(offset).cloned()
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self, timeout: Duration) -> StoreResult<Option<Event>> {
+        let deadline = Instant::now() + timeout;
+        let inner = self.inner.clone();
+        loop {
+            // Register for the wake-up before looking, so a publish in between is
+            // not missed.
+            let published = inner.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            if let Some(event) = self.try_next() {
+                return Ok(Some(event));
+            }
+            if tokio::time::timeout_at(deadline, published).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> StoreResult<()> {
+        let mut log = self.inner.lock();
+        let group = log.group(&self.group);
+        for offset in self.received.drain(..) {
+            if offset >= group.committed {
+                group.acked.insert(offset);
+            }
+        }
+        while group.acked.remove(&group.committed) {
+            group.committed += 1;
+        }
+        log.trim();
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        drop(self);
+    }
+}
+
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        if self.received.is_empty() {
+            return;
+        }
+        let mut log = self.inner.lock();
+        let group = log.group(&self.group);
+        for offset in self.received.drain(..) {
+            if offset >= group.committed && !group.acked.contains(&offset) {
+                group.redeliver.insert(offset);
+            }
+        }
+        drop(log);
+        self.inner.published.notify_waiters();
+    }
+}
+
+/// A [`Subscription`] to the events a [`MemoryBus`] publishes from its creation on,
+/// outside any group: see [`MemoryBus::live`].
+#[derive(Debug)]
+pub struct LiveSubscription {
+    rx: broadcast::Receiver<Event>,
+}
+
+#[async_trait]
+impl Subscription for LiveSubscription {
+    async fn next(&mut self, timeout: Duration) -> StoreResult<Option<Event>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Err(_) => return Ok(None),
+                Ok(Ok(event)) => return Ok(Some(event)),
+                Ok(Err(broadcast::error::RecvError::Lagged(skipped))) => {
+                    tracing::warn!(skipped, "live subscription fell behind; events skipped");
+                }
+                // The bus is gone: nothing more will come.
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Ok(None),
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {}
+}

@@ -1,0 +1,309 @@
+//! Products, drops and stock outside orders.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use livedrop_core::event::Event;
+use livedrop_core::id::{DropId, ProductId};
+use livedrop_core::model::{
+    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, LedgerEntry, LedgerKind,
+    Product, ProductFilter, Stock,
+};
+use livedrop_core::page::{Page, PageRequest};
+use livedrop_core::ports::{DropRepository, InventoryRepository, ProductRepository, UpdateOutcome};
+use livedrop_core::{StoreError, StoreResult, Timestamp};
+use uuid::Uuid;
+
+use super::{keyset_page, DropRow, MemoryStore, State};
+
+/// Whether the scheduler may still have to move a drop in this state.
+fn is_open(state: DropState) -> bool {
+    matches!(state, DropState::Scheduled | DropState::Live)
+}
+
+impl State {
+    fn drop_view(&self, id: DropId) -> Option<DropView> {
+        self.drops.get(&id).map(|row| DropView {
+            drop: row.drop.clone(),
+            stock: row.stock,
+        })
+    }
+}
+
+#[async_trait]
+impl ProductRepository for MemoryStore {
+    async fn insert_product(&self, product: &Product, events: &[Event]) -> StoreResult<()> {
+        self.write(|state| {
+            if state.products.contains_key(&product.id) {
+                return Err(StoreError::Conflict(format!(
+                    "product {} exists",
+                    product.id
+                )));
+            }
+            state.products.insert(product.id, product.clone());
+            state
+                .product_index
+                .insert((product.created_at, product.id.0));
+            state.append(events.iter().cloned());
+            Ok(())
+        })
+    }
+
+    async fn product(&self, id: ProductId) -> StoreResult<Option<Product>> {
+        Ok(self.lock().products.get(&id).cloned())
+    }
+
+    async fn update_product(
+        &self,
+        product: &Product,
+        events: &[Event],
+    ) -> StoreResult<UpdateOutcome> {
+        self.write(|state| {
+            let Some(stored) = state.products.get_mut(&product.id) else {
+                return Ok(UpdateOutcome::NotFound);
+            };
+            if stored.version != product.version - 1 {
+                return Ok(UpdateOutcome::VersionMismatch {
+                    current: stored.version,
+                });
+            }
+            // The creation time is the listing key and never changes.
+            let created_at = stored.created_at;
+            *stored = Product {
+                created_at,
+                ..product.clone()
+            };
+            state.append(events.iter().cloned());
+            Ok(UpdateOutcome::Updated)
+        })
+    }
+
+    async fn list_products(
+        &self,
+        filter: &ProductFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<Product>> {
+        let state = self.lock();
+        Ok(keyset_page(
+            Some(&state.product_index),
+            page,
+            |(_, id)| {
+                state.products.get(&ProductId(*id)).filter(|p| {
+                    filter.creator_id.is_none_or(|c| c == p.creator_id) && p.matches(&filter.terms)
+                })
+            },
+            |p| p.cursor(),
+        )
+        .map(Product::clone))
+    }
+}
+
+#[async_trait]
+impl DropRepository for MemoryStore {
+    async fn insert_drop(
+        &self,
+        drop: &model::Drop,
+        total_stock: u32,
+        events: &[Event],
+    ) -> StoreResult<()> {
+        self.write(|state| {
+            if state.drops.contains_key(&drop.id) {
+                return Err(StoreError::Conflict(format!("drop {} exists", drop.id)));
+            }
+            let stock = Stock::new(total_stock);
+            let entry = LedgerEntry {
+                id: Uuid::now_v7(),
+                drop_id: drop.id,
+                kind: LedgerKind::Initial,
+                delta: i64::from(total_stock),
+                reason: "initial stock".to_owned(),
+                actor_id: Some(drop.creator_id),
+                stock_after: stock,
+                created_at: drop.created_at,
+            };
+            state.ledger_ids.insert(entry.id);
+            state.drop_index.insert((drop.created_at, drop.id.0));
+            if is_open(drop.state) {
+                state.open_drops.insert((drop.starts_at, drop.id.0));
+            }
+            state.drops.insert(
+                drop.id,
+                DropRow {
+                    drop: drop.clone(),
+                    stock,
+                    // The initial stock is the drop's first stock version.
+                    version: 1,
+                    ledger: BTreeMap::from([((entry.created_at, entry.id), entry)]),
+                },
+            );
+            state.append(events.iter().cloned());
+            Ok(())
+        })
+    }
+
+    async fn drop_by_id(&self, id: DropId) -> StoreResult<Option<model::Drop>> {
+        Ok(self.lock().drops.get(&id).map(|row| row.drop.clone()))
+    }
+
+    async fn drop_view(&self, id: DropId) -> StoreResult<Option<DropView>> {
+        Ok(self.lock().drop_view(id))
+    }
+
+    async fn list_drops(
+        &self,
+        filter: &DropFilter,
+        now: Timestamp,
+        page: PageRequest,
+    ) -> StoreResult<Page<DropView>> {
+        let state = self.lock();
+        Ok(keyset_page(
+            Some(&state.drop_index),
+            page,
+            |(_, id)| {
+                state
+                    .drop_view(DropId(*id))
+                    .filter(|view| filter.accepts(view, now))
+            },
+            |view| view.drop.cursor(),
+        ))
+    }
+
+    async fn transition(
+        &self,
+        id: DropId,
+        from: &[DropState],
+        to: DropState,
+        events: &[Event],
+    ) -> StoreResult<bool> {
+        self.write(|state| {
+            let Some(row) = state.drops.get_mut(&id) else {
+                return Ok(false);
+            };
+            if !from.contains(&row.drop.state) {
+                return Ok(false);
+            }
+            row.drop.state = to;
+            let key = (row.drop.starts_at, id.0);
+            if is_open(to) {
+                state.open_drops.insert(key);
+            } else {
+                state.open_drops.remove(&key);
+            }
+            state.append(events.iter().cloned());
+            Ok(true)
+        })
+    }
+
+    async fn due_transitions(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<model::Drop>> {
+        let state = self.lock();
+        // Sorted by start: once a drop starts after `now`, no later one is due
+        // (a drop ends after it starts).
+        Ok(state
+            .open_drops
+            .iter()
+            .take_while(|(starts_at, _)| *starts_at <= now)
+            .filter_map(|(_, id)| state.drops.get(&DropId(*id)))
+            .filter(|row| match row.drop.state {
+                DropState::Scheduled => row.drop.starts_at <= now,
+                DropState::Live => row.drop.ends_at <= now,
+                DropState::Ended | DropState::Cancelled => false,
+            })
+            .take(limit as usize)
+            .map(|row| row.drop.clone())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl InventoryRepository for MemoryStore {
+    async fn stock(&self, drop: DropId) -> StoreResult<Option<Stock>> {
+        Ok(self.lock().drops.get(&drop).map(|row| row.stock))
+    }
+
+    async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome> {
+        self.write(|state| {
+            let Some(row) = state.drops.get(&adjustment.drop_id) else {
+                return Ok(AdjustOutcome::DropNotFound);
+            };
+            if state.ledger_ids.contains(&adjustment.entry_id) {
+                return Err(StoreError::Conflict(format!(
+                    "ledger entry {} exists",
+                    adjustment.entry_id
+                )));
+            }
+            let stock = row.stock;
+            let magnitude = u32::try_from(adjustment.delta.unsigned_abs()).ok();
+            let (kind, after) = if adjustment.delta >= 0 {
+                let grown = magnitude.and_then(|m| {
+                    Some(Stock {
+                        total: stock.total.checked_add(m)?,
+                        available: stock.available.checked_add(m)?,
+                        ..stock
+                    })
+                });
+                let Some(after) = grown else {
+                    return Err(StoreError::Conflict(format!(
+                        "a restock of {} overflows the stock of drop {}",
+                        adjustment.delta, adjustment.drop_id
+                    )));
+                };
+                (LedgerKind::Restock, after)
+            } else {
+                match magnitude.filter(|m| *m <= stock.available) {
+                    Some(m) => (
+                        LedgerKind::Shrink,
+                        Stock {
+                            total: stock.total - m,
+                            available: stock.available - m,
+                            ..stock
+                        },
+                    ),
+                    None => {
+                        return Ok(AdjustOutcome::Insufficient {
+                            available: stock.available,
+                        })
+                    }
+                }
+            };
+            state.move_stock(adjustment.drop_id, adjustment.at, |s| *s = after);
+            let entry = LedgerEntry {
+                id: adjustment.entry_id,
+                drop_id: adjustment.drop_id,
+                kind,
+                delta: adjustment.delta,
+                reason: adjustment.reason.clone(),
+                actor_id: adjustment.actor_id,
+                stock_after: after,
+                created_at: adjustment.at,
+            };
+            state.ledger_ids.insert(entry.id);
+            if let Some(row) = state.drops.get_mut(&adjustment.drop_id) {
+                row.ledger
+                    .insert((entry.created_at, entry.id), entry.clone());
+            }
+            Ok(AdjustOutcome::Applied(entry))
+        })
+    }
+
+    async fn ledger(&self, drop: DropId, page: PageRequest) -> StoreResult<Page<LedgerEntry>> {
+        let state = self.lock();
+        let Some(row) = state.drops.get(&drop) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        };
+        let upper = match page.after {
+            Some(c) => std::ops::Bound::Excluded((c.at, c.id)),
+            None => std::ops::Bound::Unbounded,
+        };
+        let items = row
+            .ledger
+            .range((std::ops::Bound::Unbounded, upper))
+            .rev()
+            .take(page.limit as usize + 1)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        Ok(Page::from_overfetch(items, page.limit, LedgerEntry::cursor))
+    }
+}

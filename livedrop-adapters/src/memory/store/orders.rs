@@ -1,0 +1,262 @@
+//! Orders, the reservations they hold, and idempotency keys.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use livedrop_core::event::{Event, EventType};
+use livedrop_core::id::{OrderId, UserId};
+use livedrop_core::model::{Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
+use livedrop_core::page::{Page, PageRequest};
+use livedrop_core::ports::{BeginOutcome, IdempotencyStore, OrderRepository};
+use livedrop_core::{StoreError, StoreResult, Timestamp};
+use serde_json::Value;
+
+use super::{keyset_page, lease_end, IdempotencyRecord, MemoryStore, State};
+
+impl State {
+    /// Moves a reserved order to `status` at `now`: releases its hold, moves its
+    /// units (to sold when confirmed, back to available otherwise) and appends the
+    /// order event then the stock events. Returns the updated order.
+    fn finish_hold(&mut self, id: OrderId, status: OrderStatus, now: Timestamp) -> Option<Order> {
+        let order = self.orders.get_mut(&id)?;
+        debug_assert_eq!(order.status, OrderStatus::Reserved);
+        self.holds.remove(&(order.reserved_until, id.0));
+        order.status = status;
+        order.updated_at = now;
+        let order = order.clone();
+        let q = order.quantity;
+        let kind = match status {
+            OrderStatus::Confirmed => EventType::OrderConfirmed,
+            OrderStatus::Cancelled => EventType::OrderCancelled,
+            OrderStatus::Expired | OrderStatus::Reserved => EventType::OrderExpired,
+        };
+        if !status.holds_stock() {
+            if let Some(held) = self.held.get_mut(&(order.drop_id, order.user_id)) {
+                *held = held.saturating_sub(q);
+            }
+        }
+        self.append([Event::order(kind, &order, now)]);
+        self.move_stock(order.drop_id, now, |s| {
+            s.reserved -= q;
+            if status == OrderStatus::Confirmed {
+                s.sold += q;
+            } else {
+                s.available += q;
+            }
+        });
+        Some(order)
+    }
+}
+
+#[async_trait]
+impl OrderRepository for MemoryStore {
+    async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome> {
+        self.write(|state| {
+            let existing = state
+                .order_keys
+                .get(&order.user_id)
+                .and_then(|keys| keys.get(order.idempotency_key.as_str()))
+                .and_then(|id| state.orders.get(id));
+            if let Some(existing) = existing {
+                return Ok(PlaceOutcome::Duplicate(existing.clone()));
+            }
+            let Some(row) = state.drops.get(&order.drop_id) else {
+                return Ok(PlaceOutcome::DropNotFound);
+            };
+            if !row.drop.accepts_orders_at(now) {
+                return Ok(PlaceOutcome::NotLive);
+            }
+            let held = state
+                .held
+                .get(&(order.drop_id, order.user_id))
+                .copied()
+                .unwrap_or(0);
+            let limit = row.drop.per_user_limit;
+            if u64::from(held) + u64::from(order.quantity) > u64::from(limit) {
+                return Ok(PlaceOutcome::LimitExceeded { limit, held });
+            }
+            if row.stock.available < order.quantity {
+                return Ok(PlaceOutcome::OutOfStock {
+                    available: row.stock.available,
+                });
+            }
+            if state.orders.contains_key(&order.id) {
+                return Err(StoreError::Conflict(format!("order {} exists", order.id)));
+            }
+
+            let stored = Order {
+                status: OrderStatus::Reserved,
+                ..order.clone()
+            };
+            let q = stored.quantity;
+            state.orders.insert(stored.id, stored.clone());
+            state
+                .order_keys
+                .entry(stored.user_id)
+                .or_default()
+                .insert(stored.idempotency_key.clone(), stored.id);
+            state
+                .user_orders
+                .entry(stored.user_id)
+                .or_default()
+                .insert((stored.created_at, stored.id.0));
+            *state
+                .held
+                .entry((stored.drop_id, stored.user_id))
+                .or_default() += q;
+            state.holds.insert((stored.reserved_until, stored.id.0));
+            state.append([Event::order(EventType::OrderPlaced, &stored, now)]);
+            state.move_stock(stored.drop_id, now, |s| {
+                s.available -= q;
+                s.reserved += q;
+            });
+            Ok(PlaceOutcome::Placed(stored))
+        })
+    }
+
+    async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {
+        Ok(self.lock().orders.get(&id).cloned())
+    }
+
+    async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>> {
+        let state = self.lock();
+        Ok(keyset_page(
+            state.user_orders.get(&user),
+            page,
+            |(_, id)| state.orders.get(&OrderId(*id)).cloned(),
+            Order::cursor,
+        ))
+    }
+
+    async fn settle_order(
+        &self,
+        id: OrderId,
+        settlement: Settlement,
+        now: Timestamp,
+    ) -> StoreResult<SettleOutcome> {
+        self.write(|state| {
+            let Some(order) = state.orders.get(&id) else {
+                return Ok(SettleOutcome::NotFound);
+            };
+            let target = match settlement {
+                Settlement::Confirm => OrderStatus::Confirmed,
+                Settlement::Cancel => OrderStatus::Cancelled,
+            };
+            if order.status == target {
+                return Ok(SettleOutcome::Unchanged(order.clone()));
+            }
+            if order.status != OrderStatus::Reserved {
+                return Ok(SettleOutcome::Conflict(order.clone()));
+            }
+            let expired = settlement == Settlement::Confirm && now >= order.reserved_until;
+            let status = if expired {
+                OrderStatus::Expired
+            } else {
+                target
+            };
+            match state.finish_hold(id, status, now) {
+                Some(order) if expired => Ok(SettleOutcome::HoldExpired(order)),
+                Some(order) => Ok(SettleOutcome::Settled(order)),
+                None => Ok(SettleOutcome::NotFound),
+            }
+        })
+    }
+
+    async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
+        self.write(|state| {
+            let due: Vec<OrderId> = state
+                .holds
+                .iter()
+                .take_while(|(until, _)| *until <= now)
+                .take(limit as usize)
+                .map(|(_, id)| OrderId(*id))
+                .collect();
+            Ok(due
+                .into_iter()
+                .filter_map(|id| state.finish_hold(id, OrderStatus::Expired, now))
+                .collect())
+        })
+    }
+}
+
+#[async_trait]
+impl IdempotencyStore for MemoryStore {
+    async fn begin(
+        &self,
+        user: UserId,
+        key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+        lease: Duration,
+    ) -> StoreResult<BeginOutcome> {
+        self.write(|state| {
+            let keys = state.idempotency.entry(user).or_default();
+            let Some(record) = keys.get_mut(key) else {
+                keys.insert(
+                    key.to_owned(),
+                    IdempotencyRecord {
+                        fingerprint: fingerprint.to_owned(),
+                        response: None,
+                        lease_until: lease_end(now, lease),
+                        created_at: now,
+                    },
+                );
+                return Ok(BeginOutcome::Started);
+            };
+            if record.fingerprint != fingerprint {
+                return Ok(BeginOutcome::Mismatch);
+            }
+            if let Some(response) = &record.response {
+                return Ok(BeginOutcome::Replay(response.clone()));
+            }
+            if record.lease_until > now {
+                return Ok(BeginOutcome::InFlight);
+            }
+            // The owner's lease ran out (it died): this caller takes the key over.
+            record.lease_until = lease_end(now, lease);
+            Ok(BeginOutcome::Started)
+        })
+    }
+
+    async fn complete(&self, user: UserId, key: &str, response: &Value) -> StoreResult<()> {
+        self.write(|state| {
+            match state
+                .idempotency
+                .get_mut(&user)
+                .and_then(|keys| keys.get_mut(key))
+            {
+                Some(record) => record.response = Some(response.clone()),
+                None => tracing::warn!(%user, key, "completing an idempotency key never claimed"),
+            }
+            Ok(())
+        })
+    }
+
+    async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
+        self.write(|state| {
+            if let Some(keys) = state.idempotency.get_mut(&user) {
+                // A completed key keeps its response: only a claim is given up.
+                if keys.get(key).is_some_and(|r| r.response.is_none()) {
+                    keys.remove(key);
+                }
+                if keys.is_empty() {
+                    state.idempotency.remove(&user);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
+        self.write(|state| {
+            let mut purged = 0u64;
+            state.idempotency.retain(|_, keys| {
+                let before = keys.len();
+                keys.retain(|_, record| record.created_at >= cutoff);
+                purged += (before - keys.len()) as u64;
+                !keys.is_empty()
+            });
+            Ok(purged)
+        })
+    }
+}

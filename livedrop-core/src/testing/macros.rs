@@ -1,0 +1,115 @@
+//! The macros that expand the suite into one test per case.
+
+/// Expands into module `$module` with one multi-threaded tokio test per case, each
+/// calling `$crate::testing::$suite::$case(&backend)` on a fresh backend.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($module:ident, $suite:ident, $factory:expr; $($case:ident),+ $(,)?) => {
+        #[allow(unused_imports)]
+        mod $module {
+            use super::*;
+            $(
+                #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let factory = $factory;
+                    match factory().await {
+                        ::std::option::Option::Some(backend) => {
+                            $crate::testing::$suite::$case(&backend).await
+                        }
+                        ::std::option::Option::None => ::std::eprintln!(
+                            "skipping {}::{}: the backend's environment is not available",
+                            ::std::stringify!($module),
+                            ::std::stringify!($case),
+                        ),
+                    }
+                }
+            )+
+        }
+    };
+}
+
+/// Runs the store conformance suite ([`testing::store`](crate::testing::store)):
+/// one test per case, in a module named `store_conformance`.
+///
+/// `$factory` is an expression callable as `factory().await -> Option<Repos>`
+/// ([`Repos`](crate::testing::Repos)), returning a fresh, empty store per call, or
+/// `None` (the test prints why and passes) when the backend's environment is absent.
+#[macro_export]
+macro_rules! store_conformance {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            store_conformance, store, $factory;
+            users_insert_and_lookup,
+            users_duplicate_email_conflicts,
+            follows_are_idempotent,
+            follow_listings_paginate_newest_first,
+            products_insert_get_update,
+            products_list_filter_search_paginate,
+            drops_insert_creates_stock_ledger_and_events,
+            drops_list_by_status_at_now,
+            drops_transition_is_conditional,
+            drops_due_transitions,
+            orders_place_checks_in_documented_order,
+            orders_place_appends_events,
+            orders_limit_counts_reserved_and_confirmed,
+            orders_race_never_oversells,
+            orders_same_key_race_places_once,
+            orders_user_limit_race,
+            orders_settle_outcomes,
+            orders_list_for_user,
+            holds_expire_exactly_once,
+            inventory_adjust_and_ledger,
+            idempotency_lifecycle,
+            idempotency_lease_takeover_and_purge,
+            idempotency_concurrent_begin,
+            notifications_insert_dedup_and_read,
+            notifications_paginate,
+            fan_out_batches,
+            outbox_pending_in_order,
+            outbox_wait_for_append_wakes,
+        }
+    };
+}
+
+/// Runs the cache conformance suite ([`testing::cache`](crate::testing::cache)):
+/// one test per case, in a module named `cache_conformance`.
+///
+/// `$factory` is an expression callable as
+/// `factory().await -> Option<Arc<dyn Cache>>`, isolated per call (a fresh cache or
+/// a key namespace of its own), or `None` when the backend's environment is absent.
+#[macro_export]
+macro_rules! cache_conformance {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            cache_conformance, cache, $factory;
+            cache_round_trip,
+            cache_ttl_expiry,
+            cache_invalidate_keys,
+            cache_invalidate_prefix,
+            cache_fence_dropped_after_key_invalidation,
+            cache_fence_dropped_after_prefix_invalidation,
+            cache_fence_kept_without_invalidation,
+            cache_unfenced_set_always_stores,
+        }
+    };
+}
+
+/// Runs the event bus conformance suite ([`testing::bus`](crate::testing::bus)):
+/// one test per case, in a module named `bus_conformance`.
+///
+/// `$factory` is an expression callable as
+/// `factory().await -> Option<Arc<dyn EventBus>>`, isolated per call (a fresh bus
+/// or topic namespace of its own), or `None` when the backend's environment is absent.
+#[macro_export]
+macro_rules! bus_conformance {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            bus_conformance, bus, $factory;
+            bus_round_trip,
+            bus_per_aggregate_order,
+            bus_resume_from_commit,
+            bus_groups_each_see_every_event,
+        }
+    };
+}
