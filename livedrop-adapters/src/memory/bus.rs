@@ -333,3 +333,102 @@ impl Subscription for LiveSubscription {
 
     async fn close(self: Box<Self>) {}
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livedrop_core::event::EventType;
+
+    fn event(n: i64) -> Event {
+        Event::new(
+            EventType::UserFollowed,
+            uuid::Uuid::now_v7(),
+            n,
+            serde_json::json!({ "n": n }),
+            chrono::DateTime::UNIX_EPOCH,
+        )
+    }
+
+    const WAIT: Duration = Duration::from_millis(50);
+
+    #[tokio::test]
+    async fn members_of_a_group_share_its_position() {
+        let bus = MemoryBus::new();
+        let mut a = bus.subscribe("g").await.expect("subscribe");
+        let mut b = bus.subscribe("g").await.expect("subscribe");
+        let sent: Vec<Event> = (1..=4).map(event).collect();
+        bus.publish(&sent).await.expect("publish");
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(a.next(WAIT).await.expect("next").expect("event"));
+            got.push(b.next(WAIT).await.expect("next").expect("event"));
+        }
+        assert_eq!(got, sent, "each event goes to one member");
+        assert_eq!(a.next(WAIT).await.expect("next"), None);
+        assert_eq!(b.next(WAIT).await.expect("next"), None);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_member_hands_its_uncommitted_events_back() {
+        let bus = MemoryBus::new();
+        let mut a = bus.subscribe("g").await.expect("subscribe");
+        let mut b = bus.subscribe("g").await.expect("subscribe");
+        let sent: Vec<Event> = (1..=3).map(event).collect();
+        bus.publish(&sent).await.expect("publish");
+        assert_eq!(a.next(WAIT).await.expect("next"), Some(sent[0].clone()));
+        assert_eq!(a.next(WAIT).await.expect("next"), Some(sent[1].clone()));
+        a.commit().await.expect("commit");
+        assert_eq!(b.next(WAIT).await.expect("next"), Some(sent[2].clone()));
+        drop(b);
+        let mut c = bus.subscribe("g").await.expect("subscribe");
+        assert_eq!(c.next(WAIT).await.expect("next"), Some(sent[2].clone()));
+        c.commit().await.expect("commit");
+        assert_eq!(
+            bus.retained(),
+            0,
+            "events every group committed are dropped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiting_member_wakes_on_publish() {
+        let bus = MemoryBus::new();
+        let mut sub = bus.subscribe("g").await.expect("subscribe");
+        let publisher = bus.clone();
+        let sent = event(1);
+        let expected = sent.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            publisher.publish(&[sent]).await.expect("publish");
+        });
+        let start = Instant::now();
+        let got = sub.next(Duration::from_secs(10)).await.expect("next");
+        assert_eq!(got, Some(expected));
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn tap_and_live_see_only_new_events() {
+        let bus = MemoryBus::new();
+        bus.publish(&[event(1)]).await.expect("publish");
+        let mut tap = bus.tap();
+        let mut live = bus.live();
+        let new = event(2);
+        bus.publish(std::slice::from_ref(&new))
+            .await
+            .expect("publish");
+        assert_eq!(tap.recv().await.expect("recv"), new);
+        assert_eq!(live.next(WAIT).await.expect("next"), Some(new));
+        assert_eq!(live.next(WAIT).await.expect("next"), None);
+    }
+
+    #[tokio::test]
+    async fn retention_bounds_the_log_while_no_group_exists() {
+        let bus = MemoryBus::with_retention(3);
+        let sent: Vec<Event> = (1..=5).map(event).collect();
+        bus.publish(&sent).await.expect("publish");
+        assert_eq!(bus.retained(), 3);
+        let mut sub = bus.subscribe("late").await.expect("subscribe");
+        assert_eq!(sub.next(WAIT).await.expect("next"), Some(sent[2].clone()));
+    }
+}

@@ -226,3 +226,59 @@ impl Cache for MemoryCache {
         Ok(removed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_entries_are_swept_past_the_threshold() {
+        let cache = MemoryCache::new();
+        for i in 0..MIN_SWEEP {
+            let key = format!("k{i}");
+            assert!(cache
+                .set(&key, b"v", Duration::from_millis(1), None)
+                .await
+                .expect("set"));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(cache
+            .set("fresh", b"v", Duration::from_secs(60), None)
+            .await
+            .expect("set"));
+        assert_eq!(
+            cache.len(),
+            1,
+            "expired entries evicted once past the threshold"
+        );
+        assert_eq!(cache.get("k0").await.expect("get"), None);
+    }
+
+    #[tokio::test]
+    async fn forgotten_invalidations_make_old_fences_stale() {
+        let cache = MemoryCache::new();
+        let fence = cache.fence("a").await.expect("fence");
+        cache
+            .invalidate(&["b".to_owned()])
+            .await
+            .expect("invalidate");
+        {
+            let mut state = cache.lock();
+            let later = Instant::now() + FENCE_HORIZON + Duration::from_secs(1);
+            state.prune_marks(later);
+            assert!(state.keys.is_empty(), "old marks forgotten");
+        }
+        assert!(
+            !cache
+                .set("a", b"v", Duration::from_secs(60), Some(fence))
+                .await
+                .expect("set"),
+            "a fence older than the forgotten marks is stale"
+        );
+        let fresh = cache.fence("a").await.expect("fence");
+        assert!(cache
+            .set("a", b"v", Duration::from_secs(60), Some(fresh))
+            .await
+            .expect("set"));
+    }
+}

@@ -205,3 +205,24 @@ pub async fn bus_groups_each_see_every_event(bus: &Arc<dyn EventBus>) {
     close(a).await;
     close(b).await;
 }
+
+/// A live subscription sees events published after it was made, and none from before.
+pub async fn bus_live_subscription_sees_new_events(bus: &Arc<dyn EventBus>) {
+    let bus: &dyn EventBus = bus.as_ref();
+    let aggregate = Uuid::now_v7();
+    let old = event(aggregate, 1);
+    publish(bus, std::slice::from_ref(&old)).await;
+    let mut live = timeout(PATIENCE, bus.subscribe_live())
+        .await
+        .expect("subscribe_live must not hang")
+        .expect("subscribe_live");
+    let new = event(aggregate, 2);
+    publish(bus, std::slice::from_ref(&new)).await;
+    let got = receive(&mut live, 1).await;
+    assert_eq!(
+        ids(&got),
+        vec![new.id],
+        "only events published after subscribing"
+    );
+    close(live).await;
+}

@@ -110,6 +110,7 @@ macro_rules! bus_conformance {
             bus_per_aggregate_order,
             bus_resume_from_commit,
             bus_groups_each_see_every_event,
+            bus_live_subscription_sees_new_events,
         }
     };
 }

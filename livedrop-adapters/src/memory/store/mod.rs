@@ -262,3 +262,43 @@ impl Outbox for MemoryStore {
         let _ = tokio::time::timeout(timeout, self.appended.notified()).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livedrop_core::model::{Adjustment, DropState, OrderStatus, Role};
+    use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
+    use livedrop_core::testing::fixtures::{self, at, T0};
+
+    #[tokio::test]
+    async fn stock_versions_count_every_movement() {
+        let store = MemoryStore::new();
+        let creator = fixtures::user("c", Role::Creator);
+        let product = fixtures::product(creator.id, "P", "d", at(-100));
+        let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
+        store.insert_drop(&drop, 5, &[]).await.expect("insert");
+        assert_eq!(store.stock_version(drop.id), Some(1));
+        let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
+        store.place_order(&order, T0).await.expect("place");
+        let adjustment = Adjustment {
+            drop_id: drop.id,
+            delta: 2,
+            reason: "r".into(),
+            actor_id: None,
+            entry_id: Uuid::now_v7(),
+            at: at(1),
+        };
+        store.adjust(&adjustment).await.expect("adjust");
+        assert_eq!(store.stock_version(drop.id), Some(3));
+        let pending = store.pending(100).await.expect("pending");
+        let versions: Vec<i64> = pending.iter().map(|r| r.event.version).collect();
+        assert_eq!(
+            versions,
+            vec![1, 2, 3],
+            "order.placed, then two stock.changed"
+        );
+        assert_eq!(store.stock_version(DropId::new()), None);
+        let stored = store.order(order.id).await.expect("order").expect("exists");
+        assert_eq!(stored.status, OrderStatus::Reserved);
+    }
+}
