@@ -1,0 +1,112 @@
+//! Shared set-up for the integration tests: livedrop on in-memory adapters.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryStore};
+use livedrop::core::model::{Actor, DropView, Product, Role, User};
+use livedrop::core::service::{Livedrop, NewDrop, NewProduct};
+use livedrop::core::{Config, ManualClock, Ports, UserId};
+
+/// A livedrop instance on fresh in-memory adapters with a manual clock.
+pub struct World {
+    pub app: Livedrop,
+    pub ports: Ports,
+    pub store: Arc<MemoryStore>,
+    pub bus: Arc<MemoryBus>,
+    pub clock: Arc<ManualClock>,
+}
+
+impl World {
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    pub fn with_config(config: Config) -> Self {
+        let clock = Arc::new(ManualClock::fixed());
+        let (ports, store, bus) = memory_ports(clock.clone());
+        Self::from_ports(ports, store, bus, clock, config)
+    }
+
+    pub fn from_ports(
+        ports: Ports,
+        store: Arc<MemoryStore>,
+        bus: Arc<MemoryBus>,
+        clock: Arc<ManualClock>,
+        config: Config,
+    ) -> Self {
+        let app = Livedrop::new(ports.clone(), config);
+        Self {
+            app,
+            ports,
+            store,
+            bus,
+            clock,
+        }
+    }
+
+    /// A user stored directly (no password hashing: fast enough for thousands of cases).
+    pub async fn user(&self, role: Role) -> Actor {
+        let id = UserId::new();
+        let user = User {
+            id,
+            email: format!("{id}@example.com"),
+            display_name: format!("user {id}"),
+            role,
+            password_hash: "unused".into(),
+            created_at: self.clock.now_ts(),
+        };
+        self.ports.users.insert_user(&user).await.unwrap();
+        user.actor()
+    }
+
+    pub async fn product(&self, creator: &Actor) -> Product {
+        self.app
+            .create_product(
+                creator,
+                NewProduct {
+                    title: "Limited hoodie".into(),
+                    description: "Numbered, organic cotton".into(),
+                    price_cents: 4_500,
+                    currency: "EUR".into(),
+                    image_url: Some("https://cdn.example.com/hoodie.png".into()),
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A live drop of `stock` units lasting one hour.
+    pub async fn live_drop(
+        &self,
+        creator: &Actor,
+        stock: u32,
+        per_user_limit: Option<u32>,
+    ) -> DropView {
+        let product = self.product(creator).await;
+        self.app
+            .schedule_drop(
+                creator,
+                NewDrop {
+                    product_id: product.id,
+                    starts_at: None,
+                    ends_at: self.clock.now_ts() + Duration::hours(1),
+                    total_stock: stock,
+                    per_user_limit,
+                },
+            )
+            .await
+            .unwrap()
+    }
+}
+
+pub trait ClockExt {
+    fn now_ts(&self) -> livedrop::core::Timestamp;
+}
+
+impl ClockExt for ManualClock {
+    fn now_ts(&self) -> livedrop::core::Timestamp {
+        livedrop::core::Clock::now(self)
+    }
+}

@@ -1,0 +1,228 @@
+//! Failure paths of the ports, driven with mockall mocks: a cache outage, a failing
+//! event bus, an unavailable repository.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::World;
+use livedrop::adapters::memory::{memory_ports, MemoryBus};
+use livedrop::core::event::EventType;
+use livedrop::core::model::Role;
+use livedrop::core::ports::{
+    CacheError, EventBus, MockCache, MockEventBus, MockIdempotencyStore, MockOrderRepository,
+};
+use livedrop::core::service::{OutboxRelay, PlaceOrder};
+use livedrop::core::{Config, Error, ManualClock, StoreError};
+
+fn refused() -> CacheError {
+    CacheError("connection refused".into())
+}
+
+#[tokio::test]
+async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
+    let clock = Arc::new(ManualClock::fixed());
+    let (mut ports, store, bus) = memory_ports(clock.clone());
+    let mut cache = MockCache::new();
+    cache.expect_get().returning(|_| Err(refused()));
+    cache.expect_fence().returning(|_| Err(refused()));
+    cache.expect_set().returning(|_, _, _, _| Err(refused()));
+    cache.expect_invalidate().returning(|_| Err(refused()));
+    cache
+        .expect_invalidate_prefix()
+        .returning(|_| Err(refused()));
+    ports.cache = Arc::new(cache);
+    let world = World::from_ports(ports, store, bus, clock, Config::default());
+
+    let creator = world.user(Role::Creator).await;
+    let drop = world.live_drop(&creator, 5, None).await;
+    let product = world.app.product(drop.drop.product_id).await.unwrap();
+    assert_eq!(product.title, "Limited hoodie");
+    let view = world.app.drop_view(drop.drop.id).await.unwrap();
+    assert_eq!(view.stock.available, 5);
+    let listed = world
+        .app
+        .list_drops(Default::default(), Default::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+
+    // Orders do not depend on the cache at all.
+    let buyer = world.user(Role::Customer).await;
+    let order = world
+        .app
+        .place_order(
+            &buyer,
+            Some("k"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 2,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(order.quantity, 2);
+    assert!(
+        world
+            .app
+            .cache()
+            .stats()
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn a_failing_bus_never_blocks_an_order_and_loses_no_event() {
+    let world = World::new();
+    let creator = world.user(Role::Creator).await;
+    let drop = world.live_drop(&creator, 5, None).await;
+    let buyer = world.user(Role::Customer).await;
+
+    let mut broken = MockEventBus::new();
+    broken
+        .expect_publish()
+        .returning(|_| Err(StoreError::unavailable("event bus", "broker down")));
+    let relay = OutboxRelay::new(world.ports.outbox.clone(), Arc::new(broken), 100);
+
+    let order = world
+        .app
+        .place_order(
+            &buyer,
+            Some("k1"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .expect("the order commits while the bus is down");
+
+    let err = relay.relay_once().await.unwrap_err();
+    assert!(err.is_unavailable());
+    let pending = world.ports.outbox.pending(1_000).await.unwrap();
+    assert!(pending
+        .iter()
+        .any(|r| r.event.kind == EventType::OrderPlaced && r.event.aggregate_id == order.id.0));
+    let backlog = world.ports.outbox.backlog().await.unwrap();
+    assert_eq!(backlog as usize, pending.len());
+
+    // The bus comes back: every held event is delivered, in order.
+    let healthy = Arc::new(MemoryBus::new());
+    let mut watcher = healthy.subscribe("audit").await.unwrap();
+    let relay = OutboxRelay::new(world.ports.outbox.clone(), healthy.clone(), 100);
+    let mut moved = 0;
+    loop {
+        let n = relay.relay_once().await.unwrap();
+        if n == 0 {
+            break;
+        }
+        moved += n;
+    }
+    assert_eq!(moved, pending.len());
+    assert_eq!(world.ports.outbox.backlog().await.unwrap(), 0);
+    let mut seen = Vec::new();
+    while let Some(event) = watcher
+        .next(std::time::Duration::from_millis(50))
+        .await
+        .unwrap()
+    {
+        seen.push(event.id);
+    }
+    let expected: Vec<_> = pending.iter().map(|r| r.event.id).collect();
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test]
+async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
+    let clock = Arc::new(ManualClock::fixed());
+    let (mut ports, store, bus) = memory_ports(clock.clone());
+    let memory_orders = ports.orders.clone();
+    let world_setup = World::from_ports(
+        ports.clone(),
+        store.clone(),
+        bus.clone(),
+        clock.clone(),
+        Config::default(),
+    );
+    let creator = world_setup.user(Role::Creator).await;
+    let drop = world_setup.live_drop(&creator, 5, None).await;
+    let buyer = world_setup.user(Role::Customer).await;
+
+    let mut orders = MockOrderRepository::new();
+    orders
+        .expect_place_order()
+        .times(1)
+        .returning(|_, _| Err(StoreError::unavailable("database", "connection refused")));
+    ports.orders = Arc::new(orders);
+    let world = World::from_ports(
+        ports.clone(),
+        store.clone(),
+        bus.clone(),
+        clock.clone(),
+        Config::default(),
+    );
+    let request = PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity: 1,
+    };
+    let err = world
+        .app
+        .place_order(&buyer, Some("retry-me"), request)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::Unavailable {
+            dependency: "database".into()
+        }
+    );
+    assert_eq!(err.code(), "unavailable");
+
+    // The database returns: the same key runs afresh instead of replaying the failure.
+    ports.orders = memory_orders;
+    let world = World::from_ports(ports, store, bus, clock, Config::default());
+    let order = world
+        .app
+        .place_order(&buyer, Some("retry-me"), request)
+        .await
+        .unwrap();
+    assert_eq!(order.quantity, 1);
+}
+
+#[tokio::test]
+async fn an_unavailable_idempotency_store_refuses_the_order_before_reserving() {
+    let clock = Arc::new(ManualClock::fixed());
+    let (mut ports, store, bus) = memory_ports(clock.clone());
+    let mut idempotency = MockIdempotencyStore::new();
+    idempotency
+        .expect_begin()
+        .returning(|_, _, _, _, _| Err(StoreError::unavailable("database", "pool timed out")));
+    ports.idempotency = Arc::new(idempotency);
+    let world = World::from_ports(ports, store, bus, clock, Config::default());
+    let creator = world.user(Role::Creator).await;
+    let drop = world.live_drop(&creator, 5, None).await;
+    let buyer = world.user(Role::Customer).await;
+    let err = world
+        .app
+        .place_order(
+            &buyer,
+            Some("k"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unavailable");
+    let stock = world
+        .ports
+        .inventory
+        .stock(drop.drop.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stock.available, 5, "nothing was reserved");
+}

@@ -1,0 +1,460 @@
+//! Drops, holds and notifications moving with the clock, driven by the background
+//! tasks; idempotency and authorization through the services.
+
+mod common;
+
+use std::time::Duration;
+
+use chrono::Duration as Span;
+use common::{ClockExt, World};
+use livedrop::core::event::EventType;
+use livedrop::core::model::{DropStatus, NotificationKind, OrderStatus, Role};
+use livedrop::core::ports::EventBus;
+use livedrop::core::service::{NewDrop, PlaceOrder, StockAdjustment};
+use livedrop::core::{Config, Error, PageRequest};
+
+fn fast() -> Config {
+    Config {
+        tick: Duration::from_millis(20),
+        ..Config::default()
+    }
+}
+
+/// Polls `check` every 20 ms for up to 5 s.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..250 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
+    let world = World::with_config(Config {
+        fan_out_batch: 2,
+        ..fast()
+    });
+    let creator = world.user(Role::Creator).await;
+    let mut followers = Vec::new();
+    for _ in 0..5 {
+        let f = world.user(Role::Customer).await;
+        world.app.follow(&f, creator.id).await.unwrap();
+        world.app.follow(&f, creator.id).await.unwrap(); // idempotent
+        followers.push(f);
+    }
+    let product = world.product(&creator).await;
+    let now = world.clock.now_ts();
+    let drop = world
+        .app
+        .schedule_drop(
+            &creator,
+            NewDrop {
+                product_id: product.id,
+                starts_at: Some(now + Span::minutes(10)),
+                ends_at: now + Span::minutes(70),
+                total_stock: 10,
+                per_user_limit: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(drop.status_at(now), DropStatus::Scheduled);
+    let mut audit = world.bus.subscribe("audit").await.unwrap();
+    let background = world.app.spawn_background();
+
+    // Before the start, orders are refused.
+    let err = world
+        .app
+        .place_order(
+            &followers[0],
+            Some("early"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::DropNotLive {
+            status: DropStatus::Scheduled
+        }
+    );
+
+    world.clock.advance(Span::minutes(10));
+    for follower in &followers {
+        let app = world.app.clone();
+        let f = *follower;
+        eventually("a drop_live notification", || {
+            let app = app.clone();
+            async move {
+                let page = app
+                    .notifications(&f, true, PageRequest::default())
+                    .await
+                    .unwrap();
+                page.items
+                    .iter()
+                    .any(|n| n.kind == NotificationKind::DropLive)
+            }
+        })
+        .await;
+    }
+    let page = world
+        .app
+        .notifications(&followers[0], false, PageRequest::default())
+        .await
+        .unwrap();
+    let live: Vec<_> = page
+        .items
+        .iter()
+        .filter(|n| n.kind == NotificationKind::DropLive)
+        .collect();
+    assert_eq!(live.len(), 1, "one drop_live notification per follower");
+    assert_eq!(live[0].payload["drop_id"], drop.drop.id.to_string());
+    assert!(page
+        .items
+        .iter()
+        .any(|n| n.kind == NotificationKind::DropScheduled));
+
+    let view = world.app.drop_view(drop.drop.id).await.unwrap();
+    assert_eq!(view.status_at(world.clock.now_ts()), DropStatus::Live);
+    world
+        .app
+        .place_order(
+            &followers[0],
+            Some("now"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .unwrap();
+
+    // The drop ends by itself too.
+    world.clock.advance(Span::minutes(60));
+    let mut started = 0;
+    let mut ended = 0;
+    for _ in 0..250 {
+        while let Some(event) = audit.next(Duration::from_millis(10)).await.unwrap() {
+            if event.aggregate_id == drop.drop.id.0 {
+                match event.kind {
+                    EventType::DropStarted => started += 1,
+                    EventType::DropEnded => ended += 1,
+                    _ => {}
+                }
+            }
+        }
+        if ended > 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        (started, ended),
+        (1, 1),
+        "drop.started and drop.ended exactly once"
+    );
+    background.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_hold_returns_its_stock_without_any_request() {
+    let world = World::with_config(fast());
+    let creator = world.user(Role::Creator).await;
+    let drop = world.live_drop(&creator, 3, None).await;
+    let buyer = world.user(Role::Customer).await;
+    let order = world
+        .app
+        .place_order(
+            &buyer,
+            Some("k"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(order.reserved_until, order.created_at + Span::minutes(10));
+    let background = world.app.spawn_background();
+    world.clock.advance(Span::minutes(10));
+    let inventory = world.ports.inventory.clone();
+    let id = drop.drop.id;
+    eventually("the stock to return", || {
+        let inventory = inventory.clone();
+        async move { inventory.stock(id).await.unwrap().unwrap().available == 3 }
+    })
+    .await;
+    let order = world.app.order(&buyer, order.id).await.unwrap();
+    assert_eq!(order.status, OrderStatus::Expired);
+    let app = world.app.clone();
+    eventually("an order_expired notification", || {
+        let app = app.clone();
+        async move {
+            let page = app
+                .notifications(&buyer, false, PageRequest::default())
+                .await
+                .unwrap();
+            page.items
+                .iter()
+                .any(|n| n.kind == NotificationKind::OrderExpired)
+        }
+    })
+    .await;
+    // Confirming after expiry is refused.
+    assert_eq!(
+        world
+            .app
+            .confirm_order(&buyer, order.id)
+            .await
+            .unwrap_err()
+            .code(),
+        "order_not_reserved"
+    );
+    background.shutdown().await;
+}
+
+#[tokio::test]
+async fn keys_replay_refuse_reuse_and_report_in_flight() {
+    let world = World::new();
+    let creator = world.user(Role::Creator).await;
+    let drop = world.live_drop(&creator, 2, None).await;
+    let buyer = world.user(Role::Customer).await;
+    let one = PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity: 1,
+    };
+
+    assert_eq!(
+        world.app.place_order(&buyer, None, one).await.unwrap_err(),
+        Error::IdempotencyKeyMissing
+    );
+    let first = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
+    let again = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
+    assert_eq!(first, again);
+    let stock = world
+        .ports
+        .inventory
+        .stock(drop.drop.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stock.reserved, 1, "a replay reserves nothing");
+    let other = PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity: 2,
+    };
+    assert_eq!(
+        world
+            .app
+            .place_order(&buyer, Some("a"), other)
+            .await
+            .unwrap_err(),
+        Error::IdempotencyKeyReused
+    );
+
+    // Another user's identical key is theirs alone.
+    let someone = world.user(Role::Customer).await;
+    world
+        .app
+        .place_order(&someone, Some("a"), one)
+        .await
+        .unwrap();
+
+    // A rejection is replayed too, even after stock comes back.
+    let err = world
+        .app
+        .place_order(&buyer, Some("b"), one)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "out_of_stock");
+    world
+        .app
+        .adjust_stock(
+            None,
+            drop.drop.id,
+            StockAdjustment {
+                delta: 5,
+                reason: "restock".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        world
+            .app
+            .place_order(&buyer, Some("b"), one)
+            .await
+            .unwrap_err(),
+        err
+    );
+
+    // A key held by a request still running is in flight until its lease runs out.
+    let now = world.clock.now_ts();
+    let fingerprint = one.fingerprint();
+    world
+        .ports
+        .idempotency
+        .begin(buyer.id, "c", &fingerprint, now, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        world
+            .app
+            .place_order(&buyer, Some("c"), one)
+            .await
+            .unwrap_err(),
+        Error::IdempotencyKeyInFlight
+    );
+    world.clock.advance(Span::seconds(31));
+    world
+        .app
+        .place_order(&buyer, Some("c"), one)
+        .await
+        .expect("an abandoned key is taken over");
+}
+
+#[tokio::test]
+async fn authorization_lives_in_the_core() {
+    let world = World::new();
+    let creator = world.user(Role::Creator).await;
+    let rival = world.user(Role::Creator).await;
+    let customer = world.user(Role::Customer).await;
+    let admin = world.user(Role::Admin).await;
+    let drop = world.live_drop(&creator, 5, None).await;
+
+    let product = world.app.product(drop.drop.product_id).await.unwrap();
+    let new_drop = NewDrop {
+        product_id: product.id,
+        starts_at: None,
+        ends_at: world.clock.now_ts() + Span::hours(1),
+        total_stock: 1,
+        per_user_limit: None,
+    };
+    assert_eq!(
+        world
+            .app
+            .schedule_drop(&rival, new_drop.clone())
+            .await
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+    assert_eq!(
+        world
+            .app
+            .schedule_drop(&customer, new_drop)
+            .await
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+    assert_eq!(
+        world
+            .app
+            .cancel_drop(&rival, drop.drop.id)
+            .await
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+    assert_eq!(
+        world
+            .app
+            .adjust_stock(
+                Some(&creator),
+                drop.drop.id,
+                StockAdjustment {
+                    delta: 1,
+                    reason: "x".into()
+                }
+            )
+            .await
+            .unwrap_err()
+            .code(),
+        "forbidden"
+    );
+
+    let order = world
+        .app
+        .place_order(
+            &customer,
+            Some("k"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        world.app.order(&rival, order.id).await.unwrap_err().code(),
+        "not_found"
+    );
+    assert_eq!(
+        world
+            .app
+            .cancel_order(&rival, order.id)
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    assert_eq!(
+        world.app.order(&admin, order.id).await.unwrap().id,
+        order.id
+    );
+
+    let cancelled = world.app.cancel_drop(&admin, drop.drop.id).await.unwrap();
+    assert_eq!(
+        cancelled.status_at(world.clock.now_ts()),
+        DropStatus::Cancelled
+    );
+    let err = world
+        .app
+        .place_order(
+            &customer,
+            Some("k2"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::DropNotLive {
+            status: DropStatus::Cancelled
+        }
+    );
+    // The hold taken before the cancel still settles.
+    let confirmed = world.app.confirm_order(&customer, order.id).await.unwrap();
+    assert_eq!(confirmed.status, OrderStatus::Confirmed);
+    assert_eq!(
+        world
+            .app
+            .confirm_order(&customer, order.id)
+            .await
+            .unwrap()
+            .status,
+        OrderStatus::Confirmed
+    );
+    assert_eq!(
+        world
+            .app
+            .cancel_order(&customer, order.id)
+            .await
+            .unwrap_err()
+            .code(),
+        "order_not_reserved"
+    );
+}
