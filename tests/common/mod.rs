@@ -1,5 +1,5 @@
 //! Shared set-up for the integration tests: livedrop on in-memory adapters.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::sync::Arc;
 
