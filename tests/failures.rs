@@ -1,6 +1,8 @@
 //! Failure paths of the ports, driven with mockall mocks: a cache outage, a failing
 //! event bus, an unavailable repository.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

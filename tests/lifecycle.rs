@@ -1,6 +1,8 @@
 //! Drops, holds and notifications moving with the clock, driven by the background
 //! tasks; idempotency and authorization through the services.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;

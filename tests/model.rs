@@ -3,6 +3,8 @@
 //! stock invariant holds, nothing is negative, the per-user limit holds, every
 //! replayed key returns its first result, and the services agree with the model.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashMap;

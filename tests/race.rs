@@ -1,5 +1,7 @@
 //! Hundreds of buyers race for one drop on a multi-threaded runtime.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::HashSet;
