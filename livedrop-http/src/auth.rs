@@ -1,0 +1,191 @@
+//! Bearer tokens (HS256 JWTs), the extractor producing the acting user, and the
+//! guard of the internal API.
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use livedrop_core::model::{Actor, Role};
+use livedrop_core::UserId;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: Uuid,
+    /// The user's role when the token was issued.
+    pub role: String,
+    /// Issued at (seconds since the epoch).
+    pub iat: i64,
+    /// Expires at (seconds since the epoch).
+    pub exp: i64,
+}
+
+/// Signs and checks bearer tokens.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKeys")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKeys {
+    /// Keys from a shared secret; tokens live `ttl`.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            ttl,
+        }
+    }
+
+    /// Keys from a fresh random secret: tokens do not survive the process.
+    pub fn random(ttl: Duration) -> Self {
+        let secret: [u8; 32] = rand::random();
+        Self::new(&secret, ttl)
+    }
+
+    /// How long issued tokens live.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// A token for `actor`, valid from now for the configured lifetime.
+    pub fn issue(&self, actor: &Actor) -> Result<(String, DateTime<Utc>), ApiError> {
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
+        let expires = now + ttl;
+        let token = self.issue_expiring_at(actor, now, expires)?;
+        Ok((token, expires))
+    }
+
+    /// A token for `actor` issued at `iat` expiring at `exp` (tests craft expired ones).
+    pub fn issue_expiring_at(
+        &self,
+        actor: &Actor,
+        iat: DateTime<Utc>,
+        exp: DateTime<Utc>,
+    ) -> Result<String, ApiError> {
+        let claims = Claims {
+            sub: actor.id.0,
+            role: actor.role.as_str().to_owned(),
+            iat: iat.timestamp(),
+            exp: exp.timestamp(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
+            tracing::error!(error = %e, "signing a token failed");
+            ApiError::from(livedrop_core::Error::Internal)
+        })
+    }
+
+    /// The actor a token stands for, or 401 `unauthenticated`.
+    pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    ApiError::unauthenticated("the bearer token has expired; log in again")
+                }
+                _ => ApiError::unauthenticated("the bearer token is invalid"),
+            })?;
+        let role = Role::parse(&data.claims.role)
+            .ok_or_else(|| ApiError::unauthenticated("the bearer token is invalid"))?;
+        Ok(Actor::new(UserId(data.claims.sub), role))
+    }
+}
+
+/// The bearer token of a request, if it sends one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// The authenticated actor of a request; 401 `unauthenticated` in the error shape
+/// when the bearer token is missing, invalid or expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Auth(pub Actor);
+
+impl FromRequestParts<AppState> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(actor) = parts.extensions.get::<Actor>() {
+            return Ok(Auth(*actor));
+        }
+        let token = bearer(&parts.headers).ok_or_else(|| {
+            ApiError::unauthenticated("send Authorization: Bearer <token> (POST /sessions)")
+        })?;
+        let actor = state.tokens().verify(token)?;
+        parts.extensions.insert(actor);
+        Ok(Auth(actor))
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Whether `presented` is the internal token, comparing digests in constant time.
+fn token_matches(expected: &str, presented: &str) -> bool {
+    let (a, b) = (digest(expected), digest(presented));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+/// Guards `/internal/*`: refused with 403 when no internal token is configured,
+/// 401 unless the request presents it (`Authorization: Bearer <token>` or
+/// `X-Internal-Token: <token>`).
+pub async fn require_internal(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = state.internal_token() else {
+        return ApiError::from(livedrop_core::Error::forbidden(
+            "the internal API is disabled: set LIVEDROP_INTERNAL_TOKEN to enable it",
+        ))
+        .into_response();
+    };
+    let headers = request.headers();
+    let presented = headers
+        .get("x-internal-token")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| bearer(headers));
+    match presented {
+        Some(p) if token_matches(expected, p) => next.run(request).await,
+        Some(_) => ApiError::unauthenticated("the internal token is wrong").into_response(),
+        None => ApiError::unauthenticated(
+            "the internal API needs X-Internal-Token or Authorization: Bearer <internal token>",
+        )
+        .into_response(),
+    }
+}

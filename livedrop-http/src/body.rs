@@ -1,0 +1,483 @@
+//! Request and response bodies of the HTTP contract. Field names are part of the
+//! contract; ids are UUID strings, times RFC 3339.
+
+use chrono::{DateTime, Utc};
+use livedrop_core::model::{
+    DropStatus, DropView, FollowEntry, LedgerEntry, LedgerKind, Notification, NotificationKind,
+    Order, OrderStatus, Product, Role, Stock, User,
+};
+use livedrop_core::page::Page;
+use livedrop_core::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A self-registration role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterRole {
+    /// Buys in drops.
+    Customer,
+    /// Also sells.
+    Creator,
+}
+
+impl From<RegisterRole> for Role {
+    fn from(r: RegisterRole) -> Self {
+        match r {
+            RegisterRole::Customer => Role::Customer,
+            RegisterRole::Creator => Role::Creator,
+        }
+    }
+}
+
+/// `POST /users`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// Email; unique, case-insensitive.
+    pub email: String,
+    /// Password, 8 to 256 characters.
+    pub password: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// `customer` or `creator`.
+    pub role: RegisterRole,
+}
+
+/// A user as others see it (never the password hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserBody {
+    /// Id.
+    pub id: Uuid,
+    /// Email, lower-cased.
+    pub email: String,
+    /// Display name.
+    pub display_name: String,
+    /// `customer`, `creator` or `admin`.
+    #[schema(value_type = String, example = "creator")]
+    pub role: Role,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<User> for UserBody {
+    fn from(u: User) -> Self {
+        Self {
+            id: u.id.0,
+            email: u.email,
+            display_name: u.display_name,
+            role: u.role,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// `POST /sessions`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// Email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A session: the bearer token and who it is for.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionBody {
+    /// Send as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The user.
+    pub user: UserBody,
+}
+
+/// One follow relation as listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FollowBody {
+    /// The other user (a follower, or a followed creator).
+    pub user_id: Uuid,
+    /// Their display name.
+    pub display_name: String,
+    /// When the follow began.
+    pub followed_at: DateTime<Utc>,
+}
+
+impl From<FollowEntry> for FollowBody {
+    fn from(f: FollowEntry) -> Self {
+        Self {
+            user_id: f.user_id.0,
+            display_name: f.display_name,
+            followed_at: f.followed_at,
+        }
+    }
+}
+
+/// `POST /products`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProductRequest {
+    /// Title, 1 to 200 characters.
+    pub title: String,
+    /// Description, up to 5,000 characters.
+    #[serde(default)]
+    pub description: String,
+    /// Price in minor units.
+    pub price_cents: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// An http(s) CDN address.
+    #[serde(default)]
+    pub image_url: Option<String>,
+}
+
+fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `PATCH /products/{id}`: absent fields stay; `"image_url": null` removes the image.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProductPatchRequest {
+    /// New title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// New description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// New price.
+    #[serde(default)]
+    pub price_cents: Option<i64>,
+    /// New currency.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// New image address, or `null` to remove it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    pub image_url: Option<Option<String>>,
+    /// Apply only if the product is at this version (else 409 `version_conflict`).
+    #[serde(default)]
+    pub expected_version: Option<i64>,
+}
+
+/// A product.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProductBody {
+    /// Id.
+    pub id: Uuid,
+    /// Owner.
+    pub creator_id: Uuid,
+    /// Title.
+    pub title: String,
+    /// Description.
+    pub description: String,
+    /// Price in minor units.
+    pub price_cents: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// CDN address of the image.
+    pub image_url: Option<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Last update.
+    pub updated_at: DateTime<Utc>,
+    /// Incremented by every update.
+    pub version: i64,
+}
+
+impl From<Product> for ProductBody {
+    fn from(p: Product) -> Self {
+        Self {
+            id: p.id.0,
+            creator_id: p.creator_id.0,
+            title: p.title,
+            description: p.description,
+            price_cents: p.price_cents,
+            currency: p.currency,
+            image_url: p.image_url,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+            version: p.version,
+        }
+    }
+}
+
+/// `POST /drops`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDropRequest {
+    /// The product released.
+    pub product_id: Uuid,
+    /// Start; omitted means now.
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// End (exclusive).
+    pub ends_at: DateTime<Utc>,
+    /// Units, 1 to 10,000,000.
+    pub total_stock: u32,
+    /// Most units one buyer may hold; omitted means the whole stock.
+    #[serde(default)]
+    pub per_user_limit: Option<u32>,
+}
+
+/// A drop's stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StockBody {
+    /// All units.
+    pub total: u32,
+    /// Units anyone may order.
+    pub available: u32,
+    /// Units held by unpaid orders.
+    pub reserved: u32,
+    /// Units paid for.
+    pub sold: u32,
+}
+
+impl From<Stock> for StockBody {
+    fn from(s: Stock) -> Self {
+        Self {
+            total: s.total,
+            available: s.available,
+            reserved: s.reserved,
+            sold: s.sold,
+        }
+    }
+}
+
+/// A drop with its stock; `status` is computed at response time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DropBody {
+    /// Id.
+    pub id: Uuid,
+    /// The product released.
+    pub product_id: Uuid,
+    /// The product's creator.
+    pub creator_id: Uuid,
+    /// Orders accepted from…
+    pub starts_at: DateTime<Utc>,
+    /// …until (exclusive).
+    pub ends_at: DateTime<Utc>,
+    /// `scheduled`, `live`, `sold_out`, `ended` or `cancelled`.
+    #[schema(value_type = String, example = "live")]
+    pub status: DropStatus,
+    /// Most units one buyer may hold.
+    pub per_user_limit: u32,
+    /// Stock.
+    pub stock: StockBody,
+}
+
+impl DropBody {
+    /// The body of `view` with its status at `now`.
+    pub fn at(view: DropView, now: Timestamp) -> Self {
+        let status = view.status_at(now);
+        Self {
+            id: view.drop.id.0,
+            product_id: view.drop.product_id.0,
+            creator_id: view.drop.creator_id.0,
+            starts_at: view.drop.starts_at,
+            ends_at: view.drop.ends_at,
+            status,
+            per_user_limit: view.drop.per_user_limit,
+            stock: view.stock.into(),
+        }
+    }
+}
+
+/// `POST /orders`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrderRequest {
+    /// The drop to order from.
+    pub drop_id: Uuid,
+    /// Units, 1 to 10,000.
+    pub quantity: u32,
+}
+
+/// An order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrderBody {
+    /// Id.
+    pub id: Uuid,
+    /// The buyer.
+    pub user_id: Uuid,
+    /// The drop.
+    pub drop_id: Uuid,
+    /// Units.
+    pub quantity: u32,
+    /// Unit price in minor units.
+    pub unit_price_cents: i64,
+    /// `quantity × unit_price_cents`.
+    pub total_cents: i64,
+    /// ISO-4217 code.
+    pub currency: String,
+    /// `reserved`, `confirmed`, `cancelled` or `expired`.
+    #[schema(value_type = String, example = "reserved")]
+    pub status: OrderStatus,
+    /// When the hold runs out unless confirmed.
+    pub reserved_until: DateTime<Utc>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Order> for OrderBody {
+    fn from(o: Order) -> Self {
+        Self {
+            id: o.id.0,
+            user_id: o.user_id.0,
+            drop_id: o.drop_id.0,
+            quantity: o.quantity,
+            unit_price_cents: o.unit_price_cents,
+            total_cents: o.total_cents,
+            currency: o.currency,
+            status: o.status,
+            reserved_until: o.reserved_until,
+            created_at: o.created_at,
+        }
+    }
+}
+
+/// A notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NotificationBody {
+    /// Id.
+    pub id: Uuid,
+    /// `drop_scheduled`, `drop_live`, `low_stock`, `sold_out`, `order_confirmed`, `order_expired`.
+    #[schema(value_type = String, example = "drop_live")]
+    pub kind: NotificationKind,
+    /// Kind-specific data.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When it was read, or null.
+    pub read_at: Option<DateTime<Utc>>,
+}
+
+impl From<Notification> for NotificationBody {
+    fn from(n: Notification) -> Self {
+        Self {
+            id: n.id.0,
+            kind: n.kind,
+            payload: n.payload,
+            created_at: n.created_at,
+            read_at: n.read_at,
+        }
+    }
+}
+
+/// `POST /notifications/read-all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct MarkedBody {
+    /// How many notifications were unread.
+    pub marked: u64,
+}
+
+/// `POST /internal/inventory/{drop_id}/adjust`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustRequest {
+    /// Positive restocks, negative shrinks available stock.
+    pub delta: i64,
+    /// Why; kept in the ledger.
+    pub reason: String,
+}
+
+/// An audit record of a stock movement outside orders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LedgerEntryBody {
+    /// Id.
+    pub id: Uuid,
+    /// The drop.
+    pub drop_id: Uuid,
+    /// `initial`, `restock` or `shrink`.
+    #[schema(value_type = String, example = "restock")]
+    pub kind: LedgerKind,
+    /// Signed change of total and available.
+    pub delta: i64,
+    /// Why.
+    pub reason: String,
+    /// Who, when known.
+    pub actor_id: Option<Uuid>,
+    /// Stock right after.
+    pub stock_after: StockBody,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<LedgerEntry> for LedgerEntryBody {
+    fn from(e: LedgerEntry) -> Self {
+        Self {
+            id: e.id,
+            drop_id: e.drop_id.0,
+            kind: e.kind,
+            delta: e.delta,
+            reason: e.reason,
+            actor_id: e.actor_id.map(|a| a.0),
+            stock_after: e.stock_after.into(),
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// `POST /internal/cache/invalidate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InvalidateRequest {
+    /// Exact keys, e.g. `drop:<id>`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Key prefixes, e.g. `products:`.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+/// What an invalidation removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InvalidatedBody {
+    /// Entries removed.
+    pub removed: u64,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ListBody<T> {
+    /// Items, newest first.
+    pub items: Vec<T>,
+    /// Pass as `?cursor=` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T> ListBody<T> {
+    /// A page of core items mapped to bodies.
+    pub fn from_page<U>(page: Page<U>, f: impl FnMut(U) -> T) -> Self {
+        Self {
+            next_cursor: page.next_cursor.map(|c| c.to_string()),
+            items: page.items.into_iter().map(f).collect(),
+        }
+    }
+}
+
+/// `GET /healthz` and `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct HealthBody {
+    /// `ok`.
+    pub status: String,
+    /// Each checked dependency and its state (`ok`), for `/readyz`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckBody>,
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckBody {
+    /// The dependency: `store`, `cache`, `bus`.
+    pub name: String,
+    /// `ok` or `failing`.
+    pub status: String,
+}

@@ -1,0 +1,93 @@
+//! Operations: liveness, readiness, metrics, the OpenAPI document.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use crate::body::{CheckBody, HealthBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::Json;
+use crate::state::AppState;
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = HealthBody)))]
+pub async fn healthz() -> Json<HealthBody> {
+    Json(HealthBody {
+        status: "ok".into(),
+        checks: vec![],
+    })
+}
+
+/// Every configured dependency answers (each probe bounded by 2 s).
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = HealthBody),
+        (status = 503, description = "unavailable, naming the failing dependencies", body = ErrorBody),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>> {
+    let probes = state.options().readiness.iter().map(|c| async move {
+        let outcome = match tokio::time::timeout(Duration::from_secs(2), (c.check)()).await {
+            Ok(r) => r,
+            Err(_) => Err("timed out after 2 s".to_owned()),
+        };
+        (c.name.clone(), outcome)
+    });
+    let results = futures::future::join_all(probes).await;
+    let mut checks = Vec::new();
+    let mut failing = Vec::new();
+    for (name, outcome) in results {
+        let status = match outcome {
+            Ok(()) => "ok",
+            Err(cause) => {
+                tracing::warn!(dependency = %name, %cause, "readiness check failed");
+                failing.push(name.clone());
+                "failing"
+            }
+        };
+        checks.push(CheckBody {
+            name,
+            status: status.into(),
+        });
+    }
+    if failing.is_empty() {
+        Ok(Json(HealthBody {
+            status: "ok".into(),
+            checks,
+        }))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{} unavailable", failing.join(", ")),
+        )
+        .with_details(
+            json!({ "dependency": failing.join(","), "failing": failing, "checks": checks }),
+        ))
+    }
+}
+
+/// Prometheus text: requests and latencies by route and status, orders placed and
+/// rejected by code, cache hits/misses/errors, outbox backlog.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let text = crate::telemetry::render(&state).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
+pub async fn openapi() -> impl IntoResponse {
+    axum::Json(crate::openapi::document())
+}
