@@ -1,2 +1,213 @@
-//! Benchmark (being written).
-fn main() {}
+//! Inventory contention on one hot drop through the in-memory adapter.
+//!
+//! Run: `cargo bench --bench inventory`
+//!
+//! Three lines per concurrency level (1 to 64 tasks on a multi-threaded runtime):
+//! - `atomic_ceiling`: a bare `AtomicI64` decrement loop — the ceiling no store beats;
+//! - `memory_store`: `OrderRepository::place_order` on the in-memory store (reserve,
+//!   order row, outbox events, all in one critical section);
+//! - `memory_service`: `Livedrop::place_order`, adding idempotency keys and the
+//!   cached drop lookup.
+//! Each iteration is one reservation; every run ends with zero oversell checked.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Duration as Span;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use livedrop::adapters::memory::{memory_ports, MemoryStore};
+use livedrop::core::model::{Actor, Drop, DropState, Order, OrderStatus, PlaceOutcome, Role};
+use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
+use livedrop::core::service::{Livedrop, PlaceOrder};
+use livedrop::core::{Clock, Config, DropId, ManualClock, OrderId, ProductId, UserId};
+
+const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
+
+fn hot_drop(clock: &ManualClock) -> Drop {
+    let now = clock.now();
+    Drop {
+        id: DropId::new(),
+        product_id: ProductId::new(),
+        creator_id: UserId::new(),
+        title: "hot".into(),
+        price_cents: 1_000,
+        currency: "EUR".into(),
+        starts_at: now,
+        ends_at: now + Span::hours(1),
+        per_user_limit: u32::MAX,
+        state: DropState::Live,
+        created_at: now,
+    }
+}
+
+fn order(drop: &Drop, user: UserId, key: String, now: livedrop::core::Timestamp) -> Order {
+    Order {
+        id: OrderId::new(),
+        user_id: user,
+        drop_id: drop.id,
+        quantity: 1,
+        unit_price_cents: drop.price_cents,
+        total_cents: drop.price_cents,
+        currency: drop.currency.clone(),
+        status: OrderStatus::Reserved,
+        idempotency_key: key,
+        fingerprint: String::new(),
+        reserved_until: now + Span::minutes(10),
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+async fn atomic_ceiling(tasks: usize, iters: u64) -> Duration {
+    let stock = Arc::new(AtomicI64::new(iters as i64));
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let stock = stock.clone();
+            tokio::spawn(async move {
+                let mut won = 0u64;
+                while stock.fetch_sub(1, Ordering::AcqRel) > 0 {
+                    won += 1;
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for h in handles {
+        won += h.await.expect("task");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(won, iters, "no oversell");
+    elapsed
+}
+
+async fn memory_store(tasks: usize, iters: u64) -> Duration {
+    let clock = ManualClock::fixed();
+    let store = Arc::new(MemoryStore::new());
+    let drop = hot_drop(&clock);
+    store
+        .insert_drop(&drop, iters as u32, &[])
+        .await
+        .expect("drop");
+    let now = clock.now();
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let (store, drop) = (store.clone(), drop.clone());
+            tokio::spawn(async move {
+                let user = UserId::new();
+                let mut won = 0u64;
+                for i in 0.. {
+                    match store
+                        .place_order(&order(&drop, user, format!("{t}-{i}"), now), now)
+                        .await
+                    {
+                        Ok(PlaceOutcome::Placed(_)) => won += 1,
+                        Ok(PlaceOutcome::OutOfStock { .. }) => return won,
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for h in handles {
+        won += h.await.expect("task");
+    }
+    let elapsed = start.elapsed();
+    let stock = store.stock(drop.id).await.expect("stock").expect("drop");
+    assert_eq!(
+        (won, stock.available, stock.reserved),
+        (iters, 0, iters as u32),
+        "no oversell"
+    );
+    elapsed
+}
+
+async fn memory_service(tasks: usize, iters: u64) -> Duration {
+    let clock = Arc::new(ManualClock::fixed());
+    let (ports, store, _bus) = memory_ports(clock.clone());
+    let drop = hot_drop(&clock);
+    store
+        .insert_drop(&drop, iters as u32, &[])
+        .await
+        .expect("drop");
+    let app = Livedrop::new(ports, Config::default());
+    let start = Instant::now();
+    let handles: Vec<_> = (0..tasks)
+        .map(|t| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let buyer = Actor::new(UserId::new(), Role::Customer);
+                let request = PlaceOrder {
+                    drop_id: drop.id,
+                    quantity: 1,
+                };
+                let mut won = 0u64;
+                for i in 0.. {
+                    match app
+                        .place_order(&buyer, Some(&format!("{t}-{i}")), request)
+                        .await
+                    {
+                        Ok(_) => won += 1,
+                        Err(e) if e.code() == "out_of_stock" => return won,
+                        Err(e) => panic!("unexpected {e:?}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for h in handles {
+        won += h.await.expect("task");
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(won, iters, "no oversell");
+    elapsed
+}
+
+fn hot_drop_reservations(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut group = c.benchmark_group("hot_drop_reserve");
+    group.throughput(Throughput::Elements(1));
+    group.measurement_time(Duration::from_secs(4));
+    group.sample_size(20);
+    for tasks in CONCURRENCY {
+        group.bench_with_input(
+            BenchmarkId::new("atomic_ceiling", tasks),
+            &tasks,
+            |b, &tasks| {
+                b.to_async(&runtime)
+                    .iter_custom(|iters| atomic_ceiling(tasks, iters))
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("memory_store", tasks),
+            &tasks,
+            |b, &tasks| {
+                b.to_async(&runtime)
+                    .iter_custom(|iters| memory_store(tasks, iters))
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("memory_service", tasks),
+            &tasks,
+            |b, &tasks| {
+                b.to_async(&runtime)
+                    .iter_custom(|iters| memory_service(tasks, iters))
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hot_drop_reservations);
+criterion_main!(benches);
