@@ -31,6 +31,11 @@ const TEST_BOUND: Duration = Duration::from_secs(90);
 /// How long to wait for an event that must come.
 const ARRIVAL: Duration = Duration::from_secs(30);
 
+livedrop_core::bus_conformance!(|| async {
+    let bus: Arc<dyn EventBus> = Arc::new(bus("conformance").await?);
+    Some(bus)
+});
+
 fn brokers() -> Option<String> {
     match std::env::var(BROKERS_VAR) {
         Ok(brokers) if !brokers.is_empty() => Some(brokers),

@@ -62,15 +62,7 @@ async fn factory() -> Option<Arc<dyn Cache>> {
     Some(Arc::new(cache))
 }
 
-#[tokio::test]
-async fn conformance_factory_builds_a_working_cache() {
-    let Some(cache) = factory().await else { return };
-    assert!(cache
-        .set("k", b"v", Duration::from_secs(5), None)
-        .await
-        .unwrap());
-    assert_eq!(cache.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
-}
+livedrop_core::cache_conformance!(|| factory());
 
 #[tokio::test]
 async fn namespaces_isolate_instances() {

@@ -183,6 +183,14 @@ impl KafkaBus {
         })
     }
 
+    /// Creates the bus's topics where missing (topics that exist are left alone),
+    /// bounded by [`KafkaOptions::connect_timeout`]. [`connect`](Self::connect) does
+    /// this already; call it again after a broker lost its topics (an in-memory
+    /// development broker restarted).
+    pub async fn ensure_topics(&self) -> Result<(), ConnectError> {
+        create_topics(&self.brokers, &self.options, &self.topics).await
+    }
+
     /// The topics this bus publishes to and subscribes to.
     pub fn topics(&self) -> &[String] {
         &self.topics
@@ -200,22 +208,30 @@ impl KafkaBus {
             .clone()
     }
 
-    /// Rebuilds the producer if librdkafka declared the current one dead.
+    /// Replaces `used` with a fresh producer after a failed publish, unless another
+    /// publish already did.
+    ///
+    /// An idempotent producer keeps a producer id and per-partition sequence numbers
+    /// across a broker outage; a broker that lost that state (restarted without it,
+    /// or fenced the producer) can refuse it indefinitely, and librdkafka may declare
+    /// it fatally failed. A fresh producer starts a new idempotence session; what
+    /// this gives up (broker-side dedup of a retried batch across the rebuild) the
+    /// consumers make up for by dropping duplicate event ids.
     fn recover_producer(&self, used: &FutureProducer) {
-        let Some((code, reason)) = used.client().fatal_error() else {
+        let mut current = self
+            .producer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if current.client().native_ptr() != used.client().native_ptr() {
             return;
-        };
-        tracing::error!(?code, %reason, "kafka producer failed fatally; rebuilding it");
+        }
+        if let Some((code, reason)) = used.client().fatal_error() {
+            tracing::error!(?code, %reason, "kafka producer failed fatally");
+        }
         match producer(&self.brokers, &self.options) {
             Ok(fresh) => {
-                let old = std::mem::replace(
-                    &mut *self
-                        .producer
-                        .lock()
-                        .unwrap_or_else(|poisoned| poisoned.into_inner()),
-                    fresh,
-                );
-                detach_drop(old);
+                tracing::info!("kafka producer replaced after a failed publish");
+                detach_drop(std::mem::replace(&mut *current, fresh));
             }
             Err(err) => tracing::error!(error = %err, "rebuilding the kafka producer failed"),
         }
@@ -281,7 +297,9 @@ impl EventBus for KafkaBus {
         };
         if let Err(err) = &outcome {
             tracing::warn!(error = %err, events = events.len(), "kafka publish failed");
-            self.recover_producer(&producer);
+            if err.is_unavailable() {
+                self.recover_producer(&producer);
+            }
         }
         outcome
     }
@@ -291,6 +309,14 @@ impl EventBus for KafkaBus {
         let subscription =
             KafkaSubscription::start(&self.brokers, &group_id, &self.topics, &self.options)
                 .map_err(|err| StoreError::unavailable(WHAT, err))?;
+        Ok(Box::new(subscription))
+    }
+
+    /// A consumer in no group, positioned at the end of every partition before this
+    /// returns: it sees exactly the events published afterwards.
+    async fn subscribe_live(&self) -> StoreResult<Box<dyn Subscription>> {
+        let subscription =
+            KafkaSubscription::start_live(&self.brokers, &self.topics, &self.options).await?;
         Ok(Box::new(subscription))
     }
 }

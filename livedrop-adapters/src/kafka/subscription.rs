@@ -11,7 +11,7 @@ use livedrop_core::ports::Subscription;
 use livedrop_core::EventId;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::Message;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::time::Instant;
 
 use super::{base_config, KafkaOptions, WHAT};
@@ -26,6 +26,9 @@ use super::{base_config, KafkaOptions, WHAT};
 /// - Delivery is at least once; a bounded set of recent event ids
 ///   ([`KafkaOptions::dedup_capacity`]) drops duplicates (a relay's retried publish,
 ///   a redelivery after a rebalance) before they reach the caller.
+/// - A [live subscription](livedrop_core::ports::EventBus::subscribe_live) joins no group: it is assigned
+///   every partition at its end offset, resolved before `subscribe_live` returns, and
+///   its `commit` does nothing.
 /// - [`close`](Subscription::close) never hangs: librdkafka's consumer close can
 ///   block indefinitely (it polls until the group leave completes), so the consumer
 ///   is unsubscribed and dropped on a detached OS thread, awaited for at most
@@ -34,6 +37,8 @@ use super::{base_config, KafkaOptions, WHAT};
 pub struct KafkaSubscription {
     consumer: Option<Arc<StreamConsumer>>,
     group: String,
+    /// Outside any group: nothing to commit.
+    live: bool,
     recent: RecentIds,
     /// Offset of the last message returned (or skipped) per topic partition, not
     /// yet committed.
@@ -75,6 +80,64 @@ impl KafkaSubscription {
         Ok(Self {
             consumer: Some(Arc::new(consumer)),
             group: group.to_owned(),
+            live: false,
+            recent: RecentIds::new(options.dedup_capacity),
+            uncommitted: HashMap::new(),
+            commit_timeout: options.connect_timeout,
+            close_timeout: options.close_timeout,
+        })
+    }
+
+    /// A consumer outside any group, assigned every partition of `topics` at its
+    /// current end, so it sees exactly the events published after this returns.
+    pub(super) async fn start_live(
+        brokers: &str,
+        topics: &[String],
+        options: &KafkaOptions,
+    ) -> StoreResult<Self> {
+        // librdkafka's consumer needs a group id even to assign partitions by hand;
+        // a unique one that never subscribes, joins or commits.
+        let group = format!(
+            "{}.live-{}",
+            options.topic_prefix,
+            uuid::Uuid::now_v7().simple()
+        );
+        let consumer: StreamConsumer = base_config(brokers, options)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "false")
+            .create()
+            .map_err(|err| StoreError::unavailable(WHAT, err))?;
+        let consumer = Arc::new(consumer);
+        let assigning = Arc::clone(&consumer);
+        let topics = topics.to_vec();
+        let timeout = options.connect_timeout;
+        // Resolving the end offsets before returning (rather than assigning
+        // `Offset::End`, resolved later by the fetcher) is what makes "from now on"
+        // exact. These are blocking metadata round trips.
+        let assigned = run_detached(timeout + Duration::from_secs(1), move || {
+            assign_at_end(&assigning, &topics, timeout)
+        })
+        .await;
+        match assigned {
+            Some(Ok(())) => {}
+            Some(Err(err)) => {
+                super::detach_drop(consumer);
+                return Err(StoreError::unavailable(WHAT, err));
+            }
+            None => {
+                super::detach_drop(consumer);
+                return Err(StoreError::unavailable(
+                    WHAT,
+                    format!("resolving end offsets took over {timeout:?}"),
+                ));
+            }
+        }
+        Ok(Self {
+            consumer: Some(consumer),
+            group,
+            live: true,
             recent: RecentIds::new(options.dedup_capacity),
             uncommitted: HashMap::new(),
             commit_timeout: options.connect_timeout,
@@ -132,6 +195,10 @@ impl Subscription for KafkaSubscription {
     }
 
     async fn commit(&mut self) -> StoreResult<()> {
+        if self.live {
+            self.uncommitted.clear();
+            return Ok(());
+        }
         if self.uncommitted.is_empty() {
             return Ok(());
         }
@@ -183,6 +250,23 @@ impl Drop for KafkaSubscription {
             super::detach_drop(ShutDownOnDrop(Some(consumer)));
         }
     }
+}
+
+/// Assigns every partition of `topics` at its high watermark.
+fn assign_at_end(
+    consumer: &StreamConsumer,
+    topics: &[String],
+    timeout: Duration,
+) -> KafkaResult<()> {
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            let (_low, high) = consumer.fetch_watermarks(topic, partition.id(), timeout)?;
+            assignment.add_partition_offset(topic, partition.id(), Offset::Offset(high))?;
+        }
+    }
+    consumer.assign(&assignment)
 }
 
 /// Leaves the group and destroys the consumer (may block inside librdkafka).
