@@ -1,2 +1,170 @@
-//! Benchmark (being written).
-fn main() {}
+//! The hot drop on PostgreSQL: one drop, 1/4/16/64 concurrent buyers, each order
+//! writing its order row and outbox events; the naive row-lock strategy and group
+//! reserve side by side in the same run. Asserts zero oversell after every batch.
+//!
+//! ```text
+//! LIVEDROP_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo bench --features postgres --bench postgres_hot_drop
+//! ```
+//!
+//! Works in schema `livedrop_bench` (created and migrated if missing).
+
+#![allow(missing_docs)] // criterion_group! generates an undocumented pub fn.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
+use livedrop::core::clock::Timestamp;
+use livedrop::core::id::{DropId, OrderId, ProductId, UserId};
+use livedrop::core::model::{self, DropState, Order, OrderStatus, PlaceOutcome};
+use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
+
+const BUYERS: [usize; 4] = [1, 4, 16, 64];
+
+fn now() -> Timestamp {
+    livedrop::core::clock::truncate(chrono::Utc::now())
+}
+
+async fn store(url: &str, strategy: ReserveStrategy, max_connections: u32) -> PgStore {
+    let store = PgStore::connect(
+        url,
+        PgOptions {
+            max_connections,
+            acquire_timeout: Duration::from_secs(30),
+            schema: Some("livedrop_bench".into()),
+            strategy,
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("cannot reach {url}: {e:?}"));
+    store.migrate().await.expect("migrations apply");
+    store
+}
+
+/// A live drop with `stock` units and no per-user pressure.
+async fn hot_drop(store: &PgStore, stock: u32) -> model::Drop {
+    let at = now();
+    let drop = model::Drop {
+        id: DropId::new(),
+        product_id: ProductId::new(),
+        creator_id: UserId::new(),
+        title: "bench".into(),
+        price_cents: 1_000,
+        currency: "EUR".into(),
+        starts_at: at - chrono::Duration::minutes(1),
+        ends_at: at + chrono::Duration::hours(1),
+        per_user_limit: 1,
+        state: DropState::Live,
+        created_at: at,
+    };
+    store.insert_drop(&drop, stock, &[]).await.expect("drop");
+    drop
+}
+
+fn orders(drop: &model::Drop, n: usize) -> Vec<Order> {
+    let at = now();
+    (0..n)
+        .map(|i| Order {
+            id: OrderId::new(),
+            user_id: UserId::new(),
+            drop_id: drop.id,
+            quantity: 1,
+            unit_price_cents: drop.price_cents,
+            total_cents: drop.price_cents,
+            currency: drop.currency.clone(),
+            status: OrderStatus::Reserved,
+            idempotency_key: format!("bench-{i}"),
+            fingerprint: "bench".into(),
+            reserved_until: at + chrono::Duration::minutes(10),
+            created_at: at,
+            updated_at: at,
+        })
+        .collect()
+}
+
+/// Places `iters` orders (stock slightly short of them, so the drop also sells out)
+/// with `buyers` concurrent tasks; returns the time taken and checks the stock.
+async fn run(store: &PgStore, buyers: usize, iters: u64) -> Duration {
+    let n = usize::try_from(iters).unwrap_or(usize::MAX).max(1);
+    let stock = u32::try_from(n - n / 20).unwrap_or(u32::MAX);
+    let drop = hot_drop(store, stock).await;
+    let orders = Arc::new(orders(&drop, n));
+    let next = Arc::new(AtomicUsize::new(0));
+    let placed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..buyers)
+        .map(|_| {
+            let (store, orders, next, placed) =
+                (store.clone(), orders.clone(), next.clone(), placed.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(order) = orders.get(i) else { return };
+                    match store.place_order(order, now()).await.expect("place") {
+                        PlaceOutcome::Placed(_) => {
+                            placed.fetch_add(1, Ordering::Relaxed);
+                        }
+                        PlaceOutcome::OutOfStock { .. } => {}
+                        other => panic!("unexpected outcome {other:?}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("buyer task");
+    }
+    let took = started.elapsed();
+    // Zero oversell: the authoritative row balances and holds exactly what was placed.
+    let s = store.stock(drop.id).await.expect("stock").expect("drop");
+    let placed = placed.load(Ordering::Relaxed);
+    assert!(s.is_consistent(), "{s:?}");
+    assert_eq!(s.reserved as usize, placed, "{s:?}");
+    assert_eq!(
+        placed,
+        (stock as usize).min(n),
+        "every unit sold exactly once"
+    );
+    assert_eq!(s.available as usize, stock as usize - placed);
+    took
+}
+
+fn hot_drop_bench(c: &mut Criterion) {
+    let url = std::env::var("LIVEDROP_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let strategies = [
+        (
+            "row_lock",
+            rt.block_on(store(&url, ReserveStrategy::RowLock, 32)),
+        ),
+        (
+            "group",
+            rt.block_on(store(&url, ReserveStrategy::group(), 8)),
+        ),
+    ];
+    let mut group = c.benchmark_group("postgres_hot_drop");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4))
+        .throughput(Throughput::Elements(1));
+    for buyers in BUYERS {
+        for (name, store) in &strategies {
+            group.bench_with_input(BenchmarkId::new(*name, buyers), &buyers, |b, &buyers| {
+                b.to_async(&rt)
+                    .iter_custom(|iters| async move { run(store, buyers, iters).await })
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hot_drop_bench);
+criterion_main!(benches);

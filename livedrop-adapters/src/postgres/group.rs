@@ -15,12 +15,12 @@ use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
 use livedrop_core::{StoreError, StoreResult};
-use sqlx::Row;
+use sqlx::{PgConnection, Row};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::orders::{insert_orders, lock_drop, refusal, reserved, HOLDING};
-use super::rows::{append_events, OrderRow};
+use super::orders::{lock_drop, refusal, reserved, HOLDING};
+use super::rows::{EventColumns, OrderColumns, OrderRow, StockRow};
 use super::{map_sqlx_error, to_u32, Inner, PgStore};
 
 /// A combiner that saw no order for this long retires (its drop cooled down).
@@ -152,6 +152,8 @@ async fn combine(
                 return;
             }
         };
+        // Let callers just answered by the previous batch queue their next order.
+        tokio::task::yield_now().await;
         let mut batch = Vec::with_capacity(max_batch.min(64));
         batch.push(first);
         while batch.len() < max_batch {
@@ -309,23 +311,77 @@ async fn decide(
         return Ok(Some(outcomes));
     }
 
-    // 5. Write: the stock once, every order and event in one statement each.
-    sqlx::query(
-        "UPDATE inventory SET available = $2, reserved = $3, version = $4 WHERE drop_id = $1",
+    // 5. Write, in one statement: the stock once, every order, every event.
+    let inserted = write_batch(&mut tx, drop, &stock, &placed, &events).await?;
+    if inserted != placed.len() as u64 {
+        tx.rollback().await.map_err(map_sqlx_error)?;
+        return Ok(None);
+    }
+    tx.commit().await.map_err(map_sqlx_error)?;
+    Ok(Some(outcomes))
+}
+
+/// Sets the locked stock row, inserts `orders` (skipping any whose key exists) and
+/// appends `events`, in one round trip. Returns how many orders were inserted.
+async fn write_batch(
+    conn: &mut PgConnection,
+    drop: DropId,
+    stock: &StockRow,
+    orders: &[Order],
+    events: &[Event],
+) -> StoreResult<u64> {
+    let o = OrderColumns::new(orders);
+    let e = EventColumns::new(events);
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH stock AS ( \
+             UPDATE inventory SET available = $2, reserved = $3, version = $4 \
+             WHERE drop_id = $1 \
+         ), placed AS ( \
+             INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
+                                 total_cents, currency, status, idempotency_key, fingerprint, \
+                                 reserved_until, created_at, updated_at) \
+             SELECT o.id, o.user_id, $1, o.q, o.unit, o.total, o.cur, 'reserved', o.key, \
+                    o.fp, o.until, o.created, o.updated \
+             FROM UNNEST($5::uuid[], $6::uuid[], $7::int8[], $8::int8[], $9::int8[], \
+                         $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
+                         $14::timestamptz[], $15::timestamptz[]) \
+                  AS o(id, user_id, q, unit, total, cur, key, fp, until, created, updated) \
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING \
+             RETURNING 1 \
+         ), appended AS ( \
+             INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, \
+                                 payload) \
+             SELECT e.id, e.kind, e.agg, e.ver, e.at, e.payload \
+             FROM UNNEST($16::uuid[], $17::text[], $18::uuid[], $19::int8[], \
+                         $20::timestamptz[], $21::jsonb[]) \
+                  WITH ORDINALITY AS e(id, kind, agg, ver, at, payload, ord) \
+             ORDER BY e.ord \
+         ) \
+         SELECT count(*) FROM placed",
     )
     .bind(drop.0)
     .bind(stock.available)
     .bind(stock.reserved)
     .bind(stock.version)
-    .execute(&mut *tx)
+    .bind(&o.ids)
+    .bind(&o.users)
+    .bind(&o.quantities)
+    .bind(&o.units)
+    .bind(&o.totals)
+    .bind(&o.currencies)
+    .bind(&o.keys)
+    .bind(&o.fingerprints)
+    .bind(&o.until)
+    .bind(&o.created)
+    .bind(&o.updated)
+    .bind(&e.ids)
+    .bind(&e.types)
+    .bind(&e.aggregates)
+    .bind(&e.versions)
+    .bind(&e.occurred)
+    .bind(&e.payloads)
+    .fetch_one(conn)
     .await
     .map_err(map_sqlx_error)?;
-    let inserted = insert_orders(&mut tx, &placed).await?;
-    if inserted != placed.len() as u64 {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(None);
-    }
-    append_events(&mut tx, &events).await?;
-    tx.commit().await.map_err(map_sqlx_error)?;
-    Ok(Some(outcomes))
+    Ok(u64::try_from(inserted).unwrap_or(0))
 }

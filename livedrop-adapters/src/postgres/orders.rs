@@ -16,7 +16,7 @@ use livedrop_core::{StoreError, StoreResult};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::rows::{append_events, DropRow, OrderRow, StockRow};
+use super::rows::{append_events, DropRow, OrderColumns, OrderRow, StockRow};
 use super::{map_sqlx_error, to_u32, PgStore, ReserveStrategy};
 
 /// Statuses that hold stock and count toward the per-user limit.
@@ -225,31 +225,7 @@ impl PgStore {
 /// Inserts `orders` with one multi-row insert, skipping any whose (buyer, key) exists.
 /// Returns how many were inserted.
 pub(crate) async fn insert_orders(conn: &mut PgConnection, orders: &[Order]) -> StoreResult<u64> {
-    let n = orders.len();
-    let mut ids = Vec::with_capacity(n);
-    let mut users = Vec::with_capacity(n);
-    let mut quantities = Vec::with_capacity(n);
-    let mut units = Vec::with_capacity(n);
-    let mut totals = Vec::with_capacity(n);
-    let mut currencies = Vec::with_capacity(n);
-    let mut keys = Vec::with_capacity(n);
-    let mut fingerprints = Vec::with_capacity(n);
-    let mut until = Vec::with_capacity(n);
-    let mut created = Vec::with_capacity(n);
-    let mut updated = Vec::with_capacity(n);
-    for o in orders {
-        ids.push(o.id.0);
-        users.push(o.user_id.0);
-        quantities.push(i64::from(o.quantity));
-        units.push(o.unit_price_cents);
-        totals.push(o.total_cents);
-        currencies.push(o.currency.as_str());
-        keys.push(o.idempotency_key.as_str());
-        fingerprints.push(o.fingerprint.as_str());
-        until.push(o.reserved_until);
-        created.push(o.created_at);
-        updated.push(o.updated_at);
-    }
+    let o = OrderColumns::new(orders);
     let drop = orders.first().map(|o| o.drop_id.0);
     let done = sqlx::query(
         "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, total_cents, \
@@ -264,17 +240,17 @@ pub(crate) async fn insert_orders(conn: &mut PgConnection, orders: &[Order]) -> 
          ON CONFLICT (user_id, idempotency_key) DO NOTHING",
     )
     .bind(drop)
-    .bind(&ids)
-    .bind(&users)
-    .bind(&quantities)
-    .bind(&units)
-    .bind(&totals)
-    .bind(&currencies)
-    .bind(&keys)
-    .bind(&fingerprints)
-    .bind(&until)
-    .bind(&created)
-    .bind(&updated)
+    .bind(&o.ids)
+    .bind(&o.users)
+    .bind(&o.quantities)
+    .bind(&o.units)
+    .bind(&o.totals)
+    .bind(&o.currencies)
+    .bind(&o.keys)
+    .bind(&o.fingerprints)
+    .bind(&o.until)
+    .bind(&o.created)
+    .bind(&o.updated)
     .execute(conn)
     .await
     .map_err(map_sqlx_error)?;

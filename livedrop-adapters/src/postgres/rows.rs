@@ -257,31 +257,69 @@ impl NotificationRow {
     }
 }
 
+/// Events as column arrays, for `UNNEST` inserts.
+pub(crate) struct EventColumns<'a> {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) types: Vec<&'static str>,
+    pub(crate) aggregates: Vec<Uuid>,
+    pub(crate) versions: Vec<i64>,
+    pub(crate) occurred: Vec<Timestamp>,
+    pub(crate) payloads: Vec<&'a serde_json::Value>,
+}
+
+impl<'a> EventColumns<'a> {
+    pub(crate) fn new(events: &'a [Event]) -> Self {
+        Self {
+            ids: events.iter().map(|e| e.id.0).collect(),
+            types: events.iter().map(|e| e.kind.as_str()).collect(),
+            aggregates: events.iter().map(|e| e.aggregate_id).collect(),
+            versions: events.iter().map(|e| e.version).collect(),
+            occurred: events.iter().map(|e| e.occurred_at).collect(),
+            payloads: events.iter().map(|e| &e.payload).collect(),
+        }
+    }
+}
+
+/// Orders as column arrays, for `UNNEST` inserts.
+pub(crate) struct OrderColumns<'a> {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) users: Vec<Uuid>,
+    pub(crate) quantities: Vec<i64>,
+    pub(crate) units: Vec<i64>,
+    pub(crate) totals: Vec<i64>,
+    pub(crate) currencies: Vec<&'a str>,
+    pub(crate) keys: Vec<&'a str>,
+    pub(crate) fingerprints: Vec<&'a str>,
+    pub(crate) until: Vec<Timestamp>,
+    pub(crate) created: Vec<Timestamp>,
+    pub(crate) updated: Vec<Timestamp>,
+}
+
+impl<'a> OrderColumns<'a> {
+    pub(crate) fn new(orders: &'a [Order]) -> Self {
+        Self {
+            ids: orders.iter().map(|o| o.id.0).collect(),
+            users: orders.iter().map(|o| o.user_id.0).collect(),
+            quantities: orders.iter().map(|o| i64::from(o.quantity)).collect(),
+            units: orders.iter().map(|o| o.unit_price_cents).collect(),
+            totals: orders.iter().map(|o| o.total_cents).collect(),
+            currencies: orders.iter().map(|o| o.currency.as_str()).collect(),
+            keys: orders.iter().map(|o| o.idempotency_key.as_str()).collect(),
+            fingerprints: orders.iter().map(|o| o.fingerprint.as_str()).collect(),
+            until: orders.iter().map(|o| o.reserved_until).collect(),
+            created: orders.iter().map(|o| o.created_at).collect(),
+            updated: orders.iter().map(|o| o.updated_at).collect(),
+        }
+    }
+}
+
 /// Appends `events` to the outbox, in order, with one multi-row insert on `conn`
 /// (the caller's transaction).
 pub(crate) async fn append_events(conn: &mut PgConnection, events: &[Event]) -> StoreResult<()> {
     if events.is_empty() {
         return Ok(());
     }
-    let n = events.len();
-    let (mut ids, mut types, mut aggregates) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    let (mut versions, mut occurred, mut payloads) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-    );
-    for e in events {
-        ids.push(e.id.0);
-        types.push(e.kind.as_str());
-        aggregates.push(e.aggregate_id);
-        versions.push(e.version);
-        occurred.push(e.occurred_at);
-        payloads.push(&e.payload);
-    }
+    let e = EventColumns::new(events);
     sqlx::query(
         "INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, payload) \
          SELECT e.id, e.kind, e.agg, e.ver, e.at, e.payload \
@@ -289,12 +327,12 @@ pub(crate) async fn append_events(conn: &mut PgConnection, events: &[Event]) -> 
                      $6::jsonb[]) WITH ORDINALITY AS e(id, kind, agg, ver, at, payload, ord) \
          ORDER BY e.ord",
     )
-    .bind(&ids)
-    .bind(&types)
-    .bind(&aggregates)
-    .bind(&versions)
-    .bind(&occurred)
-    .bind(&payloads)
+    .bind(&e.ids)
+    .bind(&e.types)
+    .bind(&e.aggregates)
+    .bind(&e.versions)
+    .bind(&e.occurred)
+    .bind(&e.payloads)
     .execute(conn)
     .await
     .map_err(map_sqlx_error)?;
