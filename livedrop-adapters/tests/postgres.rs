@@ -903,3 +903,57 @@ async fn notifications_dedup_and_read() {
     assert!(unread.items.is_empty());
     db.drop_schema().await;
 }
+
+/// A fresh migrated schema per conformance case (named `tc_<unix secs>_<id>`), with
+/// schemas left by runs more than ten minutes old dropped first.
+async fn conformance_store(strategy: ReserveStrategy) -> Option<livedrop_core::testing::Repos> {
+    let Some(url) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
+        eprintln!("skipping: {ENV} is not set");
+        return None;
+    };
+    let secs = chrono::Utc::now().timestamp();
+    let mut conn = sqlx::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("{ENV} is set but the database is unreachable: {e:?}"));
+    let stale: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname ~ '^tc_[0-9]+_' \
+         AND split_part(nspname, '_', 2)::int8 < $1",
+    )
+    .bind(secs - 600)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    for schema in stale {
+        // Another run may be dropping it too.
+        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .execute(&mut conn)
+            .await;
+    }
+    let db = TestDb {
+        url,
+        schema: format!("tc_{secs}_{}", &Uuid::new_v4().simple().to_string()[..12]),
+    };
+    let store = db.store(strategy).await;
+    store.migrate().await.unwrap();
+    Some(livedrop_core::testing::Repos::from_store(Arc::new(store)))
+}
+
+async fn row_lock_store() -> Option<livedrop_core::testing::Repos> {
+    conformance_store(ReserveStrategy::RowLock).await
+}
+
+async fn group_store() -> Option<livedrop_core::testing::Repos> {
+    conformance_store(ReserveStrategy::group()).await
+}
+
+/// The store conformance suite with the row-lock strategy.
+mod row_lock {
+    use super::*;
+    livedrop_core::store_conformance!(row_lock_store);
+}
+
+/// The store conformance suite with group reserve.
+mod group {
+    use super::*;
+    livedrop_core::store_conformance!(group_store);
+}
