@@ -225,7 +225,9 @@ impl From<JsonRejection> for ApiError {
             }
             _ => rejection.body_text(),
         };
-        let status = if status.is_server_error() {
+        // The contract answers every malformed body with 400 (axum says 422 for a
+        // well-formed body of the wrong shape); 422 is reserved for reused keys.
+        let status = if status.is_server_error() || status == StatusCode::UNPROCESSABLE_ENTITY {
             StatusCode::BAD_REQUEST
         } else {
             status

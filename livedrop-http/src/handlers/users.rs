@@ -85,8 +85,8 @@ pub async fn get_user(
 }
 
 /// Follows a creator (idempotent).
-#[utoipa::path(put, path = "/users/{creator_id}/followers/me", tag = "users", security(("bearer" = [])),
-    params(("creator_id" = Uuid, Path, description = "The creator to follow")),
+#[utoipa::path(put, path = "/users/{id}/followers/me", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The creator to follow")),
     responses(
         (status = 204, description = "Following"),
         (status = 400, description = "invalid_input (yourself, a customer)", body = ErrorBody),
@@ -102,8 +102,8 @@ pub async fn follow(
 }
 
 /// Stops following a creator (idempotent).
-#[utoipa::path(delete, path = "/users/{creator_id}/followers/me", tag = "users", security(("bearer" = [])),
-    params(("creator_id" = Uuid, Path, description = "The creator")),
+#[utoipa::path(delete, path = "/users/{id}/followers/me", tag = "users", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "The creator")),
     responses((status = 204, description = "Not following")))]
 pub async fn unfollow(
     State(state): State<AppState>,

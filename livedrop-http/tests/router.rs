@@ -1,0 +1,1883 @@
+//! Router tests: every endpoint and error code of the contract, through `oneshot`
+//! on in-memory adapters with a manual clock.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, HeaderMap, Method, Request, StatusCode};
+use axum::Router;
+use futures::StreamExt;
+use livedrop_adapters::memory::memory_ports;
+use livedrop_core::model::{Role, User};
+use livedrop_core::ports::{BeginOutcome, MockIdempotencyStore};
+use livedrop_core::service::Livedrop;
+use livedrop_core::{Config, ManualClock, Ports, UserId};
+use livedrop_http::auth::TokenKeys;
+use livedrop_http::state::ReadinessCheck;
+use livedrop_http::{router, AppState, HttpOptions};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct App {
+    router: Router,
+    state: AppState,
+    clock: Arc<ManualClock>,
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+fn app() -> App {
+    app_with(|_| {}, |p| p)
+}
+
+fn app_with(options: impl FnOnce(&mut HttpOptions), ports: impl FnOnce(Ports) -> Ports) -> App {
+    let clock = Arc::new(ManualClock::fixed());
+    let (p, _store, _bus) = memory_ports(clock.clone());
+    let livedrop = Livedrop::new(ports(p), Config::default());
+    let mut opts = HttpOptions::new(TokenKeys::new(
+        b"router-test-secret-0123456789",
+        Duration::from_secs(3600),
+    ));
+    opts.order_rate_per_user = 1000;
+    options(&mut opts);
+    let state = AppState::new(livedrop, opts);
+    App {
+        router: router(state.clone()),
+        state,
+        clock,
+    }
+}
+
+impl App {
+    fn livedrop(&self) -> &Livedrop {
+        self.state.livedrop()
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_with(method, uri, token, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        self.send(request(method, uri, token, body, headers)).await
+    }
+
+    /// A user inserted straight into the store (no password hashing) and a token.
+    async fn user(&self, role: Role, name: &str) -> (User, String) {
+        let user = User {
+            id: UserId::new(),
+            email: format!("{name}-{}@example.com", uuid::Uuid::new_v4().simple()),
+            display_name: name.to_owned(),
+            role,
+            password_hash: "not-a-hash".into(),
+            created_at: self.clock_now(),
+        };
+        self.livedrop()
+            .ports()
+            .users
+            .insert_user(&user)
+            .await
+            .unwrap();
+        let (token, _) = self.state.tokens().issue(&user.actor()).unwrap();
+        (user, token)
+    }
+
+    fn clock_now(&self) -> chrono::DateTime<chrono::Utc> {
+        use livedrop_core::Clock;
+        self.clock.now()
+    }
+
+    async fn product(&self, token: &str) -> Value {
+        let r = self
+            .call(
+                Method::POST,
+                "/products",
+                Some(token),
+                Some(json!({"title": "Hoodie", "description": "Heavy cotton", "price_cents": 4900, "currency": "eur"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body
+    }
+
+    async fn live_drop(&self, token: &str, stock: u32, limit: Option<u32>) -> Value {
+        let product = self.product(token).await;
+        let ends = self.clock_now() + chrono::Duration::hours(2);
+        let mut body = json!({"product_id": product["id"], "ends_at": ends, "total_stock": stock});
+        if let Some(limit) = limit {
+            body["per_user_limit"] = json!(limit);
+        }
+        let r = self
+            .call(Method::POST, "/drops", Some(token), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body
+    }
+
+    async fn order(&self, token: &str, drop: &Value, quantity: u32, key: &str) -> Reply {
+        self.call_with(
+            Method::POST,
+            "/orders",
+            Some(token),
+            Some(json!({"drop_id": drop["id"], "quantity": quantity})),
+            &[("idempotency-key", key)],
+        )
+        .await
+    }
+
+    /// Runs the notification consumer over every event in the outbox.
+    async fn deliver_events(&self) {
+        let ports = self.livedrop().ports();
+        let pending = ports.outbox.pending(10_000).await.unwrap();
+        for record in &pending {
+            self.livedrop().notify_for(&record.event).await.unwrap();
+        }
+        let seqs: Vec<i64> = pending.iter().map(|r| r.seq).collect();
+        ports.outbox.mark_published(&seqs).await.unwrap();
+    }
+}
+
+fn request(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Request<Body> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    match body {
+        Some(body) => builder
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+        None => builder.body(Body::empty()).unwrap(),
+    }
+}
+
+/// Asserts the error shape and code.
+#[track_caller]
+fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "body: {}", reply.body);
+    assert_eq!(reply.body["code"], code, "body: {}", reply.body);
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{}",
+        reply.body
+    );
+    assert!(reply.body["details"].is_object(), "{}", reply.body);
+    assert_eq!(reply.body.as_object().unwrap().len(), 3, "{}", reply.body);
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+}
+
+#[tokio::test]
+async fn register_login_and_me() {
+    let app = app();
+    let body = json!({"email": "Ada@Example.com", "password": "correct horse", "display_name": "Ada", "role": "creator"});
+    let r = app
+        .call(Method::POST, "/users", None, Some(body.clone()))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["email"], "ada@example.com");
+    assert_eq!(r.body["role"], "creator");
+    assert!(r.body.get("password_hash").is_none());
+    let mut keys: Vec<_> = r.body.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["created_at", "display_name", "email", "id", "role"]);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+
+    assert_error(
+        &app.call(Method::POST, "/users", None, Some(body)).await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    );
+    let admin = json!({"email": "x@example.com", "password": "correct horse", "display_name": "X", "role": "admin"});
+    assert_error(
+        &app.call(Method::POST, "/users", None, Some(admin)).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    let bad_email = json!({"email": "nope", "password": "correct horse", "display_name": "X", "role": "customer"});
+    let r = app
+        .call(Method::POST, "/users", None, Some(bad_email))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(r.body["details"]["field"], "email");
+
+    let wrong = json!({"email": "ada@example.com", "password": "wrong password"});
+    assert_error(
+        &app.call(Method::POST, "/sessions", None, Some(wrong)).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    let login = json!({"email": "ADA@example.com", "password": "correct horse"});
+    let r = app.call(Method::POST, "/sessions", None, Some(login)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["user"]["id"], id.as_str());
+    let token = r.body["token"].as_str().unwrap().to_owned();
+
+    let me = app.call(Method::GET, "/users/me", Some(&token), None).await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(me.body["id"], id.as_str());
+    let other = app
+        .call(Method::GET, &format!("/users/{id}"), None, None)
+        .await;
+    assert_eq!(other.body["display_name"], "Ada");
+    assert_error(
+        &app.call(
+            Method::GET,
+            &format!("/users/{}", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    assert_error(
+        &app.call(Method::GET, "/users/me", None, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    assert_error(
+        &app.call(Method::GET, "/users/me", Some("garbage"), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    let r = app
+        .call_with(
+            Method::GET,
+            "/users/me",
+            None,
+            None,
+            &[("authorization", "Basic abc")],
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let (user, _) = app.user(Role::Customer, "old").await;
+    let past = chrono::Utc::now() - chrono::Duration::hours(2);
+    let expired = app
+        .state
+        .tokens()
+        .issue_expiring_at(&user.actor(), past, past + chrono::Duration::minutes(5))
+        .unwrap();
+    let r = app
+        .call(Method::GET, "/users/me", Some(&expired), None)
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    assert!(r.body["message"].as_str().unwrap().contains("expired"));
+    let foreign = TokenKeys::new(b"another-secret-entirely-000000", Duration::from_secs(60))
+        .issue(&user.actor())
+        .unwrap()
+        .0;
+    assert_error(
+        &app.call(Method::GET, "/users/me", Some(&foreign), None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+}
+
+#[tokio::test]
+async fn follows_are_idempotent_and_listings_paginate() {
+    let app = app();
+    let (creator, _) = app.user(Role::Creator, "creator").await;
+    let (customer, customer_token) = app.user(Role::Customer, "customer").await;
+    let mut followers = Vec::new();
+    for i in 0..3 {
+        let (f, token) = app.user(Role::Customer, &format!("f{i}")).await;
+        let path = format!("/users/{}/followers/me", creator.id);
+        assert_eq!(
+            app.call(Method::PUT, &path, Some(&token), None)
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            app.call(Method::PUT, &path, Some(&token), None)
+                .await
+                .status,
+            StatusCode::NO_CONTENT
+        );
+        followers.push((f, token));
+        app.clock.advance(chrono::Duration::seconds(1));
+    }
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/users/{}/followers/me", customer.id),
+            Some(&followers[0].1),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/users/{}/followers/me", creator.id),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/users/{}/followers/me", uuid::Uuid::new_v4()),
+            Some(&customer_token),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    let page1 = app
+        .call(
+            Method::GET,
+            &format!("/users/{}/followers?limit=2", creator.id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(page1.status, StatusCode::OK);
+    let items = page1.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2);
+    assert_eq!(
+        items[0]["user_id"],
+        followers[2].0.id.to_string(),
+        "newest first"
+    );
+    assert_eq!(items[1]["user_id"], followers[1].0.id.to_string());
+    let cursor = page1.body["next_cursor"].as_str().unwrap();
+    let page2 = app
+        .call(
+            Method::GET,
+            &format!("/users/{}/followers?limit=2&cursor={cursor}", creator.id),
+            None,
+            None,
+        )
+        .await;
+    let items = page2.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["user_id"], followers[0].0.id.to_string());
+    assert!(page2.body["next_cursor"].is_null());
+
+    let following = app
+        .call(
+            Method::GET,
+            &format!("/users/{}/following", followers[0].0.id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        following.body["items"][0]["user_id"],
+        creator.id.to_string()
+    );
+    assert_eq!(following.body["items"][0]["display_name"], "creator");
+
+    let path = format!("/users/{}/followers/me", creator.id);
+    assert_eq!(
+        app.call(Method::DELETE, &path, Some(&followers[0].1), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        app.call(Method::DELETE, &path, Some(&followers[0].1), None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    let all = app
+        .call(
+            Method::GET,
+            &format!("/users/{}/followers", creator.id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
+
+    for bad in ["limit=0", "limit=101", "limit=x", "cursor=nope"] {
+        let r = app
+            .call(
+                Method::GET,
+                &format!("/users/{}/followers?{bad}", creator.id),
+                None,
+                None,
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/users/{}/followers", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn products_create_patch_and_search() {
+    let app = app();
+    let (creator, token) = app.user(Role::Creator, "creator").await;
+    let (_, other_token) = app.user(Role::Creator, "other").await;
+    let (_, customer_token) = app.user(Role::Customer, "customer").await;
+    let body =
+        json!({"title": "Hoodie", "description": "d", "price_cents": 100, "currency": "EUR"});
+    assert_error(
+        &app.call(
+            Method::POST,
+            "/products",
+            Some(&customer_token),
+            Some(body.clone()),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &app.call(Method::POST, "/products", None, Some(body)).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    let bad =
+        json!({"title": "Hoodie", "description": "d", "price_cents": 100, "currency": "EURO"});
+    let r = app
+        .call(Method::POST, "/products", Some(&token), Some(bad))
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(r.body["details"]["field"], "currency");
+
+    let created = app
+        .call(
+            Method::POST,
+            "/products",
+            Some(&token),
+            Some(json!({"title": "Blue Hoodie", "description": "Warm cotton", "price_cents": 4900, "currency": "eur", "image_url": "https://cdn.example.com/h.jpg"})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let mut keys: Vec<_> = created.body.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "creator_id",
+            "currency",
+            "description",
+            "id",
+            "image_url",
+            "price_cents",
+            "title",
+            "updated_at",
+            "version"
+        ]
+    );
+    assert_eq!(created.body["currency"], "EUR");
+    assert_eq!(created.body["creator_id"], creator.id.to_string());
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    app.call(Method::POST, "/products", Some(&other_token), Some(json!({"title": "Red Mug", "description": "Ceramic", "price_cents": 900, "currency": "USD"}))).await;
+
+    let got = app
+        .call(Method::GET, &format!("/products/{id}"), None, None)
+        .await;
+    assert_eq!(got.body, created.body);
+    assert_error(
+        &app.call(
+            Method::GET,
+            &format!("/products/{}", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let path = format!("/products/{id}");
+    assert_error(
+        &app.call(
+            Method::PATCH,
+            &path,
+            Some(&other_token),
+            Some(json!({"title": "Mine"})),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let patched = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"title": "Green Hoodie", "image_url": null})),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    assert_eq!(patched.body["title"], "Green Hoodie");
+    assert_eq!(patched.body["version"], 2);
+    assert!(patched.body["image_url"].is_null());
+    assert_eq!(patched.body["description"], "Warm cotton");
+    let r = app
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"price_cents": 1, "expected_version": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "version_conflict");
+    assert_eq!(r.body["details"]["current"], 2);
+    assert_error(
+        &app.call(
+            Method::PATCH,
+            &path,
+            Some(&token),
+            Some(json!({"colour": "red"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+
+    let search = app
+        .call(Method::GET, "/products?q=green%20COTTON", None, None)
+        .await;
+    let items = search.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], id.as_str());
+    let none = app
+        .call(Method::GET, "/products?q=ceramic%20hoodie", None, None)
+        .await;
+    assert!(none.body["items"].as_array().unwrap().is_empty());
+    let mine = app
+        .call(
+            Method::GET,
+            &format!("/products?creator_id={}", creator.id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+    let all = app.call(Method::GET, "/products?limit=1", None, None).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 1);
+    assert!(all.body["next_cursor"].is_string());
+    assert_error(
+        &app.call(Method::GET, "/products?creator_id=nope", None, None)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+}
+
+#[tokio::test]
+async fn drops_create_list_filter_get_and_cancel() {
+    let app = app();
+    let (creator, token) = app.user(Role::Creator, "creator").await;
+    let (_, other_token) = app.user(Role::Creator, "other").await;
+    let live = app.live_drop(&token, 10, Some(2)).await;
+    let mut keys: Vec<_> = live.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "creator_id",
+            "ends_at",
+            "id",
+            "per_user_limit",
+            "product_id",
+            "starts_at",
+            "status",
+            "stock"
+        ]
+    );
+    assert_eq!(live["status"], "live");
+    assert_eq!(live["per_user_limit"], 2);
+    assert_eq!(
+        live["stock"],
+        json!({"total": 10, "available": 10, "reserved": 0, "sold": 0})
+    );
+
+    let product = app.product(&token).await;
+    let starts = app.clock_now() + chrono::Duration::hours(1);
+    let ends = app.clock_now() + chrono::Duration::hours(3);
+    let r = app
+        .call(Method::POST, "/drops", Some(&token), Some(json!({"product_id": product["id"], "starts_at": starts, "ends_at": ends, "total_stock": 5})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let scheduled = r.body;
+    assert_eq!(scheduled["status"], "scheduled");
+    assert_eq!(scheduled["per_user_limit"], 5);
+
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&other_token),
+            Some(json!({"product_id": product["id"], "ends_at": ends, "total_stock": 5})),
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&token),
+            Some(json!({"product_id": product["id"], "ends_at": ends, "total_stock": 0})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&token),
+            Some(json!({"product_id": product["id"], "ends_at": "tomorrow", "total_stock": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&token),
+            Some(json!({"product_id": uuid::Uuid::new_v4(), "ends_at": ends, "total_stock": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    let list = |q: &'static str| {
+        let app = &app;
+        async move {
+            let r = app
+                .call(Method::GET, &format!("/drops{q}"), None, None)
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+            r.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list("?status=live").await, [live["id"].as_str().unwrap()]);
+    assert_eq!(
+        list("?status=scheduled").await,
+        [scheduled["id"].as_str().unwrap()]
+    );
+    assert_eq!(list("").await.len(), 2);
+    let by_creator = app
+        .call(
+            Method::GET,
+            &format!("/drops?creator_id={}", creator.id),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(by_creator.body["items"].as_array().unwrap().len(), 2);
+    let by_other = app
+        .call(
+            Method::GET,
+            &format!("/drops?creator_id={}", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await;
+    assert!(by_other.body["items"].as_array().unwrap().is_empty());
+    let r = app
+        .call(Method::GET, "/drops?status=bogus", None, None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+
+    let got = app
+        .call(
+            Method::GET,
+            &format!("/drops/{}", live["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(got.body, live);
+    assert_error(
+        &app.call(
+            Method::GET,
+            &format!("/drops/{}", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let cancel = format!("/drops/{}/cancel", scheduled["id"].as_str().unwrap());
+    assert_error(
+        &app.call(Method::POST, &cancel, Some(&other_token), None)
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    let r = app.call(Method::POST, &cancel, Some(&token), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "cancelled");
+    assert_eq!(
+        app.call(Method::POST, &cancel, Some(&token), None)
+            .await
+            .body["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        list("?status=cancelled").await,
+        [scheduled["id"].as_str().unwrap()]
+    );
+
+    // Past its end the live drop reads as ended and can no longer be cancelled.
+    app.clock.advance(chrono::Duration::hours(3));
+    app.livedrop().tick_scheduler().await.unwrap();
+    let got = app
+        .call(
+            Method::GET,
+            &format!("/drops/{}", live["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(got.body["status"], "ended");
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/drops/{}/cancel", live["id"].as_str().unwrap()),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+}
+
+#[tokio::test]
+async fn orders_place_replay_reject_confirm_cancel() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (buyer, token) = app.user(Role::Customer, "buyer").await;
+    let (_, other) = app.user(Role::Customer, "other").await;
+    let drop = app.live_drop(&creator, 3, Some(2)).await;
+
+    let first = app.order(&token, &drop, 1, "k-1").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let mut keys: Vec<_> = first.body.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "currency",
+            "drop_id",
+            "id",
+            "quantity",
+            "reserved_until",
+            "status",
+            "total_cents",
+            "unit_price_cents",
+            "user_id"
+        ]
+    );
+    assert_eq!(first.body["status"], "reserved");
+    assert_eq!(first.body["user_id"], buyer.id.to_string());
+    assert_eq!(first.body["total_cents"], 4900);
+    let replay = app.order(&token, &drop, 1, "k-1").await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_eq!(replay.body, first.body);
+    assert_error(
+        &app.order(&token, &drop, 2, "k-1").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/orders",
+            Some(&token),
+            Some(json!({"drop_id": drop["id"], "quantity": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "idempotency_key_missing");
+    let r = app.order(&token, &drop, 2, "k-2").await;
+    assert_error(&r, StatusCode::CONFLICT, "per_user_limit_exceeded");
+    assert_eq!(
+        r.body["details"],
+        json!({"limit": 2, "held": 1, "requested": 2})
+    );
+    // The rejection is replayed too.
+    assert_error(
+        &app.order(&token, &drop, 2, "k-2").await,
+        StatusCode::CONFLICT,
+        "per_user_limit_exceeded",
+    );
+    let r = app.order(&other, &drop, 3, "o-1").await;
+    assert_error(&r, StatusCode::CONFLICT, "per_user_limit_exceeded");
+    assert_eq!(
+        app.order(&other, &drop, 2, "o-2").await.status,
+        StatusCode::CREATED
+    );
+    let (_, third) = app.user(Role::Customer, "third").await;
+    let r = app.order(&third, &drop, 1, "t-1").await;
+    assert_error(&r, StatusCode::CONFLICT, "out_of_stock");
+    assert_eq!(r.body["details"]["requested"], 1);
+    assert_error(
+        &app.order(&token, &drop, 0, "k-0").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/orders",
+            Some(&token),
+            Some(json!({"drop_id": uuid::Uuid::new_v4(), "quantity": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "idempotency_key_missing");
+    let ghost = json!({"id": uuid::Uuid::new_v4()});
+    assert_error(
+        &app.order(&token, &ghost, 1, "k-ghost").await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    // Not live yet.
+    let product = app.product(&creator).await;
+    let later = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&creator),
+            Some(json!({"product_id": product["id"], "starts_at": app.clock_now() + chrono::Duration::hours(1), "ends_at": app.clock_now() + chrono::Duration::hours(2), "total_stock": 5})),
+        )
+        .await
+        .body;
+    let r = app.order(&token, &later, 1, "k-later").await;
+    assert_error(&r, StatusCode::CONFLICT, "drop_not_live");
+    assert_eq!(r.body["details"]["status"], "scheduled");
+
+    let id = first.body["id"].as_str().unwrap();
+    let got = app
+        .call(Method::GET, &format!("/orders/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(got.body, first.body);
+    assert_error(
+        &app.call(Method::GET, &format!("/orders/{id}"), Some(&other), None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.call(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            Some(&other),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let mine = app.call(Method::GET, "/orders", Some(&token), None).await;
+    let ids: Vec<_> = mine.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].clone())
+        .collect();
+    assert_eq!(ids, [first.body["id"].clone()]);
+    assert_error(
+        &app.call(Method::GET, "/orders", None, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+
+    let confirmed = app
+        .call(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.status, StatusCode::OK);
+    assert_eq!(confirmed.body["status"], "confirmed");
+    assert_eq!(
+        app.call(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            Some(&token),
+            None
+        )
+        .await
+        .body["status"],
+        "confirmed"
+    );
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/orders/{id}/cancel"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "order_not_reserved");
+
+    let theirs = app
+        .call(Method::GET, "/orders", Some(&other), None)
+        .await
+        .body["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cancelled = app
+        .call(
+            Method::POST,
+            &format!("/orders/{theirs}/cancel"),
+            Some(&other),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let stock = app
+        .call(
+            Method::GET,
+            &format!("/drops/{}", drop["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    app.livedrop()
+        .invalidate_cache(&[format!("stock:{}", drop["id"].as_str().unwrap())], &[])
+        .await;
+    let fresh = app
+        .call(
+            Method::GET,
+            &format!("/drops/{}", drop["id"].as_str().unwrap()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(
+        fresh.body["stock"],
+        json!({"total": 3, "available": 2, "reserved": 0, "sold": 1}),
+        "was {}",
+        stock.body
+    );
+
+    // A hold that ran out cannot be confirmed.
+    let held = app.order(&third, &drop, 1, "t-2").await;
+    assert_eq!(held.status, StatusCode::CREATED, "{}", held.body);
+    app.clock.advance(chrono::Duration::minutes(11));
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/orders/{}/confirm", held.body["id"].as_str().unwrap()),
+            Some(&third),
+            None,
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "hold_expired");
+}
+
+#[tokio::test]
+async fn an_order_while_the_first_with_its_key_runs_is_409() {
+    let mut mock = MockIdempotencyStore::new();
+    mock.expect_begin()
+        .returning(|_, _, _, _, _| Ok(BeginOutcome::InFlight));
+    let app = app_with(
+        |_| {},
+        |mut p| {
+            p.idempotency = Arc::new(mock);
+            p
+        },
+    );
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, token) = app.user(Role::Customer, "buyer").await;
+    let drop = app.live_drop(&creator, 3, None).await;
+    let r = app.order(&token, &drop, 1, "busy").await;
+    assert_error(&r, StatusCode::CONFLICT, "idempotency_key_in_flight");
+    // The optional key on other POSTs goes through the same store.
+    let r = app
+        .call_with(
+            Method::POST,
+            "/products",
+            Some(&creator),
+            Some(json!({"title": "t", "description": "", "price_cents": 1, "currency": "EUR"})),
+            &[("idempotency-key", "busy")],
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "idempotency_key_in_flight");
+}
+
+#[tokio::test]
+async fn optional_idempotency_keys_replay_other_posts() {
+    let app = app();
+    let (_, token) = app.user(Role::Creator, "creator").await;
+    let body = json!({"title": "Cap", "description": "", "price_cents": 1500, "currency": "EUR"});
+    let send = |body: Value, key: &'static str| {
+        let app = &app;
+        let token = token.clone();
+        async move {
+            app.call_with(
+                Method::POST,
+                "/products",
+                Some(&token),
+                Some(body),
+                &[("idempotency-key", key)],
+            )
+            .await
+        }
+    };
+    let first = send(body.clone(), "p-1").await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let again = send(body.clone(), "p-1").await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    let listed = app.call(Method::GET, "/products", None, None).await;
+    assert_eq!(
+        listed.body["items"].as_array().unwrap().len(),
+        1,
+        "no second product"
+    );
+    assert_error(
+        &send(
+            json!({"title": "Other", "description": "", "price_cents": 1, "currency": "EUR"}),
+            "p-1",
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    let r = send(body.clone(), "").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    // A rejection is replayed as well.
+    let bad = json!({"title": "", "description": "", "price_cents": 1, "currency": "EUR"});
+    assert_error(
+        &send(bad.clone(), "p-bad").await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    let replayed = send(bad, "p-bad").await;
+    assert_error(&replayed, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(replayed.headers["idempotent-replayed"], "true");
+
+    // Anonymous registration with a key.
+    let reg = json!({"email": "cap@example.com", "password": "long enough", "display_name": "Cap", "role": "customer"});
+    let a = app
+        .call_with(
+            Method::POST,
+            "/users",
+            None,
+            Some(reg.clone()),
+            &[("idempotency-key", "u-1")],
+        )
+        .await;
+    let b = app
+        .call_with(
+            Method::POST,
+            "/users",
+            None,
+            Some(reg),
+            &[("idempotency-key", "u-1")],
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(b.status, StatusCode::CREATED);
+    assert_eq!(a.body["id"], b.body["id"]);
+}
+
+#[tokio::test]
+async fn notifications_list_filter_and_read() {
+    let app = app();
+    let (creator, creator_token) = app.user(Role::Creator, "creator").await;
+    let (_, token) = app.user(Role::Customer, "fan").await;
+    let follow = app
+        .call(
+            Method::PUT,
+            &format!("/users/{}/followers/me", creator.id),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(follow.status, StatusCode::NO_CONTENT);
+    let d1 = app.live_drop(&creator_token, 5, None).await;
+    app.clock.advance(chrono::Duration::seconds(1));
+    let d2 = app.live_drop(&creator_token, 5, None).await;
+    app.deliver_events().await;
+
+    let all = app
+        .call(Method::GET, "/notifications", Some(&token), None)
+        .await;
+    assert_eq!(all.status, StatusCode::OK);
+    let items = all.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", all.body);
+    assert_eq!(items[0]["kind"], "drop_live");
+    assert_eq!(items[0]["payload"]["drop_id"], d2["id"]);
+    assert_eq!(items[1]["payload"]["drop_id"], d1["id"]);
+    assert!(items[0]["read_at"].is_null());
+    let mut keys: Vec<_> = items[0].as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["created_at", "id", "kind", "payload", "read_at"]);
+
+    let id = items[1]["id"].as_str().unwrap();
+    let read = app
+        .call(
+            Method::POST,
+            &format!("/notifications/{id}/read"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert!(read.body["read_at"].is_string());
+    let unread = app
+        .call(
+            Method::GET,
+            "/notifications?unread=true",
+            Some(&token),
+            None,
+        )
+        .await;
+    let unread_items = unread.body["items"].as_array().unwrap();
+    assert_eq!(unread_items.len(), 1);
+    assert_eq!(unread_items[0]["id"], items[0]["id"]);
+    let page = app
+        .call(Method::GET, "/notifications?limit=1", Some(&token), None)
+        .await;
+    assert!(page.body["next_cursor"].is_string());
+
+    let marked = app
+        .call(Method::POST, "/notifications/read-all", Some(&token), None)
+        .await;
+    assert_eq!(marked.body, json!({"marked": 1}));
+    let unread = app
+        .call(
+            Method::GET,
+            "/notifications?unread=true",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert!(unread.body["items"].as_array().unwrap().is_empty());
+
+    assert_error(
+        &app.call(
+            Method::POST,
+            &format!("/notifications/{}/read", uuid::Uuid::new_v4()),
+            Some(&token),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.call(
+            Method::POST,
+            &format!("/notifications/{id}/read"),
+            Some(&creator_token),
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.call(
+            Method::GET,
+            "/notifications?unread=maybe",
+            Some(&token),
+            None,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &app.call(Method::GET, "/notifications", None, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+}
+
+#[tokio::test]
+async fn internal_api_needs_its_token() {
+    let closed = app();
+    let (_, creator) = closed.user(Role::Creator, "creator").await;
+    let drop = closed.live_drop(&creator, 5, None).await;
+    let adjust = format!(
+        "/internal/inventory/{}/adjust",
+        drop["id"].as_str().unwrap()
+    );
+    let r = closed
+        .call_with(
+            Method::POST,
+            &adjust,
+            None,
+            Some(json!({"delta": 1, "reason": "r"})),
+            &[("x-internal-token", "anything")],
+        )
+        .await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+
+    let app = app_with(|o| o.internal_token = Some("s3cret-internal".into()), |p| p);
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let drop = app.live_drop(&creator, 5, None).await;
+    let drop_id = drop["id"].as_str().unwrap();
+    let adjust = format!("/internal/inventory/{drop_id}/adjust");
+    let ledger = format!("/internal/inventory/{drop_id}/ledger");
+    let body = json!({"delta": 3, "reason": "restock from warehouse"});
+    assert_error(
+        &app.call(Method::POST, &adjust, None, Some(body.clone()))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    assert_error(
+        &app.call_with(
+            Method::POST,
+            &adjust,
+            None,
+            Some(body.clone()),
+            &[("x-internal-token", "wrong")],
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    // A user's bearer token is not the internal token.
+    assert_error(
+        &app.call(Method::POST, &adjust, Some(&creator), Some(body.clone()))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+
+    let r = app
+        .call_with(
+            Method::POST,
+            &adjust,
+            None,
+            Some(body),
+            &[("x-internal-token", "s3cret-internal")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["kind"], "restock");
+    assert_eq!(
+        r.body["stock_after"],
+        json!({"total": 8, "available": 8, "reserved": 0, "sold": 0})
+    );
+    let r = app
+        .call(
+            Method::POST,
+            &adjust,
+            Some("s3cret-internal"),
+            Some(json!({"delta": -2, "reason": "damaged"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["kind"], "shrink");
+    let r = app
+        .call(
+            Method::POST,
+            &adjust,
+            Some("s3cret-internal"),
+            Some(json!({"delta": -100, "reason": "oops"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "insufficient_stock");
+    let r = app
+        .call(
+            Method::POST,
+            &adjust,
+            Some("s3cret-internal"),
+            Some(json!({"delta": 0, "reason": "noop"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    let r = app
+        .call(
+            Method::POST,
+            &format!("/internal/inventory/{}/adjust", uuid::Uuid::new_v4()),
+            Some("s3cret-internal"),
+            Some(json!({"delta": 1, "reason": "x"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    let r = app
+        .call(Method::GET, &ledger, Some("s3cret-internal"), None)
+        .await;
+    let kinds: Vec<_> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds.len(), 3);
+    assert!(
+        kinds.contains(&"initial".to_owned())
+            && kinds.contains(&"restock".to_owned())
+            && kinds.contains(&"shrink".to_owned())
+    );
+    assert_error(
+        &app.call(Method::GET, &ledger, None, None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    let got = app
+        .call(Method::GET, &format!("/drops/{drop_id}"), None, None)
+        .await;
+    assert_eq!(got.body["stock"]["total"], 6);
+
+    // Cache invalidation by key and prefix.
+    app.call(Method::GET, "/products", None, None).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/internal/cache/invalidate",
+            Some("s3cret-internal"),
+            Some(json!({"keys": [format!("drop:{drop_id}")], "prefixes": ["products:"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["removed"].as_u64().unwrap() >= 1);
+    assert_error(
+        &app.call(
+            Method::POST,
+            "/internal/cache/invalidate",
+            None,
+            Some(json!({"keys": []})),
+        )
+        .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+    let r = app
+        .call(
+            Method::POST,
+            "/internal/cache/invalidate",
+            Some("s3cret-internal"),
+            Some(json!({"prefixes": [""]})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+#[tokio::test]
+async fn order_rate_limits_answer_429_with_retry_after() {
+    let app = app_with(|o| o.order_rate_per_user = 1, |p| p);
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, token) = app.user(Role::Customer, "bot").await;
+    let drop = app.live_drop(&creator, 100, None).await;
+    assert_eq!(
+        app.order(&token, &drop, 1, "r-1").await.status,
+        StatusCode::CREATED
+    );
+    let r = app.order(&token, &drop, 1, "r-2").await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert_eq!(r.body["details"]["retry_after_secs"], retry);
+    // Another user is not affected.
+    let (_, human) = app.user(Role::Customer, "human").await;
+    assert_eq!(
+        app.order(&human, &drop, 1, "h-1").await.status,
+        StatusCode::CREATED
+    );
+
+    // Per address: two users behind one address share its limit.
+    let app = app_with(|o| o.order_rate_per_ip = 1, |p| p);
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let drop = app.live_drop(&creator, 100, None).await;
+    let from = |token: &str, key: &str| {
+        let mut req = request(
+            Method::POST,
+            "/orders",
+            Some(token),
+            Some(json!({"drop_id": drop["id"], "quantity": 1})),
+            &[("idempotency-key", key)],
+        );
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 7], 4000))));
+        req
+    };
+    let (_, a) = app.user(Role::Customer, "a").await;
+    let (_, b) = app.user(Role::Customer, "b").await;
+    assert_eq!(app.send(from(&a, "a-1")).await.status, StatusCode::CREATED);
+    let r = app.send(from(&b, "b-1")).await;
+    assert_error(&r, StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+}
+
+#[tokio::test]
+async fn malformed_requests_are_4xx_in_the_error_shape() {
+    let app = app_with(|o| o.body_limit = 1024, |p| p);
+    let (_, token) = app.user(Role::Creator, "creator").await;
+    let raw = |body: &'static str, content_type: Option<&'static str>| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri("/products")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(ct) = content_type {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    assert_error(
+        &app.send(raw("{not json", Some("application/json"))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &app.send(raw("", Some("application/json"))).await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &app.send(raw(r#"{"title": 5}"#, Some("application/json")))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    assert_error(
+        &app.send(raw(r#"{"title":"t"}"#, Some("text/plain"))).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    assert_error(
+        &app.send(raw(r#"{"title":"t"}"#, None)).await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
+    let big = Box::leak(format!("{{\"title\": \"{}\"}}", "x".repeat(4096)).into_boxed_str());
+    let r = app.send(raw(big, Some("application/json"))).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Oversized with an idempotency key (the layer buffers the body itself).
+    let mut req = raw(big, Some("application/json"));
+    req.headers_mut()
+        .insert("idempotency-key", "big".parse().unwrap());
+    assert_error(
+        &app.send(req).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+
+    let r = app
+        .call(Method::GET, "/products/not-a-uuid", None, None)
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_error(
+        &app.call(Method::POST, "/orders/123/confirm", Some(&token), None)
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    let r = app.call(Method::GET, "/no/such/route", None, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app.call(Method::DELETE, "/products", None, None).await;
+    assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert!(r.headers.contains_key(header::ALLOW));
+    assert_error(
+        &app.call(Method::PUT, "/healthz", None, None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
+    let r = app
+        .call_with(
+            Method::GET,
+            "/users/me",
+            None,
+            None,
+            &[("authorization", "Bearer")],
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn request_ids_are_set_and_propagated() {
+    let app = app();
+    let r = app.call(Method::GET, "/healthz", None, None).await;
+    let generated = r.headers["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(generated).is_ok());
+    let r = app
+        .call_with(
+            Method::GET,
+            "/healthz",
+            None,
+            None,
+            &[("x-request-id", "abc-123")],
+        )
+        .await;
+    assert_eq!(r.headers["x-request-id"], "abc-123");
+    let r = app.call(Method::GET, "/nowhere", None, None).await;
+    assert!(r.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn responses_are_gzipped_when_asked() {
+    let app = app();
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get("/openapi.json")
+                .header(header::ACCEPT_ENCODING, "gzip")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_ENCODING], "gzip");
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_openapi() {
+    let app = app();
+    let r = app.call(Method::GET, "/healthz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["status"], "ok");
+    let r = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let names: Vec<_> = r.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["store", "cache"]);
+
+    let failing = app_with(
+        |o| {
+            o.readiness = vec![
+                ReadinessCheck::new("store", || async { Ok(()) }),
+                ReadinessCheck::new("bus", || async { Err("connection refused".to_owned()) }),
+            ]
+        },
+        |p| p,
+    );
+    let r = failing.call(Method::GET, "/readyz", None, None).await;
+    assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(r.body["details"]["failing"], json!(["bus"]));
+    assert!(r.body["message"].as_str().unwrap().contains("bus"));
+    assert!(
+        !r.body.to_string().contains("refused"),
+        "the cause stays in the logs"
+    );
+
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, token) = app.user(Role::Customer, "buyer").await;
+    let drop = app.live_drop(&creator, 1, None).await;
+    app.call(
+        Method::GET,
+        &format!("/drops/{}", drop["id"].as_str().unwrap()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        app.order(&token, &drop, 1, "m-1").await.status,
+        StatusCode::CREATED
+    );
+    let (_, late) = app.user(Role::Customer, "late").await;
+    assert_eq!(
+        app.order(&late, &drop, 1, "m-2").await.status,
+        StatusCode::CONFLICT
+    );
+    let response = app
+        .router
+        .clone()
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = String::from_utf8(
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(
+            r#"livedrop_http_requests_total{method="GET",route="/drops/{id}",status="200"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("livedrop_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    assert!(text.contains("livedrop_orders_placed_total"), "{text}");
+    assert!(
+        text.contains(r#"livedrop_orders_rejected_total{code="out_of_stock"}"#),
+        "{text}"
+    );
+    assert!(text.contains("livedrop_cache_hits_total"), "{text}");
+    assert!(text.contains("livedrop_cache_misses_total"), "{text}");
+    assert!(text.contains("livedrop_outbox_backlog"), "{text}");
+    assert!(
+        !text.contains(&drop["id"].as_str().unwrap().to_string()),
+        "routes, not raw URIs"
+    );
+
+    let doc = app.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc.body["paths"].as_object().unwrap();
+    for path in [
+        "/users",
+        "/sessions",
+        "/users/me",
+        "/users/{id}",
+        "/users/{id}/followers/me",
+        "/users/{id}/followers",
+        "/users/{id}/following",
+        "/products",
+        "/products/{id}",
+        "/drops",
+        "/drops/{id}",
+        "/drops/{id}/cancel",
+        "/drops/{id}/events",
+        "/orders",
+        "/orders/{id}",
+        "/orders/{id}/confirm",
+        "/orders/{id}/cancel",
+        "/notifications",
+        "/notifications/{id}/read",
+        "/notifications/read-all",
+        "/internal/inventory/{drop_id}/adjust",
+        "/internal/inventory/{drop_id}/ledger",
+        "/internal/cache/invalidate",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(paths.contains_key(path), "missing {path}");
+    }
+    let schemas = doc.body["components"]["schemas"].as_object().unwrap();
+    for schema in [
+        "DropBody",
+        "OrderBody",
+        "ErrorBody",
+        "UserBody",
+        "ProductBody",
+        "NotificationBody",
+    ] {
+        assert!(schemas.contains_key(schema), "missing {schema}");
+    }
+    assert!(schemas["UserBody"]["properties"]
+        .get("password_hash")
+        .is_none());
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_in_the_error_shape() {
+    let app = app_with(
+        |o| {
+            o.request_timeout = Duration::from_millis(50);
+            o.readiness = vec![ReadinessCheck::new("store", || async {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(())
+            })];
+        },
+        |p| p,
+    );
+    let r = app.call(Method::GET, "/readyz", None, None).await;
+    assert_error(&r, StatusCode::REQUEST_TIMEOUT, "request_timeout");
+}
+
+/// Reads SSE frames until one satisfies `want`, for at most 5 s.
+async fn next_matching(
+    stream: &mut (impl futures::Stream<Item = Result<axum::body::Bytes, axum::Error>> + Unpin),
+    buffer: &mut String,
+    want: impl Fn(&str, &Value) -> bool,
+) -> (String, Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        while let Some(end) = buffer.find("\n\n") {
+            let frame: String = buffer.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in frame.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push_str(d);
+                }
+            }
+            if data.is_empty() {
+                continue;
+            }
+            let value: Value = serde_json::from_str(&data).unwrap();
+            if want(&name, &value) {
+                return (name, value);
+            }
+        }
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no wanted SSE event in time; unread: {buffer:?}"))
+            .expect("stream open")
+            .unwrap();
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+}
+
+/// Waits until the background live feed relays events (it subscribes to the bus
+/// asynchronously after `spawn_background`): emits product events until one arrives.
+async fn wait_for_live_feed(app: &App, token: &str) {
+    let mut rx = app.livedrop().live_events();
+    for _ in 0..50 {
+        app.product(token).await;
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            return;
+        }
+    }
+    panic!("the live feed never delivered an event");
+}
+
+#[tokio::test]
+async fn drop_events_stream_snapshot_then_changes() {
+    let app = app();
+    let background = app.livedrop().spawn_background();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    wait_for_live_feed(&app, &creator).await;
+    let (_, token) = app.user(Role::Customer, "buyer").await;
+    let drop = app.live_drop(&creator, 2, None).await;
+    let id = drop["id"].as_str().unwrap();
+    assert_error(
+        &app.call(
+            Method::GET,
+            &format!("/drops/{}/events", uuid::Uuid::new_v4()),
+            None,
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/drops/{id}/events"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut stream = response.into_body().into_data_stream();
+    let mut buffer = String::new();
+    let (name, first) = next_matching(&mut stream, &mut buffer, |_, _| true).await;
+    assert_eq!(name, "stock");
+    assert_eq!(
+        first["stock"],
+        json!({"total": 2, "available": 2, "reserved": 0, "sold": 0})
+    );
+    let (name, status) = next_matching(&mut stream, &mut buffer, |_, _| true).await;
+    assert_eq!(name, "status");
+    assert_eq!(status["status"], "live");
+
+    assert_eq!(
+        app.order(&token, &drop, 2, "sse-1").await.status,
+        StatusCode::CREATED
+    );
+    let (_, stock) = next_matching(&mut stream, &mut buffer, |n, v| {
+        n == "stock" && v["stock"]["reserved"] == 2
+    })
+    .await;
+    assert_eq!(stock["stock"]["available"], 0);
+    assert_eq!(stock["drop_id"], id);
+    let (_, sold_out) = next_matching(&mut stream, &mut buffer, |n, _| n == "status").await;
+    assert_eq!(sold_out["status"], "sold_out");
+
+    app.state.shutdown_token().cancel();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            chunk.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ends on shutdown");
+    background.shutdown().await;
+}
