@@ -11,7 +11,6 @@ use chrono::Duration as Span;
 use common::{ClockExt, World};
 use livedrop::core::event::EventType;
 use livedrop::core::model::{DropStatus, NotificationKind, OrderStatus, Role};
-use livedrop::core::ports::EventBus;
 use livedrop::core::service::{NewDrop, PlaceOrder, StockAdjustment};
 use livedrop::core::{Config, Error, PageRequest};
 
@@ -68,7 +67,7 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
         .await
         .unwrap();
     assert_eq!(drop.status_at(now), DropStatus::Scheduled);
-    let mut audit = world.bus.subscribe("audit").await.unwrap();
+    let mut audit = world.ports.bus.subscribe("audit").await.unwrap();
     let background = world.app.spawn_background();
 
     // Before the start, orders are refused.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryStore};
+use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryCache, MemoryStore};
 use livedrop::core::model::{Actor, DropView, Product, Role, User};
 use livedrop::core::service::{Livedrop, NewDrop, NewProduct};
 use livedrop::core::{Config, ManualClock, Ports, UserId};
@@ -13,7 +13,8 @@ use livedrop::core::{Config, ManualClock, Ports, UserId};
 pub struct World {
     pub app: Livedrop,
     pub ports: Ports,
-    pub store: Arc<MemoryStore>,
+    /// The in-memory store, when the world runs on one.
+    pub store: Option<Arc<MemoryStore>>,
     pub bus: Arc<MemoryBus>,
     pub clock: Arc<ManualClock>,
 }
@@ -40,10 +41,53 @@ impl World {
         Self {
             app,
             ports,
-            store,
+            store: Some(store),
             bus,
             clock,
         }
+    }
+
+    /// The same world on a PostgreSQL store in a fresh schema (in-memory cache and
+    /// bus), or `None` when `LIVEDROP_TEST_DATABASE_URL` is unset.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres() -> Option<Self> {
+        use livedrop::adapters::postgres::{PgOptions, PgStore};
+        let Ok(url) = std::env::var("LIVEDROP_TEST_DATABASE_URL") else {
+            eprintln!("skipped: LIVEDROP_TEST_DATABASE_URL is not set");
+            return None;
+        };
+        // Named like the adapter's conformance schemas, which sweep stale ones.
+        let secs = chrono::Utc::now().timestamp();
+        let schema = format!(
+            "tc_{secs}_{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let store = PgStore::connect(
+            &url,
+            PgOptions {
+                max_connections: 4,
+                schema: Some(schema),
+                ..PgOptions::default()
+            },
+        )
+        .await
+        .expect("LIVEDROP_TEST_DATABASE_URL is set but PostgreSQL cannot be reached");
+        store.migrate().await.expect("migrations");
+        let clock = Arc::new(ManualClock::fixed());
+        let bus = Arc::new(MemoryBus::new());
+        let ports = Ports::from_store(
+            Arc::new(store),
+            Arc::new(MemoryCache::new()),
+            bus.clone(),
+            clock.clone(),
+        );
+        Some(Self {
+            app: Livedrop::new(ports.clone(), Config::default()),
+            ports,
+            store: None,
+            bus,
+            clock,
+        })
     }
 
     /// A user stored directly (no password hashing: fast enough for thousands of cases).
@@ -100,6 +144,8 @@ impl World {
             .unwrap()
     }
 }
+
+pub mod model;
 
 pub trait ClockExt {
     fn now_ts(&self) -> livedrop::core::Timestamp;

@@ -1,0 +1,309 @@
+//! The reference model of the property tests: operations, expected outcomes, and
+//! the comparison with the services after every step.
+
+use std::collections::HashMap;
+
+use super::{ClockExt, World};
+use chrono::Duration as Span;
+use livedrop::core::model::{Actor, OrderStatus, Role, Stock};
+use livedrop::core::service::{PlaceOrder, StockAdjustment};
+use livedrop::core::{DropId, OrderId};
+use proptest::prelude::*;
+
+pub const USERS: usize = 3;
+pub const DROPS: usize = 2;
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Order {
+        user: usize,
+        drop: usize,
+        quantity: u32,
+        key: u8,
+    },
+    Confirm {
+        pick: usize,
+    },
+    Cancel {
+        pick: usize,
+    },
+    Advance {
+        minutes: i64,
+    },
+    Sweep,
+    Adjust {
+        drop: usize,
+        delta: i64,
+    },
+}
+
+pub fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..USERS, 0..DROPS, 1u32..4, 0u8..6).prop_map(|(user, drop, quantity, key)| Op::Order { user, drop, quantity, key }),
+        2 => any::<usize>().prop_map(|pick| Op::Confirm { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        1 => (1i64..9).prop_map(|minutes| Op::Advance { minutes }),
+        1 => Just(Op::Sweep),
+        1 => (0..DROPS, prop_oneof![-4i64..0, 1i64..7]).prop_map(|(drop, delta)| Op::Adjust { drop, delta }),
+    ]
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MDrop {
+    id: DropId,
+    stock: Stock,
+    limit: u32,
+    ends_at: livedrop::core::Timestamp,
+}
+
+#[derive(Debug, Clone)]
+struct MOrder {
+    id: OrderId,
+    user: usize,
+    drop: usize,
+    quantity: u32,
+    status: OrderStatus,
+    reserved_until: livedrop::core::Timestamp,
+}
+
+type Recorded = Result<usize, String>;
+
+struct Model {
+    drops: Vec<MDrop>,
+    orders: Vec<MOrder>,
+    keys: HashMap<(usize, u8), ((usize, u32), Recorded)>,
+}
+
+impl Model {
+    fn held(&self, user: usize, drop: usize) -> u32 {
+        self.orders
+            .iter()
+            .filter(|o| o.user == user && o.drop == drop && o.status.holds_stock())
+            .map(|o| o.quantity)
+            .sum()
+    }
+
+    fn release(&mut self, idx: usize, to: OrderStatus) {
+        let o = &mut self.orders[idx];
+        o.status = to;
+        let s = &mut self.drops[o.drop].stock;
+        s.reserved -= o.quantity;
+        s.available += o.quantity;
+    }
+}
+
+fn code<T>(r: &Result<T, livedrop::core::Error>) -> Result<(), String> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) => Err(e.code().to_owned()),
+    }
+}
+
+/// Runs `ops` on `world` and on the reference model, comparing after every step.
+pub async fn run(
+    world: World,
+    stocks: [u32; DROPS],
+    limits: [u32; DROPS],
+    ops: Vec<Op>,
+) -> Result<(), TestCaseError> {
+    let creator = world.user(Role::Creator).await;
+    let mut users: Vec<Actor> = Vec::new();
+    for _ in 0..USERS {
+        users.push(world.user(Role::Customer).await);
+    }
+    let mut model = Model {
+        drops: vec![],
+        orders: vec![],
+        keys: HashMap::new(),
+    };
+    for d in 0..DROPS {
+        let view = world.live_drop(&creator, stocks[d], Some(limits[d])).await;
+        model.drops.push(MDrop {
+            id: view.drop.id,
+            stock: Stock::new(stocks[d]),
+            limit: limits[d],
+            ends_at: view.drop.ends_at,
+        });
+    }
+
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = world.clock.now_ts();
+        match op {
+            Op::Order {
+                user,
+                drop,
+                quantity,
+                key,
+            } => {
+                let request = PlaceOrder {
+                    drop_id: model.drops[drop].id,
+                    quantity,
+                };
+                let got = world
+                    .app
+                    .place_order(&users[user], Some(&format!("key-{key}")), request)
+                    .await;
+                let expected: Recorded = match model.keys.get(&(user, key)) {
+                    Some((fingerprint, recorded)) if *fingerprint == (drop, quantity) => {
+                        recorded.clone()
+                    }
+                    Some(_) => Err("idempotency_key_reused".into()),
+                    None => {
+                        let d = model.drops[drop];
+                        let outcome = if now >= d.ends_at {
+                            Err("drop_not_live".to_owned())
+                        } else if model.held(user, drop) + quantity > d.limit {
+                            Err("per_user_limit_exceeded".to_owned())
+                        } else if d.stock.available < quantity {
+                            Err("out_of_stock".to_owned())
+                        } else {
+                            let order = got.as_ref().map_err(|e| {
+                                TestCaseError::fail(format!(
+                                    "step {step}: expected a placed order, got {e:?}"
+                                ))
+                            })?;
+                            let s = &mut model.drops[drop].stock;
+                            s.available -= quantity;
+                            s.reserved += quantity;
+                            model.orders.push(MOrder {
+                                id: order.id,
+                                user,
+                                drop,
+                                quantity,
+                                status: OrderStatus::Reserved,
+                                reserved_until: order.reserved_until,
+                            });
+                            Ok(model.orders.len() - 1)
+                        };
+                        model
+                            .keys
+                            .insert((user, key), ((drop, quantity), outcome.clone()));
+                        outcome
+                    }
+                };
+                match (&got, &expected) {
+                    (Ok(order), Ok(idx)) => {
+                        prop_assert_eq!(
+                            order.id,
+                            model.orders[*idx].id,
+                            "step {}: replay returns the first order",
+                            step
+                        );
+                        prop_assert_eq!(order.quantity, quantity);
+                    }
+                    _ => {
+                        prop_assert_eq!(code(&got), expected.map(|_| ()), "step {}: {:?}", step, op)
+                    }
+                }
+            }
+            Op::Confirm { pick } | Op::Cancel { pick } => {
+                if model.orders.is_empty() {
+                    continue;
+                }
+                let confirm = matches!(op, Op::Confirm { .. });
+                let idx = pick % model.orders.len();
+                let o = model.orders[idx].clone();
+                let buyer = users[o.user];
+                let got = if confirm {
+                    world.app.confirm_order(&buyer, o.id).await
+                } else {
+                    world.app.cancel_order(&buyer, o.id).await
+                };
+                let target = if confirm {
+                    OrderStatus::Confirmed
+                } else {
+                    OrderStatus::Cancelled
+                };
+                let expected: Result<OrderStatus, String> = match o.status {
+                    s if s == target => Ok(target),
+                    OrderStatus::Reserved if confirm && now >= o.reserved_until => {
+                        model.release(idx, OrderStatus::Expired);
+                        Err("hold_expired".into())
+                    }
+                    OrderStatus::Reserved if confirm => {
+                        model.orders[idx].status = OrderStatus::Confirmed;
+                        let s = &mut model.drops[o.drop].stock;
+                        s.reserved -= o.quantity;
+                        s.sold += o.quantity;
+                        Ok(OrderStatus::Confirmed)
+                    }
+                    OrderStatus::Reserved => {
+                        model.release(idx, OrderStatus::Cancelled);
+                        Ok(OrderStatus::Cancelled)
+                    }
+                    _ => Err("order_not_reserved".into()),
+                };
+                match (&got, &expected) {
+                    (Ok(order), Ok(status)) => prop_assert_eq!(order.status, *status),
+                    _ => {
+                        prop_assert_eq!(code(&got), expected.map(|_| ()), "step {}: {:?}", step, op)
+                    }
+                }
+            }
+            Op::Advance { minutes } => world.clock.advance(Span::minutes(minutes)),
+            Op::Sweep => {
+                let swept = world
+                    .app
+                    .sweep_holds()
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let due: Vec<usize> = (0..model.orders.len())
+                    .filter(|&i| {
+                        model.orders[i].status == OrderStatus::Reserved
+                            && model.orders[i].reserved_until <= now
+                    })
+                    .collect();
+                prop_assert_eq!(swept, due.len(), "step {}: holds expired", step);
+                for i in due {
+                    model.release(i, OrderStatus::Expired);
+                }
+            }
+            Op::Adjust { drop, delta } => {
+                let got = world
+                    .app
+                    .adjust_stock(
+                        None,
+                        model.drops[drop].id,
+                        StockAdjustment {
+                            delta,
+                            reason: "model".into(),
+                        },
+                    )
+                    .await;
+                let s = &mut model.drops[drop].stock;
+                let magnitude = delta.unsigned_abs() as u32;
+                if delta > 0 {
+                    s.total += magnitude;
+                    s.available += magnitude;
+                    prop_assert!(got.is_ok(), "step {}: restock refused: {:?}", step, got);
+                } else if s.available >= magnitude {
+                    s.total -= magnitude;
+                    s.available -= magnitude;
+                    prop_assert!(got.is_ok(), "step {}: shrink refused: {:?}", step, got);
+                } else {
+                    prop_assert_eq!(code(&got), Err("insufficient_stock".to_owned()));
+                }
+            }
+        }
+
+        // After every step: the store agrees with the model and the invariant holds.
+        for (d, md) in model.drops.iter().enumerate() {
+            let stock = world.ports.inventory.stock(md.id).await.unwrap().unwrap();
+            prop_assert!(
+                stock.is_consistent(),
+                "step {}: invariant broken: {:?}",
+                step,
+                stock
+            );
+            prop_assert_eq!(stock, md.stock, "step {}: stock of drop {}", step, d);
+            for u in 0..USERS {
+                prop_assert!(model.held(u, d) <= md.limit, "per-user limit");
+            }
+        }
+        for o in &model.orders {
+            let stored = world.ports.orders.order(o.id).await.unwrap().unwrap();
+            prop_assert_eq!(stored.status, o.status, "step {}: order status", step);
+        }
+    }
+    Ok(())
+}
