@@ -63,7 +63,8 @@ pub struct KafkaOptions {
     pub connect_timeout: Duration,
     /// How long a published event may wait for the broker's acknowledgement before
     /// [`publish`](EventBus::publish) reports the bus unavailable (default 10 s;
-    /// librdkafka's `message.timeout.ms`).
+    /// librdkafka's `message.timeout.ms` and `request.timeout.ms`). A `publish` returns
+    /// within about this bound plus one second.
     pub delivery_timeout: Duration,
     /// How many recent event ids a subscription remembers to drop duplicates
     /// (default 10,000).
@@ -285,9 +286,11 @@ impl EventBus for KafkaBus {
             return Ok(());
         }
         let producer = self.current_producer();
-        // librdkafka fails every message after `message.timeout.ms`; the outer bound
-        // only guards against a delivery report that never comes.
-        let bound = self.options.delivery_timeout + Duration::from_secs(5);
+        // librdkafka fails queued messages after `message.timeout.ms`, but an
+        // idempotent producer keeps a request already in flight until the request
+        // itself times out; this bound keeps `publish` within the documented time
+        // either way. A message that still lands later is a duplicate the consumers drop.
+        let bound = self.options.delivery_timeout + Duration::from_secs(1);
         let outcome = match tokio::time::timeout(bound, self.send_all(&producer, events)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(StoreError::unavailable(
@@ -337,6 +340,14 @@ fn producer(brokers: &str, options: &KafkaOptions) -> Result<FutureProducer, Con
         .set(
             "message.timeout.ms",
             options.delivery_timeout.as_millis().max(1).to_string(),
+        )
+        .set(
+            "request.timeout.ms",
+            options
+                .delivery_timeout
+                .as_millis()
+                .clamp(1, 900_000)
+                .to_string(),
         )
         .set("linger.ms", "1")
         .create()
