@@ -68,6 +68,8 @@ pub async fn place_order(
         drop_id: DropId(body.drop_id),
         quantity: body.quantity,
     };
+    // Counted per answer: an idempotent replay counts again (the core does not say
+    // whether a result was replayed).
     match state.livedrop().place_order(&actor, key, request).await {
         Ok(order) => {
             metrics::counter!("livedrop_orders_placed_total").increment(1);
