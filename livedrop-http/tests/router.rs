@@ -1881,3 +1881,144 @@ async fn drop_events_stream_snapshot_then_changes() {
     assert!(end.is_ok(), "the stream ends on shutdown");
     background.shutdown().await;
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("drop_id".to_owned()),
+                        Just("quantity".to_owned()),
+                        Just("title".to_owned()),
+                        Just("price_cents".to_owned()),
+                        Just("ends_at".to_owned()),
+                        "[a-z_]{1,8}",
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn any_path() -> impl Strategy<Value = (Method, String)> {
+        let method = prop_oneof![
+            Just(Method::GET),
+            Just(Method::POST),
+            Just(Method::PUT),
+            Just(Method::PATCH),
+            Just(Method::DELETE),
+        ];
+        let segment = prop_oneof![
+            Just("users".to_owned()),
+            Just("drops".to_owned()),
+            Just("orders".to_owned()),
+            Just("products".to_owned()),
+            Just("me".to_owned()),
+            Just("followers".to_owned()),
+            Just("internal".to_owned()),
+            Just("cancel".to_owned()),
+            Just(uuid::Uuid::nil().to_string()),
+            "[a-zA-Z0-9%._~-]{1,10}",
+        ];
+        let id = prop_oneof![
+            Just(uuid::Uuid::nil().to_string()),
+            Just(uuid::Uuid::new_v4().to_string()),
+            "[a-z0-9-]{0,12}",
+        ];
+        let known = (
+            prop::sample::select(vec![
+                "/users",
+                "/sessions",
+                "/users/me",
+                "/users/{}",
+                "/users/{}/followers/me",
+                "/users/{}/followers",
+                "/users/{}/following",
+                "/products",
+                "/products/{}",
+                "/drops",
+                "/drops/{}",
+                "/drops/{}/cancel",
+                "/orders",
+                "/orders/{}",
+                "/orders/{}/confirm",
+                "/orders/{}/cancel",
+                "/notifications",
+                "/notifications/{}/read",
+                "/notifications/read-all",
+                "/internal/inventory/{}/adjust",
+                "/internal/cache/invalidate",
+            ]),
+            id,
+            prop::sample::select(vec![
+                "",
+                "?limit=0",
+                "?limit=1000",
+                "?limit=x",
+                "?cursor=bad",
+                "?status=bogus",
+                "?status=live",
+                "?unread=maybe",
+                "?creator_id=nope",
+                "?q=%ZZ",
+                "?limit=-1",
+            ]),
+        )
+            .prop_map(|(template, id, query)| format!("{}{query}", template.replace("{}", &id)));
+        let random = (
+            prop::collection::vec(segment, 1..5),
+            "(\\?[a-z_]{1,8}=[a-zA-Z0-9%]{0,8})?",
+        )
+            .prop_map(|(segs, query)| format!("/{}{query}", segs.join("/")));
+        (method, prop_oneof![3 => known, 1 => random])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        /// Whatever arrives, the answer is never a 5xx, and every failure is in the
+        /// error shape.
+        #[test]
+        fn every_failure_is_a_shaped_4xx(
+            (method, path) in any_path(),
+            body in proptest::option::of(any_json()),
+            authenticated in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let app = app();
+                let token = if authenticated {
+                    Some(app.user(Role::Creator, "p").await.1)
+                } else {
+                    None
+                };
+                let r = app
+                    .call_with(method.clone(), &path, token.as_deref(), body.clone(), &[("idempotency-key", "prop")])
+                    .await;
+                prop_assert!(!r.status.is_server_error(), "{method} {path} {body:?} -> {} {}", r.status, r.body);
+                if r.status.is_client_error() {
+                    prop_assert!(r.body["code"].is_string(), "{method} {path} -> {}", r.body);
+                    prop_assert!(r.body["message"].is_string());
+                    prop_assert!(r.body["details"].is_object());
+                }
+                Ok(())
+            })?;
+        }
+    }
+}
