@@ -2022,3 +2022,83 @@ mod arbitrary_input {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_build_bootstraps_the_admin_seeds_the_demo_and_shuts_down() {
+    use livedrop_http::server::{build, Settings};
+    let settings = Settings {
+        addr: "127.0.0.1:0".into(),
+        admin_email: Some("root@example.com".into()),
+        admin_password: Some("operator-password".into()),
+        demo: true,
+        ..Settings::default()
+    };
+    let server = build(&settings).await.unwrap();
+    let demo = server.demo().cloned().unwrap();
+    let base = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+
+    let drop: Value = client
+        .get(format!("{base}/drops/{}", demo.drop_id))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(drop["status"], "live");
+    let me: Value = client
+        .get(format!("{base}/users/me"))
+        .bearer_auth(&demo.buyer_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["id"], demo.buyer.id.to_string());
+
+    let session: Value = client
+        .post(format!("{base}/sessions"))
+        .json(&json!({"email": "root@example.com", "password": "operator-password"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["user"]["role"], "admin");
+    let admin = session["token"].as_str().unwrap();
+    // An admin may cancel anyone's drop.
+    let cancelled = client
+        .post(format!("{base}/drops/{}/cancel", demo.drop_id))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), reqwest::StatusCode::OK);
+    let body: Value = cancelled.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled");
+    // Internal API is off without a token.
+    let r = client
+        .get(format!("{base}/internal/inventory/{}/ledger", demo.drop_id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        client.get(format!("{base}/healthz")).send().await.is_err(),
+        "stopped listening"
+    );
+}
