@@ -101,7 +101,7 @@ pub enum Error {
         requested: u32,
     },
     /// 409: the drop does not take orders now.
-    #[error("the drop is {status:?}, not live")]
+    #[error("the drop is {}, not live", status.as_str())]
     DropNotLive {
         /// The drop's status when checked.
         status: DropStatus,
@@ -117,7 +117,7 @@ pub enum Error {
         requested: u32,
     },
     /// 409: the order is not reserved any more.
-    #[error("the order is {status:?}; only a reserved order can be {action}")]
+    #[error("the order is {}; only a reserved order can be {action}", status.as_str())]
     OrderNotReserved {
         /// The order's status.
         status: OrderStatus,

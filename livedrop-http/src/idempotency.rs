@@ -44,13 +44,9 @@ struct Stored {
 
 fn check_key(raw: &HeaderValue) -> Result<String, ApiError> {
     let key = raw.to_str().unwrap_or_default();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid(
-            "Idempotency-Key",
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-        ));
-    }
-    Ok(key.to_owned())
+    livedrop_core::service::check_idempotency_key(Some(key))
+        .map(str::to_owned)
+        .map_err(ApiError::from)
 }
 
 fn exempt(method: &Method, path: &str) -> bool {

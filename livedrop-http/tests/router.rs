@@ -1634,6 +1634,21 @@ async fn health_readiness_metrics_and_openapi() {
         "the cause stays in the logs"
     );
 
+    // A cache outage degrades the service but keeps the instance in rotation.
+    let degraded = app_with(
+        |o| {
+            o.readiness = vec![
+                ReadinessCheck::new("store", || async { Ok(()) }),
+                ReadinessCheck::new("cache", || async { Err("connection refused".to_owned()) }),
+            ]
+        },
+        |p| p,
+    );
+    let r = degraded.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["status"], "degraded");
+    assert_eq!(r.body["checks"][1]["status"], "degraded");
+
     let (_, creator) = app.user(Role::Creator, "creator").await;
     let (_, token) = app.user(Role::Customer, "buyer").await;
     let drop = app.live_drop(&creator, 1, None).await;

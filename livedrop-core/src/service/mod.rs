@@ -148,7 +148,7 @@ mod users;
 pub use background::{Background, OutboxRelay};
 pub use catalog::{NewDrop, NewProduct, ProductPatch};
 pub use inventory::StockAdjustment;
-pub use orders::PlaceOrder;
+pub use orders::{check_idempotency_key, PlaceOrder};
 pub use users::Registration;
 
 use tokio::sync::broadcast;

@@ -22,7 +22,12 @@ pub async fn healthz() -> Json<HealthBody> {
     })
 }
 
-/// Every configured dependency answers (each probe bounded by 2 s).
+/// The dependency whose failure degrades the service without making it unready.
+const OPTIONAL: &str = "cache";
+
+/// Every required dependency answers (each probe bounded by 2 s). The cache is not
+/// required: reads fall back to the store and orders never use it, so a cache outage
+/// is reported as `degraded` while the instance stays in rotation.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthBody),
@@ -42,6 +47,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>
     for (name, outcome) in results {
         let status = match outcome {
             Ok(()) => "ok",
+            Err(cause) if name == OPTIONAL => {
+                tracing::warn!(dependency = %name, %cause, "optional dependency failing; serving without it");
+                "degraded"
+            }
             Err(cause) => {
                 tracing::warn!(dependency = %name, %cause, "readiness check failed");
                 failing.push(name.clone());
@@ -53,9 +62,10 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>
             status: status.into(),
         });
     }
+    let degraded = checks.iter().any(|c| c.status == "degraded");
     if failing.is_empty() {
         Ok(Json(HealthBody {
-            status: "ok".into(),
+            status: if degraded { "degraded" } else { "ok" }.into(),
             checks,
         }))
     } else {
