@@ -12,7 +12,8 @@
 //!
 //! Several `--target`s share the load round-robin per request; the servers must
 //! share their store and their `LIVEDROP_TOKEN_SECRET`. Only loopback addresses are
-//! accepted. Exits non-zero when an invariant check fails.
+//! accepted. Exits non-zero when an invariant check fails. Its own unit tests run
+//! with `cargo test --example loadgen`.
 //!
 //! ```text
 //! cargo run --release -p livedrop-http &        # LIVEDROP_ORDER_RATE_PER_USER=0 for raw speed
