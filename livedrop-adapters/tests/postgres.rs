@@ -761,16 +761,15 @@ async fn fan_out_resumes_after_a_crash() {
     db.drop_schema().await;
 }
 
-/// 100,000 followers in batches of 1,000, timed end to end. Run with `--ignored`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement; run with --ignored"]
-async fn fan_out_100k_followers() {
+/// Fans a notification out to `followers` followers in batches of 1,000, timed end
+/// to end, and checks every follower got exactly one.
+async fn measure_fan_out(followers: u64) {
     let Some(db) = TestDb::new().await else {
         return;
     };
     let store = db.store(ReserveStrategy::RowLock).await;
     let creator = UserId::new();
-    add_followers(&db, creator, 100_000).await;
+    add_followers(&db, creator, followers as i64).await;
     let started = Instant::now();
     let mut batch = fan_out_batch(creator, 1_000);
     let (mut total, mut batches) = (0u64, 0u32);
@@ -785,8 +784,22 @@ async fn fan_out_100k_followers() {
     }
     let took = started.elapsed();
     println!("fan-out: {total} notifications in {batches} batches, {took:?}");
-    assert_eq!(total, 100_000);
+    assert_eq!(total, followers);
     db.drop_schema().await;
+}
+
+/// 10,000 followers, timed. Run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored"]
+async fn fan_out_10k_followers() {
+    measure_fan_out(10_000).await;
+}
+
+/// 100,000 followers, timed. Run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored"]
+async fn fan_out_100k_followers() {
+    measure_fan_out(100_000).await;
 }
 
 /// Random place / settle / expire / adjust sequences (32 seeded cases) keep the
