@@ -370,6 +370,7 @@ async fn redis_outage_keeps_reads_and_orders_going() {
             .unwrap(),
     };
     let schema = unique("redis");
+    let _cleanup = SchemaGuard(services.clone(), schema.clone());
     let people = seed_people(&services, &schema, 8).await;
     let server = Server::start("redis", &server_env(&services, &schema, &schema, &[])).await;
     let api = Api::new();
@@ -454,7 +455,6 @@ async fn redis_outage_keeps_reads_and_orders_going() {
     let known = announced(&samples);
     assert_stock_matches_orders(&api, &server.base, &drop, &people.buyers, &known).await;
     server.stop().await;
-    drop_schema(&services, &schema);
 }
 
 /// The broker stopped mid-load: orders go on, the outbox grows; after the broker
@@ -471,6 +471,7 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     let port = free_port();
     let mut broker = Broker::start(port).await;
     let schema = unique("broker");
+    let _cleanup = SchemaGuard(services.clone(), schema.clone());
     let people = seed_people(&services, &schema, 8).await;
     let brokers = format!("127.0.0.1:{port}");
     let env = server_env(
@@ -607,7 +608,6 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     let known = announced(&during);
     assert_stock_matches_orders(&api, &server.base, &drop, &people.buyers, &known).await;
     server.stop().await;
-    drop_schema(&services, &schema);
 }
 
 /// PostgreSQL backends of the server killed repeatedly mid-load: every answer comes
@@ -621,6 +621,7 @@ async fn killed_database_backends_fail_fast_and_recover() {
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
     let schema = unique("pgkill");
+    let _cleanup = SchemaGuard(services.clone(), schema.clone());
     let people = seed_people(&services, &schema, 8).await;
     let server = Server::start("pgkill", &server_env(&services, &schema, &schema, &[])).await;
     let api = Api::new();
@@ -725,7 +726,6 @@ async fn killed_database_backends_fail_fast_and_recover() {
     }
     assert_stock_matches_orders(&api, &server.base, &drop, &people.buyers, &known).await;
     server.stop().await;
-    drop_schema(&services, &schema);
 }
 
 /// A process killed with SIGKILL while its orders hold stock: another process
@@ -738,6 +738,7 @@ async fn holds_of_a_killed_process_expire_and_stock_returns() {
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
     let schema = unique("sigkill");
+    let _cleanup = SchemaGuard(services.clone(), schema.clone());
     let people = seed_people(&services, &schema, 10).await;
     let env = server_env(
         &services,
@@ -903,7 +904,6 @@ async fn holds_of_a_killed_process_expire_and_stock_returns() {
     )
     .await;
     second.stop().await;
-    drop_schema(&services, &schema);
 }
 
 /// Shared by the process-level tests: services from the environment, the server
@@ -1224,9 +1224,22 @@ mod harness {
         }
     }
 
+    /// Drops the schema when dropped, after the servers declared later are gone.
+    pub struct SchemaGuard(pub Services, pub String);
+
+    impl Drop for SchemaGuard {
+        fn drop(&mut self) {
+            drop_schema(&self.0, &self.1);
+        }
+    }
+
     /// Drops a test schema (best effort).
     pub fn drop_schema(s: &Services, schema: &str) {
-        let _ = psql(s, &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+        let _ = Command::new("psql")
+            .arg(&s.db)
+            .args(["-X", "-q", "-c"])
+            .arg(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .output();
     }
 
     /// Runs one SQL statement with `psql`; its output.

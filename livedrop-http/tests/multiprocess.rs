@@ -24,6 +24,7 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
     };
     services.assert_reachable().await;
     let schema = unique("mp");
+    let _cleanup = SchemaGuard(services.clone(), schema.clone());
     let people = seed_people(&services, &schema, 24).await;
     let env = server_env(&services, &schema, &schema, &[]);
     let a = Server::start("a", &env).await;
@@ -155,7 +156,6 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
 
     a.stop().await;
     b.stop().await;
-    drop_schema(&services, &schema);
 }
 
 /// Shared by the process-level tests: services from the environment, the server
@@ -476,9 +476,22 @@ mod harness {
         }
     }
 
+    /// Drops the schema when dropped, after the servers declared later are gone.
+    pub struct SchemaGuard(pub Services, pub String);
+
+    impl Drop for SchemaGuard {
+        fn drop(&mut self) {
+            drop_schema(&self.0, &self.1);
+        }
+    }
+
     /// Drops a test schema (best effort).
     pub fn drop_schema(s: &Services, schema: &str) {
-        let _ = psql(s, &format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"));
+        let _ = Command::new("psql")
+            .arg(&s.db)
+            .args(["-X", "-q", "-c"])
+            .arg(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .output();
     }
 
     /// Runs one SQL statement with `psql`; its output.
