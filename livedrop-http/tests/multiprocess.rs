@@ -426,7 +426,7 @@ mod harness {
     }
 
     /// Migrates `schema` and inserts a creator and `buyers` customers straight into
-    /// the store (password hashing in a debug build would dominate the test), with
+    /// the store (no password hashing: the set-up takes milliseconds), with
     /// tokens signed by [`SECRET`].
     pub async fn seed_people(s: &Services, schema: &str, buyers: usize) -> People {
         let store = PgStore::connect(
