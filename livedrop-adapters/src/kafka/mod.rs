@@ -302,6 +302,12 @@ impl EventBus for KafkaBus {
             tracing::warn!(error = %err, events = events.len(), "kafka publish failed");
             if err.is_unavailable() {
                 self.recover_producer(&producer);
+                // A broker that came back without its topics (an in-memory one, or
+                // topics deleted by an operator) would refuse every publish until they
+                // exist again; creating them is a no-op where they do.
+                if let Err(e) = self.ensure_topics().await {
+                    tracing::debug!(error = %e, "could not re-create the bus topics yet");
+                }
             }
         }
         outcome
