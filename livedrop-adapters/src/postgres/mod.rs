@@ -141,6 +141,11 @@ impl PgStore {
     /// Does not migrate; call [`PgStore::migrate`].
     pub async fn connect(url: &str, options: PgOptions) -> StoreResult<Self> {
         let mut connect: PgConnectOptions = url.parse().map_err(map_sqlx_error)?;
+        // Name the connections so operators can find them in pg_stat_activity; a
+        // name given in the URL wins.
+        if connect.get_application_name().is_none() {
+            connect = connect.application_name("livedrop");
+        }
         if let Some(schema) = &options.schema {
             if schema.is_empty()
                 || !schema
