@@ -28,7 +28,8 @@
 
 mod subscription;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -141,6 +142,9 @@ pub struct KafkaBus {
     /// Replaced when librdkafka reports a fatal producer error (the idempotent
     /// producer can fence itself), so one bad episode does not wedge the bus.
     producer: Mutex<FutureProducer>,
+    /// Set while a background re-creation of the topics runs, so failing publishes
+    /// start at most one at a time.
+    recreating: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for KafkaBus {
@@ -181,6 +185,7 @@ impl KafkaBus {
             options,
             topics,
             producer: Mutex::new(producer),
+            recreating: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -190,6 +195,28 @@ impl KafkaBus {
     /// development broker restarted).
     pub async fn ensure_topics(&self) -> Result<(), ConnectError> {
         create_topics(&self.brokers, &self.options, &self.topics).await
+    }
+
+    /// A broker that came back without its topics (an in-memory one, or topics
+    /// deleted by an operator) would refuse every publish until they exist again.
+    /// After a failed publish this re-creates them off the publish path (a no-op where
+    /// they exist), so `publish` keeps failing fast while the broker is down.
+    fn recreate_topics_in_background(&self) {
+        if self.recreating.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (brokers, options, topics) = (
+            self.brokers.clone(),
+            self.options.clone(),
+            self.topics.clone(),
+        );
+        let recreating = self.recreating.clone();
+        tokio::spawn(async move {
+            if let Err(e) = create_topics(&brokers, &options, &topics).await {
+                tracing::debug!(error = %e, "could not re-create the bus topics yet");
+            }
+            recreating.store(false, Ordering::Release);
+        });
     }
 
     /// The topics this bus publishes to and subscribes to.
@@ -302,12 +329,7 @@ impl EventBus for KafkaBus {
             tracing::warn!(error = %err, events = events.len(), "kafka publish failed");
             if err.is_unavailable() {
                 self.recover_producer(&producer);
-                // A broker that came back without its topics (an in-memory one, or
-                // topics deleted by an operator) would refuse every publish until they
-                // exist again; creating them is a no-op where they do.
-                if let Err(e) = self.ensure_topics().await {
-                    tracing::debug!(error = %e, "could not re-create the bus topics yet");
-                }
+                self.recreate_topics_in_background();
             }
         }
         outcome
