@@ -970,3 +970,41 @@ mod group {
     use super::*;
     livedrop_core::store_conformance!(group_store);
 }
+
+/// Published events older than the cutoff are pruned; unpublished ones never are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruning_removes_only_published_events() {
+    use livedrop_core::ports::ProductRepository;
+    use livedrop_core::testing::fixtures;
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.store(ReserveStrategy::RowLock).await;
+    let creator = UserId::new();
+    for title in ["first", "second"] {
+        let product = fixtures::product(creator, title, "", fixtures::T0);
+        let event = Event::product(EventType::ProductCreated, &product, fixtures::T0);
+        store.insert_product(&product, &[event]).await.unwrap();
+    }
+    let pending = store.pending(10).await.unwrap();
+    assert_eq!(pending.len(), 2);
+    store.mark_published(&[pending[0].seq]).await.unwrap();
+
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert_eq!(
+        store.prune_published(past).await.unwrap(),
+        0,
+        "too recent to prune"
+    );
+    let future = chrono::Utc::now() + chrono::Duration::hours(1);
+    assert_eq!(store.prune_published(future).await.unwrap(), 1);
+    assert_eq!(
+        store.backlog().await.unwrap(),
+        1,
+        "the unpublished event stays"
+    );
+    let left = store.pending(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].seq, pending[1].seq);
+    db.drop_schema().await;
+}

@@ -287,6 +287,12 @@ pub trait Outbox: Send + Sync + 'static {
     /// Waits until an append may have happened, or `timeout` passed. Spurious wake-ups
     /// are allowed; a relay calls `pending` after each.
     async fn wait_for_append(&self, timeout: Duration);
+    /// Deletes events published before `cutoff` (unpublished events are never
+    /// deleted). Returns how many. Stores that drop events once published keep this
+    /// default.
+    async fn prune_published(&self, _cutoff: Timestamp) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 /// A cache failure. Never fatal: the caching layer falls back to the store.

@@ -142,6 +142,16 @@ impl Outbox for PgStore {
         Ok(())
     }
 
+    async fn prune_published(&self, cutoff: Timestamp) -> StoreResult<u64> {
+        let done =
+            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+                .bind(cutoff)
+                .execute(&self.inner.pool)
+                .await
+                .map_err(map_sqlx_error)?;
+        Ok(done.rows_affected())
+    }
+
     async fn backlog(&self) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
             .fetch_one(&self.inner.pool)

@@ -160,6 +160,9 @@ impl Livedrop {
                     if let Err(e) = this.purge_idempotency_keys().await {
                         tracing::warn!(error = %e, "idempotency purge failed");
                     }
+                    if let Err(e) = this.prune_outbox().await {
+                        tracing::warn!(error = %e, "outbox pruning failed");
+                    }
                 }
                 tokio::select! {
                     _ = t.cancelled() => return,
@@ -227,6 +230,18 @@ impl Livedrop {
             .ports()
             .idempotency
             .purge(self.now() - retention)
+            .await?)
+    }
+
+    /// Deletes outbox events published longer ago than the retention period.
+    /// Returns how many.
+    pub async fn prune_outbox(&self) -> Result<u64> {
+        let retention = chrono::Duration::from_std(self.config().outbox_retention)
+            .unwrap_or(chrono::Duration::hours(24));
+        Ok(self
+            .ports()
+            .outbox
+            .prune_published(self.now() - retention)
             .await?)
     }
 

@@ -120,6 +120,8 @@ pub struct Config {
     pub tick: Duration,
     /// Events the relay publishes per batch (default 500).
     pub relay_batch: u32,
+    /// How long published events stay in the outbox for inspection (default 24 hours).
+    pub outbox_retention: Duration,
 }
 
 impl Default for Config {
@@ -134,6 +136,7 @@ impl Default for Config {
             fan_out_batch: 1_000,
             tick: Duration::from_millis(200),
             relay_batch: 500,
+            outbox_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
