@@ -20,46 +20,26 @@ use std::time::{Duration, Instant};
 use chrono::Duration as Span;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use livedrop::adapters::memory::{memory_ports, MemoryStore};
-use livedrop::core::model::{Actor, Drop, DropState, Order, OrderStatus, PlaceOutcome, Role};
+use livedrop::core::model::{Actor, Drop, DropState, PlaceOutcome, Role};
 use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
 use livedrop::core::service::{Livedrop, PlaceOrder};
-use livedrop::core::{Clock, Config, DropId, ManualClock, OrderId, ProductId, UserId};
+use livedrop::core::testing::fixtures;
+use livedrop::core::{Clock, Config, ManualClock, UserId};
 
 const CONCURRENCY: [usize; 4] = [1, 4, 16, 64];
 
+/// A live drop with no per-user limit to speak of: the stock is the only contention.
 fn hot_drop(clock: &ManualClock) -> Drop {
     let now = clock.now();
-    Drop {
-        id: DropId::new(),
-        product_id: ProductId::new(),
-        creator_id: UserId::new(),
-        title: "hot".into(),
-        price_cents: 1_000,
-        currency: "EUR".into(),
-        starts_at: now,
-        ends_at: now + Span::hours(1),
-        per_user_limit: u32::MAX,
-        state: DropState::Live,
-        created_at: now,
-    }
-}
-
-fn order(drop: &Drop, user: UserId, key: String, now: livedrop::core::Timestamp) -> Order {
-    Order {
-        id: OrderId::new(),
-        user_id: user,
-        drop_id: drop.id,
-        quantity: 1,
-        unit_price_cents: drop.price_cents,
-        total_cents: drop.price_cents,
-        currency: drop.currency.clone(),
-        status: OrderStatus::Reserved,
-        idempotency_key: key,
-        fingerprint: String::new(),
-        reserved_until: now + Span::minutes(10),
-        created_at: now,
-        updated_at: now,
-    }
+    let product = fixtures::product(UserId::new(), "hot", "", now);
+    fixtures::drop_of(
+        &product,
+        now,
+        now + Span::hours(1),
+        u32::MAX,
+        DropState::Live,
+        now,
+    )
 }
 
 async fn atomic_ceiling(tasks: usize, iters: u64) -> Duration {
@@ -104,7 +84,10 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
                 let mut won = 0u64;
                 for i in 0.. {
                     match store
-                        .place_order(&order(&drop, user, format!("{t}-{i}"), now), now)
+                        .place_order(
+                            &fixtures::order(user, &drop, 1, &format!("{t}-{i}"), now),
+                            now,
+                        )
                         .await
                     {
                         Ok(PlaceOutcome::Placed(_)) => won += 1,

@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
 use livedrop::core::clock::Timestamp;
-use livedrop::core::id::{DropId, OrderId, ProductId, UserId};
-use livedrop::core::model::{self, DropState, Order, OrderStatus, PlaceOutcome};
+use livedrop::core::id::UserId;
+use livedrop::core::model::{self, DropState, Order, PlaceOutcome};
 use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
+use livedrop::core::testing::fixtures;
 
 const BUYERS: [usize; 4] = [1, 4, 16, 64];
 
@@ -44,22 +45,18 @@ async fn store(url: &str, strategy: ReserveStrategy, max_connections: u32) -> Pg
     store
 }
 
-/// A live drop with `stock` units and no per-user pressure.
+/// A live drop with `stock` units; every order comes from its own buyer.
 async fn hot_drop(store: &PgStore, stock: u32) -> model::Drop {
     let at = now();
-    let drop = model::Drop {
-        id: DropId::new(),
-        product_id: ProductId::new(),
-        creator_id: UserId::new(),
-        title: "bench".into(),
-        price_cents: 1_000,
-        currency: "EUR".into(),
-        starts_at: at - chrono::Duration::minutes(1),
-        ends_at: at + chrono::Duration::hours(1),
-        per_user_limit: 1,
-        state: DropState::Live,
-        created_at: at,
-    };
+    let product = fixtures::product(UserId::new(), "bench", "", at);
+    let drop = fixtures::drop_of(
+        &product,
+        at - chrono::Duration::minutes(1),
+        at + chrono::Duration::hours(1),
+        1,
+        DropState::Live,
+        at,
+    );
     store.insert_drop(&drop, stock, &[]).await.expect("drop");
     drop
 }
@@ -67,21 +64,7 @@ async fn hot_drop(store: &PgStore, stock: u32) -> model::Drop {
 fn orders(drop: &model::Drop, n: usize) -> Vec<Order> {
     let at = now();
     (0..n)
-        .map(|i| Order {
-            id: OrderId::new(),
-            user_id: UserId::new(),
-            drop_id: drop.id,
-            quantity: 1,
-            unit_price_cents: drop.price_cents,
-            total_cents: drop.price_cents,
-            currency: drop.currency.clone(),
-            status: OrderStatus::Reserved,
-            idempotency_key: format!("bench-{i}"),
-            fingerprint: "bench".into(),
-            reserved_until: at + chrono::Duration::minutes(10),
-            created_at: at,
-            updated_at: at,
-        })
+        .map(|i| fixtures::order(UserId::new(), drop, 1, &format!("bench-{i}"), at))
         .collect()
 }
 

@@ -22,9 +22,10 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
 use livedrop::adapters::redis::{RedisGate, RedisOptions};
 use livedrop::core::clock::Timestamp;
-use livedrop::core::id::{DropId, OrderId, ProductId, UserId};
-use livedrop::core::model::{self, DropState, Order, OrderStatus, PlaceOutcome, Stock};
+use livedrop::core::id::UserId;
+use livedrop::core::model::{self, DropState, Order, PlaceOutcome, Stock};
 use livedrop::core::ports::{AdmissionGate, DropRepository, InventoryRepository, OrderRepository};
+use livedrop::core::testing::fixtures;
 
 const BUYERS: [usize; 3] = [1, 16, 64];
 
@@ -33,40 +34,21 @@ fn now() -> Timestamp {
 }
 
 fn order(drop: &model::Drop, i: usize) -> Order {
-    let at = now();
-    Order {
-        id: OrderId::new(),
-        user_id: UserId::new(),
-        drop_id: drop.id,
-        quantity: 1,
-        unit_price_cents: drop.price_cents,
-        total_cents: drop.price_cents,
-        currency: drop.currency.clone(),
-        status: OrderStatus::Reserved,
-        idempotency_key: format!("gate-bench-{i}"),
-        fingerprint: "bench".into(),
-        reserved_until: at + chrono::Duration::minutes(10),
-        created_at: at,
-        updated_at: at,
-    }
+    fixtures::order(UserId::new(), drop, 1, &format!("gate-bench-{i}"), now())
 }
 
 /// A live drop of one unit, already sold: every further order is out of stock.
 async fn sold_out_drop(store: &PgStore) -> (model::Drop, Stock) {
     let at = now();
-    let drop = model::Drop {
-        id: DropId::new(),
-        product_id: ProductId::new(),
-        creator_id: UserId::new(),
-        title: "gate bench".into(),
-        price_cents: 1_000,
-        currency: "EUR".into(),
-        starts_at: at - chrono::Duration::minutes(1),
-        ends_at: at + chrono::Duration::hours(1),
-        per_user_limit: 1,
-        state: DropState::Live,
-        created_at: at,
-    };
+    let product = fixtures::product(UserId::new(), "gate bench", "", at);
+    let drop = fixtures::drop_of(
+        &product,
+        at - chrono::Duration::minutes(1),
+        at + chrono::Duration::hours(1),
+        1,
+        DropState::Live,
+        at,
+    );
     store.insert_drop(&drop, 1, &[]).await.expect("drop");
     let outcome = store
         .place_order(&order(&drop, usize::MAX), now())
