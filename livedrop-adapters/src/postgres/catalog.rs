@@ -17,17 +17,7 @@ use sqlx::Row;
 use uuid::Uuid;
 
 use super::rows::{append_events, DropRow, LedgerRow, ProductRow, StockRow, UserRow};
-use super::{map_sqlx_error, PgStore};
-
-/// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
-fn after(page: &PageRequest) -> (Option<Timestamp>, Option<Uuid>) {
-    (page.after.map(|c| c.at), page.after.map(|c| c.id))
-}
-
-/// Rows fetched for a page: one more than the limit, telling whether another exists.
-fn overfetch(page: &PageRequest) -> i64 {
-    i64::from(page.limit) + 1
-}
+use super::{after, map_sqlx_error, overfetch, PgStore};
 
 #[async_trait]
 impl UserRepository for PgStore {
@@ -115,23 +105,8 @@ impl UserRepository for PgStore {
         creator: UserId,
         page: PageRequest,
     ) -> StoreResult<Page<FollowEntry>> {
-        let (at, id) = after(&page);
-        let rows = sqlx::query(
-            "SELECT f.follower_id AS user_id, COALESCE(u.display_name, '') AS display_name, \
-                    f.followed_at \
-             FROM follows f LEFT JOIN users u ON u.id = f.follower_id \
-             WHERE f.creator_id = $1 \
-               AND ($2::timestamptz IS NULL OR (f.followed_at, f.follower_id) < ($2, $3::uuid)) \
-             ORDER BY f.followed_at DESC, f.follower_id DESC LIMIT $4",
-        )
-        .bind(creator.0)
-        .bind(at)
-        .bind(id)
-        .bind(overfetch(&page))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        follow_page(rows, page.limit)
+        self.follow_listing(creator, "creator_id", "follower_id", page)
+            .await
     }
 
     async fn following(
@@ -139,23 +114,8 @@ impl UserRepository for PgStore {
         follower: UserId,
         page: PageRequest,
     ) -> StoreResult<Page<FollowEntry>> {
-        let (at, id) = after(&page);
-        let rows = sqlx::query(
-            "SELECT f.creator_id AS user_id, COALESCE(u.display_name, '') AS display_name, \
-                    f.followed_at \
-             FROM follows f LEFT JOIN users u ON u.id = f.creator_id \
-             WHERE f.follower_id = $1 \
-               AND ($2::timestamptz IS NULL OR (f.followed_at, f.creator_id) < ($2, $3::uuid)) \
-             ORDER BY f.followed_at DESC, f.creator_id DESC LIMIT $4",
-        )
-        .bind(follower.0)
-        .bind(at)
-        .bind(id)
-        .bind(overfetch(&page))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        follow_page(rows, page.limit)
+        self.follow_listing(follower, "follower_id", "creator_id", page)
+            .await
     }
 }
 
@@ -172,6 +132,37 @@ fn follow_page(rows: Vec<sqlx::postgres::PgRow>, limit: u32) -> StoreResult<Page
         .collect::<Result<Vec<_>, sqlx::Error>>()
         .map_err(map_sqlx_error)?;
     Ok(Page::from_overfetch(items, limit, FollowEntry::cursor))
+}
+
+impl PgStore {
+    /// One side of the follow graph, newest first: the users on column `other` of
+    /// the follows whose column `own` is `user` (the two columns are fixed names).
+    async fn follow_listing(
+        &self,
+        user: UserId,
+        own: &'static str,
+        other: &'static str,
+        page: PageRequest,
+    ) -> StoreResult<Page<FollowEntry>> {
+        let (at, id) = after(&page);
+        let sql = format!(
+            "SELECT f.{other} AS user_id, COALESCE(u.display_name, '') AS display_name, \
+                    f.followed_at \
+             FROM follows f LEFT JOIN users u ON u.id = f.{other} \
+             WHERE f.{own} = $1 \
+               AND ($2::timestamptz IS NULL OR (f.followed_at, f.{other}) < ($2, $3::uuid)) \
+             ORDER BY f.followed_at DESC, f.{other} DESC LIMIT $4"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user.0)
+            .bind(at)
+            .bind(id)
+            .bind(overfetch(&page))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?;
+        follow_page(rows, page.limit)
+    }
 }
 
 #[async_trait]

@@ -263,6 +263,18 @@ impl Inner {
 }
 
 /// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
+/// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
+pub(crate) fn after(
+    page: &livedrop_core::page::PageRequest,
+) -> (Option<livedrop_core::Timestamp>, Option<uuid::Uuid>) {
+    (page.after.map(|c| c.at), page.after.map(|c| c.id))
+}
+
+/// Rows fetched for a page: one more than the limit, telling whether another exists.
+pub(crate) fn overfetch(page: &livedrop_core::page::PageRequest) -> i64 {
+    i64::from(page.limit) + 1
+}
+
 pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| StoreError::backend(format!("count {v} out of range")))
 }

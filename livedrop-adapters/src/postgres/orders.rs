@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::rows::{append_events, DropRow, OrderColumns, OrderRow, StockRow};
-use super::{map_sqlx_error, to_u32, PgStore, ReserveStrategy};
+use super::{after, map_sqlx_error, overfetch, to_u32, PgStore, ReserveStrategy};
 
 /// Statuses that hold stock and count toward the per-user limit.
 pub(crate) const HOLDING: &str = "('reserved', 'confirmed')";
@@ -284,11 +284,12 @@ impl OrderRepository for PgStore {
              ORDER BY created_at DESC, id DESC LIMIT $4",
             OrderRow::COLUMNS
         );
+        let (at, id) = after(&page);
         let rows = sqlx::query_as::<_, OrderRow>(&sql)
             .bind(user.0)
-            .bind(page.after.map(|c| c.at))
-            .bind(page.after.map(|c| c.id))
-            .bind(i64::from(page.limit) + 1)
+            .bind(at)
+            .bind(id)
+            .bind(overfetch(&page))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?;

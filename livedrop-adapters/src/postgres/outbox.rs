@@ -17,7 +17,7 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::rows::NotificationRow;
-use super::{map_sqlx_error, to_u32, PgStore};
+use super::{after, map_sqlx_error, overfetch, to_u32, PgStore};
 
 /// The relay's connection and whether it holds the relay lock.
 pub(crate) struct RelaySession {
@@ -420,11 +420,12 @@ impl NotificationRepository for PgStore {
                 ""
             }
         );
+        let (at, id) = after(&page);
         let rows = sqlx::query_as::<_, NotificationRow>(&sql)
             .bind(user.0)
-            .bind(page.after.map(|c| c.at))
-            .bind(page.after.map(|c| c.id))
-            .bind(i64::from(page.limit) + 1)
+            .bind(at)
+            .bind(id)
+            .bind(overfetch(&page))
             .fetch_all(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?;
