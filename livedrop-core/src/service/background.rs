@@ -89,14 +89,21 @@ impl OutboxRelay {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; events stay in the outbox");
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !pause(&token, backoff).await {
+                        return;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
+    }
+}
+
+/// Sleeps for `span` unless `token` is cancelled first. Returns whether to go on.
+async fn pause(token: &CancellationToken, span: Duration) -> bool {
+    tokio::select! {
+        _ = token.cancelled() => false,
+        _ = tokio::time::sleep(span) => true,
     }
 }
 
@@ -164,9 +171,8 @@ impl Livedrop {
                         tracing::warn!(error = %e, "outbox pruning failed");
                     }
                 }
-                tokio::select! {
-                    _ = t.cancelled() => return,
-                    _ = tokio::time::sleep(tick) => {}
+                if !pause(&t, tick).await {
+                    return;
                 }
             }
         }));
@@ -257,9 +263,8 @@ impl Livedrop {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(group, error = %e, "cannot subscribe; retrying");
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !pause(&token, backoff).await {
+                        return;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
@@ -270,11 +275,8 @@ impl Livedrop {
                 .drain(&mut *subscription, role, &mut seen, &token)
                 .await;
             subscription.close().await;
-            if failed {
-                tokio::select! {
-                    _ = token.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
+            if failed && !pause(&token, Duration::from_millis(500)).await {
+                return;
             }
         }
     }
@@ -343,9 +345,8 @@ impl Livedrop {
                 Ok(()) => return,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(event = %event.id, error = %e, "event handling failed; retrying");
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => {}
+                    if !pause(token, backoff).await {
+                        return;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -510,9 +511,8 @@ impl Livedrop {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot open the live feed; retrying");
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if !pause(&token, Duration::from_secs(1)).await {
+                        return;
                     }
                     continue;
                 }
