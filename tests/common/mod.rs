@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryCache, MemoryStore};
-use livedrop::core::model::{Actor, DropView, Product, Role, User};
+use livedrop::core::model::{Actor, DropView, Product, Role};
 use livedrop::core::service::{Livedrop, NewDrop, NewProduct};
-use livedrop::core::{Config, ManualClock, Ports, UserId};
+use livedrop::core::testing::fixtures;
+use livedrop::core::{Config, ManualClock, Ports};
 
 /// A livedrop instance on fresh in-memory adapters with a manual clock.
 pub struct World {
@@ -92,15 +93,7 @@ impl World {
 
     /// A user stored directly (no password hashing: fast enough for thousands of cases).
     pub async fn user(&self, role: Role) -> Actor {
-        let id = UserId::new();
-        let user = User {
-            id,
-            email: format!("{id}@example.com"),
-            display_name: format!("user {id}"),
-            role,
-            password_hash: "unused".into(),
-            created_at: self.clock.now_ts(),
-        };
+        let user = fixtures::user(role.as_str(), role);
         self.ports.users.insert_user(&user).await.unwrap();
         user.actor()
     }
