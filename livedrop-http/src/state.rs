@@ -21,18 +21,22 @@ pub struct ReadinessCheck {
     pub name: String,
     /// The probe.
     pub check: CheckFn,
+    /// Whether a failure makes the instance unready. An optional dependency (the
+    /// cache: reads fall back to the store, orders never use it) only degrades it.
+    pub required: bool,
 }
 
 impl std::fmt::Debug for ReadinessCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadinessCheck")
             .field("name", &self.name)
+            .field("required", &self.required)
             .finish_non_exhaustive()
     }
 }
 
 impl ReadinessCheck {
-    /// A probe named `name`.
+    /// A probe named `name` of a required dependency.
     pub fn new<F, Fut>(name: &str, check: F) -> Self
     where
         F: Fn() -> Fut + Send + Sync + 'static,
@@ -41,7 +45,14 @@ impl ReadinessCheck {
         Self {
             name: name.to_owned(),
             check: Arc::new(move || Box::pin(check())),
+            required: true,
         }
+    }
+
+    /// The same probe, of a dependency whose failure only degrades the service.
+    pub fn optional(mut self) -> Self {
+        self.required = false;
+        self
     }
 }
 
@@ -175,6 +186,7 @@ pub fn default_checks(livedrop: &Livedrop) -> Vec<ReadinessCheck> {
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             }
-        }),
+        })
+        .optional(),
     ]
 }

@@ -1634,15 +1634,20 @@ async fn health_readiness_metrics_and_openapi() {
         "the cause stays in the logs"
     );
 
-    // A cache outage degrades the service but keeps the instance in rotation.
+    // A cache outage degrades the service but keeps the instance in rotation: the
+    // default checks mark the cache optional.
     let degraded = app_with(
-        |o| {
-            o.readiness = vec![
-                ReadinessCheck::new("store", || async { Ok(()) }),
-                ReadinessCheck::new("cache", || async { Err("connection refused".to_owned()) }),
-            ]
+        |_| {},
+        |mut p| {
+            let mut cache = livedrop_core::ports::MockCache::new();
+            cache.expect_get().returning(|_| {
+                Err(livedrop_core::ports::CacheError(
+                    "connection refused".into(),
+                ))
+            });
+            p.cache = Arc::new(cache);
+            p
         },
-        |p| p,
     );
     let r = degraded.call(Method::GET, "/readyz", None, None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);

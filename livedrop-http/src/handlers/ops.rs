@@ -22,12 +22,9 @@ pub async fn healthz() -> Json<HealthBody> {
     })
 }
 
-/// The dependency whose failure degrades the service without making it unready.
-const OPTIONAL: &str = "cache";
-
-/// Every required dependency answers (each probe bounded by 2 s). The cache is not
-/// required: reads fall back to the store and orders never use it, so a cache outage
-/// is reported as `degraded` while the instance stays in rotation.
+/// Every required dependency answers (each probe bounded by 2 s). A failing optional
+/// one (the cache: reads fall back to the store and orders never use it) is reported
+/// as `degraded` while the instance stays in rotation.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = HealthBody),
@@ -39,15 +36,15 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>
             Ok(r) => r,
             Err(_) => Err("timed out after 2 s".to_owned()),
         };
-        (c.name.clone(), outcome)
+        (c.name.clone(), c.required, outcome)
     });
     let results = futures::future::join_all(probes).await;
     let mut checks = Vec::new();
     let mut failing = Vec::new();
-    for (name, outcome) in results {
+    for (name, required, outcome) in results {
         let status = match outcome {
             Ok(()) => "ok",
-            Err(cause) if name == OPTIONAL => {
+            Err(cause) if !required => {
                 tracing::warn!(dependency = %name, %cause, "optional dependency failing; serving without it");
                 "degraded"
             }
