@@ -14,5 +14,6 @@ export LIVEDROP_TEST_KAFKA_BROKERS="${LIVEDROP_TEST_KAFKA_BROKERS:-127.0.0.1:190
 export RUST_BACKTRACE=1
 
 cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 cargo test --workspace --all-features --no-fail-fast "$@"

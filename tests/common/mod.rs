@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryCache, MemoryStore};
+use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryStore};
 use livedrop::core::model::{Actor, DropView, Product, Role};
 use livedrop::core::service::{Livedrop, NewDrop, NewProduct};
 use livedrop::core::testing::fixtures;
@@ -52,6 +52,7 @@ impl World {
     /// bus), or `None` when `LIVEDROP_TEST_DATABASE_URL` is unset.
     #[cfg(feature = "postgres")]
     pub async fn postgres() -> Option<Self> {
+        use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::postgres::{PgOptions, PgStore};
         let Ok(url) = std::env::var("LIVEDROP_TEST_DATABASE_URL") else {
             eprintln!("skipped: LIVEDROP_TEST_DATABASE_URL is not set");
