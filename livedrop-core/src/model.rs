@@ -88,6 +88,36 @@ impl User {
     }
 }
 
+/// A user as one viewer may see them: the public profile, plus the email only for
+/// the user themself and for admins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Id.
+    pub id: UserId,
+    /// Email; `None` unless the viewer is the user or an admin.
+    pub email: Option<String>,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Role.
+    pub role: Role,
+    /// Registration time.
+    pub created_at: Timestamp,
+}
+
+impl Profile {
+    /// What `viewer` (`None`: anonymous) may see of `user`.
+    pub fn of(user: User, viewer: Option<&Actor>) -> Self {
+        let private = viewer.is_some_and(|v| v.id == user.id || v.is_admin());
+        Self {
+            id: user.id,
+            email: private.then_some(user.email),
+            display_name: user.display_name,
+            role: user.role,
+            created_at: user.created_at,
+        }
+    }
+}
+
 /// One side of a follow relation, as listed: the other user and when the follow began.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FollowEntry {

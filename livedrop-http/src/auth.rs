@@ -148,6 +148,23 @@ impl FromRequestParts<AppState> for Auth {
     }
 }
 
+/// The actor of a request if it sends a bearer token, `None` when it sends none;
+/// an invalid or expired token is still 401 `unauthenticated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaybeAuth(pub Option<Actor>);
+
+impl FromRequestParts<AppState> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.extensions.get::<Actor>().is_none() && bearer(&parts.headers).is_none() {
+            return Ok(MaybeAuth(None));
+        }
+        let Auth(actor) = Auth::from_request_parts(parts, state).await?;
+        Ok(MaybeAuth(Some(actor)))
+    }
+}
+
 fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }

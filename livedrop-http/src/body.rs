@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use livedrop_core::model::{
     DropStatus, DropView, FollowEntry, LedgerEntry, LedgerKind, Notification, NotificationKind,
-    Order, OrderStatus, Product, Role, Stock, User,
+    Order, OrderStatus, Product, Profile, Role, Stock, User,
 };
 use livedrop_core::page::Page;
 use livedrop_core::Timestamp;
@@ -69,6 +69,35 @@ impl From<User> for UserBody {
             display_name: u.display_name,
             role: u.role,
             created_at: u.created_at,
+        }
+    }
+}
+
+/// `GET /users/{id}`: the public profile; `email` only for the user themself and admins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProfileBody {
+    /// Id.
+    pub id: Uuid,
+    /// Email, lower-cased: present only when the viewer is the user or an admin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Display name.
+    pub display_name: String,
+    /// `customer`, `creator` or `admin`.
+    #[schema(value_type = String, example = "creator")]
+    pub role: Role,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<Profile> for ProfileBody {
+    fn from(p: Profile) -> Self {
+        Self {
+            id: p.id.0,
+            email: p.email,
+            display_name: p.display_name,
+            role: p.role,
+            created_at: p.created_at,
         }
     }
 }

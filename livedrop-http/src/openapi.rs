@@ -46,7 +46,7 @@ use crate::handlers;
         handlers::ops::openapi,
     ),
     components(schemas(
-        ErrorBody, RegisterRequest, RegisterRole, UserBody, LoginRequest, SessionBody, FollowBody,
+        ErrorBody, RegisterRequest, RegisterRole, UserBody, ProfileBody, LoginRequest, SessionBody, FollowBody,
         NewProductRequest, ProductPatchRequest, ProductBody, NewDropRequest, StockBody, DropBody,
         NewOrderRequest, OrderBody, NotificationBody, MarkedBody, AdjustRequest, LedgerEntryBody,
         InvalidateRequest, InvalidatedBody, HealthBody, CheckBody,

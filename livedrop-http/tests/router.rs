@@ -329,6 +329,55 @@ async fn register_login_and_me() {
 }
 
 #[tokio::test]
+async fn a_profile_shows_its_email_only_to_its_owner_and_admins() {
+    let app = app();
+    let (ada, ada_token) = app.user(Role::Creator, "ada").await;
+    let (_, stranger_token) = app.user(Role::Customer, "bob").await;
+    let (_, admin_token) = app.user(Role::Admin, "root").await;
+    let path = format!("/users/{}", ada.id);
+
+    for (viewer, token) in [("anonymous", None), ("another user", Some(&stranger_token))] {
+        let r = app
+            .call(Method::GET, &path, token.map(String::as_str), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{viewer}: {}", r.body);
+        let mut fields: Vec<&str> = r
+            .body
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        fields.sort_unstable();
+        assert_eq!(
+            fields,
+            ["created_at", "display_name", "id", "role"],
+            "{viewer} sees the public profile only"
+        );
+        assert_eq!(r.body["display_name"], "ada");
+        assert_eq!(r.body["role"], "creator");
+    }
+    for (viewer, token) in [("the owner", &ada_token), ("an admin", &admin_token)] {
+        let r = app.call(Method::GET, &path, Some(token), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{viewer}: {}", r.body);
+        assert_eq!(
+            r.body["email"],
+            ada.email.as_str(),
+            "{viewer} sees the email"
+        );
+    }
+    let me = app
+        .call(Method::GET, "/users/me", Some(&ada_token), None)
+        .await;
+    assert_eq!(me.body["email"], ada.email.as_str());
+    assert_error(
+        &app.call(Method::GET, &path, Some("garbage"), None).await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+}
+
+#[tokio::test]
 async fn follows_are_idempotent_and_listings_paginate() {
     let app = app();
     let (creator, _) = app.user(Role::Creator, "creator").await;

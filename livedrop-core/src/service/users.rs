@@ -11,7 +11,7 @@ use super::Livedrop;
 use crate::error::{Error, Result, StoreError};
 use crate::event::{Event, EventType};
 use crate::id::UserId;
-use crate::model::{Actor, FollowEntry, Role, User};
+use crate::model::{Actor, FollowEntry, Profile, Role, User};
 use crate::page::{Page, PageRequest};
 
 /// A self-registration.
@@ -188,6 +188,12 @@ impl Livedrop {
             .user(id)
             .await?
             .ok_or_else(|| Error::not_found("user"))
+    }
+
+    /// The profile of the user with `id` as `viewer` (`None`: anonymous) may see it:
+    /// strangers see no email; the user themself and admins do.
+    pub async fn profile(&self, viewer: Option<&Actor>, id: UserId) -> Result<Profile> {
+        Ok(Profile::of(self.user(id).await?, viewer))
     }
 
     /// Makes the actor follow `creator`. Idempotent: following again changes nothing.

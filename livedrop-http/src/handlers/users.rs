@@ -6,8 +6,10 @@ use livedrop_core::service::Registration;
 use livedrop_core::UserId;
 use uuid::Uuid;
 
-use crate::auth::Auth;
-use crate::body::{FollowBody, ListBody, LoginRequest, RegisterRequest, SessionBody, UserBody};
+use crate::auth::{Auth, MaybeAuth};
+use crate::body::{
+    FollowBody, ListBody, LoginRequest, ProfileBody, RegisterRequest, SessionBody, UserBody,
+};
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Json, PageParams, Path, Query};
 use crate::state::AppState;
@@ -69,19 +71,24 @@ pub async fn me(State(state): State<AppState>, Auth(actor): Auth) -> ApiResult<J
     Ok(Json(user.into()))
 }
 
-/// A user by id.
-#[utoipa::path(get, path = "/users/{id}", tag = "users",
+/// A user by id: the public profile; the email only to the user themself and admins.
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security((), ("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
     responses(
-        (status = 200, description = "The user", body = UserBody),
+        (status = 200, description = "The profile", body = ProfileBody),
+        (status = 401, description = "unauthenticated (a bearer token that is not valid)", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
 pub async fn get_user(
     State(state): State<AppState>,
+    MaybeAuth(viewer): MaybeAuth,
     Path(id): Path<Uuid>,
-) -> ApiResult<Json<UserBody>> {
-    let user = state.livedrop().user(UserId(id)).await?;
-    Ok(Json(user.into()))
+) -> ApiResult<Json<ProfileBody>> {
+    let profile = state
+        .livedrop()
+        .profile(viewer.as_ref(), UserId(id))
+        .await?;
+    Ok(Json(profile.into()))
 }
 
 /// Follows a creator (idempotent).
