@@ -105,6 +105,28 @@ pub struct CacheLayer {
     stats: Arc<CacheStats>,
 }
 
+/// The leader of a single-flight load. Dropping it, whether the load finished or the
+/// leader's future was dropped at any await, ends the flight: later readers start a
+/// fresh load instead of joining a finished (or abandoned) one. Readers already
+/// waiting keep their handle; one of them takes the load over if the leader left.
+struct Leader<'a> {
+    flights: &'a Mutex<HashMap<String, Flight>>,
+    key: &'a str,
+    flight: Flight,
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+        if flights
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, &self.flight))
+        {
+            flights.remove(self.key);
+        }
+    }
+}
+
 /// How long the cache is skipped after it failed.
 const BREAKER: Duration = Duration::from_secs(1);
 
@@ -170,14 +192,19 @@ impl CacheLayer {
             }
         }
 
-        let (flight, leader) = {
+        let (flight, _leader) = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
             match flights.get(key) {
-                Some(f) => (f.clone(), false),
+                Some(f) => (f.clone(), None),
                 None => {
                     let f: Flight = Arc::new(OnceCell::new());
                     flights.insert(key.to_owned(), f.clone());
-                    (f, true)
+                    let guard = Leader {
+                        flights: &self.flights,
+                        key,
+                        flight: f.clone(),
+                    };
+                    (f, Some(guard))
                 }
             }
         };
@@ -210,12 +237,6 @@ impl CacheLayer {
             })
             .await
             .clone();
-        if leader {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(key);
-            }
-        }
         match outcome? {
             None => Ok(None),
             Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
@@ -223,6 +244,12 @@ impl CacheLayer {
                 Error::Internal
             }),
         }
+    }
+
+    /// How many single-flight loads are open in this process: zero once every read
+    /// has returned or been dropped.
+    pub fn in_flight(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Writes `value` through under `key`. Failures are logged, never returned.
@@ -304,6 +331,88 @@ mod tests {
             "one load for the whole stampede"
         );
         assert_eq!(layer.stats().misses.load(Ordering::Relaxed), 1);
+    }
+
+    /// A reader whose future is dropped at each await of a load (the cache read, the
+    /// fence, the store load, the fill) leaves no flight behind, and the next reader
+    /// loads fresh data instead of joining the abandoned flight.
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_reader_leaves_no_flight_behind() {
+        use crate::ports::Cache;
+
+        /// A cache whose first call named by `stall` waits for a wake-up that never comes.
+        struct Stalling {
+            stall: &'static str,
+            armed: std::sync::atomic::AtomicBool,
+            gate: tokio::sync::Notify,
+        }
+        impl Stalling {
+            async fn maybe_stall(&self, call: &str) {
+                if self.stall == call && self.armed.swap(false, Ordering::SeqCst) {
+                    self.gate.notified().await;
+                }
+            }
+        }
+        #[async_trait::async_trait]
+        impl Cache for Stalling {
+            async fn get(&self, _: &str) -> Result<Option<Vec<u8>>, CacheError> {
+                self.maybe_stall("get").await;
+                Ok(None)
+            }
+            async fn fence(&self, _: &str) -> Result<u64, CacheError> {
+                self.maybe_stall("fence").await;
+                Ok(1)
+            }
+            async fn set(
+                &self,
+                _: &str,
+                _: &[u8],
+                _: Duration,
+                _: Option<u64>,
+            ) -> Result<bool, CacheError> {
+                self.maybe_stall("set").await;
+                // Never stores: every read below goes to the store.
+                Ok(false)
+            }
+            async fn invalidate(&self, _: &[String]) -> Result<u64, CacheError> {
+                Ok(0)
+            }
+            async fn invalidate_prefix(&self, _: &str) -> Result<u64, CacheError> {
+                Ok(0)
+            }
+        }
+
+        for stall in ["get", "fence", "load", "set"] {
+            let layer = CacheLayer::new(Arc::new(Stalling {
+                stall,
+                armed: std::sync::atomic::AtomicBool::new(true),
+                gate: tokio::sync::Notify::new(),
+            }));
+            let never = tokio::sync::Notify::new();
+            let abandoned = tokio::time::timeout(
+                Duration::from_secs(1),
+                layer.get_or_load("stock:1", Duration::from_secs(5), || async {
+                    if stall == "load" {
+                        never.notified().await;
+                    }
+                    Ok(Some(1u32))
+                }),
+            )
+            .await;
+            assert!(abandoned.is_err(), "{stall}: the reader was abandoned");
+            assert_eq!(layer.in_flight(), 0, "{stall}: no flight stays behind");
+
+            for fresh in [2u32, 3] {
+                let read = layer
+                    .get_or_load("stock:1", Duration::from_secs(5), || async {
+                        Ok(Some(fresh))
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(read, Some(fresh), "{stall}: later reads load fresh data");
+                assert_eq!(layer.in_flight(), 0, "{stall}");
+            }
+        }
     }
 
     #[tokio::test]
