@@ -459,3 +459,170 @@ async fn authorization_lives_in_the_core() {
         "order_not_reserved"
     );
 }
+
+/// Orders whose every placement is stored and then answered `unavailable`, as when
+/// the connection drops between the commit and its answer.
+struct AnswerLost(std::sync::Arc<dyn livedrop::core::ports::OrderRepository>);
+
+#[async_trait::async_trait]
+impl livedrop::core::ports::OrderRepository for AnswerLost {
+    async fn place_order(
+        &self,
+        order: &livedrop::core::model::Order,
+        now: livedrop::core::Timestamp,
+    ) -> livedrop::core::StoreResult<livedrop::core::model::PlaceOutcome> {
+        self.0.place_order(order, now).await?;
+        Err(livedrop::core::StoreError::unavailable(
+            "database",
+            "connection reset after commit",
+        ))
+    }
+    async fn order(
+        &self,
+        id: livedrop::core::OrderId,
+    ) -> livedrop::core::StoreResult<Option<livedrop::core::model::Order>> {
+        self.0.order(id).await
+    }
+    async fn order_by_key(
+        &self,
+        user: livedrop::core::UserId,
+        key: &str,
+    ) -> livedrop::core::StoreResult<Option<livedrop::core::model::Order>> {
+        self.0.order_by_key(user, key).await
+    }
+    async fn orders_for_user(
+        &self,
+        user: livedrop::core::UserId,
+        page: PageRequest,
+    ) -> livedrop::core::StoreResult<livedrop::core::Page<livedrop::core::model::Order>> {
+        self.0.orders_for_user(user, page).await
+    }
+    async fn settle_order(
+        &self,
+        id: livedrop::core::OrderId,
+        settlement: livedrop::core::model::Settlement,
+        now: livedrop::core::Timestamp,
+    ) -> livedrop::core::StoreResult<livedrop::core::model::SettleOutcome> {
+        self.0.settle_order(id, settlement, now).await
+    }
+    async fn expire_holds(
+        &self,
+        now: livedrop::core::Timestamp,
+        limit: u32,
+    ) -> livedrop::core::StoreResult<Vec<livedrop::core::model::Order>> {
+        self.0.expire_holds(now, limit).await
+    }
+}
+
+/// A sold-out gate switched by the test.
+#[derive(Default)]
+struct SwitchedGate(std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl livedrop::core::ports::AdmissionGate for SwitchedGate {
+    async fn admit(
+        &self,
+        _: livedrop::core::DropId,
+        _: u32,
+    ) -> Result<bool, livedrop::core::ports::CacheError> {
+        Ok(!self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+    async fn record(
+        &self,
+        _: livedrop::core::DropId,
+        _: &livedrop::core::model::Stock,
+        _: i64,
+    ) -> Result<(), livedrop::core::ports::CacheError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let clock = Arc::new(livedrop::core::ManualClock::fixed());
+    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
+    let placed = World::from_ports(
+        ports.clone(),
+        store.clone(),
+        bus.clone(),
+        clock.clone(),
+        Config::default(),
+    );
+    let creator = placed.user(Role::Creator).await;
+    let buyers = [
+        placed.user(Role::Customer).await,
+        placed.user(Role::Customer).await,
+        placed.user(Role::Customer).await,
+    ];
+    let drop = placed.live_drop(&creator, 2, Some(1)).await;
+    let one = PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity: 1,
+    };
+
+    // Both units go to orders whose answers are lost: each buyer sees `unavailable`.
+    let gate = Arc::new(SwitchedGate::default());
+    ports.orders = Arc::new(AnswerLost(ports.orders.clone()));
+    let lossy = World::from_ports(
+        ports.with_gate(gate.clone()),
+        store.clone(),
+        bus,
+        clock.clone(),
+        Config::default(),
+    );
+    for (buyer, key) in buyers[..2].iter().zip(["a", "b"]) {
+        let err = lossy
+            .app
+            .place_order(buyer, Some(key), one)
+            .await
+            .unwrap_err();
+        assert!(err.is_transient(), "{err:?}");
+    }
+    let stored = |i: usize, key: &'static str| {
+        let placed = &placed;
+        let id = buyers[i].id;
+        async move {
+            placed
+                .ports
+                .orders
+                .order_by_key(id, key)
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let (a, b) = (stored(0, "a").await, stored(1, "b").await);
+
+    // The sold-out gate now refuses the drop: the retry still gets its order.
+    gate.0.store(true, Ordering::SeqCst);
+    assert_eq!(
+        lossy
+            .app
+            .place_order(&buyers[0], Some("a"), one)
+            .await
+            .unwrap(),
+        a
+    );
+    // The drop ended: the retry still gets its order.
+    clock.advance(Span::hours(2));
+    assert_eq!(
+        lossy
+            .app
+            .place_order(&buyers[1], Some("b"), one)
+            .await
+            .unwrap(),
+        b
+    );
+    // A key with no order is refused as before.
+    assert!(matches!(
+        lossy
+            .app
+            .place_order(&buyers[2], Some("c"), one)
+            .await
+            .unwrap_err(),
+        Error::DropNotLive { .. }
+    ));
+}

@@ -169,6 +169,21 @@ pub trait OrderRepository: Send + Sync + 'static {
     async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome>;
     /// The order with `id`.
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
+    /// The buyer's order placed under idempotency `key`, if any. The default walks
+    /// [`orders_for_user`](Self::orders_for_user); stores override it with a lookup.
+    async fn order_by_key(&self, user: UserId, key: &str) -> StoreResult<Option<Order>> {
+        let mut page = PageRequest::first(100);
+        loop {
+            let found = self.orders_for_user(user, page).await?;
+            if let Some(order) = found.items.into_iter().find(|o| o.idempotency_key == key) {
+                return Ok(Some(order));
+            }
+            match found.next_cursor {
+                Some(cursor) => page = page.after(Some(cursor)),
+                None => return Ok(None),
+            }
+        }
+    }
     /// The buyer's orders, newest first, keyset by `(created_at, id)`.
     async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>>;
     /// Settles a reserved order atomically:

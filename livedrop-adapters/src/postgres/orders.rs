@@ -277,6 +277,11 @@ impl OrderRepository for PgStore {
             .transpose()
     }
 
+    async fn order_by_key(&self, user: UserId, key: &str) -> StoreResult<Option<Order>> {
+        let mut conn = self.inner.pool.acquire().await.map_err(map_sqlx_error)?;
+        order_by_key(&mut conn, user, key).await
+    }
+
     async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>> {
         let sql = format!(
             "SELECT {} FROM orders WHERE user_id = $1 \

@@ -132,13 +132,23 @@ impl Livedrop {
         request: PlaceOrder,
     ) -> Result<Order> {
         let ports = self.ports();
-        let drop = self.drop_definition(request.drop_id).await?;
+        let drop = match self.drop_definition(request.drop_id).await {
+            Ok(drop) => drop,
+            Err(refusal) => {
+                return self
+                    .placed_under_key(actor, key, fingerprint, refusal)
+                    .await
+            }
+        };
         let now = self.now();
         if !drop.accepts_orders_at(now) {
             let stock = self.displayed_stock(drop.id).await?;
-            return Err(Error::DropNotLive {
+            let refusal = Error::DropNotLive {
                 status: drop.status_at(now, &stock),
-            });
+            };
+            return self
+                .placed_under_key(actor, key, fingerprint, refusal)
+                .await;
         }
         match ports.gate.admit(drop.id, request.quantity).await {
             Ok(true) => {}
@@ -147,10 +157,13 @@ impl Livedrop {
                     Ok(stock) => stock.available.min(request.quantity - 1),
                     Err(_) => 0,
                 };
-                return Err(Error::OutOfStock {
+                let refusal = Error::OutOfStock {
                     available,
                     requested: request.quantity,
-                });
+                };
+                return self
+                    .placed_under_key(actor, key, fingerprint, refusal)
+                    .await;
             }
             Err(e) => tracing::debug!(error = %e, "admission gate unavailable; admitting"),
         }
@@ -195,6 +208,25 @@ impl Livedrop {
                 Err(Error::DropNotLive { status })
             }
             PlaceOutcome::DropNotFound => Err(Error::not_found("drop")),
+        }
+    }
+
+    /// Before an early refusal (drop not live, the sold-out gate, no such drop): the
+    /// order an earlier attempt with this key already placed, if any. An attempt whose
+    /// answer was lost (the caller saw `unavailable`, its key was released) may have
+    /// placed the order; its retry must get that order, not a refusal decided on
+    /// what changed since. The store's own checks already put the key first.
+    async fn placed_under_key(
+        &self,
+        actor: &Actor,
+        key: &str,
+        fingerprint: &str,
+        refusal: Error,
+    ) -> Result<Order> {
+        match self.ports().orders.order_by_key(actor.id, key).await? {
+            Some(existing) if existing.fingerprint == fingerprint => Ok(existing),
+            Some(_) => Err(Error::IdempotencyKeyReused),
+            None => Err(refusal),
         }
     }
 

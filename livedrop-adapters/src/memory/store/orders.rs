@@ -118,6 +118,16 @@ impl OrderRepository for MemoryStore {
         Ok(self.lock().orders.get(&id).cloned())
     }
 
+    async fn order_by_key(&self, user: UserId, key: &str) -> StoreResult<Option<Order>> {
+        let state = self.lock();
+        Ok(state
+            .order_keys
+            .get(&user)
+            .and_then(|keys| keys.get(key))
+            .and_then(|id| state.orders.get(id))
+            .cloned())
+    }
+
     async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>> {
         let state = self.lock();
         Ok(keyset_page(
