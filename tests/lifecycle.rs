@@ -12,7 +12,7 @@ use common::{ClockExt, World};
 use livedrop::core::event::EventType;
 use livedrop::core::model::{DropStatus, NotificationKind, OrderStatus, Role};
 use livedrop::core::service::{NewDrop, PlaceOrder, StockAdjustment};
-use livedrop::core::{Config, Error, PageRequest};
+use livedrop::core::{Config, Error, PageRequest, UserId};
 
 fn fast() -> Config {
     Config {
@@ -625,4 +625,61 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
             .unwrap_err(),
         Error::DropNotLive { .. }
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use livedrop::core::model::DropState;
+    use livedrop::core::ports::MockNotificationRepository;
+    use livedrop::core::service::NOTIFY_GROUP;
+    use livedrop::core::testing::fixtures;
+
+    let clock = Arc::new(livedrop::core::ManualClock::fixed());
+    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let mut failing = MockNotificationRepository::new();
+    let seen = attempts.clone();
+    failing.expect_insert_notification().returning(move |_| {
+        seen.fetch_add(1, Ordering::SeqCst);
+        Err(livedrop::core::StoreError::unavailable(
+            "database",
+            "connection refused",
+        ))
+    });
+    ports.notifications = Arc::new(failing);
+    let world = World::from_ports(ports, store, bus, clock, fast());
+    // Nothing is written through the services: the event below is the only one, so
+    // the notifier is stuck on it when the shutdown comes.
+    let now = world.clock.now_ts();
+    let creator = fixtures::user("creator", Role::Creator);
+    let product = fixtures::product(creator.id, "Hoodie", "Warm", now);
+    let drop = fixtures::drop_of(&product, now, now + Span::hours(1), 1, DropState::Live, now);
+    let order = fixtures::order(UserId::new(), &drop, 1, "k", now);
+    let confirmed =
+        livedrop::core::Event::order(EventType::OrderConfirmed, &order, world.clock.now_ts());
+
+    let background = world.app.spawn_background();
+    world
+        .ports
+        .bus
+        .publish(std::slice::from_ref(&confirmed))
+        .await
+        .unwrap();
+    eventually("the notifier to try the event", || {
+        let attempts = attempts.clone();
+        async move { attempts.load(Ordering::SeqCst) > 0 }
+    })
+    .await;
+    background.shutdown().await;
+
+    // Whoever resumes the group gets the event again: it was never handled.
+    let mut resumed = world.ports.bus.subscribe(NOTIFY_GROUP).await.unwrap();
+    let mut redelivered = false;
+    while let Some(event) = resumed.next(Duration::from_millis(200)).await.unwrap() {
+        redelivered |= event.id == confirmed.id;
+    }
+    assert!(redelivered, "the unhandled event was committed at shutdown");
 }

@@ -123,10 +123,15 @@ impl Seen {
         }
     }
 
-    /// Whether `event` is new; remembers it.
-    fn first_time(&mut self, event: &Event) -> bool {
+    /// Whether `event` was handled already.
+    fn handled(&self, event: &Event) -> bool {
+        self.set.contains(&event.id)
+    }
+
+    /// Remembers that `event` was handled.
+    fn remember(&mut self, event: &Event) {
         if !self.set.insert(event.id) {
-            return false;
+            return;
         }
         self.order.push_back(event.id);
         if self.order.len() > Self::CAPACITY {
@@ -134,7 +139,6 @@ impl Seen {
                 self.set.remove(&old);
             }
         }
-        true
     }
 }
 
@@ -302,8 +306,14 @@ impl Livedrop {
             };
             match next {
                 Ok(Some(event)) => {
-                    if seen.first_time(&event) {
-                        self.handle_until_done(&event, role, token).await;
+                    if !seen.handled(&event) {
+                        if !self.handle_until_done(&event, role, token).await {
+                            // Shut down before the event's effects were stored: leave
+                            // it (and those before it) uncommitted, so the group
+                            // delivers it again to whoever resumes.
+                            return false;
+                        }
+                        seen.remember(&event);
                     }
                     uncommitted += 1;
                     if uncommitted >= 100 {
@@ -330,8 +340,15 @@ impl Livedrop {
     }
 
     /// Handles one event, retrying while the store is unavailable: an event is
-    /// committed only after its effects are stored, so none is lost.
-    async fn handle_until_done(&self, event: &Event, role: Role, token: &CancellationToken) {
+    /// committed only after its effects are stored, so none is lost. Returns `false`
+    /// when shutdown came first and the event was not handled: it must not be
+    /// committed.
+    async fn handle_until_done(
+        &self,
+        event: &Event,
+        role: Role,
+        token: &CancellationToken,
+    ) -> bool {
         let mut backoff = Duration::from_millis(100);
         loop {
             let result = match role {
@@ -342,17 +359,18 @@ impl Livedrop {
                 Role::Notify => self.notify_for(event).await,
             };
             match result {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(event = %event.id, error = %e, "event handling failed; retrying");
                     if !pause(token, backoff).await {
-                        return;
+                        tracing::info!(event = %event.id, "shutting down; the event stays uncommitted");
+                        return false;
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::error!(event = %event.id, kind = %event.kind, error = %e, "event cannot be handled; skipped");
-                    return;
+                    return true;
                 }
             }
         }

@@ -148,7 +148,7 @@ mod notifications;
 mod orders;
 mod users;
 
-pub use background::{Background, OutboxRelay};
+pub use background::{Background, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
 pub use catalog::{NewDrop, NewProduct, ProductPatch};
 pub use inventory::StockAdjustment;
 pub use orders::{check_idempotency_key, PlaceOrder};
