@@ -683,3 +683,79 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
     }
     assert!(redelivered, "the unhandled event was committed at shutdown");
 }
+
+/// A sold-out gate whose answer never comes while `stall` is set.
+#[derive(Default)]
+struct StallingGate {
+    stall: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl livedrop::core::ports::AdmissionGate for StallingGate {
+    async fn admit(
+        &self,
+        _: livedrop::core::DropId,
+        _: u32,
+    ) -> Result<bool, livedrop::core::ports::CacheError> {
+        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(true)
+    }
+    async fn record(
+        &self,
+        _: livedrop::core::DropId,
+        _: &livedrop::core::model::Stock,
+        _: i64,
+    ) -> Result<(), livedrop::core::ports::CacheError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_order_abandoned_mid_request_leaves_its_key_free() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+
+    let clock = Arc::new(livedrop::core::ManualClock::fixed());
+    let (ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
+    let gate = Arc::new(StallingGate::default());
+    let world = World::from_ports(
+        ports.with_gate(gate.clone()),
+        store,
+        bus,
+        clock,
+        Config::default(),
+    );
+    let creator = world.user(Role::Creator).await;
+    let buyer = world.user(Role::Customer).await;
+    let drop = world.live_drop(&creator, 5, None).await;
+    let one = PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity: 1,
+    };
+
+    // The client goes away while its order waits at an await inside the claim.
+    gate.stall.store(true, Ordering::SeqCst);
+    // The gate never answers, so this always times out.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(50),
+        world.app.place_order(&buyer, Some("k"), one),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the request was abandoned");
+    tokio::task::yield_now().await;
+
+    // Its retry, well within the lease, runs instead of answering "in flight".
+    gate.stall.store(false, Ordering::SeqCst);
+    let order = world
+        .app
+        .place_order(&buyer, Some("k"), one)
+        .await
+        .expect("the abandoned key was released");
+    assert_eq!(
+        world.app.place_order(&buyer, Some("k"), one).await.unwrap(),
+        order,
+        "and is then replayed"
+    );
+}

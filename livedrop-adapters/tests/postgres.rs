@@ -533,7 +533,7 @@ async fn idempotency_begin_has_one_winner() {
     let mut started = 0;
     for t in tasks {
         match t.await.unwrap() {
-            BeginOutcome::Started => started += 1,
+            BeginOutcome::Started(_) => started += 1,
             BeginOutcome::InFlight => {}
             other => panic!("unexpected {other:?}"),
         }
@@ -547,15 +547,15 @@ async fn idempotency_begin_has_one_winner() {
         BeginOutcome::Mismatch
     );
     let later = t0() + chrono::Duration::seconds(31);
-    assert_eq!(
-        s.begin(user, "k", "fp", later, Duration::from_secs(30))
-            .await
-            .unwrap(),
-        BeginOutcome::Started,
-        "an expired lease is taken over"
-    );
+    let BeginOutcome::Started(claim) = s
+        .begin(user, "k", "fp", later, Duration::from_secs(30))
+        .await
+        .unwrap()
+    else {
+        panic!("an expired lease is taken over")
+    };
     let body = serde_json::json!({"status": 201});
-    s.complete(user, "k", &body).await.unwrap();
+    assert!(s.complete(user, "k", claim, &body).await.unwrap());
     assert_eq!(
         s.begin(user, "k", "fp", later, Duration::from_secs(30))
             .await

@@ -207,11 +207,31 @@ pub trait OrderRepository: Send + Sync + 'static {
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>>;
 }
 
+/// Proof of holding an idempotency key: a fresh token for every
+/// [`BeginOutcome::Started`], so a holder whose lease was taken over can no longer
+/// complete or release the new holder's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim(pub uuid::Uuid);
+
+impl Claim {
+    /// A fresh, unguessable claim token.
+    pub fn new() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for Claim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// How claiming an idempotency key went.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BeginOutcome {
-    /// The caller owns the key now and must `complete` or `release` it.
-    Started,
+    /// The caller owns the key now, under this claim, and must `complete` or
+    /// `release` it (or let its lease run out).
+    Started(Claim),
     /// The key finished before with this fingerprint; here is the stored response.
     Replay(serde_json::Value),
     /// Another request holds the key and its lease has not run out.
@@ -228,7 +248,8 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// unknown key → stored in flight with a lease until `now + lease` → `Started`;
     /// different fingerprint → `Mismatch`; completed → `Replay`; in flight with a live
     /// lease → `InFlight`; in flight with an expired lease (its owner died) → the lease
-    /// is taken over → `Started`. Of concurrent claims exactly one gets `Started`.
+    /// is taken over under a new claim → `Started`. Of concurrent claims exactly one
+    /// gets `Started`. Every `Started` carries a new [`Claim`].
     async fn begin(
         &self,
         user: UserId,
@@ -237,15 +258,20 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         now: Timestamp,
         lease: Duration,
     ) -> StoreResult<BeginOutcome>;
-    /// Stores the response of a claimed key; later claims replay it.
+    /// Stores the response of a key still claimed under `claim`; later claims replay
+    /// it. Returns whether stored: `false` when the claim was taken over (or the key
+    /// released or completed), which then changes nothing.
     async fn complete(
         &self,
         user: UserId,
         key: &str,
+        claim: Claim,
         response: &serde_json::Value,
-    ) -> StoreResult<()>;
-    /// Gives up a claimed key without a response, so a retry runs afresh.
-    async fn release(&self, user: UserId, key: &str) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
+    /// Gives up a key still claimed under `claim` without a response, so a retry runs
+    /// afresh. Returns whether released: `false` when the claim was taken over (or the
+    /// key completed), which then changes nothing.
+    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool>;
     /// Deletes keys created before `cutoff`. Returns how many.
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64>;
 }

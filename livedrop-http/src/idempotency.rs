@@ -1,8 +1,10 @@
 //! Optional `Idempotency-Key` on POSTs other than `POST /orders` (whose key the core
 //! handles itself) and `POST /sessions` (a login is not a change worth replaying).
 //!
-//! Keys live in the core's [`IdempotencyStore`](livedrop_core::ports::IdempotencyStore),
-//! scoped by user (the bearer token's user; anonymous requests and the operator each
+//! Transport only: the protocol (claims, leases, replay, release on a dropped
+//! request) is the core's [`Livedrop::idempotently`](livedrop_core::service::Livedrop::idempotently);
+//! this layer reads the header, fingerprints the request and carries the response.
+//! Keys are scoped by user (the bearer token's user; anonymous requests and the operator each
 //! have their own scope). The fingerprint is a hash of method, path, query and body.
 //! The first completed response (status and JSON body) is stored and replayed to a
 //! retry with the same request, marked `Idempotent-Replayed: true`; the same key with
@@ -15,7 +17,6 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use livedrop_core::ports::BeginOutcome;
 use livedrop_core::{Error, UserId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -96,70 +97,57 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     hasher.update(&bytes);
     let fingerprint = format!("http:{}", hex::encode(hasher.finalize()));
 
-    let livedrop = state.livedrop();
-    let store = livedrop.ports().idempotency.clone();
-    let now = livedrop.ports().clock.now();
-    let lease = livedrop.config().idempotency_lease;
-    match store.begin(scope, &key, &fingerprint, now, lease).await {
-        Err(e) => return ApiError::from(Error::from(e)).into_response(),
-        Ok(BeginOutcome::Mismatch) => {
-            return ApiError::from(Error::IdempotencyKeyReused).into_response()
-        }
-        Ok(BeginOutcome::InFlight) => {
-            return ApiError::from(Error::IdempotencyKeyInFlight).into_response()
-        }
-        Ok(BeginOutcome::Replay(value)) => return replay(value),
-        Ok(BeginOutcome::Started) => {}
-    }
-
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
-    let status = response.status();
-    let transient = status.is_server_error()
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status == StatusCode::REQUEST_TIMEOUT;
-    if transient {
-        if let Err(e) = store.release(scope, &key).await {
-            tracing::warn!(error = %e, "could not release an idempotency key; it frees when its lease runs out");
-        }
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let bytes = match axum::body::to_bytes(body, MAX_STORED).await {
-        Ok(b) => b,
-        Err(e) => {
-            tracing::error!(error = %e, "could not buffer a response for idempotent replay");
-            if let Err(e) = store.release(scope, &key).await {
-                tracing::warn!(error = %e, "could not release an idempotency key");
-            }
-            return ApiError::from(Error::Internal).into_response();
-        }
+    // The protocol is the core's; this layer only carries the response: a final
+    // one (anything but a server error, a timeout or a rate limit) is what the core
+    // stores and replays.
+    let mut live: Option<Response> = None;
+    let outcome = {
+        let live = &mut live;
+        state
+            .livedrop()
+            .idempotently(scope, &key, &fingerprint, || async move {
+                let response = next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+                let status = response.status();
+                if status.is_server_error()
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::REQUEST_TIMEOUT
+                {
+                    *live = Some(response);
+                    return Err(Error::Unavailable {
+                        dependency: "a retry".into(),
+                    });
+                }
+                let (parts, body) = response.into_parts();
+                let bytes = axum::body::to_bytes(body, MAX_STORED).await.map_err(|e| {
+                    tracing::error!(error = %e, "could not buffer a response for idempotent replay");
+                    Error::Internal
+                })?;
+                let stored = Stored {
+                    status: status.as_u16(),
+                    body: if bytes.is_empty() {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+                    },
+                };
+                *live = Some(Response::from_parts(parts, Body::from(bytes)));
+                Ok(stored)
+            })
+            .await
     };
-    let stored = Stored {
-        status: status.as_u16(),
-        body: if bytes.is_empty() {
-            serde_json::Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
-        },
-    };
-    match serde_json::to_value(&stored) {
-        Ok(value) => {
-            if let Err(e) = store.complete(scope, &key, &value).await {
-                tracing::warn!(error = %e, "could not store an idempotent response");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, "could not encode an idempotent response"),
+    match (outcome, live) {
+        (Ok(done), _) if done.replayed => replay(done.value),
+        // This run's own response, stored or not.
+        (_, Some(response)) => response,
+        (Err(e), None) => ApiError::from(e).into_response(),
+        // A fresh run always leaves its response; answer with what was stored.
+        (Ok(done), None) => replay(done.value),
     }
-    Response::from_parts(parts, Body::from(bytes))
 }
 
-fn replay(value: serde_json::Value) -> Response {
-    let Ok(stored) = serde_json::from_value::<Stored>(value) else {
-        tracing::error!("undecodable idempotency record");
-        return ApiError::from(Error::Internal).into_response();
-    };
+fn replay(stored: Stored) -> Response {
     let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
     let mut response = if stored.body.is_null() {
         status.into_response()

@@ -9,7 +9,7 @@ use livedrop_core::id::{EventId, NotificationId, UserId};
 use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
 use livedrop_core::page::{Cursor, Page, PageRequest};
 use livedrop_core::ports::{
-    BeginOutcome, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
+    BeginOutcome, Claim, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
 };
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::PgListener;
@@ -217,29 +217,31 @@ impl IdempotencyStore for PgStore {
     ) -> StoreResult<BeginOutcome> {
         let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let until = now.checked_add_signed(lease).unwrap_or(now);
+        let claim = Claim::new();
         // A key released between our statements makes us go round again.
         for _ in 0..4 {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, lease_until, \
-                                               response, created_at) \
-                 VALUES ($1, $2, $3, 'in_flight', $4, NULL, $5) ON CONFLICT DO NOTHING",
+                                               response, created_at, claim) \
+                 VALUES ($1, $2, $3, 'in_flight', $4, NULL, $5, $6) ON CONFLICT DO NOTHING",
             )
             .bind(user.0)
             .bind(key)
             .bind(fingerprint)
             .bind(until)
             .bind(now)
+            .bind(claim.0)
             .execute(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?
             .rows_affected()
                 == 1;
             if claimed {
-                return Ok(BeginOutcome::Started);
+                return Ok(BeginOutcome::Started(claim));
             }
             // Take over a lease whose owner died; the condition makes one claimant win.
             let taken = sqlx::query(
-                "UPDATE idempotency_keys SET lease_until = $4 \
+                "UPDATE idempotency_keys SET lease_until = $4, claim = $6 \
                  WHERE user_id = $1 AND key = $2 AND fingerprint = $3 \
                    AND state = 'in_flight' AND lease_until <= $5",
             )
@@ -248,13 +250,14 @@ impl IdempotencyStore for PgStore {
             .bind(fingerprint)
             .bind(until)
             .bind(now)
+            .bind(claim.0)
             .execute(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?
             .rows_affected()
                 == 1;
             if taken {
-                return Ok(BeginOutcome::Started);
+                return Ok(BeginOutcome::Started(claim));
             }
             let row = sqlx::query(
                 "SELECT fingerprint, state, response FROM idempotency_keys \
@@ -289,31 +292,35 @@ impl IdempotencyStore for PgStore {
         &self,
         user: UserId,
         key: &str,
+        claim: Claim,
         response: &serde_json::Value,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = $3, lease_until = NULL \
-             WHERE user_id = $1 AND key = $2",
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', response = $4, lease_until = NULL \
+             WHERE user_id = $1 AND key = $2 AND claim = $3 AND state = 'in_flight'",
         )
         .bind(user.0)
         .bind(key)
+        .bind(claim.0)
         .bind(response)
         .execute(&self.inner.pool)
         .await
         .map_err(map_sqlx_error)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND state = 'in_flight'",
+    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE user_id = $1 AND key = $2 AND claim = $3 AND state = 'in_flight'",
         )
         .bind(user.0)
         .bind(key)
+        .bind(claim.0)
         .execute(&self.inner.pool)
         .await
         .map_err(map_sqlx_error)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {

@@ -143,6 +143,7 @@ impl Default for Config {
 
 mod background;
 mod catalog;
+mod idempotency;
 mod inventory;
 mod notifications;
 mod orders;
@@ -150,6 +151,7 @@ mod users;
 
 pub use background::{Background, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
 pub use catalog::{NewDrop, NewProduct, ProductPatch};
+pub use idempotency::Idempotent;
 pub use inventory::StockAdjustment;
 pub use orders::{check_idempotency_key, PlaceOrder};
 pub use users::Registration;

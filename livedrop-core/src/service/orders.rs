@@ -8,7 +8,6 @@ use crate::error::{Error, Result};
 use crate::id::{DropId, OrderId};
 use crate::model::{Actor, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
 use crate::page::{Page, PageRequest};
-use crate::ports::BeginOutcome;
 
 /// The most units one order may ask for.
 pub const MAX_QUANTITY: u32 = 10_000;
@@ -32,14 +31,6 @@ impl PlaceOrder {
         h.update(self.quantity.to_string().as_bytes());
         hex::encode(h.finalize())
     }
-}
-
-/// The outcome stored with an idempotency key: replayed verbatim to a retry.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Recorded {
-    Placed(Order),
-    Rejected(Error),
 }
 
 /// Checks an idempotency key: 1 to 255 visible ASCII characters.
@@ -73,55 +64,12 @@ impl Livedrop {
             return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
         }
         let fingerprint = request.fingerprint();
-        let ports = self.ports();
-        let now = self.now();
-        match ports
-            .idempotency
-            .begin(
-                actor.id,
-                key,
-                &fingerprint,
-                now,
-                self.config().idempotency_lease,
-            )
-            .await?
-        {
-            BeginOutcome::Started => {}
-            BeginOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
-            BeginOutcome::InFlight => return Err(Error::IdempotencyKeyInFlight),
-            BeginOutcome::Replay(value) => {
-                return match serde_json::from_value::<Recorded>(value) {
-                    Ok(Recorded::Placed(order)) => Ok(order),
-                    Ok(Recorded::Rejected(error)) => Err(error),
-                    Err(e) => {
-                        tracing::error!(error = %e, "undecodable idempotency record");
-                        Err(Error::Internal)
-                    }
-                };
-            }
-        }
-
-        let outcome = self.reserve(actor, key, &fingerprint, request).await;
-        match &outcome {
-            Err(e) if e.is_transient() => {
-                if let Err(release) = ports.idempotency.release(actor.id, key).await {
-                    tracing::warn!(error = %release, "could not release an idempotency key; it frees when its lease runs out");
-                }
-            }
-            _ => {
-                let record = match &outcome {
-                    Ok(order) => Recorded::Placed(order.clone()),
-                    Err(e) => Recorded::Rejected(e.clone()),
-                };
-                let value = serde_json::to_value(&record).unwrap_or(serde_json::Value::Null);
-                if let Err(e) = ports.idempotency.complete(actor.id, key, &value).await {
-                    // The order row itself is unique per (buyer, key), so a retry after
-                    // the lease still finds the order instead of reserving again.
-                    tracing::warn!(error = %e, "could not store an idempotency response");
-                }
-            }
-        }
-        outcome
+        let placed = self
+            .idempotently(actor.id, key, &fingerprint, || {
+                self.reserve(actor, key, &fingerprint, request)
+            })
+            .await?;
+        Ok(placed.value)
     }
 
     async fn reserve(

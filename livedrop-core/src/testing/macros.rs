@@ -62,6 +62,7 @@ macro_rules! store_conformance {
             inventory_adjust_and_ledger,
             idempotency_lifecycle,
             idempotency_lease_takeover_and_purge,
+            idempotency_takeover_fences_the_old_holder,
             idempotency_concurrent_begin,
             notifications_insert_dedup_and_read,
             notifications_paginate,

@@ -28,7 +28,7 @@ use crate::model::{
     SettleOutcome, Settlement, Stock, User,
 };
 use crate::page::{Cursor, PageRequest};
-use crate::ports::{BeginOutcome, UpdateOutcome};
+use crate::ports::{BeginOutcome, Claim, UpdateOutcome};
 
 /// Collects every item of a keyset listing, page by page, checking page sizes.
 macro_rules! all_pages {
@@ -1518,6 +1518,14 @@ pub async fn inventory_adjust_and_ledger(repos: &Repos) {
 
 const LEASE: Duration = Duration::from_secs(30);
 
+/// The claim of a `Started` outcome; panics on any other.
+fn claim_of(outcome: BeginOutcome) -> Claim {
+    match outcome {
+        BeginOutcome::Started(claim) => claim,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
 /// Claim, in flight, mismatch, complete and replay, release; keys are per user.
 pub async fn idempotency_lifecycle(repos: &Repos) {
     let u1 = seed_user(repos, "One", Role::Customer).await;
@@ -1527,7 +1535,7 @@ pub async fn idempotency_lifecycle(repos: &Repos) {
         store.begin(user, key, fp, now, LEASE).await.expect("begin")
     };
 
-    assert_eq!(begin(u1.id, "k", "fp1", T0).await, BeginOutcome::Started);
+    let c1 = claim_of(begin(u1.id, "k", "fp1", T0).await);
     assert_eq!(
         begin(u1.id, "k", "fp1", at(1)).await,
         BeginOutcome::InFlight
@@ -1536,17 +1544,14 @@ pub async fn idempotency_lifecycle(repos: &Repos) {
         begin(u1.id, "k", "fp2", at(1)).await,
         BeginOutcome::Mismatch
     );
-    assert_eq!(
-        begin(u2.id, "k", "fp2", at(1)).await,
-        BeginOutcome::Started,
-        "keys are scoped per user"
-    );
+    let c2 = claim_of(begin(u2.id, "k", "fp2", at(1)).await);
+    assert_ne!(c1, c2, "every claim has its own token");
 
     let response = json!({ "status": 201, "body": { "id": "o-1" } });
-    store
-        .complete(u1.id, "k", &response)
+    assert!(store
+        .complete(u1.id, "k", c1, &response)
         .await
-        .expect("complete");
+        .expect("complete"));
     assert_eq!(
         begin(u1.id, "k", "fp1", at(2)).await,
         BeginOutcome::Replay(response.clone())
@@ -1555,13 +1560,20 @@ pub async fn idempotency_lifecycle(repos: &Repos) {
         begin(u1.id, "k", "fp2", at(2)).await,
         BeginOutcome::Mismatch
     );
-
-    store.release(u2.id, "k").await.expect("release");
-    assert_eq!(
-        begin(u2.id, "k", "fp3", at(3)).await,
-        BeginOutcome::Started,
-        "a released key runs afresh"
+    assert!(
+        !store.release(u1.id, "k", c1).await.expect("release"),
+        "a completed key is not released"
     );
+    assert!(
+        !store
+            .complete(u1.id, "k", c1, &json!("second"))
+            .await
+            .expect("complete"),
+        "a completed key keeps its first response"
+    );
+
+    assert!(store.release(u2.id, "k", c2).await.expect("release"));
+    claim_of(begin(u2.id, "k", "fp3", at(3)).await);
     assert_eq!(
         begin(u1.id, "k", "fp1", at(4)).await,
         BeginOutcome::Replay(response)
@@ -1578,37 +1590,70 @@ pub async fn idempotency_lease_takeover_and_purge(repos: &Repos) {
             .await
             .expect("begin")
     };
-    assert_eq!(begin("k", T0).await, BeginOutcome::Started);
+    claim_of(begin("k", T0).await);
     assert_eq!(begin("k", at(29)).await, BeginOutcome::InFlight);
-    assert_eq!(
-        begin("k", at(31)).await,
-        BeginOutcome::Started,
-        "lease ran out: taken over"
-    );
+    let taken = claim_of(begin("k", at(31)).await);
     assert_eq!(
         begin("k", at(32)).await,
         BeginOutcome::InFlight,
         "the new lease holds"
     );
-    store
-        .complete(user.id, "k", &json!(1))
+    assert!(store
+        .complete(user.id, "k", taken, &json!(1))
         .await
-        .expect("complete");
+        .expect("complete"));
     assert_eq!(begin("k", at(33)).await, BeginOutcome::Replay(json!(1)));
 
-    assert_eq!(begin("k2", at(100)).await, BeginOutcome::Started);
+    claim_of(begin("k2", at(100)).await);
     assert_eq!(store.purge(at(50)).await.expect("purge"), 1);
-    assert_eq!(
-        begin("k", at(101)).await,
-        BeginOutcome::Started,
-        "purged keys are forgotten"
-    );
+    claim_of(begin("k", at(101)).await);
     assert_eq!(
         begin("k2", at(101)).await,
         BeginOutcome::InFlight,
         "newer keys stay"
     );
     assert_eq!(store.purge(at(50)).await.expect("purge"), 0);
+}
+
+/// A holder whose lease was taken over can neither release nor complete the key:
+/// the new holder's claim, and then its response, stay.
+pub async fn idempotency_takeover_fences_the_old_holder(repos: &Repos) {
+    let user = seed_user(repos, "User", Role::Customer).await;
+    let store = &repos.idempotency;
+    let begin = |now: Timestamp| async move {
+        store
+            .begin(user.id, "k", "fp", now, LEASE)
+            .await
+            .expect("begin")
+    };
+    let old = claim_of(begin(T0).await);
+    let new = claim_of(begin(at(31)).await);
+    assert_ne!(old, new);
+
+    assert!(
+        !store.release(user.id, "k", old).await.expect("release"),
+        "the old holder's release misses"
+    );
+    assert_eq!(
+        begin(at(32)).await,
+        BeginOutcome::InFlight,
+        "the new holder still holds the key"
+    );
+    assert!(
+        !store
+            .complete(user.id, "k", old, &json!("old"))
+            .await
+            .expect("complete"),
+        "the old holder's response is refused"
+    );
+    assert_eq!(begin(at(33)).await, BeginOutcome::InFlight);
+
+    assert!(store
+        .complete(user.id, "k", new, &json!("new"))
+        .await
+        .expect("complete"));
+    assert!(!store.release(user.id, "k", old).await.expect("release"));
+    assert_eq!(begin(at(34)).await, BeginOutcome::Replay(json!("new")));
 }
 
 /// Of concurrent claims of one key, exactly one starts.
@@ -1630,12 +1675,12 @@ pub async fn idempotency_concurrent_begin(repos: &Repos) {
         .collect();
     let started = outcomes
         .iter()
-        .filter(|o| **o == BeginOutcome::Started)
+        .filter(|o| matches!(o, BeginOutcome::Started(_)))
         .count();
     assert_eq!(started, 1, "exactly one claim starts: {outcomes:?}");
     assert!(outcomes
         .iter()
-        .all(|o| matches!(o, BeginOutcome::Started | BeginOutcome::InFlight)));
+        .all(|o| matches!(o, BeginOutcome::Started(_) | BeginOutcome::InFlight)));
 }
 
 // ---------------------------------------------------------------------------

@@ -10,7 +10,7 @@ use livedrop_core::event::Event;
 use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
 use livedrop_core::model::{self, LedgerEntry, Notification, Order, Product, Stock, User};
 use livedrop_core::page::{Cursor, Page, PageRequest};
-use livedrop_core::ports::{Outbox, OutboxRecord};
+use livedrop_core::ports::{Claim, Outbox, OutboxRecord};
 use livedrop_core::{StoreResult, Timestamp};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -124,6 +124,7 @@ struct DropRow {
 #[derive(Debug)]
 struct IdempotencyRecord {
     fingerprint: String,
+    claim: Claim,
     response: Option<Value>,
     lease_until: Timestamp,
     created_at: Timestamp,

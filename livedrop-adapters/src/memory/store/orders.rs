@@ -7,7 +7,7 @@ use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{OrderId, UserId};
 use livedrop_core::model::{Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
 use livedrop_core::page::{Page, PageRequest};
-use livedrop_core::ports::{BeginOutcome, IdempotencyStore, OrderRepository};
+use livedrop_core::ports::{BeginOutcome, Claim, IdempotencyStore, OrderRepository};
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
@@ -199,6 +199,7 @@ impl IdempotencyStore for MemoryStore {
         now: Timestamp,
         lease: Duration,
     ) -> StoreResult<BeginOutcome> {
+        let claim = Claim::new();
         self.write(|state| {
             let keys = state.idempotency.entry(user).or_default();
             let Some(record) = keys.get_mut(key) else {
@@ -206,12 +207,13 @@ impl IdempotencyStore for MemoryStore {
                     key.to_owned(),
                     IdempotencyRecord {
                         fingerprint: fingerprint.to_owned(),
+                        claim,
                         response: None,
                         lease_until: lease_end(now, lease),
                         created_at: now,
                     },
                 );
-                return Ok(BeginOutcome::Started);
+                return Ok(BeginOutcome::Started(claim));
             };
             if record.fingerprint != fingerprint {
                 return Ok(BeginOutcome::Mismatch);
@@ -224,36 +226,50 @@ impl IdempotencyStore for MemoryStore {
             }
             // The owner's lease ran out (it died): this caller takes the key over.
             record.lease_until = lease_end(now, lease);
-            Ok(BeginOutcome::Started)
+            record.claim = claim;
+            Ok(BeginOutcome::Started(claim))
         })
     }
 
-    async fn complete(&self, user: UserId, key: &str, response: &Value) -> StoreResult<()> {
+    async fn complete(
+        &self,
+        user: UserId,
+        key: &str,
+        claim: Claim,
+        response: &Value,
+    ) -> StoreResult<bool> {
         self.write(|state| {
             match state
                 .idempotency
                 .get_mut(&user)
                 .and_then(|keys| keys.get_mut(key))
             {
-                Some(record) => record.response = Some(response.clone()),
-                None => tracing::warn!(%user, key, "completing an idempotency key never claimed"),
+                Some(record) if record.claim == claim && record.response.is_none() => {
+                    record.response = Some(response.clone());
+                    Ok(true)
+                }
+                _ => Ok(false),
             }
-            Ok(())
         })
     }
 
-    async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
+    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
         self.write(|state| {
-            if let Some(keys) = state.idempotency.get_mut(&user) {
-                // A completed key keeps its response: only a claim is given up.
-                if keys.get(key).is_some_and(|r| r.response.is_none()) {
-                    keys.remove(key);
-                }
-                if keys.is_empty() {
-                    state.idempotency.remove(&user);
-                }
+            let Some(keys) = state.idempotency.get_mut(&user) else {
+                return Ok(false);
+            };
+            // A completed key keeps its response, and a taken-over claim is the new
+            // holder's: only our own open claim is given up.
+            let ours = keys
+                .get(key)
+                .is_some_and(|r| r.response.is_none() && r.claim == claim);
+            if ours {
+                keys.remove(key);
             }
-            Ok(())
+            if keys.is_empty() {
+                state.idempotency.remove(&user);
+            }
+            Ok(ours)
         })
     }
 

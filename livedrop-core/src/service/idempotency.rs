@@ -1,0 +1,182 @@
+//! The idempotency protocol, the one implementation behind `POST /orders` and every
+//! other request that carries an `Idempotency-Key`.
+//!
+//! A request claims `(scope, key)` with its fingerprint ([`IdempotencyStore::begin`]).
+//! The claim is held by a guard: an outcome that is final (a success, or a refusal
+//! that a retry would meet again) is stored under the claim and replayed to every
+//! retry; a transient failure releases the claim so a retry runs afresh; and if the
+//! request's future is dropped at any await (its client went away) the guard's
+//! `Drop` releases the claim. Claims carry a token, so a holder whose lease was
+//! taken over never releases or completes the new holder's claim.
+//!
+//! A released key runs its operation again: operations run under a key must find
+//! what an earlier attempt under the same key already wrote (orders are unique per
+//! buyer and key, see [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order)),
+//! so a write whose answer was lost never happens twice.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::Livedrop;
+use crate::error::{Error, Result};
+use crate::id::UserId;
+use crate::ports::{BeginOutcome, Claim, IdempotencyStore};
+
+/// The outcome of an operation run under an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Idempotent<T> {
+    /// The value: this run's, or the first run's when replayed.
+    pub value: T,
+    /// Whether `value` is a replay of an earlier run under the same key.
+    pub replayed: bool,
+}
+
+/// What is stored with a completed key.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Recorded<T> {
+    /// The operation's value (`placed` is how order records were named before).
+    #[serde(alias = "placed")]
+    Done(T),
+    /// A refusal a retry would meet again.
+    Rejected(Error),
+}
+
+/// Holds a claim until its outcome is stored or released; releases it when dropped
+/// before either (the request's future was dropped at an await).
+struct ClaimGuard {
+    store: Arc<dyn IdempotencyStore>,
+    scope: UserId,
+    key: String,
+    claim: Claim,
+    settled: bool,
+}
+
+impl ClaimGuard {
+    async fn release(mut self) {
+        match self.store.release(self.scope, &self.key, self.claim).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(key = %self.key, "idempotency claim was taken over; nothing to release")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not release an idempotency key; it frees when its lease runs out")
+            }
+        }
+        self.settled = true;
+    }
+
+    async fn complete(mut self, record: &serde_json::Value) {
+        match self
+            .store
+            .complete(self.scope, &self.key, self.claim, record)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(key = %self.key, "idempotency claim was taken over; this outcome is not stored")
+            }
+            // The key frees when its lease runs out; the operation finds what it
+            // wrote under the key when it runs again.
+            Err(e) => tracing::warn!(error = %e, "could not store an idempotent outcome"),
+        }
+        self.settled = true;
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::debug!(key = %self.key, "no runtime to release an abandoned key; its lease frees it");
+            return;
+        };
+        let (store, scope, key, claim) = (
+            self.store.clone(),
+            self.scope,
+            std::mem::take(&mut self.key),
+            self.claim,
+        );
+        runtime.spawn(async move {
+            if let Err(e) = store.release(scope, &key, claim).await {
+                tracing::warn!(error = %e, "could not release an abandoned idempotency key; it frees when its lease runs out");
+            }
+        });
+    }
+}
+
+impl Livedrop {
+    /// Runs `operation` at most once per `(scope, key)` for requests with
+    /// `fingerprint`: see the [module docs](self).
+    ///
+    /// Same key and fingerprint after a final outcome → that outcome again
+    /// (`replayed`); another fingerprint → [`Error::IdempotencyKeyReused`]; while a
+    /// run holds the key → [`Error::IdempotencyKeyInFlight`]. A
+    /// [transient](Error::is_transient) error is returned and not stored.
+    pub async fn idempotently<T, F, Fut>(
+        &self,
+        scope: UserId,
+        key: &str,
+        fingerprint: &str,
+        operation: F,
+    ) -> Result<Idempotent<T>>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let store = self.ports().idempotency.clone();
+        let lease = self.config().idempotency_lease;
+        let claim = match store
+            .begin(scope, key, fingerprint, self.now(), lease)
+            .await?
+        {
+            BeginOutcome::Started(claim) => claim,
+            BeginOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
+            BeginOutcome::InFlight => return Err(Error::IdempotencyKeyInFlight),
+            BeginOutcome::Replay(value) => {
+                return match serde_json::from_value::<Recorded<T>>(value) {
+                    Ok(Recorded::Done(value)) => Ok(Idempotent {
+                        value,
+                        replayed: true,
+                    }),
+                    Ok(Recorded::Rejected(error)) => Err(error),
+                    Err(e) => {
+                        tracing::error!(error = %e, "undecodable idempotency record");
+                        Err(Error::Internal)
+                    }
+                };
+            }
+        };
+        let guard = ClaimGuard {
+            store,
+            scope,
+            key: key.to_owned(),
+            claim,
+            settled: false,
+        };
+        let outcome = operation().await;
+        let record = match &outcome {
+            Err(e) if e.is_transient() => None,
+            Ok(value) => Some(serde_json::to_value(Recorded::Done(value))),
+            Err(e) => Some(serde_json::to_value(Recorded::<T>::Rejected(e.clone()))),
+        };
+        match record {
+            None => guard.release().await,
+            Some(Ok(record)) => guard.complete(&record).await,
+            Some(Err(e)) => {
+                tracing::error!(error = %e, "cannot encode an idempotent outcome");
+                guard.release().await;
+            }
+        }
+        outcome.map(|value| Idempotent {
+            value,
+            replayed: false,
+        })
+    }
+}
