@@ -1008,3 +1008,114 @@ async fn pruning_removes_only_published_events() {
     assert_eq!(left[0].seq, pending[1].seq);
     db.drop_schema().await;
 }
+
+/// Two processes on one schema with no broker, each with its own in-process bus and
+/// cache: an order placed through one shows in the other's live feed, and the
+/// other's cached stock view is invalidated (its TTL is far away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_every_process_sees_every_committed_event() {
+    use livedrop_adapters::memory::{MemoryBus, MemoryCache};
+    use livedrop_core::model::Role;
+    use livedrop_core::service::{Livedrop, NewDrop, NewProduct, PlaceOrder};
+    use livedrop_core::testing::fixtures;
+    use livedrop_core::{Clock, Config, ManualClock, Ports};
+
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let clock = Arc::new(ManualClock::fixed());
+    let config = Config {
+        follow_outbox: true,
+        follow_interval: Duration::from_millis(20),
+        stock_ttl: Duration::from_secs(3600),
+        entity_ttl: Duration::from_secs(3600),
+        tick: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let mut processes = Vec::new();
+    for _ in 0..2 {
+        let ports = Ports::from_store(
+            Arc::new(db.store(ReserveStrategy::RowLock).await),
+            Arc::new(MemoryCache::new()),
+            Arc::new(MemoryBus::new()),
+            clock.clone(),
+        );
+        processes.push(Livedrop::new(ports, config.clone()));
+    }
+    let (a, b) = (&processes[0], &processes[1]);
+    // A starts first and takes the outbox relay: only A's own bus carries events.
+    let background_a = a.spawn_background();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let background_b = b.spawn_background();
+    let mut live_b = b.live_events();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let creator = fixtures::user("creator", Role::Creator);
+    let buyer = fixtures::user("buyer", Role::Customer);
+    for user in [&creator, &buyer] {
+        a.ports().users.insert_user(user).await.unwrap();
+    }
+    let product = a
+        .create_product(
+            &creator.actor(),
+            NewProduct {
+                title: "Hoodie".into(),
+                description: "Warm".into(),
+                price_cents: 4_500,
+                currency: "EUR".into(),
+                image_url: None,
+            },
+        )
+        .await
+        .unwrap();
+    let drop = a
+        .schedule_drop(
+            &creator.actor(),
+            NewDrop {
+                product_id: product.id,
+                starts_at: None,
+                ends_at: clock.now() + chrono::Duration::days(1),
+                total_stock: 5,
+                per_user_limit: None,
+            },
+        )
+        .await
+        .unwrap();
+    // B caches the drop's stock before the order.
+    assert_eq!(b.displayed_stock(drop.drop.id).await.unwrap().reserved, 0);
+
+    let order = a
+        .place_order(
+            &buyer.actor(),
+            Some("k"),
+            PlaceOrder {
+                drop_id: drop.drop.id,
+                quantity: 1,
+            },
+        )
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = false;
+    while !seen && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(100), live_b.recv()).await {
+            Ok(Ok(event)) => {
+                seen = event.kind == EventType::OrderPlaced && event.aggregate_id == order.id.0;
+            }
+            Ok(Err(e)) => panic!("B's live feed failed: {e}"),
+            Err(_) => {}
+        }
+    }
+    assert!(seen, "B's live feed saw the order placed through A");
+    let mut reserved = 0;
+    while reserved == 0 && Instant::now() < deadline {
+        reserved = b.displayed_stock(drop.drop.id).await.unwrap().reserved;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(reserved, 1, "B's cached stock view was invalidated");
+
+    background_b.shutdown().await;
+    background_a.shutdown().await;
+    db.drop_schema().await;
+}

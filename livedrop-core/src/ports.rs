@@ -328,6 +328,23 @@ pub trait Outbox: Send + Sync + 'static {
     /// Waits until an append may have happened, or `timeout` passed. Spurious wake-ups
     /// are allowed; a relay calls `pending` after each.
     async fn wait_for_append(&self, timeout: Duration);
+    /// Events appended after position `after`, plus those at the positions in `also`
+    /// (skipped earlier because their transaction had not committed yet), published
+    /// or not, in append order, at most `limit`: what a process that follows the
+    /// outbox itself reads (see [`OutboxFollower`](crate::service::OutboxFollower)).
+    /// Stores that cannot serve followers keep this default, which returns nothing.
+    async fn appended_since(
+        &self,
+        _after: i64,
+        _also: &[i64],
+        _limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>> {
+        Ok(Vec::new())
+    }
+    /// The highest position appended so far (0 for none): where a new follower starts.
+    async fn head(&self) -> StoreResult<i64> {
+        Ok(0)
+    }
     /// Deletes events published before `cutoff` (unpublished events are never
     /// deleted). Returns how many. Stores that drop events once published keep this
     /// default.

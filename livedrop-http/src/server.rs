@@ -383,8 +383,15 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Server> {
         return Err(anyhow!("LIVEDROP_HOLD_SECONDS must be at least 1"));
     }
     let wiring = wire(settings).await?;
+    // Replicas on one PostgreSQL with no broker share no bus: each follows the
+    // outbox itself so its live feed and cache see every committed event.
+    let shared_database = settings
+        .database_url
+        .as_deref()
+        .is_some_and(|url| url.starts_with("postgres"));
     let config = Config {
         hold: Duration::from_secs(settings.hold_seconds),
+        follow_outbox: shared_database && settings.kafka_brokers.is_none(),
         ..Config::default()
     };
     let livedrop = Livedrop::new(wiring.ports, config);

@@ -160,6 +160,34 @@ impl Outbox for PgStore {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn appended_since(
+        &self,
+        after: i64,
+        also: &[i64],
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>> {
+        sqlx::query_as::<_, OutboxRow>(
+            "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
+             FROM outbox WHERE seq > $1 OR seq = ANY($2) ORDER BY seq LIMIT $3",
+        )
+        .bind(after)
+        .bind(also)
+        .bind(i64::from(limit))
+        .fetch_all(&self.inner.pool)
+        .await
+        .map_err(map_sqlx_error)?
+        .into_iter()
+        .map(OutboxRow::into_record)
+        .collect()
+    }
+
+    async fn head(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(max(seq), 0)::int8 FROM outbox")
+            .fetch_one(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)
+    }
+
     async fn wait_for_append(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.listener.lock()).await

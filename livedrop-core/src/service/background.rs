@@ -1,7 +1,7 @@
 //! Work that runs without any request: the drop scheduler, the hold sweeper, the
 //! outbox relay and the event consumers (cache invalidation, notifications, live feed).
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,6 +99,74 @@ impl OutboxRelay {
     }
 }
 
+/// Reads every committed outbox event once, in append order, from where it started:
+/// the way one process sees every event when the bus is not shared.
+///
+/// Positions come from a sequence taken at insert, so a transaction may commit an
+/// event at a lower position after a higher one was read. Positions skipped that way
+/// are asked for again on each poll until they appear or [`OutboxFollower::GAP_WAIT`]
+/// passes (a rolled-back append leaves a gap that never fills).
+pub struct OutboxFollower {
+    outbox: Arc<dyn Outbox>,
+    after: Option<i64>,
+    gaps: BTreeMap<i64, tokio::time::Instant>,
+    batch: u32,
+}
+
+impl OutboxFollower {
+    /// How long a skipped position is waited for.
+    pub const GAP_WAIT: Duration = Duration::from_secs(30);
+    /// The most skipped positions remembered at once.
+    const MAX_GAPS: usize = 10_000;
+
+    /// A follower that starts at the outbox's head on its first poll.
+    pub fn new(outbox: Arc<dyn Outbox>, batch: u32) -> Self {
+        Self {
+            outbox,
+            after: None,
+            gaps: BTreeMap::new(),
+            batch: batch.max(1),
+        }
+    }
+
+    /// Events committed since the last poll (none on the first, which finds the head).
+    pub async fn poll(&mut self) -> StoreResult<Vec<Event>> {
+        let now = tokio::time::Instant::now();
+        self.gaps
+            .retain(|_, since| now.duration_since(*since) < Self::GAP_WAIT);
+        let Some(after) = self.after else {
+            self.after = Some(self.outbox.head().await?);
+            return Ok(Vec::new());
+        };
+        let also: Vec<i64> = self.gaps.keys().copied().collect();
+        let records = self.outbox.appended_since(after, &also, self.batch).await?;
+        let mut head = after;
+        let mut events = Vec::with_capacity(records.len());
+        for record in records {
+            if self.gaps.remove(&record.seq).is_none() {
+                if record.seq <= head {
+                    continue;
+                }
+                for missing in (head + 1)..record.seq {
+                    if self.gaps.len() >= Self::MAX_GAPS {
+                        break;
+                    }
+                    self.gaps.insert(missing, now);
+                }
+                head = record.seq;
+            }
+            events.push(record.event);
+        }
+        self.after = Some(head);
+        Ok(events)
+    }
+
+    /// Positions waited for, for tests and diagnostics.
+    pub fn gaps(&self) -> usize {
+        self.gaps.len()
+    }
+}
+
 /// Sleeps for `span` unless `token` is cancelled first. Returns whether to go on.
 async fn pause(token: &CancellationToken, span: Duration) -> bool {
     tokio::select! {
@@ -188,7 +256,12 @@ impl Livedrop {
         );
         tasks.push(tokio::spawn(relay.run(token.clone())));
 
-        for (group, role) in [(CACHE_GROUP, Role::Cache), (NOTIFY_GROUP, Role::Notify)] {
+        let follow = self.config().follow_outbox;
+        let mut groups = vec![(NOTIFY_GROUP, Role::Notify)];
+        if !follow {
+            groups.push((CACHE_GROUP, Role::Cache));
+        }
+        for (group, role) in groups {
             let this = self.clone();
             let t = token.clone();
             tasks.push(tokio::spawn(
@@ -198,7 +271,11 @@ impl Livedrop {
 
         let this = self.clone();
         let t = token.clone();
-        tasks.push(tokio::spawn(async move { this.feed_live(t).await }));
+        if follow {
+            tasks.push(tokio::spawn(async move { this.follow_outbox(t).await }));
+        } else {
+            tasks.push(tokio::spawn(async move { this.feed_live(t).await }));
+        }
 
         Background { token, tasks }
     }
@@ -517,6 +594,38 @@ impl Livedrop {
         }
         tracing::info!(drop = %drop.id, kind = kind.as_str(), notified, "fan-out done");
         Ok(())
+    }
+
+    /// This process's live feed and cache invalidation, from the outbox itself
+    /// ([`Config::follow_outbox`](super::Config::follow_outbox)).
+    async fn follow_outbox(&self, token: CancellationToken) {
+        let mut follower =
+            OutboxFollower::new(self.ports().outbox.clone(), self.config().relay_batch);
+        let interval = self.config().follow_interval;
+        let mut backoff = interval;
+        loop {
+            match follower.poll().await {
+                Ok(events) => {
+                    backoff = interval;
+                    let full = events.len() >= self.config().relay_batch as usize;
+                    for event in events {
+                        self.apply_to_cache(&event).await;
+                        // No receivers is fine: nobody is watching.
+                        let _ = self.inner.live.send(event);
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox follower failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+            if !pause(&token, backoff).await {
+                return;
+            }
+        }
     }
 
     async fn feed_live(&self, token: CancellationToken) {

@@ -122,6 +122,14 @@ pub struct Config {
     pub relay_batch: u32,
     /// How long published events stay in the outbox for inspection (default 24 hours).
     pub outbox_retention: Duration,
+    /// Whether this process follows the outbox itself for its live feed and cache
+    /// invalidation, instead of the bus (default `false`). Turn it on when the bus is
+    /// not shared by every process on the store (several processes on one database
+    /// with no broker): each then still sees every committed event.
+    pub follow_outbox: bool,
+    /// How often an outbox follower looks for new events (default 100 ms): the most
+    /// a process's live feed and cache invalidation lag behind a commit.
+    pub follow_interval: Duration,
 }
 
 impl Default for Config {
@@ -137,6 +145,8 @@ impl Default for Config {
             tick: Duration::from_millis(200),
             relay_batch: 500,
             outbox_retention: Duration::from_secs(24 * 3600),
+            follow_outbox: false,
+            follow_interval: Duration::from_millis(100),
         }
     }
 }
@@ -149,7 +159,7 @@ mod notifications;
 mod orders;
 mod users;
 
-pub use background::{Background, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
+pub use background::{Background, OutboxFollower, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
 pub use catalog::{NewDrop, NewProduct, ProductPatch};
 pub use idempotency::Idempotent;
 pub use inventory::StockAdjustment;

@@ -1,6 +1,6 @@
 //! [`MemoryStore`]: every repository port over one mutex-guarded state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -166,13 +166,22 @@ struct State {
     unread: HashMap<UserId, BTreeSet<Key>>,
 
     outbox: BTreeMap<i64, Event>,
+    /// The latest appended events, published or not, for outbox followers.
+    recent: VecDeque<(i64, Event)>,
     next_seq: i64,
 }
+
+/// How many of the latest events followers can still read.
+const FOLLOW_WINDOW: usize = 65_536;
 
 impl State {
     fn append(&mut self, events: impl IntoIterator<Item = Event>) {
         for event in events {
             self.next_seq += 1;
+            if self.recent.len() == FOLLOW_WINDOW {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((self.next_seq, event.clone()));
             self.outbox.insert(self.next_seq, event);
         }
     }
@@ -256,6 +265,31 @@ impl Outbox for MemoryStore {
 
     async fn backlog(&self) -> StoreResult<u64> {
         Ok(self.lock().outbox.len() as u64)
+    }
+
+    async fn appended_since(
+        &self,
+        after: i64,
+        _also: &[i64],
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>> {
+        // Appends commit in position order here, so there are never gaps to revisit.
+        let state = self.lock();
+        let start = state.recent.partition_point(|(seq, _)| *seq <= after);
+        Ok(state
+            .recent
+            .iter()
+            .skip(start)
+            .take(limit as usize)
+            .map(|(seq, event)| OutboxRecord {
+                seq: *seq,
+                event: event.clone(),
+            })
+            .collect())
+    }
+
+    async fn head(&self) -> StoreResult<i64> {
+        Ok(self.lock().next_seq)
     }
 
     async fn wait_for_append(&self, timeout: Duration) {
