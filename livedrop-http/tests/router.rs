@@ -1197,6 +1197,96 @@ async fn optional_idempotency_keys_replay_other_posts() {
     assert_eq!(a.body["id"], b.body["id"]);
 }
 
+/// Products whose first insert is stored and then answered `unavailable`, as when
+/// the connection drops between the commit and its answer.
+struct FirstAnswerLost {
+    inner: Arc<dyn livedrop_core::ports::ProductRepository>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl livedrop_core::ports::ProductRepository for FirstAnswerLost {
+    async fn insert_product(
+        &self,
+        product: &livedrop_core::model::Product,
+        events: &[livedrop_core::Event],
+    ) -> livedrop_core::StoreResult<()> {
+        self.inner.insert_product(product, events).await?;
+        if self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(livedrop_core::StoreError::unavailable(
+                "database",
+                "connection reset after commit",
+            ))
+        }
+    }
+    async fn product(
+        &self,
+        id: livedrop_core::ProductId,
+    ) -> livedrop_core::StoreResult<Option<livedrop_core::model::Product>> {
+        self.inner.product(id).await
+    }
+    async fn update_product(
+        &self,
+        product: &livedrop_core::model::Product,
+        events: &[livedrop_core::Event],
+    ) -> livedrop_core::StoreResult<livedrop_core::ports::UpdateOutcome> {
+        self.inner.update_product(product, events).await
+    }
+    async fn list_products(
+        &self,
+        filter: &livedrop_core::model::ProductFilter,
+        page: livedrop_core::PageRequest,
+    ) -> livedrop_core::StoreResult<livedrop_core::Page<livedrop_core::model::Product>> {
+        self.inner.list_products(filter, page).await
+    }
+}
+
+#[tokio::test]
+async fn a_write_whose_answer_was_lost_never_runs_twice_for_its_key() {
+    let app = app_with(
+        |_| {},
+        |mut p| {
+            p.products = Arc::new(FirstAnswerLost {
+                inner: p.products.clone(),
+                lost: std::sync::atomic::AtomicBool::new(false),
+            });
+            p
+        },
+    );
+    let (creator, token) = app.user(Role::Creator, "creator").await;
+    let body = json!({"title": "Hoodie", "description": "Heavy cotton", "price_cents": 4900, "currency": "EUR"});
+    let send = || {
+        app.call_with(
+            Method::POST,
+            "/products",
+            Some(&token),
+            Some(body.clone()),
+            &[("idempotency-key", "p-lost")],
+        )
+    };
+    let first = send().await;
+    assert_error(&first, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    let retry = send().await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{}", retry.body);
+    let again = send().await;
+    assert_eq!(again.body["id"], retry.body["id"]);
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+
+    let listed = app
+        .call(
+            Method::GET,
+            &format!("/products?creator_id={}", creator.id),
+            None,
+            None,
+        )
+        .await;
+    let items = listed.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "one product for one key: {}", listed.body);
+    assert_eq!(items[0]["id"], retry.body["id"]);
+}
+
 #[tokio::test]
 async fn notifications_list_filter_and_read() {
     let app = app();

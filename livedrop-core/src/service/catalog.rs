@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{require_owner, Livedrop};
 use crate::cache::{self, DROP_LISTINGS, PRODUCT_LISTINGS};
 use crate::clock::Timestamp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::event::{Event, EventType};
 use crate::id::{DropId, ProductId};
 use crate::model::{
@@ -137,8 +137,9 @@ impl Livedrop {
     pub async fn create_product(&self, actor: &Actor, new: NewProduct) -> Result<Product> {
         require_seller(actor)?;
         let now = self.now();
+        let keyed = super::idempotency::keyed_id("product").map(ProductId);
         let product = Product {
-            id: ProductId::new(),
+            id: keyed.unwrap_or_else(ProductId::new),
             creator_id: actor.id,
             title: check_title(&new.title)?,
             description: check_description(&new.description)?,
@@ -150,10 +151,21 @@ impl Livedrop {
             version: 1,
         };
         let event = Event::product(EventType::ProductCreated, &product, now);
-        self.ports()
+        match self
+            .ports()
             .products
             .insert_product(&product, &[event])
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // An earlier run under this idempotency key created it.
+            Err(StoreError::Conflict(_)) if keyed.is_some() => {
+                let existing = self.product(product.id).await?;
+                require_owner(actor, existing.creator_id, "product")?;
+                return Ok(existing);
+            }
+            Err(e) => return Err(e.into()),
+        }
         let ttl = self.config().entity_ttl;
         self.cache()
             .put(&cache::product_key(product.id), &product, ttl)
@@ -300,8 +312,9 @@ impl Livedrop {
                 "per_user_limit must be at least 1",
             ));
         }
+        let keyed = super::idempotency::keyed_id("drop").map(DropId);
         let drop = Drop {
-            id: DropId::new(),
+            id: keyed.unwrap_or_else(DropId::new),
             product_id: product.id,
             creator_id: product.creator_id,
             title: product.title.clone(),
@@ -314,10 +327,21 @@ impl Livedrop {
             created_at: now,
         };
         let event = Event::drop(EventType::DropScheduled, &drop, now);
-        self.ports()
+        match self
+            .ports()
             .drops
             .insert_drop(&drop, new.total_stock, &[event])
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // An earlier run under this idempotency key scheduled it.
+            Err(StoreError::Conflict(_)) if keyed.is_some() => {
+                let existing = self.drop_view(drop.id).await?;
+                require_owner(actor, existing.drop.creator_id, "drop")?;
+                return Ok(existing);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.cache().invalidate(&[], &[DROP_LISTINGS]).await;
         if starts_at <= now {
             self.advance_drop(&drop, now).await?;

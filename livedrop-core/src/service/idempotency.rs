@@ -10,20 +10,55 @@
 //! taken over never releases or completes the new holder's claim.
 //!
 //! A released key runs its operation again: operations run under a key must find
-//! what an earlier attempt under the same key already wrote (orders are unique per
-//! buyer and key, see [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order)),
-//! so a write whose answer was lost never happens twice.
+//! what an earlier attempt under the same key already wrote, so a write whose answer
+//! was lost never happens twice. Orders are unique per buyer and key (see
+//! [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order));
+//! users, products and drops created under a key take an id derived from the scope
+//! and the key ([`keyed_id`]), so a second run meets the first run's row.
 
 use std::future::Future;
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use super::Livedrop;
 use crate::error::{Error, Result};
 use crate::id::UserId;
 use crate::ports::{BeginOutcome, Claim, IdempotencyStore};
+
+/// The key an operation runs under, for the ids it creates.
+#[derive(Debug, Clone)]
+struct Running {
+    scope: UserId,
+    key: String,
+}
+
+tokio::task_local! {
+    static RUNNING: Running;
+}
+
+/// The id of the `kind` of entity (`"product"`, `"drop"`, `"user"`) created by the
+/// operation running under an idempotency key: the same in every run under that key.
+/// `None` outside such an operation (a fresh random id is then right).
+pub(crate) fn keyed_id(kind: &str) -> Option<Uuid> {
+    RUNNING
+        .try_with(|running| {
+            let mut h = Sha256::new();
+            h.update(kind.as_bytes());
+            h.update(b"\n");
+            h.update(running.scope.0.as_bytes());
+            h.update(b"\n");
+            h.update(running.key.as_bytes());
+            let digest = h.finalize();
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(&digest[..16]);
+            uuid::Builder::from_random_bytes(bytes).into_uuid()
+        })
+        .ok()
+}
 
 /// The outcome of an operation run under an idempotency key.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,7 +195,11 @@ impl Livedrop {
             claim,
             settled: false,
         };
-        let outcome = operation().await;
+        let running = Running {
+            scope,
+            key: key.to_owned(),
+        };
+        let outcome = RUNNING.scope(running, operation()).await;
         let record = match &outcome {
             Err(e) if e.is_transient() => None,
             Ok(value) => Some(serde_json::to_value(Recorded::Done(value))),

@@ -151,8 +151,9 @@ impl Livedrop {
         check_password(&registration.password)?;
         let display_name = check_display_name(&registration.display_name)?;
         let password_hash = hash_password(registration.password).await?;
+        let keyed = super::idempotency::keyed_id("user").map(UserId);
         let user = User {
-            id: UserId::new(),
+            id: keyed.unwrap_or_else(UserId::new),
             email,
             display_name,
             role: registration.role,
@@ -161,7 +162,14 @@ impl Livedrop {
         };
         match self.ports().users.insert_user(&user).await {
             Ok(()) => Ok(user),
-            Err(StoreError::Conflict(_)) => Err(Error::EmailTaken),
+            Err(StoreError::Conflict(_)) => match keyed {
+                // An earlier run under this idempotency key registered it.
+                Some(id) => match self.ports().users.user(id).await? {
+                    Some(existing) if existing.email == user.email => Ok(existing),
+                    _ => Err(Error::EmailTaken),
+                },
+                None => Err(Error::EmailTaken),
+            },
             Err(e) => Err(e.into()),
         }
     }
