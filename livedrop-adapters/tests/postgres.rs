@@ -1119,3 +1119,62 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
     background_a.shutdown().await;
     db.drop_schema().await;
 }
+
+/// An order whose caller went away while it queued for its drop's combiner is not
+/// placed: nothing queued outlives its request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_combined_order_whose_caller_went_away_is_not_placed() {
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let store = db.store(ReserveStrategy::Group { max_batch: 16 }).await;
+    let drop = new_drop(&store, 10, 10).await;
+
+    // Another transaction holds the drop's stock row: the combiner's first batch waits.
+    let mut blocker = db.conn().await;
+    let mut held = blocker.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM inventory WHERE drop_id = $1 FOR UPDATE")
+        .bind(drop.id.0)
+        .execute(&mut *held)
+        .await
+        .unwrap();
+    let first = order(UserId::new(), &drop, 1, "first");
+    let waiting = {
+        let (store, first) = (store.clone(), first.clone());
+        tokio::spawn(async move { store.place_order(&first, t0()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // The second order queues behind that batch; its caller gives up.
+    let abandoned = order(UserId::new(), &drop, 1, "abandoned");
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.place_order(&abandoned, t0()),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the stock row is held: the order waits");
+
+    held.commit().await.unwrap();
+    assert!(matches!(
+        waiting.await.unwrap().unwrap(),
+        PlaceOutcome::Placed(_)
+    ));
+    // Once the combiner served its queue (the next order goes through it too):
+    let after = order(UserId::new(), &drop, 1, "after");
+    assert!(matches!(
+        store.place_order(&after, t0()).await.unwrap(),
+        PlaceOutcome::Placed(_)
+    ));
+    assert_eq!(
+        store
+            .order_by_key(abandoned.user_id, "abandoned")
+            .await
+            .unwrap(),
+        None,
+        "the abandoned order was not placed"
+    );
+    let (stock, accounted) = audit(&db, drop.id).await;
+    assert!(accounted);
+    assert_eq!(stock.reserved, 2);
+    db.drop_schema().await;
+}

@@ -167,6 +167,17 @@ async fn combine(
 }
 
 async fn run_batch(inner: &Inner, drop: DropId, batch: Vec<Request>) {
+    // A caller whose future was dropped while its order queued (its client went
+    // away) leaves no work behind: its order is not placed, and its key, released
+    // by the caller's guard, places it on a retry.
+    let queued = batch.len();
+    let batch: Vec<Request> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
+    if batch.len() < queued {
+        tracing::debug!(%drop, abandoned = queued - batch.len(), "orders of callers that went away skipped");
+    }
+    if batch.is_empty() {
+        return;
+    }
     let mut result = Err(StoreError::backend("no attempt"));
     for attempt in 0..ATTEMPTS {
         result = decide(inner, drop, &batch).await;
