@@ -759,3 +759,87 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
         "and is then replayed"
     );
 }
+
+/// Stock adjustments whose first answer is lost after the write.
+struct FirstAdjustLost {
+    inner: std::sync::Arc<dyn livedrop::core::ports::InventoryRepository>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl livedrop::core::ports::InventoryRepository for FirstAdjustLost {
+    async fn stock(
+        &self,
+        drop: livedrop::core::DropId,
+    ) -> livedrop::core::StoreResult<Option<livedrop::core::model::Stock>> {
+        self.inner.stock(drop).await
+    }
+    async fn adjust(
+        &self,
+        adjustment: &livedrop::core::model::Adjustment,
+    ) -> livedrop::core::StoreResult<livedrop::core::model::AdjustOutcome> {
+        let outcome = self.inner.adjust(adjustment).await?;
+        if self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            Ok(outcome)
+        } else {
+            Err(livedrop::core::StoreError::unavailable(
+                "database",
+                "connection reset after commit",
+            ))
+        }
+    }
+    async fn ledger(
+        &self,
+        drop: livedrop::core::DropId,
+        page: PageRequest,
+    ) -> livedrop::core::StoreResult<livedrop::core::Page<livedrop::core::model::LedgerEntry>> {
+        self.inner.ledger(drop, page).await
+    }
+}
+
+#[tokio::test]
+async fn a_restock_whose_answer_was_lost_is_not_applied_twice_for_its_key() {
+    use std::sync::Arc;
+
+    let clock = Arc::new(livedrop::core::ManualClock::fixed());
+    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
+    ports.inventory = Arc::new(FirstAdjustLost {
+        inner: ports.inventory.clone(),
+        lost: std::sync::atomic::AtomicBool::new(false),
+    });
+    let world = World::from_ports(ports, store, bus, clock, Config::default());
+    let creator = world.user(Role::Creator).await;
+    let drop = world.live_drop(&creator, 10, None).await;
+    let operator = UserId(uuid::Uuid::from_u128(u128::MAX));
+    let restock = || {
+        world.app.idempotently(operator, "restock-1", "fp", || {
+            world.app.adjust_stock(
+                None,
+                drop.drop.id,
+                StockAdjustment {
+                    delta: 5,
+                    reason: "restock".into(),
+                },
+            )
+        })
+    };
+    let first = restock().await.unwrap_err();
+    assert!(first.is_transient(), "{first:?}");
+    let retry = restock().await.unwrap();
+    assert!(!retry.replayed);
+    let again = restock().await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.value, retry.value);
+
+    let stock = world.ports.inventory.stock(drop.drop.id).await.unwrap();
+    assert_eq!(stock.unwrap().total, 15, "the restock applied once");
+    let shown = world.app.displayed_stock(drop.drop.id).await.unwrap();
+    assert_eq!(shown.total, 15, "and shows");
+    let ledger = world
+        .ports
+        .inventory
+        .ledger(drop.drop.id, PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(ledger.items.len(), 2, "the initial entry and one restock");
+}

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use super::Livedrop;
 use crate::cache;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StoreError};
 use crate::id::DropId;
 use crate::model::{Actor, AdjustOutcome, Adjustment, LedgerEntry};
 use crate::page::{Page, PageRequest};
@@ -54,15 +54,32 @@ impl Livedrop {
                 "reason must be 1 to 500 characters",
             ));
         }
+        let keyed = super::idempotency::keyed_id("ledger_entry");
         let request = Adjustment {
             drop_id: drop,
             delta: adjustment.delta,
             reason: reason.to_owned(),
             actor_id: by.map(|a| a.id),
-            entry_id: Uuid::now_v7(),
+            entry_id: keyed.unwrap_or_else(Uuid::now_v7),
             at: self.now(),
         };
-        match self.ports().inventory.adjust(&request).await? {
+        let outcome = match self.ports().inventory.adjust(&request).await {
+            Err(StoreError::Conflict(conflict)) if keyed.is_some() => {
+                // An earlier run under this idempotency key made this very entry.
+                match self.ledger_entry(drop, request.entry_id).await? {
+                    Some(entry) => {
+                        // That run's answer (and its invalidation) may have been lost.
+                        self.cache()
+                            .invalidate(&[cache::stock_key(drop)], &[])
+                            .await;
+                        return Ok(entry);
+                    }
+                    None => return Err(StoreError::Conflict(conflict).into()),
+                }
+            }
+            outcome => outcome?,
+        };
+        match outcome {
             AdjustOutcome::Applied(entry) => {
                 if entry.stock_after.total > super::catalog::MAX_STOCK {
                     tracing::warn!(drop = %drop, total = entry.stock_after.total, "drop stock above the usual maximum");
@@ -81,6 +98,21 @@ impl Livedrop {
                     .unwrap_or(u32::MAX),
             }),
             AdjustOutcome::DropNotFound => Err(Error::not_found("drop")),
+        }
+    }
+
+    /// The ledger entry `id` of `drop`, looked for from the newest.
+    async fn ledger_entry(&self, drop: DropId, id: Uuid) -> Result<Option<LedgerEntry>> {
+        let mut page = PageRequest::first(100);
+        loop {
+            let found = self.ports().inventory.ledger(drop, page).await?;
+            if let Some(entry) = found.items.into_iter().find(|e| e.id == id) {
+                return Ok(Some(entry));
+            }
+            match found.next_cursor {
+                Some(cursor) => page = page.after(Some(cursor)),
+                None => return Ok(None),
+            }
         }
     }
 
