@@ -139,7 +139,7 @@ impl Livedrop {
         let now = self.now();
         let keyed = super::idempotency::keyed_id("product").map(ProductId);
         let product = Product {
-            id: keyed.unwrap_or_else(ProductId::new),
+            id: keyed.unwrap_or_default(),
             creator_id: actor.id,
             title: check_title(&new.title)?,
             description: check_description(&new.description)?,
@@ -314,7 +314,7 @@ impl Livedrop {
         }
         let keyed = super::idempotency::keyed_id("drop").map(DropId);
         let drop = Drop {
-            id: keyed.unwrap_or_else(DropId::new),
+            id: keyed.unwrap_or_default(),
             product_id: product.id,
             creator_id: product.creator_id,
             title: product.title.clone(),

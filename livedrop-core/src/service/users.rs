@@ -153,7 +153,7 @@ impl Livedrop {
         let password_hash = hash_password(registration.password).await?;
         let keyed = super::idempotency::keyed_id("user").map(UserId);
         let user = User {
-            id: keyed.unwrap_or_else(UserId::new),
+            id: keyed.unwrap_or_default(),
             email,
             display_name,
             role: registration.role,
