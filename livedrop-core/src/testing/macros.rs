@@ -68,6 +68,13 @@ macro_rules! store_conformance {
             fan_out_batches,
             outbox_pending_in_order,
             outbox_wait_for_append_wakes,
+            text_with_control_characters_is_refused,
+            emails_fold_case_one_way,
+            search_folds_non_ascii_letters_one_way,
+            timestamps_outside_the_storable_range_are_refused,
+            timestamps_keep_microseconds,
+            restock_past_the_largest_stock_conflicts,
+            batches_come_in_one_order_with_a_tie_break,
         }
     };
 }

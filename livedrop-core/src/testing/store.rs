@@ -1952,3 +1952,6 @@ pub async fn outbox_wait_for_append_wakes(repos: &Repos) {
         "wait_for_append must return after its timeout"
     );
 }
+
+mod semantics;
+pub use semantics::*;
