@@ -37,13 +37,10 @@ livedrop_core::bus_conformance!(|| async {
 });
 
 fn brokers() -> Option<String> {
-    match std::env::var(BROKERS_VAR) {
-        Ok(brokers) if !brokers.is_empty() => Some(brokers),
-        _ => {
-            eprintln!("skipped: {BROKERS_VAR} is not set (start a broker with scripts/kafka.sh start, then use 127.0.0.1:19092)");
-            None
-        }
-    }
+    livedrop_core::testing::env::service_var(
+        BROKERS_VAR,
+        "a Kafka test (start a broker with scripts/kafka.sh start, then use 127.0.0.1:19092)",
+    )
 }
 
 /// Options for a test: a topic prefix no other test uses.

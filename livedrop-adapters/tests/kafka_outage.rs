@@ -119,8 +119,7 @@ fn event(aggregate: Uuid, version: i64) -> Event {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_fails_fast_while_the_broker_is_down_and_held_events_arrive_after() {
-    if std::env::var(BROKERS_VAR).map_or(true, |v| v.is_empty()) {
-        eprintln!("skipped: {BROKERS_VAR} is not set (the Kafka tests are not requested)");
+    if livedrop_core::testing::env::service_var(BROKERS_VAR, "the Kafka outage test").is_none() {
         return;
     }
     tokio::time::timeout(Duration::from_secs(120), scenario())

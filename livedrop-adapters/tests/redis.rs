@@ -21,13 +21,7 @@ use redis::AsyncCommands;
 const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
 
 fn redis_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (e.g. redis://127.0.0.1:6379)");
-            None
-        }
-    }
+    livedrop_core::testing::env::service_var(URL_VAR, "a Redis test (e.g. redis://127.0.0.1:6379)")
 }
 
 /// A namespace no other test (or test run) uses.

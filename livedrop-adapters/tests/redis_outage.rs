@@ -114,17 +114,16 @@ async fn fails_fast<T: std::fmt::Debug, E>(
 
 #[tokio::test]
 async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
-    let url = match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (e.g. redis://127.0.0.1:6379)");
-            return;
-        }
-    };
-    if !(url.contains("127.0.0.1:6379") || url.contains("localhost:6379")) {
-        eprintln!("skipped: the outage test stops and restarts only the local server on port 6379; {URL_VAR}={url}");
+    let Some(url) = livedrop_core::testing::env::service_var(URL_VAR, "the Redis outage test")
+    else {
         return;
-    }
+    };
+    // A set variable is a promise the test can run: a Redis it cannot stop and
+    // restart fails the test rather than letting it pass unexercised.
+    assert!(
+        url.contains("127.0.0.1:6379") || url.contains("localhost:6379"),
+        "the outage test stops and restarts only the local server on port 6379; {URL_VAR}={url}"
+    );
     let namespace = format!("ldtest:outage:{}", uuid::Uuid::new_v4().simple());
     let options = RedisOptions::default();
     let cache = RedisCache::connect_with(&url, &namespace, options.clone())

@@ -204,7 +204,11 @@ async fn quantities_are_1_to_10000() {
         .place_order(&buyer(), Some("q"), w.req(10_000))
         .await
         .unwrap_err();
-    assert_eq!(err.code(), "per_user_limit_exceeded", "10000 is a valid quantity");
+    assert_eq!(
+        err.code(),
+        "per_user_limit_exceeded",
+        "10000 is a valid quantity"
+    );
     let order = w
         .app
         .place_order(&buyer(), Some("q"), w.req(1))

@@ -521,23 +521,13 @@ async fn in_memory_walk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_services_walk() {
-    let vars = [
-        "LIVEDROP_TEST_DATABASE_URL",
-        "LIVEDROP_TEST_REDIS_URL",
-        "LIVEDROP_TEST_KAFKA_BROKERS",
-    ];
-    let values: Vec<Option<String>> = vars.iter().map(|v| std::env::var(v).ok()).collect();
-    if values.iter().any(Option::is_none) {
-        let missing: Vec<_> = vars
-            .iter()
-            .zip(&values)
-            .filter(|(_, v)| v.is_none())
-            .map(|(k, _)| *k)
-            .collect();
-        eprintln!("skipping real_services_walk: {} unset", missing.join(", "));
+    use livedrop_core::testing::env;
+    let Some([database, redis, kafka]) = env::service_vars(
+        [env::DATABASE_URL, env::REDIS_URL, env::KAFKA_BROKERS],
+        "real_services_walk",
+    ) else {
         return;
-    }
-    let [database, redis, kafka] = [0, 1, 2].map(|i| values[i].clone().unwrap());
+    };
     let run = uuid::Uuid::new_v4().simple().to_string();
     let schema = format!("e2e_{run}");
     let server = ServerGuard::start(&[

@@ -54,10 +54,8 @@ impl World {
     pub async fn postgres() -> Option<Self> {
         use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::postgres::{PgOptions, PgStore};
-        let Ok(url) = std::env::var("LIVEDROP_TEST_DATABASE_URL") else {
-            eprintln!("skipped: LIVEDROP_TEST_DATABASE_URL is not set");
-            return None;
-        };
+        use livedrop::core::testing::env;
+        let url = env::service_var(env::DATABASE_URL, "a PostgreSQL world")?;
         // Named like the adapter's conformance schemas, which sweep stale ones.
         let secs = chrono::Utc::now().timestamp();
         let schema = format!(

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::{ClockExt, World};
 use chrono::Duration as Span;
 use livedrop::core::model::{Actor, OrderStatus, Role, Stock};
+use livedrop::core::page::PageRequest;
 use livedrop::core::service::{PlaceOrder, StockAdjustment};
 use livedrop::core::{DropId, OrderId};
 use proptest::prelude::*;
@@ -296,8 +297,41 @@ pub async fn run(
                 stock
             );
             prop_assert_eq!(stock, md.stock, "step {}: stock of drop {}", step, d);
-            for u in 0..USERS {
-                prop_assert!(model.held(u, d) <= md.limit, "per-user limit");
+        }
+        // The per-user limit, as the store holds it: every order of every buyer.
+        for (u, user) in users.iter().enumerate() {
+            let mut held = [0u32; DROPS];
+            let mut page = PageRequest::first(100);
+            loop {
+                let got = world
+                    .ports
+                    .orders
+                    .orders_for_user(user.id, page)
+                    .await
+                    .unwrap();
+                for o in &got.items {
+                    let d = model.drops.iter().position(|md| md.id == o.drop_id);
+                    prop_assert!(d.is_some(), "step {}: an order of an unknown drop", step);
+                    if o.status.holds_stock() {
+                        held[d.unwrap_or_default()] += o.quantity;
+                    }
+                }
+                match got.next_cursor {
+                    Some(c) => page = page.after(Some(c)),
+                    None => break,
+                }
+            }
+            for (d, md) in model.drops.iter().enumerate() {
+                prop_assert!(
+                    held[d] <= md.limit,
+                    "step {}: user {} holds {} of drop {} past its limit {}",
+                    step,
+                    u,
+                    held[d],
+                    d,
+                    md.limit
+                );
+                prop_assert_eq!(held[d], model.held(u, d), "step {}: user {} holds", step, u);
             }
         }
         for o in &model.orders {
