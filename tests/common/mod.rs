@@ -52,6 +52,14 @@ impl World {
     /// bus), or `None` when `LIVEDROP_TEST_DATABASE_URL` is unset.
     #[cfg(feature = "postgres")]
     pub async fn postgres() -> Option<Self> {
+        Self::postgres_with(livedrop::adapters::postgres::ReserveStrategy::RowLock).await
+    }
+
+    /// [`World::postgres`] deciding orders with `strategy`.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres_with(
+        strategy: livedrop::adapters::postgres::ReserveStrategy,
+    ) -> Option<Self> {
         use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::postgres::{PgOptions, PgStore};
         use livedrop::core::testing::env;
@@ -67,6 +75,7 @@ impl World {
             PgOptions {
                 max_connections: 4,
                 schema: Some(schema),
+                strategy,
                 ..PgOptions::default()
             },
         )
