@@ -93,7 +93,12 @@ impl Drop for RestartOnDrop {
     }
 }
 
-/// Runs `call` and checks that it fails, and fast.
+/// A liveness bound, not a speed claim: a call on a dead Redis must fail rather than
+/// wait for it (the adapter's own timeouts are a few hundred milliseconds; measured
+/// figures are in BENCHMARKS.md). Ten seconds only catches a hang.
+const LIVENESS: Duration = Duration::from_secs(10);
+
+/// Runs `call` and checks that it fails instead of hanging.
 async fn fails_fast<T: std::fmt::Debug, E>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, E>>,
@@ -106,9 +111,10 @@ async fn fails_fast<T: std::fmt::Debug, E>(
         "{what} succeeded while Redis is down: {:?}",
         outcome.ok()
     );
+    eprintln!("{what} failed in {took:?} while Redis is down");
     assert!(
-        took < Duration::from_secs(1),
-        "{what} took {took:?} to fail while Redis is down"
+        took < LIVENESS,
+        "{what} took {took:?} to fail while Redis is down: it hangs"
     );
 }
 
