@@ -11,6 +11,8 @@ trap 'scripts/services.sh down' EXIT
 export LIVEDROP_TEST_DATABASE_URL="${LIVEDROP_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export LIVEDROP_TEST_REDIS_URL="${LIVEDROP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export LIVEDROP_TEST_KAFKA_BROKERS="${LIVEDROP_TEST_KAFKA_BROKERS:-127.0.0.1:19092}"
+# Every test runs: one that would skip for a missing service fails instead.
+export LIVEDROP_TEST_REQUIRE=1
 export RUST_BACKTRACE=1
 
 cargo fmt --all --check

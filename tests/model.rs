@@ -17,7 +17,7 @@ proptest! {
     #[test]
     fn services_match_the_reference_model(
         stocks in prop::array::uniform2(1u32..12),
-        limits in prop::array::uniform2(1u32..5),
+        limits in prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
         ops in prop::collection::vec(op(), 1..40),
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

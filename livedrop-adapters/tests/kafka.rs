@@ -37,13 +37,10 @@ livedrop_core::bus_conformance!(|| async {
 });
 
 fn brokers() -> Option<String> {
-    match std::env::var(BROKERS_VAR) {
-        Ok(brokers) if !brokers.is_empty() => Some(brokers),
-        _ => {
-            eprintln!("skipped: {BROKERS_VAR} is not set (start a broker with scripts/kafka.sh start, then use 127.0.0.1:19092)");
-            None
-        }
-    }
+    livedrop_core::testing::env::service_var(
+        BROKERS_VAR,
+        "a Kafka test (start a broker with scripts/kafka.sh start, then use 127.0.0.1:19092)",
+    )
 }
 
 /// Options for a test: a topic prefix no other test uses.
@@ -96,13 +93,10 @@ async fn read(sub: &mut Box<dyn Subscription>, count: usize) -> Vec<Event> {
 }
 
 async fn close(sub: Box<dyn Subscription>) {
-    let started = Instant::now();
-    sub.close().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "close took {:?}",
-        started.elapsed()
-    );
+    // Closing must end (it leaves the group); the bound only catches a hang.
+    tokio::time::timeout(Duration::from_secs(60), sub.close())
+        .await
+        .expect("closing a subscription hung");
 }
 
 #[tokio::test]
@@ -299,7 +293,8 @@ async fn unreachable_brokers_fail_connect_quickly() {
         ),
         "{err}"
     );
-    assert!(started.elapsed() < Duration::from_secs(6), "{err}");
+    // A liveness bound (the connect gives up instead of hanging), not a speed claim.
+    assert!(started.elapsed() < Duration::from_secs(30), "{err}");
 }
 
 // ---- librdkafka's mock cluster: no broker needed --------------------------------
@@ -359,9 +354,11 @@ async fn mock_cluster_outage_fails_publish_as_unavailable_then_recovers() {
         let started = Instant::now();
         let err = bus.publish(std::slice::from_ref(&held)).await.unwrap_err();
         assert!(err.is_unavailable(), "{err:?}");
+        // A liveness bound: publish gives up after its delivery timeout instead of
+        // blocking the relay; the margin only catches a hang.
         assert!(
-            started.elapsed() < delivery + Duration::from_secs(4),
-            "publish took {:?} to fail",
+            started.elapsed() < delivery + Duration::from_secs(30),
+            "publish took {:?} to fail: it hangs",
             started.elapsed()
         );
 

@@ -23,12 +23,13 @@ use livedrop_core::ports::{
     BeginOutcome, DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository,
     OrderRepository, Outbox, UserRepository,
 };
+use livedrop_core::testing::env;
 use livedrop_core::StoreError;
 use rand::{Rng, SeedableRng};
 use sqlx::Connection;
 use uuid::Uuid;
 
-const ENV: &str = "LIVEDROP_TEST_DATABASE_URL";
+const ENV: &str = env::DATABASE_URL;
 
 /// A schema of one test, and how to reach it.
 struct TestDb {
@@ -40,10 +41,7 @@ impl TestDb {
     /// A fresh migrated schema, or `None` (with the reason printed) when the
     /// environment names no database. A named database that cannot be reached fails.
     async fn new() -> Option<Self> {
-        let Some(url) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
-            eprintln!("skipping: {ENV} is not set");
-            return None;
-        };
+        let url = env::service_var(ENV, "a PostgreSQL store test")?;
         let db = Self {
             url,
             schema: format!("t_{}", Uuid::new_v4().simple()),
@@ -920,10 +918,7 @@ async fn notifications_dedup_and_read() {
 /// A fresh migrated schema per conformance case (named `tc_<unix secs>_<id>`), with
 /// schemas left by runs more than ten minutes old dropped first.
 async fn conformance_store(strategy: ReserveStrategy) -> Option<livedrop_core::testing::Repos> {
-    let Some(url) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
-        eprintln!("skipping: {ENV} is not set");
-        return None;
-    };
+    let url = env::service_var(ENV, "a PostgreSQL conformance case")?;
     let secs = chrono::Utc::now().timestamp();
     let mut conn = sqlx::PgConnection::connect(&url)
         .await

@@ -21,13 +21,7 @@ use redis::AsyncCommands;
 const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
 
 fn redis_url() -> Option<String> {
-    match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (e.g. redis://127.0.0.1:6379)");
-            None
-        }
-    }
+    livedrop_core::testing::env::service_var(URL_VAR, "a Redis test (e.g. redis://127.0.0.1:6379)")
 }
 
 /// A namespace no other test (or test run) uses.
@@ -86,12 +80,14 @@ async fn ttl_expires_and_is_jittered_within_ten_percent() {
     let Some(cache) = cache("ttl").await else {
         return;
     };
+    // Wide margins: a loaded machine must not expire the entry before the first read.
+    let stored_at = tokio::time::Instant::now();
     cache
-        .set("short", b"x", Duration::from_millis(150), None)
+        .set("short", b"x", Duration::from_secs(2), None)
         .await
         .unwrap();
     assert!(cache.get("short").await.unwrap().is_some());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep_until(stored_at + Duration::from_millis(3_200)).await;
     assert_eq!(cache.get("short").await.unwrap(), None);
 
     let mut conn = raw().await;
@@ -280,7 +276,8 @@ async fn connect_reports_bad_url_and_unreachable_server() {
         ),
         "{down}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "{down}");
+    // A liveness bound (the connect gives up instead of hanging), not a speed claim.
+    assert!(started.elapsed() < Duration::from_secs(30), "{down}");
 }
 
 async fn gate_with(test: &str, options: RedisOptions) -> Option<RedisGate> {
@@ -356,7 +353,7 @@ async fn gate_entries_expire() {
     let Some(gate) = gate_with(
         "gate-ttl",
         RedisOptions {
-            gate_ttl: Duration::from_millis(200),
+            gate_ttl: Duration::from_secs(2),
             ..RedisOptions::default()
         },
     )
@@ -365,9 +362,11 @@ async fn gate_entries_expire() {
         return;
     };
     let drop = DropId::new();
+    let recorded_at = tokio::time::Instant::now();
     gate.record(drop, &stock(5, 0), 9).await.unwrap();
     assert!(!gate.admit(drop, 1).await.unwrap());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wide margins: past the 2 s TTL (and its jitter) by a full second.
+    tokio::time::sleep_until(recorded_at + Duration::from_millis(3_200)).await;
     assert!(
         gate.admit(drop, 1).await.unwrap(),
         "a stale sold-out outlived the gate TTL"

@@ -93,7 +93,12 @@ impl Drop for RestartOnDrop {
     }
 }
 
-/// Runs `call` and checks that it fails, and fast.
+/// A liveness bound, not a speed claim: a call on a dead Redis must fail rather than
+/// wait for it (the adapter's own timeouts are a few hundred milliseconds; measured
+/// figures are in BENCHMARKS.md). Ten seconds only catches a hang.
+const LIVENESS: Duration = Duration::from_secs(10);
+
+/// Runs `call` and checks that it fails instead of hanging.
 async fn fails_fast<T: std::fmt::Debug, E>(
     what: &str,
     call: impl std::future::Future<Output = Result<T, E>>,
@@ -106,25 +111,25 @@ async fn fails_fast<T: std::fmt::Debug, E>(
         "{what} succeeded while Redis is down: {:?}",
         outcome.ok()
     );
+    eprintln!("{what} failed in {took:?} while Redis is down");
     assert!(
-        took < Duration::from_secs(1),
-        "{what} took {took:?} to fail while Redis is down"
+        took < LIVENESS,
+        "{what} took {took:?} to fail while Redis is down: it hangs"
     );
 }
 
 #[tokio::test]
 async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
-    let url = match std::env::var(URL_VAR) {
-        Ok(url) if !url.is_empty() => url,
-        _ => {
-            eprintln!("skipped: {URL_VAR} is not set (e.g. redis://127.0.0.1:6379)");
-            return;
-        }
-    };
-    if !(url.contains("127.0.0.1:6379") || url.contains("localhost:6379")) {
-        eprintln!("skipped: the outage test stops and restarts only the local server on port 6379; {URL_VAR}={url}");
+    let Some(url) = livedrop_core::testing::env::service_var(URL_VAR, "the Redis outage test")
+    else {
         return;
-    }
+    };
+    // A set variable is a promise the test can run: a Redis it cannot stop and
+    // restart fails the test rather than letting it pass unexercised.
+    assert!(
+        url.contains("127.0.0.1:6379") || url.contains("localhost:6379"),
+        "the outage test stops and restarts only the local server on port 6379; {URL_VAR}={url}"
+    );
     let namespace = format!("ldtest:outage:{}", uuid::Uuid::new_v4().simple());
     let options = RedisOptions::default();
     let cache = RedisCache::connect_with(&url, &namespace, options.clone())

@@ -8,6 +8,7 @@ pub mod id;
 pub mod model;
 pub mod page;
 pub mod ports;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result, StoreError, StoreResult};

@@ -170,7 +170,7 @@ impl Product {
     /// Whether `terms` (lower-cased, non-empty) all occur in the title or description,
     /// case-insensitively: the search semantics every adapter shares.
     pub fn matches(&self, terms: &[String]) -> bool {
-        let hay = format!("{} {}", self.title, self.description).to_lowercase();
+        let hay = crate::text::fold_case(&format!("{} {}", self.title, self.description));
         terms.iter().all(|t| hay.contains(t.as_str()))
     }
 }
@@ -188,7 +188,7 @@ pub struct ProductFilter {
 impl ProductFilter {
     /// Splits a free-text query into search terms.
     pub fn with_query(mut self, q: &str) -> Self {
-        self.terms = q.split_whitespace().map(str::to_lowercase).collect();
+        self.terms = q.split_whitespace().map(crate::text::fold_case).collect();
         self
     }
 }

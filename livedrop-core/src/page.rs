@@ -52,7 +52,9 @@ impl FromStr for Cursor {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (micros, id) = s.split_once('_').ok_or(BadCursor)?;
         let micros: i64 = micros.parse().map_err(|_| BadCursor)?;
-        let at = chrono::DateTime::from_timestamp_micros(micros).ok_or(BadCursor)?;
+        let at = chrono::DateTime::from_timestamp_micros(micros)
+            .filter(|at| crate::clock::is_storable(*at))
+            .ok_or(BadCursor)?;
         let id = Uuid::try_parse(id).map_err(|_| BadCursor)?;
         Ok(Self { at, id })
     }
@@ -146,6 +148,11 @@ mod tests {
             "x",
             "12_notauuid",
             "abc_0190a3b2c3d4e5f6a7b8c9d0e1f2a3b4",
+            // Parseable numbers, but times no store keeps (before year 1, after 9999).
+            "-62135596800000001_0190a3b2c3d4e5f6a7b8c9d0e1f2a3b4",
+            "253402300800000000_0190a3b2c3d4e5f6a7b8c9d0e1f2a3b4",
+            "-8000000000000000000_0190a3b2c3d4e5f6a7b8c9d0e1f2a3b4",
+            "99999999999999999999_0190a3b2c3d4e5f6a7b8c9d0e1f2a3b4",
         ] {
             assert!(bad.parse::<Cursor>().is_err(), "{bad:?} must not parse");
         }

@@ -52,12 +52,18 @@ impl World {
     /// bus), or `None` when `LIVEDROP_TEST_DATABASE_URL` is unset.
     #[cfg(feature = "postgres")]
     pub async fn postgres() -> Option<Self> {
+        Self::postgres_with(livedrop::adapters::postgres::ReserveStrategy::RowLock).await
+    }
+
+    /// [`World::postgres`] deciding orders with `strategy`.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres_with(
+        strategy: livedrop::adapters::postgres::ReserveStrategy,
+    ) -> Option<Self> {
         use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::postgres::{PgOptions, PgStore};
-        let Ok(url) = std::env::var("LIVEDROP_TEST_DATABASE_URL") else {
-            eprintln!("skipped: LIVEDROP_TEST_DATABASE_URL is not set");
-            return None;
-        };
+        use livedrop::core::testing::env;
+        let url = env::service_var(env::DATABASE_URL, "a PostgreSQL world")?;
         // Named like the adapter's conformance schemas, which sweep stale ones.
         let secs = chrono::Utc::now().timestamp();
         let schema = format!(
@@ -69,6 +75,7 @@ impl World {
             PgOptions {
                 max_connections: 4,
                 schema: Some(schema),
+                strategy,
                 ..PgOptions::default()
             },
         )

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use super::{ClockExt, World};
 use chrono::Duration as Span;
 use livedrop::core::model::{Actor, OrderStatus, Role, Stock};
+use livedrop::core::page::PageRequest;
 use livedrop::core::service::{PlaceOrder, StockAdjustment};
 use livedrop::core::{DropId, OrderId};
 use proptest::prelude::*;
@@ -35,6 +36,11 @@ pub enum Op {
         drop: usize,
         delta: i64,
     },
+    /// Orders placed all at once (several in flight, so group reserve batches
+    /// them); the first is sent twice with one key, so a key races itself.
+    Burst {
+        orders: Vec<(usize, usize, u32)>,
+    },
 }
 
 pub fn op() -> impl Strategy<Value = Op> {
@@ -42,9 +48,10 @@ pub fn op() -> impl Strategy<Value = Op> {
         6 => (0..USERS, 0..DROPS, 1u32..4, 0u8..6).prop_map(|(user, drop, quantity, key)| Op::Order { user, drop, quantity, key }),
         2 => any::<usize>().prop_map(|pick| Op::Confirm { pick }),
         1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
-        1 => (1i64..9).prop_map(|minutes| Op::Advance { minutes }),
+        1 => prop_oneof![4 => 1i64..9, 1 => 30i64..70].prop_map(|minutes| Op::Advance { minutes }),
         1 => Just(Op::Sweep),
         1 => (0..DROPS, prop_oneof![-4i64..0, 1i64..7]).prop_map(|(drop, delta)| Op::Adjust { drop, delta }),
+        2 => prop::collection::vec((0..USERS, 0..DROPS, 1u32..4), 2..6).prop_map(|orders| Op::Burst { orders }),
     ]
 }
 
@@ -103,7 +110,7 @@ fn code<T>(r: &Result<T, livedrop::core::Error>) -> Result<(), String> {
 pub async fn run(
     world: World,
     stocks: [u32; DROPS],
-    limits: [u32; DROPS],
+    limits: [Option<u32>; DROPS],
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
     let creator = world.user(Role::Creator).await;
@@ -117,11 +124,12 @@ pub async fn run(
         keys: HashMap::new(),
     };
     for d in 0..DROPS {
-        let view = world.live_drop(&creator, stocks[d], Some(limits[d])).await;
+        let view = world.live_drop(&creator, stocks[d], limits[d]).await;
         model.drops.push(MDrop {
             id: view.drop.id,
             stock: Stock::new(stocks[d]),
-            limit: limits[d],
+            // No limit means the stock at scheduling (restocks do not raise it).
+            limit: limits[d].unwrap_or(stocks[d]),
             ends_at: view.drop.ends_at,
         });
     }
@@ -241,6 +249,82 @@ pub async fn run(
                 }
             }
             Op::Advance { minutes } => world.clock.advance(Span::minutes(minutes)),
+            Op::Burst { ref orders } => {
+                let key = |i: usize| format!("burst-{step}-{i}");
+                // The first order twice under one key, then the rest, all in flight.
+                let sends: Vec<(usize, usize, u32, String)> = std::iter::once((0, orders[0]))
+                    .chain(orders.iter().copied().enumerate())
+                    .map(|(i, (u, d, q))| (u, d, q, key(i)))
+                    .collect();
+                let results = futures::future::join_all(sends.iter().map(|(u, d, q, k)| {
+                    let request = PlaceOrder {
+                        drop_id: model.drops[*d].id,
+                        quantity: *q,
+                    };
+                    world.app.place_order(&users[*u], Some(k), request)
+                }))
+                .await;
+                // The doubled key: at most one order, and both answers agree unless
+                // one found the other still in flight.
+                let (a, b) = (&results[0], &results[1]);
+                match (a, b) {
+                    (Ok(x), Ok(y)) => {
+                        prop_assert_eq!(x.id, y.id, "step {}: one key, one order", step)
+                    }
+                    (Err(livedrop::core::Error::IdempotencyKeyInFlight), _)
+                    | (_, Err(livedrop::core::Error::IdempotencyKeyInFlight)) => {}
+                    (Err(x), Err(y)) => prop_assert_eq!(x, y, "step {}: one key, one answer", step),
+                    _ => prop_assert!(
+                        false,
+                        "step {}: one key, two answers: {:?} {:?}",
+                        step,
+                        a,
+                        b
+                    ),
+                }
+                let mut seen = std::collections::HashSet::new();
+                for ((u, d, q, _), got) in sends.iter().zip(&results) {
+                    let now_live = now < model.drops[*d].ends_at;
+                    match got {
+                        Ok(order) => {
+                            prop_assert!(now_live, "step {}: an order after the end", step);
+                            if !seen.insert(order.id) {
+                                continue;
+                            }
+                            let s = &mut model.drops[*d].stock;
+                            let left = s.available.checked_sub(*q);
+                            prop_assert!(left.is_some(), "step {}: oversold {:?}", step, s);
+                            s.available = left.unwrap_or_default();
+                            s.reserved += q;
+                            model.orders.push(MOrder {
+                                id: order.id,
+                                user: *u,
+                                drop: *d,
+                                quantity: *q,
+                                status: OrderStatus::Reserved,
+                                reserved_until: order.reserved_until,
+                            });
+                        }
+                        Err(e) => {
+                            let allowed: &[&str] = if now_live {
+                                &[
+                                    "out_of_stock",
+                                    "per_user_limit_exceeded",
+                                    "idempotency_key_in_flight",
+                                ]
+                            } else {
+                                &["drop_not_live", "idempotency_key_in_flight"]
+                            };
+                            prop_assert!(
+                                allowed.contains(&e.code()),
+                                "step {}: unexpected {:?}",
+                                step,
+                                e
+                            );
+                        }
+                    }
+                }
+            }
             Op::Sweep => {
                 let swept = world
                     .app
@@ -296,8 +380,41 @@ pub async fn run(
                 stock
             );
             prop_assert_eq!(stock, md.stock, "step {}: stock of drop {}", step, d);
-            for u in 0..USERS {
-                prop_assert!(model.held(u, d) <= md.limit, "per-user limit");
+        }
+        // The per-user limit, as the store holds it: every order of every buyer.
+        for (u, user) in users.iter().enumerate() {
+            let mut held = [0u32; DROPS];
+            let mut page = PageRequest::first(100);
+            loop {
+                let got = world
+                    .ports
+                    .orders
+                    .orders_for_user(user.id, page)
+                    .await
+                    .unwrap();
+                for o in &got.items {
+                    let d = model.drops.iter().position(|md| md.id == o.drop_id);
+                    prop_assert!(d.is_some(), "step {}: an order of an unknown drop", step);
+                    if o.status.holds_stock() {
+                        held[d.unwrap_or_default()] += o.quantity;
+                    }
+                }
+                match got.next_cursor {
+                    Some(c) => page = page.after(Some(c)),
+                    None => break,
+                }
+            }
+            for (d, md) in model.drops.iter().enumerate() {
+                prop_assert!(
+                    held[d] <= md.limit,
+                    "step {}: user {} holds {} of drop {} past its limit {}",
+                    step,
+                    u,
+                    held[d],
+                    d,
+                    md.limit
+                );
+                prop_assert_eq!(held[d], model.held(u, d), "step {}: user {} holds", step, u);
             }
         }
         for o in &model.orders {

@@ -12,7 +12,8 @@ use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{
     DropRepository, InventoryRepository, ProductRepository, UpdateOutcome, UserRepository,
 };
-use livedrop_core::StoreResult;
+use livedrop_core::text::fold_case;
+use livedrop_core::{StoreError, StoreResult};
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -23,8 +24,9 @@ use super::{after, map_sqlx_error, overfetch, PgStore};
 impl UserRepository for PgStore {
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO users (id, email, display_name, role, password_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO users (id, email, display_name, role, password_hash, created_at, \
+                                email_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(user.id.0)
         .bind(&user.email)
@@ -32,6 +34,7 @@ impl UserRepository for PgStore {
         .bind(user.role.as_str())
         .bind(&user.password_hash)
         .bind(user.created_at)
+        .bind(fold_case(&user.email))
         .execute(&self.inner.pool)
         .await
         .map_err(map_sqlx_error)?;
@@ -51,11 +54,11 @@ impl UserRepository for PgStore {
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
         let sql = format!(
-            "SELECT {} FROM users WHERE lower(email) = lower($1)",
+            "SELECT {} FROM users WHERE email_key = $1",
             UserRow::COLUMNS
         );
         sqlx::query_as::<_, UserRow>(&sql)
-            .bind(email)
+            .bind(fold_case(email))
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?
@@ -165,14 +168,19 @@ impl PgStore {
     }
 }
 
+/// What product search matches terms against, folded as `Product::matches` folds it.
+fn search_text(product: &Product) -> String {
+    fold_case(&format!("{} {}", product.title, product.description))
+}
+
 #[async_trait]
 impl ProductRepository for PgStore {
     async fn insert_product(&self, product: &Product, events: &[Event]) -> StoreResult<()> {
         let mut tx = self.inner.pool.begin().await.map_err(map_sqlx_error)?;
         sqlx::query(
             "INSERT INTO products (id, creator_id, title, description, price_cents, currency, \
-                                   image_url, created_at, updated_at, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                   image_url, created_at, updated_at, version, search_text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(product.id.0)
         .bind(product.creator_id.0)
@@ -184,6 +192,7 @@ impl ProductRepository for PgStore {
         .bind(product.created_at)
         .bind(product.updated_at)
         .bind(product.version)
+        .bind(search_text(product))
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx_error)?;
@@ -210,7 +219,7 @@ impl ProductRepository for PgStore {
         let updated = sqlx::query(
             "UPDATE products SET creator_id = $2, title = $3, description = $4, \
                  price_cents = $5, currency = $6, image_url = $7, created_at = $8, \
-                 updated_at = $9, version = $10 \
+                 updated_at = $9, version = $10, search_text = $11 \
              WHERE id = $1 AND version = $10 - 1",
         )
         .bind(product.id.0)
@@ -223,6 +232,7 @@ impl ProductRepository for PgStore {
         .bind(product.created_at)
         .bind(product.updated_at)
         .bind(product.version)
+        .bind(search_text(product))
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx_error)?
@@ -251,13 +261,13 @@ impl ProductRepository for PgStore {
         page: PageRequest,
     ) -> StoreResult<Page<Product>> {
         let (at, id) = after(&page);
-        // Every term must occur in "title description", as `Product::matches` says.
+        // Every term must occur in "title description" folded, as `Product::matches` says.
         let sql = format!(
             "SELECT {} FROM products p \
              WHERE ($1::uuid IS NULL OR p.creator_id = $1) \
                AND ($2::timestamptz IS NULL OR (p.created_at, p.id) < ($2, $3::uuid)) \
                AND NOT EXISTS (SELECT 1 FROM UNNEST($4::text[]) AS t(term) \
-                               WHERE strpos(lower(p.title || ' ' || p.description), t.term) = 0) \
+                               WHERE strpos(p.search_text, t.term) = 0) \
              ORDER BY p.created_at DESC, p.id DESC LIMIT $5",
             ProductRow::COLUMNS
         );
@@ -416,7 +426,8 @@ impl DropRepository for PgStore {
     }
 
     async fn due_transitions(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<model::Drop>> {
-        // One indexed scan per lagging state, merged.
+        // One indexed scan per lagging state, merged; each side picks by the merged
+        // order (start, then id), so a short `limit` keeps the same drops every store does.
         let sql = format!(
             "SELECT {cols} FROM drops d JOIN inventory i ON i.drop_id = d.id \
              WHERE d.id IN ( \
@@ -424,7 +435,7 @@ impl DropRepository for PgStore {
                   ORDER BY starts_at, id LIMIT $2) \
                  UNION ALL \
                  (SELECT id FROM drops WHERE state = 'live' AND ends_at <= $1 \
-                  ORDER BY ends_at LIMIT $2)) \
+                  ORDER BY starts_at, id LIMIT $2)) \
              ORDER BY d.starts_at, d.id LIMIT $2",
             cols = DropRow::COLUMNS
         );
@@ -470,6 +481,16 @@ impl InventoryRepository for PgStore {
             return Ok(AdjustOutcome::DropNotFound);
         };
         let before = row.stock()?;
+        // The same refusal as every store gives (not the CHECK's backend error).
+        if adjustment.delta > 0
+            && row.total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX)
+        {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Err(StoreError::Conflict(format!(
+                "a restock of {} overflows the stock of drop {}",
+                adjustment.delta, adjustment.drop_id
+            )));
+        }
         if adjustment.delta < 0 && row.available < -adjustment.delta {
             tx.rollback().await.map_err(map_sqlx_error)?;
             return Ok(AdjustOutcome::Insufficient {

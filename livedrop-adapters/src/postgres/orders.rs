@@ -419,6 +419,8 @@ impl OrderRepository for PgStore {
         append_events(&mut tx, &events).await?;
         tx.commit().await.map_err(map_sqlx_error)?;
         tracing::debug!(count = expired.len(), "expired holds");
+        // The order every store returns: by hold end, then id (locking went by drop).
+        expired.sort_by_key(|o: &Order| (o.reserved_until, o.id.0));
         Ok(expired)
     }
 }

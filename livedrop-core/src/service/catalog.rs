@@ -65,6 +65,7 @@ pub struct NewDrop {
 }
 
 fn check_title(title: &str) -> Result<String> {
+    crate::text::check_line("title", title)?;
     let title = title.trim();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(Error::invalid("title", "title must be 1 to 200 characters"));
@@ -73,6 +74,7 @@ fn check_title(title: &str) -> Result<String> {
 }
 
 fn check_description(description: &str) -> Result<String> {
+    crate::text::check_text("description", description)?;
     if description.chars().count() > 5_000 {
         return Err(Error::invalid(
             "description",
@@ -112,7 +114,7 @@ fn check_image_url(url: Option<String>) -> Result<Option<String>> {
                 && url
                     .split_once("://")
                     .is_some_and(|(_, rest)| !rest.is_empty())
-                && !url.chars().any(char::is_whitespace);
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
             if ok {
                 Ok(Some(url))
             } else {
@@ -266,6 +268,9 @@ impl Livedrop {
                 "q must have at most 16 terms of at most 100 characters",
             ));
         }
+        for term in &filter.terms {
+            crate::text::check_line("q", term)?;
+        }
         let key = cache::listing_key(
             PRODUCT_LISTINGS,
             &(&filter, page.limit, page.after.map(|c| c.to_string())),
@@ -293,6 +298,14 @@ impl Livedrop {
         let now = self.now();
         let starts_at = crate::clock::truncate(new.starts_at.unwrap_or(now));
         let ends_at = crate::clock::truncate(new.ends_at);
+        for (field, at) in [("starts_at", starts_at), ("ends_at", ends_at)] {
+            if !crate::clock::is_storable(at) {
+                return Err(Error::invalid(
+                    field,
+                    format!("{field} must be between years 1 and 9999"),
+                ));
+            }
+        }
         if ends_at <= starts_at {
             return Err(Error::invalid("ends_at", "ends_at must be after starts_at"));
         }

@@ -47,6 +47,7 @@ impl Livedrop {
                 "delta must be non-zero and at most 10000000 in size",
             ));
         }
+        crate::text::check_text("reason", &adjustment.reason)?;
         let reason = adjustment.reason.trim();
         if reason.is_empty() || reason.chars().count() > 500 {
             return Err(Error::invalid(

@@ -28,7 +28,8 @@ pub struct Registration {
 }
 
 fn normalize_email(email: &str) -> Result<String> {
-    let email = email.trim().to_lowercase();
+    crate::text::check_line("email", email)?;
+    let email = crate::text::fold_case(email.trim());
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(local, domain)| {
             !local.is_empty()
@@ -59,6 +60,7 @@ fn check_password(password: &str) -> Result<()> {
 }
 
 fn check_display_name(name: &str) -> Result<String> {
+    crate::text::check_line("display_name", name)?;
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(Error::invalid(
@@ -176,7 +178,8 @@ impl Livedrop {
 
     /// The user with these credentials.
     pub async fn authenticate(&self, email: &str, password: &str) -> Result<User> {
-        let email = email.trim().to_lowercase();
+        crate::text::check_line("email", email)?;
+        let email = crate::text::fold_case(email.trim());
         let user = self.ports().users.user_by_email(&email).await?;
         let hash = user
             .as_ref()

@@ -46,22 +46,24 @@ pub async fn cache_round_trip(cache: &Arc<dyn Cache>) {
 }
 
 /// An entry disappears after its TTL; one with a longer TTL stays.
+///
+/// Margins are wide (a 2 s TTL, checked again 1 s past it, TTL jitter included)
+/// so a loaded machine cannot make the entry expire before it is first read.
 pub async fn cache_ttl_expiry(cache: &Arc<dyn Cache>) {
     let cache: &dyn Cache = cache.as_ref();
     let ns = namespace();
     let short = format!("{ns}short");
     let long = format!("{ns}long");
-    assert!(cache
-        .set(&short, b"s", Duration::from_millis(300), None)
-        .await
-        .expect("cache set"));
+    let ttl = Duration::from_secs(2);
+    let stored_at = tokio::time::Instant::now();
+    assert!(cache.set(&short, b"s", ttl, None).await.expect("cache set"));
     assert!(set(cache, &long, b"l", None).await);
     assert_eq!(
         get(cache, &short).await,
         Some(b"s".to_vec()),
         "present before its TTL"
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep_until(stored_at + ttl + ttl / 10 + Duration::from_secs(1)).await;
     assert_eq!(get(cache, &short).await, None, "gone after its TTL");
     assert_eq!(get(cache, &long).await, Some(b"l".to_vec()));
 }

@@ -17,11 +17,16 @@ macro_rules! __conformance_tests {
                         ::std::option::Option::Some(backend) => {
                             $crate::testing::$suite::$case(&backend).await
                         }
-                        ::std::option::Option::None => ::std::eprintln!(
-                            "skipping {}::{}: the backend's environment is not available",
-                            ::std::stringify!($module),
-                            ::std::stringify!($case),
-                        ),
+                        ::std::option::Option::None => {
+                            let _ = $crate::testing::env::skip(
+                                ::std::concat!(
+                                    ::std::stringify!($module),
+                                    "::",
+                                    ::std::stringify!($case)
+                                ),
+                                "the backend's environment is not available",
+                            );
+                        }
                     }
                 }
             )+
@@ -34,7 +39,8 @@ macro_rules! __conformance_tests {
 ///
 /// `$factory` is an expression callable as `factory().await -> Option<Repos>`
 /// ([`Repos`](crate::testing::Repos)), returning a fresh, empty store per call, or
-/// `None` (the test prints why and passes) when the backend's environment is absent.
+/// `None` (the test prints why and passes, or fails under `LIVEDROP_TEST_REQUIRE=1`,
+/// see [`testing::env`](crate::testing::env)) when the backend's environment is absent.
 #[macro_export]
 macro_rules! store_conformance {
     ($factory:expr) => {
@@ -69,6 +75,13 @@ macro_rules! store_conformance {
             fan_out_batches,
             outbox_pending_in_order,
             outbox_wait_for_append_wakes,
+            text_with_control_characters_is_refused,
+            emails_fold_case_one_way,
+            search_folds_non_ascii_letters_one_way,
+            timestamps_outside_the_storable_range_are_refused,
+            timestamps_keep_microseconds,
+            restock_past_the_largest_stock_conflicts,
+            batches_come_in_one_order_with_a_tie_break,
         }
     };
 }

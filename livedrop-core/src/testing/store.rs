@@ -1997,3 +1997,6 @@ pub async fn outbox_wait_for_append_wakes(repos: &Repos) {
         "wait_for_append must return after its timeout"
     );
 }
+
+mod semantics;
+pub use semantics::*;

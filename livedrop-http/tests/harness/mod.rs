@@ -30,21 +30,12 @@ pub struct Services {
 impl Services {
     /// From `LIVEDROP_TEST_*`; `None` (after saying why) when any is unset.
     pub fn from_env(test: &str) -> Option<Self> {
-        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        match (
-            get("LIVEDROP_TEST_DATABASE_URL"),
-            get("LIVEDROP_TEST_REDIS_URL"),
-            get("LIVEDROP_TEST_KAFKA_BROKERS"),
-        ) {
-            (Some(db), Some(redis), Some(kafka)) => Some(Self { db, redis, kafka }),
-            _ => {
-                eprintln!(
-                    "skipping {test}: set LIVEDROP_TEST_DATABASE_URL, LIVEDROP_TEST_REDIS_URL and \
-                     LIVEDROP_TEST_KAFKA_BROKERS (scripts/test.sh does) to run it"
-                );
-                None
-            }
-        }
+        use livedrop_core::testing::env;
+        let [db, redis, kafka] = env::service_vars(
+            [env::DATABASE_URL, env::REDIS_URL, env::KAFKA_BROKERS],
+            test,
+        )?;
+        Some(Self { db, redis, kafka })
     }
 
     /// Fails the test unless every service accepts a TCP connection.

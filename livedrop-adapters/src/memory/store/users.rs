@@ -6,6 +6,7 @@ use livedrop_core::id::UserId;
 use livedrop_core::model::{FollowEntry, User};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::UserRepository;
+use livedrop_core::text::fold_case;
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 
 use super::{keyset_page, MemoryStore, State};
@@ -28,7 +29,7 @@ impl State {
 impl UserRepository for MemoryStore {
     async fn insert_user(&self, user: &User) -> StoreResult<()> {
         self.write(|state| {
-            let email = user.email.to_lowercase();
+            let email = fold_case(&user.email);
             if state.emails.contains_key(&email) {
                 return Err(StoreError::Conflict(format!(
                     "email {email:?} is already registered"
@@ -51,7 +52,7 @@ impl UserRepository for MemoryStore {
         let state = self.lock();
         Ok(state
             .emails
-            .get(&email.to_lowercase())
+            .get(&fold_case(email))
             .and_then(|id| state.users.get(id))
             .cloned())
     }
