@@ -19,11 +19,6 @@ proptest! {
         ops in prop::collection::vec(op(), 1..40),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(async {
-            let world = World::sqlite().await;
-            let outcome = run(world.world, stocks, limits, ops).await;
-            world.store.close().await;
-            outcome
-        })?;
+        runtime.block_on(async { run(World::sqlite().await, stocks, limits, ops).await })?;
     }
 }

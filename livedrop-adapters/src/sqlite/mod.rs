@@ -121,7 +121,7 @@ pub(crate) struct Inner {
     lock: std::sync::Mutex<Option<lock::FileLock>>,
     /// The directory of a [`SqliteStore::temporary`] store, deleted with the store
     /// (declared last: dropped after the pools).
-    temporary: Option<tempfile::TempDir>,
+    _temporary: Option<tempfile::TempDir>,
 }
 
 impl SqliteStore {
@@ -194,7 +194,7 @@ impl SqliteStore {
                 max_batch: options.max_batch.clamp(1, 4_096),
                 combiners: Combiners::default(),
                 lock: std::sync::Mutex::new(Some(lock)),
-                temporary,
+                _temporary: temporary,
             }),
         })
     }
