@@ -208,7 +208,11 @@ async fn wire(settings: &Settings) -> anyhow::Result<Wiring> {
             sqlite_ports(url, store, cache, bus, clock).await?
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            postgres_ports(settings, url, cache, bus, clock, &mut checks, &mut closers).await?
+            let store = StoreSpot {
+                checks: &mut checks,
+                closers: &mut closers,
+            };
+            postgres_ports(settings, url, store, cache, bus, clock).await?
         }
         Some(_) => {
             return Err(anyhow!(
@@ -239,6 +243,7 @@ fn from_store<S: Store>(
 pub const DEFAULT_SQLITE_URL: &str = "sqlite://./livedrop.db";
 
 /// Where a store adds its readiness check and its closer.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 struct StoreSpot<'a> {
     checks: &'a mut Vec<ReadinessCheck>,
     closers: &'a mut Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
@@ -304,11 +309,10 @@ fn cause(e: &livedrop_core::StoreError) -> String {
 async fn postgres_ports(
     settings: &Settings,
     url: &str,
+    spot: StoreSpot<'_>,
     cache: Arc<dyn Cache>,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
-    checks: &mut Vec<ReadinessCheck>,
-    closers: &mut Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> anyhow::Result<Ports> {
     use livedrop_adapters::postgres::{PgOptions, PgStore};
     let options = PgOptions {
@@ -325,12 +329,13 @@ async fn postgres_ports(
         .map_err(|e| anyhow!("PostgreSQL migrations failed: {}", describe(&e)))?;
     tracing::info!(schema = ?settings.database_schema, "store: PostgreSQL, migrations applied");
     let ping = store.clone();
-    checks.push(ReadinessCheck::new("store", move || {
+    spot.checks.push(ReadinessCheck::new("store", move || {
         let ping = ping.clone();
         async move { ping.ping().await.map_err(|e| describe(&e)) }
     }));
     let closing = store.clone();
-    closers.push(Box::pin(async move { closing.close().await }));
+    spot.closers
+        .push(Box::pin(async move { closing.close().await }));
     Ok(from_store(Arc::new(store), cache, bus, clock))
 }
 
@@ -338,11 +343,10 @@ async fn postgres_ports(
 async fn postgres_ports(
     _: &Settings,
     _: &str,
+    _: StoreSpot<'_>,
     _: Arc<dyn Cache>,
     _: Arc<dyn EventBus>,
     _: Arc<dyn Clock>,
-    _: &mut Vec<ReadinessCheck>,
-    _: &mut Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> anyhow::Result<Ports> {
     Err(anyhow!(
         "LIVEDROP_DATABASE_URL is set but this build has no PostgreSQL support (cargo feature `postgres`)"
