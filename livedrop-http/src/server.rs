@@ -39,6 +39,11 @@ pub struct Settings {
     /// Keeps everything in memory instead (lost on exit): for trying things out.
     #[arg(long, env = "LIVEDROP_IN_MEMORY", value_parser = clap::builder::BoolishValueParser::new())]
     pub in_memory: bool,
+    /// SQLite only: `full` flushes every commit to disk before answering (survives a
+    /// power cut); `normal` hands it to the operating system (survives a crash of
+    /// the process, not of the machine; faster).
+    #[arg(long, env = "LIVEDROP_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    pub sqlite_synchronous: String,
     /// PostgreSQL schema for the tables (created if missing); unset uses the default.
     #[arg(long, env = "LIVEDROP_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
@@ -105,6 +110,7 @@ impl Default for Settings {
             addr: "127.0.0.1:8080".into(),
             database_url: None,
             in_memory: false,
+            sqlite_synchronous: "full".into(),
             database_schema: None,
             database_max_connections: 10,
             redis_url: None,
@@ -198,14 +204,14 @@ async fn wire(settings: &Settings) -> anyhow::Result<Wiring> {
                 checks: &mut checks,
                 closers: &mut closers,
             };
-            sqlite_ports(DEFAULT_SQLITE_URL, store, cache, bus, clock).await?
+            sqlite_ports(settings, DEFAULT_SQLITE_URL, store, cache, bus, clock).await?
         }
         Some(url) if url.starts_with("sqlite:") => {
             let store = StoreSpot {
                 checks: &mut checks,
                 closers: &mut closers,
             };
-            sqlite_ports(url, store, cache, bus, clock).await?
+            sqlite_ports(settings, url, store, cache, bus, clock).await?
         }
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let store = StoreSpot {
@@ -251,6 +257,7 @@ struct StoreSpot<'a> {
 
 #[cfg(feature = "sqlite")]
 async fn sqlite_ports(
+    settings: &Settings,
     url: &str,
     spot: StoreSpot<'_>,
     cache: Arc<dyn Cache>,
@@ -259,7 +266,11 @@ async fn sqlite_ports(
 ) -> anyhow::Result<Ports> {
     use livedrop_adapters::sqlite::{path_of_url, SqliteOptions, SqliteStore};
     let path = path_of_url(url).map_err(|e| anyhow!("LIVEDROP_DATABASE_URL: {}", cause(&e)))?;
-    let store = SqliteStore::open(&path, SqliteOptions::default())
+    let options = SqliteOptions {
+        sync_commits: settings.sqlite_synchronous != "normal",
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&path, options)
         .await
         .map_err(|e| anyhow!("cannot open the SQLite store: {}", cause(&e)))?;
     store
@@ -269,6 +280,7 @@ async fn sqlite_ports(
     let shown = std::path::absolute(&path).unwrap_or(path);
     tracing::info!(
         file = %shown.display(),
+        synchronous = %settings.sqlite_synchronous,
         "store: SQLite file (one process; LIVEDROP_DATABASE_URL=postgres://… for several), migrations applied"
     );
     let ping = store.clone();
@@ -284,6 +296,7 @@ async fn sqlite_ports(
 
 #[cfg(not(feature = "sqlite"))]
 async fn sqlite_ports(
+    _: &Settings,
     _: &str,
     _: StoreSpot<'_>,
     _: Arc<dyn Cache>,
