@@ -1,8 +1,8 @@
 //! The SQLite store (sqlx): every repository port of livedrop in one database file,
 //! for a server that runs alone and keeps its data with zero set-up.
 //!
-//! [`SqliteStore`] implements the same ports as
-//! [`PgStore`](crate::postgres::PgStore) with the same guarantees, so
+//! [`SqliteStore`] implements the same ports as the PostgreSQL store (`PgStore`),
+//! with the same guarantees, so
 //! `Ports::from_store(Arc::new(store), cache, bus, clock)` wires it in one line:
 //!
 //! - the stock invariant is a set of `CHECK` constraints on the `inventory` row;
