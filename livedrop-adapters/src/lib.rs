@@ -3,8 +3,14 @@
 #[cfg(feature = "memory")]
 pub mod memory;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod sql;
+
 #[cfg(feature = "postgres")]
 pub mod postgres;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 
 #[cfg(feature = "redis")]
 pub mod redis;

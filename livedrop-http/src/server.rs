@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use chrono::Utc;
-use livedrop_core::model::{Actor, Role, User};
+use livedrop_core::model::{Actor, DropFilter, DropStatus, Role, User};
+use livedrop_core::page::PageRequest;
 use livedrop_core::ports::{Cache, Clock, EventBus};
 use livedrop_core::service::{Livedrop, NewDrop, NewProduct, Registration, Store};
 use livedrop_core::{Config, Ports, SystemClock};
@@ -31,9 +32,18 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "LIVEDROP_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: String,
-    /// PostgreSQL URL; unset keeps everything in memory.
+    /// Where the data lives: `sqlite://PATH` (a SQLite file, one process) or
+    /// `postgres://…` (several processes); unset = the SQLite file `./livedrop.db`.
     #[arg(long, env = "LIVEDROP_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Keeps everything in memory instead (lost on exit): for trying things out.
+    #[arg(long, env = "LIVEDROP_IN_MEMORY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub in_memory: bool,
+    /// SQLite only: `full` flushes every commit to disk before answering (survives a
+    /// power cut); `normal` hands it to the operating system (survives a crash of
+    /// the process, not of the machine; faster).
+    #[arg(long, env = "LIVEDROP_SQLITE_SYNCHRONOUS", default_value = "full", value_parser = ["full", "normal"])]
+    pub sqlite_synchronous: String,
     /// PostgreSQL schema for the tables (created if missing); unset uses the default.
     #[arg(long, env = "LIVEDROP_DATABASE_SCHEMA")]
     pub database_schema: Option<String>,
@@ -99,6 +109,8 @@ impl Default for Settings {
         Self {
             addr: "127.0.0.1:8080".into(),
             database_url: None,
+            in_memory: false,
+            sqlite_synchronous: "full".into(),
             database_schema: None,
             database_max_connections: 10,
             redis_url: None,
@@ -171,9 +183,15 @@ async fn wire(settings: &Settings) -> anyhow::Result<Wiring> {
     let (cache, gate) = cache_port(settings).await?;
     let bus = bus_port(settings, &mut checks).await?;
 
-    let mut ports = match &settings.database_url {
-        None => {
-            tracing::info!("store: in memory (LIVEDROP_DATABASE_URL unset); data is lost on exit");
+    let url = settings.database_url.as_deref().filter(|u| !u.is_empty());
+    let mut ports = match url {
+        _ if settings.in_memory => {
+            if url.is_some() {
+                return Err(anyhow!(
+                    "--in-memory and LIVEDROP_DATABASE_URL both name a store; choose one"
+                ));
+            }
+            tracing::info!("store: in memory (--in-memory); data is lost on exit");
             from_store(
                 Arc::new(livedrop_adapters::memory::MemoryStore::new()),
                 cache,
@@ -181,8 +199,31 @@ async fn wire(settings: &Settings) -> anyhow::Result<Wiring> {
                 clock,
             )
         }
-        Some(url) => {
-            postgres_ports(settings, url, cache, bus, clock, &mut checks, &mut closers).await?
+        None => {
+            let store = StoreSpot {
+                checks: &mut checks,
+                closers: &mut closers,
+            };
+            sqlite_ports(settings, DEFAULT_SQLITE_URL, store, cache, bus, clock).await?
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            let store = StoreSpot {
+                checks: &mut checks,
+                closers: &mut closers,
+            };
+            sqlite_ports(settings, url, store, cache, bus, clock).await?
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let store = StoreSpot {
+                checks: &mut checks,
+                closers: &mut closers,
+            };
+            postgres_ports(settings, url, store, cache, bus, clock).await?
+        }
+        Some(_) => {
+            return Err(anyhow!(
+                "LIVEDROP_DATABASE_URL must start with sqlite:// (a file) or postgres:// (a server)"
+            ))
         }
     };
     if let Some(gate) = gate {
@@ -204,15 +245,87 @@ fn from_store<S: Store>(
     Ports::from_store(store, cache, bus, clock)
 }
 
+/// The store of a server started without LIVEDROP_DATABASE_URL nor --in-memory.
+pub const DEFAULT_SQLITE_URL: &str = "sqlite://./livedrop.db";
+
+/// Where a store adds its readiness check and its closer.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+struct StoreSpot<'a> {
+    checks: &'a mut Vec<ReadinessCheck>,
+    closers: &'a mut Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite_ports(
+    settings: &Settings,
+    url: &str,
+    spot: StoreSpot<'_>,
+    cache: Arc<dyn Cache>,
+    bus: Arc<dyn EventBus>,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Ports> {
+    use livedrop_adapters::sqlite::{path_of_url, SqliteOptions, SqliteStore};
+    let path = path_of_url(url).map_err(|e| anyhow!("LIVEDROP_DATABASE_URL: {}", cause(&e)))?;
+    let options = SqliteOptions {
+        sync_commits: settings.sqlite_synchronous != "normal",
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&path, options)
+        .await
+        .map_err(|e| anyhow!("cannot open the SQLite store: {}", cause(&e)))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow!("SQLite migrations failed: {}", describe(&e)))?;
+    let shown = std::path::absolute(&path).unwrap_or(path);
+    tracing::info!(
+        file = %shown.display(),
+        synchronous = %settings.sqlite_synchronous,
+        "store: SQLite file (one process; LIVEDROP_DATABASE_URL=postgres://… for several), migrations applied"
+    );
+    let ping = store.clone();
+    spot.checks.push(ReadinessCheck::new("store", move || {
+        let ping = ping.clone();
+        async move { ping.ping().await.map_err(|e| describe(&e)) }
+    }));
+    let closing = store.clone();
+    spot.closers
+        .push(Box::pin(async move { closing.close().await }));
+    Ok(from_store(Arc::new(store), cache, bus, clock))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn sqlite_ports(
+    _: &Settings,
+    _: &str,
+    _: StoreSpot<'_>,
+    _: Arc<dyn Cache>,
+    _: Arc<dyn EventBus>,
+    _: Arc<dyn Clock>,
+) -> anyhow::Result<Ports> {
+    Err(anyhow!(
+        "this build has no SQLite support (cargo feature `sqlite`): set LIVEDROP_DATABASE_URL=postgres://… or pass --in-memory"
+    ))
+}
+
+/// A store error as an operator reads it: an unavailable store's own sentence, or
+/// the error and its sources.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
+fn cause(e: &livedrop_core::StoreError) -> String {
+    match e {
+        livedrop_core::StoreError::Unavailable { source, .. } => describe(source.as_ref()),
+        other => describe(other),
+    }
+}
+
 #[cfg(feature = "postgres")]
 async fn postgres_ports(
     settings: &Settings,
     url: &str,
+    spot: StoreSpot<'_>,
     cache: Arc<dyn Cache>,
     bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
-    checks: &mut Vec<ReadinessCheck>,
-    closers: &mut Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> anyhow::Result<Ports> {
     use livedrop_adapters::postgres::{PgOptions, PgStore};
     let options = PgOptions {
@@ -229,12 +342,13 @@ async fn postgres_ports(
         .map_err(|e| anyhow!("PostgreSQL migrations failed: {}", describe(&e)))?;
     tracing::info!(schema = ?settings.database_schema, "store: PostgreSQL, migrations applied");
     let ping = store.clone();
-    checks.push(ReadinessCheck::new("store", move || {
+    spot.checks.push(ReadinessCheck::new("store", move || {
         let ping = ping.clone();
         async move { ping.ping().await.map_err(|e| describe(&e)) }
     }));
     let closing = store.clone();
-    closers.push(Box::pin(async move { closing.close().await }));
+    spot.closers
+        .push(Box::pin(async move { closing.close().await }));
     Ok(from_store(Arc::new(store), cache, bus, clock))
 }
 
@@ -242,11 +356,10 @@ async fn postgres_ports(
 async fn postgres_ports(
     _: &Settings,
     _: &str,
+    _: StoreSpot<'_>,
     _: Arc<dyn Cache>,
     _: Arc<dyn EventBus>,
     _: Arc<dyn Clock>,
-    _: &mut Vec<ReadinessCheck>,
-    _: &mut Vec<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>>,
 ) -> anyhow::Result<Ports> {
     Err(anyhow!(
         "LIVEDROP_DATABASE_URL is set but this build has no PostgreSQL support (cargo feature `postgres`)"
@@ -355,7 +468,7 @@ async fn broker_reachable(brokers: &[String]) -> Result<(), String> {
 }
 
 /// An error and its sources on one line.
-#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "postgres", feature = "sqlite")), allow(dead_code))]
 fn describe(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -462,7 +575,8 @@ pub async fn build(settings: &Settings) -> anyhow::Result<Server> {
     })
 }
 
-/// Creates (or reuses) the demo creator and buyer, a product and a drop live now.
+/// Creates (or reuses) the demo creator and buyer, a product and a drop live now;
+/// when an earlier start seeded a drop that has not ended, reuses it instead.
 pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
     let livedrop = state.livedrop();
     let password = "demo-password";
@@ -484,6 +598,44 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
     .await?;
     livedrop.follow(&buyer.actor(), creator.id).await?;
     let actor = creator.actor();
+    let token = |a: &Actor| {
+        state
+            .tokens()
+            .issue(a)
+            .map(|(t, _)| t)
+            .map_err(|_| livedrop_core::Error::Internal)
+    };
+    // A durable store keeps the demo: seed it once, reuse it on later starts while
+    // its drop can still be shown.
+    let seeded = livedrop
+        .list_drops(
+            DropFilter {
+                status: None,
+                creator_id: Some(creator.id),
+            },
+            PageRequest::first(1),
+        )
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .filter(|v| {
+            !matches!(
+                v.status_at(Utc::now()),
+                DropStatus::Ended | DropStatus::Cancelled
+            )
+        });
+    if let Some(view) = seeded {
+        tracing::info!(drop = %view.drop.id, "demo data already seeded; reusing it");
+        return Ok(Demo {
+            creator_token: token(&actor)?,
+            buyer_token: token(&buyer.actor())?,
+            creator,
+            buyer,
+            product_id: view.drop.product_id.0,
+            drop_id: view.drop.id.0,
+        });
+    }
     let product = livedrop
         .create_product(
             &actor,
@@ -508,13 +660,6 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
             },
         )
         .await?;
-    let token = |a: &Actor| {
-        state
-            .tokens()
-            .issue(a)
-            .map(|(t, _)| t)
-            .map_err(|_| livedrop_core::Error::Internal)
-    };
     Ok(Demo {
         creator_token: token(&actor)?,
         buyer_token: token(&buyer.actor())?,

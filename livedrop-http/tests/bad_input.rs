@@ -1,7 +1,7 @@
 //! Malformed input never breaks the server: generated bodies (random bytes, random
 //! JSON, wrong types, huge numbers, nested junk), headers (bad `Authorization`,
 //! `Idempotency-Key`, content types), query strings and paths are thrown at the
-//! router over in-memory state. Never a 5xx; every 4xx is the error shape with a
+//! router over in-memory state, and again over a SQLite store. Never a 5xx; every 4xx is the error shape with a
 //! snake_case `code`, a `message` and an object `details`.
 
 #![allow(clippy::unwrap_used)]
@@ -15,7 +15,7 @@ use axum::Router;
 use livedrop_adapters::memory::memory_ports;
 use livedrop_core::model::{Role, User};
 use livedrop_core::service::{Livedrop, NewDrop, NewProduct};
-use livedrop_core::{Clock, Config, ManualClock, UserId};
+use livedrop_core::{Clock, Config, ManualClock, Ports, UserId};
 use livedrop_http::auth::TokenKeys;
 use livedrop_http::{router, AppState, HttpOptions};
 use proptest::prelude::*;
@@ -55,9 +55,32 @@ async fn user(state: &AppState, clock: &ManualClock, role: Role, name: &str) -> 
     (user, token)
 }
 
-async fn fixture() -> Fixture {
+/// The fixture on in-memory adapters.
+async fn memory_fixture() -> Fixture {
     let clock = Arc::new(ManualClock::fixed());
     let (ports, _store, _bus) = memory_ports(clock.clone());
+    fixture(ports, clock).await
+}
+
+/// The fixture on a SQLite store in a temporary file (in-memory cache and bus).
+#[cfg(feature = "sqlite")]
+async fn sqlite_fixture() -> Fixture {
+    use livedrop_adapters::memory::{MemoryBus, MemoryCache};
+    use livedrop_adapters::sqlite::{SqliteOptions, SqliteStore};
+    let clock = Arc::new(ManualClock::fixed());
+    let store = SqliteStore::temporary(SqliteOptions::default())
+        .await
+        .unwrap();
+    let ports = Ports::from_store(
+        Arc::new(store),
+        Arc::new(MemoryCache::new()),
+        Arc::new(MemoryBus::new()),
+        clock.clone(),
+    );
+    fixture(ports, clock).await
+}
+
+async fn fixture(ports: Ports, clock: Arc<ManualClock>) -> Fixture {
     let livedrop = Livedrop::new(ports, Config::default());
     let mut options = HttpOptions::new(TokenKeys::new(
         b"bad-input-test-secret-0123456789",
@@ -552,6 +575,17 @@ async fn check(fixture: &Fixture, case: &Case) -> Result<bool, TestCaseError> {
 
 #[test]
 fn malformed_requests_get_a_4xx_in_the_error_shape_never_a_5xx() {
+    throw_malformed_requests(memory_fixture);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn malformed_requests_on_sqlite_get_a_4xx_in_the_error_shape_never_a_5xx() {
+    throw_malformed_requests(sqlite_fixture);
+}
+
+/// Runs the generated cases against the router of `fixture`.
+fn throw_malformed_requests<F: std::future::Future<Output = Fixture>>(fixture: fn() -> F) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

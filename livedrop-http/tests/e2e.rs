@@ -51,6 +51,10 @@ impl ServerGuard {
             .env("LIVEDROP_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
+        if !env.iter().any(|(k, _)| *k == "LIVEDROP_DATABASE_URL") {
+            // No store named: keep the run in memory, not in ./livedrop.db.
+            command.env("LIVEDROP_IN_MEMORY", "1");
+        }
         for (k, v) in env {
             command.env(k, v);
         }
@@ -559,10 +563,13 @@ fn a_bad_configuration_exits_non_zero_with_one_clear_line() {
     let cases: [(&[(&str, &str)], &str); 3] = [
         (&[("LIVEDROP_ADDR", "not-an-address")], "LIVEDROP_ADDR"),
         (
-            &[(
-                "LIVEDROP_DATABASE_URL",
-                "postgres://livedrop@127.0.0.1:1/none",
-            )],
+            &[
+                (
+                    "LIVEDROP_DATABASE_URL",
+                    "postgres://livedrop@127.0.0.1:1/none",
+                ),
+                ("LIVEDROP_IN_MEMORY", "0"),
+            ],
             "PostgreSQL",
         ),
         (
@@ -575,6 +582,7 @@ fn a_bad_configuration_exits_non_zero_with_one_clear_line() {
             .env_clear()
             .env("LIVEDROP_ADDR", "127.0.0.1:0")
             .env("LIVEDROP_LOG", "off")
+            .env("LIVEDROP_IN_MEMORY", "1")
             .envs(env.iter().copied())
             .output()
             .unwrap();

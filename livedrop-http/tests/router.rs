@@ -2190,6 +2190,7 @@ async fn server_build_bootstraps_the_admin_seeds_the_demo_and_shuts_down() {
         admin_email: Some("root@example.com".into()),
         admin_password: Some("operator-password".into()),
         demo: true,
+        in_memory: true,
         ..Settings::default()
     };
     let server = build(&settings).await.unwrap();

@@ -99,6 +99,32 @@ impl World {
         })
     }
 
+    /// The same world on a SQLite store in a fresh temporary file (in-memory cache
+    /// and bus); the file goes with the world.
+    #[cfg(feature = "sqlite")]
+    pub async fn sqlite() -> Self {
+        use livedrop::adapters::memory::MemoryCache;
+        use livedrop::adapters::sqlite::{SqliteOptions, SqliteStore};
+        let store = SqliteStore::temporary(SqliteOptions::default())
+            .await
+            .expect("a SQLite store in a temporary directory");
+        let clock = Arc::new(ManualClock::fixed());
+        let bus = Arc::new(MemoryBus::new());
+        let ports = Ports::from_store(
+            Arc::new(store),
+            Arc::new(MemoryCache::new()),
+            bus.clone(),
+            clock.clone(),
+        );
+        Self {
+            app: Livedrop::new(ports.clone(), Config::default()),
+            ports,
+            store: None,
+            bus,
+            clock,
+        }
+    }
+
     /// A user stored directly (no password hashing: fast enough for thousands of cases).
     pub async fn user(&self, role: Role) -> Actor {
         let user = fixtures::user(role.as_str(), role);

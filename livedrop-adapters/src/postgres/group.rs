@@ -6,53 +6,19 @@
 //! batch only shares the lock, the round trips and the commit.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
 
-use livedrop_core::clock::Timestamp;
-use livedrop_core::event::{Event, EventType};
+use async_trait::async_trait;
+use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
-use livedrop_core::{StoreError, StoreResult};
+use livedrop_core::StoreResult;
 use sqlx::{PgConnection, Row};
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::orders::{lock_drop, refusal, reserved, HOLDING};
+use super::orders::{lock_drop, HOLDING};
 use super::rows::{EventColumns, OrderColumns, OrderRow, StockRow};
-use super::{map_sqlx_error, to_u32, Inner, PgStore};
-
-/// A combiner that saw no order for this long retires (its drop cooled down).
-const IDLE: Duration = Duration::from_secs(2);
-/// Attempts at a batch that lost an idempotency-key race to another transaction.
-const ATTEMPTS: usize = 3;
-
-static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
-
-/// The queue of one drop's combiner.
-pub(crate) struct Queue {
-    id: u64,
-    tx: mpsc::UnboundedSender<Request>,
-}
-
-struct Request {
-    order: Order,
-    now: Timestamp,
-    reply: oneshot::Sender<StoreResult<PlaceOutcome>>,
-}
-
-/// A copy of an error for each caller of a failed batch.
-fn copy_error(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Unavailable { what, source } => {
-            StoreError::unavailable(what, source.to_string())
-        }
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::NotFound => StoreError::NotFound,
-        other => StoreError::backend(other.to_string()),
-    }
-}
+use super::{map_sqlx_error, Inner, PgStore};
+use crate::sql::{self, decide_batch, Batcher, Combiners, Placement};
 
 impl PgStore {
     /// [`ReserveStrategy::Group`](super::ReserveStrategy::Group): queues the order to
@@ -60,152 +26,29 @@ impl PgStore {
     pub(crate) async fn place_grouped(
         &self,
         order: &Order,
-        now: Timestamp,
+        now: livedrop_core::Timestamp,
         max_batch: usize,
     ) -> StoreResult<PlaceOutcome> {
-        let mut request = {
-            let (reply, answer) = oneshot::channel();
-            (
-                Request {
-                    order: order.clone(),
-                    now,
-                    reply,
-                },
-                answer,
-            )
-        };
-        // A send fails only if the combiner retired between lookup and send; the next
-        // lookup starts a fresh one.
-        for _ in 0..ATTEMPTS {
-            let tx = self.queue(order.drop_id, max_batch);
-            match tx.send(request.0) {
-                Ok(()) => {
-                    return request.1.await.unwrap_or_else(|_| {
-                        Err(StoreError::backend(
-                            "the drop's order combiner stopped before answering",
-                        ))
-                    })
-                }
-                Err(mpsc::error::SendError(back)) => request.0 = back,
-            }
+        match sql::place(&self.inner, order, now, max_batch).await {
+            Some(outcome) => outcome,
+            // Still racing retirements: decide this order on its own.
+            None => self.place_row_lock(order, now).await,
         }
-        // Still racing retirements: decide this order on its own.
-        self.place_row_lock(order, now).await
-    }
-
-    fn queue(&self, drop: DropId, max_batch: usize) -> mpsc::UnboundedSender<Request> {
-        let mut queues = self
-            .inner
-            .combiners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(q) = queues.get(&drop) {
-            if !q.tx.is_closed() {
-                return q.tx.clone();
-            }
-        }
-        let (tx, rx) = mpsc::unbounded_channel();
-        let id = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
-        queues.insert(drop, Queue { id, tx: tx.clone() });
-        tokio::spawn(combine(
-            Arc::clone(&self.inner),
-            drop,
-            id,
-            rx,
-            max_batch.max(1),
-        ));
-        tx
     }
 }
 
-/// The combiner of one drop: takes whatever queued while the previous batch ran (up
-/// to `max_batch`), decides it in one transaction, answers, repeats.
-async fn combine(
-    inner: Arc<Inner>,
-    drop: DropId,
-    id: u64,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    max_batch: usize,
-) {
-    loop {
-        let first = match tokio::time::timeout(IDLE, rx.recv()).await {
-            Ok(Some(r)) => r,
-            Ok(None) => return,
-            Err(_) => {
-                // Retire: unregister, refuse new sends, then serve what slipped in.
-                {
-                    let mut queues = inner.combiners.lock().unwrap_or_else(|p| p.into_inner());
-                    if queues.get(&drop).is_some_and(|q| q.id == id) {
-                        queues.remove(&drop);
-                    }
-                }
-                rx.close();
-                let mut rest = Vec::new();
-                while let Ok(r) = rx.try_recv() {
-                    rest.push(r);
-                }
-                while !rest.is_empty() {
-                    let tail = rest.split_off(rest.len().min(max_batch));
-                    run_batch(&inner, drop, rest).await;
-                    rest = tail;
-                }
-                return;
-            }
-        };
-        // Let callers just answered by the previous batch queue their next order.
-        tokio::task::yield_now().await;
-        let mut batch = Vec::with_capacity(max_batch.min(64));
-        batch.push(first);
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        run_batch(&inner, drop, batch).await;
+#[async_trait]
+impl Batcher for Inner {
+    fn combiners(&self) -> &Combiners {
+        &self.combiners
     }
-}
 
-async fn run_batch(inner: &Inner, drop: DropId, batch: Vec<Request>) {
-    // A caller whose future was dropped while its order queued (its client went
-    // away) leaves no work behind: its order is not placed, and its key, released
-    // by the caller's guard, places it on a retry.
-    let queued = batch.len();
-    let batch: Vec<Request> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
-    if batch.len() < queued {
-        tracing::debug!(%drop, abandoned = queued - batch.len(), "orders of callers that went away skipped");
-    }
-    if batch.is_empty() {
-        return;
-    }
-    let mut result = Err(StoreError::backend("no attempt"));
-    for attempt in 0..ATTEMPTS {
-        result = decide(inner, drop, &batch).await;
-        match &result {
-            Ok(Some(_)) | Err(_) => break,
-            Ok(None) => tracing::debug!(attempt, %drop, "idempotency key race; batch retried"),
-        }
-    }
-    match result {
-        Ok(Some(outcomes)) => {
-            for (request, outcome) in batch.into_iter().zip(outcomes) {
-                // A caller that went away no longer needs its answer.
-                let _ = request.reply.send(Ok(outcome));
-            }
-        }
-        Ok(None) => {
-            for request in batch {
-                let _ = request.reply.send(Err(StoreError::Conflict(
-                    "idempotency key raced repeatedly".into(),
-                )));
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, %drop, "order batch failed");
-            for request in batch {
-                let _ = request.reply.send(Err(copy_error(&e)));
-            }
-        }
+    async fn decide(
+        &self,
+        drop: DropId,
+        batch: &[Placement],
+    ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
+        decide(self, drop, batch).await
     }
 }
 
@@ -214,7 +57,7 @@ async fn run_batch(inner: &Inner, drop: DropId, batch: Vec<Request>) {
 async fn decide(
     inner: &Inner,
     drop: DropId,
-    batch: &[Request],
+    batch: &[Placement],
 ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
     let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
     let keys: Vec<&str> = batch
@@ -277,59 +120,27 @@ async fn decide(
     }
 
     // 4. Decide in arrival order.
-    let mut stock = row.stock;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut placed: Vec<Order> = Vec::new();
-    let mut events = Vec::new();
-    for r in batch {
-        let key = (r.order.user_id.0, r.order.idempotency_key.clone());
-        if let Some(existing) = known.get(&key) {
-            outcomes.push(PlaceOutcome::Duplicate(existing.clone()));
-            continue;
-        }
-        let units = held.entry(key.0).or_insert(0);
-        let before = stock.stock()?;
-        if let Some(no) = refusal(
-            &the_drop,
-            r.now,
-            to_u32(*units)?,
-            before.available,
-            r.order.quantity,
-        ) {
-            outcomes.push(no);
-            continue;
-        }
-        let q = i64::from(r.order.quantity);
-        stock.available -= q;
-        stock.reserved += q;
-        stock.version += 1;
-        *units += q;
-        let order = reserved(&r.order);
-        events.push(Event::order(EventType::OrderPlaced, &order, r.now));
-        events.extend(Event::stock_moved(
-            drop.0,
-            &before,
-            &stock.stock()?,
-            stock.version,
-            r.now,
-        ));
-        known.insert(key, order.clone());
-        placed.push(order.clone());
-        outcomes.push(PlaceOutcome::Placed(order));
-    }
-    if placed.is_empty() {
+    let decision = decide_batch(&the_drop, row.stock, known, held, batch)?;
+    if decision.placed.is_empty() {
         tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(Some(outcomes));
+        return Ok(Some(decision.outcomes));
     }
 
     // 5. Write, in one statement: the stock once, every order, every event.
-    let inserted = write_batch(&mut tx, drop, &stock, &placed, &events).await?;
-    if inserted != placed.len() as u64 {
+    let inserted = write_batch(
+        &mut tx,
+        drop,
+        &decision.stock,
+        &decision.placed,
+        &decision.events,
+    )
+    .await?;
+    if inserted != decision.placed.len() as u64 {
         tx.rollback().await.map_err(map_sqlx_error)?;
         return Ok(None);
     }
     tx.commit().await.map_err(map_sqlx_error)?;
-    Ok(Some(outcomes))
+    Ok(Some(decision.outcomes))
 }
 
 /// Sets the locked stock row, inserts `orders` (skipping any whose key exists) and

@@ -37,11 +37,9 @@ mod orders;
 mod outbox;
 mod rows;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use livedrop_core::id::DropId;
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection};
@@ -133,7 +131,7 @@ pub(crate) struct Inner {
     /// The LISTEN connection of `wait_for_append`.
     listener: tokio::sync::Mutex<Option<PgListener>>,
     /// One combiner queue per drop with orders in flight (group strategy).
-    pub(crate) combiners: Mutex<HashMap<DropId, group::Queue>>,
+    pub(crate) combiners: crate::sql::Combiners,
 }
 
 impl PgStore {
@@ -185,7 +183,7 @@ impl PgStore {
                 schema: OnceCell::new(),
                 relay: tokio::sync::Mutex::new(None),
                 listener: tokio::sync::Mutex::new(None),
-                combiners: Mutex::new(HashMap::new()),
+                combiners: Default::default(),
             }),
         }
     }
@@ -200,7 +198,7 @@ impl PgStore {
                 schema: OnceCell::new(),
                 relay: tokio::sync::Mutex::new(None),
                 listener: tokio::sync::Mutex::new(None),
-                combiners: Mutex::new(HashMap::new()),
+                combiners: Default::default(),
             }),
         }
     }
@@ -262,7 +260,6 @@ impl Inner {
     }
 }
 
-/// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
 /// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
 pub(crate) fn after(
     page: &livedrop_core::page::PageRequest,
@@ -270,11 +267,4 @@ pub(crate) fn after(
     (page.after.map(|c| c.at), page.after.map(|c| c.id))
 }
 
-/// Rows fetched for a page: one more than the limit, telling whether another exists.
-pub(crate) fn overfetch(page: &livedrop_core::page::PageRequest) -> i64 {
-    i64::from(page.limit) + 1
-}
-
-pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
-    u32::try_from(v).map_err(|_| StoreError::backend(format!("count {v} out of range")))
-}
+pub(crate) use crate::sql::{overfetch, to_u32};

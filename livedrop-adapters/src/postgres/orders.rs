@@ -7,9 +7,7 @@ use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{OrderId, UserId};
-use livedrop_core::model::{
-    self, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement, Stock,
-};
+use livedrop_core::model::{Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::OrderRepository;
 use livedrop_core::{StoreError, StoreResult};
@@ -18,40 +16,10 @@ use uuid::Uuid;
 
 use super::rows::{append_events, DropRow, OrderColumns, OrderRow, StockRow};
 use super::{after, map_sqlx_error, overfetch, to_u32, PgStore, ReserveStrategy};
+use crate::sql::{refusal, reserved};
 
 /// Statuses that hold stock and count toward the per-user limit.
 pub(crate) const HOLDING: &str = "('reserved', 'confirmed')";
-
-/// Why an order cannot be placed on a locked drop, checked in the contract's order
-/// (liveness, per-user limit, stock); `None` when it can.
-pub(crate) fn refusal(
-    drop: &model::Drop,
-    now: Timestamp,
-    held: u32,
-    available: u32,
-    quantity: u32,
-) -> Option<PlaceOutcome> {
-    if !drop.accepts_orders_at(now) {
-        Some(PlaceOutcome::NotLive)
-    } else if u64::from(held) + u64::from(quantity) > u64::from(drop.per_user_limit) {
-        Some(PlaceOutcome::LimitExceeded {
-            limit: drop.per_user_limit,
-            held,
-        })
-    } else if available < quantity {
-        Some(PlaceOutcome::OutOfStock { available })
-    } else {
-        None
-    }
-}
-
-/// The order as stored when placed.
-pub(crate) fn reserved(order: &Order) -> Order {
-    Order {
-        status: OrderStatus::Reserved,
-        ..order.clone()
-    }
-}
 
 /// The drop and its inventory, the inventory row locked for the transaction.
 pub(crate) async fn lock_drop(conn: &mut PgConnection, drop: Uuid) -> StoreResult<Option<DropRow>> {
@@ -145,21 +113,6 @@ async fn set_status(
     Ok(())
 }
 
-/// Moves `quantity` reserved units of a locked stock row back to available (or to
-/// sold when `sell`), bumping its version; returns the stock before and after.
-fn release(row: &mut StockRow, quantity: u32, sell: bool) -> StoreResult<(Stock, Stock)> {
-    let before = row.stock()?;
-    let q = i64::from(quantity);
-    row.reserved -= q;
-    if sell {
-        row.sold += q;
-    } else {
-        row.available += q;
-    }
-    row.version += 1;
-    Ok((before, row.stock()?))
-}
-
 impl PgStore {
     /// [`ReserveStrategy::RowLock`]: one transaction per order under the row lock.
     pub(crate) async fn place_row_lock(
@@ -193,9 +146,7 @@ impl PgStore {
             return Ok(no);
         }
         let mut stock = row.stock;
-        stock.available -= i64::from(order.quantity);
-        stock.reserved += i64::from(order.quantity);
-        stock.version += 1;
+        let (_, after) = stock.reserve(order.quantity)?;
         write_stock(&mut tx, order.drop_id.0, &stock).await?;
         let placed = reserved(order);
         let inserted = insert_orders(&mut tx, std::slice::from_ref(&placed)).await?;
@@ -212,7 +163,7 @@ impl PgStore {
         events.extend(Event::stock_moved(
             order.drop_id.0,
             &before,
-            &stock.stock()?,
+            &after,
             stock.version,
             now,
         ));
@@ -339,7 +290,7 @@ impl OrderRepository for PgStore {
             (OrderStatus::Cancelled, EventType::OrderCancelled)
         };
         let sell = status == OrderStatus::Confirmed;
-        let (before, after) = release(&mut stock, order.quantity, sell)?;
+        let (before, after) = stock.release(order.quantity, sell)?;
         write_stock(&mut tx, order.drop_id.0, &stock).await?;
         set_status(&mut tx, &[order.id.0], status, now).await?;
         let settled = Order {
@@ -396,7 +347,7 @@ impl OrderRepository for PgStore {
         for (drop, orders) in by_drop {
             let mut stock = lock_stock(&mut tx, drop).await?;
             for order in orders {
-                let (before, after) = release(&mut stock, order.quantity, false)?;
+                let (before, after) = stock.release(order.quantity, false)?;
                 let order = Order {
                     status: OrderStatus::Expired,
                     updated_at: now,

@@ -1,5 +1,6 @@
 //! Row types, their conversion into the domain, and the outbox append every write shares.
 
+pub(crate) use crate::sql::StockRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
 use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
@@ -121,29 +122,6 @@ impl DropRow {
         Ok(DropView {
             drop: self.to_drop()?,
             stock: self.stock.stock()?,
-        })
-    }
-}
-
-/// An inventory row's counts and version.
-#[derive(sqlx::FromRow, Clone, Copy)]
-pub(crate) struct StockRow {
-    pub(crate) total_stock: i64,
-    pub(crate) available: i64,
-    pub(crate) reserved: i64,
-    pub(crate) sold: i64,
-    pub(crate) version: i64,
-}
-
-impl StockRow {
-    pub(crate) const COLUMNS: &'static str = "total_stock, available, reserved, sold, version";
-
-    pub(crate) fn stock(&self) -> StoreResult<Stock> {
-        Ok(Stock {
-            total: to_u32(self.total_stock)?,
-            available: to_u32(self.available)?,
-            reserved: to_u32(self.reserved)?,
-            sold: to_u32(self.sold)?,
         })
     }
 }

@@ -1,0 +1,395 @@
+//! What the SQL stores (PostgreSQL, SQLite) share about orders: the stock row, the
+//! refusal rules checked under the drop's lock, the decision of a batch in arrival
+//! order, and group reserve's combiner, which turns the concurrent `place_order`
+//! calls of this process on one drop into one transaction per batch.
+//!
+//! A store supplies the batch decision ([`Batcher::decide`]: one transaction that
+//! decides every order of the batch in arrival order against committed state); this
+//! module queues the calls, runs one combiner task per hot drop, answers each caller
+//! and retires the task when its drop cools down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use livedrop_core::clock::Timestamp;
+use livedrop_core::event::{Event, EventType};
+use livedrop_core::id::DropId;
+use livedrop_core::model::{self, Order, OrderStatus, PlaceOutcome, Stock};
+use livedrop_core::{StoreError, StoreResult};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// A combiner that saw no order for this long retires (its drop cooled down).
+const IDLE: Duration = Duration::from_secs(2);
+/// Attempts at a batch that lost an idempotency-key race to another transaction,
+/// and at handing an order to a combiner that was retiring.
+const ATTEMPTS: usize = 3;
+
+static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
+
+/// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
+pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
+    u32::try_from(v).map_err(|_| StoreError::backend(format!("count {v} out of range")))
+}
+
+/// Rows fetched for a page: one more than the limit, telling whether another exists.
+pub(crate) fn overfetch(page: &livedrop_core::page::PageRequest) -> i64 {
+    i64::from(page.limit) + 1
+}
+
+/// An inventory row's counts and version.
+#[derive(sqlx::FromRow, Clone, Copy)]
+pub(crate) struct StockRow {
+    pub(crate) total_stock: i64,
+    pub(crate) available: i64,
+    pub(crate) reserved: i64,
+    pub(crate) sold: i64,
+    pub(crate) version: i64,
+}
+
+impl StockRow {
+    pub(crate) const COLUMNS: &'static str = "total_stock, available, reserved, sold, version";
+
+    pub(crate) fn stock(&self) -> StoreResult<Stock> {
+        Ok(Stock {
+            total: to_u32(self.total_stock)?,
+            available: to_u32(self.available)?,
+            reserved: to_u32(self.reserved)?,
+            sold: to_u32(self.sold)?,
+        })
+    }
+
+    /// Moves `quantity` available units to reserved, bumping the version; returns
+    /// the stock before and after.
+    pub(crate) fn reserve(&mut self, quantity: u32) -> StoreResult<(Stock, Stock)> {
+        let before = self.stock()?;
+        let q = i64::from(quantity);
+        self.available -= q;
+        self.reserved += q;
+        self.version += 1;
+        Ok((before, self.stock()?))
+    }
+
+    /// Moves `quantity` reserved units back to available (or to sold when `sell`),
+    /// bumping the version; returns the stock before and after.
+    pub(crate) fn release(&mut self, quantity: u32, sell: bool) -> StoreResult<(Stock, Stock)> {
+        let before = self.stock()?;
+        let q = i64::from(quantity);
+        self.reserved -= q;
+        if sell {
+            self.sold += q;
+        } else {
+            self.available += q;
+        }
+        self.version += 1;
+        Ok((before, self.stock()?))
+    }
+}
+
+/// What a batch decided, to be written in its transaction.
+pub(crate) struct BatchDecision {
+    /// One outcome per order of the batch, in order.
+    pub(crate) outcomes: Vec<PlaceOutcome>,
+    /// The orders to insert (status `reserved`).
+    pub(crate) placed: Vec<Order>,
+    /// `order.placed` and stock events, in order.
+    pub(crate) events: Vec<Event>,
+    /// The drop's stock row after the batch.
+    pub(crate) stock: StockRow,
+}
+
+/// Decides `batch` on a locked drop in arrival order: an order whose (buyer, key) is
+/// in `known` (any drop) is a duplicate; otherwise liveness, the per-user limit
+/// (`held`: units each buyer holds in the drop) and stock, each order seeing the
+/// ones placed before it.
+pub(crate) fn decide_batch(
+    drop: &model::Drop,
+    mut stock: StockRow,
+    mut known: HashMap<(Uuid, String), Order>,
+    mut held: HashMap<Uuid, i64>,
+    batch: &[Placement],
+) -> StoreResult<BatchDecision> {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut placed: Vec<Order> = Vec::new();
+    let mut events = Vec::new();
+    for r in batch {
+        let key = (r.order.user_id.0, r.order.idempotency_key.clone());
+        if let Some(existing) = known.get(&key) {
+            outcomes.push(PlaceOutcome::Duplicate(existing.clone()));
+            continue;
+        }
+        let units = held.entry(key.0).or_insert(0);
+        if let Some(no) = refusal(
+            drop,
+            r.now,
+            to_u32(*units)?,
+            to_u32(stock.available)?,
+            r.order.quantity,
+        ) {
+            outcomes.push(no);
+            continue;
+        }
+        let (before, after) = stock.reserve(r.order.quantity)?;
+        *units += i64::from(r.order.quantity);
+        let order = reserved(&r.order);
+        events.push(Event::order(EventType::OrderPlaced, &order, r.now));
+        events.extend(Event::stock_moved(
+            drop.id.0,
+            &before,
+            &after,
+            stock.version,
+            r.now,
+        ));
+        known.insert(key, order.clone());
+        placed.push(order.clone());
+        outcomes.push(PlaceOutcome::Placed(order));
+    }
+    Ok(BatchDecision {
+        outcomes,
+        placed,
+        events,
+        stock,
+    })
+}
+
+/// Why an order cannot be placed on a locked drop, checked in the contract's order
+/// (liveness, per-user limit, stock); `None` when it can.
+pub(crate) fn refusal(
+    drop: &model::Drop,
+    now: Timestamp,
+    held: u32,
+    available: u32,
+    quantity: u32,
+) -> Option<PlaceOutcome> {
+    if !drop.accepts_orders_at(now) {
+        Some(PlaceOutcome::NotLive)
+    } else if u64::from(held) + u64::from(quantity) > u64::from(drop.per_user_limit) {
+        Some(PlaceOutcome::LimitExceeded {
+            limit: drop.per_user_limit,
+            held,
+        })
+    } else if available < quantity {
+        Some(PlaceOutcome::OutOfStock { available })
+    } else {
+        None
+    }
+}
+
+/// The order as stored when placed.
+pub(crate) fn reserved(order: &Order) -> Order {
+    Order {
+        status: OrderStatus::Reserved,
+        ..order.clone()
+    }
+}
+
+/// One order waiting in a batch.
+pub(crate) struct Placement {
+    /// The order to place.
+    pub(crate) order: Order,
+    /// The caller's time of decision.
+    pub(crate) now: Timestamp,
+}
+
+struct Request {
+    placement: Placement,
+    reply: oneshot::Sender<StoreResult<PlaceOutcome>>,
+}
+
+/// The queue of one drop's combiner.
+struct Queue {
+    id: u64,
+    tx: mpsc::UnboundedSender<Request>,
+}
+
+/// The combiner queues of one store, one per drop with orders in flight.
+#[derive(Default)]
+pub(crate) struct Combiners {
+    queues: Mutex<HashMap<DropId, Queue>>,
+}
+
+/// A store that decides batches of orders on one drop.
+#[async_trait]
+pub(crate) trait Batcher: Send + Sync + 'static {
+    /// The store's combiner queues.
+    fn combiners(&self) -> &Combiners;
+
+    /// Decides and writes `batch` (orders on `drop`, in arrival order) in one
+    /// transaction, returning one outcome per order. `Ok(None)`: a concurrent
+    /// transaction took one of the batch's idempotency keys first and nothing was
+    /// written; the batch is tried again.
+    async fn decide(
+        &self,
+        drop: DropId,
+        batch: &[Placement],
+    ) -> StoreResult<Option<Vec<PlaceOutcome>>>;
+}
+
+/// A copy of an error for each caller of a failed batch.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable { what, source } => {
+            StoreError::unavailable(what, source.to_string())
+        }
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::NotFound => StoreError::NotFound,
+        other => StoreError::backend(other.to_string()),
+    }
+}
+
+/// Queues `order` to its drop's combiner and waits for the decision. `None` when the
+/// order could not be handed to a combiner (each was retiring as it was asked): the
+/// caller decides the order on its own.
+pub(crate) async fn place<B: Batcher>(
+    batcher: &Arc<B>,
+    order: &Order,
+    now: Timestamp,
+    max_batch: usize,
+) -> Option<StoreResult<PlaceOutcome>> {
+    let (reply, answer) = oneshot::channel();
+    let mut request = Request {
+        placement: Placement {
+            order: order.clone(),
+            now,
+        },
+        reply,
+    };
+    // A send fails only if the combiner retired between lookup and send; the next
+    // lookup starts a fresh one.
+    for _ in 0..ATTEMPTS {
+        let tx = queue(batcher, order.drop_id, max_batch);
+        match tx.send(request) {
+            Ok(()) => {
+                return Some(answer.await.unwrap_or_else(|_| {
+                    Err(StoreError::backend(
+                        "the drop's order combiner stopped before answering",
+                    ))
+                }))
+            }
+            Err(mpsc::error::SendError(back)) => request = back,
+        }
+    }
+    None
+}
+
+fn queue<B: Batcher>(
+    batcher: &Arc<B>,
+    drop: DropId,
+    max_batch: usize,
+) -> mpsc::UnboundedSender<Request> {
+    let mut queues = batcher
+        .combiners()
+        .queues
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(q) = queues.get(&drop) {
+        if !q.tx.is_closed() {
+            return q.tx.clone();
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id = NEXT_QUEUE.fetch_add(1, Ordering::Relaxed);
+    queues.insert(drop, Queue { id, tx: tx.clone() });
+    tokio::spawn(combine(Arc::clone(batcher), drop, id, rx, max_batch.max(1)));
+    tx
+}
+
+/// The combiner of one drop: takes whatever queued while the previous batch ran (up
+/// to `max_batch`), decides it in one transaction, answers, repeats.
+async fn combine<B: Batcher>(
+    batcher: Arc<B>,
+    drop: DropId,
+    id: u64,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    max_batch: usize,
+) {
+    loop {
+        let first = match tokio::time::timeout(IDLE, rx.recv()).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(_) => {
+                // Retire: unregister, refuse new sends, then serve what slipped in.
+                {
+                    let mut queues = batcher
+                        .combiners()
+                        .queues
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if queues.get(&drop).is_some_and(|q| q.id == id) {
+                        queues.remove(&drop);
+                    }
+                }
+                rx.close();
+                let mut rest = Vec::new();
+                while let Ok(r) = rx.try_recv() {
+                    rest.push(r);
+                }
+                while !rest.is_empty() {
+                    let tail = rest.split_off(rest.len().min(max_batch));
+                    run_batch(batcher.as_ref(), drop, rest).await;
+                    rest = tail;
+                }
+                return;
+            }
+        };
+        // Let callers just answered by the previous batch queue their next order.
+        tokio::task::yield_now().await;
+        let mut batch = Vec::with_capacity(max_batch.min(64));
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        run_batch(batcher.as_ref(), drop, batch).await;
+    }
+}
+
+async fn run_batch<B: Batcher>(batcher: &B, drop: DropId, batch: Vec<Request>) {
+    // A caller whose future was dropped while its order queued (its client went
+    // away) leaves no work behind: its order is not placed, and its key, released
+    // by the caller's guard, places it on a retry.
+    let queued = batch.len();
+    let batch: Vec<Request> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
+    if batch.len() < queued {
+        tracing::debug!(%drop, abandoned = queued - batch.len(), "orders of callers that went away skipped");
+    }
+    if batch.is_empty() {
+        return;
+    }
+    let (placements, replies): (Vec<Placement>, Vec<_>) =
+        batch.into_iter().map(|r| (r.placement, r.reply)).unzip();
+    let mut result = Err(StoreError::backend("no attempt"));
+    for attempt in 0..ATTEMPTS {
+        result = batcher.decide(drop, &placements).await;
+        match &result {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) => tracing::debug!(attempt, %drop, "idempotency key race; batch retried"),
+        }
+    }
+    match result {
+        Ok(Some(outcomes)) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                // A caller that went away no longer needs its answer.
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Ok(None) => {
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Conflict(
+                    "idempotency key raced repeatedly".into(),
+                )));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, %drop, "order batch failed");
+            for reply in replies {
+                let _ = reply.send(Err(copy_error(&e)));
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The SQLite store: the whole conformance suite on a fresh database file per case,
+//! plus what only a file shows (the invariant's CHECKs, reopening, the file lock).
+//! SQLite needs no service, so these always run.
+//!
+//! `cargo test -p livedrop-adapters --features sqlite --test sqlite`
+#![cfg(feature = "sqlite")]
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use chrono::DateTime;
+use livedrop_adapters::sqlite::{SqliteOptions, SqliteStore};
+use livedrop_core::clock::Timestamp;
+use livedrop_core::event::{Event, EventType};
+use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
+use livedrop_core::model::{self, DropState, Order, OrderStatus, PlaceOutcome};
+use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
+use livedrop_core::testing::Repos;
+use livedrop_core::StoreError;
+use sqlx::Connection;
+
+/// A migrated store on a new file in a temporary directory.
+async fn open(options: SqliteOptions) -> (SqliteStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("livedrop.db"), options)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (store, dir)
+}
+
+async fn store() -> Option<Repos> {
+    let store = SqliteStore::temporary(SqliteOptions::default())
+        .await
+        .unwrap();
+    Some(Repos::from_store(Arc::new(store)))
+}
+
+/// The same suite with one order per transaction (no combiner).
+async fn store_one_by_one() -> Option<Repos> {
+    let options = SqliteOptions {
+        max_batch: 1,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::temporary(options).await.unwrap();
+    Some(Repos::from_store(Arc::new(store)))
+}
+
+livedrop_core::store_conformance!(store);
+
+mod one_by_one {
+    use super::*;
+    livedrop_core::store_conformance!(store_one_by_one);
+}
+
+fn t0() -> Timestamp {
+    DateTime::from_timestamp(1_893_456_000, 0).unwrap()
+}
+
+fn live_drop() -> model::Drop {
+    model::Drop {
+        id: DropId::new(),
+        product_id: ProductId::new(),
+        creator_id: UserId::new(),
+        title: "Hoodie".into(),
+        price_cents: 5_000,
+        currency: "EUR".into(),
+        starts_at: t0() - chrono::Duration::hours(1),
+        ends_at: t0() + chrono::Duration::hours(1),
+        per_user_limit: 5,
+        state: DropState::Live,
+        created_at: t0() - chrono::Duration::hours(2),
+    }
+}
+
+fn order(drop: &model::Drop, key: &str) -> Order {
+    Order {
+        id: OrderId::new(),
+        user_id: UserId::new(),
+        drop_id: drop.id,
+        quantity: 1,
+        unit_price_cents: drop.price_cents,
+        total_cents: drop.price_cents,
+        currency: drop.currency.clone(),
+        status: OrderStatus::Reserved,
+        idempotency_key: key.to_owned(),
+        fingerprint: format!("fp-{key}"),
+        reserved_until: t0() + chrono::Duration::minutes(10),
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+#[tokio::test]
+async fn the_invariant_is_a_check_constraint() {
+    let (store, dir) = open(SqliteOptions::default()).await;
+    let drop = live_drop();
+    store
+        .insert_drop(
+            &drop,
+            3,
+            &[Event::drop(EventType::DropScheduled, &drop, t0())],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    let url = format!("sqlite://{}", dir.path().join("livedrop.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    for sql in [
+        "UPDATE inventory SET available = available - 1",
+        "UPDATE inventory SET available = -1, reserved = reserved + 4",
+        "UPDATE inventory SET total_stock = 4",
+    ] {
+        let refused = sqlx::query(sql).execute(&mut conn).await;
+        assert!(refused.is_err(), "{sql} was accepted");
+    }
+    let (available,): (i64,) = sqlx::query_as("SELECT available FROM inventory")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(available, 3);
+}
+
+#[tokio::test]
+async fn orders_survive_reopening_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data").join("livedrop.db");
+    let drop = live_drop();
+    let placed = {
+        let store = SqliteStore::open(&path, SqliteOptions::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        store.insert_drop(&drop, 2, &[]).await.unwrap();
+        let PlaceOutcome::Placed(placed) =
+            store.place_order(&order(&drop, "k1"), t0()).await.unwrap()
+        else {
+            panic!("not placed");
+        };
+        store.close().await;
+        placed
+    };
+    let store = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap();
+    // Migrating again is a no-op.
+    store.migrate().await.unwrap();
+    assert_eq!(store.order(placed.id).await.unwrap(), Some(placed.clone()));
+    let stock = store.stock(drop.id).await.unwrap().unwrap();
+    assert_eq!((stock.available, stock.reserved), (1, 1));
+    let again = Order {
+        id: OrderId::new(),
+        ..placed.clone()
+    };
+    assert_eq!(
+        store.place_order(&again, t0()).await.unwrap(),
+        PlaceOutcome::Duplicate(placed)
+    );
+}
+
+#[tokio::test]
+async fn a_second_store_on_the_same_file_is_refused() {
+    let (store, dir) = open(SqliteOptions::default()).await;
+    let path = dir.path().join("livedrop.db");
+    let refused = SqliteStore::open(&path, SqliteOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::Unavailable { .. }),
+        "{refused:?}"
+    );
+    let message = std::error::Error::source(&refused).unwrap().to_string();
+    assert!(message.contains("already in use"), "{message}");
+    assert!(!message.contains('\n'), "{message}");
+    // Closing releases the lock.
+    store.close().await;
+    let reopened = SqliteStore::open(&path, SqliteOptions::default()).await;
+    assert!(reopened.is_ok(), "{reopened:?}");
+}
