@@ -9,7 +9,7 @@ use livedrop_core::id::{EventId, NotificationId, UserId};
 use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
 use livedrop_core::page::{Cursor, Page, PageRequest};
 use livedrop_core::ports::{
-    BeginOutcome, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
+    BeginOutcome, Claim, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
 };
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::types::Json;
@@ -126,6 +126,7 @@ impl IdempotencyStore for SqliteStore {
         let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
         let until = now.checked_add_signed(lease).unwrap_or(now);
         // One write transaction decides: nothing changes the key in between.
+        let claim = Claim::new();
         let mut tx = self.inner.write().await?;
         let row = sqlx::query(
             "SELECT fingerprint, state, lease_until, response FROM idempotency_keys \
@@ -140,18 +141,19 @@ impl IdempotencyStore for SqliteStore {
             None => {
                 sqlx::query(
                     "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, \
-                                                   lease_until, response, created_at) \
-                     VALUES (?1, ?2, ?3, 'in_flight', ?4, NULL, ?5)",
+                                                   lease_until, response, created_at, claim) \
+                     VALUES (?1, ?2, ?3, 'in_flight', ?4, NULL, ?5, ?6)",
                 )
                 .bind(user.0)
                 .bind(key)
                 .bind(fingerprint)
                 .bind(micros(until))
                 .bind(micros(now))
+                .bind(claim.0)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_sqlx_error)?;
-                BeginOutcome::Started
+                BeginOutcome::Started(claim)
             }
             Some(row) => {
                 let stored: String = row.try_get("fingerprint").map_err(map_sqlx_error)?;
@@ -169,20 +171,21 @@ impl IdempotencyStore for SqliteStore {
                 } else {
                     // Its owner died: take the lease over.
                     sqlx::query(
-                        "UPDATE idempotency_keys SET lease_until = ?3 \
+                        "UPDATE idempotency_keys SET lease_until = ?3, claim = ?4 \
                          WHERE user_id = ?1 AND key = ?2",
                     )
                     .bind(user.0)
                     .bind(key)
                     .bind(micros(until))
+                    .bind(claim.0)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_sqlx_error)?;
-                    BeginOutcome::Started
+                    BeginOutcome::Started(claim)
                 }
             }
         };
-        if outcome == BeginOutcome::Started {
+        if matches!(outcome, BeginOutcome::Started(_)) {
             self.inner.commit(tx, false).await?;
         } else {
             tx.rollback().await.map_err(map_sqlx_error)?;
@@ -194,31 +197,35 @@ impl IdempotencyStore for SqliteStore {
         &self,
         user: UserId,
         key: &str,
+        claim: Claim,
         response: &serde_json::Value,
-    ) -> StoreResult<()> {
-        sqlx::query(
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
             "UPDATE idempotency_keys SET state = 'completed', response = ?3, lease_until = NULL \
-             WHERE user_id = ?1 AND key = ?2",
+             WHERE user_id = ?1 AND key = ?2 AND claim = ?4 AND state = 'in_flight'",
         )
         .bind(user.0)
         .bind(key)
         .bind(Json(response))
+        .bind(claim.0)
         .execute(&self.inner.writer)
         .await
         .map_err(map_sqlx_error)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
-        sqlx::query(
-            "DELETE FROM idempotency_keys WHERE user_id = ?1 AND key = ?2 AND state = 'in_flight'",
+    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE user_id = ?1 AND key = ?2 AND claim = ?3 AND state = 'in_flight'",
         )
         .bind(user.0)
         .bind(key)
+        .bind(claim.0)
         .execute(&self.inner.writer)
         .await
         .map_err(map_sqlx_error)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
