@@ -11,3 +11,6 @@ pub mod redis;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+
+#[cfg(feature = "sim")]
+pub mod sim;
