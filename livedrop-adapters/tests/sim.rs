@@ -6,9 +6,23 @@ use livedrop_adapters::sim::{run, SimConfig};
 fn explore() {
     let config = SimConfig::default();
     let t = std::time::Instant::now();
-    for seed in 0..20 {
-        let report = run(seed, &config);
-        println!("{report}");
-    }
+    let n: u64 = std::env::var("N").ok().and_then(|s| s.parse().ok()).unwrap_or(20);
+    std::thread::scope(|s| {
+        for w in 0..2u64 {
+            let config = &config;
+            s.spawn(move || {
+                let mut seed = w;
+                while seed < n {
+                    let report = run(seed, config);
+                    if !report.known.is_empty() || !report.violations.is_empty() {
+                        let mut classes: Vec<_> = report.violations.iter().map(|v| (v.check, v.class)).collect();
+                        classes.dedup();
+                        println!("seed {seed}: {classes:?}");
+                    }
+                    seed += 2;
+                }
+            });
+        }
+    });
     println!("{:?}", t.elapsed());
 }

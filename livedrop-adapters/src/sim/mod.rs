@@ -270,16 +270,20 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// Production-like durations, for paused virtual time.
+    /// Durations for paused virtual time: the services' defaults where they shape
+    /// behaviour (TTLs of stock and listings), shorter holds, leases and entity TTLs so
+    /// that a run reaches expiries and settles in few background ticks.
     pub fn simulated() -> Self {
         Self {
             config: livedrop_core::Config {
-                hold: Duration::from_secs(45),
+                hold: Duration::from_secs(20),
+                idempotency_lease: Duration::from_secs(10),
+                entity_ttl: Duration::from_secs(15),
                 tick: Duration::from_millis(500),
                 ..livedrop_core::Config::default()
             },
             max_think: Duration::from_millis(400),
-            max_drop: Duration::from_secs(120),
+            max_drop: Duration::from_secs(60),
             max_start_delay: Duration::from_secs(20),
             max_outage: Duration::from_secs(8),
             max_jump: Duration::from_secs(90),
