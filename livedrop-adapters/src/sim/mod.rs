@@ -89,15 +89,20 @@ pub enum KnownIssue {
     /// other processes' live feeds miss them, and events in a crashed process's
     /// in-process bus are lost to its consumers.
     NoSharedBroker,
+    /// A key's first decision is not kept: its response could not be stored
+    /// (`complete` failed) or its claim was released by a holder whose lease had been
+    /// taken over, so a later retry decides afresh (and may decide differently).
+    IdempotencyClaimLost,
 }
 
 impl KnownIssue {
     /// Every known class.
-    pub const ALL: [KnownIssue; 4] = [
+    pub const ALL: [KnownIssue; 5] = [
         KnownIssue::SingleFlightLeak,
         KnownIssue::AmbiguousRetry,
         KnownIssue::ShutdownCommitsUnhandled,
         KnownIssue::NoSharedBroker,
+        KnownIssue::IdempotencyClaimLost,
     ];
 }
 

@@ -958,8 +958,11 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             match first {
                 None => first = Some(decision),
                 Some(f) if f != decision => {
-                    let class = (stored.is_some() && matches!(decision, Decision::Refused(_)))
-                        .then_some(KnownIssue::AmbiguousRetry);
+                    let class = match (stored, decision) {
+                        (Some(_), Decision::Refused(_)) => Some(KnownIssue::AmbiguousRetry),
+                        (None, Decision::Refused(_)) => Some(KnownIssue::IdempotencyClaimLost),
+                        _ => None,
+                    };
                     fail(Check::RetryGetsFirstDecision, class, format!("key {key}: first {f:?}, then {decision:?}"));
                 }
                 Some(_) => {}
@@ -1061,7 +1064,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                     class,
                     format!("process {i} shows drop {} as {:?} {:?}, store has {:?} {:?}", view.drop.id, seen.drop.state, seen.stock, view.drop.state, view.stock),
                 ),
-                Err(e) => fail(Check::CachesConverge, None, format!("process {i} cannot read drop {}: {e}", view.drop.id)),
+                Err(e) => fail(Check::CachesConverge, class, format!("process {i} cannot read drop {}: {e}", view.drop.id)),
             }
             if let Some(&v) = last_version.get(&view.drop.id.0) {
                 let seen = p
@@ -1081,14 +1084,14 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             match app.product(product.id).await {
                 Ok(seen) if seen == *product => {}
                 Ok(seen) => fail(Check::CachesConverge, class, format!("process {i} shows product {} at version {}, store has {}", product.id, seen.version, product.version)),
-                Err(e) => fail(Check::CachesConverge, None, format!("process {i} cannot read product {}: {e}", product.id)),
+                Err(e) => fail(Check::CachesConverge, class, format!("process {i} cannot read product {}: {e}", product.id)),
             }
         }
         let first = PageRequest::first(50);
         match (app.list_drops(DropFilter::default(), first).await, raw.list_drops(&DropFilter::default(), world.clock.now(), first).await) {
             (Ok(a), Ok(b)) if a.items == b.items => {}
             (Ok(_), Ok(_)) => fail(Check::CachesConverge, class, format!("process {i}'s drop listing differs from the store")),
-            (a, b) => fail(Check::CachesConverge, None, format!("process {i}: listing failed: {:?} / {:?}", a.err(), b.err())),
+            (a, b) => fail(Check::CachesConverge, class, format!("process {i}: listing failed: {:?} / {:?}", a.err(), b.err())),
         }
         if app.cache().in_flight() > 0 && leaked == 0 {
             fail(Check::NothingLeftBehind, None, format!("process {i}: a single-flight load outlived its read"));
