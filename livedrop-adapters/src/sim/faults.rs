@@ -134,6 +134,7 @@ pub struct Injector {
     bus_down_until: Mutex<Option<Instant>>,
     counts: FaultCounts,
     journal: Mutex<BTreeMap<i64, Event>>,
+    settling: tokio_util::sync::CancellationToken,
 }
 
 /// What happens to one call.
@@ -155,7 +156,19 @@ impl Injector {
             bus_down_until: Mutex::new(None),
             counts: FaultCounts::default(),
             journal: Mutex::new(BTreeMap::new()),
+            settling: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Cancelled when the run stops injecting faults for good and lets the system
+    /// settle: outside fault sources (a task killing database connections) stop then.
+    pub fn settling(&self) -> tokio_util::sync::CancellationToken {
+        self.settling.clone()
+    }
+
+    pub(crate) fn settle(&self) {
+        self.set_enabled(false);
+        self.settling.cancel();
     }
 
     /// The rates.

@@ -326,6 +326,20 @@ pub async fn run_on<S: Store>(
     process_stores: Vec<Arc<S>>,
     timing: Timing,
 ) -> Report {
+    run_with(seed, config, raw, process_stores, timing, |_| {}).await
+}
+
+/// Like [`run_on`], handing the run's [`Injector`] to `start` first, so that a caller
+/// can add fault sources of its own (killing database connections, say) that stop
+/// when the run [settles](Injector::settling).
+pub async fn run_with<S: Store>(
+    seed: u64,
+    config: &SimConfig,
+    raw: Arc<S>,
+    process_stores: Vec<Arc<S>>,
+    timing: Timing,
+    start: impl FnOnce(Arc<Injector>),
+) -> Report {
     let mut rng = StdRng::seed_from_u64(seed);
     let rates = if config.faults {
         FaultRates::drawn(&mut rng)
@@ -340,5 +354,6 @@ pub async fn run_on<S: Store>(
         }
     });
     let faults = Arc::new(Injector::new(rng, rates));
+    start(faults.clone());
     workload::drive(seed, config, raw, process_stores, timing, faults, deployment).await
 }

@@ -840,8 +840,7 @@ async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<
 /// and TTLs all run out; then one last stock change per drop that every live feed
 /// must see.
 async fn settle<S: Store>(world: &mut World<S>, model: &mut Model, timing: &Timing) {
-    let faults = world.faults.clone();
-    faults.set_enabled(false);
+    world.faults.settle();
     for i in 0..world.procs.len() {
         if world.procs[i].app.is_none() {
             world.start(i);
