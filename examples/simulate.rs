@@ -60,12 +60,10 @@ fn parse_tolerate(s: &str) -> anyhow::Result<Vec<KnownIssue>> {
         match part {
             "all" => out.extend(KnownIssue::ALL),
             "none" => {}
-            "single-flight-leak" => out.push(KnownIssue::SingleFlightLeak),
-            "ambiguous-retry" => out.push(KnownIssue::AmbiguousRetry),
-            "shutdown-commits-unhandled" => out.push(KnownIssue::ShutdownCommitsUnhandled),
-            "no-shared-broker" => out.push(KnownIssue::NoSharedBroker),
-            "idempotency-claim-lost" => out.push(KnownIssue::IdempotencyClaimLost),
-            other => anyhow::bail!("unknown class {other:?}"),
+            other => match KnownIssue::parse(other) {
+                Some(class) => out.push(class),
+                None => anyhow::bail!("unknown class {other:?}"),
+            },
         }
     }
     Ok(out)
@@ -91,9 +89,9 @@ fn main() -> anyhow::Result<()> {
         deployment: None,
     };
     let bar = ProgressBar::new(args.seeds);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} seeds {elapsed_precise} eta {eta} {msg}")?,
-    );
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} seeds {elapsed_precise} eta {eta} {msg}",
+    )?);
     // Progress goes to the terminal; without one, reports still reach stdout.
     let say = |line: String| {
         if bar.is_hidden() {
@@ -125,7 +123,10 @@ fn main() -> anyhow::Result<()> {
                         say(report.to_string());
                     }
                     say(format!("replay: {}", repro(&args, report.seed)));
-                    failed.lock().unwrap_or_else(|p| p.into_inner()).push(report);
+                    failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(report);
                 }
                 bar.inc(1);
                 let f = failed.lock().unwrap_or_else(|p| p.into_inner()).len();

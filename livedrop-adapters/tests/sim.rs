@@ -2,6 +2,7 @@
 //! in-memory adapters, each a different deployment, fault mix and workload.
 //!
 //! A failing seed prints the one command that replays it.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -25,11 +26,21 @@ const TOLERATED: &[KnownIssue] = &[
 
 fn repro(report: &Report, config: &SimConfig) -> String {
     format!(
-        "cargo run --example simulate --features sim -- --seed {} --steps {} --processes {} --faults {}",
+        "cargo run --example simulate --features sim -- --seed {} --steps {} --processes {} --faults {} --tolerate {}",
         report.seed,
         config.steps,
         config.processes,
-        if config.faults { "on" } else { "off" }
+        if config.faults { "on" } else { "off" },
+        if config.tolerate.is_empty() {
+            "none".to_owned()
+        } else {
+            config
+                .tolerate
+                .iter()
+                .map(|c| c.name())
+                .collect::<Vec<_>>()
+                .join(",")
+        }
     )
 }
 
@@ -95,7 +106,10 @@ fn every_guarantee_holds_across_seeds_faults_and_deployments() {
         repro(failed[0], &config)
     );
     let requests: u64 = reports.iter().map(|r| r.requests).sum();
-    assert!(requests > SEEDS * u64::from(STEPS), "the workload made {requests} requests");
+    assert!(
+        requests > SEEDS * u64::from(STEPS),
+        "the workload made {requests} requests"
+    );
 }
 
 #[test]

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use livedrop_core::event::Event;
 use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
-    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, FanOutBatch,
-    FanOutProgress, FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product,
-    ProductFilter, SettleOutcome, Settlement, Stock, User,
+    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, FanOutBatch, FanOutProgress,
+    FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product, ProductFilter,
+    SettleOutcome, Settlement, Stock, User,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{
@@ -373,7 +373,9 @@ impl<S: Store> UserRepository for FaultyStore<S> {
         self.faults.guard(READ, self.inner.user(id)).await
     }
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        self.faults.guard(READ, self.inner.user_by_email(email)).await
+        self.faults
+            .guard(READ, self.inner.user_by_email(email))
+            .await
     }
     async fn follow(
         &self,
@@ -394,7 +396,9 @@ impl<S: Store> UserRepository for FaultyStore<S> {
         creator: UserId,
         page: PageRequest,
     ) -> StoreResult<Page<FollowEntry>> {
-        self.faults.guard(READ, self.inner.followers(creator, page)).await
+        self.faults
+            .guard(READ, self.inner.followers(creator, page))
+            .await
     }
     async fn following(
         &self,
@@ -481,7 +485,9 @@ impl<S: Store> InventoryRepository for FaultyStore<S> {
         self.faults.guard(READ, self.inner.stock(drop)).await
     }
     async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome> {
-        self.faults.guard(WRITE, self.inner.adjust(adjustment)).await
+        self.faults
+            .guard(WRITE, self.inner.adjust(adjustment))
+            .await
     }
     async fn ledger(&self, drop: DropId, page: PageRequest) -> StoreResult<Page<LedgerEntry>> {
         self.faults.guard(READ, self.inner.ledger(drop, page)).await
@@ -539,7 +545,9 @@ impl<S: Store> IdempotencyStore for FaultyStore<S> {
         self.faults.guard(WRITE, call).await
     }
     async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
-        self.faults.guard(WRITE, self.inner.release(user, key)).await
+        self.faults
+            .guard(WRITE, self.inner.release(user, key))
+            .await
     }
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
         self.faults.guard(WRITE, self.inner.purge(cutoff)).await
@@ -574,7 +582,9 @@ impl<S: Store> NotificationRepository for FaultyStore<S> {
         self.faults.guard(WRITE, call).await
     }
     async fn mark_all_read(&self, user: UserId, at: Timestamp) -> StoreResult<u64> {
-        self.faults.guard(WRITE, self.inner.mark_all_read(user, at)).await
+        self.faults
+            .guard(WRITE, self.inner.mark_all_read(user, at))
+            .await
     }
 }
 
@@ -639,7 +649,9 @@ impl Cache for FaultyCache {
         self.faults.guard_cache(WRITE, call).await
     }
     async fn invalidate(&self, keys: &[String]) -> Result<u64, CacheError> {
-        self.faults.guard_cache(WRITE, self.inner.invalidate(keys)).await
+        self.faults
+            .guard_cache(WRITE, self.inner.invalidate(keys))
+            .await
     }
     async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
         let call = self.inner.invalidate_prefix(prefix);
@@ -669,7 +681,9 @@ impl FaultyGate {
 #[async_trait]
 impl AdmissionGate for FaultyGate {
     async fn admit(&self, drop: DropId, quantity: u32) -> Result<bool, CacheError> {
-        self.faults.guard_cache(READ, self.inner.admit(drop, quantity)).await
+        self.faults
+            .guard_cache(READ, self.inner.admit(drop, quantity))
+            .await
     }
     async fn record(&self, drop: DropId, stock: &Stock, version: i64) -> Result<(), CacheError> {
         let call = self.inner.record(drop, stock, version);
@@ -701,10 +715,15 @@ impl FaultyBus {
 #[async_trait]
 impl EventBus for FaultyBus {
     async fn publish(&self, events: &[Event]) -> StoreResult<()> {
-        self.faults.guard_bus(WRITE, self.inner.publish(events)).await
+        self.faults
+            .guard_bus(WRITE, self.inner.publish(events))
+            .await
     }
     async fn subscribe(&self, group: &str) -> StoreResult<Box<dyn Subscription>> {
-        let inner = self.faults.guard_bus(READ, self.inner.subscribe(group)).await?;
+        let inner = self
+            .faults
+            .guard_bus(READ, self.inner.subscribe(group))
+            .await?;
         Ok(Box::new(FaultySubscription {
             inner,
             faults: self.faults.clone(),

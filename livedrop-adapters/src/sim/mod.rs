@@ -17,10 +17,17 @@
 //! every client-visible outcome, for checking exactly that.
 //!
 //! ```
-//! use livedrop_adapters::sim::{run, SimConfig};
+//! use livedrop_adapters::sim::{run, KnownIssue, SimConfig};
 //!
-//! let report = run(7, &SimConfig { steps: 40, ..SimConfig::default() });
+//! let config = SimConfig {
+//!     steps: 40,
+//!     tolerate: KnownIssue::ALL.to_vec(),
+//!     ..SimConfig::default()
+//! };
+//! let report = run(7, &config);
 //! assert!(report.passed(), "{report}");
+//! // One seed, one run: replaying it gives the same trace.
+//! assert_eq!(run(7, &config).trace, report.trace);
 //! ```
 
 use std::fmt;
@@ -104,6 +111,22 @@ impl KnownIssue {
         KnownIssue::NoSharedBroker,
         KnownIssue::IdempotencyClaimLost,
     ];
+
+    /// The class's name on the command line (`--tolerate`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KnownIssue::SingleFlightLeak => "single-flight-leak",
+            KnownIssue::AmbiguousRetry => "ambiguous-retry",
+            KnownIssue::ShutdownCommitsUnhandled => "shutdown-commits-unhandled",
+            KnownIssue::NoSharedBroker => "no-shared-broker",
+            KnownIssue::IdempotencyClaimLost => "idempotency-claim-lost",
+        }
+    }
+
+    /// The class named `name` (see [`KnownIssue::name`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
 }
 
 /// A broken guarantee.
@@ -355,5 +378,14 @@ pub async fn run_with<S: Store>(
     });
     let faults = Arc::new(Injector::new(rng, rates));
     start(faults.clone());
-    workload::drive(seed, config, raw, process_stores, timing, faults, deployment).await
+    workload::drive(
+        seed,
+        config,
+        raw,
+        process_stores,
+        timing,
+        faults,
+        deployment,
+    )
+    .await
 }

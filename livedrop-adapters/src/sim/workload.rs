@@ -124,27 +124,90 @@ impl Model {
 
 /// One client request, planned before it runs.
 enum Action {
-    Place { key: String },
-    Settle { order: OrderId, user: usize, confirm: bool },
-    Follow { user: usize, creator: usize, follow: bool },
-    CreateProduct { creator: usize, n: u64 },
-    PatchProduct { creator: usize, product: ProductId, n: u64 },
-    Schedule { creator: usize, product: ProductId, later: Duration, length: Duration, stock: u32, limit: Option<u32> },
-    CancelDrop { creator: usize, drop: DropId },
-    Adjust { drop: DropId, delta: i64 },
-    Read { user: usize, what: u8, drop: Option<DropId>, product: Option<ProductId> },
-    Notifications { user: usize, mark: u8 },
+    Place {
+        key: String,
+    },
+    Settle {
+        order: OrderId,
+        user: usize,
+        confirm: bool,
+    },
+    Follow {
+        user: usize,
+        creator: usize,
+        follow: bool,
+    },
+    CreateProduct {
+        creator: usize,
+        n: u64,
+    },
+    PatchProduct {
+        creator: usize,
+        product: ProductId,
+        n: u64,
+    },
+    Schedule {
+        creator: usize,
+        product: ProductId,
+        later: Duration,
+        length: Duration,
+        stock: u32,
+        limit: Option<u32>,
+    },
+    CancelDrop {
+        creator: usize,
+        drop: DropId,
+    },
+    Adjust {
+        drop: DropId,
+        delta: i64,
+    },
+    Read {
+        user: usize,
+        what: u8,
+        drop: Option<DropId>,
+        product: Option<ProductId>,
+    },
+    Notifications {
+        user: usize,
+        mark: u8,
+    },
 }
 
 /// What a finished request tells the model.
 enum Outcome {
-    Place { key: String, reply: Reply<Order> },
-    Settle { order: OrderId, user: usize, confirm: bool, reply: Reply<Order> },
-    Follow { user: usize, creator: usize, follow: bool, reply: Reply<()>, at: Timestamp },
-    Product { creator: usize, reply: Reply<Product> },
-    Drop { creator: usize, reply: Reply<DropId> },
-    Other { what: &'static str, code: &'static str },
-    Fault { what: &'static str },
+    Place {
+        key: String,
+        reply: Reply<Order>,
+    },
+    Settle {
+        order: OrderId,
+        user: usize,
+        confirm: bool,
+        reply: Reply<Order>,
+    },
+    Follow {
+        user: usize,
+        creator: usize,
+        follow: bool,
+        reply: Reply<()>,
+        at: Timestamp,
+    },
+    Product {
+        creator: usize,
+        reply: Reply<Product>,
+    },
+    Drop {
+        creator: usize,
+        reply: Reply<DropId>,
+    },
+    Other {
+        what: &'static str,
+        code: &'static str,
+    },
+    Fault {
+        what: &'static str,
+    },
 }
 
 type Task<'a> = Pin<Box<dyn Future<Output = Outcome> + 'a>>;
@@ -209,8 +272,17 @@ pub(super) async fn drive<S: Store>(
     // runs on the blocking pool, outside virtual time), plus, in some seeds, one
     // registered through the service before anything else runs.
     let now = clock.now();
-    let roles = [Role::Admin, Role::Creator, Role::Creator, Role::Customer, Role::Customer,
-        Role::Customer, Role::Customer, Role::Customer, Role::Customer];
+    let roles = [
+        Role::Admin,
+        Role::Creator,
+        Role::Creator,
+        Role::Customer,
+        Role::Customer,
+        Role::Customer,
+        Role::Customer,
+        Role::Customer,
+        Role::Customer,
+    ];
     for (i, role) in roles.into_iter().enumerate() {
         let user = User {
             id: UserId::new(),
@@ -221,7 +293,11 @@ pub(super) async fn drive<S: Store>(
             created_at: now,
         };
         if let Err(e) = raw.insert_user(&user).await {
-            violations.push(end_violation(Check::ToldMatchesStore, None, format!("setup failed: {e}")));
+            violations.push(end_violation(
+                Check::ToldMatchesStore,
+                None,
+                format!("setup failed: {e}"),
+            ));
         }
         model.users.push(SimUser {
             actor: Actor::new(user.id, role),
@@ -323,7 +399,9 @@ async fn run_step<S: Store>(step: u32, world: &mut World<S>, model: &mut Model, 
     }
     if faults.roll(rates.clock_jump) {
         let by = faults.duration_up_to(timing.max_jump);
-        world.clock.jump(chrono::Duration::from_std(by).unwrap_or_default());
+        world
+            .clock
+            .jump(chrono::Duration::from_std(by).unwrap_or_default());
         model.record(step, "clock_jump", "ok");
     }
     if faults.roll(rates.cache_outage) {
@@ -352,7 +430,8 @@ async fn run_step<S: Store>(step: u32, world: &mut World<S>, model: &mut Model, 
             faults.duration_up_to(rates.max_latency.max(Duration::from_millis(1))),
         )
     });
-    let shutdown = (alive.len() > 1 && faults.roll(rates.shutdown)).then(|| alive[faults.pick(alive.len())]);
+    let shutdown =
+        (alive.len() > 1 && faults.roll(rates.shutdown)).then(|| alive[faults.pick(alive.len())]);
 
     // A graceful shutdown runs alongside the batch, so it may land during a retry
     // backoff of a background task.
@@ -364,10 +443,20 @@ async fn run_step<S: Store>(step: u32, world: &mut World<S>, model: &mut Model, 
     let model_ref: &Model = model;
     let mut tasks: Vec<Task<'_>> = Vec::new();
     for (proc, patience, action) in planned {
-        let (Some(app), kill) = (world.procs[proc].app.clone(), world.procs[proc].kill.clone()) else {
+        let (Some(app), kill) = (
+            world.procs[proc].app.clone(),
+            world.procs[proc].kill.clone(),
+        ) else {
             continue;
         };
-        tasks.push(Box::pin(execute(app, kill, patience, action, model_ref, clock.clone())));
+        tasks.push(Box::pin(execute(
+            app,
+            kill,
+            patience,
+            action,
+            model_ref,
+            clock.clone(),
+        )));
     }
     if let Some(background) = stopping {
         tasks.push(Box::pin(async move {
@@ -530,7 +619,9 @@ async fn execute(
     match action {
         Action::Place { key } => {
             let Some(log) = model.keys.get(&key) else {
-                return Outcome::Fault { what: "no such key" };
+                return Outcome::Fault {
+                    what: "no such key",
+                };
             };
             let buyer = actor(log.user);
             let request = log.request;
@@ -617,7 +708,8 @@ async fn execute(
             let now = clock.now();
             let starts_at = (!later.is_zero())
                 .then(|| now + chrono::Duration::from_std(later).unwrap_or_default());
-            let ends_at = starts_at.unwrap_or(now) + chrono::Duration::from_std(length).unwrap_or_default();
+            let ends_at =
+                starts_at.unwrap_or(now) + chrono::Duration::from_std(length).unwrap_or_default();
             let new = NewDrop {
                 product_id: product,
                 starts_at,
@@ -641,7 +733,11 @@ async fn execute(
         Action::Adjust { drop, delta } => {
             let adjustment = StockAdjustment {
                 delta,
-                reason: if delta > 0 { "restock".into() } else { "damaged".into() },
+                reason: if delta > 0 {
+                    "restock".into()
+                } else {
+                    "damaged".into()
+                },
             };
             let reply = client(kill, patience, app.adjust_stock(None, drop, adjustment)).await;
             Outcome::Other {
@@ -652,13 +748,28 @@ async fn execute(
         Action::Notifications { user, mark } => {
             let who = actor(user);
             let code = match mark {
-                0 => code(&client(kill, patience, app.notifications(&who, false, PageRequest::first(20))).await),
+                0 => code(
+                    &client(
+                        kill,
+                        patience,
+                        app.notifications(&who, false, PageRequest::first(20)),
+                    )
+                    .await,
+                ),
                 1 => code(&client(kill, patience, app.mark_all_notifications_read(&who)).await),
                 _ => {
-                    let reply = client(kill.clone(), patience, app.notifications(&who, true, PageRequest::first(5))).await;
+                    let reply = client(
+                        kill.clone(),
+                        patience,
+                        app.notifications(&who, true, PageRequest::first(5)),
+                    )
+                    .await;
                     match reply {
                         Ok(Ok(page)) => match page.items.first() {
-                            Some(n) => code(&client(kill, patience, app.mark_notification_read(&who, n.id)).await),
+                            Some(n) => code(
+                                &client(kill, patience, app.mark_notification_read(&who, n.id))
+                                    .await,
+                            ),
                             None => "ok",
                         },
                         other => code(&other),
@@ -682,7 +793,9 @@ async fn execute(
             let page = PageRequest::first(20);
             let code = match what {
                 0 => code(&client(kill, patience, app.drop_view(drop)).await),
-                1 => code(&client(kill, patience, app.list_drops(DropFilter::default(), page)).await),
+                1 => {
+                    code(&client(kill, patience, app.list_drops(DropFilter::default(), page)).await)
+                }
                 2 => code(&client(kill, patience, app.product(product)).await),
                 3 => code(
                     &client(
@@ -692,9 +805,18 @@ async fn execute(
                     )
                     .await,
                 ),
-                4 => code(&client(kill, patience, app.followers(model.users[1].actor.id, page)).await),
+                4 => code(
+                    &client(kill, patience, app.followers(model.users[1].actor.id, page)).await,
+                ),
                 5 => code(&client(kill, patience, app.my_orders(&who, page)).await),
-                _ => code(&client(kill, patience, app.ledger(Some(&model.users[0].actor), drop, page)).await),
+                _ => code(
+                    &client(
+                        kill,
+                        patience,
+                        app.ledger(Some(&model.users[0].actor), drop, page),
+                    )
+                    .await,
+                ),
             };
             Outcome::Other { what: "read", code }
         }
@@ -720,7 +842,11 @@ fn apply(step: u32, model: &mut Model, outcome: Outcome) {
             confirm,
             reply,
         } => {
-            model.record(step, if confirm { "confirm" } else { "cancel" }, code(&reply));
+            model.record(
+                step,
+                if confirm { "confirm" } else { "cancel" },
+                code(&reply),
+            );
             if let Ok(Ok(settled)) = &reply {
                 let told = match settled.status {
                     OrderStatus::Confirmed => Told::Confirmed,
@@ -737,7 +863,11 @@ fn apply(step: u32, model: &mut Model, outcome: Outcome) {
             reply,
             at,
         } => {
-            model.record(step, if follow { "follow" } else { "unfollow" }, code(&reply));
+            model.record(
+                step,
+                if follow { "follow" } else { "unfollow" },
+                code(&reply),
+            );
             let log = model.follows.entry((user, creator)).or_default();
             match (&reply, follow) {
                 (Ok(Ok(())), true) if !log.unsure => {
@@ -799,12 +929,18 @@ async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<
         match raw.drop_view(*drop).await {
             Ok(Some(view)) => {
                 if !view.stock.is_consistent() {
-                    fail(Check::StockInvariant, format!("drop {drop}: {:?}", view.stock));
+                    fail(
+                        Check::StockInvariant,
+                        format!("drop {drop}: {:?}", view.stock),
+                    );
                 }
                 limits.insert(*drop, view.drop.per_user_limit);
             }
             Ok(None) => fail(Check::StockInvariant, format!("drop {drop} vanished")),
-            Err(e) => fail(Check::StockInvariant, format!("cannot read drop {drop}: {e}")),
+            Err(e) => fail(
+                Check::StockInvariant,
+                format!("cannot read drop {drop}: {e}"),
+            ),
         }
     }
     for user in &model.users {
@@ -823,13 +959,19 @@ async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<
                 *held.entry(order.drop_id).or_default() += order.quantity;
             }
             if !keys.insert(order.idempotency_key.as_str()) {
-                fail(Check::OneOrderPerKey, format!("key {} made two orders", order.idempotency_key));
+                fail(
+                    Check::OneOrderPerKey,
+                    format!("key {} made two orders", order.idempotency_key),
+                );
             }
         }
         for (drop, units) in held {
             if let Some(limit) = limits.get(&drop) {
                 if units > *limit {
-                    fail(Check::PerUserLimit, format!("a buyer holds {units} units of drop {drop}, limit {limit}"));
+                    fail(
+                        Check::PerUserLimit,
+                        format!("a buyer holds {units} units of drop {drop}, limit {limit}"),
+                    );
                 }
             }
         }
@@ -858,13 +1000,24 @@ async fn settle<S: Store>(world: &mut World<S>, model: &mut Model, timing: &Timi
         .collect();
     for key in keys {
         for _ in 0..3 {
-            let Some(app) = world.procs[0].app.clone() else { break };
-            let Some(log) = model.keys.get(&key) else { break };
+            let Some(app) = world.procs[0].app.clone() else {
+                break;
+            };
+            let Some(log) = model.keys.get(&key) else {
+                break;
+            };
             let buyer = model.users[log.user].actor;
             let request = log.request;
             let reply: Reply<Order> = Ok(app.place_order(&buyer, Some(&key), request).await);
             let retry = Decision::of(&reply) == Decision::Retry;
-            apply(u32::MAX, model, Outcome::Place { key: key.clone(), reply });
+            apply(
+                u32::MAX,
+                model,
+                Outcome::Place {
+                    key: key.clone(),
+                    reply,
+                },
+            );
             if !retry {
                 break;
             }
@@ -880,7 +1033,9 @@ async fn settle<S: Store>(world: &mut World<S>, model: &mut Model, timing: &Timi
         }
     }
     let hold = chrono::Duration::from_std(config.hold).unwrap_or_default();
-    let wait = (horizon + hold - world.clock.now()).to_std().unwrap_or_default()
+    let wait = (horizon + hold - world.clock.now())
+        .to_std()
+        .unwrap_or_default()
         + config.entity_ttl
         + config.tick * 4;
     tokio::time::sleep(wait).await;
@@ -908,8 +1063,16 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
 
     match raw.backlog().await {
         Ok(0) => {}
-        Ok(n) => fail(Check::OutboxDrained, None, format!("{n} events never published")),
-        Err(e) => fail(Check::OutboxDrained, None, format!("cannot read the outbox: {e}")),
+        Ok(n) => fail(
+            Check::OutboxDrained,
+            None,
+            format!("{n} events never published"),
+        ),
+        Err(e) => fail(
+            Check::OutboxDrained,
+            None,
+            format!("cannot read the outbox: {e}"),
+        ),
     }
 
     // Orders as the store has them, per buyer.
@@ -920,20 +1083,35 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         match all_pages(|p| raw.orders_for_user(id, p)).await {
             Ok(list) => {
                 for order in list {
-                    if by_key.insert((id, order.idempotency_key.clone()), order.id).is_some() {
-                        fail(Check::OneOrderPerKey, None, format!("key {} made two orders", order.idempotency_key));
+                    if by_key
+                        .insert((id, order.idempotency_key.clone()), order.id)
+                        .is_some()
+                    {
+                        fail(
+                            Check::OneOrderPerKey,
+                            None,
+                            format!("key {} made two orders", order.idempotency_key),
+                        );
                     }
                     orders.insert(order.id, order);
                 }
             }
-            Err(e) => fail(Check::ToldMatchesStore, None, format!("cannot list orders: {e}")),
+            Err(e) => fail(
+                Check::ToldMatchesStore,
+                None,
+                format!("cannot list orders: {e}"),
+            ),
         }
     }
 
     // What clients were told against the store.
     for (id, (user, told)) in &model.told {
         let Some(order) = orders.get(id) else {
-            fail(Check::ToldMatchesStore, None, format!("order {id} was placed but is not in the store"));
+            fail(
+                Check::ToldMatchesStore,
+                None,
+                format!("order {id} was placed but is not in the store"),
+            );
             continue;
         };
         let consistent = order.user_id == model.users[*user].actor.id
@@ -943,7 +1121,11 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 Told::Cancelled => order.status == OrderStatus::Cancelled,
             };
         if !consistent {
-            fail(Check::ToldMatchesStore, None, format!("order {id}: told {told:?}, stored {:?}", order.status));
+            fail(
+                Check::ToldMatchesStore,
+                None,
+                format!("order {id}: told {told:?}, stored {:?}", order.status),
+            );
         }
     }
     for (key, log) in &model.keys {
@@ -962,20 +1144,31 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                         (None, Decision::Refused(_)) => Some(KnownIssue::IdempotencyClaimLost),
                         _ => None,
                     };
-                    fail(Check::RetryGetsFirstDecision, class, format!("key {key}: first {f:?}, then {decision:?}"));
+                    fail(
+                        Check::RetryGetsFirstDecision,
+                        class,
+                        format!("key {key}: first {f:?}, then {decision:?}"),
+                    );
                 }
                 Some(_) => {}
             }
         }
         match (first, stored) {
             (Some(Decision::Placed(id)), Some(s)) if id != s => {
-                fail(Check::ToldMatchesStore, None, format!("key {key}: told order {id}, stored {s}"));
+                fail(
+                    Check::ToldMatchesStore,
+                    None,
+                    format!("key {key}: told order {id}, stored {s}"),
+                );
             }
             (Some(Decision::Refused(e)), Some(s)) => {
                 fail(
                     Check::RetryGetsFirstDecision,
                     Some(KnownIssue::AmbiguousRetry),
-                    format!("key {key}: refused ({}) although order {s} was made under it", e.code()),
+                    format!(
+                        "key {key}: refused ({}) although order {s} was made under it",
+                        e.code()
+                    ),
                 );
             }
             _ => {}
@@ -991,13 +1184,20 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             Ok(list) => {
                 notes.insert(id, list);
             }
-            Err(e) => fail(Check::EventsHandled, None, format!("cannot list notifications: {e}")),
+            Err(e) => fail(
+                Check::EventsHandled,
+                None,
+                format!("cannot list notifications: {e}"),
+            ),
         }
     }
     let count = |user: UserId, kind: NotificationKind, field: &str, id: String| {
         notes.get(&user).map_or(0, |list| {
             list.iter()
-                .filter(|n| n.kind == kind && n.payload.get(field).and_then(|v| v.as_str()) == Some(id.as_str()))
+                .filter(|n| {
+                    n.kind == kind
+                        && n.payload.get(field).and_then(|v| v.as_str()) == Some(id.as_str())
+                })
                 .count()
         })
     };
@@ -1011,15 +1211,30 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
     for event in &events {
         match event.kind {
             EventType::DropStarted => {
-                let Some(creator) = event.payload.get("creator_id").and_then(|v| v.as_str()) else { continue };
+                let Some(creator) = event.payload.get("creator_id").and_then(|v| v.as_str()) else {
+                    continue;
+                };
                 for (&(user, of), log) in &model.follows {
-                    let stable = log.acknowledged.is_some_and(|at| at < event.occurred_at) && !log.unsure;
+                    let stable =
+                        log.acknowledged.is_some_and(|at| at < event.occurred_at) && !log.unsure;
                     if !stable || model.users[of].actor.id.to_string() != creator {
                         continue;
                     }
-                    let n = count(model.users[user].actor.id, NotificationKind::DropLive, "drop_id", event.aggregate_id.to_string());
+                    let n = count(
+                        model.users[user].actor.id,
+                        NotificationKind::DropLive,
+                        "drop_id",
+                        event.aggregate_id.to_string(),
+                    );
                     if n != 1 {
-                        fail(Check::EventsHandled, event_class, format!("a follower has {n} drop_live for drop {}", event.aggregate_id));
+                        fail(
+                            Check::EventsHandled,
+                            event_class,
+                            format!(
+                                "a follower has {n} drop_live for drop {}",
+                                event.aggregate_id
+                            ),
+                        );
                     }
                 }
             }
@@ -1029,10 +1244,16 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 } else {
                     NotificationKind::OrderExpired
                 };
-                let Some(order) = orders.get(&OrderId(event.aggregate_id)) else { continue };
+                let Some(order) = orders.get(&OrderId(event.aggregate_id)) else {
+                    continue;
+                };
                 let n = count(order.user_id, kind, "order_id", order.id.to_string());
                 if n != 1 {
-                    fail(Check::EventsHandled, event_class, format!("order {} has {n} {} notifications", order.id, kind.as_str()));
+                    fail(
+                        Check::EventsHandled,
+                        event_class,
+                        format!("order {} has {n} {} notifications", order.id, kind.as_str()),
+                    );
                 }
             }
             _ => {}
@@ -1044,16 +1265,26 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
     let (all_drops, all_products) = (DropFilter::default(), ProductFilter::default());
     match all_pages(|p| raw.list_drops(&all_drops, now, p)).await {
         Ok(list) => drops = list,
-        Err(e) => fail(Check::CachesConverge, None, format!("cannot list drops: {e}")),
+        Err(e) => fail(
+            Check::CachesConverge,
+            None,
+            format!("cannot list drops: {e}"),
+        ),
     }
-    let products = all_pages(|p| raw.list_products(&all_products, p)).await.unwrap_or_default();
+    let products = all_pages(|p| raw.list_products(&all_products, p))
+        .await
+        .unwrap_or_default();
     let last_version = stock_versions(&events);
     for (i, p) in world.procs.iter().enumerate() {
         let Some(app) = &p.app else { continue };
         let leaked = app.cache().in_flight();
         let class = (leaked > 0).then_some(KnownIssue::SingleFlightLeak);
         if leaked > 0 {
-            fail(Check::NothingLeftBehind, class, format!("process {i}: {leaked} single-flight load(s) left behind"));
+            fail(
+                Check::NothingLeftBehind,
+                class,
+                format!("process {i}: {leaked} single-flight load(s) left behind"),
+            );
         }
         for view in &drops {
             match app.drop_view(view.drop.id).await {
@@ -1061,9 +1292,16 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 Ok(seen) => fail(
                     Check::CachesConverge,
                     class,
-                    format!("process {i} shows drop {} as {:?} {:?}, store has {:?} {:?}", view.drop.id, seen.drop.state, seen.stock, view.drop.state, view.stock),
+                    format!(
+                        "process {i} shows drop {} as {:?} {:?}, store has {:?} {:?}",
+                        view.drop.id, seen.drop.state, seen.stock, view.drop.state, view.stock
+                    ),
                 ),
-                Err(e) => fail(Check::CachesConverge, class, format!("process {i} cannot read drop {}: {e}", view.drop.id)),
+                Err(e) => fail(
+                    Check::CachesConverge,
+                    class,
+                    format!("process {i} cannot read drop {}: {e}", view.drop.id),
+                ),
             }
             if let Some(&v) = last_version.get(&view.drop.id.0) {
                 let seen = p
@@ -1074,7 +1312,8 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                     .copied()
                     .unwrap_or(0);
                 if seen < v {
-                    let class = (!world.deployment.shared_bus).then_some(KnownIssue::NoSharedBroker);
+                    let class =
+                        (!world.deployment.shared_bus).then_some(KnownIssue::NoSharedBroker);
                     fail(Check::LiveFeedsComplete, class, format!("process {i}'s live feed shows stock version {seen} of drop {}, last is {v}", view.drop.id));
                 }
             }
@@ -1082,18 +1321,45 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         for product in &products {
             match app.product(product.id).await {
                 Ok(seen) if seen == *product => {}
-                Ok(seen) => fail(Check::CachesConverge, class, format!("process {i} shows product {} at version {}, store has {}", product.id, seen.version, product.version)),
-                Err(e) => fail(Check::CachesConverge, class, format!("process {i} cannot read product {}: {e}", product.id)),
+                Ok(seen) => fail(
+                    Check::CachesConverge,
+                    class,
+                    format!(
+                        "process {i} shows product {} at version {}, store has {}",
+                        product.id, seen.version, product.version
+                    ),
+                ),
+                Err(e) => fail(
+                    Check::CachesConverge,
+                    class,
+                    format!("process {i} cannot read product {}: {e}", product.id),
+                ),
             }
         }
         let first = PageRequest::first(50);
-        match (app.list_drops(DropFilter::default(), first).await, raw.list_drops(&DropFilter::default(), world.clock.now(), first).await) {
+        match (
+            app.list_drops(DropFilter::default(), first).await,
+            raw.list_drops(&DropFilter::default(), world.clock.now(), first)
+                .await,
+        ) {
             (Ok(a), Ok(b)) if a.items == b.items => {}
-            (Ok(_), Ok(_)) => fail(Check::CachesConverge, class, format!("process {i}'s drop listing differs from the store")),
-            (a, b) => fail(Check::CachesConverge, class, format!("process {i}: listing failed: {:?} / {:?}", a.err(), b.err())),
+            (Ok(_), Ok(_)) => fail(
+                Check::CachesConverge,
+                class,
+                format!("process {i}'s drop listing differs from the store"),
+            ),
+            (a, b) => fail(
+                Check::CachesConverge,
+                class,
+                format!("process {i}: listing failed: {:?} / {:?}", a.err(), b.err()),
+            ),
         }
         if app.cache().in_flight() > 0 && leaked == 0 {
-            fail(Check::NothingLeftBehind, None, format!("process {i}: a single-flight load outlived its read"));
+            fail(
+                Check::NothingLeftBehind,
+                None,
+                format!("process {i}: a single-flight load outlived its read"),
+            );
         }
     }
 }

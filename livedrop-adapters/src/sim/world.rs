@@ -34,7 +34,11 @@ impl std::fmt::Display for Deployment {
         write!(
             f,
             "bus={},cache={}",
-            if self.shared_bus { "shared" } else { "per-process" },
+            if self.shared_bus {
+                "shared"
+            } else {
+                "per-process"
+            },
             if self.shared_cache {
                 "shared"
             } else {
@@ -116,14 +120,20 @@ impl<S: Store> World<S> {
         } else {
             Arc::new(MemoryBus::new())
         };
-        let store = Arc::new(FaultyStore::new(self.procs[i].store.clone(), faults.clone()));
+        let store = Arc::new(FaultyStore::new(
+            self.procs[i].store.clone(),
+            faults.clone(),
+        ));
         let ports = Ports::from_store(
             store,
             Arc::new(FaultyCache::new(cache, faults.clone())),
             Arc::new(FaultyBus::new(bus, faults.clone())),
             self.clock.clone(),
         )
-        .with_gate(Arc::new(FaultyGate::new(Arc::new(OpenGate), faults.clone())));
+        .with_gate(Arc::new(FaultyGate::new(
+            Arc::new(OpenGate),
+            faults.clone(),
+        )));
         Livedrop::new(ports, self.config.clone())
     }
 
