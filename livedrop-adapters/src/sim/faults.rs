@@ -204,12 +204,7 @@ impl Injector {
 
     /// A uniform draw in `0..n` (0 when `n` is 0).
     pub fn pick(&self, n: usize) -> usize {
-        let x = lock(&self.rng).gen_range(0..n.max(1));
-        if n == 0 {
-            0
-        } else {
-            x
-        }
+        lock(&self.rng).gen_range(0..n.max(1))
     }
 
     /// A uniform duration up to `max`.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use livedrop_core::event::EventType;
 use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
-    Actor, DropFilter, DropState, Notification, NotificationKind, Order, OrderStatus, Product,
-    ProductFilter, Role, User,
+    Actor, DropFilter, Notification, NotificationKind, Order, OrderStatus, Product, ProductFilter,
+    Role, User,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::Clock;
@@ -1372,9 +1372,4 @@ fn stock_versions(events: &[Event]) -> BTreeMap<uuid::Uuid, i64> {
         *v = (*v).max(e.version);
     }
     last
-}
-
-#[allow(dead_code)]
-fn _states() -> [DropState; 1] {
-    [DropState::Live]
 }
