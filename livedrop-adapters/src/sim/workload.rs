@@ -1139,9 +1139,12 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             match first {
                 None => first = Some(decision),
                 Some(f) if f != decision => {
-                    let class = match (stored, decision) {
-                        (Some(_), Decision::Refused(_)) => Some(KnownIssue::AmbiguousRetry),
-                        (None, Decision::Refused(_)) => Some(KnownIssue::IdempotencyClaimLost),
+                    // A stored refusal replays forever, so a refusal followed by any
+                    // other decision means the refusal was never stored; a refusal
+                    // after an order was made is a retry that did not find it.
+                    let class = match (f, stored, decision) {
+                        (Decision::Refused(_), _, _) => Some(KnownIssue::IdempotencyClaimLost),
+                        (_, Some(_), Decision::Refused(_)) => Some(KnownIssue::AmbiguousRetry),
                         _ => None,
                     };
                     fail(
@@ -1162,9 +1165,14 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 );
             }
             (Some(Decision::Refused(e)), Some(s)) => {
+                let class = if log.decisions.contains(&Decision::Placed(*s)) {
+                    KnownIssue::IdempotencyClaimLost
+                } else {
+                    KnownIssue::AmbiguousRetry
+                };
                 fail(
                     Check::RetryGetsFirstDecision,
-                    Some(KnownIssue::AmbiguousRetry),
+                    Some(class),
                     format!(
                         "key {key}: refused ({}) although order {s} was made under it",
                         e.code()
