@@ -17,3 +17,6 @@ pub mod redis;
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+
+#[cfg(feature = "sim")]
+pub mod sim;

@@ -1173,3 +1173,89 @@ async fn a_combined_order_whose_caller_went_away_is_not_placed() {
     assert_eq!(stock.reserved, 2);
     db.drop_schema().await;
 }
+
+/// The simulator's workload on PostgreSQL: several pools stand in for several
+/// processes (both reservation strategies), faults come from the decorators and from
+/// PostgreSQL itself — the pools' backends are terminated at random moments,
+/// mid-transaction and between a write and its answer — and every check of the
+/// in-memory simulation runs at the end.
+#[cfg(feature = "sim")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
+    use livedrop_adapters::sim::{run_with, KnownIssue, SimConfig, Timing};
+
+    let Some(db) = TestDb::new().await else {
+        return;
+    };
+    let app_name = format!("sim_{}", db.schema);
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}application_name={app_name}", db.url);
+    let mut stores = Vec::new();
+    for i in 0..3 {
+        let strategy = if i % 2 == 0 {
+            ReserveStrategy::RowLock
+        } else {
+            ReserveStrategy::group()
+        };
+        let store = PgStore::connect(
+            &url,
+            PgOptions {
+                max_connections: 4,
+                acquire_timeout: Duration::from_secs(5),
+                schema: Some(db.schema.clone()),
+                strategy,
+            },
+        )
+        .await
+        .unwrap();
+        stores.push(Arc::new(store));
+    }
+    let raw = Arc::new(db.store(ReserveStrategy::RowLock).await);
+    let config = SimConfig {
+        steps: 60,
+        tolerate: Vec::new(),
+        ..SimConfig::default()
+    };
+    let killed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (chaos_url, counter) = (db.url.clone(), killed.clone());
+    let seed = 20_260_101;
+    let report = run_with(seed, &config, raw, stores, Timing::compressed(), |faults| {
+        let stop = faults.settling();
+        tokio::spawn(async move {
+            let mut conn = sqlx::PgConnection::connect(&chaos_url).await.unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            while !stop.is_cancelled() {
+                let pause = Duration::from_millis(rng.gen_range(20..250));
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                // Busy backends first: one in a transaction or running a statement
+                // is cut mid-write, or after its write before the answer reaches us.
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid() \
+                     ORDER BY (state <> 'idle') DESC, random() LIMIT 1) t",
+                )
+                .bind(&app_name)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0);
+                counter.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    })
+    .await;
+    println!("{report}");
+    println!(
+        "terminated {} backend(s)",
+        killed.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    assert!(
+        report.passed(),
+        "{report}\nreplay against PostgreSQL: LIVEDROP_TEST_DATABASE_URL=… cargo test -p livedrop-adapters --features postgres,sim --test postgres simulated_workload"
+    );
+    assert!(report.requests > 60);
+    assert!(killed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    db.drop_schema().await;
+}

@@ -19,7 +19,11 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's instant is the wall clock on a normal runtime and the virtual clock on a
+// paused one, so the breaker follows simulated time in deterministic runs.
+use tokio::time::Instant;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -144,6 +148,12 @@ impl CacheLayer {
     /// The counters.
     pub fn stats(&self) -> &Arc<CacheStats> {
         &self.stats
+    }
+
+    /// How many single-flight loads are registered right now. Zero whenever no read
+    /// is running: a load whose caller went away must not stay behind.
+    pub fn in_flight(&self) -> usize {
+        self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     fn available(&self) -> bool {

@@ -2,7 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's instant follows the virtual clock of a paused runtime (simulation) and the
+// wall clock otherwise.
+use tokio::time::Instant;
 
 use async_trait::async_trait;
 use livedrop_core::ports::{Cache, CacheError};

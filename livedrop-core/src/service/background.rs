@@ -32,6 +32,14 @@ impl Background {
         self.token.clone()
     }
 
+    /// Stops every task at once, wherever it is, without letting it finish its step:
+    /// what a killed process does. Nothing is committed or released on the way out.
+    pub fn abort(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
     /// Stops every task and waits for them (each finishes its current step).
     pub async fn shutdown(self) {
         self.token.cancel();
