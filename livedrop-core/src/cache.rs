@@ -256,12 +256,6 @@ impl CacheLayer {
         }
     }
 
-    /// How many single-flight loads are open in this process: zero once every read
-    /// has returned or been dropped.
-    pub fn in_flight(&self) -> usize {
-        self.flights.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// Writes `value` through under `key`. Failures are logged, never returned.
     pub async fn put<T: Serialize>(&self, key: &str, value: &T, ttl: Duration) {
         if !self.available() {

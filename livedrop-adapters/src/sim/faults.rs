@@ -22,9 +22,9 @@ use livedrop_core::model::{
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{
-    AdmissionGate, BeginOutcome, Cache, CacheError, DropRepository, EventBus, IdempotencyStore,
-    InventoryRepository, NotificationRepository, OrderRepository, Outbox, OutboxRecord,
-    ProductRepository, Subscription, UpdateOutcome, UserRepository,
+    AdmissionGate, BeginOutcome, Cache, CacheError, Claim, DropRepository, EventBus,
+    IdempotencyStore, InventoryRepository, NotificationRepository, OrderRepository, Outbox,
+    OutboxRecord, ProductRepository, Subscription, UpdateOutcome, UserRepository,
 };
 use livedrop_core::service::Store;
 use livedrop_core::{StoreError, StoreResult, Timestamp};
@@ -503,7 +503,9 @@ impl<S: Store> OrderRepository for FaultyStore<S> {
         self.faults.guard(READ, call).await
     }
     async fn order_by_key(&self, user: UserId, key: &str) -> StoreResult<Option<Order>> {
-        self.faults.guard(READ, self.inner.order_by_key(user, key)).await
+        self.faults
+            .guard(READ, self.inner.order_by_key(user, key))
+            .await
     }
     async fn settle_order(
         &self,
@@ -537,15 +539,15 @@ impl<S: Store> IdempotencyStore for FaultyStore<S> {
         &self,
         user: UserId,
         key: &str,
+        claim: Claim,
         response: &serde_json::Value,
-    ) -> StoreResult<()> {
-        let call = self.inner.complete(user, key, response);
+    ) -> StoreResult<bool> {
+        let call = self.inner.complete(user, key, claim, response);
         self.faults.guard(WRITE, call).await
     }
-    async fn release(&self, user: UserId, key: &str) -> StoreResult<()> {
-        self.faults
-            .guard(WRITE, self.inner.release(user, key))
-            .await
+    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
+        let call = self.inner.release(user, key, claim);
+        self.faults.guard(WRITE, call).await
     }
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
         self.faults.guard(WRITE, self.inner.purge(cutoff)).await

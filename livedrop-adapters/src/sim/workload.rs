@@ -1210,7 +1210,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         })
     };
     let event_class = if !world.deployment.shared_bus {
-        Some(KnownIssue::NoSharedBroker)
+        Some(KnownIssue::ProcessBusNotifications)
     } else if model.graceful_shutdowns > 0 {
         Some(KnownIssue::ShutdownCommitsUnhandled)
     } else {

@@ -104,21 +104,28 @@ impl ClaimGuard {
         self.settled = true;
     }
 
-    async fn complete(mut self, record: &serde_json::Value) {
-        match self
+    /// Stores the outcome; false when it is not stored (the claim was taken over, or
+    /// the store failed).
+    async fn complete(mut self, record: &serde_json::Value) -> bool {
+        let stored = match self
             .store
             .complete(self.scope, &self.key, self.claim, record)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => true,
             Ok(false) => {
-                tracing::warn!(key = %self.key, "idempotency claim was taken over; this outcome is not stored")
+                tracing::warn!(key = %self.key, "idempotency claim was taken over; this outcome is not stored");
+                false
             }
             // The key frees when its lease runs out; the operation finds what it
             // wrote under the key when it runs again.
-            Err(e) => tracing::warn!(error = %e, "could not store an idempotent outcome"),
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not store an idempotent outcome");
+                false
+            }
+        };
         self.settled = true;
+        stored
     }
 }
 
@@ -207,7 +214,16 @@ impl Livedrop {
         };
         match record {
             None => guard.release().await,
-            Some(Ok(record)) => guard.complete(&record).await,
+            Some(Ok(record)) => {
+                // A refusal that is not stored would not be met again by a retry,
+                // which decides afresh: this answer must not pretend to be final.
+                // (A value is found again: what the operation wrote is keyed.)
+                if !guard.complete(&record).await && outcome.is_err() {
+                    return Err(Error::Unavailable {
+                        dependency: "database".to_owned(),
+                    });
+                }
+            }
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot encode an idempotent outcome");
                 guard.release().await;
