@@ -177,3 +177,33 @@ async fn a_second_store_on_the_same_file_is_refused() {
     let reopened = SqliteStore::open(&path, SqliteOptions::default()).await;
     assert!(reopened.is_ok(), "{reopened:?}");
 }
+
+/// The simulator's workload on a SQLite file: three processes' services over the one
+/// store a file allows (SQLite is one node), with the decorators' faults, on the real
+/// clock; every check of the in-memory simulation runs at the end.
+#[cfg(feature = "sim")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_workload_keeps_every_guarantee() {
+    use livedrop_adapters::sim::{run_on, KnownIssue, SimConfig, Timing};
+
+    let store = Arc::new(
+        SqliteStore::temporary(SqliteOptions::default())
+            .await
+            .unwrap(),
+    );
+    let config = SimConfig {
+        steps: 60,
+        // As in tests/sim.rs: notifications without a shared broker die with the
+        // process whose in-process bus carries them.
+        tolerate: vec![KnownIssue::ProcessBusNotifications],
+        ..SimConfig::default()
+    };
+    let processes = vec![store.clone(), store.clone(), store.clone()];
+    let report = run_on(20_261_126, &config, store, processes, Timing::compressed()).await;
+    println!("{report}");
+    assert!(
+        report.passed(),
+        "{report}\nreplay: cargo test -p livedrop-adapters --features sqlite,sim --test sqlite simulated_workload"
+    );
+    assert!(report.requests > 60);
+}

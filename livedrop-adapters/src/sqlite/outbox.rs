@@ -63,6 +63,47 @@ impl Outbox for SqliteStore {
         .collect()
     }
 
+    async fn appended_since(
+        &self,
+        after: i64,
+        also: &[i64],
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxRecord>> {
+        // One writer commits in order, so positions appear without gaps; `also` is
+        // served all the same for a follower that asks.
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
+             FROM outbox WHERE seq > ",
+        );
+        query.push_bind(after);
+        if !also.is_empty() {
+            query.push(" OR seq IN (");
+            let mut list = query.separated(", ");
+            for seq in also.iter().take(10_000) {
+                list.push_bind(*seq);
+            }
+            query.push(")");
+        }
+        query
+            .push(" ORDER BY seq LIMIT ")
+            .push_bind(i64::from(limit));
+        query
+            .build_query_as::<OutboxRow>()
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(map_sqlx_error)?
+            .into_iter()
+            .map(OutboxRow::into_record)
+            .collect()
+    }
+
+    async fn head(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM outbox")
+            .fetch_one(&self.inner.readers)
+            .await
+            .map_err(map_sqlx_error)
+    }
+
     async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()> {
         if seqs.is_empty() {
             return Ok(());
