@@ -15,7 +15,7 @@ proptest! {
     #[test]
     fn sqlite_matches_the_reference_model(
         stocks in prop::array::uniform2(1u32..12),
-        limits in prop::array::uniform2(1u32..5),
+        limits in prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
         ops in prop::collection::vec(op(), 1..40),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
