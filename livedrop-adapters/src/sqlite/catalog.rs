@@ -432,7 +432,7 @@ impl DropRepository for SqliteStore {
                                  AND starts_at <= ?1 ORDER BY starts_at, id LIMIT ?2) \
                  UNION ALL \
                  SELECT id FROM (SELECT id FROM drops WHERE state = 'live' AND ends_at <= ?1 \
-                                 ORDER BY ends_at LIMIT ?2)) \
+                                 ORDER BY starts_at, id LIMIT ?2)) \
              ORDER BY d.starts_at, d.id LIMIT ?2",
             cols = DropRow::COLUMNS
         );
@@ -483,6 +483,16 @@ impl InventoryRepository for SqliteStore {
             return Ok(AdjustOutcome::Insufficient {
                 available: before.available,
             });
+        }
+        // The same refusal as every store gives (not the CHECK's backend error).
+        if adjustment.delta > 0
+            && row.total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX)
+        {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Err(livedrop_core::StoreError::Conflict(format!(
+                "a restock of {} overflows the stock of drop {}",
+                adjustment.delta, adjustment.drop_id
+            )));
         }
         let sql = format!(
             "UPDATE inventory SET total_stock = total_stock + ?2, available = available + ?2, \
