@@ -393,3 +393,18 @@ async fn run_batch<B: Batcher>(batcher: &B, drop: DropId, batch: Vec<Request>) {
         }
     }
 }
+
+/// The refusal every store gives to a restock that would take a stock past what it
+/// can hold (rather than the CHECK constraint's backend error).
+pub(crate) fn restock_overflow(
+    adjustment: &model::Adjustment,
+    total_stock: i64,
+) -> Option<StoreError> {
+    (adjustment.delta > 0 && total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX))
+        .then(|| {
+            StoreError::Conflict(format!(
+                "a restock of {} overflows the stock of drop {}",
+                adjustment.delta, adjustment.drop_id
+            ))
+        })
+}

@@ -13,7 +13,7 @@ use livedrop_core::ports::{
     DropRepository, InventoryRepository, ProductRepository, UpdateOutcome, UserRepository,
 };
 use livedrop_core::text::fold_case;
-use livedrop_core::{StoreError, StoreResult};
+use livedrop_core::StoreResult;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -481,15 +481,9 @@ impl InventoryRepository for PgStore {
             return Ok(AdjustOutcome::DropNotFound);
         };
         let before = row.stock()?;
-        // The same refusal as every store gives (not the CHECK's backend error).
-        if adjustment.delta > 0
-            && row.total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX)
-        {
+        if let Some(refusal) = crate::sql::restock_overflow(adjustment, row.total_stock) {
             tx.rollback().await.map_err(map_sqlx_error)?;
-            return Err(StoreError::Conflict(format!(
-                "a restock of {} overflows the stock of drop {}",
-                adjustment.delta, adjustment.drop_id
-            )));
+            return Err(refusal);
         }
         if adjustment.delta < 0 && row.available < -adjustment.delta {
             tx.rollback().await.map_err(map_sqlx_error)?;

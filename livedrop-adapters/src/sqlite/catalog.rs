@@ -484,15 +484,9 @@ impl InventoryRepository for SqliteStore {
                 available: before.available,
             });
         }
-        // The same refusal as every store gives (not the CHECK's backend error).
-        if adjustment.delta > 0
-            && row.total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX)
-        {
+        if let Some(refusal) = crate::sql::restock_overflow(adjustment, row.total_stock) {
             tx.rollback().await.map_err(map_sqlx_error)?;
-            return Err(livedrop_core::StoreError::Conflict(format!(
-                "a restock of {} overflows the stock of drop {}",
-                adjustment.delta, adjustment.drop_id
-            )));
+            return Err(refusal);
         }
         let sql = format!(
             "UPDATE inventory SET total_stock = total_stock + ?2, available = available + ?2, \
