@@ -1,0 +1,225 @@
+//! Store cases: what every implementation of the repository ports must do.
+//!
+//! Each case takes a fresh, empty store ([`Repos`]). Besides each port's rustdoc,
+//! the cases pin down these shared details:
+//!
+//! - listings are newest first by `(timestamp, id)` descending, and walking the
+//!   pages by `next_cursor` visits every item exactly once;
+//! - a drop's initial ledger entry is dated at the drop's `created_at`;
+//! - the `version` of consecutive `stock.changed` events of one drop increases;
+//! - `Stock::is_consistent` holds after every stock movement, under any concurrency.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::time::Duration;
+
+use futures::future::join_all;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::fixtures::{self, at, T0};
+use super::Repos;
+use crate::clock::Timestamp;
+use crate::error::StoreError;
+use crate::event::{Event, EventType, StockPayload};
+use crate::id::{DropId, NotificationId, OrderId, ProductId, UserId};
+use crate::model::{
+    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropStatus, DropView, FanOutBatch,
+    LedgerKind, NotificationKind, Order, OrderStatus, PlaceOutcome, Product, ProductFilter, Role,
+    SettleOutcome, Settlement, Stock, User,
+};
+use crate::page::{Cursor, PageRequest};
+use crate::ports::{BeginOutcome, Claim, UpdateOutcome};
+
+/// Collects every item of a keyset listing, page by page, checking page sizes.
+macro_rules! all_pages {
+    ($limit:expr, |$page:ident| $fetch:expr) => {{
+        let limit: u32 = $limit;
+        let mut items = Vec::new();
+        let mut $page = PageRequest::first(limit);
+        let mut pages = 0u32;
+        loop {
+            let got = $fetch.await.expect("list a page");
+            pages += 1;
+            assert!(
+                got.items.len() <= limit as usize,
+                "page larger than its limit"
+            );
+            let more = got.next_cursor.is_some();
+            if more {
+                assert_eq!(
+                    got.items.len(),
+                    limit as usize,
+                    "a page before the last is full"
+                );
+            }
+            items.extend(got.items);
+            match got.next_cursor {
+                Some(cursor) => $page = $page.after(Some(cursor)),
+                None => break,
+            }
+            assert!(pages < 10_000, "pagination does not end");
+        }
+        items
+    }};
+}
+
+/// Asserts `keys` are strictly descending: newest first, no duplicates.
+fn assert_newest_first(keys: &[Cursor], what: &str) {
+    for pair in keys.windows(2) {
+        assert!(
+            (pair[0].at, pair[0].id) > (pair[1].at, pair[1].id),
+            "{what}: not newest first by (timestamp, id): {pair:?}"
+        );
+    }
+}
+
+/// Takes every pending outbox event and marks it published.
+async fn drain(repos: &Repos) -> Vec<Event> {
+    let records = repos.outbox.pending(100_000).await.expect("outbox pending");
+    let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
+    repos
+        .outbox
+        .mark_published(&seqs)
+        .await
+        .expect("outbox mark_published");
+    records.into_iter().map(|r| r.event).collect()
+}
+
+fn kinds(events: &[Event]) -> Vec<EventType> {
+    events.iter().map(|e| e.kind).collect()
+}
+
+fn stock_payload(event: &Event) -> StockPayload {
+    serde_json::from_value(event.payload.clone()).expect("stock event payload")
+}
+
+/// The drop's stock, checked against the invariant.
+async fn stock_of(repos: &Repos, drop: DropId) -> Stock {
+    let stock = repos
+        .inventory
+        .stock(drop)
+        .await
+        .expect("read stock")
+        .expect("the drop has stock");
+    assert!(stock.is_consistent(), "stock invariant broken: {stock:?}");
+    stock
+}
+
+fn stock(total: u32, available: u32, reserved: u32, sold: u32) -> Stock {
+    Stock {
+        total,
+        available,
+        reserved,
+        sold,
+    }
+}
+
+async fn seed_user(repos: &Repos, name: &str, role: Role) -> User {
+    let user = fixtures::user(name, role);
+    repos.users.insert_user(&user).await.expect("insert user");
+    user
+}
+
+async fn seed_product(
+    repos: &Repos,
+    creator: &User,
+    title: &str,
+    description: &str,
+    created_at: Timestamp,
+) -> Product {
+    let product = fixtures::product(creator.id, title, description, created_at);
+    let event = Event::product(EventType::ProductCreated, &product, created_at);
+    repos
+        .products
+        .insert_product(&product, &[event])
+        .await
+        .expect("insert product");
+    product
+}
+
+async fn seed_drop(
+    repos: &Repos,
+    product: &Product,
+    window: (Timestamp, Timestamp),
+    total: u32,
+    limit: u32,
+    state: DropState,
+    created_at: Timestamp,
+) -> model::Drop {
+    let drop = fixtures::drop_of(product, window.0, window.1, limit, state, created_at);
+    let event = Event::drop(EventType::DropScheduled, &drop, created_at);
+    repos
+        .drops
+        .insert_drop(&drop, total, &[event])
+        .await
+        .expect("insert drop");
+    drop
+}
+
+/// A live drop (window `[T0 - 10 min, T0 + 1 h)`) of a fresh creator's product.
+async fn live_drop(repos: &Repos, total: u32, limit: u32) -> model::Drop {
+    let creator = seed_user(repos, "creator", Role::Creator).await;
+    let product = seed_product(repos, &creator, "Hoodie", "Limited run", at(-7200)).await;
+    seed_drop(
+        repos,
+        &product,
+        (at(-600), at(3600)),
+        total,
+        limit,
+        DropState::Live,
+        at(-3600),
+    )
+    .await
+}
+
+async fn place(repos: &Repos, order: &Order, now: Timestamp) -> PlaceOutcome {
+    repos
+        .orders
+        .place_order(order, now)
+        .await
+        .expect("place order")
+}
+
+async fn placed(repos: &Repos, order: &Order, now: Timestamp) -> Order {
+    match place(repos, order, now).await {
+        PlaceOutcome::Placed(o) => o,
+        other => panic!("expected Placed, got {other:?}"),
+    }
+}
+
+async fn settle(repos: &Repos, id: OrderId, s: Settlement, now: Timestamp) -> SettleOutcome {
+    repos
+        .orders
+        .settle_order(id, s, now)
+        .await
+        .expect("settle order")
+}
+
+fn follow_event(follower: UserId, creator: UserId, at: Timestamp) -> Event {
+    Event::new(
+        EventType::UserFollowed,
+        follower.0,
+        1,
+        json!({ "follower_id": follower, "creator_id": creator }),
+        at,
+    )
+}
+
+mod users;
+pub use users::*;
+mod products;
+pub use products::*;
+mod drops;
+pub use drops::*;
+mod orders;
+pub use orders::*;
+mod inventory;
+pub use inventory::*;
+mod idempotency;
+pub use idempotency::*;
+mod notifications;
+pub use notifications::*;
+mod outbox;
+pub use outbox::*;
+mod semantics;
+pub use semantics::*;

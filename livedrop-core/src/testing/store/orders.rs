@@ -1,0 +1,543 @@
+//! Orders: the placement checks, events, per-user limit, races, settlement, listings and hold expiry.
+
+use super::*;
+
+/// Every outcome of `place_order`, and the documented order of the checks.
+pub async fn orders_place_checks_in_documented_order(repos: &Repos) {
+    let drop = live_drop(repos, 5, 2).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+
+    let first = fixtures::order(buyer.id, &drop, 1, "k1", T0);
+    let stored = placed(repos, &first, T0).await;
+    assert_eq!(stored, first, "the order is stored as given, reserved");
+    assert_eq!(
+        repos.orders.order(first.id).await.expect("order"),
+        Some(first.clone())
+    );
+
+    // 1. Duplicate comes first: even a different quantity or an unknown drop.
+    let retry = fixtures::order(buyer.id, &drop, 2, "k1", at(1));
+    assert_eq!(
+        place(repos, &retry, at(1)).await,
+        PlaceOutcome::Duplicate(first.clone())
+    );
+    let elsewhere = model::Drop {
+        id: DropId::new(),
+        ..drop.clone()
+    };
+    let retry = fixtures::order(buyer.id, &elsewhere, 1, "k1", at(1));
+    assert_eq!(
+        place(repos, &retry, at(1)).await,
+        PlaceOutcome::Duplicate(first.clone())
+    );
+    assert_eq!(repos.orders.order(retry.id).await.expect("order"), None);
+
+    // 2. Unknown drop.
+    let lost = fixtures::order(buyer.id, &elsewhere, 1, "k2", at(1));
+    assert_eq!(place(repos, &lost, at(1)).await, PlaceOutcome::DropNotFound);
+
+    // 3. Outside the window [starts_at, ends_at), even past the per-user limit.
+    for (now, key) in [
+        (at(-601), "early"),
+        (at(3600), "at-end"),
+        (at(3700), "late"),
+    ] {
+        let o = fixtures::order(buyer.id, &drop, 5, key, now);
+        assert_eq!(place(repos, &o, now).await, PlaceOutcome::NotLive, "{key}");
+    }
+    let at_start = fixtures::order(buyer.id, &drop, 1, "at-start", at(-600));
+    placed(repos, &at_start, at(-600)).await;
+
+    // 4. Per-user limit before stock.
+    let over = fixtures::order(buyer.id, &drop, 1, "k3", at(2));
+    assert_eq!(
+        place(repos, &over, at(2)).await,
+        PlaceOutcome::LimitExceeded { limit: 2, held: 2 }
+    );
+    let tiny = live_drop(repos, 1, 1).await;
+    let greedy = fixtures::order(buyer.id, &tiny, 2, "k4", at(2));
+    assert_eq!(
+        place(repos, &greedy, at(2)).await,
+        PlaceOutcome::LimitExceeded { limit: 1, held: 0 }
+    );
+
+    // 5. Stock.
+    let roomy = live_drop(repos, 2, 5).await;
+    let big = fixtures::order(buyer.id, &roomy, 3, "k5", at(3));
+    assert_eq!(
+        place(repos, &big, at(3)).await,
+        PlaceOutcome::OutOfStock { available: 2 }
+    );
+    assert_eq!(
+        stock_of(repos, roomy.id).await,
+        Stock::new(2),
+        "a refusal changes nothing"
+    );
+
+    // A cancelled drop is not live.
+    assert!(repos
+        .drops
+        .transition(roomy.id, &[DropState::Live], DropState::Cancelled, &[])
+        .await
+        .expect("cancel"));
+    let late = fixtures::order(buyer.id, &roomy, 1, "k6", at(4));
+    assert_eq!(place(repos, &late, at(4)).await, PlaceOutcome::NotLive);
+
+    assert_eq!(stock_of(repos, drop.id).await, stock(5, 3, 2, 0));
+    assert_eq!(stock_of(repos, tiny.id).await, Stock::new(1));
+    let mine = repos
+        .orders
+        .orders_for_user(buyer.id, PageRequest::first(100))
+        .await
+        .expect("orders");
+    assert_eq!(mine.items.len(), 2, "only placed orders are stored");
+}
+
+/// A placed order appends `order.placed` then `stock.changed` (then `drop.sold_out`
+/// when it takes the last unit); refusals append nothing.
+pub async fn orders_place_appends_events(repos: &Repos) {
+    let drop = live_drop(repos, 2, 2).await;
+    let a = seed_user(repos, "A", Role::Customer).await;
+    let b = seed_user(repos, "B", Role::Customer).await;
+    drain(repos).await;
+
+    let first = placed(repos, &fixtures::order(a.id, &drop, 1, "k", T0), T0).await;
+    let events = drain(repos).await;
+    assert_eq!(
+        kinds(&events),
+        vec![EventType::OrderPlaced, EventType::StockChanged]
+    );
+    assert_eq!(events[0].aggregate_id, first.id.0);
+    let payload: Order = serde_json::from_value(events[0].payload.clone()).expect("order payload");
+    assert_eq!(payload, first);
+    assert_eq!(events[1].aggregate_id, drop.id.0);
+    let moved = stock_payload(&events[1]);
+    assert_eq!(moved.drop_id, drop.id.0);
+    assert_eq!(moved.stock, stock(2, 1, 1, 0));
+    let v1 = events[1].version;
+
+    let second = placed(repos, &fixtures::order(b.id, &drop, 1, "k", at(1)), at(1)).await;
+    let events = drain(repos).await;
+    assert_eq!(
+        kinds(&events),
+        vec![
+            EventType::OrderPlaced,
+            EventType::StockChanged,
+            EventType::DropSoldOut
+        ]
+    );
+    assert_eq!(events[0].aggregate_id, second.id.0);
+    assert_eq!(stock_payload(&events[1]).stock, stock(2, 0, 2, 0));
+    assert_eq!(stock_payload(&events[2]).stock, stock(2, 0, 2, 0));
+    assert!(events[1].version > v1, "stock versions increase");
+    assert_eq!(events[2].version, events[1].version);
+
+    let refused = fixtures::order(a.id, &drop, 1, "k2", at(2));
+    assert_eq!(
+        place(repos, &refused, at(2)).await,
+        PlaceOutcome::OutOfStock { available: 0 }
+    );
+    let duplicate = fixtures::order(a.id, &drop, 1, "k", at(2));
+    assert!(matches!(
+        place(repos, &duplicate, at(2)).await,
+        PlaceOutcome::Duplicate(_)
+    ));
+    assert!(drain(repos).await.is_empty(), "refusals append nothing");
+
+    let view = repos
+        .drops
+        .drop_view(drop.id)
+        .await
+        .expect("view")
+        .expect("exists");
+    assert_eq!(view.status_at(at(2)), DropStatus::SoldOut);
+    assert!(view.stock.is_consistent());
+}
+
+/// The per-user limit counts reserved plus confirmed units; cancelled and expired
+/// orders free their units.
+pub async fn orders_limit_counts_reserved_and_confirmed(repos: &Repos) {
+    let drop = live_drop(repos, 10, 3).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let a = placed(repos, &fixtures::order(buyer.id, &drop, 2, "a", T0), T0).await;
+    assert!(matches!(
+        settle(repos, a.id, Settlement::Confirm, at(1)).await,
+        SettleOutcome::Settled(_)
+    ));
+    let b = fixtures::order(buyer.id, &drop, 2, "b", at(2));
+    assert_eq!(
+        place(repos, &b, at(2)).await,
+        PlaceOutcome::LimitExceeded { limit: 3, held: 2 },
+        "confirmed units count"
+    );
+    let b = placed(
+        repos,
+        &fixtures::order(buyer.id, &drop, 1, "b1", at(2)),
+        at(2),
+    )
+    .await;
+    let c = fixtures::order(buyer.id, &drop, 1, "c", at(3));
+    assert_eq!(
+        place(repos, &c, at(3)).await,
+        PlaceOutcome::LimitExceeded { limit: 3, held: 3 },
+        "reserved units count"
+    );
+    assert!(matches!(
+        settle(repos, b.id, Settlement::Cancel, at(4)).await,
+        SettleOutcome::Settled(_)
+    ));
+    let c = placed(
+        repos,
+        &fixtures::order(buyer.id, &drop, 1, "c1", at(5)),
+        at(5),
+    )
+    .await;
+    let expired = repos
+        .orders
+        .expire_holds(c.reserved_until, 100)
+        .await
+        .expect("expire");
+    assert_eq!(expired.iter().map(|o| o.id).collect::<Vec<_>>(), vec![c.id]);
+    placed(
+        repos,
+        &fixtures::order(buyer.id, &drop, 1, "d", at(700)),
+        at(700),
+    )
+    .await;
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 7, 1, 2));
+}
+
+/// 200 buyers race for 50 units: exactly 50 orders, never an oversell.
+pub async fn orders_race_never_oversells(repos: &Repos) {
+    let drop = live_drop(repos, 50, 1).await;
+    let mut buyers = Vec::new();
+    for i in 0..200 {
+        buyers.push(seed_user(repos, &format!("buyer{i}"), Role::Customer).await);
+    }
+    drain(repos).await;
+    let tasks = buyers.iter().map(|buyer| {
+        let orders = repos.orders.clone();
+        let order = fixtures::order(buyer.id, &drop, 1, "race", T0);
+        tokio::spawn(async move { orders.place_order(&order, T0).await.expect("place order") })
+    });
+    let outcomes: Vec<PlaceOutcome> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let mut placed = 0;
+    for outcome in &outcomes {
+        match outcome {
+            PlaceOutcome::Placed(_) => placed += 1,
+            PlaceOutcome::OutOfStock { available: 0 } => {}
+            other => panic!("unexpected outcome in a race: {other:?}"),
+        }
+    }
+    assert_eq!(placed, 50, "exactly the stock is sold");
+    assert_eq!(stock_of(repos, drop.id).await, stock(50, 0, 50, 0));
+
+    let events = drain(repos).await;
+    let count = |kind: EventType| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count(EventType::OrderPlaced), 50);
+    assert_eq!(count(EventType::StockChanged), 50);
+    assert_eq!(count(EventType::DropSoldOut), 1);
+    let versions: HashSet<i64> = events
+        .iter()
+        .filter(|e| e.kind == EventType::StockChanged)
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(
+        versions.len(),
+        50,
+        "each stock movement has its own version"
+    );
+}
+
+/// Concurrent placements with one idempotency key: one order, the rest duplicates of it.
+pub async fn orders_same_key_race_places_once(repos: &Repos) {
+    let drop = live_drop(repos, 10, 5).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let tasks = (0..16).map(|_| {
+        let orders = repos.orders.clone();
+        let order = fixtures::order(buyer.id, &drop, 1, "same-key", T0);
+        tokio::spawn(async move { orders.place_order(&order, T0).await.expect("place order") })
+    });
+    let outcomes: Vec<PlaceOutcome> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let winners: Vec<&Order> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            PlaceOutcome::Placed(order) => Some(order),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one placement: {outcomes:?}");
+    let winner = winners[0];
+    for outcome in &outcomes {
+        match outcome {
+            PlaceOutcome::Placed(_) => {}
+            PlaceOutcome::Duplicate(o) => assert_eq!(o.id, winner.id),
+            other => panic!("expected Duplicate, got {other:?}"),
+        }
+    }
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 9, 1, 0));
+    let mine = repos
+        .orders
+        .orders_for_user(buyer.id, PageRequest::first(100))
+        .await
+        .expect("orders");
+    assert_eq!(mine.items.len(), 1);
+}
+
+/// One buyer's concurrent orders never exceed the per-user limit.
+pub async fn orders_user_limit_race(repos: &Repos) {
+    let drop = live_drop(repos, 100, 3).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let tasks = (0..20).map(|i| {
+        let orders = repos.orders.clone();
+        let order = fixtures::order(buyer.id, &drop, 1, &format!("k{i}"), T0);
+        tokio::spawn(async move { orders.place_order(&order, T0).await.expect("place order") })
+    });
+    let mut placed = 0;
+    for outcome in join_all(tasks).await {
+        match outcome.expect("task") {
+            PlaceOutcome::Placed(_) => placed += 1,
+            PlaceOutcome::LimitExceeded { limit: 3, held: 3 } => {}
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+    assert_eq!(placed, 3);
+    assert_eq!(stock_of(repos, drop.id).await, stock(100, 97, 3, 0));
+}
+
+/// Every outcome of `settle_order`, with its stock movement and events.
+pub async fn orders_settle_outcomes(repos: &Repos) {
+    let drop = live_drop(repos, 10, 10).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let a = placed(repos, &fixtures::order(buyer.id, &drop, 2, "a", T0), T0).await;
+    let b = placed(repos, &fixtures::order(buyer.id, &drop, 3, "b", T0), T0).await;
+    let c = placed(repos, &fixtures::order(buyer.id, &drop, 1, "c", T0), T0).await;
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 4, 6, 0));
+    drain(repos).await;
+
+    let confirmed = match settle(repos, a.id, Settlement::Confirm, at(1)).await {
+        SettleOutcome::Settled(o) => o,
+        other => panic!("expected Settled, got {other:?}"),
+    };
+    assert_eq!(confirmed.status, OrderStatus::Confirmed);
+    assert_eq!(confirmed.updated_at, at(1));
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 4, 4, 2));
+    let events = drain(repos).await;
+    assert_eq!(
+        kinds(&events),
+        vec![EventType::OrderConfirmed, EventType::StockChanged]
+    );
+    assert_eq!(events[0].aggregate_id, a.id.0);
+    assert_eq!(stock_payload(&events[1]).stock, stock(10, 4, 4, 2));
+
+    assert!(matches!(
+        settle(repos, a.id, Settlement::Confirm, at(2)).await,
+        SettleOutcome::Unchanged(o) if o.status == OrderStatus::Confirmed
+    ));
+    assert!(matches!(
+        settle(repos, a.id, Settlement::Cancel, at(2)).await,
+        SettleOutcome::Conflict(o) if o.status == OrderStatus::Confirmed
+    ));
+
+    assert!(matches!(
+        settle(repos, b.id, Settlement::Cancel, at(3)).await,
+        SettleOutcome::Settled(o) if o.status == OrderStatus::Cancelled
+    ));
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 7, 1, 2));
+    assert_eq!(
+        kinds(&drain(repos).await),
+        vec![EventType::OrderCancelled, EventType::StockChanged]
+    );
+    assert!(matches!(
+        settle(repos, b.id, Settlement::Cancel, at(4)).await,
+        SettleOutcome::Unchanged(o) if o.status == OrderStatus::Cancelled
+    ));
+    assert!(matches!(
+        settle(repos, b.id, Settlement::Confirm, at(4)).await,
+        SettleOutcome::Conflict(o) if o.status == OrderStatus::Cancelled
+    ));
+
+    // Confirming at the end of the hold expires the order instead.
+    let expired = match settle(repos, c.id, Settlement::Confirm, c.reserved_until).await {
+        SettleOutcome::HoldExpired(o) => o,
+        other => panic!("expected HoldExpired, got {other:?}"),
+    };
+    assert_eq!(expired.status, OrderStatus::Expired);
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 8, 0, 2));
+    assert_eq!(
+        kinds(&drain(repos).await),
+        vec![EventType::OrderExpired, EventType::StockChanged]
+    );
+    assert_eq!(
+        repos
+            .orders
+            .order(c.id)
+            .await
+            .expect("order")
+            .map(|o| o.status),
+        Some(OrderStatus::Expired)
+    );
+    assert!(matches!(
+        settle(repos, c.id, Settlement::Confirm, at(700)).await,
+        SettleOutcome::Conflict(o) if o.status == OrderStatus::Expired
+    ));
+    assert!(matches!(
+        settle(repos, c.id, Settlement::Cancel, at(700)).await,
+        SettleOutcome::Conflict(o) if o.status == OrderStatus::Expired
+    ));
+    assert_eq!(
+        settle(repos, OrderId::new(), Settlement::Confirm, at(5)).await,
+        SettleOutcome::NotFound
+    );
+    assert!(
+        drain(repos).await.is_empty(),
+        "no-op settlements append nothing"
+    );
+    assert_eq!(
+        repos
+            .orders
+            .expire_holds(at(10_000), 100)
+            .await
+            .expect("expire"),
+        Vec::<Order>::new(),
+        "settled orders hold nothing"
+    );
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 8, 0, 2));
+}
+
+/// A buyer's orders, newest first by `(created_at, id)`, across pages.
+pub async fn orders_list_for_user(repos: &Repos) {
+    let d1 = live_drop(repos, 100, 100).await;
+    let d2 = live_drop(repos, 100, 100).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let other = seed_user(repos, "Other", Role::Customer).await;
+    let mut mine = HashMap::new();
+    for i in 0..12 {
+        let drop = if i % 2 == 0 { &d1 } else { &d2 };
+        let now = at(i / 3);
+        let o = placed(
+            repos,
+            &fixtures::order(buyer.id, drop, 1, &format!("k{i}"), now),
+            now,
+        )
+        .await;
+        mine.insert(o.id, o);
+    }
+    placed(repos, &fixtures::order(other.id, &d1, 1, "k0", T0), T0).await;
+
+    let listed = all_pages!(5, |page| repos.orders.orders_for_user(buyer.id, page));
+    assert_eq!(listed.len(), 12);
+    for order in &listed {
+        assert_eq!(mine.get(&order.id), Some(order), "listed as placed");
+    }
+    let keys: Vec<Cursor> = listed.iter().map(Order::cursor).collect();
+    assert_newest_first(&keys, "orders");
+    assert_eq!(
+        repos.orders.order(OrderId::new()).await.expect("order"),
+        None
+    );
+    let nobody = repos
+        .orders
+        .orders_for_user(UserId::new(), PageRequest::first(5))
+        .await
+        .expect("orders");
+    assert!(nobody.items.is_empty());
+    assert_eq!(nobody.next_cursor, None);
+}
+
+/// Due holds expire exactly once, even with two sweepers at once, returning their
+/// units; `limit` bounds one sweep.
+pub async fn holds_expire_exactly_once(repos: &Repos) {
+    let drop = live_drop(repos, 200, 200).await;
+    let mut orders = Vec::new();
+    for i in 0..30 {
+        let buyer = seed_user(repos, &format!("buyer{i}"), Role::Customer).await;
+        let mut order = fixtures::order(buyer.id, &drop, 1 + (i % 3) as u32, "k", at(-10));
+        order.reserved_until = at(i);
+        orders.push(placed(repos, &order, at(-10)).await);
+    }
+    let held: u32 = orders.iter().map(|o| o.quantity).sum();
+    assert_eq!(
+        stock_of(repos, drop.id).await,
+        stock(200, 200 - held, held, 0)
+    );
+    drain(repos).await;
+
+    let sweep_at = at(15);
+    let due: HashSet<OrderId> = orders
+        .iter()
+        .filter(|o| o.reserved_until <= sweep_at)
+        .map(|o| o.id)
+        .collect();
+    let sweepers = (0..2).map(|_| {
+        let repo = repos.orders.clone();
+        tokio::spawn(async move { repo.expire_holds(sweep_at, 1_000).await.expect("expire") })
+    });
+    let swept: Vec<Vec<Order>> = join_all(sweepers)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let total = swept[0].len() + swept[1].len();
+    let ids: HashSet<OrderId> = swept.iter().flatten().map(|o| o.id).collect();
+    assert_eq!(ids, due, "every due hold expires");
+    assert_eq!(total, due.len(), "each hold expires exactly once");
+    assert!(swept
+        .iter()
+        .flatten()
+        .all(|o| o.status == OrderStatus::Expired && o.updated_at == sweep_at));
+
+    let still: u32 = orders
+        .iter()
+        .filter(|o| !due.contains(&o.id))
+        .map(|o| o.quantity)
+        .sum();
+    assert_eq!(
+        stock_of(repos, drop.id).await,
+        stock(200, 200 - still, still, 0)
+    );
+    let events = drain(repos).await;
+    let expired_events = events
+        .iter()
+        .filter(|e| e.kind == EventType::OrderExpired)
+        .count();
+    assert_eq!(expired_events, due.len());
+    for order in &orders {
+        let stored = repos
+            .orders
+            .order(order.id)
+            .await
+            .expect("order")
+            .expect("exists");
+        let want = if due.contains(&order.id) {
+            OrderStatus::Expired
+        } else {
+            OrderStatus::Reserved
+        };
+        assert_eq!(stored.status, want);
+    }
+    assert!(repos
+        .orders
+        .expire_holds(sweep_at, 1_000)
+        .await
+        .expect("expire")
+        .is_empty());
+
+    let first = repos.orders.expire_holds(at(100), 5).await.expect("expire");
+    assert_eq!(first.len(), 5, "at most limit");
+    let rest = repos
+        .orders
+        .expire_holds(at(100), 1_000)
+        .await
+        .expect("expire");
+    assert_eq!(first.len() + rest.len(), orders.len() - due.len());
+    assert_eq!(stock_of(repos, drop.id).await, Stock::new(200));
+}
