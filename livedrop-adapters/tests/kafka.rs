@@ -242,29 +242,51 @@ async fn a_republished_event_is_delivered_once() {
     .await;
 }
 
+/// Two members of one group split the events: together they receive every event
+/// exactly once (each commits as it goes, so a rebalance re-reads nothing), and each
+/// receives some. Rounds of events are published until both members have had a
+/// share (a group assignment takes a few seconds), bounded by the test's bound.
 #[tokio::test]
 async fn members_of_one_group_share_the_events() {
     let Some(bus) = bus("share").await else {
         return;
     };
     bounded(async {
-        let sent: Vec<Event> = (0..30)
-            .map(|_| event(EventType::DropStarted, Uuid::now_v7(), 1))
-            .collect();
-        bus.publish(&sent).await.unwrap();
         let mut a = bus.subscribe("share").await.unwrap();
         let mut b = bus.subscribe("share").await.unwrap();
-        let mut seen = HashSet::new();
-        let deadline = Instant::now() + ARRIVAL;
-        while seen.len() < sent.len() && Instant::now() < deadline {
-            for sub in [&mut a, &mut b] {
+        let mut sent: Vec<Event> = Vec::new();
+        let mut got: [Vec<Event>; 2] = [Vec::new(), Vec::new()];
+        let mut rounds = 0;
+        while got.iter().any(Vec::is_empty) || got[0].len() + got[1].len() < sent.len() {
+            if got[0].len() + got[1].len() >= sent.len() {
+                rounds += 1;
+                let round: Vec<Event> = (0..30)
+                    .map(|_| event(EventType::DropStarted, Uuid::now_v7(), 1))
+                    .collect();
+                bus.publish(&round).await.unwrap();
+                sent.extend(round);
+            }
+            for (i, sub) in [&mut a, &mut b].into_iter().enumerate() {
                 if let Some(e) = sub.next(Duration::from_millis(200)).await.unwrap() {
-                    seen.insert(e.id);
+                    got[i].push(e);
+                    sub.commit().await.unwrap();
                 }
             }
         }
+        let mut counts: HashMap<_, usize> = HashMap::new();
+        for e in got.iter().flatten() {
+            *counts.entry(e.id).or_default() += 1;
+        }
+        let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "delivered more than once: {twice:?}");
         let expected: HashSet<_> = sent.iter().map(|e| e.id).collect();
-        assert_eq!(seen, expected);
+        assert_eq!(counts.keys().copied().collect::<HashSet<_>>(), expected);
+        assert!(
+            got.iter().all(|g| !g.is_empty()),
+            "both members receive a share ({} and {} after {rounds} rounds)",
+            got[0].len(),
+            got[1].len()
+        );
         close(a).await;
         close(b).await;
     })

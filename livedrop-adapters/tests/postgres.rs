@@ -17,7 +17,7 @@ use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
     self, AdjustOutcome, Adjustment, DropState, FanOutBatch, NotificationKind, Order, OrderStatus,
-    PlaceOutcome, Settlement, Stock, User,
+    PlaceOutcome, SettleOutcome, Settlement, Stock, User,
 };
 use livedrop_core::ports::{
     BeginOutcome, DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository,
@@ -307,6 +307,38 @@ async fn same_key_from_two_processes_places_once() {
     db.drop_schema().await;
 }
 
+/// An outcome reduced to what an ordering decides: the kind, the order it names
+/// (id, quantity) and its figures (available, or limit and held).
+type Summary = (&'static str, Option<(OrderId, u32)>, Option<(u32, u32)>);
+
+/// The [`Summary`] of an outcome.
+fn summary(o: &PlaceOutcome) -> Summary {
+    match o {
+        PlaceOutcome::Placed(o) => ("placed", Some((o.id, o.quantity)), None),
+        PlaceOutcome::Duplicate(o) => ("duplicate", Some((o.id, o.quantity)), None),
+        PlaceOutcome::OutOfStock { available } => ("out_of_stock", None, Some((*available, 0))),
+        PlaceOutcome::NotLive => ("not_live", None, None),
+        PlaceOutcome::LimitExceeded { limit, held } => ("limit", None, Some((*limit, *held))),
+        PlaceOutcome::DropNotFound => ("not_found", None, None),
+    }
+}
+
+/// Every ordering of `0..n`.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![Vec::new()];
+    }
+    let mut all = Vec::new();
+    for p in permutations(n - 1) {
+        for at in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(at, n - 1);
+            all.push(q);
+        }
+    }
+    all
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_decides_a_batch_like_the_row_lock() {
     let Some(db) = TestDb::new().await else {
@@ -317,27 +349,38 @@ async fn group_decides_a_batch_like_the_row_lock() {
         let drop = new_drop(&store, 5, 2).await;
         let alice = UserId::new();
         let bob = UserId::new();
-        let first = order(alice, &drop, 2, "a1");
-        let outcomes = futures::future::join_all(
-            [
-                first.clone(),
-                order(alice, &drop, 1, "a2"),
-                order(alice, &drop, 1, "a1"),
-                order(bob, &drop, 2, "b1"),
-                order(bob, &drop, 2, "b2"),
-            ]
-            .map(|o| {
-                let store = store.clone();
-                async move { store.place_order(&o, t0()).await.unwrap() }
-            }),
-        )
+        let batch = [
+            order(alice, &drop, 2, "a1"),
+            order(alice, &drop, 1, "a2"),
+            order(alice, &drop, 1, "a1"),
+            order(bob, &drop, 2, "b1"),
+            order(bob, &drop, 2, "b2"),
+        ];
+        let outcomes = futures::future::join_all(batch.clone().map(|o| {
+            let store = store.clone();
+            async move { store.place_order(&o, t0()).await.unwrap() }
+        }))
         .await;
-        // Whatever the interleaving: alice holds 2 at most, bob 2 at most, and the
-        // duplicate key never reserves twice.
+        // The batch is decided as if its orders came one at a time in some order: the
+        // outcomes are those of the one-at-a-time model for one of the orderings.
+        let got: Vec<_> = outcomes.iter().map(summary).collect();
+        let orderings = permutations(batch.len());
+        let matching = orderings.iter().find(|perm| {
+            let mut m = StockModel::new(drop.clone(), 5);
+            let mut want = vec![None; batch.len()];
+            for &i in perm.iter() {
+                want[i] = Some(summary(&m.place(&batch[i], t0())));
+            }
+            want.into_iter().map(Option::unwrap).collect::<Vec<_>>() == got
+        });
+        assert!(
+            matching.is_some(),
+            "{strategy:?}: {got:?} is no one-at-a-time ordering's outcome"
+        );
+        // Each buyer ends with its limit: alice 2 (a1 or a2 alone), bob 2.
         let (stock, accounted) = audit(&db, drop.id).await;
         assert!(accounted, "{strategy:?}");
-        assert!(stock.reserved <= 4);
-        assert!(count_placed(&outcomes) <= 3);
+        assert_eq!(stock.reserved, 4, "{strategy:?}: {got:?}");
         let missing = DropId::new();
         let mut ghost = order(alice, &drop, 1, "ghost");
         ghost.drop_id = missing;
@@ -800,8 +843,131 @@ async fn fan_out_100k_followers() {
     measure_fan_out(100_000).await;
 }
 
-/// Random place / settle / expire / adjust sequences (32 seeded cases) keep the
-/// invariant, checked with plain SQL after every step.
+/// What a store must answer for one drop, kept by hand: stock, orders by id and by
+/// (buyer, key), each order's status and hold.
+struct StockModel {
+    drop: model::Drop,
+    stock: Stock,
+    orders: Vec<Order>,
+}
+
+impl StockModel {
+    fn new(drop: model::Drop, stock: u32) -> Self {
+        Self {
+            drop,
+            stock: Stock {
+                total: stock,
+                available: stock,
+                reserved: 0,
+                sold: 0,
+            },
+            orders: Vec::new(),
+        }
+    }
+
+    fn held(&self, user: UserId) -> u32 {
+        self.orders
+            .iter()
+            .filter(|o| {
+                o.user_id == user
+                    && matches!(o.status, OrderStatus::Reserved | OrderStatus::Confirmed)
+            })
+            .map(|o| o.quantity)
+            .sum()
+    }
+
+    /// The outcome the store must give, applied to the model.
+    fn place(&mut self, order: &Order, now: Timestamp) -> PlaceOutcome {
+        if let Some(o) = self
+            .orders
+            .iter()
+            .find(|o| o.user_id == order.user_id && o.idempotency_key == order.idempotency_key)
+        {
+            return PlaceOutcome::Duplicate(o.clone());
+        }
+        let held = self.held(order.user_id);
+        if !self.drop.accepts_orders_at(now) {
+            return PlaceOutcome::NotLive;
+        }
+        if held + order.quantity > self.drop.per_user_limit {
+            return PlaceOutcome::LimitExceeded {
+                limit: self.drop.per_user_limit,
+                held,
+            };
+        }
+        if self.stock.available < order.quantity {
+            return PlaceOutcome::OutOfStock {
+                available: self.stock.available,
+            };
+        }
+        self.stock.available -= order.quantity;
+        self.stock.reserved += order.quantity;
+        self.orders.push(order.clone());
+        PlaceOutcome::Placed(order.clone())
+    }
+
+    /// The status a settlement must leave the order in and the outcome's kind, applied.
+    fn settle(
+        &mut self,
+        id: OrderId,
+        s: Settlement,
+        now: Timestamp,
+    ) -> (&'static str, OrderStatus) {
+        let o = self.orders.iter_mut().find(|o| o.id == id).unwrap();
+        let target = match s {
+            Settlement::Confirm => OrderStatus::Confirmed,
+            Settlement::Cancel => OrderStatus::Cancelled,
+        };
+        if o.status == target {
+            return ("unchanged", o.status);
+        }
+        if o.status != OrderStatus::Reserved {
+            return ("conflict", o.status);
+        }
+        self.stock.reserved -= o.quantity;
+        if s == Settlement::Confirm && now >= o.reserved_until {
+            o.status = OrderStatus::Expired;
+            self.stock.available += o.quantity;
+            return ("hold_expired", o.status);
+        }
+        o.status = target;
+        match s {
+            Settlement::Confirm => self.stock.sold += o.quantity,
+            Settlement::Cancel => self.stock.available += o.quantity,
+        }
+        ("settled", o.status)
+    }
+
+    /// The reserved orders whose hold has run out at `now`.
+    fn due(&self, now: Timestamp) -> HashSet<OrderId> {
+        self.orders
+            .iter()
+            .filter(|o| o.status == OrderStatus::Reserved && o.reserved_until <= now)
+            .map(|o| o.id)
+            .collect()
+    }
+
+    fn expire(&mut self, id: OrderId) {
+        let o = self.orders.iter_mut().find(|o| o.id == id).unwrap();
+        o.status = OrderStatus::Expired;
+        self.stock.reserved -= o.quantity;
+        self.stock.available += o.quantity;
+    }
+}
+
+fn settle_kind(out: &SettleOutcome) -> (&'static str, Option<OrderStatus>) {
+    match out {
+        SettleOutcome::Settled(o) => ("settled", Some(o.status)),
+        SettleOutcome::Unchanged(o) => ("unchanged", Some(o.status)),
+        SettleOutcome::Conflict(o) => ("conflict", Some(o.status)),
+        SettleOutcome::HoldExpired(o) => ("hold_expired", Some(o.status)),
+        SettleOutcome::NotFound => ("not_found", None),
+    }
+}
+
+/// Random place / settle / expire / adjust sequences (32 seeded cases, each on one of
+/// the two reserve strategies): every answer is the one a hand-kept model gives, and
+/// the stock row, read with plain SQL after every step, is the model's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_sequences_keep_the_invariant() {
     let Some(db) = TestDb::new().await else {
@@ -811,69 +977,127 @@ async fn random_sequences_keep_the_invariant() {
         db.store(ReserveStrategy::RowLock).await,
         db.store(ReserveStrategy::group()).await,
     ];
+    let (mut settled, mut expired) = (0, 0);
     for case in 0..32u64 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(case);
         let store = &stores[rng.gen_range(0..2)];
-        let drop = new_drop(store, rng.gen_range(0..8), rng.gen_range(1..4)).await;
+        let stock = rng.gen_range(0..8);
+        let drop = new_drop(store, stock, rng.gen_range(1..4)).await;
+        let mut m = StockModel::new(drop.clone(), stock);
         let users: Vec<UserId> = (0..3).map(|_| UserId::new()).collect();
-        let mut orders: Vec<OrderId> = Vec::new();
         let mut now = t0();
         for step in 0..24 {
             let what = rng.gen_range(0..10);
+            let at = format!("case {case} step {step} op {what}");
             match what {
                 0..=4 => {
                     let user = users[rng.gen_range(0..users.len())];
                     let key = format!("c{case}-{}", rng.gen_range(0..12));
                     let mut o = order(user, &drop, rng.gen_range(1..4), &key);
                     o.reserved_until = now + chrono::Duration::minutes(10);
-                    if let PlaceOutcome::Placed(o) = store.place_order(&o, now).await.unwrap() {
-                        orders.push(o.id);
+                    o.created_at = now;
+                    o.updated_at = now;
+                    let got = store.place_order(&o, now).await.unwrap();
+                    let want = m.place(&o, now);
+                    match (&got, &want) {
+                        (PlaceOutcome::Placed(g), PlaceOutcome::Placed(w))
+                        | (PlaceOutcome::Duplicate(g), PlaceOutcome::Duplicate(w)) => {
+                            assert_eq!(
+                                (g.id, g.quantity, &g.idempotency_key),
+                                (w.id, w.quantity, &w.idempotency_key),
+                                "{at}"
+                            );
+                        }
+                        _ => assert_eq!(got, want, "{at}"),
                     }
                 }
-                5 | 6 if !orders.is_empty() => {
-                    let id = orders[rng.gen_range(0..orders.len())];
+                5 | 6 if !m.orders.is_empty() => {
+                    let id = m.orders[rng.gen_range(0..m.orders.len())].id;
                     let s = if rng.gen_bool(0.5) {
                         Settlement::Confirm
                     } else {
                         Settlement::Cancel
                     };
-                    store.settle_order(id, s, now).await.unwrap();
+                    let got = store.settle_order(id, s, now).await.unwrap();
+                    let (kind, status) = m.settle(id, s, now);
+                    assert_eq!(settle_kind(&got), (kind, Some(status)), "{at}: {s:?}");
+                    settled += 1;
                 }
                 7 => {
                     now += chrono::Duration::minutes(rng.gen_range(1..8));
-                    store.expire_holds(now, 10).await.unwrap();
+                    let due = m.due(now);
+                    let batch = store.expire_holds(now, 10).await.unwrap();
+                    let ids: HashSet<OrderId> = batch.iter().map(|o| o.id).collect();
+                    assert_eq!(ids.len(), batch.len(), "{at}: an order expired twice");
+                    assert_eq!(batch.len(), due.len().min(10), "{at}");
+                    assert!(ids.is_subset(&due), "{at}: {ids:?} not all due ({due:?})");
+                    assert!(
+                        batch.iter().all(|o| o.status == OrderStatus::Expired),
+                        "{at}"
+                    );
+                    for id in ids {
+                        m.expire(id);
+                        expired += 1;
+                    }
                 }
                 _ => {
+                    let delta: i64 = rng.gen_range(-3..4);
                     let adj = Adjustment {
                         drop_id: drop.id,
-                        delta: rng.gen_range(-3..4),
+                        delta,
                         reason: "random".into(),
                         actor_id: None,
                         entry_id: Uuid::new_v4(),
                         at: now,
                     };
                     let out = store.adjust(&adj).await.unwrap();
-                    assert!(matches!(
-                        out,
-                        AdjustOutcome::Applied(_) | AdjustOutcome::Insufficient { .. }
-                    ));
+                    if delta < 0 && m.stock.available < delta.unsigned_abs() as u32 {
+                        assert_eq!(
+                            out,
+                            AdjustOutcome::Insufficient {
+                                available: m.stock.available
+                            },
+                            "{at}"
+                        );
+                    } else {
+                        assert!(matches!(out, AdjustOutcome::Applied(_)), "{at}: {out:?}");
+                        let d = delta.unsigned_abs() as u32;
+                        if delta < 0 {
+                            m.stock.available -= d;
+                            m.stock.total -= d;
+                        } else {
+                            m.stock.available += d;
+                            m.stock.total += d;
+                        }
+                    }
                 }
             }
             let (stock, accounted) = audit(&db, drop.id).await;
-            assert!(accounted, "case {case} step {step} op {what}: {stock:?}");
-            let over: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM (SELECT user_id FROM orders WHERE drop_id = $1 \
-                 AND status IN ('reserved', 'confirmed') GROUP BY user_id \
-                 HAVING SUM(quantity) > $2) o",
-            )
-            .bind(drop.id.0)
-            .bind(i64::from(drop.per_user_limit))
-            .fetch_one(&mut db.conn().await)
-            .await
-            .unwrap();
-            assert_eq!(over, 0, "case {case} step {step}: per-user limit");
+            assert!(accounted, "{at}: {stock:?}");
+            assert_eq!(stock, m.stock, "{at}");
         }
+        // The sweeper is global: the case's holds all run out before the next case.
+        let end = t0() + chrono::Duration::days(1);
+        let due = m.due(end);
+        let ids: HashSet<OrderId> = store
+            .expire_holds(end, 1_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| o.id)
+            .collect();
+        assert_eq!(ids, due, "case {case}: the final sweep");
+        for id in ids {
+            m.expire(id);
+        }
+        let (stock, _) = audit(&db, drop.id).await;
+        assert_eq!(stock, m.stock, "case {case}: after the final sweep");
     }
+    // The seeds reach settlements and expiries, so their answers were checked.
+    assert!(
+        settled > 0 && expired > 0,
+        "settled {settled}, expired {expired}"
+    );
     db.drop_schema().await;
 }
 

@@ -232,28 +232,67 @@ async fn prefix_glob_characters_are_literal() {
     cache.invalidate_prefix("").await.unwrap();
 }
 
-#[tokio::test]
+/// Readers fill the cache (fence, read the source, fenced set) while a writer changes
+/// the source and invalidates, all at once on several threads: once all are done, the
+/// cache holds nothing or the source's last value, never an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_fills_racing_an_invalidation_never_leave_a_stale_value() {
     let Some(cache) = cache("race").await else {
         return;
     };
     let cache = Arc::new(cache);
     let ttl = Duration::from_secs(30);
+    let mut filled = 0;
     for round in 0..20 {
         let key = format!("hot:{round}");
-        let fences: Vec<u64> = futures::future::try_join_all((0..8).map(|_| cache.fence(&key)))
-            .await
-            .unwrap();
-        cache.invalidate(std::slice::from_ref(&key)).await.unwrap();
-        let writes = fences.into_iter().map(|fence| {
-            let cache = Arc::clone(&cache);
-            let key = key.clone();
-            async move { cache.set(&key, b"stale", ttl, Some(fence)).await }
-        });
-        let stored = futures::future::try_join_all(writes).await.unwrap();
-        assert!(stored.iter().all(|s| !s), "a stale fill was stored");
-        assert_eq!(cache.get(&key).await.unwrap(), None);
+        let source = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Readers fill until the writer is done, and not after: the last fill races
+        // the last invalidation.
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let (cache, key, source) = (Arc::clone(&cache), key.clone(), Arc::clone(&source));
+            let done = Arc::clone(&done);
+            tasks.push(tokio::spawn(async move {
+                let mut stored = 0;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    let fence = cache.fence(&key).await.unwrap();
+                    let value = source.load(std::sync::atomic::Ordering::SeqCst);
+                    // Widens the window between reading the source and filling, so
+                    // the writer's invalidations land inside it (not a timing claim).
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let bytes = value.to_be_bytes();
+                    if cache.set(&key, &bytes, ttl, Some(fence)).await.unwrap() {
+                        stored += 1;
+                    }
+                }
+                stored
+            }));
+        }
+        let writer = {
+            let (cache, key, source) = (Arc::clone(&cache), key.clone(), Arc::clone(&source));
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    source.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    cache.invalidate(std::slice::from_ref(&key)).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        for t in tasks {
+            filled += t.await.unwrap();
+        }
+        writer.await.unwrap();
+        let last = source.load(std::sync::atomic::Ordering::SeqCst);
+        if let Some(bytes) = cache.get(&key).await.unwrap() {
+            let cached = u64::from_be_bytes(bytes.as_slice().try_into().unwrap());
+            assert_eq!(cached, last, "round {round}: a stale fill survived");
+        }
     }
+    // The readers did fill: the race was between real writes.
+    assert!(filled > 0);
     cache.invalidate_prefix("").await.unwrap();
 }
 

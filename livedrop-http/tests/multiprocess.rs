@@ -84,11 +84,15 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
                     "key {key}: a server error reached the end of the retries: {outcome:?}"
                 );
             }
-            // Both processes answer the same key with the same order, or one of them
-            // reports the other's in-flight request or stock outcome.
-            if let (Some(p), Some(q)) = (&x.order_id, &y.order_id) {
-                assert_eq!(p, q, "key {key}: two orders for one key");
-            }
+            // One key, one answer: once the in-flight retries are over, both processes
+            // give the same status, error code and order for it.
+            assert_eq!(
+                (x.status, &x.code, &x.order_id),
+                (y.status, &y.code, &y.order_id),
+                "key {key}: two answers for one key ({:?} / {:?})",
+                x.seen,
+                y.seen
+            );
             if let Some(id) = x.order_id.clone().or(y.order_id.clone()) {
                 assert!(
                     known.entry(i).or_default().insert(id),
