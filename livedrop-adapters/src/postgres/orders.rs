@@ -130,6 +130,13 @@ impl PgStore {
             tx.rollback().await.map_err(map_sqlx_error)?;
             return Ok(PlaceOutcome::DropNotFound);
         };
+        // A transaction with the same key may have committed while this one waited
+        // for the lock: under the lock, the key is decided before anything else.
+        if let Some(existing) = order_by_key(&mut tx, order.user_id, &order.idempotency_key).await?
+        {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Ok(PlaceOutcome::Duplicate(existing));
+        }
         let drop = row.to_drop()?;
         let held: i64 = sqlx::query_scalar(&format!(
             "SELECT COALESCE(SUM(quantity), 0)::int8 FROM orders \
