@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::model::{op, run};
+use common::model::{op, run, starts};
 use common::World;
 use livedrop::adapters::postgres::ReserveStrategy;
 use proptest::prelude::*;
@@ -16,6 +16,7 @@ fn check(
     strategy: ReserveStrategy,
     stocks: [u32; 2],
     limits: [Option<u32>; 2],
+    starts: [Option<i64>; 2],
     ops: Vec<common::model::Op>,
 ) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -25,7 +26,7 @@ fn check(
         .unwrap();
     runtime.block_on(async {
         match World::postgres_with(strategy).await {
-            Some(world) => run(world, stocks, limits, ops).await,
+            Some(world) => run(world, stocks, limits, starts, ops).await,
             None => Ok(()),
         }
     })
@@ -38,17 +39,19 @@ proptest! {
     fn postgres_row_lock_matches_the_reference_model(
         stocks in prop::array::uniform2(1u32..12),
         limits in prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
+        starts in starts(),
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        check(ReserveStrategy::RowLock, stocks, limits, ops)?;
+        check(ReserveStrategy::RowLock, stocks, limits, starts, ops)?;
     }
 
     #[test]
     fn postgres_group_reserve_matches_the_reference_model(
         stocks in prop::array::uniform2(1u32..12),
         limits in prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
+        starts in starts(),
         ops in prop::collection::vec(op(), 1..40),
     ) {
-        check(ReserveStrategy::group(), stocks, limits, ops)?;
+        check(ReserveStrategy::group(), stocks, limits, starts, ops)?;
     }
 }

@@ -705,6 +705,11 @@ async fn a_relay_that_dies_leaves_its_batch_to_the_next() {
     db.drop_schema().await;
 }
 
+/// A liveness bound, not a speed claim: the waits below are an hour long, so a
+/// waiter back within this bound was woken by the other pool's commit. Measured
+/// follower lag is in BENCHMARKS.md.
+const WAKE_BOUND: Duration = Duration::from_secs(60);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wait_for_append_wakes_on_commit() {
     let Some(db) = TestDb::new().await else {
@@ -717,12 +722,9 @@ async fn wait_for_append_wakes_on_commit() {
     let drop = live_drop(1);
     let waiter = {
         let store = store.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            store.wait_for_append(Duration::from_secs(20)).await;
-            started.elapsed()
-        })
+        tokio::spawn(async move { store.wait_for_append(Duration::from_secs(3_600)).await })
     };
+    // Only makes it likely the waiter is parked first; a wake-up either way passes.
     tokio::time::sleep(Duration::from_millis(200)).await;
     other
         .insert_drop(
@@ -732,12 +734,18 @@ async fn wait_for_append_wakes_on_commit() {
         )
         .await
         .unwrap();
-    let waited = waiter.await.unwrap();
-    assert!(waited < Duration::from_secs(10), "woke after {waited:?}");
-    // No append: the timeout bounds the wait.
-    let started = Instant::now();
-    store.wait_for_append(Duration::from_millis(300)).await;
-    assert!(started.elapsed() >= Duration::from_millis(250));
+    tokio::time::timeout(WAKE_BOUND, waiter)
+        .await
+        .expect("an hour-long wait_for_append must wake on another pool's commit")
+        .unwrap();
+    // No append: the wait still ends by itself, at its timeout (or earlier, by a
+    // spurious wake-up, which the port allows).
+    tokio::time::timeout(
+        WAKE_BOUND,
+        store.wait_for_append(Duration::from_millis(300)),
+    )
+    .await
+    .expect("wait_for_append must return once its timeout passes");
     db.drop_schema().await;
 }
 

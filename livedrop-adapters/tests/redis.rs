@@ -80,14 +80,15 @@ async fn ttl_expires_and_is_jittered_within_ten_percent() {
     let Some(cache) = cache("ttl").await else {
         return;
     };
-    // Wide margins: a loaded machine must not expire the entry before the first read.
+    // Wide margins: the first read comes right after the set, 5 s before the TTL
+    // ends; the second 1 s past the TTL and its 10 % jitter.
     let stored_at = tokio::time::Instant::now();
     cache
-        .set("short", b"x", Duration::from_secs(2), None)
+        .set("short", b"x", Duration::from_secs(5), None)
         .await
         .unwrap();
     assert!(cache.get("short").await.unwrap().is_some());
-    tokio::time::sleep_until(stored_at + Duration::from_millis(3_200)).await;
+    tokio::time::sleep_until(stored_at + Duration::from_millis(6_500)).await;
     assert_eq!(cache.get("short").await.unwrap(), None);
 
     let mut conn = raw().await;
@@ -392,7 +393,7 @@ async fn gate_entries_expire() {
     let Some(gate) = gate_with(
         "gate-ttl",
         RedisOptions {
-            gate_ttl: Duration::from_secs(2),
+            gate_ttl: Duration::from_secs(5),
             ..RedisOptions::default()
         },
     )
@@ -404,8 +405,9 @@ async fn gate_entries_expire() {
     let recorded_at = tokio::time::Instant::now();
     gate.record(drop, &stock(5, 0), 9).await.unwrap();
     assert!(!gate.admit(drop, 1).await.unwrap());
-    // Wide margins: past the 2 s TTL (and its jitter) by a full second.
-    tokio::time::sleep_until(recorded_at + Duration::from_millis(3_200)).await;
+    // Wide margins: the admit above comes right after the record, 5 s before the
+    // TTL ends; this one 1.5 s past it.
+    tokio::time::sleep_until(recorded_at + Duration::from_millis(6_500)).await;
     assert!(
         gate.admit(drop, 1).await.unwrap(),
         "a stale sold-out outlived the gate TTL"

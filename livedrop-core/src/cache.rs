@@ -300,7 +300,9 @@ mod tests {
         CacheError("connection refused".into())
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    /// On paused time: the load's 100 ms only pass once no reader can run, that is
+    /// once every other reader waits on the flight, however slow the machine.
+    #[tokio::test(start_paused = true)]
     async fn a_stampede_on_one_key_loads_once() {
         let mut cache = MockCache::new();
         cache.expect_get().returning(|_| Ok(None));

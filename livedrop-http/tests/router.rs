@@ -1,5 +1,6 @@
 //! Router tests: every endpoint and error code of the contract, through `oneshot`
-//! on in-memory adapters with a manual clock.
+//! on in-memory adapters with a manual clock; the arbitrary-input property test
+//! also on PostgreSQL when `LIVEDROP_TEST_DATABASE_URL` is set.
 
 #![allow(clippy::unwrap_used)]
 
@@ -2146,6 +2147,43 @@ mod arbitrary_input {
         (method, prop_oneof![3 => known, 1 => random])
     }
 
+    /// Sends one arbitrary request to `app`: never a 5xx, and every failure in the
+    /// error shape.
+    async fn check(
+        app: &App,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        authenticated: bool,
+    ) -> Result<(), TestCaseError> {
+        let token = if authenticated {
+            Some(app.user(Role::Creator, "p").await.1)
+        } else {
+            None
+        };
+        let r = app
+            .call_with(
+                method.clone(),
+                path,
+                token.as_deref(),
+                body.clone(),
+                &[("idempotency-key", "prop")],
+            )
+            .await;
+        prop_assert!(
+            !r.status.is_server_error(),
+            "{method} {path} {body:?} -> {} {}",
+            r.status,
+            r.body
+        );
+        if r.status.is_client_error() {
+            prop_assert!(r.body["code"].is_string(), "{method} {path} -> {}", r.body);
+            prop_assert!(r.body["message"].is_string());
+            prop_assert!(r.body["details"].is_object());
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -2158,25 +2196,88 @@ mod arbitrary_input {
             authenticated in any::<bool>(),
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                let app = app();
-                let token = if authenticated {
-                    Some(app.user(Role::Creator, "p").await.1)
-                } else {
-                    None
-                };
-                let r = app
-                    .call_with(method.clone(), &path, token.as_deref(), body.clone(), &[("idempotency-key", "prop")])
-                    .await;
-                prop_assert!(!r.status.is_server_error(), "{method} {path} {body:?} -> {} {}", r.status, r.body);
-                if r.status.is_client_error() {
-                    prop_assert!(r.body["code"].is_string(), "{method} {path} -> {}", r.body);
-                    prop_assert!(r.body["message"].is_string());
-                    prop_assert!(r.body["details"].is_object());
-                }
-                Ok(())
-            })?;
+            rt.block_on(check(&app(), method, &path, body, authenticated))?;
         }
+    }
+
+    /// The same on a PostgreSQL store (one fresh schema for the run, a fresh app
+    /// with its own cache and clock per case), which refuses text and times the
+    /// in-memory store would keep: those too must be 4xx, never a 500.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn every_failure_on_postgres_is_a_shaped_4xx() {
+        use livedrop_adapters::memory::{MemoryBus, MemoryCache};
+        use livedrop_adapters::postgres::{PgOptions, PgStore};
+        use livedrop_core::testing::env;
+        use proptest::test_runner::{Config as RunnerConfig, TestRunner};
+        let Some(url) =
+            env::service_var(env::DATABASE_URL, "the router property test on PostgreSQL")
+        else {
+            return;
+        };
+        // The `tc_` prefix lets the adapter's conformance tests sweep the schema if
+        // this run dies before dropping it.
+        let schema = format!(
+            "tc_{}_{}",
+            chrono::Utc::now().timestamp(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = rt.block_on(async {
+            let store = PgStore::connect(
+                &url,
+                PgOptions {
+                    max_connections: 4,
+                    schema: Some(schema.clone()),
+                    ..PgOptions::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("LIVEDROP_TEST_DATABASE_URL is set but unusable: {e:?}"));
+            store.migrate().await.unwrap();
+            Arc::new(store)
+        });
+        let mut runner = TestRunner::new(RunnerConfig {
+            cases: 96,
+            failure_persistence: None,
+            ..RunnerConfig::default()
+        });
+        let ran = std::cell::Cell::new(0u32);
+        let result = runner.run(
+            &(any_path(), proptest::option::of(any_json()), any::<bool>()),
+            |((method, path), body, authenticated)| {
+                let app = app_with(
+                    |_| {},
+                    |p| {
+                        Ports::from_store(
+                            store.clone(),
+                            Arc::new(MemoryCache::new()),
+                            Arc::new(MemoryBus::new()),
+                            p.clock,
+                        )
+                    },
+                );
+                rt.block_on(check(&app, method, &path, body, authenticated))?;
+                ran.set(ran.get() + 1);
+                Ok(())
+            },
+        );
+        if let Err(e) = result {
+            panic!("{e}");
+        }
+        assert!(ran.get() >= 96, "only {} cases ran", ran.get());
+        rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        });
     }
 }
 

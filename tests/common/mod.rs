@@ -155,14 +155,29 @@ impl World {
         stock: u32,
         per_user_limit: Option<u32>,
     ) -> DropView {
+        self.drop_starting(creator, stock, per_user_limit, None)
+            .await
+    }
+
+    /// A drop of `stock` units lasting one hour from its start: `starts_in` from
+    /// now (scheduled for later), or now when `None` (live at once).
+    pub async fn drop_starting(
+        &self,
+        creator: &Actor,
+        stock: u32,
+        per_user_limit: Option<u32>,
+        starts_in: Option<Duration>,
+    ) -> DropView {
         let product = self.product(creator).await;
+        let starts_at = starts_in.map(|d| self.clock.now_ts() + d);
+        let start = starts_at.unwrap_or_else(|| self.clock.now_ts());
         self.app
             .schedule_drop(
                 creator,
                 NewDrop {
                     product_id: product.id,
-                    starts_at: None,
-                    ends_at: self.clock.now_ts() + Duration::hours(1),
+                    starts_at,
+                    ends_at: start + Duration::hours(1),
                     total_stock: stock,
                     per_user_limit,
                 },

@@ -1,11 +1,14 @@
 //! The reference model of the property tests: operations, expected outcomes, and
-//! the comparison with the services after every step.
+//! the comparison with the services after every step. Drops start at once or later
+//! (orders are `drop_not_live` until their start), reach their end, move by the
+//! scheduler's ticks, and are cancelled (orders refused from then on, holds already
+//! placed left to run their course).
 
 use std::collections::HashMap;
 
 use super::{ClockExt, World};
 use chrono::Duration as Span;
-use livedrop::core::model::{Actor, OrderStatus, Role, Stock};
+use livedrop::core::model::{Actor, DropState, OrderStatus, Role, Stock};
 use livedrop::core::page::PageRequest;
 use livedrop::core::service::{PlaceOrder, StockAdjustment};
 use livedrop::core::{DropId, OrderId};
@@ -41,18 +44,32 @@ pub enum Op {
     Burst {
         orders: Vec<(usize, usize, u32)>,
     },
+    /// One scheduler step: drops whose start or end passed move to live or ended.
+    Tick,
+    /// The creator cancels a drop.
+    CancelDrop {
+        drop: usize,
+    },
 }
 
 pub fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0..USERS, 0..DROPS, 1u32..4, 0u8..6).prop_map(|(user, drop, quantity, key)| Op::Order { user, drop, quantity, key }),
-        2 => any::<usize>().prop_map(|pick| Op::Confirm { pick }),
-        1 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
-        1 => prop_oneof![4 => 1i64..9, 1 => 30i64..70].prop_map(|minutes| Op::Advance { minutes }),
-        1 => Just(Op::Sweep),
-        1 => (0..DROPS, prop_oneof![-4i64..0, 1i64..7]).prop_map(|(drop, delta)| Op::Adjust { drop, delta }),
-        2 => prop::collection::vec((0..USERS, 0..DROPS, 1u32..4), 2..6).prop_map(|orders| Op::Burst { orders }),
+        12 => (0..USERS, 0..DROPS, 1u32..4, 0u8..6).prop_map(|(user, drop, quantity, key)| Op::Order { user, drop, quantity, key }),
+        4 => any::<usize>().prop_map(|pick| Op::Confirm { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        2 => prop_oneof![4 => 1i64..9, 1 => 30i64..70].prop_map(|minutes| Op::Advance { minutes }),
+        2 => Just(Op::Sweep),
+        2 => (0..DROPS, prop_oneof![-4i64..0, 1i64..7]).prop_map(|(drop, delta)| Op::Adjust { drop, delta }),
+        4 => prop::collection::vec((0..USERS, 0..DROPS, 1u32..4), 2..6).prop_map(|orders| Op::Burst { orders }),
+        2 => Just(Op::Tick),
+        1 => (0..DROPS).prop_map(|drop| Op::CancelDrop { drop }),
     ]
+}
+
+/// When each drop starts: `Some(minutes)` from the start of the run (scheduled for
+/// later, so orders are refused until then), or `None` (live at once).
+pub fn starts() -> impl Strategy<Value = [Option<i64>; DROPS]> {
+    prop::array::uniform2(prop::option::weighted(0.3, 1i64..90))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +77,29 @@ struct MDrop {
     id: DropId,
     stock: Stock,
     limit: u32,
+    starts_at: livedrop::core::Timestamp,
     ends_at: livedrop::core::Timestamp,
+    /// The stored lifecycle state: moved by the scheduler's ticks and by a cancel,
+    /// never by the clock alone.
+    state: DropState,
+}
+
+impl MDrop {
+    /// Orders are taken from the start to the end, whatever the stored state says,
+    /// unless the drop was cancelled.
+    fn accepts_orders_at(&self, now: livedrop::core::Timestamp) -> bool {
+        self.state != DropState::Cancelled && self.starts_at <= now && now < self.ends_at
+    }
+
+    /// What one scheduler step does to the drop at `now`, if anything.
+    fn due(&self, now: livedrop::core::Timestamp) -> Option<DropState> {
+        match self.state {
+            DropState::Scheduled if now >= self.ends_at => Some(DropState::Ended),
+            DropState::Scheduled if now >= self.starts_at => Some(DropState::Live),
+            DropState::Live if now >= self.ends_at => Some(DropState::Ended),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +150,7 @@ pub async fn run(
     world: World,
     stocks: [u32; DROPS],
     limits: [Option<u32>; DROPS],
+    starts: [Option<i64>; DROPS],
     ops: Vec<Op>,
 ) -> Result<(), TestCaseError> {
     let creator = world.user(Role::Creator).await;
@@ -124,13 +164,23 @@ pub async fn run(
         keys: HashMap::new(),
     };
     for d in 0..DROPS {
-        let view = world.live_drop(&creator, stocks[d], limits[d]).await;
+        let view = world
+            .drop_starting(&creator, stocks[d], limits[d], starts[d].map(Span::minutes))
+            .await;
+        let state = if starts[d].is_some() {
+            DropState::Scheduled
+        } else {
+            DropState::Live
+        };
+        prop_assert_eq!(view.drop.state, state, "drop {} when scheduled", d);
         model.drops.push(MDrop {
             id: view.drop.id,
             stock: Stock::new(stocks[d]),
             // No limit means the stock at scheduling (restocks do not raise it).
             limit: limits[d].unwrap_or(stocks[d]),
+            starts_at: view.drop.starts_at,
             ends_at: view.drop.ends_at,
+            state,
         });
     }
 
@@ -158,7 +208,7 @@ pub async fn run(
                     Some(_) => Err("idempotency_key_reused".into()),
                     None => {
                         let d = model.drops[drop];
-                        let outcome = if now >= d.ends_at {
+                        let outcome = if !d.accepts_orders_at(now) {
                             Err("drop_not_live".to_owned())
                         } else if model.held(user, drop) + quantity > d.limit {
                             Err("per_user_limit_exceeded".to_owned())
@@ -284,10 +334,10 @@ pub async fn run(
                 }
                 let mut seen = std::collections::HashSet::new();
                 for ((u, d, q, _), got) in sends.iter().zip(&results) {
-                    let now_live = now < model.drops[*d].ends_at;
+                    let now_live = model.drops[*d].accepts_orders_at(now);
                     match got {
                         Ok(order) => {
-                            prop_assert!(now_live, "step {}: an order after the end", step);
+                            prop_assert!(now_live, "step {}: an order while not live", step);
                             if !seen.insert(order.id) {
                                 continue;
                             }
@@ -324,6 +374,37 @@ pub async fn run(
                         }
                     }
                 }
+            }
+            Op::Tick => {
+                let moved = world
+                    .app
+                    .tick_scheduler()
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let mut expected = 0;
+                for md in &mut model.drops {
+                    if let Some(next) = md.due(now) {
+                        md.state = next;
+                        expected += 1;
+                    }
+                }
+                prop_assert_eq!(moved, expected, "step {}: drops the scheduler moved", step);
+            }
+            Op::CancelDrop { drop } => {
+                let md = &mut model.drops[drop];
+                let got = world.app.cancel_drop(&creator, md.id).await;
+                // Holds already placed run their course: the stock stays as it is.
+                let expected = match md.state {
+                    DropState::Ended => Err("conflict".to_owned()),
+                    DropState::Scheduled | DropState::Live | DropState::Cancelled => {
+                        md.state = DropState::Cancelled;
+                        Ok(())
+                    }
+                };
+                if let Ok(view) = &got {
+                    prop_assert_eq!(view.drop.state, DropState::Cancelled);
+                }
+                prop_assert_eq!(code(&got), expected, "step {}: {:?}", step, op);
             }
             Op::Sweep => {
                 let swept = world
@@ -372,6 +453,8 @@ pub async fn run(
 
         // After every step: the store agrees with the model and the invariant holds.
         for (d, md) in model.drops.iter().enumerate() {
+            let stored = world.ports.drops.drop_by_id(md.id).await.unwrap().unwrap();
+            prop_assert_eq!(stored.state, md.state, "step {}: state of drop {}", step, d);
             let stock = world.ports.inventory.stock(md.id).await.unwrap().unwrap();
             prop_assert!(
                 stock.is_consistent(),

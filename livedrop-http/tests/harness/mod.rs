@@ -581,7 +581,8 @@ pub async fn buyer_orders(api: &Api, base: &str, token: &str, drop: &str) -> Vec
 }
 
 /// Retries `check` every 250 ms until it returns `Ok` or `limit` passes; then
-/// fails with its last complaint.
+/// fails with its last complaint. `limit` is a liveness bound (the state comes
+/// about at all, by itself), never a speed claim: callers pass generous ones.
 pub async fn wait_for<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
