@@ -321,7 +321,10 @@ pub async fn orders_settle_outcomes(repos: &Repos) {
     let b = placed(repos, &fixtures::order(buyer.id, &drop, 3, "b", T0), T0).await;
     let c = placed(repos, &fixtures::order(buyer.id, &drop, 1, "c", T0), T0).await;
     assert_eq!(stock_of(repos, drop.id).await, stock(10, 4, 6, 0));
-    drain(repos).await;
+    // Every settlement's stock event carries a version above the one before: caches
+    // fence their fills by it, so a version that stands still or goes back would let a
+    // stale stock win.
+    let mut version = last_stock_version(&drain(repos).await);
 
     let confirmed = match settle(repos, a.id, Settlement::Confirm, at(1)).await {
         SettleOutcome::Settled(o) => o,
@@ -337,6 +340,7 @@ pub async fn orders_settle_outcomes(repos: &Repos) {
     );
     assert_eq!(events[0].aggregate_id, a.id.0);
     assert_eq!(stock_payload(&events[1]).stock, stock(10, 4, 4, 2));
+    version = next_stock_version(&events, version);
 
     assert!(matches!(
         settle(repos, a.id, Settlement::Confirm, at(2)).await,
@@ -352,10 +356,12 @@ pub async fn orders_settle_outcomes(repos: &Repos) {
         SettleOutcome::Settled(o) if o.status == OrderStatus::Cancelled
     ));
     assert_eq!(stock_of(repos, drop.id).await, stock(10, 7, 1, 2));
+    let events = drain(repos).await;
     assert_eq!(
-        kinds(&drain(repos).await),
+        kinds(&events),
         vec![EventType::OrderCancelled, EventType::StockChanged]
     );
+    version = next_stock_version(&events, version);
     assert!(matches!(
         settle(repos, b.id, Settlement::Cancel, at(4)).await,
         SettleOutcome::Unchanged(o) if o.status == OrderStatus::Cancelled
@@ -372,10 +378,12 @@ pub async fn orders_settle_outcomes(repos: &Repos) {
     };
     assert_eq!(expired.status, OrderStatus::Expired);
     assert_eq!(stock_of(repos, drop.id).await, stock(10, 8, 0, 2));
+    let events = drain(repos).await;
     assert_eq!(
-        kinds(&drain(repos).await),
+        kinds(&events),
         vec![EventType::OrderExpired, EventType::StockChanged]
     );
+    next_stock_version(&events, version);
     assert_eq!(
         repos
             .orders
@@ -411,6 +419,26 @@ pub async fn orders_settle_outcomes(repos: &Repos) {
         "settled orders hold nothing"
     );
     assert_eq!(stock_of(repos, drop.id).await, stock(10, 8, 0, 2));
+}
+
+/// The highest version among the `stock.changed` events in `events`.
+fn last_stock_version(events: &[Event]) -> i64 {
+    events
+        .iter()
+        .filter(|e| e.kind == EventType::StockChanged)
+        .map(|e| e.version)
+        .max()
+        .expect("a stock.changed event")
+}
+
+/// The version of the one `stock.changed` event in `events`, checked to be above `after`.
+fn next_stock_version(events: &[Event], after: i64) -> i64 {
+    let version = last_stock_version(events);
+    assert!(
+        version > after,
+        "stock version {version} does not follow {after}"
+    );
+    version
 }
 
 /// A buyer's orders, newest first by `(created_at, id)`, across pages.
