@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use livedrop_adapters::memory::memory_ports;
-use livedrop_core::model::{Actor, DropStatus, Role, Stock, User};
-use livedrop_core::service::{DropUpdate, DropWatch, Livedrop, NewDrop, NewProduct, PlaceOrder};
+use livedrop_core::model::{Actor, DropStatus, Role, Stock};
+use livedrop_core::service::{
+    DropUpdate, DropWatch, Livedrop, NewDrop, NewProduct, PlaceOrder, Registration,
+};
 use livedrop_core::{Clock, Config, DropId, ManualClock, UserId};
 
 struct World {
@@ -24,19 +26,20 @@ async fn world() -> World {
     let clock = Arc::new(ManualClock::fixed());
     let (ports, _store, _bus) = memory_ports(clock.clone());
     let app = Livedrop::new(ports, Config::default());
-    let creator = User {
-        id: UserId::new(),
-        email: format!("maker-{}@example.com", UserId::new()),
-        display_name: "Maker".into(),
-        role: Role::Creator,
-        password_hash: String::new(),
-        created_at: clock.now(),
-    };
-    app.ports().users.insert_user(&creator).await.unwrap();
+    let creator = app
+        .register(Registration {
+            email: "maker@example.com".into(),
+            password: "maker-password".into(),
+            display_name: "Maker".into(),
+            role: Role::Creator,
+        })
+        .await
+        .unwrap()
+        .actor();
     World {
         app,
         clock,
-        creator: creator.actor(),
+        creator,
     }
 }
 
@@ -91,6 +94,10 @@ impl World {
     }
 }
 
+fn status(drop_id: DropId, status: DropStatus) -> DropUpdate {
+    DropUpdate::Status { drop_id, status }
+}
+
 async fn next(watch: &mut DropWatch) -> DropUpdate {
     tokio::time::timeout(Duration::from_secs(10), watch.next())
         .await
@@ -124,29 +131,11 @@ async fn the_snapshot_comes_first_then_statuses_the_clock_alone_changes() {
             status: DropStatus::Scheduled
         }
     );
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Status {
-            drop_id: id,
-            status: DropStatus::Scheduled
-        }
-    );
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::Scheduled));
     w.clock.advance(chrono::Duration::minutes(11));
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Status {
-            drop_id: id,
-            status: DropStatus::Live
-        }
-    );
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::Live));
     w.clock.advance(chrono::Duration::hours(1));
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Status {
-            drop_id: id,
-            status: DropStatus::Ended
-        }
-    );
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::Ended));
 }
 
 #[tokio::test]
@@ -182,12 +171,6 @@ async fn stock_changes_arrive_from_the_live_feed() {
             status: DropStatus::SoldOut
         }
     );
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Status {
-            drop_id: id,
-            status: DropStatus::SoldOut
-        }
-    );
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::SoldOut));
     background.shutdown().await;
 }
