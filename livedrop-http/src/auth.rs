@@ -1,6 +1,6 @@
 //! Bearer tokens (HS256 JWTs), the extractor producing the acting user, and the
 //! guard of the internal API. The extractors and the guard take what they need from
-//! the router's state through `FromRef` ([`TokenKeys`], [`InternalToken`]), so this
+//! the router's state through `FromRef` ([`TokenKeys`], `InternalToken`), so this
 //! module knows nothing of the state type.
 
 use std::sync::Arc;

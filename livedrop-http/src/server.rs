@@ -1,6 +1,5 @@
-//! Serving: `build` assembles a server from its [`Settings`] (the backends
-//! [wired](crate::wiring), the admin bootstrapped, the demo seeded) and binds its
-//! address; [`Server::serve`] runs the background tasks and the router until
+//! Serving: [`build`] assembles a server from its [`Settings`] (the backends
+//! wired, the admin bootstrapped, the demo seeded) and binds its address; [`Server::serve`] runs the background tasks and the router until
 //! shutdown, then drains and closes. `src/main.rs` is a thin shell over this module,
 //! so tests can start a server in-process too.
 
