@@ -174,12 +174,7 @@ async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
         .place_order(&buyer, Some("retry-me"), request)
         .await
         .unwrap_err();
-    assert_eq!(
-        err,
-        Error::Unavailable {
-            dependency: "database".into()
-        }
-    );
+    assert_eq!(err, Error::unavailable("database"));
     assert_eq!(err.code(), "unavailable");
 
     // The database returns: the same key runs afresh instead of replaying the failure.

@@ -234,10 +234,8 @@ impl CacheLayer {
                 };
                 let value = load().await?;
                 let Some(value) = value else { return Ok(None) };
-                let bytes = serde_json::to_vec(&value).map_err(|e| {
-                    tracing::error!(error = %e, "cannot encode a cache value");
-                    Error::Internal
-                })?;
+                let bytes = serde_json::to_vec(&value)
+                    .map_err(|e| Error::internal(format!("cannot encode a cache value: {e}")))?;
                 if let Some(fence) = fence {
                     if let Err(error) = self.cache.set(key, &bytes, ttl, Some(fence)).await {
                         self.failed("set", &error);
@@ -249,10 +247,9 @@ impl CacheLayer {
             .clone();
         match outcome? {
             None => Ok(None),
-            Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-                tracing::error!(error = %e, "cannot decode a loaded value");
-                Error::Internal
-            }),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Error::internal(format!("cannot decode a loaded value: {e}"))),
         }
     }
 
@@ -467,9 +464,7 @@ mod tests {
         let layer = CacheLayer::new(Arc::new(cache));
         let result: Result<Option<u8>> = layer
             .get_or_load("k", Duration::from_secs(1), || async {
-                Err(Error::Unavailable {
-                    dependency: "database".into(),
-                })
+                Err(Error::unavailable("database"))
             })
             .await;
         assert_eq!(result.unwrap_err().code(), "unavailable");

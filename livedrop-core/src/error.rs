@@ -1,12 +1,55 @@
 //! Errors by layer: [`StoreError`] is what a port reports; [`Error`] is what a
 //! command reports to its caller, with a stable snake_case code.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::model::{DropStatus, OrderStatus};
 
 /// A boxed error source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The underlying fault behind an [`Error::Internal`] or [`Error::Unavailable`]
+/// (a driver's error, a failed encoding …), carried to the one place that logs it.
+/// It is never serialized (clients and idempotent replays never see it) and never
+/// compared: two errors differing only in their cause are equal.
+#[derive(Clone, Default)]
+pub struct Cause(Option<Arc<dyn std::error::Error + Send + Sync + 'static>>);
+
+impl Cause {
+    /// A cause wrapping `error`.
+    pub fn new(error: impl Into<BoxError>) -> Self {
+        Self(Some(Arc::from(error.into())))
+    }
+
+    /// No known cause.
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    /// The error, if known (shared, cheap to clone).
+    pub fn error(&self) -> Option<Arc<dyn std::error::Error + Send + Sync + 'static>> {
+        self.0.clone()
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("None"),
+            Some(e) => write!(f, "{e:?}"),
+        }
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Cause {}
 
 /// What a repository, cache or bus reports. Adapters sort their driver's errors
 /// into these (a unique violation is a conflict, a refused connection is unavailable).
@@ -74,9 +117,6 @@ pub enum Error {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         field: Option<String>,
     },
-    /// 401: no valid credentials.
-    #[error("authentication required")]
-    Unauthenticated,
     /// 401: email or password wrong.
     #[error("email or password is wrong")]
     InvalidCredentials,
@@ -159,21 +199,22 @@ pub enum Error {
     /// 409: the first request with this key is still running.
     #[error("a request with this Idempotency-Key is still in progress")]
     IdempotencyKeyInFlight,
-    /// 429: too many requests.
-    #[error("too many requests; retry in {retry_after_secs} s")]
-    RateLimited {
-        /// Seconds until a retry may succeed.
-        retry_after_secs: u64,
-    },
     /// 503: a dependency is down; retry later.
     #[error("{dependency} is unavailable; retry later")]
     Unavailable {
         /// Which dependency.
         dependency: String,
+        /// Why, for the log (never in the message).
+        #[serde(skip)]
+        cause: Cause,
     },
     /// 500: a fault on our side. The message never carries backend text.
     #[error("internal error")]
-    Internal,
+    Internal {
+        /// What failed, for the log (never in the message).
+        #[serde(skip)]
+        cause: Cause,
+    },
 }
 
 impl Error {
@@ -181,7 +222,6 @@ impl Error {
     pub fn code(&self) -> &'static str {
         match self {
             Error::InvalidInput { .. } => "invalid_input",
-            Error::Unauthenticated => "unauthenticated",
             Error::InvalidCredentials => "invalid_credentials",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound { .. } => "not_found",
@@ -197,9 +237,8 @@ impl Error {
             Error::IdempotencyKeyMissing => "idempotency_key_missing",
             Error::IdempotencyKeyReused => "idempotency_key_reused",
             Error::IdempotencyKeyInFlight => "idempotency_key_in_flight",
-            Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable { .. } => "unavailable",
-            Error::Internal => "internal",
+            Error::Internal { .. } => "internal",
         }
     }
 
@@ -230,6 +269,41 @@ impl Error {
         }
     }
 
+    /// An [`Error::Internal`] caused by `cause`.
+    pub fn internal(cause: impl Into<BoxError>) -> Self {
+        Error::Internal {
+            cause: Cause::new(cause),
+        }
+    }
+
+    /// An [`Error::Unavailable`] of `dependency`, with no known cause (add one with
+    /// [`Error::with_cause`]).
+    pub fn unavailable(dependency: &str) -> Self {
+        Error::Unavailable {
+            dependency: dependency.to_owned(),
+            cause: Cause::none(),
+        }
+    }
+
+    /// The same error with `cause` attached, if it is one that carries a cause
+    /// ([`Error::Internal`], [`Error::Unavailable`]).
+    pub fn with_cause(mut self, cause: impl Into<BoxError>) -> Self {
+        if let Error::Internal { cause: slot } | Error::Unavailable { cause: slot, .. } = &mut self
+        {
+            *slot = Cause::new(cause);
+        }
+        self
+    }
+
+    /// The fault behind a 5xx error, when known: what the one log line reporting it
+    /// shows.
+    pub fn cause(&self) -> Option<Arc<dyn std::error::Error + Send + Sync + 'static>> {
+        match self {
+            Error::Internal { cause } | Error::Unavailable { cause, .. } => cause.error(),
+            _ => None,
+        }
+    }
+
     /// An [`Error::NotFound`] for `resource`.
     pub fn not_found(resource: &str) -> Self {
         Error::NotFound {
@@ -242,32 +316,19 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. }
-                | Error::Internal
-                | Error::RateLimited { .. }
-                | Error::IdempotencyKeyInFlight
+            Error::Unavailable { .. } | Error::Internal { .. } | Error::IdempotencyKeyInFlight
         )
     }
 }
 
+/// Sorts a port's error into what a command reports, keeping the port's error as
+/// the cause of a 5xx. No side effects: whoever handles the error logs it, once.
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Error::not_found("resource"),
-            StoreError::Conflict(message) => {
-                tracing::debug!(%message, "store conflict");
-                Error::Internal
-            }
-            StoreError::Unavailable { what, source } => {
-                tracing::warn!(dependency = what, error = %source, "dependency unavailable");
-                Error::Unavailable {
-                    dependency: what.to_owned(),
-                }
-            }
-            StoreError::Backend(source) => {
-                tracing::error!(error = %source, "backend error");
-                Error::Internal
-            }
+            StoreError::Unavailable { what, .. } => Error::unavailable(what).with_cause(e),
+            StoreError::Conflict(_) | StoreError::Backend(_) => Error::internal(e),
         }
     }
 }
@@ -302,7 +363,7 @@ mod tests {
         assert_eq!(e.code(), "unavailable");
         assert!(!e.to_string().contains("refused"));
         let e: Error = StoreError::backend("syntax error at or near SELECT").into();
-        assert_eq!(e, Error::Internal);
+        assert!(matches!(e, Error::Internal { .. }));
         assert!(!e.to_string().contains("SELECT"));
     }
 }

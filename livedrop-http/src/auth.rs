@@ -1,9 +1,12 @@
 //! Bearer tokens (HS256 JWTs), the extractor producing the acting user, and the
-//! guard of the internal API.
+//! guard of the internal API. The extractors and the guard take what they need from
+//! the router's state through `FromRef` ([`TokenKeys`], `InternalToken`), so this
+//! module knows nothing of the state type.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRef, FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
@@ -14,14 +17,14 @@ use livedrop_core::model::{Actor, Role};
 use livedrop_core::UserId;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Claims {
+struct Claims {
     /// The user id.
     pub sub: Uuid,
     /// The user's role when the token was issued.
@@ -32,9 +35,13 @@ pub struct Claims {
     pub exp: i64,
 }
 
-/// Signs and checks bearer tokens.
+/// Signs and checks bearer tokens. Cheap to clone.
 #[derive(Clone)]
 pub struct TokenKeys {
+    keys: Arc<Keys>,
+}
+
+struct Keys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -44,7 +51,7 @@ pub struct TokenKeys {
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TokenKeys")
-            .field("ttl", &self.ttl)
+            .field("ttl", &self.keys.ttl)
             .finish_non_exhaustive()
     }
 }
@@ -56,10 +63,12 @@ impl TokenKeys {
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            ttl,
+            keys: Arc::new(Keys {
+                encoding: EncodingKey::from_secret(secret),
+                decoding: DecodingKey::from_secret(secret),
+                validation,
+                ttl,
+            }),
         }
     }
 
@@ -71,13 +80,16 @@ impl TokenKeys {
 
     /// How long issued tokens live.
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.keys.ttl
     }
 
     /// A token for `actor`, valid from now for the configured lifetime.
-    pub fn issue(&self, actor: &Actor) -> Result<(String, DateTime<Utc>), ApiError> {
+    pub fn issue(
+        &self,
+        actor: &Actor,
+    ) -> Result<(String, DateTime<Utc>), jsonwebtoken::errors::Error> {
         let now = Utc::now();
-        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::hours(24));
+        let ttl = chrono::Duration::from_std(self.keys.ttl).unwrap_or(chrono::Duration::hours(24));
         let expires = now + ttl;
         let token = self.issue_expiring_at(actor, now, expires)?;
         Ok((token, expires))
@@ -89,28 +101,26 @@ impl TokenKeys {
         actor: &Actor,
         iat: DateTime<Utc>,
         exp: DateTime<Utc>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, jsonwebtoken::errors::Error> {
         let claims = Claims {
             sub: actor.id.0,
             role: actor.role.as_str().to_owned(),
             iat: iat.timestamp(),
             exp: exp.timestamp(),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| {
-            tracing::error!(error = %e, "signing a token failed");
-            ApiError::from(livedrop_core::Error::Internal)
-        })
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.keys.encoding)
     }
 
     /// The actor a token stands for, or 401 `unauthenticated`.
     pub fn verify(&self, token: &str) -> Result<Actor, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::unauthenticated("the bearer token has expired; log in again")
-                }
-                _ => ApiError::unauthenticated("the bearer token is invalid"),
-            })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.keys.decoding, &self.keys.validation)
+                .map_err(|e| match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                        ApiError::unauthenticated("the bearer token has expired; log in again")
+                    }
+                    _ => ApiError::unauthenticated("the bearer token is invalid"),
+                })?;
         let role = Role::parse(&data.claims.role)
             .ok_or_else(|| ApiError::unauthenticated("the bearer token is invalid"))?;
         Ok(Actor::new(UserId(data.claims.sub), role))
@@ -118,7 +128,7 @@ impl TokenKeys {
 }
 
 /// The bearer token of a request, if it sends one.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -132,17 +142,21 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Auth(pub Actor);
 
-impl FromRequestParts<AppState> for Auth {
+impl<S> FromRequestParts<S> for Auth
+where
+    TokenKeys: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         if let Some(actor) = parts.extensions.get::<Actor>() {
             return Ok(Auth(*actor));
         }
         let token = bearer(&parts.headers).ok_or_else(|| {
             ApiError::unauthenticated("send Authorization: Bearer <token> (POST /sessions)")
         })?;
-        let actor = state.tokens().verify(token)?;
+        let actor = TokenKeys::from_ref(state).verify(token)?;
         parts.extensions.insert(actor);
         Ok(Auth(actor))
     }
@@ -153,10 +167,14 @@ impl FromRequestParts<AppState> for Auth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaybeAuth(pub Option<Actor>);
 
-impl FromRequestParts<AppState> for MaybeAuth {
+impl<S> FromRequestParts<S> for MaybeAuth
+where
+    TokenKeys: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         if parts.extensions.get::<Actor>().is_none() && bearer(&parts.headers).is_none() {
             return Ok(MaybeAuth(None));
         }
@@ -169,24 +187,25 @@ fn digest(s: &str) -> [u8; 32] {
     Sha256::digest(s.as_bytes()).into()
 }
 
-/// Whether `presented` is the internal token, comparing digests in constant time.
+/// Whether `presented` is the internal token, comparing digests (equal lengths
+/// whatever the token's) in constant time.
 fn token_matches(expected: &str, presented: &str) -> bool {
-    let (a, b) = (digest(expected), digest(presented));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    digest(expected)[..].ct_eq(&digest(presented)[..]).into()
 }
+
+/// The token guarding the internal API; `None` disables it.
+#[derive(Debug, Clone)]
+pub(crate) struct InternalToken(pub(crate) Option<Arc<str>>);
 
 /// Guards `/internal/*`: refused with 403 when no internal token is configured,
 /// 401 unless the request presents it (`Authorization: Bearer <token>` or
 /// `X-Internal-Token: <token>`).
-pub async fn require_internal(
-    State(state): State<AppState>,
+pub(crate) async fn require_internal(
+    State(InternalToken(expected)): State<InternalToken>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = state.internal_token() else {
+    let Some(expected) = expected.as_deref() else {
         return ApiError::from(livedrop_core::Error::forbidden(
             "the internal API is disabled: set LIVEDROP_INTERNAL_TOKEN to enable it",
         ))

@@ -15,7 +15,7 @@ use uuid::Uuid;
 /// A self-registration role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum RegisterRole {
+pub(crate) enum RegisterRole {
     /// Buys in drops.
     Customer,
     /// Also sells.
@@ -34,31 +34,31 @@ impl From<RegisterRole> for Role {
 /// `POST /users`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct RegisterRequest {
+pub(crate) struct RegisterRequest {
     /// Email; unique, case-insensitive.
-    pub email: String,
+    pub(crate) email: String,
     /// Password, 8 to 256 characters.
-    pub password: String,
+    pub(crate) password: String,
     /// Name shown to others.
-    pub display_name: String,
+    pub(crate) display_name: String,
     /// `customer` or `creator`.
-    pub role: RegisterRole,
+    pub(crate) role: RegisterRole,
 }
 
 /// A user as others see it (never the password hash).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct UserBody {
+pub(crate) struct UserBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Email, lower-cased.
-    pub email: String,
+    pub(crate) email: String,
     /// Display name.
-    pub display_name: String,
+    pub(crate) display_name: String,
     /// `customer`, `creator` or `admin`.
     #[schema(value_type = String, example = "creator")]
-    pub role: Role,
+    pub(crate) role: Role,
     /// Registration time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl From<User> for UserBody {
@@ -75,19 +75,19 @@ impl From<User> for UserBody {
 
 /// `GET /users/{id}`: the public profile; `email` only for the user themself and admins.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProfileBody {
+pub(crate) struct ProfileBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Email, lower-cased: present only when the viewer is the user or an admin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub email: Option<String>,
+    pub(crate) email: Option<String>,
     /// Display name.
-    pub display_name: String,
+    pub(crate) display_name: String,
     /// `customer`, `creator` or `admin`.
     #[schema(value_type = String, example = "creator")]
-    pub role: Role,
+    pub(crate) role: Role,
     /// Registration time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl From<Profile> for ProfileBody {
@@ -105,33 +105,33 @@ impl From<Profile> for ProfileBody {
 /// `POST /sessions`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginRequest {
+pub(crate) struct LoginRequest {
     /// Email.
-    pub email: String,
+    pub(crate) email: String,
     /// Password.
-    pub password: String,
+    pub(crate) password: String,
 }
 
 /// A session: the bearer token and who it is for.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-pub struct SessionBody {
+pub(crate) struct SessionBody {
     /// Send as `Authorization: Bearer <token>`.
-    pub token: String,
+    pub(crate) token: String,
     /// When the token stops working.
-    pub expires_at: DateTime<Utc>,
+    pub(crate) expires_at: DateTime<Utc>,
     /// The user.
-    pub user: UserBody,
+    pub(crate) user: UserBody,
 }
 
 /// One follow relation as listed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct FollowBody {
+pub(crate) struct FollowBody {
     /// The other user (a follower, or a followed creator).
-    pub user_id: Uuid,
+    pub(crate) user_id: Uuid,
     /// Their display name.
-    pub display_name: String,
+    pub(crate) display_name: String,
     /// When the follow began.
-    pub followed_at: DateTime<Utc>,
+    pub(crate) followed_at: DateTime<Utc>,
 }
 
 impl From<FollowEntry> for FollowBody {
@@ -147,19 +147,19 @@ impl From<FollowEntry> for FollowBody {
 /// `POST /products`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewProductRequest {
+pub(crate) struct NewProductRequest {
     /// Title, 1 to 200 characters.
-    pub title: String,
+    pub(crate) title: String,
     /// Description, up to 5,000 characters.
     #[serde(default)]
-    pub description: String,
+    pub(crate) description: String,
     /// Price in minor units.
-    pub price_cents: i64,
+    pub(crate) price_cents: i64,
     /// ISO-4217 code.
-    pub currency: String,
+    pub(crate) currency: String,
     /// An http(s) CDN address.
     #[serde(default)]
-    pub image_url: Option<String>,
+    pub(crate) image_url: Option<String>,
 }
 
 fn double_option<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
@@ -173,51 +173,51 @@ where
 /// `PATCH /products/{id}`: absent fields stay; `"image_url": null` removes the image.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ProductPatchRequest {
+pub(crate) struct ProductPatchRequest {
     /// New title.
     #[serde(default)]
-    pub title: Option<String>,
+    pub(crate) title: Option<String>,
     /// New description.
     #[serde(default)]
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// New price.
     #[serde(default)]
-    pub price_cents: Option<i64>,
+    pub(crate) price_cents: Option<i64>,
     /// New currency.
     #[serde(default)]
-    pub currency: Option<String>,
+    pub(crate) currency: Option<String>,
     /// New image address, or `null` to remove it.
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
-    pub image_url: Option<Option<String>>,
+    pub(crate) image_url: Option<Option<String>>,
     /// Apply only if the product is at this version (else 409 `version_conflict`).
     #[serde(default)]
-    pub expected_version: Option<i64>,
+    pub(crate) expected_version: Option<i64>,
 }
 
 /// A product.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ProductBody {
+pub(crate) struct ProductBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// Owner.
-    pub creator_id: Uuid,
+    pub(crate) creator_id: Uuid,
     /// Title.
-    pub title: String,
+    pub(crate) title: String,
     /// Description.
-    pub description: String,
+    pub(crate) description: String,
     /// Price in minor units.
-    pub price_cents: i64,
+    pub(crate) price_cents: i64,
     /// ISO-4217 code.
-    pub currency: String,
+    pub(crate) currency: String,
     /// CDN address of the image.
-    pub image_url: Option<String>,
+    pub(crate) image_url: Option<String>,
     /// Creation time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     /// Last update.
-    pub updated_at: DateTime<Utc>,
+    pub(crate) updated_at: DateTime<Utc>,
     /// Incremented by every update.
-    pub version: i64,
+    pub(crate) version: i64,
 }
 
 impl From<Product> for ProductBody {
@@ -240,32 +240,32 @@ impl From<Product> for ProductBody {
 /// `POST /drops`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewDropRequest {
+pub(crate) struct NewDropRequest {
     /// The product released.
-    pub product_id: Uuid,
+    pub(crate) product_id: Uuid,
     /// Start; omitted means now.
     #[serde(default)]
-    pub starts_at: Option<DateTime<Utc>>,
+    pub(crate) starts_at: Option<DateTime<Utc>>,
     /// End (exclusive).
-    pub ends_at: DateTime<Utc>,
+    pub(crate) ends_at: DateTime<Utc>,
     /// Units, 1 to 10,000,000.
-    pub total_stock: u32,
+    pub(crate) total_stock: u32,
     /// Most units one buyer may hold; omitted means the whole stock.
     #[serde(default)]
-    pub per_user_limit: Option<u32>,
+    pub(crate) per_user_limit: Option<u32>,
 }
 
 /// A drop's stock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct StockBody {
+pub(crate) struct StockBody {
     /// All units.
-    pub total: u32,
+    pub(crate) total: u32,
     /// Units anyone may order.
-    pub available: u32,
+    pub(crate) available: u32,
     /// Units held by unpaid orders.
-    pub reserved: u32,
+    pub(crate) reserved: u32,
     /// Units paid for.
-    pub sold: u32,
+    pub(crate) sold: u32,
 }
 
 impl From<Stock> for StockBody {
@@ -281,29 +281,29 @@ impl From<Stock> for StockBody {
 
 /// A drop with its stock; `status` is computed at response time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct DropBody {
+pub(crate) struct DropBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// The product released.
-    pub product_id: Uuid,
+    pub(crate) product_id: Uuid,
     /// The product's creator.
-    pub creator_id: Uuid,
+    pub(crate) creator_id: Uuid,
     /// Orders accepted from…
-    pub starts_at: DateTime<Utc>,
+    pub(crate) starts_at: DateTime<Utc>,
     /// …until (exclusive).
-    pub ends_at: DateTime<Utc>,
+    pub(crate) ends_at: DateTime<Utc>,
     /// `scheduled`, `live`, `sold_out`, `ended` or `cancelled`.
     #[schema(value_type = String, example = "live")]
-    pub status: DropStatus,
+    pub(crate) status: DropStatus,
     /// Most units one buyer may hold.
-    pub per_user_limit: u32,
+    pub(crate) per_user_limit: u32,
     /// Stock.
-    pub stock: StockBody,
+    pub(crate) stock: StockBody,
 }
 
 impl DropBody {
     /// The body of `view` with its status at `now`.
-    pub fn at(view: DropView, now: Timestamp) -> Self {
+    pub(crate) fn at(view: DropView, now: Timestamp) -> Self {
         let status = view.status_at(now);
         Self {
             id: view.drop.id.0,
@@ -321,37 +321,37 @@ impl DropBody {
 /// `POST /orders`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct NewOrderRequest {
+pub(crate) struct NewOrderRequest {
     /// The drop to order from.
-    pub drop_id: Uuid,
+    pub(crate) drop_id: Uuid,
     /// Units, 1 to 10,000.
-    pub quantity: u32,
+    pub(crate) quantity: u32,
 }
 
 /// An order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct OrderBody {
+pub(crate) struct OrderBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// The buyer.
-    pub user_id: Uuid,
+    pub(crate) user_id: Uuid,
     /// The drop.
-    pub drop_id: Uuid,
+    pub(crate) drop_id: Uuid,
     /// Units.
-    pub quantity: u32,
+    pub(crate) quantity: u32,
     /// Unit price in minor units.
-    pub unit_price_cents: i64,
+    pub(crate) unit_price_cents: i64,
     /// `quantity × unit_price_cents`.
-    pub total_cents: i64,
+    pub(crate) total_cents: i64,
     /// ISO-4217 code.
-    pub currency: String,
+    pub(crate) currency: String,
     /// `reserved`, `confirmed`, `cancelled` or `expired`.
     #[schema(value_type = String, example = "reserved")]
-    pub status: OrderStatus,
+    pub(crate) status: OrderStatus,
     /// When the hold runs out unless confirmed.
-    pub reserved_until: DateTime<Utc>,
+    pub(crate) reserved_until: DateTime<Utc>,
     /// Creation time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl From<Order> for OrderBody {
@@ -373,19 +373,19 @@ impl From<Order> for OrderBody {
 
 /// A notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct NotificationBody {
+pub(crate) struct NotificationBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// `drop_scheduled`, `drop_live`, `low_stock`, `sold_out`, `order_confirmed`, `order_expired`.
     #[schema(value_type = String, example = "drop_live")]
-    pub kind: NotificationKind,
+    pub(crate) kind: NotificationKind,
     /// Kind-specific data.
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub(crate) payload: serde_json::Value,
     /// Creation time.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     /// When it was read, or null.
-    pub read_at: Option<DateTime<Utc>>,
+    pub(crate) read_at: Option<DateTime<Utc>>,
 }
 
 impl From<Notification> for NotificationBody {
@@ -402,41 +402,41 @@ impl From<Notification> for NotificationBody {
 
 /// `POST /notifications/read-all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct MarkedBody {
+pub(crate) struct MarkedBody {
     /// How many notifications were unread.
-    pub marked: u64,
+    pub(crate) marked: u64,
 }
 
 /// `POST /internal/inventory/{drop_id}/adjust`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AdjustRequest {
+pub(crate) struct AdjustRequest {
     /// Positive restocks, negative shrinks available stock.
-    pub delta: i64,
+    pub(crate) delta: i64,
     /// Why; kept in the ledger.
-    pub reason: String,
+    pub(crate) reason: String,
 }
 
 /// An audit record of a stock movement outside orders.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct LedgerEntryBody {
+pub(crate) struct LedgerEntryBody {
     /// Id.
-    pub id: Uuid,
+    pub(crate) id: Uuid,
     /// The drop.
-    pub drop_id: Uuid,
+    pub(crate) drop_id: Uuid,
     /// `initial`, `restock` or `shrink`.
     #[schema(value_type = String, example = "restock")]
-    pub kind: LedgerKind,
+    pub(crate) kind: LedgerKind,
     /// Signed change of total and available.
-    pub delta: i64,
+    pub(crate) delta: i64,
     /// Why.
-    pub reason: String,
+    pub(crate) reason: String,
     /// Who, when known.
-    pub actor_id: Option<Uuid>,
+    pub(crate) actor_id: Option<Uuid>,
     /// Stock right after.
-    pub stock_after: StockBody,
+    pub(crate) stock_after: StockBody,
     /// When.
-    pub created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
 }
 
 impl From<LedgerEntry> for LedgerEntryBody {
@@ -457,34 +457,34 @@ impl From<LedgerEntry> for LedgerEntryBody {
 /// `POST /internal/cache/invalidate`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct InvalidateRequest {
+pub(crate) struct InvalidateRequest {
     /// Exact keys, e.g. `drop:<id>`.
     #[serde(default)]
-    pub keys: Vec<String>,
+    pub(crate) keys: Vec<String>,
     /// Key prefixes, e.g. `products:`.
     #[serde(default)]
-    pub prefixes: Vec<String>,
+    pub(crate) prefixes: Vec<String>,
 }
 
 /// What an invalidation removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct InvalidatedBody {
+pub(crate) struct InvalidatedBody {
     /// Entries removed.
-    pub removed: u64,
+    pub(crate) removed: u64,
 }
 
 /// One page of a list.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct ListBody<T> {
+pub(crate) struct ListBody<T> {
     /// Items, newest first.
-    pub items: Vec<T>,
+    pub(crate) items: Vec<T>,
     /// Pass as `?cursor=` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
+    pub(crate) next_cursor: Option<String>,
 }
 
 impl<T> ListBody<T> {
     /// A page of core items mapped to bodies.
-    pub fn from_page<U>(page: Page<U>, f: impl FnMut(U) -> T) -> Self {
+    pub(crate) fn from_page<U>(page: Page<U>, f: impl FnMut(U) -> T) -> Self {
         Self {
             next_cursor: page.next_cursor.map(|c| c.to_string()),
             items: page.items.into_iter().map(f).collect(),
@@ -494,19 +494,19 @@ impl<T> ListBody<T> {
 
 /// `GET /healthz` and `GET /readyz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct HealthBody {
+pub(crate) struct HealthBody {
     /// `ok`.
-    pub status: String,
+    pub(crate) status: String,
     /// Each checked dependency and its state (`ok`), for `/readyz`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<CheckBody>,
+    pub(crate) checks: Vec<CheckBody>,
 }
 
 /// One readiness check.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct CheckBody {
+pub(crate) struct CheckBody {
     /// The dependency: `store`, `cache`, `bus`.
-    pub name: String,
+    pub(crate) name: String,
     /// `ok` or `failing`.
-    pub status: String,
+    pub(crate) status: String,
 }

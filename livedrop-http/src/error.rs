@@ -1,7 +1,10 @@
 //! The one error type of the HTTP layer: every failure, from the core or from a
 //! rejected request, leaves as `{"code", "message", "details"}` with its status.
+//! Conversions into it have no side effects; a 5xx carries its cause to
+//! [`ApiError::into_response`], the one place it is logged, inside the request's span.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
@@ -23,10 +26,15 @@ pub struct ErrorBody {
     pub details: Value,
 }
 
+/// The fault behind a 5xx answer, for the log line only.
+type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A failure answered to the client: status plus [`ErrorBody`]. Built from a core
-/// [`Error`] or from a transport-level rejection.
+/// [`Error`], from a transport-level rejection, or by the HTTP layer itself (a
+/// missing or wrong token, a rate limit, an unknown route).
 ///
-/// 5xx answers carry no internal text; their cause is logged where it happens.
+/// 5xx answers carry no internal text; their cause rides along and is logged once,
+/// when the answer is made.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
@@ -34,6 +42,7 @@ pub struct ApiError {
     message: String,
     details: Value,
     retry_after: Option<u64>,
+    cause: Option<Cause>,
 }
 
 impl ApiError {
@@ -45,7 +54,19 @@ impl ApiError {
             message: message.into(),
             details: json!({}),
             retry_after: None,
+            cause: None,
         }
+    }
+
+    /// 500 `internal`, logged with `cause` when answered.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        let mut error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        );
+        error.cause = Some(Arc::from(cause.into()));
+        error
     }
 
     /// Replaces the details object.
@@ -62,6 +83,18 @@ impl ApiError {
     /// 401 `unauthenticated`.
     pub fn unauthenticated(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+    }
+
+    /// 429 `rate_limited`: retry in `retry_after_secs` (also sent as `Retry-After`).
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many requests; retry in {retry_after_secs} s"),
+        )
+        .with_details(json!({ "retry_after_secs": retry_after_secs }));
+        error.retry_after = Some(retry_after_secs);
+        error
     }
 
     /// 404 `not_found` for a route nobody serves.
@@ -155,10 +188,10 @@ impl ApiError {
 }
 
 /// The status the reference server answers a core error with (see each variant's doc).
-pub fn status_of(error: &Error) -> StatusCode {
+pub(crate) fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::InvalidInput { .. } | Error::IdempotencyKeyMissing => StatusCode::BAD_REQUEST,
-        Error::Unauthenticated | Error::InvalidCredentials => StatusCode::UNAUTHORIZED,
+        Error::InvalidCredentials => StatusCode::UNAUTHORIZED,
         Error::Forbidden { .. } => StatusCode::FORBIDDEN,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::OutOfStock { .. }
@@ -172,7 +205,6 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::InsufficientStock { .. }
         | Error::IdempotencyKeyInFlight => StatusCode::CONFLICT,
         Error::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -181,24 +213,21 @@ pub fn status_of(error: &Error) -> StatusCode {
 impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let status = status_of(&error);
-        let retry_after = match &error {
-            Error::RateLimited { retry_after_secs } => Some(*retry_after_secs),
-            Error::Unavailable { .. } => Some(1),
-            _ => None,
-        };
+        let retry_after = matches!(error, Error::Unavailable { .. }).then_some(1);
         let (message, details) = if status == StatusCode::INTERNAL_SERVER_ERROR {
-            // The core logged the cause; the client learns nothing internal.
-            tracing::error!(code = error.code(), "request failed with an internal error");
+            // The client learns nothing internal; the cause goes to the log.
             ("internal error".to_owned(), json!({}))
         } else {
             (error.to_string(), error.details())
         };
+        let cause = error.cause();
         Self {
             status,
             code: Cow::Borrowed(error.code()),
             message,
             details,
             retry_after,
+            cause,
         }
     }
 }
@@ -219,10 +248,7 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(_) => {
                 format!("the body is not valid JSON: {}", rejection.body_text())
             }
-            _ if status.is_server_error() => {
-                tracing::error!(error = %rejection.body_text(), "reading a request body failed");
-                "internal error".to_owned()
-            }
+            _ if status.is_server_error() => "internal error".to_owned(),
             _ => rejection.body_text(),
         };
         // The contract answers every malformed body with 400 (axum says 422 for a
@@ -232,23 +258,26 @@ impl From<JsonRejection> for ApiError {
         } else {
             status
         };
-        Self::new(status, code, message).with_details(json!({ "field": "body" }))
+        let mut error = Self::new(status, code, message).with_details(json!({ "field": "body" }));
+        if rejection.status().is_server_error() {
+            error.cause = Some(Arc::new(rejection));
+        }
+        error
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        let status = if rejection.status().is_server_error() {
-            tracing::error!(error = %rejection.body_text(), "path extraction misconfigured");
-            StatusCode::INTERNAL_SERVER_ERROR
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        if status.is_server_error() {
-            return Self::new(status, "internal", "internal error");
+        if rejection.status().is_server_error() {
+            // A route whose path parameters do not fit its extractor: our fault.
+            return Self::internal(rejection);
         }
-        Self::new(status, "invalid_input", rejection.body_text())
-            .with_details(json!({ "field": "path" }))
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            rejection.body_text(),
+        )
+        .with_details(json!({ "field": "path" }))
     }
 }
 
@@ -264,9 +293,21 @@ impl From<QueryRejection> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// Answers with the status and the body; a 5xx (or any answer with a cause, such
+    /// as a body that could not be read) is logged here, once, with its cause (this
+    /// runs inside the request's span).
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
-            tracing::warn!(status = self.status.as_u16(), code = %self.code, "answering with a server error");
+        if self.status.is_server_error() || self.cause.is_some() {
+            // `{:#}` shows the cause and each of its sources on one line.
+            let cause = match &self.cause {
+                Some(c) => format!("{:#}", anyhow::Error::new(c.clone())),
+                None => "unknown".to_owned(),
+            };
+            if self.status == StatusCode::INTERNAL_SERVER_ERROR {
+                tracing::error!(status = self.status.as_u16(), code = %self.code, %cause, "answering with a server error");
+            } else {
+                tracing::warn!(status = self.status.as_u16(), code = %self.code, %cause, "answering with a server error");
+            }
         }
         let body = axum::Json(self.body());
         let mut response = (self.status, body).into_response();
@@ -285,4 +326,40 @@ impl IntoResponse for ApiError {
 pub(crate) struct ShapedError;
 
 /// Result of a handler.
-pub type ApiResult<T> = Result<T, ApiError>;
+pub(crate) type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use livedrop_core::StoreError;
+
+    #[test]
+    fn a_store_fault_keeps_its_cause_for_the_log_and_out_of_the_body() {
+        let error = ApiError::from(Error::from(StoreError::backend(
+            "syntax error at or near SELECT",
+        )));
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(error.body().message, "internal error");
+        let cause = error
+            .cause
+            .as_ref()
+            .map(|c| format!("{:#}", anyhow::Error::new(c.clone())));
+        assert_eq!(
+            cause.as_deref(),
+            Some("backend error: syntax error at or near SELECT")
+        );
+    }
+
+    #[test]
+    fn http_only_refusals_keep_their_status_and_code() {
+        let limited = ApiError::rate_limited(3);
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.code(), "rate_limited");
+        assert_eq!(limited.body().details, json!({ "retry_after_secs": 3 }));
+        let response = limited.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let missing = ApiError::unauthenticated("send a token");
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(missing.code(), "unauthenticated");
+    }
+}

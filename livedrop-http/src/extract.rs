@@ -12,7 +12,7 @@ use crate::error::ApiError;
 /// content type, oversized body) are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
-pub struct Json<T>(pub T);
+pub(crate) struct Json<T>(pub(crate) T);
 
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -23,34 +23,37 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
 /// `axum::extract::Path` whose rejections (a malformed UUID …) are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub(crate) T);
 
 /// `axum::extract::Query` whose rejections (an unknown `status`, a non-number
 /// `limit` …) are [`ApiError`]s.
 #[derive(Debug, Clone, Copy, Default, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub(crate) T);
 
 /// `?limit=&cursor=` of every list. `limit` defaults to 20; 0 or more than 100 is
 /// refused with 400 (never silently clamped); `cursor` must be one this server issued.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct PageParams {
+pub(crate) struct PageParams {
     /// Items per page, 1 to 100 (default 20).
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 impl PageParams {
     /// The page request these parameters describe.
-    pub fn page(&self) -> Result<PageRequest, ApiError> {
+    pub(crate) fn page(&self) -> Result<PageRequest, ApiError> {
         page_request(self.limit, self.cursor.as_deref())
     }
 }
 
 /// A page request from a raw limit and cursor, validated as [`PageParams`] documents.
-pub fn page_request(limit: Option<u32>, cursor: Option<&str>) -> Result<PageRequest, ApiError> {
+pub(crate) fn page_request(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<PageRequest, ApiError> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(ApiError::invalid(

@@ -27,12 +27,12 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// The header marking a replayed response.
-pub const REPLAYED: &str = "idempotent-replayed";
+pub(crate) const REPLAYED: &str = "idempotent-replayed";
 
 /// The scope of keys sent without a bearer token on public routes.
-pub const ANONYMOUS_SCOPE: UserId = UserId(Uuid::nil());
+pub(crate) const ANONYMOUS_SCOPE: UserId = UserId(Uuid::nil());
 /// The scope of keys sent to the internal API.
-pub const OPERATOR_SCOPE: UserId = UserId(Uuid::from_u128(u128::MAX));
+pub(crate) const OPERATOR_SCOPE: UserId = UserId(Uuid::from_u128(u128::MAX));
 
 /// Largest response body stored for replay.
 const MAX_STORED: usize = 1024 * 1024;
@@ -56,7 +56,7 @@ fn exempt(method: &Method, path: &str) -> bool {
 
 /// The middleware: see the [module docs](self). Mount it inside the internal
 /// guard so only authorized requests reach stored responses.
-pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub(crate) async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     if exempt(request.method(), &path) {
         return next.run(request).await;
@@ -115,14 +115,13 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
                     || status == StatusCode::REQUEST_TIMEOUT
                 {
                     *live = Some(response);
-                    return Err(Error::Unavailable {
-                        dependency: "a retry".into(),
-                    });
+                    return Err(Error::unavailable("a retry"));
                 }
                 let (parts, body) = response.into_parts();
                 let bytes = axum::body::to_bytes(body, MAX_STORED).await.map_err(|e| {
-                    tracing::error!(error = %e, "could not buffer a response for idempotent replay");
-                    Error::Internal
+                    Error::internal(format!(
+                        "could not buffer a response for idempotent replay: {e}"
+                    ))
                 })?;
                 let stored = Stored {
                     status: status.as_u16(),

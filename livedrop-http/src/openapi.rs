@@ -1,50 +1,16 @@
-//! The OpenAPI document, generated from the handlers' annotations.
+//! The OpenAPI document's frame: title, shared schemas, security schemes and tags.
+//! The paths come from the routes themselves (`crate::routes`), each declared once.
 
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::body::*;
 use crate::error::ErrorBody;
-use crate::handlers;
 
-/// The contract of the reference server.
+/// The contract of the reference server, without its paths.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "livedrop", description = "Limited-inventory live drops: the reference HTTP server."),
-    paths(
-        handlers::users::register,
-        handlers::users::login,
-        handlers::users::me,
-        handlers::users::get_user,
-        handlers::users::follow,
-        handlers::users::unfollow,
-        handlers::users::followers,
-        handlers::users::following,
-        handlers::catalog::create_product,
-        handlers::catalog::list_products,
-        handlers::catalog::get_product,
-        handlers::catalog::patch_product,
-        handlers::catalog::create_drop,
-        handlers::catalog::list_drops,
-        handlers::catalog::get_drop,
-        handlers::catalog::cancel_drop,
-        handlers::events::drop_events,
-        handlers::orders::place_order,
-        handlers::orders::my_orders,
-        handlers::orders::get_order,
-        handlers::orders::confirm_order,
-        handlers::orders::cancel_order,
-        handlers::notifications::list,
-        handlers::notifications::mark_read,
-        handlers::notifications::mark_all_read,
-        handlers::internal::adjust,
-        handlers::internal::ledger,
-        handlers::internal::invalidate,
-        handlers::ops::healthz,
-        handlers::ops::readyz,
-        handlers::ops::metrics,
-        handlers::ops::openapi,
-    ),
     components(schemas(
         ErrorBody, RegisterRequest, RegisterRole, UserBody, ProfileBody, LoginRequest, SessionBody, FollowBody,
         NewProductRequest, ProductPatchRequest, ProductBody, NewDropRequest, StockBody, DropBody,
@@ -62,7 +28,7 @@ use crate::handlers;
         (name = "operations", description = "Health, readiness, metrics, this document"),
     )
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 struct Security;
 
@@ -83,9 +49,4 @@ impl Modify for Security {
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-Internal-Token"))),
         );
     }
-}
-
-/// The document.
-pub fn document() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
 }

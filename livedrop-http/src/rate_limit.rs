@@ -10,7 +10,7 @@ use livedrop_core::UserId;
 use crate::error::ApiError;
 
 /// Keyed limiters for order placement.
-pub struct OrderLimits {
+pub(crate) struct OrderLimits {
     per_user: Option<DefaultKeyedRateLimiter<UserId>>,
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
@@ -38,7 +38,7 @@ fn limiter<K: std::hash::Hash + Eq + Clone>(rate: u32) -> Option<DefaultKeyedRat
 impl OrderLimits {
     /// `per_user` and `per_ip` requests per second (0 turns a limit off), each with
     /// a burst of one and a half times the rate.
-    pub fn new(per_user: u32, per_ip: u32) -> Self {
+    pub(crate) fn new(per_user: u32, per_ip: u32) -> Self {
         Self {
             per_user: limiter(per_user),
             per_ip: limiter(per_ip),
@@ -48,7 +48,7 @@ impl OrderLimits {
 
     /// Counts one order request; 429 `rate_limited` with the seconds to wait when
     /// the user or the address is over its limit.
-    pub fn check(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, user: UserId, ip: Option<IpAddr>) -> Result<(), ApiError> {
         if let (Some(limiter), Some(ip)) = (&self.per_ip, ip) {
             if let Err(not_until) = limiter.check_key(&ip) {
                 return Err(self.refusal(not_until.wait_time_from(self.clock.now()), "address"));
@@ -65,13 +65,11 @@ impl OrderLimits {
     fn refusal(&self, wait: std::time::Duration, scope: &str) -> ApiError {
         let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         metrics::counter!("livedrop_rate_limited_total", "scope" => scope.to_owned()).increment(1);
-        ApiError::from(livedrop_core::Error::RateLimited {
-            retry_after_secs: secs.max(1),
-        })
+        ApiError::rate_limited(secs.max(1))
     }
 
     /// Forgets keys whose limits are back to full, bounding memory.
-    pub fn retain_recent(&self) {
+    pub(crate) fn retain_recent(&self) {
         if let Some(l) = &self.per_user {
             l.retain_recent();
             l.shrink_to_fit();

@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
 use futures::future::BoxFuture;
 use livedrop_core::service::Livedrop;
-use livedrop_core::UserId;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::TokenKeys;
+use crate::auth::{InternalToken, TokenKeys};
 use crate::rate_limit::OrderLimits;
 
 /// A readiness probe of one dependency: `Err` carries the cause (logged, not sent).
@@ -96,6 +96,7 @@ struct Inner {
     livedrop: Livedrop,
     options: HttpOptions,
     limits: OrderLimits,
+    internal: InternalToken,
     shutdown: CancellationToken,
 }
 
@@ -121,11 +122,13 @@ impl AppState {
             options.readiness = default_checks(&livedrop);
         }
         let limits = OrderLimits::new(options.order_rate_per_user, options.order_rate_per_ip);
+        let internal = InternalToken(options.internal_token.as_deref().map(Arc::from));
         Self {
             inner: Arc::new(Inner {
                 livedrop,
                 options,
                 limits,
+                internal,
                 shutdown: CancellationToken::new(),
             }),
         }
@@ -141,18 +144,13 @@ impl AppState {
         &self.inner.options.tokens
     }
 
-    /// The internal API token, if enabled.
-    pub fn internal_token(&self) -> Option<&str> {
-        self.inner.options.internal_token.as_deref()
-    }
-
     /// The options.
     pub fn options(&self) -> &HttpOptions {
         &self.inner.options
     }
 
     /// The order rate limits.
-    pub fn limits(&self) -> &OrderLimits {
+    pub(crate) fn limits(&self) -> &OrderLimits {
         &self.inner.limits
     }
 
@@ -162,31 +160,36 @@ impl AppState {
     }
 }
 
-/// Probes over the ports: the store with a cheap read, the cache with a get.
-pub fn default_checks(livedrop: &Livedrop) -> Vec<ReadinessCheck> {
-    let users = livedrop.ports().users.clone();
-    let cache = livedrop.ports().cache.clone();
+impl FromRef<AppState> for TokenKeys {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens().clone()
+    }
+}
+
+impl FromRef<AppState> for InternalToken {
+    fn from_ref(state: &AppState) -> Self {
+        state.inner.internal.clone()
+    }
+}
+
+/// Probes through the services: the store with a cheap read, the cache with a get.
+pub(crate) fn default_checks(livedrop: &Livedrop) -> Vec<ReadinessCheck> {
+    let store = livedrop.clone();
+    let cache = livedrop.clone();
     vec![
         ReadinessCheck::new("store", move || {
-            let users = users.clone();
-            async move {
-                users
-                    .user(UserId(uuid::Uuid::nil()))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
-            }
+            let livedrop = store.clone();
+            async move { livedrop.probe_store().await.map_err(describe) }
         }),
         ReadinessCheck::new("cache", move || {
-            let cache = cache.clone();
-            async move {
-                cache
-                    .get("livedrop:readyz")
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
-            }
+            let livedrop = cache.clone();
+            async move { livedrop.probe_cache().await.map_err(describe) }
         })
         .optional(),
     ]
+}
+
+/// An error and its causes on one line, as a readiness probe reports them.
+pub(crate) fn describe(e: impl std::error::Error + Send + Sync + 'static) -> String {
+    format!("{:#}", anyhow::Error::new(e))
 }

@@ -16,7 +16,7 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process's Prometheus recorder, installed on first use. Metrics are global
 /// to the process (the `metrics` facade has one recorder), so every router in a
 /// process shares them.
-pub fn prometheus() -> &'static PrometheusHandle {
+pub(crate) fn prometheus() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let buckets = [
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -41,7 +41,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
 }
 
 /// Counts requests and records latencies by method, matched route and status.
-pub async fn track(request: Request, next: Next) -> Response {
+pub(crate) async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route = request
@@ -60,18 +60,13 @@ pub async fn track(request: Request, next: Next) -> Response {
 
 /// Refreshes the gauges read at scrape time (cache statistics, outbox backlog) and
 /// renders the Prometheus text.
-pub async fn render(state: &AppState) -> String {
+pub(crate) async fn render(state: &AppState) -> String {
     let livedrop = state.livedrop();
     let stats = livedrop.cache().stats();
     metrics::counter!("livedrop_cache_hits_total").absolute(stats.hits.load(Ordering::Relaxed));
     metrics::counter!("livedrop_cache_misses_total").absolute(stats.misses.load(Ordering::Relaxed));
     metrics::counter!("livedrop_cache_errors_total").absolute(stats.errors.load(Ordering::Relaxed));
-    match tokio::time::timeout(
-        std::time::Duration::from_secs(2),
-        livedrop.ports().outbox.backlog(),
-    )
-    .await
-    {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), livedrop.outbox_backlog()).await {
         Ok(Ok(backlog)) => {
             metrics::gauge!("livedrop_outbox_backlog").set(backlog as f64);
         }

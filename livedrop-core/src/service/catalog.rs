@@ -15,7 +15,7 @@ use crate::page::{Page, PageRequest};
 use crate::ports::UpdateOutcome;
 
 /// The most units one drop may hold.
-pub const MAX_STOCK: u32 = 10_000_000;
+pub(crate) const MAX_STOCK: u32 = 10_000_000;
 
 /// A new product.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -188,10 +188,9 @@ impl Livedrop {
                         replayed: true,
                     }),
                     Ok(Recorded::Rejected(error)) => Err(error),
-                    Err(e) => {
-                        tracing::error!(error = %e, "undecodable idempotency record");
-                        Err(Error::Internal)
-                    }
+                    Err(e) => Err(Error::internal(format!(
+                        "undecodable idempotency record: {e}"
+                    ))),
                 };
             }
         };
@@ -219,9 +218,7 @@ impl Livedrop {
                 // which decides afresh: this answer must not pretend to be final.
                 // (A value is found again: what the operation wrote is keyed.)
                 if !guard.complete(&record).await && outcome.is_err() {
-                    return Err(Error::Unavailable {
-                        dependency: "database".to_owned(),
-                    });
+                    return Err(Error::unavailable("database"));
                 }
             }
             Some(Err(e)) => {

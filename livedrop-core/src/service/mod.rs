@@ -153,11 +153,13 @@ impl Default for Config {
 
 mod background;
 mod catalog;
+mod health;
 mod idempotency;
 mod inventory;
 mod notifications;
 mod orders;
 mod users;
+mod watch;
 
 pub use background::{Background, OutboxFollower, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
 pub use catalog::{NewDrop, NewProduct, ProductPatch};
@@ -165,6 +167,7 @@ pub use idempotency::Idempotent;
 pub use inventory::StockAdjustment;
 pub use orders::{check_idempotency_key, PlaceOrder};
 pub use users::Registration;
+pub use watch::{DropUpdate, DropWatch};
 
 use tokio::sync::broadcast;
 
@@ -223,7 +226,8 @@ impl Livedrop {
         self.inner.live.subscribe()
     }
 
-    fn now(&self) -> crate::clock::Timestamp {
+    /// The current time on the services' clock (what statuses are computed at).
+    pub fn now(&self) -> crate::clock::Timestamp {
         self.inner.ports.clock.now()
     }
 

@@ -10,7 +10,7 @@ use crate::model::{Actor, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settl
 use crate::page::{Page, PageRequest};
 
 /// The most units one order may ask for.
-pub const MAX_QUANTITY: u32 = 10_000;
+pub(crate) const MAX_QUANTITY: u32 = 10_000;
 
 /// An order request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

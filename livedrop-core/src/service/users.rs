@@ -79,11 +79,8 @@ async fn hash_password(password: String) -> Result<String> {
             .map(|h| h.to_string())
     })
     .await
-    .map_err(|_| Error::Internal)?
-    .map_err(|e| {
-        tracing::error!(error = %e, "password hashing failed");
-        Error::Internal
-    })
+    .map_err(|e| Error::internal(format!("password hashing did not finish: {e}")))?
+    .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
 }
 
 async fn verify_password(password: String, hash: String) -> bool {

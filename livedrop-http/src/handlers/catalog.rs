@@ -19,30 +19,30 @@ use crate::state::AppState;
 /// `GET /products` parameters.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ProductQuery {
+pub(crate) struct ProductQuery {
     /// Only this creator's products.
-    pub creator_id: Option<Uuid>,
+    pub(crate) creator_id: Option<Uuid>,
     /// Search terms; each must occur in the title or description (case-insensitive).
-    pub q: Option<String>,
+    pub(crate) q: Option<String>,
     /// Items per page, 1 to 100 (default 20).
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// `GET /drops` parameters.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct DropQuery {
+pub(crate) struct DropQuery {
     /// Only drops with this status now: `scheduled`, `live`, `sold_out`, `ended`, `cancelled`.
     #[param(value_type = Option<String>)]
-    pub status: Option<DropStatus>,
+    pub(crate) status: Option<DropStatus>,
     /// Only this creator's drops.
-    pub creator_id: Option<Uuid>,
+    pub(crate) creator_id: Option<Uuid>,
     /// Items per page, 1 to 100 (default 20).
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// Creates a product owned by the caller (a creator).
@@ -54,7 +54,7 @@ pub struct DropQuery {
         (status = 400, description = "invalid_input", body = ErrorBody),
         (status = 403, description = "forbidden (customers)", body = ErrorBody),
     ))]
-pub async fn create_product(
+pub(crate) async fn create_product(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Json(body): Json<NewProductRequest>,
@@ -81,7 +81,7 @@ pub async fn create_product(
         (status = 200, description = "A page", body = ListBody<ProductBody>),
         (status = 400, description = "invalid_input", body = ErrorBody),
     ))]
-pub async fn list_products(
+pub(crate) async fn list_products(
     State(state): State<AppState>,
     Query(query): Query<ProductQuery>,
 ) -> ApiResult<Json<ListBody<ProductBody>>> {
@@ -104,7 +104,7 @@ pub async fn list_products(
         (status = 200, description = "The product", body = ProductBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn get_product(
+pub(crate) async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<ProductBody>> {
@@ -122,7 +122,7 @@ pub async fn get_product(
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "version_conflict", body = ErrorBody),
     ))]
-pub async fn patch_product(
+pub(crate) async fn patch_product(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<Uuid>,
@@ -156,7 +156,7 @@ pub async fn patch_product(
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 404, description = "not_found (product)", body = ErrorBody),
     ))]
-pub async fn create_drop(
+pub(crate) async fn create_drop(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Json(body): Json<NewDropRequest>,
@@ -174,7 +174,7 @@ pub async fn create_drop(
             },
         )
         .await?;
-    let now = livedrop.ports().clock.now();
+    let now = livedrop.now();
     Ok((StatusCode::CREATED, Json(DropBody::at(view, now))))
 }
 
@@ -184,7 +184,7 @@ pub async fn create_drop(
         (status = 200, description = "A page", body = ListBody<DropBody>),
         (status = 400, description = "invalid_input (e.g. an unknown status)", body = ErrorBody),
     ))]
-pub async fn list_drops(
+pub(crate) async fn list_drops(
     State(state): State<AppState>,
     Query(query): Query<DropQuery>,
 ) -> ApiResult<Json<ListBody<DropBody>>> {
@@ -195,7 +195,7 @@ pub async fn list_drops(
     };
     let livedrop = state.livedrop();
     let page = livedrop.list_drops(filter, page).await?;
-    let now = livedrop.ports().clock.now();
+    let now = livedrop.now();
     Ok(Json(ListBody::from_page(page, |v| DropBody::at(v, now))))
 }
 
@@ -206,13 +206,13 @@ pub async fn list_drops(
         (status = 200, description = "The drop", body = DropBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn get_drop(
+pub(crate) async fn get_drop(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<DropBody>> {
     let livedrop = state.livedrop();
     let view = livedrop.drop_view(DropId(id)).await?;
-    let now = livedrop.ports().clock.now();
+    let now = livedrop.now();
     Ok(Json(DropBody::at(view, now)))
 }
 
@@ -225,13 +225,13 @@ pub async fn get_drop(
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "conflict (ended)", body = ErrorBody),
     ))]
-pub async fn cancel_drop(
+pub(crate) async fn cancel_drop(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<Uuid>,
 ) -> ApiResult<Json<DropBody>> {
     let livedrop = state.livedrop();
     let view = livedrop.cancel_drop(&actor, DropId(id)).await?;
-    let now = livedrop.ports().clock.now();
+    let now = livedrop.now();
     Ok(Json(DropBody::at(view, now)))
 }

@@ -22,7 +22,7 @@ use crate::state::AppState;
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "insufficient_stock", body = ErrorBody),
     ))]
-pub async fn adjust(
+pub(crate) async fn adjust(
     State(state): State<AppState>,
     Path(drop_id): Path<Uuid>,
     Json(body): Json<AdjustRequest>,
@@ -49,7 +49,7 @@ pub async fn adjust(
         (status = 200, description = "A page", body = ListBody<LedgerEntryBody>),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn ledger(
+pub(crate) async fn ledger(
     State(state): State<AppState>,
     Path(drop_id): Path<Uuid>,
     Query(params): Query<PageParams>,
@@ -65,7 +65,7 @@ pub async fn ledger(
 #[utoipa::path(post, path = "/internal/cache/invalidate", tag = "internal",
     security(("internal" = [])), request_body = InvalidateRequest,
     responses((status = 200, description = "How many entries were removed", body = InvalidatedBody)))]
-pub async fn invalidate(
+pub(crate) async fn invalidate(
     State(state): State<AppState>,
     Json(body): Json<InvalidateRequest>,
 ) -> ApiResult<Json<InvalidatedBody>> {

@@ -1,9 +1,9 @@
 //! The handlers: extract, call the core with the actor, map the result.
 
-pub mod catalog;
-pub mod events;
-pub mod internal;
-pub mod notifications;
-pub mod ops;
-pub mod orders;
-pub mod users;
+pub(crate) mod catalog;
+pub(crate) mod events;
+pub(crate) mod internal;
+pub(crate) mod notifications;
+pub(crate) mod ops;
+pub(crate) mod orders;
+pub(crate) mod users;

@@ -14,13 +14,13 @@ use crate::state::AppState;
 /// `GET /notifications` parameters.
 #[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct NotificationQuery {
+pub(crate) struct NotificationQuery {
     /// `true`: only unread ones.
-    pub unread: Option<bool>,
+    pub(crate) unread: Option<bool>,
     /// Items per page, 1 to 100 (default 20).
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// The caller's notifications, newest first.
@@ -30,7 +30,7 @@ pub struct NotificationQuery {
         (status = 200, description = "A page", body = ListBody<NotificationBody>),
         (status = 401, description = "unauthenticated", body = ErrorBody),
     ))]
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Query(query): Query<NotificationQuery>,
@@ -50,7 +50,7 @@ pub async fn list(
         (status = 200, description = "The notification", body = NotificationBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn mark_read(
+pub(crate) async fn mark_read(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<Uuid>,
@@ -65,7 +65,7 @@ pub async fn mark_read(
 /// Marks every notification read.
 #[utoipa::path(post, path = "/notifications/read-all", tag = "notifications", security(("bearer" = [])),
     responses((status = 200, description = "How many were unread", body = MarkedBody)))]
-pub async fn mark_all_read(
+pub(crate) async fn mark_all_read(
     State(state): State<AppState>,
     Auth(actor): Auth,
 ) -> ApiResult<Json<MarkedBody>> {

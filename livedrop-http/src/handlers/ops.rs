@@ -1,10 +1,12 @@
 //! Operations: liveness, readiness, metrics, the OpenAPI document.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
+use axum::Extension;
 use serde_json::json;
 
 use crate::body::{CheckBody, HealthBody};
@@ -15,7 +17,7 @@ use crate::state::AppState;
 /// The process is up.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "Up", body = HealthBody)))]
-pub async fn healthz() -> Json<HealthBody> {
+pub(crate) async fn healthz() -> Json<HealthBody> {
     Json(HealthBody {
         status: "ok".into(),
         checks: vec![],
@@ -30,7 +32,7 @@ pub async fn healthz() -> Json<HealthBody> {
         (status = 200, description = "Ready", body = HealthBody),
         (status = 503, description = "unavailable, naming the failing dependencies", body = ErrorBody),
     ))]
-pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>> {
+pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>> {
     let probes = state.options().readiness.iter().map(|c| async move {
         let outcome = match tokio::time::timeout(Duration::from_secs(2), (c.check)()).await {
             Ok(r) => r,
@@ -81,7 +83,7 @@ pub async fn readyz(State(state): State<AppState>) -> ApiResult<Json<HealthBody>
 /// rejected by code, cache hits/misses/errors, outbox backlog.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let text = crate::telemetry::render(&state).await;
     (
         [(
@@ -95,6 +97,8 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")))]
-pub async fn openapi() -> impl IntoResponse {
-    axum::Json(crate::openapi::document())
+pub(crate) async fn openapi(
+    Extension(document): Extension<Arc<utoipa::openapi::OpenApi>>,
+) -> impl IntoResponse {
+    axum::Json(document.as_ref().clone())
 }

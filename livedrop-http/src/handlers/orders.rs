@@ -17,7 +17,7 @@ use crate::state::AppState;
 
 /// The client's address, when the server was started with connection info.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ClientIp(pub Option<IpAddr>);
+pub(crate) struct ClientIp(pub(crate) Option<IpAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     type Rejection = std::convert::Infallible;
@@ -33,7 +33,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 }
 
 /// The `Idempotency-Key` header.
-pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// Places an order, reserving stock for the hold period.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])),
@@ -47,7 +47,7 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 429, description = "rate_limited (see Retry-After)", body = ErrorBody),
     ))]
-pub async fn place_order(
+pub(crate) async fn place_order(
     State(state): State<AppState>,
     Auth(actor): Auth,
     ClientIp(ip): ClientIp,
@@ -85,7 +85,7 @@ pub async fn place_order(
 /// The caller's orders, newest first.
 #[utoipa::path(get, path = "/orders", tag = "orders", security(("bearer" = [])), params(PageParams),
     responses((status = 200, description = "A page", body = ListBody<OrderBody>)))]
-pub async fn my_orders(
+pub(crate) async fn my_orders(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Query(params): Query<PageParams>,
@@ -101,7 +101,7 @@ pub async fn my_orders(
         (status = 200, description = "The order", body = OrderBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn get_order(
+pub(crate) async fn get_order(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<Uuid>,
@@ -118,7 +118,7 @@ pub async fn get_order(
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "order_not_reserved, hold_expired", body = ErrorBody),
     ))]
-pub async fn confirm_order(
+pub(crate) async fn confirm_order(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<Uuid>,
@@ -136,7 +136,7 @@ pub async fn confirm_order(
         (status = 404, description = "not_found", body = ErrorBody),
         (status = 409, description = "order_not_reserved", body = ErrorBody),
     ))]
-pub async fn cancel_order(
+pub(crate) async fn cancel_order(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(id): Path<Uuid>,

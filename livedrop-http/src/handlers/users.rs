@@ -10,7 +10,7 @@ use crate::auth::{Auth, MaybeAuth};
 use crate::body::{
     FollowBody, ListBody, LoginRequest, ProfileBody, RegisterRequest, SessionBody, UserBody,
 };
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{Json, PageParams, Path, Query};
 use crate::state::AppState;
 
@@ -22,7 +22,7 @@ use crate::state::AppState;
         (status = 400, description = "invalid_input", body = ErrorBody),
         (status = 409, description = "email_taken", body = ErrorBody),
     ))]
-pub async fn register(
+pub(crate) async fn register(
     State(state): State<AppState>,
     Json(body): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<UserBody>)> {
@@ -44,7 +44,7 @@ pub async fn register(
         (status = 200, description = "Logged in", body = SessionBody),
         (status = 401, description = "invalid_credentials", body = ErrorBody),
     ))]
-pub async fn login(
+pub(crate) async fn login(
     State(state): State<AppState>,
     Json(body): Json<LoginRequest>,
 ) -> ApiResult<Json<SessionBody>> {
@@ -52,7 +52,10 @@ pub async fn login(
         .livedrop()
         .authenticate(&body.email, &body.password)
         .await?;
-    let (token, expires_at) = state.tokens().issue(&user.actor())?;
+    let (token, expires_at) = state
+        .tokens()
+        .issue(&user.actor())
+        .map_err(ApiError::internal)?;
     Ok(Json(SessionBody {
         token,
         expires_at,
@@ -66,7 +69,10 @@ pub async fn login(
         (status = 200, description = "The user", body = UserBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
     ))]
-pub async fn me(State(state): State<AppState>, Auth(actor): Auth) -> ApiResult<Json<UserBody>> {
+pub(crate) async fn me(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+) -> ApiResult<Json<UserBody>> {
     let user = state.livedrop().user(actor.id).await?;
     Ok(Json(user.into()))
 }
@@ -79,7 +85,7 @@ pub async fn me(State(state): State<AppState>, Auth(actor): Auth) -> ApiResult<J
         (status = 401, description = "unauthenticated (a bearer token that is not valid)", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn get_user(
+pub(crate) async fn get_user(
     State(state): State<AppState>,
     MaybeAuth(viewer): MaybeAuth,
     Path(id): Path<Uuid>,
@@ -99,7 +105,7 @@ pub async fn get_user(
         (status = 400, description = "invalid_input (yourself, a customer)", body = ErrorBody),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn follow(
+pub(crate) async fn follow(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(creator): Path<Uuid>,
@@ -112,7 +118,7 @@ pub async fn follow(
 #[utoipa::path(delete, path = "/users/{id}/followers/me", tag = "users", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "The creator")),
     responses((status = 204, description = "Not following")))]
-pub async fn unfollow(
+pub(crate) async fn unfollow(
     State(state): State<AppState>,
     Auth(actor): Auth,
     Path(creator): Path<Uuid>,
@@ -128,7 +134,7 @@ pub async fn unfollow(
         (status = 200, description = "A page", body = ListBody<FollowBody>),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn followers(
+pub(crate) async fn followers(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Query(params): Query<PageParams>,
@@ -147,7 +153,7 @@ pub async fn followers(
         (status = 200, description = "A page", body = ListBody<FollowBody>),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
-pub async fn following(
+pub(crate) async fn following(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
     Query(params): Query<PageParams>,

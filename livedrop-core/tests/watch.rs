@@ -1,0 +1,176 @@
+//! `Livedrop::watch_drop`: a drop's snapshot first, then its stock and status as
+//! they change (by events from the live feed, or by the clock alone), over the
+//! in-memory adapters.
+//!
+//! `cargo test -p livedrop-core --test watch`
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use livedrop_adapters::memory::memory_ports;
+use livedrop_core::model::{Actor, DropStatus, Role, Stock};
+use livedrop_core::service::{
+    DropUpdate, DropWatch, Livedrop, NewDrop, NewProduct, PlaceOrder, Registration,
+};
+use livedrop_core::{Clock, Config, DropId, ManualClock, UserId};
+
+struct World {
+    app: Livedrop,
+    clock: Arc<ManualClock>,
+    creator: Actor,
+}
+
+async fn world() -> World {
+    let clock = Arc::new(ManualClock::fixed());
+    let (ports, _store, _bus) = memory_ports(clock.clone());
+    let app = Livedrop::new(ports, Config::default());
+    let creator = app
+        .register(Registration {
+            email: "maker@example.com".into(),
+            password: "maker-password".into(),
+            display_name: "Maker".into(),
+            role: Role::Creator,
+        })
+        .await
+        .unwrap()
+        .actor();
+    World {
+        app,
+        clock,
+        creator,
+    }
+}
+
+impl World {
+    /// A drop of `stock` units starting in `starts_in` and lasting an hour.
+    async fn drop(&self, stock: u32, starts_in: chrono::Duration) -> DropId {
+        let product = self
+            .app
+            .create_product(
+                &self.creator,
+                NewProduct {
+                    title: "Print".into(),
+                    description: "A3".into(),
+                    price_cents: 1_500,
+                    currency: "EUR".into(),
+                    image_url: None,
+                },
+            )
+            .await
+            .unwrap();
+        let starts_at = self.clock.now() + starts_in;
+        let view = self
+            .app
+            .schedule_drop(
+                &self.creator,
+                NewDrop {
+                    product_id: product.id,
+                    starts_at: (starts_in > chrono::Duration::zero()).then_some(starts_at),
+                    ends_at: starts_at + chrono::Duration::hours(1),
+                    total_stock: stock,
+                    per_user_limit: None,
+                },
+            )
+            .await
+            .unwrap();
+        view.drop.id
+    }
+}
+
+impl World {
+    /// Waits until the background live feed relays events (it subscribes to the bus
+    /// asynchronously after `spawn_background`): makes products until one arrives.
+    async fn wait_for_live_feed(&self) {
+        let mut rx = self.app.live_events();
+        for _ in 0..50 {
+            self.drop(1, chrono::Duration::zero()).await;
+            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                return;
+            }
+        }
+        panic!("the live feed never delivered an event");
+    }
+}
+
+fn status(drop_id: DropId, status: DropStatus) -> DropUpdate {
+    DropUpdate::Status { drop_id, status }
+}
+
+async fn next(watch: &mut DropWatch) -> DropUpdate {
+    tokio::time::timeout(Duration::from_secs(10), watch.next())
+        .await
+        .expect("an update in time")
+        .expect("the watch goes on")
+}
+
+#[tokio::test]
+async fn an_unknown_drop_is_not_found() {
+    let w = world().await;
+    let err = w.app.watch_drop(DropId::new()).await.unwrap_err();
+    assert_eq!(err.code(), "not_found");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_snapshot_comes_first_then_statuses_the_clock_alone_changes() {
+    let w = world().await;
+    let id = w.drop(3, chrono::Duration::minutes(10)).await;
+    let mut watch = w.app.watch_drop(id).await.unwrap();
+    let full = Stock {
+        total: 3,
+        available: 3,
+        reserved: 0,
+        sold: 0,
+    };
+    assert_eq!(
+        next(&mut watch).await,
+        DropUpdate::Stock {
+            drop_id: id,
+            stock: full,
+            status: DropStatus::Scheduled
+        }
+    );
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::Scheduled));
+    w.clock.advance(chrono::Duration::minutes(11));
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::Live));
+    w.clock.advance(chrono::Duration::hours(1));
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::Ended));
+}
+
+#[tokio::test]
+async fn stock_changes_arrive_from_the_live_feed() {
+    let w = world().await;
+    let background = w.app.spawn_background();
+    w.wait_for_live_feed().await;
+    let id = w.drop(2, chrono::Duration::zero()).await;
+    let mut watch = w.app.watch_drop(id).await.unwrap();
+    assert!(matches!(next(&mut watch).await, DropUpdate::Stock { .. }));
+    assert!(matches!(next(&mut watch).await, DropUpdate::Status { .. }));
+
+    let buyer = Actor::new(UserId::new(), Role::Customer);
+    let request = PlaceOrder {
+        drop_id: id,
+        quantity: 2,
+    };
+    w.app
+        .place_order(&buyer, Some("watch-1"), request)
+        .await
+        .unwrap();
+    let sold_out = Stock {
+        total: 2,
+        available: 0,
+        reserved: 2,
+        sold: 0,
+    };
+    assert_eq!(
+        next(&mut watch).await,
+        DropUpdate::Stock {
+            drop_id: id,
+            stock: sold_out,
+            status: DropStatus::SoldOut
+        }
+    );
+    assert_eq!(next(&mut watch).await, status(id, DropStatus::SoldOut));
+    background.shutdown().await;
+}

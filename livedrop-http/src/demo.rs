@@ -1,0 +1,143 @@
+//! The demo data `--demo` seeds: a creator, a buyer following them, a product and
+//! a drop live now, with bearer tokens for the curl walk-through the binary prints.
+
+use chrono::Utc;
+use livedrop_core::model::{Actor, DropFilter, DropStatus, Role, User};
+use livedrop_core::page::PageRequest;
+use livedrop_core::service::{Livedrop, NewDrop, NewProduct, Registration};
+
+use crate::state::AppState;
+
+/// What `--demo` created, for the curl walk-through.
+#[derive(Debug, Clone)]
+pub struct Demo {
+    /// The demo creator.
+    pub creator: User,
+    /// A bearer token of the creator.
+    pub creator_token: String,
+    /// The demo buyer (follows the creator).
+    pub buyer: User,
+    /// A bearer token of the buyer.
+    pub buyer_token: String,
+    /// The product.
+    pub product_id: uuid::Uuid,
+    /// The live drop.
+    pub drop_id: uuid::Uuid,
+}
+
+/// Creates (or reuses) the demo creator and buyer, a product and a drop live now;
+/// when an earlier start seeded a drop that has not ended, reuses it instead.
+pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
+    let livedrop = state.livedrop();
+    let password = "demo-password";
+    let creator = demo_user(
+        livedrop,
+        "creator@demo.livedrop",
+        "Demo Creator",
+        Role::Creator,
+        password,
+    )
+    .await?;
+    let buyer = demo_user(
+        livedrop,
+        "buyer@demo.livedrop",
+        "Demo Buyer",
+        Role::Customer,
+        password,
+    )
+    .await?;
+    livedrop.follow(&buyer.actor(), creator.id).await?;
+    let actor = creator.actor();
+    let token = |a: &Actor| {
+        state
+            .tokens()
+            .issue(a)
+            .map(|(t, _)| t)
+            .map_err(livedrop_core::Error::internal)
+    };
+    // A durable store keeps the demo: seed it once, reuse it on later starts while
+    // its drop can still be shown.
+    let seeded = livedrop
+        .list_drops(
+            DropFilter {
+                status: None,
+                creator_id: Some(creator.id),
+            },
+            PageRequest::first(1),
+        )
+        .await?
+        .items
+        .into_iter()
+        .next()
+        .filter(|v| {
+            !matches!(
+                v.status_at(Utc::now()),
+                DropStatus::Ended | DropStatus::Cancelled
+            )
+        });
+    if let Some(view) = seeded {
+        tracing::info!(drop = %view.drop.id, "demo data already seeded; reusing it");
+        return Ok(Demo {
+            creator_token: token(&actor)?,
+            buyer_token: token(&buyer.actor())?,
+            creator,
+            buyer,
+            product_id: view.drop.product_id.0,
+            drop_id: view.drop.id.0,
+        });
+    }
+    let product = livedrop
+        .create_product(
+            &actor,
+            NewProduct {
+                title: "Demo hoodie".into(),
+                description: "Heavyweight cotton, limited run".into(),
+                price_cents: 4_900,
+                currency: "EUR".into(),
+                image_url: Some("https://cdn.example.com/demo-hoodie.jpg".into()),
+            },
+        )
+        .await?;
+    let view = livedrop
+        .schedule_drop(
+            &actor,
+            NewDrop {
+                product_id: product.id,
+                starts_at: None,
+                ends_at: Utc::now() + chrono::Duration::hours(24),
+                total_stock: 100,
+                per_user_limit: Some(5),
+            },
+        )
+        .await?;
+    Ok(Demo {
+        creator_token: token(&actor)?,
+        buyer_token: token(&buyer.actor())?,
+        creator,
+        buyer,
+        product_id: product.id.0,
+        drop_id: view.drop.id.0,
+    })
+}
+
+async fn demo_user(
+    livedrop: &Livedrop,
+    email: &str,
+    name: &str,
+    role: Role,
+    password: &str,
+) -> Result<User, livedrop_core::Error> {
+    match livedrop
+        .register(Registration {
+            email: email.into(),
+            password: password.into(),
+            display_name: name.into(),
+            role,
+        })
+        .await
+    {
+        Ok(user) => Ok(user),
+        Err(livedrop_core::Error::EmailTaken) => livedrop.authenticate(email, password).await,
+        Err(e) => Err(e),
+    }
+}
