@@ -1406,7 +1406,7 @@ async fn a_combined_order_whose_caller_went_away_is_not_placed() {
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
-    use livedrop_adapters::sim::{run_with, KnownIssue, SimConfig, Timing};
+    use livedrop_adapters::sim::{run_with, SimConfig, Timing};
 
     let Some(db) = TestDb::new().await else {
         return;
@@ -1437,9 +1437,6 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
     let raw = Arc::new(db.store(ReserveStrategy::RowLock).await);
     let config = SimConfig {
         steps: 60,
-        // As in tests/sim.rs: notifications without a shared broker die with the
-        // process whose in-process bus carries them.
-        tolerate: vec![KnownIssue::ProcessBusNotifications],
         ..SimConfig::default()
     };
     let killed = Arc::new(std::sync::atomic::AtomicU64::new(0));

@@ -100,21 +100,16 @@ pub enum KnownIssue {
     /// (`complete` failed) or its claim was released by a holder whose lease had been
     /// taken over, so a later retry decides afresh (and may decide differently).
     IdempotencyClaimLost,
-    /// With no shared broker, notification fan-out rides the in-process bus of the
-    /// process holding the outbox relay: an event it moved there and marked
-    /// published is lost to the notification consumer if that process dies first.
-    ProcessBusNotifications,
 }
 
 impl KnownIssue {
     /// Every known class.
-    pub const ALL: [KnownIssue; 6] = [
+    pub const ALL: [KnownIssue; 5] = [
         KnownIssue::SingleFlightLeak,
         KnownIssue::AmbiguousRetry,
         KnownIssue::ShutdownCommitsUnhandled,
         KnownIssue::NoSharedBroker,
         KnownIssue::IdempotencyClaimLost,
-        KnownIssue::ProcessBusNotifications,
     ];
 
     /// The class's name on the command line (`--tolerate`).
@@ -125,7 +120,6 @@ impl KnownIssue {
             KnownIssue::ShutdownCommitsUnhandled => "shutdown-commits-unhandled",
             KnownIssue::NoSharedBroker => "no-shared-broker",
             KnownIssue::IdempotencyClaimLost => "idempotency-claim-lost",
-            KnownIssue::ProcessBusNotifications => "process-bus-notifications",
         }
     }
 

@@ -1209,9 +1209,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 .count()
         })
     };
-    let event_class = if !world.deployment.shared_bus {
-        Some(KnownIssue::ProcessBusNotifications)
-    } else if model.graceful_shutdowns > 0 {
+    let event_class = if model.graceful_shutdowns > 0 {
         Some(KnownIssue::ShutdownCommitsUnhandled)
     } else {
         None

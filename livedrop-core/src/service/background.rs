@@ -52,10 +52,20 @@ impl Background {
 }
 
 /// Publishes outbox events through the bus: at least once, in outbox order.
+///
+/// With no shared broker ([`Config::follow_outbox`](super::Config::follow_outbox)) the
+/// relay also writes the notifications each event calls for
+/// ([`Livedrop::notify_for`]) before it marks the event published
+/// ([`OutboxRelay::notifying`]): an in-process bus dies with its process, so the
+/// outbox's `published` mark is the only record every process shares of an event's
+/// effects being done. A relay stopped mid-way leaves its batch unpublished and the
+/// next relay, in any process, handles it again; notifications are deduplicated by
+/// the store, so handling twice writes nothing twice.
 pub struct OutboxRelay {
     outbox: Arc<dyn Outbox>,
     bus: Arc<dyn EventBus>,
     batch: u32,
+    notify: Option<Livedrop>,
 }
 
 impl OutboxRelay {
@@ -65,30 +75,55 @@ impl OutboxRelay {
             outbox,
             bus,
             batch: batch.max(1),
+            notify: None,
         }
     }
 
+    /// The same relay, writing the notifications of each event through `app` before
+    /// marking it published (see the [type docs](OutboxRelay)).
+    pub fn notifying(mut self, app: Livedrop) -> Self {
+        self.notify = Some(app);
+        self
+    }
+
     /// Publishes one batch and marks it published. Returns how many events moved.
-    /// If publishing fails nothing is marked, so the batch is sent again later.
+    /// If publishing fails nothing is marked, so the batch is sent again later. A
+    /// [notifying](OutboxRelay::notifying) relay retries an event whose notifications
+    /// meet a transient error until they are written.
     pub async fn relay_once(&self) -> StoreResult<usize> {
+        let never = CancellationToken::new();
+        Ok(self.step(&never).await?.unwrap_or(0))
+    }
+
+    /// One batch: `None` when `token` was cancelled before the batch's notifications
+    /// were written (nothing is marked published then).
+    async fn step(&self, token: &CancellationToken) -> StoreResult<Option<usize>> {
         let records = self.outbox.pending(self.batch).await?;
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let events: Vec<Event> = records.iter().map(|r| r.event.clone()).collect();
         self.bus.publish(&events).await?;
+        if let Some(app) = &self.notify {
+            for event in &events {
+                if !app.handle_until_done(event, Role::Notify, token).await {
+                    return Ok(None);
+                }
+            }
+        }
         let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
         self.outbox.mark_published(&seqs).await?;
-        Ok(records.len())
+        Ok(Some(records.len()))
     }
 
     /// Relays until `token` is cancelled: wakes on appends, backs off on failures.
     pub async fn run(self, token: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !token.is_cancelled() {
-            match self.relay_once().await {
-                Ok(n) if n >= self.batch as usize => continue,
-                Ok(_) => {
+            match self.step(&token).await {
+                Ok(None) => return,
+                Ok(Some(n)) if n >= self.batch as usize => continue,
+                Ok(Some(_)) => {
                     backoff = Duration::from_millis(100);
                     tokio::select! {
                         _ = token.cancelled() => return,
@@ -257,18 +292,25 @@ impl Livedrop {
             }
         }));
 
-        let relay = OutboxRelay::new(
+        // With no shared broker the bus is this process's alone and dies with it: the
+        // relay writes notifications before it marks events published, and this
+        // process's cache and live feed follow the outbox. No consumer group runs.
+        let follow = self.config().follow_outbox;
+        let mut relay = OutboxRelay::new(
             self.ports().outbox.clone(),
             self.ports().bus.clone(),
             self.config().relay_batch,
         );
+        if follow {
+            relay = relay.notifying(self.clone());
+        }
         tasks.push(tokio::spawn(relay.run(token.clone())));
 
-        let follow = self.config().follow_outbox;
-        let mut groups = vec![(NOTIFY_GROUP, Role::Notify)];
-        if !follow {
-            groups.push((CACHE_GROUP, Role::Cache));
-        }
+        let groups = if follow {
+            vec![]
+        } else {
+            vec![(NOTIFY_GROUP, Role::Notify), (CACHE_GROUP, Role::Cache)]
+        };
         for (group, role) in groups {
             let this = self.clone();
             let t = token.clone();

@@ -125,7 +125,9 @@ pub struct Config {
     /// Whether this process follows the outbox itself for its live feed and cache
     /// invalidation, instead of the bus (default `false`). Turn it on when the bus is
     /// not shared by every process on the store (several processes on one database
-    /// with no broker): each then still sees every committed event.
+    /// with no broker): each then still sees every committed event, and the outbox
+    /// relay writes each event's notifications before it marks the event published
+    /// (no consumer group runs on a bus that dies with its process).
     pub follow_outbox: bool,
     /// How often an outbox follower looks for new events (default 100 ms): the most
     /// a process's live feed and cache invalidation lag behind a commit.
