@@ -235,6 +235,8 @@ async fn client<T>(
     }
 }
 
+// Everything `run_with` decided, handed over once; grouping it would only rename it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn drive<S: Store>(
     seed: u64,
     config: &SimConfig,
