@@ -43,7 +43,7 @@ struct Args {
     faults: Switch,
     /// Known bug classes not to count as failures: `all`, `none`, or a comma list of
     /// single-flight-leak, ambiguous-retry, shutdown-commits-unhandled,
-    /// no-shared-broker, idempotency-claim-lost, process-bus-notifications.
+    /// no-shared-broker, idempotency-claim-lost.
     #[arg(long, default_value = "none")]
     tolerate: String,
     /// Worker threads (each seed runs on its own single-threaded runtime).

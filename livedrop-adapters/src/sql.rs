@@ -211,6 +211,13 @@ pub(crate) struct Combiners {
     queues: Mutex<HashMap<DropId, Queue>>,
 }
 
+impl Combiners {
+    /// Queues registered now: one per drop whose combiner has not retired.
+    pub(crate) fn len(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
 /// A store that decides batches of orders on one drop.
 #[async_trait]
 pub(crate) trait Batcher: Send + Sync + 'static {

@@ -1414,7 +1414,7 @@ async fn a_combined_order_whose_caller_went_away_is_not_placed() {
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
-    use livedrop_adapters::sim::{run_with, KnownIssue, SimConfig, Timing};
+    use livedrop_adapters::sim::{run_with, Leftovers, SimConfig, Timing};
 
     let Some(db) = TestDb::new().await else {
         return;
@@ -1443,17 +1443,23 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
         stores.push(Arc::new(store));
     }
     let raw = Arc::new(db.store(ReserveStrategy::RowLock).await);
+    // Every process's combiners must have retired by the end.
+    let probes = stores.clone();
+    let leftovers = Leftovers {
+        combiner_queues: Some(Arc::new(move || {
+            probes.iter().map(|s| s.combiner_queues()).sum()
+        })),
+        ..Leftovers::default()
+    };
     let config = SimConfig {
         steps: 60,
-        // As in tests/sim.rs: notifications without a shared broker die with the
-        // process whose in-process bus carries them.
-        tolerate: vec![KnownIssue::ProcessBusNotifications],
         ..SimConfig::default()
     };
     let killed = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let (chaos_url, counter) = (db.url.clone(), killed.clone());
     let seed = 20_260_101;
-    let report = run_with(seed, &config, raw, stores, Timing::compressed(), |faults| {
+    let timing = Timing::compressed();
+    let report = run_with(seed, &config, raw, stores, timing, leftovers, |faults| {
         let stop = faults.settling();
         tokio::spawn(async move {
             let mut conn = sqlx::PgConnection::connect(&chaos_url).await.unwrap();

@@ -184,7 +184,7 @@ async fn a_second_store_on_the_same_file_is_refused() {
 #[cfg(feature = "sim")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_workload_keeps_every_guarantee() {
-    use livedrop_adapters::sim::{run_on, KnownIssue, SimConfig, Timing};
+    use livedrop_adapters::sim::{run_on, SimConfig, Timing};
 
     let store = Arc::new(
         SqliteStore::temporary(SqliteOptions::default())
@@ -193,9 +193,6 @@ async fn simulated_workload_keeps_every_guarantee() {
     );
     let config = SimConfig {
         steps: 60,
-        // As in tests/sim.rs: notifications without a shared broker die with the
-        // process whose in-process bus carries them.
-        tolerate: vec![KnownIssue::ProcessBusNotifications],
         ..SimConfig::default()
     };
     let processes = vec![store.clone(), store.clone(), store.clone()];

@@ -1,6 +1,7 @@
 //! [`MemoryBus`]: an in-process event log with consumer groups.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -73,6 +74,24 @@ struct Inner {
     state: Mutex<Log>,
     published: Notify,
     tap: broadcast::Sender<Event>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts one open subscription while it lives.
+#[derive(Debug)]
+struct Open(Arc<AtomicUsize>);
+
+impl Open {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 #[derive(Debug)]
@@ -154,6 +173,7 @@ impl MemoryBus {
                 }),
                 published: Notify::new(),
                 tap,
+                open: Arc::default(),
             }),
         }
     }
@@ -168,7 +188,16 @@ impl MemoryBus {
     /// A [`Subscription`] over [`tap`](Self::tap): events published from now on,
     /// nothing to commit. A subscription that falls behind skips what it missed.
     pub fn live(&self) -> LiveSubscription {
-        LiveSubscription { rx: self.tap() }
+        LiveSubscription {
+            rx: self.tap(),
+            _open: Open::new(&self.inner.open),
+        }
+    }
+
+    /// Subscriptions (group members and live) not dropped or closed yet: what a dead
+    /// request or task would leave behind.
+    pub fn open_subscriptions(&self) -> usize {
+        self.inner.open.load(Ordering::SeqCst)
     }
 
     /// Events still held by the log (not yet committed by every group).
@@ -208,6 +237,7 @@ impl EventBus for MemoryBus {
             inner: self.inner.clone(),
             group: group.to_owned(),
             received: Vec::new(),
+            _open: Open::new(&self.inner.open),
         }))
     }
 
@@ -226,6 +256,7 @@ pub struct MemorySubscription {
     group: String,
     /// Offsets received and not committed yet.
     received: Vec<u64>,
+    _open: Open,
 }
 
 impl MemorySubscription {
@@ -308,6 +339,7 @@ impl Drop for MemorySubscription {
 #[derive(Debug)]
 pub struct LiveSubscription {
     rx: broadcast::Receiver<Event>,
+    _open: Open,
 }
 
 #[async_trait]

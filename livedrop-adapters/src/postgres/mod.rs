@@ -135,6 +135,13 @@ pub(crate) struct Inner {
 }
 
 impl PgStore {
+    /// Order combiner queues registered now (group strategy): one per drop with
+    /// orders in flight, none once every combiner has gone idle and retired. For
+    /// diagnostics and the simulator's leftover check.
+    pub fn combiner_queues(&self) -> usize {
+        self.inner.combiners.len()
+    }
+
     /// Connects a pool to `url` with `options`, creating `options.schema` if set.
     /// Does not migrate; call [`PgStore::migrate`].
     pub async fn connect(url: &str, options: PgOptions) -> StoreResult<Self> {

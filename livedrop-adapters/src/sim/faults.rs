@@ -6,7 +6,7 @@
 //! happened, the caller sees `unavailable`: an ambiguous commit). Cache and bus
 //! outages are windows of virtual time during which every call to them fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,6 +51,9 @@ pub struct FaultRates {
     pub abandon: f64,
     /// Per step: the clock jumps forward by seconds to minutes.
     pub clock_jump: f64,
+    /// Per step: the clock steps back by up to a few seconds (NTP correcting a fast
+    /// wall clock).
+    pub clock_step_back: f64,
     /// Per step: a process is killed mid-operation.
     pub crash: f64,
     /// Per step: a process shuts down gracefully (possibly during a retry backoff).
@@ -69,6 +72,7 @@ impl FaultRates {
             bus_outage: 0.0,
             abandon: 0.0,
             clock_jump: 0.0,
+            clock_step_back: 0.0,
             crash: 0.0,
             shutdown: 0.0,
         }
@@ -93,6 +97,7 @@ impl FaultRates {
         let clock_jump = rate(0.03);
         let crash = rate(0.03);
         let shutdown = rate(0.02);
+        let clock_step_back = rate(0.03);
         let max_latency = Duration::from_millis(rng.gen_range(1..400));
         Self {
             fail_before,
@@ -103,6 +108,7 @@ impl FaultRates {
             bus_outage,
             abandon,
             clock_jump,
+            clock_step_back,
             crash,
             shutdown,
         }
@@ -134,6 +140,7 @@ pub struct Injector {
     bus_down_until: Mutex<Option<Instant>>,
     counts: FaultCounts,
     journal: Mutex<BTreeMap<i64, Event>>,
+    excused: Mutex<BTreeSet<(UserId, String)>>,
     settling: tokio_util::sync::CancellationToken,
 }
 
@@ -156,6 +163,7 @@ impl Injector {
             bus_down_until: Mutex::new(None),
             counts: FaultCounts::default(),
             journal: Mutex::new(BTreeMap::new()),
+            excused: Mutex::new(BTreeSet::new()),
             settling: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -285,6 +293,46 @@ impl Injector {
             return Err(injected());
         }
         Ok(value)
+    }
+
+    /// Like [`Injector::guard`] for a call on the idempotency key `(user, key)`, which
+    /// remembers the faults that leave the key claimed with nobody to give it back: a
+    /// `begin` that claimed it and reported failure, a `complete` or `release` that
+    /// failed before reaching the store.
+    async fn guard_claim<T>(
+        &self,
+        user: UserId,
+        key: &str,
+        begin: bool,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        let plan = self.plan(WRITE);
+        if let Some(delay) = plan.delay {
+            self.counts.delayed.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(delay).await;
+        }
+        if plan.before {
+            self.counts.before.fetch_add(1, Ordering::Relaxed);
+            if !begin {
+                lock(&self.excused).insert((user, key.to_owned()));
+            }
+            return Err(injected());
+        }
+        let value = call.await?;
+        if plan.after {
+            self.counts.after.fetch_add(1, Ordering::Relaxed);
+            if begin {
+                lock(&self.excused).insert((user, key.to_owned()));
+            }
+            return Err(injected());
+        }
+        Ok(value)
+    }
+
+    /// Idempotency keys an injected fault may have left claimed (see
+    /// [`Injector::guard_claim`]): the only claims a run may end with.
+    pub fn excused_claims(&self) -> BTreeSet<(UserId, String)> {
+        lock(&self.excused).clone()
     }
 
     /// Like [`Injector::guard`] for the cache and the gate, which fail with
@@ -533,7 +581,7 @@ impl<S: Store> IdempotencyStore for FaultyStore<S> {
         lease: Duration,
     ) -> StoreResult<BeginOutcome> {
         let call = self.inner.begin(user, key, fingerprint, now, lease);
-        self.faults.guard(WRITE, call).await
+        self.faults.guard_claim(user, key, true, call).await
     }
     async fn complete(
         &self,
@@ -543,11 +591,11 @@ impl<S: Store> IdempotencyStore for FaultyStore<S> {
         response: &serde_json::Value,
     ) -> StoreResult<bool> {
         let call = self.inner.complete(user, key, claim, response);
-        self.faults.guard(WRITE, call).await
+        self.faults.guard_claim(user, key, false, call).await
     }
     async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
         let call = self.inner.release(user, key, claim);
-        self.faults.guard(WRITE, call).await
+        self.faults.guard_claim(user, key, false, call).await
     }
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
         self.faults.guard(WRITE, self.inner.purge(cutoff)).await

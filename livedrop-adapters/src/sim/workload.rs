@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::clock::SimClock;
 use super::faults::Injector;
 use super::world::{Deployment, World};
-use super::{Check, KnownIssue, Report, SimConfig, Timing, Violation};
+use super::{Check, KnownIssue, Leftovers, Report, SimConfig, Timing, Violation};
 
 /// Why a request has no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +82,8 @@ enum Told {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct FollowLog {
-    /// When a follow was acknowledged.
+    /// The clock's high-water mark ([`SimClock::latest`]) when a follow was
+    /// acknowledged.
     acknowledged: Option<Timestamp>,
     /// An unfollow was attempted, or a follow's outcome is unknown: membership at a
     /// given instant is not known any more.
@@ -234,6 +235,8 @@ async fn client<T>(
     }
 }
 
+// Everything `run_with` decided, handed over once; grouping it would only rename it.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn drive<S: Store>(
     seed: u64,
     config: &SimConfig,
@@ -242,6 +245,7 @@ pub(super) async fn drive<S: Store>(
     timing: Timing,
     faults: Arc<Injector>,
     deployment: Deployment,
+    leftovers: Leftovers,
 ) -> Report {
     let started = tokio::time::Instant::now();
     let origin = chrono::DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default();
@@ -342,10 +346,12 @@ pub(super) async fn drive<S: Store>(
         }
     }
 
-    settle(&mut world, &mut model, &timing).await;
+    settle(&mut world, &mut model, &timing, &leftovers, &mut violations).await;
     end_checks(&world, &model, &mut violations).await;
     world.stop_all();
-    tokio::task::yield_now().await;
+    // Let the runtime drop what the dead processes' tasks held.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    leftover_checks(&world, &leftovers, &mut violations);
 
     let (known, violations): (Vec<_>, Vec<_>) = violations
         .into_iter()
@@ -403,6 +409,13 @@ async fn run_step<S: Store>(step: u32, world: &mut World<S>, model: &mut Model, 
             .clock
             .jump(chrono::Duration::from_std(by).unwrap_or_default());
         model.record(step, "clock_jump", "ok");
+    }
+    if faults.roll(rates.clock_step_back) {
+        let by = faults.duration_up_to(timing.max_step_back);
+        world
+            .clock
+            .jump(-chrono::Duration::from_std(by).unwrap_or_default());
+        model.record(step, "clock_step_back", "ok");
     }
     if faults.roll(rates.cache_outage) {
         faults.cache_outage(faults.duration_up_to(timing.max_outage));
@@ -662,7 +675,10 @@ async fn execute(
                 creator,
                 follow,
                 reply,
-                at: clock.now(),
+                // The clock's high-water mark, not its reading: the clock may have
+                // stepped back, and an event stamped later than this was created
+                // after the acknowledgement.
+                at: clock.latest(),
             }
         }
         Action::CreateProduct { creator, n } => {
@@ -981,14 +997,43 @@ async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<
 /// Stops faults and client traffic and lets the system settle: leases, holds, drops
 /// and TTLs all run out; then one last stock change per drop that every live feed
 /// must see.
-async fn settle<S: Store>(world: &mut World<S>, model: &mut Model, timing: &Timing) {
+async fn settle<S: Store>(
+    world: &mut World<S>,
+    model: &mut Model,
+    timing: &Timing,
+    leftovers: &Leftovers,
+    out: &mut Vec<Violation>,
+) {
     world.faults.settle();
+    let config = &timing.config;
+    // Requests that went away gave their idempotency claims back (their guards'
+    // releases run on their own once the request is dropped), unless an injected
+    // fault kept a release from the store. Checked before clients retry, since a
+    // retry takes an abandoned claim over once its lease runs out.
+    if let Some(pending) = &leftovers.pending_claims {
+        tokio::time::sleep(timing.max_outage + config.tick).await;
+        let excused = world.faults.excused_claims();
+        let left: Vec<(UserId, String)> = pending()
+            .into_iter()
+            .filter(|claim| !excused.contains(claim))
+            .collect();
+        if !left.is_empty() {
+            out.push(end_violation(
+                Check::NothingLeftBehind,
+                None,
+                format!(
+                    "{} idempotency claim(s) left pending by requests that went away: {:?}",
+                    left.len(),
+                    left.iter().map(|(_, key)| key).collect::<Vec<_>>()
+                ),
+            ));
+        }
+    }
     for i in 0..world.procs.len() {
         if world.procs[i].app.is_none() {
             world.start(i);
         }
     }
-    let config = &timing.config;
     tokio::time::sleep(config.idempotency_lease + config.tick * 2).await;
 
     // Clients retry what they never got an answer to, as real clients do.
@@ -1209,9 +1254,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 .count()
         })
     };
-    let event_class = if !world.deployment.shared_bus {
-        Some(KnownIssue::ProcessBusNotifications)
-    } else if model.graceful_shutdowns > 0 {
+    let event_class = if model.graceful_shutdowns > 0 {
         Some(KnownIssue::ShutdownCommitsUnhandled)
     } else {
         None
@@ -1368,6 +1411,28 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 None,
                 format!("process {i}: a single-flight load outlived its read"),
             );
+        }
+    }
+}
+
+/// Once every process is dead: no bus subscription and no combiner queue is left.
+fn leftover_checks<S: Store>(world: &World<S>, leftovers: &Leftovers, out: &mut Vec<Violation>) {
+    let open = world.open_subscriptions();
+    if open > 0 {
+        out.push(end_violation(
+            Check::NothingLeftBehind,
+            None,
+            format!("{open} bus subscription(s) outlived their process"),
+        ));
+    }
+    if let Some(queues) = &leftovers.combiner_queues {
+        let left = queues();
+        if left > 0 {
+            out.push(end_violation(
+                Check::NothingLeftBehind,
+                None,
+                format!("{left} order combiner queue(s) left registered"),
+            ));
         }
     }
 }

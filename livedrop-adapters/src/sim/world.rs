@@ -60,6 +60,8 @@ pub(crate) struct Process<S> {
     /// Server-Sent Events would show).
     pub(crate) live: Arc<Mutex<HashMap<Uuid, i64>>>,
     recorder: Option<JoinHandle<()>>,
+    /// Every bus this process had of its own (one per start).
+    buses: Vec<Arc<MemoryBus>>,
 }
 
 /// The processes and what they share.
@@ -92,6 +94,7 @@ impl<S: Store> World<S> {
                 kill: CancellationToken::new(),
                 live: Arc::default(),
                 recorder: None,
+                buses: Vec::new(),
             })
             .collect();
         Self {
@@ -109,17 +112,23 @@ impl<S: Store> World<S> {
     /// Services over the shared store as process `i` would build them, without
     /// starting anything.
     pub(crate) fn services(&self, i: usize) -> Livedrop {
+        self.services_and_bus(i).0
+    }
+
+    /// [`World::services`], with the bus they publish to.
+    fn services_and_bus(&self, i: usize) -> (Livedrop, Arc<MemoryBus>) {
         let faults = &self.faults;
         let cache: Arc<dyn Cache> = if self.deployment.shared_cache {
             self.shared_cache.clone()
         } else {
             Arc::new(MemoryCache::new())
         };
-        let bus: Arc<dyn EventBus> = if self.deployment.shared_bus {
+        let memory_bus = if self.deployment.shared_bus {
             self.shared_bus.clone()
         } else {
             Arc::new(MemoryBus::new())
         };
+        let bus: Arc<dyn EventBus> = memory_bus.clone();
         let store = Arc::new(FaultyStore::new(
             self.procs[i].store.clone(),
             faults.clone(),
@@ -140,13 +149,13 @@ impl<S: Store> World<S> {
             follow_outbox: !self.deployment.shared_bus,
             ..self.config.clone()
         };
-        Livedrop::new(ports, config)
+        (Livedrop::new(ports, config), memory_bus)
     }
 
     /// Starts process `i` afresh (a restart after a crash): new caching layer, new
     /// in-process cache and bus where those are per process, new background tasks.
     pub(crate) fn start(&mut self, i: usize) {
-        let app = self.services(i);
+        let (app, bus) = self.services_and_bus(i);
         let live = Arc::new(Mutex::new(HashMap::new()));
         let mut feed = app.live_events();
         let seen = live.clone();
@@ -170,6 +179,20 @@ impl<S: Store> World<S> {
         p.kill = CancellationToken::new();
         p.live = live;
         p.recorder = Some(recorder);
+        if !self.deployment.shared_bus {
+            p.buses.push(bus);
+        }
+    }
+
+    /// Bus subscriptions not dropped or closed yet, over every bus of the run.
+    pub(crate) fn open_subscriptions(&self) -> usize {
+        let own: usize = self
+            .procs
+            .iter()
+            .flat_map(|p| &p.buses)
+            .map(|bus| bus.open_subscriptions())
+            .sum();
+        self.shared_bus.open_subscriptions() + own
     }
 
     /// Kills process `i` mid-operation: its tasks and in-flight requests are dropped

@@ -125,6 +125,13 @@ pub(crate) struct Inner {
 }
 
 impl SqliteStore {
+    /// Order combiner queues registered now: one per drop with orders in flight,
+    /// none once every combiner has gone idle and retired. For diagnostics and the
+    /// simulator's leftover check.
+    pub fn combiner_queues(&self) -> usize {
+        self.inner.combiners.len()
+    }
+
     /// Opens (creating it if missing) the database file at `path`, after taking the
     /// exclusive lock on `<path>.lock`. Does not migrate; call
     /// [`SqliteStore::migrate`].

@@ -52,10 +52,20 @@ impl Background {
 }
 
 /// Publishes outbox events through the bus: at least once, in outbox order.
+///
+/// With no shared broker ([`Config::follow_outbox`](super::Config::follow_outbox)) the
+/// relay also writes the notifications each event calls for
+/// ([`Livedrop::notify_for`]) before it marks the event published
+/// ([`OutboxRelay::notifying`]): an in-process bus dies with its process, so the
+/// outbox's `published` mark is the only record every process shares of an event's
+/// effects being done. A relay stopped mid-way leaves its batch unpublished and the
+/// next relay, in any process, handles it again; notifications are deduplicated by
+/// the store, so handling twice writes nothing twice.
 pub struct OutboxRelay {
     outbox: Arc<dyn Outbox>,
     bus: Arc<dyn EventBus>,
     batch: u32,
+    notify: Option<Livedrop>,
 }
 
 impl OutboxRelay {
@@ -65,42 +75,68 @@ impl OutboxRelay {
             outbox,
             bus,
             batch: batch.max(1),
+            notify: None,
         }
     }
 
+    /// The same relay, writing the notifications of each event through `app` before
+    /// marking it published (see the [type docs](OutboxRelay)).
+    pub fn notifying(mut self, app: Livedrop) -> Self {
+        self.notify = Some(app);
+        self
+    }
+
     /// Publishes one batch and marks it published. Returns how many events moved.
-    /// If publishing fails nothing is marked, so the batch is sent again later.
+    /// If publishing fails nothing is marked, so the batch is sent again later. A
+    /// [notifying](OutboxRelay::notifying) relay retries an event whose notifications
+    /// meet a transient error until they are written.
     pub async fn relay_once(&self) -> StoreResult<usize> {
+        let never = CancellationToken::new();
+        Ok(self.step(&never).await?.unwrap_or(0))
+    }
+
+    /// One batch: `None` when `token` was cancelled before the batch's notifications
+    /// were written (nothing is marked published then).
+    async fn step(&self, token: &CancellationToken) -> StoreResult<Option<usize>> {
         let records = self.outbox.pending(self.batch).await?;
         if records.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let events: Vec<Event> = records.iter().map(|r| r.event.clone()).collect();
         self.bus.publish(&events).await?;
+        if let Some(app) = &self.notify {
+            for event in &events {
+                if !app.handle_until_done(event, Role::Notify, token).await {
+                    return Ok(None);
+                }
+            }
+        }
         let seqs: Vec<i64> = records.iter().map(|r| r.seq).collect();
         self.outbox.mark_published(&seqs).await?;
-        Ok(records.len())
+        Ok(Some(records.len()))
     }
 
     /// Relays until `token` is cancelled: wakes on appends, backs off on failures.
     pub async fn run(self, token: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         while !token.is_cancelled() {
-            match self.relay_once().await {
-                Ok(n) if n >= self.batch as usize => continue,
-                Ok(_) => {
-                    backoff = Duration::from_millis(100);
+            match self.step(&token).await {
+                Ok(None) => return,
+                Ok(Some(n)) if n >= self.batch as usize => continue,
+                Ok(Some(_)) => {
+                    backoff.reset();
                     tokio::select! {
+                        biased;
                         _ = token.cancelled() => return,
                         _ = self.outbox.wait_for_append(Duration::from_secs(1)) => {}
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outbox relay failed; events stay in the outbox");
-                    if !pause(&token, backoff).await {
+                    let wait = backoff.next();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "outbox relay failed; events stay in the outbox");
+                    if !pause(&token, wait).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -175,11 +211,61 @@ impl OutboxFollower {
     }
 }
 
-/// Sleeps for `span` unless `token` is cancelled first. Returns whether to go on.
+/// Sleeps for `span` unless `token` is cancelled first (cancellation wins a tie).
+/// Returns whether to go on.
 async fn pause(token: &CancellationToken, span: Duration) -> bool {
     tokio::select! {
+        biased;
         _ = token.cancelled() => false,
         _ = tokio::time::sleep(span) => true,
+    }
+}
+
+/// Runs `step` after `first`, then again `interval` after each step ends, until `token`
+/// is cancelled (a running step finishes first). Each step logs its own failures.
+async fn every<F, Fut>(first: Duration, interval: Duration, token: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if !first.is_zero() && !pause(&token, first).await {
+        return;
+    }
+    loop {
+        step().await;
+        if !pause(&token, interval).await {
+            return;
+        }
+    }
+}
+
+/// The waits between retries of the background loops: `first`, then doubling up to
+/// [`Backoff::MAX`], back to `first` after a success. No jitter: a simulation seed
+/// replays the same waits.
+#[derive(Debug, Clone, Copy)]
+struct Backoff {
+    first: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// The longest wait.
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new(first: Duration) -> Self {
+        Self { first, next: first }
+    }
+
+    /// The wait before the next retry; the one after is twice as long.
+    fn next(&mut self) -> Duration {
+        let wait = self.next;
+        self.next = (wait * 2).min(Self::MAX);
+        wait
+    }
+
+    /// Back to the first wait, after a success.
+    fn reset(&mut self) {
+        self.next = self.first;
     }
 }
 
@@ -225,50 +311,73 @@ enum Role {
 }
 
 impl Livedrop {
-    /// Starts the scheduler, the sweeper, the outbox relay and the event consumers.
+    /// Starts the drop scheduler, the hold sweeper, housekeeping, the outbox relay and
+    /// the event consumers, each its own task.
     pub fn spawn_background(&self) -> Background {
         let token = CancellationToken::new();
         let mut tasks = Vec::new();
-        let tick = self.config().tick;
 
+        // The drop scheduler, the hold sweeper and housekeeping each run on their own,
+        // so a long sweep or purge never delays a drop going live.
+        let config = self.config();
         let this = self.clone();
-        let t = token.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut last_purge = tokio::time::Instant::now();
-            loop {
-                if let Err(e) = this.tick_scheduler().await {
-                    tracing::warn!(error = %e, "drop scheduler step failed");
-                }
-                if let Err(e) = this.sweep_holds().await {
-                    tracing::warn!(error = %e, "hold sweeper step failed");
-                }
-                if last_purge.elapsed() > Duration::from_secs(300) {
-                    last_purge = tokio::time::Instant::now();
-                    if let Err(e) = this.purge_idempotency_keys().await {
-                        tracing::warn!(error = %e, "idempotency purge failed");
-                    }
-                    if let Err(e) = this.prune_outbox().await {
-                        tracing::warn!(error = %e, "outbox pruning failed");
+        tasks.push(tokio::spawn(every(
+            Duration::ZERO,
+            config.tick,
+            token.clone(),
+            move || {
+                let this = this.clone();
+                async move {
+                    if let Err(e) = this.tick_scheduler().await {
+                        tracing::warn!(error = %e, "drop scheduler step failed");
                     }
                 }
-                if !pause(&t, tick).await {
-                    return;
+            },
+        )));
+        let this = self.clone();
+        tasks.push(tokio::spawn(every(
+            Duration::ZERO,
+            config.tick,
+            token.clone(),
+            move || {
+                let this = this.clone();
+                async move {
+                    if let Err(e) = this.sweep_holds().await {
+                        tracing::warn!(error = %e, "hold sweeper step failed");
+                    }
                 }
-            }
-        }));
+            },
+        )));
+        let this = self.clone();
+        tasks.push(tokio::spawn(every(
+            config.housekeeping_interval,
+            config.housekeeping_interval,
+            token.clone(),
+            move || {
+                let this = this.clone();
+                async move { this.housekeeping().await }
+            },
+        )));
 
-        let relay = OutboxRelay::new(
+        // With no shared broker the bus is this process's alone and dies with it: the
+        // relay writes notifications before it marks events published, and this
+        // process's cache and live feed follow the outbox. No consumer group runs.
+        let follow = self.config().follow_outbox;
+        let mut relay = OutboxRelay::new(
             self.ports().outbox.clone(),
             self.ports().bus.clone(),
             self.config().relay_batch,
         );
+        if follow {
+            relay = relay.notifying(self.clone());
+        }
         tasks.push(tokio::spawn(relay.run(token.clone())));
 
-        let follow = self.config().follow_outbox;
-        let mut groups = vec![(NOTIFY_GROUP, Role::Notify)];
-        if !follow {
-            groups.push((CACHE_GROUP, Role::Cache));
-        }
+        let groups = if follow {
+            vec![]
+        } else {
+            vec![(NOTIFY_GROUP, Role::Notify), (CACHE_GROUP, Role::Cache)]
+        };
         for (group, role) in groups {
             let this = self.clone();
             let t = token.clone();
@@ -292,7 +401,11 @@ impl Livedrop {
     /// `ended`, emitting `drop.started` / `drop.ended` once. Returns how many moved.
     pub async fn tick_scheduler(&self) -> Result<usize> {
         let now = self.now();
-        let due = self.ports().drops.due_transitions(now, 100).await?;
+        let due = self
+            .ports()
+            .drops
+            .due_transitions(now, self.config().scheduler_batch.max(1))
+            .await?;
         let mut moved = 0;
         for drop in due {
             if self.advance_drop(&drop, now).await? {
@@ -304,16 +417,28 @@ impl Livedrop {
 
     /// One sweeper step: every hold that ran out returns its stock. Returns how many.
     pub async fn sweep_holds(&self) -> Result<usize> {
+        let batch = self.config().sweep_batch.max(1);
         let mut total = 0;
         loop {
-            let expired = self.ports().orders.expire_holds(self.now(), 500).await?;
+            let expired = self.ports().orders.expire_holds(self.now(), batch).await?;
             total += expired.len();
             for order in &expired {
                 tracing::debug!(order = %order.id, "hold expired");
             }
-            if expired.len() < 500 {
+            if expired.len() < batch as usize {
                 return Ok(total);
             }
+        }
+    }
+
+    /// One housekeeping step: [`purge_idempotency_keys`](Self::purge_idempotency_keys)
+    /// and [`prune_outbox`](Self::prune_outbox), the second even if the first failed.
+    async fn housekeeping(&self) {
+        if let Err(e) = self.purge_idempotency_keys().await {
+            tracing::warn!(error = %e, "idempotency purge failed");
+        }
+        if let Err(e) = self.prune_outbox().await {
+            tracing::warn!(error = %e, "outbox pruning failed");
         }
     }
 
@@ -341,10 +466,11 @@ impl Livedrop {
     }
 
     async fn consume(&self, group: &'static str, role: Role, token: CancellationToken) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         let mut seen = Seen::new();
         while !token.is_cancelled() {
             let subscription = tokio::select! {
+                biased;
                 _ = token.cancelled() => return,
                 s = self.ports().bus.subscribe(group) => s,
             };
@@ -352,14 +478,13 @@ impl Livedrop {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!(group, error = %e, "cannot subscribe; retrying");
-                    if !pause(&token, backoff).await {
+                    if !pause(&token, backoff.next()).await {
                         return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
-            backoff = Duration::from_millis(100);
+            backoff.reset();
             let failed = self
                 .drain(&mut *subscription, role, &mut seen, &token)
                 .await;
@@ -381,6 +506,7 @@ impl Livedrop {
         let mut uncommitted = 0usize;
         loop {
             let next = tokio::select! {
+                biased;
                 _ = token.cancelled() => {
                     if uncommitted > 0 {
                         let _ = subscription.commit().await;
@@ -434,7 +560,7 @@ impl Livedrop {
         role: Role,
         token: &CancellationToken,
     ) -> bool {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100));
         loop {
             let result = match role {
                 Role::Cache => {
@@ -447,11 +573,10 @@ impl Livedrop {
                 Ok(()) => return true,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(event = %event.id, error = %e, "event handling failed; retrying");
-                    if !pause(token, backoff).await {
+                    if !pause(token, backoff.next()).await {
                         tracing::info!(event = %event.id, "shutting down; the event stays uncommitted");
                         return false;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
                 Err(e) => {
                     tracing::error!(event = %event.id, kind = %event.kind, error = %e, "event cannot be handled; skipped");
@@ -610,11 +735,11 @@ impl Livedrop {
         let mut follower =
             OutboxFollower::new(self.ports().outbox.clone(), self.config().relay_batch);
         let interval = self.config().follow_interval;
-        let mut backoff = interval;
+        let mut backoff = Backoff::new(interval);
         loop {
-            match follower.poll().await {
+            let wait = match follower.poll().await {
                 Ok(events) => {
-                    backoff = interval;
+                    backoff.reset();
                     let full = events.len() >= self.config().relay_batch as usize;
                     for event in events {
                         self.apply_to_cache(&event).await;
@@ -624,13 +749,14 @@ impl Livedrop {
                     if full {
                         continue;
                     }
+                    interval
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox follower failed; retrying");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff.next()
                 }
-            }
-            if !pause(&token, backoff).await {
+            };
+            if !pause(&token, wait).await {
                 return;
             }
         }
@@ -639,6 +765,7 @@ impl Livedrop {
     async fn feed_live(&self, token: CancellationToken) {
         while !token.is_cancelled() {
             let subscription = tokio::select! {
+                biased;
                 _ = token.cancelled() => return,
                 s = self.ports().bus.subscribe_live() => s,
             };
@@ -654,6 +781,7 @@ impl Livedrop {
             };
             loop {
                 let next = tokio::select! {
+                    biased;
                     _ = token.cancelled() => break,
                     n = subscription.next(Duration::from_millis(500)) => n,
                 };

@@ -116,8 +116,17 @@ pub struct Config {
     pub listing_ttl: Duration,
     /// Followers notified per fan-out batch (default 1,000).
     pub fan_out_batch: u32,
-    /// How often the scheduler and sweeper look for due work (default 200 ms).
+    /// How often the drop scheduler and, separately, the hold sweeper look for due
+    /// work (default 200 ms).
     pub tick: Duration,
+    /// Drops the scheduler moves per step, at most (default 100).
+    pub scheduler_batch: u32,
+    /// Holds the sweeper expires per store call; a step repeats while calls come back
+    /// full (default 500).
+    pub sweep_batch: u32,
+    /// How often housekeeping purges old idempotency keys and prunes the outbox,
+    /// first one interval after start (default 5 minutes).
+    pub housekeeping_interval: Duration,
     /// Events the relay publishes per batch (default 500).
     pub relay_batch: u32,
     /// How long published events stay in the outbox for inspection (default 24 hours).
@@ -125,7 +134,9 @@ pub struct Config {
     /// Whether this process follows the outbox itself for its live feed and cache
     /// invalidation, instead of the bus (default `false`). Turn it on when the bus is
     /// not shared by every process on the store (several processes on one database
-    /// with no broker): each then still sees every committed event.
+    /// with no broker): each then still sees every committed event, and the outbox
+    /// relay writes each event's notifications before it marks the event published
+    /// (no consumer group runs on a bus that dies with its process).
     pub follow_outbox: bool,
     /// How often an outbox follower looks for new events (default 100 ms): the most
     /// a process's live feed and cache invalidation lag behind a commit.
@@ -143,6 +154,9 @@ impl Default for Config {
             listing_ttl: Duration::from_secs(2),
             fan_out_batch: 1_000,
             tick: Duration::from_millis(200),
+            scheduler_batch: 100,
+            sweep_batch: 500,
+            housekeeping_interval: Duration::from_secs(300),
             relay_batch: 500,
             outbox_retention: Duration::from_secs(24 * 3600),
             follow_outbox: false,

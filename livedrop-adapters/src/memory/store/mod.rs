@@ -86,6 +86,24 @@ impl MemoryStore {
         self.lock().drops.get(&drop).map(|row| row.version)
     }
 
+    /// Idempotency keys claimed and neither completed nor released, as `(user, key)`
+    /// in a stable order, whether or not their lease has run out: what requests that
+    /// went away without giving their claim back left behind.
+    pub fn pending_claims(&self) -> Vec<(UserId, String)> {
+        let state = self.lock();
+        let mut pending: Vec<(UserId, String)> = state
+            .idempotency
+            .iter()
+            .flat_map(|(user, keys)| {
+                keys.iter()
+                    .filter(|(_, record)| record.response.is_none())
+                    .map(|(key, _)| (*user, key.clone()))
+            })
+            .collect();
+        pending.sort();
+        pending
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic inside a critical section cannot leave a half-applied write behind
         // that a later caller could not read: every write checks before it mutates.
