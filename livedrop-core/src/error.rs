@@ -295,6 +295,12 @@ impl Error {
         self
     }
 
+    /// The error for a log line: its message, then its cause and the cause's sources
+    /// (`internal error: connection refused`). Never for a response body.
+    pub fn detailed(&self) -> impl std::fmt::Display + '_ {
+        Detailed(self)
+    }
+
     /// The fault behind a 5xx error, when known: what the one log line reporting it
     /// shows.
     pub fn cause(&self) -> Option<Arc<dyn std::error::Error + Send + Sync + 'static>> {
@@ -336,6 +342,24 @@ impl From<StoreError> for Error {
 /// Result of a command.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// See [`Error::detailed`].
+struct Detailed<'a>(&'a Error);
+
+impl std::fmt::Display for Detailed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        if let Some(cause) = self.0.cause() {
+            write!(f, ": {cause}")?;
+            let mut source = cause.source();
+            while let Some(s) = source {
+                write!(f, ": {s}")?;
+                source = s.source();
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,8 +386,14 @@ mod tests {
         let e: Error = StoreError::unavailable("database", "connection refused").into();
         assert_eq!(e.code(), "unavailable");
         assert!(!e.to_string().contains("refused"));
+        assert!(
+            e.detailed().to_string().contains("refused"),
+            "the log line has the cause"
+        );
         let e: Error = StoreError::backend("syntax error at or near SELECT").into();
         assert!(matches!(e, Error::Internal { .. }));
         assert!(!e.to_string().contains("SELECT"));
+        assert!(e.detailed().to_string().starts_with("internal error: "));
+        assert!(e.detailed().to_string().contains("SELECT"));
     }
 }

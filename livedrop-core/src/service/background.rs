@@ -329,7 +329,7 @@ impl Livedrop {
                 let this = this.clone();
                 async move {
                     if let Err(e) = this.tick_scheduler().await {
-                        tracing::warn!(error = %e, "drop scheduler step failed");
+                        tracing::warn!(error = %e.detailed(), "drop scheduler step failed");
                     }
                 }
             },
@@ -343,7 +343,7 @@ impl Livedrop {
                 let this = this.clone();
                 async move {
                     if let Err(e) = this.sweep_holds().await {
-                        tracing::warn!(error = %e, "hold sweeper step failed");
+                        tracing::warn!(error = %e.detailed(), "hold sweeper step failed");
                     }
                 }
             },
@@ -435,10 +435,10 @@ impl Livedrop {
     /// and [`prune_outbox`](Self::prune_outbox), the second even if the first failed.
     async fn housekeeping(&self) {
         if let Err(e) = self.purge_idempotency_keys().await {
-            tracing::warn!(error = %e, "idempotency purge failed");
+            tracing::warn!(error = %e.detailed(), "idempotency purge failed");
         }
         if let Err(e) = self.prune_outbox().await {
-            tracing::warn!(error = %e, "outbox pruning failed");
+            tracing::warn!(error = %e.detailed(), "outbox pruning failed");
         }
     }
 
@@ -572,14 +572,14 @@ impl Livedrop {
             match result {
                 Ok(()) => return true,
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(event = %event.id, error = %e, "event handling failed; retrying");
+                    tracing::warn!(event = %event.id, error = %e.detailed(), "event handling failed; retrying");
                     if !pause(token, backoff.next()).await {
                         tracing::info!(event = %event.id, "shutting down; the event stays uncommitted");
                         return false;
                     }
                 }
                 Err(e) => {
-                    tracing::error!(event = %event.id, kind = %event.kind, error = %e, "event cannot be handled; skipped");
+                    tracing::error!(event = %event.id, kind = %event.kind, error = %e.detailed(), "event cannot be handled; skipped");
                     return true;
                 }
             }
