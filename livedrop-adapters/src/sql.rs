@@ -415,3 +415,105 @@ pub(crate) fn restock_overflow(
             ))
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use livedrop_core::id::UserId;
+    use livedrop_core::model::{DropState, Role};
+    use livedrop_core::testing::fixtures::{self, T0};
+    use tokio::sync::Semaphore;
+
+    /// Places every order it is given, recording each batch's size; the first batch
+    /// waits until the test lets it go.
+    struct Recorder {
+        combiners: Combiners,
+        batches: Mutex<Vec<usize>>,
+        first: Semaphore,
+    }
+
+    #[async_trait]
+    impl Batcher for Recorder {
+        fn combiners(&self) -> &Combiners {
+            &self.combiners
+        }
+
+        async fn decide(
+            &self,
+            _drop: DropId,
+            batch: &[Placement],
+        ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
+            let n = {
+                let mut batches = self.batches.lock().unwrap();
+                batches.push(batch.len());
+                batches.len()
+            };
+            if n == 1 {
+                self.first.acquire().await.unwrap().forget();
+            }
+            Ok(Some(
+                batch
+                    .iter()
+                    .map(|p| PlaceOutcome::Placed(reserved(&p.order)))
+                    .collect(),
+            ))
+        }
+    }
+
+    fn orders(n: usize) -> Vec<Order> {
+        let creator = fixtures::user("Creator", Role::Creator);
+        let product = fixtures::product(creator.id, "Tee", "", T0);
+        let drop = fixtures::drop_of(&product, T0, fixtures::at(3_600), 10, DropState::Live, T0);
+        (0..n)
+            .map(|i| fixtures::order(UserId::new(), &drop, 1, &format!("k{i}"), T0))
+            .collect()
+    }
+
+    /// Orders that queue while a batch runs are decided together, at most `max_batch`
+    /// at a time, by the drop's one combiner; every caller gets its own answer, and the
+    /// combiner unregisters once its drop cools down.
+    #[tokio::test(start_paused = true)]
+    async fn queued_orders_are_combined_up_to_the_batch_size_then_the_combiner_retires() {
+        let batcher = Arc::new(Recorder {
+            combiners: Combiners::default(),
+            batches: Mutex::new(Vec::new()),
+            first: Semaphore::new(0),
+        });
+        let orders = orders(10);
+        let mut calls = Vec::new();
+        for (i, order) in orders.iter().enumerate() {
+            let (b, o) = (Arc::clone(&batcher), order.clone());
+            calls.push(tokio::spawn(async move { place(&b, &o, T0, 4).await }));
+            if i == 0 {
+                // The first order is decided alone; the rest queue behind it.
+                for _ in 0..1_000 {
+                    if !batcher.batches.lock().unwrap().is_empty() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                }
+                assert_eq!(
+                    *batcher.batches.lock().unwrap(),
+                    vec![1],
+                    "the first order reaches the store on its own"
+                );
+            }
+        }
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(batcher.combiners.len(), 1, "one combiner per drop");
+        batcher.first.add_permits(1);
+        for (call, order) in calls.into_iter().zip(&orders) {
+            match call.await.unwrap() {
+                Some(Ok(PlaceOutcome::Placed(placed))) => assert_eq!(placed.id, order.id),
+                other => panic!("expected the order placed by its batch, got {other:?}"),
+            }
+        }
+        assert_eq!(*batcher.batches.lock().unwrap(), vec![1, 4, 4, 1]);
+        tokio::time::sleep(IDLE * 2).await;
+        assert_eq!(batcher.combiners.len(), 0, "an idle combiner retires");
+    }
+}
