@@ -360,11 +360,16 @@ async fn run_batch<B: Batcher>(batcher: &B, drop: DropId, batch: Vec<Request>) {
     // A caller whose future was dropped while its order queued (its client went
     // away) leaves no work behind: its order is not placed, and its key, released
     // by the caller's guard, places it on a retry.
-    let queued = batch.len();
-    let batch: Vec<Request> = batch.into_iter().filter(|r| !r.reply.is_closed()).collect();
-    if batch.len() < queued {
-        tracing::debug!(%drop, abandoned = queued - batch.len(), "orders of callers that went away skipped");
-    }
+    let batch: Vec<Request> = batch
+        .into_iter()
+        .filter(|r| {
+            let gone = r.reply.is_closed();
+            if gone {
+                tracing::debug!(%drop, "the order of a caller that went away is skipped");
+            }
+            !gone
+        })
+        .collect();
     if batch.is_empty() {
         return;
     }
@@ -407,13 +412,13 @@ pub(crate) fn restock_overflow(
     adjustment: &model::Adjustment,
     total_stock: i64,
 ) -> Option<StoreError> {
-    (adjustment.delta > 0 && total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX))
-        .then(|| {
-            StoreError::Conflict(format!(
-                "a restock of {} overflows the stock of drop {}",
-                adjustment.delta, adjustment.drop_id
-            ))
-        })
+    // Only a restock can pass the ceiling: the stock never starts above it.
+    (total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX)).then(|| {
+        StoreError::Conflict(format!(
+            "a restock of {} overflows the stock of drop {}",
+            adjustment.delta, adjustment.drop_id
+        ))
+    })
 }
 
 #[cfg(test)]
