@@ -1,7 +1,7 @@
 //! Work that runs without any request: the drop scheduler, the hold sweeper, the
 //! outbox relay and the event consumers (cache invalidation, notifications, live feed).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -269,41 +269,6 @@ impl Backoff {
     }
 }
 
-/// Recently handled event ids, to drop redeliveries.
-struct Seen {
-    set: HashSet<crate::id::EventId>,
-    order: VecDeque<crate::id::EventId>,
-}
-
-impl Seen {
-    const CAPACITY: usize = 50_000;
-
-    fn new() -> Self {
-        Self {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Whether `event` was handled already.
-    fn handled(&self, event: &Event) -> bool {
-        self.set.contains(&event.id)
-    }
-
-    /// Remembers that `event` was handled.
-    fn remember(&mut self, event: &Event) {
-        if !self.set.insert(event.id) {
-            return;
-        }
-        self.order.push_back(event.id);
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Role {
     Cache,
@@ -467,7 +432,6 @@ impl Livedrop {
 
     async fn consume(&self, group: &'static str, role: Role, token: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100));
-        let mut seen = Seen::new();
         while !token.is_cancelled() {
             let subscription = tokio::select! {
                 biased;
@@ -485,9 +449,7 @@ impl Livedrop {
                 }
             };
             backoff.reset();
-            let failed = self
-                .drain(&mut *subscription, role, &mut seen, &token)
-                .await;
+            let failed = self.drain(&mut *subscription, role, &token).await;
             subscription.close().await;
             if failed && !pause(&token, Duration::from_millis(500)).await {
                 return;
@@ -496,11 +458,13 @@ impl Livedrop {
     }
 
     /// Handles events until cancelled (returns false) or the subscription fails (true).
+    /// The bus has dropped redeliveries of recent events already
+    /// ([`Deduplicated`](crate::ports::Deduplicated)); what comes again after a
+    /// resubscription is handled again, which every handler makes harmless.
     async fn drain(
         &self,
         subscription: &mut dyn Subscription,
         role: Role,
-        seen: &mut Seen,
         token: &CancellationToken,
     ) -> bool {
         let mut uncommitted = 0usize;
@@ -517,14 +481,11 @@ impl Livedrop {
             };
             match next {
                 Ok(Some(event)) => {
-                    if !seen.handled(&event) {
-                        if !self.handle_until_done(&event, role, token).await {
-                            // Shut down before the event's effects were stored: leave
-                            // it (and those before it) uncommitted, so the group
-                            // delivers it again to whoever resumes.
-                            return false;
-                        }
-                        seen.remember(&event);
+                    if !self.handle_until_done(&event, role, token).await {
+                        // Shut down before the event's effects were stored: leave it
+                        // (and those before it) uncommitted, so the group delivers it
+                        // again to whoever resumes.
+                        return false;
                     }
                     uncommitted += 1;
                     if uncommitted >= 100 {
