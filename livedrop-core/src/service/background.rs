@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Livedrop;
 use crate::error::{Result, StoreResult};
-use crate::event::{Event, EventType, StockPayload};
+use crate::event::{Event, EventPayload, StockPayload};
 use crate::id::{DropId, NotificationId, UserId};
 use crate::model::{Drop, FanOutBatch, Notification, NotificationKind, Order};
 use crate::ports::{EventBus, Outbox, Subscription};
@@ -548,93 +548,134 @@ impl Livedrop {
     }
 
     /// Invalidates what `event` makes stale and feeds the admission gate.
+    ///
+    /// Invalidation needs only the envelope ([`cache::invalidations`](crate::cache::invalidations)),
+    /// so it happens even for a payload this version cannot read; the gate needs the
+    /// stock a `stock.changed` carries.
     pub async fn apply_to_cache(&self, event: &Event) {
         let (keys, prefixes) = crate::cache::invalidations(event);
         self.cache().invalidate(&keys, &prefixes).await;
-        if event.kind == EventType::StockChanged {
-            if let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone()) {
-                if let Err(e) = self
-                    .ports()
-                    .gate
-                    .record(DropId(payload.drop_id), &payload.stock, event.version)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admission gate not updated");
-                }
+        let stock: StockPayload = match event.decode() {
+            Ok(EventPayload::StockChanged(stock)) => stock,
+            // The gate is fed from `stock.changed` alone: a `drop.sold_out` comes with
+            // a `stock.changed` of the same version and stock.
+            Ok(
+                EventPayload::DropSoldOut(_)
+                | EventPayload::ProductCreated(_)
+                | EventPayload::ProductUpdated(_)
+                | EventPayload::DropScheduled(_)
+                | EventPayload::DropStarted(_)
+                | EventPayload::DropEnded(_)
+                | EventPayload::DropCancelled(_)
+                | EventPayload::OrderPlaced(_)
+                | EventPayload::OrderConfirmed(_)
+                | EventPayload::OrderCancelled(_)
+                | EventPayload::OrderExpired(_)
+                | EventPayload::UserFollowed(_),
+            ) => return,
+            Err(e) => {
+                // Invalidated above all the same; only the advisory gate misses it.
+                tracing::debug!(event = %event.id, error = %e, "admission gate not updated");
+                return;
             }
+        };
+        if let Err(e) = self
+            .ports()
+            .gate
+            .record(DropId(stock.drop_id), &stock.stock, event.version)
+            .await
+        {
+            tracing::debug!(error = %e, "admission gate not updated");
         }
     }
 
     /// Writes the notifications `event` calls for: `drop_live` (and `drop_scheduled`
     /// for a later start) to every follower of the creator, in batches; order
     /// confirmations and expiries to the buyer; `low_stock` and `sold_out` to the creator.
+    /// An event whose payload cannot be read is logged and skipped: retrying would
+    /// not make it readable.
     pub async fn notify_for(&self, event: &Event) -> Result<()> {
-        match event.kind {
-            EventType::DropStarted | EventType::DropScheduled => {
-                let Ok(drop) = serde_json::from_value::<Drop>(event.payload.clone()) else {
-                    return Ok(());
-                };
-                let kind = if event.kind == EventType::DropStarted {
-                    NotificationKind::DropLive
-                } else if drop.starts_at > event.occurred_at {
-                    NotificationKind::DropScheduled
-                } else {
-                    return Ok(());
-                };
-                self.fan_out(&drop, kind).await
+        let payload = match event.decode() {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "no notifications for an unreadable event");
+                return Ok(());
             }
-            EventType::OrderConfirmed | EventType::OrderExpired => {
-                let Ok(order) = serde_json::from_value::<Order>(event.payload.clone()) else {
-                    return Ok(());
-                };
-                let kind = if event.kind == EventType::OrderConfirmed {
-                    NotificationKind::OrderConfirmed
-                } else {
-                    NotificationKind::OrderExpired
-                };
-                let payload = serde_json::json!({
-                    "order_id": order.id,
-                    "drop_id": order.drop_id,
-                    "quantity": order.quantity,
-                    "status": order.status,
-                });
-                self.notify_one(
-                    order.user_id,
-                    kind,
-                    payload,
-                    format!("{}:{}", kind.as_str(), order.id),
-                )
-                .await
+        };
+        match payload {
+            EventPayload::DropStarted(drop) => {
+                self.fan_out(&drop, NotificationKind::DropLive).await
             }
-            EventType::DropSoldOut | EventType::StockChanged => {
-                let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone())
-                else {
-                    return Ok(());
-                };
-                let stock = payload.stock;
-                let kind = if event.kind == EventType::DropSoldOut {
-                    NotificationKind::SoldOut
-                } else if stock.available > 0 && stock.available <= (stock.total / 10).max(1) {
-                    NotificationKind::LowStock
+            EventPayload::DropScheduled(drop) => {
+                if drop.starts_at > event.occurred_at {
+                    self.fan_out(&drop, NotificationKind::DropScheduled).await
                 } else {
-                    return Ok(());
-                };
-                let drop = self.drop_definition(DropId(payload.drop_id)).await?;
-                let body = serde_json::json!({
-                    "drop_id": drop.id,
-                    "title": drop.title,
-                    "stock": stock,
-                });
-                self.notify_one(
-                    drop.creator_id,
-                    kind,
-                    body,
-                    format!("{}:{}", kind.as_str(), drop.id),
-                )
-                .await
+                    // Scheduled to start at once: its `drop.started` tells followers.
+                    Ok(())
+                }
             }
-            _ => Ok(()),
+            EventPayload::OrderConfirmed(order) => {
+                self.notify_order(&order, NotificationKind::OrderConfirmed)
+                    .await
+            }
+            EventPayload::OrderExpired(order) => {
+                self.notify_order(&order, NotificationKind::OrderExpired)
+                    .await
+            }
+            EventPayload::DropSoldOut(stock) => {
+                self.notify_creator(stock, NotificationKind::SoldOut).await
+            }
+            EventPayload::StockChanged(stock) => {
+                let s = stock.stock;
+                if s.available > 0 && s.available <= (s.total / 10).max(1) {
+                    self.notify_creator(stock, NotificationKind::LowStock).await
+                } else {
+                    Ok(())
+                }
+            }
+            // No notification is written for these.
+            EventPayload::ProductCreated(_)
+            | EventPayload::ProductUpdated(_)
+            | EventPayload::DropEnded(_)
+            | EventPayload::DropCancelled(_)
+            | EventPayload::OrderPlaced(_)
+            | EventPayload::OrderCancelled(_)
+            | EventPayload::UserFollowed(_) => Ok(()),
         }
+    }
+
+    /// Tells the buyer of `order` about it (`order_confirmed`, `order_expired`).
+    async fn notify_order(&self, order: &Order, kind: NotificationKind) -> Result<()> {
+        let payload = serde_json::json!({
+            "order_id": order.id,
+            "drop_id": order.drop_id,
+            "quantity": order.quantity,
+            "status": order.status,
+        });
+        self.notify_one(
+            order.user_id,
+            kind,
+            payload,
+            format!("{}:{}", kind.as_str(), order.id),
+        )
+        .await
+    }
+
+    /// Tells the drop's creator about its stock (`sold_out`, `low_stock`).
+    async fn notify_creator(&self, moved: StockPayload, kind: NotificationKind) -> Result<()> {
+        let drop = self.drop_definition(DropId(moved.drop_id)).await?;
+        let body = serde_json::json!({
+            "drop_id": drop.id,
+            "title": drop.title,
+            "stock": moved.stock,
+        });
+        self.notify_one(
+            drop.creator_id,
+            kind,
+            body,
+            format!("{}:{}", kind.as_str(), drop.id),
+        )
+        .await
     }
 
     async fn notify_one(
