@@ -385,72 +385,18 @@ fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
 
 #[cfg(test)]
 mod tests {
-    use chrono::{DateTime, TimeDelta};
     use serde_json::json;
 
     use super::*;
-    use crate::id::{DropId, OrderId, ProductId};
-    use crate::model::{DropState, OrderStatus};
-
-    fn at() -> Timestamp {
-        DateTime::from_timestamp(1_893_456_000, 0).unwrap_or_default()
-    }
-
-    fn product() -> Product {
-        Product {
-            id: ProductId::new(),
-            creator_id: UserId::new(),
-            title: "Tee".into(),
-            description: "A shirt".into(),
-            price_cents: 2_500,
-            currency: "EUR".into(),
-            image_url: None,
-            created_at: at(),
-            updated_at: at(),
-            version: 3,
-        }
-    }
-
-    fn drop_of(product: &Product) -> Drop {
-        Drop {
-            id: DropId::new(),
-            product_id: product.id,
-            creator_id: product.creator_id,
-            title: product.title.clone(),
-            price_cents: product.price_cents,
-            currency: product.currency.clone(),
-            starts_at: at(),
-            ends_at: at() + TimeDelta::hours(1),
-            per_user_limit: 2,
-            state: DropState::Scheduled,
-            created_at: at(),
-        }
-    }
-
-    fn order_in(drop: &Drop) -> Order {
-        Order {
-            id: OrderId::new(),
-            user_id: UserId::new(),
-            drop_id: drop.id,
-            quantity: 1,
-            unit_price_cents: drop.price_cents,
-            total_cents: drop.price_cents,
-            currency: drop.currency.clone(),
-            status: OrderStatus::Reserved,
-            idempotency_key: "k".into(),
-            fingerprint: "f".into(),
-            reserved_until: at() + TimeDelta::minutes(10),
-            created_at: at(),
-            updated_at: at(),
-        }
-    }
+    use crate::model::DropState;
+    use crate::testing::fixtures::{self, at, T0};
 
     /// An event of type `kind` built the way the stores and services build it, and
     /// the payload it must decode to.
     fn sample(kind: EventType) -> (Event, EventPayload) {
-        let product = product();
-        let drop = drop_of(&product);
-        let order = order_in(&drop);
+        let product = fixtures::product(UserId::new(), "Tee", "A shirt", T0);
+        let drop = fixtures::drop_of(&product, T0, at(3_600), 2, DropState::Scheduled, T0);
+        let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
         let before = Stock::new(2);
         let after = Stock {
             available: 0,
@@ -462,48 +408,45 @@ mod tests {
             drop_id: drop.id.0,
             stock: after,
         };
-        let moved = Event::stock_moved(drop.id.0, &before, &after, 7, at());
+        let moved = Event::stock_moved(drop.id.0, &before, &after, 7, T0);
         match kind {
             EventType::ProductCreated => (
-                Event::product(kind, &product, at()),
+                Event::product(kind, &product, T0),
                 EventPayload::ProductCreated(product),
             ),
             EventType::ProductUpdated => (
-                Event::product(kind, &product, at()),
+                Event::product(kind, &product, T0),
                 EventPayload::ProductUpdated(product),
             ),
             EventType::DropScheduled => (
-                Event::drop(kind, &drop, at()),
+                Event::drop(kind, &drop, T0),
                 EventPayload::DropScheduled(drop),
             ),
             EventType::DropStarted => (
-                Event::drop(kind, &drop, at()),
+                Event::drop(kind, &drop, T0),
                 EventPayload::DropStarted(drop),
             ),
-            EventType::DropEnded => (
-                Event::drop(kind, &drop, at()),
-                EventPayload::DropEnded(drop),
-            ),
+            EventType::DropEnded => (Event::drop(kind, &drop, T0), EventPayload::DropEnded(drop)),
             EventType::DropSoldOut => (moved[1].clone(), EventPayload::DropSoldOut(stock)),
             EventType::DropCancelled => (
-                Event::drop(kind, &drop, at()),
+                Event::drop(kind, &drop, T0),
                 EventPayload::DropCancelled(drop),
             ),
             EventType::StockChanged => (moved[0].clone(), EventPayload::StockChanged(stock)),
             EventType::OrderPlaced => (
-                Event::order(kind, &order, at()),
+                Event::order(kind, &order, T0),
                 EventPayload::OrderPlaced(order),
             ),
             EventType::OrderConfirmed => (
-                Event::order(kind, &order, at()),
+                Event::order(kind, &order, T0),
                 EventPayload::OrderConfirmed(order),
             ),
             EventType::OrderCancelled => (
-                Event::order(kind, &order, at()),
+                Event::order(kind, &order, T0),
                 EventPayload::OrderCancelled(order),
             ),
             EventType::OrderExpired => (
-                Event::order(kind, &order, at()),
+                Event::order(kind, &order, T0),
                 EventPayload::OrderExpired(order),
             ),
             EventType::UserFollowed => {
@@ -512,7 +455,7 @@ mod tests {
                     creator_id: product.creator_id,
                 };
                 (
-                    Event::follow(&follow, at()),
+                    Event::follow(&follow, T0),
                     EventPayload::UserFollowed(follow),
                 )
             }
@@ -542,7 +485,7 @@ mod tests {
                 follower_id: follower,
                 creator_id: creator,
             },
-            at(),
+            T0,
         );
         let by_hand = json!({ "follower_id": follower, "creator_id": creator });
         assert_eq!(event.payload, by_hand);
@@ -563,7 +506,7 @@ mod tests {
             uuid::Uuid::now_v7(),
             1,
             json!({ "drop_id": drop }),
-            at(),
+            T0,
         );
         let err = event.decode().expect_err("not an order");
         assert_eq!(err.kind, EventType::OrderPlaced);

@@ -18,5 +18,5 @@ pub use id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 pub use page::{Cursor, Page, PageRequest};
 pub mod service;
 pub use service::{Config, Ports};
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

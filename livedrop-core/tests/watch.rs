@@ -95,6 +95,41 @@ impl World {
     }
 }
 
+impl World {
+    /// A customer orders both units of the two-unit drop `id` under `key`.
+    async fn buy_both(&self, id: DropId, key: &str) {
+        let buyer = Actor::new(UserId::new(), Role::Customer);
+        let request = PlaceOrder {
+            drop_id: id,
+            quantity: 2,
+        };
+        self.app
+            .place_order(&buyer, Some(key), request)
+            .await
+            .unwrap();
+    }
+}
+
+/// The next updates of `watch` are the two-unit drop `id` sold out: its stock, then
+/// its status.
+async fn expect_sold_out(watch: &mut DropWatch, id: DropId) {
+    let sold_out = Stock {
+        total: 2,
+        available: 0,
+        reserved: 2,
+        sold: 0,
+    };
+    assert_eq!(
+        next(watch).await,
+        DropUpdate::Stock {
+            drop_id: id,
+            stock: sold_out,
+            status: DropStatus::SoldOut
+        }
+    );
+    assert_eq!(next(watch).await, status(id, DropStatus::SoldOut));
+}
+
 fn status(drop_id: DropId, status: DropStatus) -> DropUpdate {
     DropUpdate::Status { drop_id, status }
 }
@@ -149,30 +184,8 @@ async fn stock_changes_arrive_from_the_live_feed() {
     assert!(matches!(next(&mut watch).await, DropUpdate::Stock { .. }));
     assert!(matches!(next(&mut watch).await, DropUpdate::Status { .. }));
 
-    let buyer = Actor::new(UserId::new(), Role::Customer);
-    let request = PlaceOrder {
-        drop_id: id,
-        quantity: 2,
-    };
-    w.app
-        .place_order(&buyer, Some("watch-1"), request)
-        .await
-        .unwrap();
-    let sold_out = Stock {
-        total: 2,
-        available: 0,
-        reserved: 2,
-        sold: 0,
-    };
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Stock {
-            drop_id: id,
-            stock: sold_out,
-            status: DropStatus::SoldOut
-        }
-    );
-    assert_eq!(next(&mut watch).await, status(id, DropStatus::SoldOut));
+    w.buy_both(id, "watch-1").await;
+    expect_sold_out(&mut watch, id).await;
     background.shutdown().await;
 }
 
@@ -216,15 +229,7 @@ async fn an_unreadable_event_of_the_drop_makes_the_watch_re_read_it() {
     let mut watch = watcher.watch_drop(id).await.unwrap();
     assert!(matches!(next(&mut watch).await, DropUpdate::Stock { .. }));
     assert!(matches!(next(&mut watch).await, DropUpdate::Status { .. }));
-    let buyer = Actor::new(UserId::new(), Role::Customer);
-    let request = PlaceOrder {
-        drop_id: id,
-        quantity: 2,
-    };
-    w.app
-        .place_order(&buyer, Some("watch-unreadable"), request)
-        .await
-        .unwrap();
+    w.buy_both(id, "watch-unreadable").await;
     let unreadable = Event::new(
         EventType::StockChanged,
         id.0,
@@ -234,20 +239,6 @@ async fn an_unreadable_event_of_the_drop_makes_the_watch_re_read_it() {
     );
     assert!(unreadable.decode().is_err());
     bus.publish(&[unreadable]).await.unwrap();
-    let sold_out = Stock {
-        total: 2,
-        available: 0,
-        reserved: 2,
-        sold: 0,
-    };
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Stock {
-            drop_id: id,
-            stock: sold_out,
-            status: DropStatus::SoldOut
-        }
-    );
-    assert_eq!(next(&mut watch).await, status(id, DropStatus::SoldOut));
+    expect_sold_out(&mut watch, id).await;
     background.shutdown().await;
 }
