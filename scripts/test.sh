@@ -18,4 +18,6 @@ export RUST_BACKTRACE=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+# Docs build without a warning (broken or private intra-doc links).
+RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --all-features --no-deps
 cargo test --workspace --all-features --no-fail-fast "$@"

@@ -216,32 +216,6 @@ async fn a_restarted_member_resumes_after_its_commit() {
     .await;
 }
 
-#[tokio::test]
-async fn a_republished_event_is_delivered_once() {
-    let Some(bus) = bus("dedup").await else {
-        return;
-    };
-    bounded(async {
-        let order = Uuid::now_v7();
-        let placed = event(EventType::OrderPlaced, order, 1);
-        let confirmed = event(EventType::OrderConfirmed, order, 1);
-        bus.publish(std::slice::from_ref(&placed)).await.unwrap();
-        // A relay retrying after a lost acknowledgement publishes it again.
-        bus.publish(&[placed.clone(), confirmed.clone()])
-            .await
-            .unwrap();
-
-        let mut sub = bus.subscribe("dedup").await.unwrap();
-        let got = read(&mut sub, 2).await;
-        assert_eq!(got, vec![placed, confirmed]);
-        assert_eq!(sub.next(Duration::from_secs(2)).await.unwrap(), None);
-        // The skipped duplicate's offset is committed too.
-        sub.commit().await.unwrap();
-        close(sub).await;
-    })
-    .await;
-}
-
 /// Two members of one group split the events: together they receive every event
 /// exactly once (each commits as it goes, so a rebalance re-reads nothing), and each
 /// receives some. Rounds of events are published until both members have had a

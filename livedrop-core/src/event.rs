@@ -1,7 +1,14 @@
 //! Domain events and their envelope.
 //!
 //! Stores append events to an outbox in the same atomic step as the state change;
-//! a relay publishes them (at least once); consumers deduplicate by [`Event::id`].
+//! a relay publishes them (at least once); every bus drops a redelivered
+//! [`Event::id`] through [`Deduplicated`](crate::ports::Deduplicated).
+//!
+//! On the wire (outbox rows, bus messages) an event is its envelope, [`Event`], with
+//! the payload as JSON. Consumers read the payload through [`Event::decode`], which
+//! gives an [`EventPayload`]: one variant per [`EventType`], carrying the model type,
+//! matched exhaustively so that a new event type is considered wherever events are
+//! consumed.
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
-use crate::id::EventId;
+use crate::id::{EventId, UserId};
 use crate::model::{Drop, Order, Product, Stock};
 
 /// The type of an event.
@@ -53,7 +60,7 @@ pub enum EventType {
     /// An order's hold ran out. Payload: the order.
     #[serde(rename = "order.expired")]
     OrderExpired,
-    /// A user followed a creator. Payload: `{"follower_id", "creator_id"}`.
+    /// A user followed a creator. Payload: [`FollowPayload`].
     #[serde(rename = "user.followed")]
     UserFollowed,
 }
@@ -152,7 +159,7 @@ pub struct Event {
     /// The aggregate's version after the change where it keeps one (a product's
     /// version, a drop's stock version), otherwise 1.
     pub version: i64,
-    /// Type-specific data.
+    /// Type-specific data, as stored and sent; [`Event::decode`] reads it.
     pub payload: serde_json::Value,
 }
 
@@ -163,6 +170,111 @@ pub struct StockPayload {
     pub drop_id: Uuid,
     /// Stock after the change.
     pub stock: Stock,
+}
+
+/// Payload of `user.followed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowPayload {
+    /// Who follows.
+    pub follower_id: UserId,
+    /// The creator followed.
+    pub creator_id: UserId,
+}
+
+/// An event's payload, typed by its [`EventType`]: what [`Event::decode`] gives.
+///
+/// One variant per event type, named alike. Consumers `match` it without a catch-all
+/// arm, so adding an event type makes each of them decide what the new event means.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventPayload {
+    /// `product.created`: the product.
+    ProductCreated(Product),
+    /// `product.updated`: the product after the change.
+    ProductUpdated(Product),
+    /// `drop.scheduled`: the drop.
+    DropScheduled(Drop),
+    /// `drop.started`: the drop.
+    DropStarted(Drop),
+    /// `drop.ended`: the drop.
+    DropEnded(Drop),
+    /// `drop.sold_out`: the drop's stock as it reached zero available.
+    DropSoldOut(StockPayload),
+    /// `drop.cancelled`: the drop after cancellation.
+    DropCancelled(Drop),
+    /// `stock.changed`: the drop's stock after the move.
+    StockChanged(StockPayload),
+    /// `order.placed`: the order.
+    OrderPlaced(Order),
+    /// `order.confirmed`: the order after payment.
+    OrderConfirmed(Order),
+    /// `order.cancelled`: the order after cancellation.
+    OrderCancelled(Order),
+    /// `order.expired`: the order after its hold ran out.
+    OrderExpired(Order),
+    /// `user.followed`: who followed whom.
+    UserFollowed(FollowPayload),
+}
+
+impl EventPayload {
+    /// Reads the JSON `payload` of an event of type `kind`.
+    pub fn decode(kind: EventType, payload: &serde_json::Value) -> Result<Self, PayloadError> {
+        let read = || -> serde_json::Result<Self> {
+            Ok(match kind {
+                EventType::ProductCreated => {
+                    Self::ProductCreated(Deserialize::deserialize(payload)?)
+                }
+                EventType::ProductUpdated => {
+                    Self::ProductUpdated(Deserialize::deserialize(payload)?)
+                }
+                EventType::DropScheduled => Self::DropScheduled(Deserialize::deserialize(payload)?),
+                EventType::DropStarted => Self::DropStarted(Deserialize::deserialize(payload)?),
+                EventType::DropEnded => Self::DropEnded(Deserialize::deserialize(payload)?),
+                EventType::DropSoldOut => Self::DropSoldOut(Deserialize::deserialize(payload)?),
+                EventType::DropCancelled => Self::DropCancelled(Deserialize::deserialize(payload)?),
+                EventType::StockChanged => Self::StockChanged(Deserialize::deserialize(payload)?),
+                EventType::OrderPlaced => Self::OrderPlaced(Deserialize::deserialize(payload)?),
+                EventType::OrderConfirmed => {
+                    Self::OrderConfirmed(Deserialize::deserialize(payload)?)
+                }
+                EventType::OrderCancelled => {
+                    Self::OrderCancelled(Deserialize::deserialize(payload)?)
+                }
+                EventType::OrderExpired => Self::OrderExpired(Deserialize::deserialize(payload)?),
+                EventType::UserFollowed => Self::UserFollowed(Deserialize::deserialize(payload)?),
+            })
+        };
+        read().map_err(|source| PayloadError { kind, source })
+    }
+
+    /// The event type this payload belongs to.
+    pub fn kind(&self) -> EventType {
+        match self {
+            Self::ProductCreated(_) => EventType::ProductCreated,
+            Self::ProductUpdated(_) => EventType::ProductUpdated,
+            Self::DropScheduled(_) => EventType::DropScheduled,
+            Self::DropStarted(_) => EventType::DropStarted,
+            Self::DropEnded(_) => EventType::DropEnded,
+            Self::DropSoldOut(_) => EventType::DropSoldOut,
+            Self::DropCancelled(_) => EventType::DropCancelled,
+            Self::StockChanged(_) => EventType::StockChanged,
+            Self::OrderPlaced(_) => EventType::OrderPlaced,
+            Self::OrderConfirmed(_) => EventType::OrderConfirmed,
+            Self::OrderCancelled(_) => EventType::OrderCancelled,
+            Self::OrderExpired(_) => EventType::OrderExpired,
+            Self::UserFollowed(_) => EventType::UserFollowed,
+        }
+    }
+}
+
+/// An event whose payload does not read as its type's payload.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable {kind} payload")]
+pub struct PayloadError {
+    /// The event's type.
+    pub kind: EventType,
+    /// What the JSON reader found.
+    #[source]
+    pub source: serde_json::Error,
 }
 
 impl Event {
@@ -199,6 +311,23 @@ impl Event {
         Self::new(kind, order.id.0, 1, to_value(order), at)
     }
 
+    /// `user.followed` for `follow`; its aggregate is the follower.
+    pub fn follow(follow: &FollowPayload, at: Timestamp) -> Self {
+        Self::new(
+            EventType::UserFollowed,
+            follow.follower_id.0,
+            1,
+            to_value(follow),
+            at,
+        )
+    }
+
+    /// The typed payload, for consumers to match. Fails for a payload that does not
+    /// read as its type's (an event written by hand, or by an incompatible version).
+    pub fn decode(&self) -> Result<EventPayload, PayloadError> {
+        EventPayload::decode(self.kind, &self.payload)
+    }
+
     /// The events every stock movement of a drop appends, in the same atomic step:
     /// `stock.changed`, and `drop.sold_out` when `available` just reached zero.
     /// `version` is the drop's stock version after the change.
@@ -233,7 +362,9 @@ impl Event {
     }
 
     /// The drop id this event concerns, if any: the aggregate for drop events, the
-    /// payload's `drop_id` for order events.
+    /// payload's `drop_id` for order events. Reads only that one field, so it answers
+    /// even for a payload [`decode`](Self::decode) refuses: cheap enough to filter a
+    /// feed by, and what cache invalidation needs.
     pub fn drop_id(&self) -> Option<Uuid> {
         match self.kind.aggregate() {
             "drop" => Some(self.aggregate_id),
@@ -250,4 +381,140 @@ impl Event {
 fn to_value<T: Serialize>(v: &T) -> serde_json::Value {
     // Serializing these plain data types cannot fail (no maps with non-string keys).
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::DropState;
+    use crate::testing::fixtures::{self, at, T0};
+
+    /// An event of type `kind` built the way the stores and services build it, and
+    /// the payload it must decode to.
+    fn sample(kind: EventType) -> (Event, EventPayload) {
+        let product = fixtures::product(UserId::new(), "Tee", "A shirt", T0);
+        let drop = fixtures::drop_of(&product, T0, at(3_600), 2, DropState::Scheduled, T0);
+        let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
+        let before = Stock::new(2);
+        let after = Stock {
+            available: 0,
+            reserved: 2,
+            sold: 0,
+            total: 2,
+        };
+        let stock = StockPayload {
+            drop_id: drop.id.0,
+            stock: after,
+        };
+        let moved = Event::stock_moved(drop.id.0, &before, &after, 7, T0);
+        match kind {
+            EventType::ProductCreated => (
+                Event::product(kind, &product, T0),
+                EventPayload::ProductCreated(product),
+            ),
+            EventType::ProductUpdated => (
+                Event::product(kind, &product, T0),
+                EventPayload::ProductUpdated(product),
+            ),
+            EventType::DropScheduled => (
+                Event::drop(kind, &drop, T0),
+                EventPayload::DropScheduled(drop),
+            ),
+            EventType::DropStarted => (
+                Event::drop(kind, &drop, T0),
+                EventPayload::DropStarted(drop),
+            ),
+            EventType::DropEnded => (Event::drop(kind, &drop, T0), EventPayload::DropEnded(drop)),
+            EventType::DropSoldOut => (moved[1].clone(), EventPayload::DropSoldOut(stock)),
+            EventType::DropCancelled => (
+                Event::drop(kind, &drop, T0),
+                EventPayload::DropCancelled(drop),
+            ),
+            EventType::StockChanged => (moved[0].clone(), EventPayload::StockChanged(stock)),
+            EventType::OrderPlaced => (
+                Event::order(kind, &order, T0),
+                EventPayload::OrderPlaced(order),
+            ),
+            EventType::OrderConfirmed => (
+                Event::order(kind, &order, T0),
+                EventPayload::OrderConfirmed(order),
+            ),
+            EventType::OrderCancelled => (
+                Event::order(kind, &order, T0),
+                EventPayload::OrderCancelled(order),
+            ),
+            EventType::OrderExpired => (
+                Event::order(kind, &order, T0),
+                EventPayload::OrderExpired(order),
+            ),
+            EventType::UserFollowed => {
+                let follow = FollowPayload {
+                    follower_id: UserId::new(),
+                    creator_id: product.creator_id,
+                };
+                (
+                    Event::follow(&follow, T0),
+                    EventPayload::UserFollowed(follow),
+                )
+            }
+        }
+    }
+
+    #[test]
+    fn every_event_type_decodes_to_its_own_variant() {
+        for kind in EventType::ALL {
+            let (event, expected) = sample(kind);
+            assert_eq!(event.kind, kind);
+            let decoded = event.decode().expect("a constructed event decodes");
+            assert_eq!(decoded.kind(), kind, "{kind}");
+            assert_eq!(decoded, expected, "{kind}");
+            // Through the wire and back: the envelope is unchanged by typing.
+            let wire = serde_json::to_string(&event).expect("serialize");
+            let back: Event = serde_json::from_str(&wire).expect("deserialize");
+            assert_eq!(back.decode().expect("decodes after the wire"), expected);
+        }
+    }
+
+    #[test]
+    fn the_follow_payload_keeps_its_wire_form() {
+        let (follower, creator) = (UserId::new(), UserId::new());
+        let event = Event::follow(
+            &FollowPayload {
+                follower_id: follower,
+                creator_id: creator,
+            },
+            T0,
+        );
+        let by_hand = json!({ "follower_id": follower, "creator_id": creator });
+        assert_eq!(event.payload, by_hand);
+        assert_eq!(
+            serde_json::to_string(&event.payload).expect("serialize"),
+            serde_json::to_string(&by_hand).expect("serialize"),
+            "same bytes as the payload written before it was typed"
+        );
+        assert_eq!(event.aggregate_id, follower.0);
+        assert_eq!(event.version, 1);
+    }
+
+    #[test]
+    fn a_payload_of_another_shape_is_refused_with_its_type() {
+        let drop = uuid::Uuid::now_v7();
+        let event = Event::new(
+            EventType::OrderPlaced,
+            uuid::Uuid::now_v7(),
+            1,
+            json!({ "drop_id": drop }),
+            T0,
+        );
+        let err = event.decode().expect_err("not an order");
+        assert_eq!(err.kind, EventType::OrderPlaced);
+        assert_eq!(err.to_string(), "unreadable order.placed payload");
+        // The lenient lookup still finds the drop.
+        assert_eq!(event.drop_id(), Some(drop));
+        // A stock payload is not read as a drop.
+        let (stock_event, _) = sample(EventType::StockChanged);
+        assert!(EventPayload::decode(EventType::DropStarted, &stock_event.payload).is_err());
+    }
 }

@@ -13,10 +13,10 @@ pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{Error, Result, StoreError, StoreResult};
-pub use event::{Event, EventType};
+pub use event::{Event, EventPayload, EventType};
 pub use id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 pub use page::{Cursor, Page, PageRequest};
 pub mod service;
 pub use service::{Config, Ports};
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::error::StoreResult;
 use crate::event::Event;
-use crate::id::{DropId, NotificationId, OrderId, ProductId, UserId};
+use crate::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 use crate::model::{
     self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, FanOutBatch, FanOutProgress,
     FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product, ProductFilter,
@@ -383,6 +383,13 @@ pub trait Cache: Send + Sync + 'static {
 }
 
 /// Publishes events to subscribers.
+///
+/// Delivery is at least once: a relay that retries a publish sends an event twice,
+/// and a group member that resumes after the last commit receives again what its
+/// predecessor had not committed. Every subscription an implementation returns drops
+/// an event id it returned recently, through [`Deduplicated`] (the one place where a
+/// duplicate is dropped); what comes again after that window, or to another member,
+/// is handled again, which the consumers make harmless.
 #[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
@@ -413,6 +420,72 @@ pub trait Subscription: Send {
     async fn close(self: Box<Self>);
 }
 
+/// How many event ids a [`Deduplicated`] subscription remembers unless its bus is told
+/// otherwise: far more than a relay batch or the events a member holds uncommitted,
+/// the windows duplicates come in.
+pub const DEFAULT_DEDUP_CAPACITY: usize = 10_000;
+
+/// A [`Subscription`] that drops an event whose id it returned among the last
+/// `capacity` distinct ids: a relay's retried publish, a redelivery after a rebalance.
+/// Every [`EventBus`] wraps the subscriptions it hands out in it, so a duplicate
+/// delivery is dropped in this one place. A dropped duplicate still counts as
+/// received: [`commit`](Subscription::commit) moves past it.
+pub struct Deduplicated<S> {
+    inner: S,
+    recent: hashlink::LruCache<EventId, ()>,
+}
+
+impl<S> Deduplicated<S> {
+    /// `inner`, dropping repeats among the last `capacity` ids (at least one).
+    pub fn new(inner: S, capacity: usize) -> Self {
+        Self {
+            inner,
+            recent: hashlink::LruCache::new(capacity.max(1)),
+        }
+    }
+
+    /// The wrapped subscription.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for Deduplicated<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deduplicated")
+            .field("inner", &self.inner)
+            .field("remembered", &self.recent.len())
+            .field("capacity", &self.recent.capacity())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl<S: Subscription> Subscription for Deduplicated<S> {
+    async fn next(&mut self, timeout: Duration) -> StoreResult<Option<Event>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Some(event) = self.inner.next(left).await? else {
+                return Ok(None);
+            };
+            if self.recent.insert(event.id, ()).is_none() {
+                return Ok(Some(event));
+            }
+            tracing::debug!(event = %event.id, kind = %event.kind, "dropped a duplicate event");
+        }
+    }
+
+    async fn commit(&mut self) -> StoreResult<()> {
+        self.inner.commit().await
+    }
+
+    async fn close(self: Box<Self>) {
+        let Self { inner, .. } = *self;
+        Box::new(inner).close().await;
+    }
+}
+
 /// An early "no" for orders on a drop known to be sold out, before they reach the
 /// authoritative store. A gate may only refuse what would fail anyway (on data at
 /// most its documented lag old); it never admits on its own: every admitted order is
@@ -439,5 +512,88 @@ impl AdmissionGate for OpenGate {
     }
     async fn record(&self, _drop: DropId, _stock: &Stock, _version: i64) -> Result<(), CacheError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::*;
+    use crate::event::EventType;
+
+    /// A subscription that returns a fixed list of events, then nothing.
+    #[derive(Debug, Default)]
+    struct Scripted {
+        events: VecDeque<Event>,
+        returned: usize,
+        committed: usize,
+    }
+
+    #[async_trait]
+    impl Subscription for Scripted {
+        async fn next(&mut self, _timeout: Duration) -> StoreResult<Option<Event>> {
+            let next = self.events.pop_front();
+            self.returned += usize::from(next.is_some());
+            Ok(next)
+        }
+        async fn commit(&mut self) -> StoreResult<()> {
+            self.committed = self.returned;
+            Ok(())
+        }
+        async fn close(self: Box<Self>) {}
+    }
+
+    fn event() -> Event {
+        Event::new(
+            EventType::UserFollowed,
+            uuid::Uuid::now_v7(),
+            1,
+            serde_json::json!({}),
+            chrono::DateTime::UNIX_EPOCH,
+        )
+    }
+
+    async fn all(sub: &mut Deduplicated<Scripted>) -> Vec<EventId> {
+        let mut got = Vec::new();
+        while let Some(event) = sub.next(Duration::ZERO).await.expect("next") {
+            got.push(event.id);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn repeats_are_dropped_and_still_committed() {
+        let (a, b) = (event(), event());
+        let script = [&a, &a, &b, &a, &b].map(|e| (*e).clone());
+        let mut sub = Deduplicated::new(
+            Scripted {
+                events: script.into(),
+                ..Scripted::default()
+            },
+            DEFAULT_DEDUP_CAPACITY,
+        );
+        assert_eq!(all(&mut sub).await, vec![a.id, b.id]);
+        sub.commit().await.expect("commit");
+        assert_eq!(
+            sub.get_ref().committed,
+            5,
+            "the commit moves past the dropped duplicates too"
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_last_ids_up_to_the_capacity_are_remembered() {
+        let (a, b, c) = (event(), event(), event());
+        let script = [&a, &a, &b, &c, &a, &c].map(|e| (*e).clone());
+        let mut sub = Deduplicated::new(
+            Scripted {
+                events: script.into(),
+                ..Scripted::default()
+            },
+            2,
+        );
+        // `a` falls out of the window when `c` arrives; `c` is still known after.
+        assert_eq!(all(&mut sub).await, vec![a.id, b.id, c.id, a.id]);
     }
 }

@@ -9,12 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use livedrop_adapters::memory::memory_ports;
+use livedrop_adapters::memory::{memory_ports, MemoryBus, MemoryStore};
 use livedrop_core::model::{Actor, DropStatus, Role, Stock};
+use livedrop_core::ports::EventBus;
 use livedrop_core::service::{
     DropUpdate, DropWatch, Livedrop, NewDrop, NewProduct, PlaceOrder, Registration,
 };
-use livedrop_core::{Clock, Config, DropId, ManualClock, UserId};
+use livedrop_core::{Clock, Config, DropId, Event, EventType, ManualClock, Ports, UserId};
 
 struct World {
     app: Livedrop,
@@ -94,6 +95,41 @@ impl World {
     }
 }
 
+impl World {
+    /// A customer orders both units of the two-unit drop `id` under `key`.
+    async fn buy_both(&self, id: DropId, key: &str) {
+        let buyer = Actor::new(UserId::new(), Role::Customer);
+        let request = PlaceOrder {
+            drop_id: id,
+            quantity: 2,
+        };
+        self.app
+            .place_order(&buyer, Some(key), request)
+            .await
+            .unwrap();
+    }
+}
+
+/// The next updates of `watch` are the two-unit drop `id` sold out: its stock, then
+/// its status.
+async fn expect_sold_out(watch: &mut DropWatch, id: DropId) {
+    let sold_out = Stock {
+        total: 2,
+        available: 0,
+        reserved: 2,
+        sold: 0,
+    };
+    assert_eq!(
+        next(watch).await,
+        DropUpdate::Stock {
+            drop_id: id,
+            stock: sold_out,
+            status: DropStatus::SoldOut
+        }
+    );
+    assert_eq!(next(watch).await, status(id, DropStatus::SoldOut));
+}
+
 fn status(drop_id: DropId, status: DropStatus) -> DropUpdate {
     DropUpdate::Status { drop_id, status }
 }
@@ -148,29 +184,61 @@ async fn stock_changes_arrive_from_the_live_feed() {
     assert!(matches!(next(&mut watch).await, DropUpdate::Stock { .. }));
     assert!(matches!(next(&mut watch).await, DropUpdate::Status { .. }));
 
-    let buyer = Actor::new(UserId::new(), Role::Customer);
-    let request = PlaceOrder {
-        drop_id: id,
-        quantity: 2,
-    };
-    w.app
-        .place_order(&buyer, Some("watch-1"), request)
-        .await
-        .unwrap();
-    let sold_out = Stock {
-        total: 2,
-        available: 0,
-        reserved: 2,
-        sold: 0,
-    };
-    assert_eq!(
-        next(&mut watch).await,
-        DropUpdate::Stock {
-            drop_id: id,
-            stock: sold_out,
-            status: DropStatus::SoldOut
-        }
+    w.buy_both(id, "watch-1").await;
+    expect_sold_out(&mut watch, id).await;
+    background.shutdown().await;
+}
+
+/// An event of the watched drop whose payload cannot be read makes the watch re-read
+/// the drop, so the change it stood for still shows. The watcher's process shares the
+/// store with the writer's but not its outbox relay: the only event its live feed
+/// gets is the unreadable one, published by hand.
+#[tokio::test]
+async fn an_unreadable_event_of_the_drop_makes_the_watch_re_read_it() {
+    let w = world().await;
+    let id = w.drop(2, chrono::Duration::zero()).await;
+    let bus = Arc::new(MemoryBus::new());
+    let watcher = Livedrop::new(
+        Ports {
+            outbox: Arc::new(MemoryStore::new()),
+            bus: bus.clone(),
+            ..w.app.ports().clone()
+        },
+        Config::default(),
     );
-    assert_eq!(next(&mut watch).await, status(id, DropStatus::SoldOut));
+    let background = watcher.spawn_background();
+    // The live feed subscribes asynchronously: publish until it relays something.
+    let mut feed = watcher.live_events();
+    let mut fed = false;
+    for _ in 0..50 {
+        let ping = Event::new(
+            EventType::UserFollowed,
+            uuid::Uuid::now_v7(),
+            1,
+            serde_json::json!({}),
+            w.clock.now(),
+        );
+        bus.publish(&[ping]).await.unwrap();
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), feed.recv()).await {
+            fed = true;
+            break;
+        }
+    }
+    assert!(fed, "the live feed never delivered an event");
+
+    let mut watch = watcher.watch_drop(id).await.unwrap();
+    assert!(matches!(next(&mut watch).await, DropUpdate::Stock { .. }));
+    assert!(matches!(next(&mut watch).await, DropUpdate::Status { .. }));
+    w.buy_both(id, "watch-unreadable").await;
+    let unreadable = Event::new(
+        EventType::StockChanged,
+        id.0,
+        2,
+        serde_json::json!({ "drop_id": id }),
+        w.clock.now(),
+    );
+    assert!(unreadable.decode().is_err());
+    bus.publish(&[unreadable]).await.unwrap();
+    expect_sold_out(&mut watch, id).await;
     background.shutdown().await;
 }

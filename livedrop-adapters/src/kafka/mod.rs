@@ -10,7 +10,8 @@
 //!   event (`acks=all`, `enable.idempotence=true`); a failure or a delivery timeout is
 //!   [`StoreError::Unavailable`] (`"event bus"`), and the outbox relay retries.
 //! - [`subscribe`](EventBus::subscribe) joins consumer group `<topic_prefix>.<group>`
-//!   with manual commits; see [`KafkaSubscription`].
+//!   with manual commits; see [`KafkaSubscription`]. Every subscription drops
+//!   duplicates through [`Deduplicated`].
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,7 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use livedrop_core::error::{StoreError, StoreResult};
 use livedrop_core::event::{Event, EventType};
-use livedrop_core::ports::{EventBus, Subscription};
+use livedrop_core::ports::{Deduplicated, EventBus, Subscription, DEFAULT_DEDUP_CAPACITY};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -68,7 +69,7 @@ pub struct KafkaOptions {
     /// within about this bound plus one second.
     pub delivery_timeout: Duration,
     /// How many recent event ids a subscription remembers to drop duplicates
-    /// (default 10,000).
+    /// (default [`DEFAULT_DEDUP_CAPACITY`], 10,000).
     pub dedup_capacity: usize,
     /// How long [`Subscription::close`] waits for the consumer to leave its group
     /// before detaching it (default 5 s).
@@ -89,7 +90,7 @@ impl Default for KafkaOptions {
             create_topics: true,
             connect_timeout: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(10),
-            dedup_capacity: 10_000,
+            dedup_capacity: DEFAULT_DEDUP_CAPACITY,
             close_timeout: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             client_config: Vec::new(),
@@ -340,7 +341,10 @@ impl EventBus for KafkaBus {
         let subscription =
             KafkaSubscription::start(&self.brokers, &group_id, &self.topics, &self.options)
                 .map_err(|err| StoreError::unavailable(WHAT, err))?;
-        Ok(Box::new(subscription))
+        Ok(Box::new(Deduplicated::new(
+            subscription,
+            self.options.dedup_capacity,
+        )))
     }
 
     /// A consumer in no group, positioned at the end of every partition before this
@@ -348,7 +352,10 @@ impl EventBus for KafkaBus {
     async fn subscribe_live(&self) -> StoreResult<Box<dyn Subscription>> {
         let subscription =
             KafkaSubscription::start_live(&self.brokers, &self.topics, &self.options).await?;
-        Ok(Box::new(subscription))
+        Ok(Box::new(Deduplicated::new(
+            subscription,
+            self.options.dedup_capacity,
+        )))
     }
 }
 

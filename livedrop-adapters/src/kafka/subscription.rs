@@ -1,6 +1,6 @@
 //! A member of a Kafka consumer group.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use livedrop_core::error::{StoreError, StoreResult};
 use livedrop_core::event::Event;
 use livedrop_core::ports::Subscription;
-use livedrop_core::EventId;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -23,9 +22,10 @@ use super::{base_config, KafkaOptions, WHAT};
 ///   [`commit`](Subscription::commit) stores the offset of every message returned
 ///   so far, then commits them synchronously. A new group starts from the earliest
 ///   offset, so it sees everything published before it joined.
-/// - Delivery is at least once; a bounded set of recent event ids
-///   ([`KafkaOptions::dedup_capacity`]) drops duplicates (a relay's retried publish,
-///   a redelivery after a rebalance) before they reach the caller.
+/// - Delivery is at least once: a relay's retried publish, a redelivery after a
+///   rebalance. [`KafkaBus`](super::KafkaBus) hands it out wrapped in
+///   [`Deduplicated`](livedrop_core::ports::Deduplicated) (capacity
+///   [`KafkaOptions::dedup_capacity`]), which drops the duplicates.
 /// - A [live subscription](livedrop_core::ports::EventBus::subscribe_live) joins no group: it is assigned
 ///   every partition at its end offset, resolved before `subscribe_live` returns, and
 ///   its `commit` does nothing.
@@ -39,7 +39,6 @@ pub struct KafkaSubscription {
     group: String,
     /// Outside any group: nothing to commit.
     live: bool,
-    recent: RecentIds,
     /// Offset of the last message returned (or skipped) per topic partition, not
     /// yet committed.
     uncommitted: HashMap<(String, i32), i64>,
@@ -81,7 +80,6 @@ impl KafkaSubscription {
             consumer: Some(Arc::new(consumer)),
             group: group.to_owned(),
             live: false,
-            recent: RecentIds::new(options.dedup_capacity),
             uncommitted: HashMap::new(),
             commit_timeout: options.connect_timeout,
             close_timeout: options.close_timeout,
@@ -138,7 +136,6 @@ impl KafkaSubscription {
             consumer: Some(consumer),
             group,
             live: true,
-            recent: RecentIds::new(options.dedup_capacity),
             uncommitted: HashMap::new(),
             commit_timeout: options.connect_timeout,
             close_timeout: options.close_timeout,
@@ -171,8 +168,8 @@ impl Subscription for KafkaSubscription {
                 (message.topic().to_owned(), message.partition()),
                 message.offset(),
             );
-            let event = match message.payload().map(serde_json::from_slice::<Event>) {
-                Some(Ok(event)) => event,
+            match message.payload().map(serde_json::from_slice::<Event>) {
+                Some(Ok(event)) => return Ok(Some(event)),
                 Some(Err(err)) => {
                     // A record this version cannot read; retrying would loop on it.
                     tracing::warn!(
@@ -183,14 +180,9 @@ impl Subscription for KafkaSubscription {
                         error = %err,
                         "skipping an unreadable kafka record"
                     );
-                    continue;
                 }
-                None => continue,
-            };
-            if self.recent.insert(event.id) {
-                return Ok(Some(event));
+                None => {}
             }
-            tracing::debug!(group = %self.group, event = %event.id, "dropped a duplicate event");
         }
     }
 
@@ -205,7 +197,7 @@ impl Subscription for KafkaSubscription {
         let consumer = self.consumer()?;
         for ((topic, partition), offset) in &self.uncommitted {
             // Fails for a partition revoked since: its new owner re-reads from the
-            // last commit and duplicates are dropped by event id.
+            // last commit: at least once.
             if let Err(err) = consumer.store_offset(topic, *partition, *offset) {
                 tracing::debug!(%topic, partition, offset, error = %err, "offset not stored");
             }
@@ -303,55 +295,4 @@ async fn run_detached<T: Send + 'static>(
         return None;
     }
     tokio::time::timeout(timeout, result).await.ok()?.ok()
-}
-
-/// The last `capacity` event ids seen, oldest forgotten first.
-#[derive(Debug)]
-struct RecentIds {
-    capacity: usize,
-    set: HashSet<EventId>,
-    order: VecDeque<EventId>,
-}
-
-impl RecentIds {
-    fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Remembers `id`; `false` if it was already remembered.
-    fn insert(&mut self, id: EventId) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity {
-            if let Some(oldest) = self.order.pop_front() {
-                self.set.remove(&oldest);
-            }
-        }
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RecentIds;
-    use livedrop_core::EventId;
-
-    #[test]
-    fn recent_ids_drop_repeats_and_forget_the_oldest() {
-        let mut recent = RecentIds::new(2);
-        let (a, b, c) = (EventId::new(), EventId::new(), EventId::new());
-        assert!(recent.insert(a));
-        assert!(!recent.insert(a));
-        assert!(recent.insert(b));
-        assert!(recent.insert(c));
-        // `a` fell out of the window; `b` and `c` are still known.
-        assert!(recent.insert(a));
-        assert!(!recent.insert(c));
-    }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use livedrop_core::event::Event;
-use livedrop_core::ports::{EventBus, Subscription};
+use livedrop_core::ports::{Deduplicated, EventBus, Subscription, DEFAULT_DEDUP_CAPACITY};
 use livedrop_core::StoreResult;
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
@@ -29,6 +29,10 @@ const TAP_CAPACITY: usize = 4_096;
 /// - [`Subscription::commit`] commits every event the member has received; events a
 ///   member received but did not commit before closing (or being dropped) are handed
 ///   out again to the group's next reader: delivery is at least once.
+/// - Every subscription [`subscribe`](EventBus::subscribe) and
+///   [`subscribe_live`](EventBus::subscribe_live) return drops an event id it returned
+///   among the last [`DEFAULT_DEDUP_CAPACITY`] ([`Deduplicated`]): an event a relay
+///   published twice reaches each of them once.
 /// - Events every group has committed are dropped from the log. While no group
 ///   exists, the newest [`retention`](MemoryBus::with_retention) events are kept.
 ///
@@ -187,6 +191,8 @@ impl MemoryBus {
 
     /// A [`Subscription`] over [`tap`](Self::tap): events published from now on,
     /// nothing to commit. A subscription that falls behind skips what it missed.
+    /// Repeats are not dropped here: [`subscribe_live`](EventBus::subscribe_live)
+    /// wraps it in [`Deduplicated`].
     pub fn live(&self) -> LiveSubscription {
         LiveSubscription {
             rx: self.tap(),
@@ -233,16 +239,20 @@ impl EventBus for MemoryBus {
 
     async fn subscribe(&self, group: &str) -> StoreResult<Box<dyn Subscription>> {
         self.inner.lock().group(group);
-        Ok(Box::new(MemorySubscription {
+        let member = MemorySubscription {
             inner: self.inner.clone(),
             group: group.to_owned(),
             received: Vec::new(),
             _open: Open::new(&self.inner.open),
-        }))
+        };
+        Ok(Box::new(Deduplicated::new(member, DEFAULT_DEDUP_CAPACITY)))
     }
 
     async fn subscribe_live(&self) -> StoreResult<Box<dyn Subscription>> {
-        Ok(Box::new(self.live()))
+        Ok(Box::new(Deduplicated::new(
+            self.live(),
+            DEFAULT_DEDUP_CAPACITY,
+        )))
     }
 }
 

@@ -329,8 +329,10 @@ impl Injector {
         Ok(value)
     }
 
-    /// Idempotency keys an injected fault may have left claimed (see
-    /// [`Injector::guard_claim`]): the only claims a run may end with.
+    /// Idempotency keys an injected fault may have left claimed with nobody to give
+    /// them back (a `begin` that claimed and reported failure, a `complete` or
+    /// `release` that failed before reaching the store): the only claims a run may
+    /// end with.
     pub fn excused_claims(&self) -> BTreeSet<(UserId, String)> {
         lock(&self.excused).clone()
     }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use livedrop_core::event::EventType;
+use livedrop_core::event::{EventPayload, EventType};
 use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
     Actor, DropFilter, Notification, NotificationKind, Order, OrderStatus, Product, ProductFilter,
@@ -1260,54 +1260,71 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         None
     };
     for event in &events {
-        match event.kind {
-            EventType::DropStarted => {
-                let Some(creator) = event.payload.get("creator_id").and_then(|v| v.as_str()) else {
-                    continue;
-                };
+        let payload = match event.decode() {
+            Ok(payload) => payload,
+            Err(e) => {
+                fail(
+                    Check::EventsHandled,
+                    None,
+                    format!("event {} cannot be read: {e}", event.id),
+                );
+                continue;
+            }
+        };
+        let order_notice = match payload {
+            EventPayload::DropStarted(drop) => {
                 for (&(user, of), log) in &model.follows {
                     let stable =
                         log.acknowledged.is_some_and(|at| at < event.occurred_at) && !log.unsure;
-                    if !stable || model.users[of].actor.id.to_string() != creator {
+                    if !stable || model.users[of].actor.id != drop.creator_id {
                         continue;
                     }
                     let n = count(
                         model.users[user].actor.id,
                         NotificationKind::DropLive,
                         "drop_id",
-                        event.aggregate_id.to_string(),
+                        drop.id.to_string(),
                     );
                     if n != 1 {
                         fail(
                             Check::EventsHandled,
                             event_class,
-                            format!(
-                                "a follower has {n} drop_live for drop {}",
-                                event.aggregate_id
-                            ),
+                            format!("a follower has {n} drop_live for drop {}", drop.id),
                         );
                     }
                 }
+                None
             }
-            EventType::OrderConfirmed | EventType::OrderExpired => {
-                let kind = if event.kind == EventType::OrderConfirmed {
-                    NotificationKind::OrderConfirmed
-                } else {
-                    NotificationKind::OrderExpired
-                };
-                let Some(order) = orders.get(&OrderId(event.aggregate_id)) else {
-                    continue;
-                };
-                let n = count(order.user_id, kind, "order_id", order.id.to_string());
-                if n != 1 {
-                    fail(
-                        Check::EventsHandled,
-                        event_class,
-                        format!("order {} has {n} {} notifications", order.id, kind.as_str()),
-                    );
-                }
+            EventPayload::OrderConfirmed(order) => {
+                Some((order.id, NotificationKind::OrderConfirmed))
             }
-            _ => {}
+            EventPayload::OrderExpired(order) => Some((order.id, NotificationKind::OrderExpired)),
+            // Notifications this check does not count (`drop_scheduled`, `low_stock`,
+            // `sold_out`), or events that call for none.
+            EventPayload::ProductCreated(_)
+            | EventPayload::ProductUpdated(_)
+            | EventPayload::DropScheduled(_)
+            | EventPayload::DropEnded(_)
+            | EventPayload::DropSoldOut(_)
+            | EventPayload::DropCancelled(_)
+            | EventPayload::StockChanged(_)
+            | EventPayload::OrderPlaced(_)
+            | EventPayload::OrderCancelled(_)
+            | EventPayload::UserFollowed(_) => None,
+        };
+        let Some((id, kind)) = order_notice else {
+            continue;
+        };
+        let Some(order) = orders.get(&id) else {
+            continue;
+        };
+        let n = count(order.user_id, kind, "order_id", order.id.to_string());
+        if n != 1 {
+            fail(
+                Check::EventsHandled,
+                event_class,
+                format!("order {} has {n} {} notifications", order.id, kind.as_str()),
+            );
         }
     }
 

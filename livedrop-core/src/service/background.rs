@@ -1,7 +1,7 @@
 //! Work that runs without any request: the drop scheduler, the hold sweeper, the
 //! outbox relay and the event consumers (cache invalidation, notifications, live feed).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Livedrop;
 use crate::error::{Result, StoreResult};
-use crate::event::{Event, EventType, StockPayload};
+use crate::event::{Event, EventPayload, StockPayload};
 use crate::id::{DropId, NotificationId, UserId};
 use crate::model::{Drop, FanOutBatch, Notification, NotificationKind, Order};
 use crate::ports::{EventBus, Outbox, Subscription};
@@ -269,41 +269,6 @@ impl Backoff {
     }
 }
 
-/// Recently handled event ids, to drop redeliveries.
-struct Seen {
-    set: HashSet<crate::id::EventId>,
-    order: VecDeque<crate::id::EventId>,
-}
-
-impl Seen {
-    const CAPACITY: usize = 50_000;
-
-    fn new() -> Self {
-        Self {
-            set: HashSet::new(),
-            order: VecDeque::new(),
-        }
-    }
-
-    /// Whether `event` was handled already.
-    fn handled(&self, event: &Event) -> bool {
-        self.set.contains(&event.id)
-    }
-
-    /// Remembers that `event` was handled.
-    fn remember(&mut self, event: &Event) {
-        if !self.set.insert(event.id) {
-            return;
-        }
-        self.order.push_back(event.id);
-        if self.order.len() > Self::CAPACITY {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Role {
     Cache,
@@ -467,7 +432,6 @@ impl Livedrop {
 
     async fn consume(&self, group: &'static str, role: Role, token: CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(100));
-        let mut seen = Seen::new();
         while !token.is_cancelled() {
             let subscription = tokio::select! {
                 biased;
@@ -485,9 +449,7 @@ impl Livedrop {
                 }
             };
             backoff.reset();
-            let failed = self
-                .drain(&mut *subscription, role, &mut seen, &token)
-                .await;
+            let failed = self.drain(&mut *subscription, role, &token).await;
             subscription.close().await;
             if failed && !pause(&token, Duration::from_millis(500)).await {
                 return;
@@ -496,11 +458,13 @@ impl Livedrop {
     }
 
     /// Handles events until cancelled (returns false) or the subscription fails (true).
+    /// The bus has dropped redeliveries of recent events already
+    /// ([`Deduplicated`](crate::ports::Deduplicated)); what comes again after a
+    /// resubscription is handled again, which every handler makes harmless.
     async fn drain(
         &self,
         subscription: &mut dyn Subscription,
         role: Role,
-        seen: &mut Seen,
         token: &CancellationToken,
     ) -> bool {
         let mut uncommitted = 0usize;
@@ -517,14 +481,11 @@ impl Livedrop {
             };
             match next {
                 Ok(Some(event)) => {
-                    if !seen.handled(&event) {
-                        if !self.handle_until_done(&event, role, token).await {
-                            // Shut down before the event's effects were stored: leave
-                            // it (and those before it) uncommitted, so the group
-                            // delivers it again to whoever resumes.
-                            return false;
-                        }
-                        seen.remember(&event);
+                    if !self.handle_until_done(&event, role, token).await {
+                        // Shut down before the event's effects were stored: leave it
+                        // (and those before it) uncommitted, so the group delivers it
+                        // again to whoever resumes.
+                        return false;
                     }
                     uncommitted += 1;
                     if uncommitted >= 100 {
@@ -587,93 +548,134 @@ impl Livedrop {
     }
 
     /// Invalidates what `event` makes stale and feeds the admission gate.
+    ///
+    /// Invalidation needs only the envelope ([`cache::invalidations`](crate::cache::invalidations)),
+    /// so it happens even for a payload this version cannot read; the gate needs the
+    /// stock a `stock.changed` carries.
     pub async fn apply_to_cache(&self, event: &Event) {
         let (keys, prefixes) = crate::cache::invalidations(event);
         self.cache().invalidate(&keys, &prefixes).await;
-        if event.kind == EventType::StockChanged {
-            if let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone()) {
-                if let Err(e) = self
-                    .ports()
-                    .gate
-                    .record(DropId(payload.drop_id), &payload.stock, event.version)
-                    .await
-                {
-                    tracing::debug!(error = %e, "admission gate not updated");
-                }
+        let stock: StockPayload = match event.decode() {
+            Ok(EventPayload::StockChanged(stock)) => stock,
+            // The gate is fed from `stock.changed` alone: a `drop.sold_out` comes with
+            // a `stock.changed` of the same version and stock.
+            Ok(
+                EventPayload::DropSoldOut(_)
+                | EventPayload::ProductCreated(_)
+                | EventPayload::ProductUpdated(_)
+                | EventPayload::DropScheduled(_)
+                | EventPayload::DropStarted(_)
+                | EventPayload::DropEnded(_)
+                | EventPayload::DropCancelled(_)
+                | EventPayload::OrderPlaced(_)
+                | EventPayload::OrderConfirmed(_)
+                | EventPayload::OrderCancelled(_)
+                | EventPayload::OrderExpired(_)
+                | EventPayload::UserFollowed(_),
+            ) => return,
+            Err(e) => {
+                // Invalidated above all the same; only the advisory gate misses it.
+                tracing::debug!(event = %event.id, error = %e, "admission gate not updated");
+                return;
             }
+        };
+        if let Err(e) = self
+            .ports()
+            .gate
+            .record(DropId(stock.drop_id), &stock.stock, event.version)
+            .await
+        {
+            tracing::debug!(error = %e, "admission gate not updated");
         }
     }
 
     /// Writes the notifications `event` calls for: `drop_live` (and `drop_scheduled`
     /// for a later start) to every follower of the creator, in batches; order
     /// confirmations and expiries to the buyer; `low_stock` and `sold_out` to the creator.
+    /// An event whose payload cannot be read is logged and skipped: retrying would
+    /// not make it readable.
     pub async fn notify_for(&self, event: &Event) -> Result<()> {
-        match event.kind {
-            EventType::DropStarted | EventType::DropScheduled => {
-                let Ok(drop) = serde_json::from_value::<Drop>(event.payload.clone()) else {
-                    return Ok(());
-                };
-                let kind = if event.kind == EventType::DropStarted {
-                    NotificationKind::DropLive
-                } else if drop.starts_at > event.occurred_at {
-                    NotificationKind::DropScheduled
-                } else {
-                    return Ok(());
-                };
-                self.fan_out(&drop, kind).await
+        let payload = match event.decode() {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::warn!(event = %event.id, error = %e, "no notifications for an unreadable event");
+                return Ok(());
             }
-            EventType::OrderConfirmed | EventType::OrderExpired => {
-                let Ok(order) = serde_json::from_value::<Order>(event.payload.clone()) else {
-                    return Ok(());
-                };
-                let kind = if event.kind == EventType::OrderConfirmed {
-                    NotificationKind::OrderConfirmed
-                } else {
-                    NotificationKind::OrderExpired
-                };
-                let payload = serde_json::json!({
-                    "order_id": order.id,
-                    "drop_id": order.drop_id,
-                    "quantity": order.quantity,
-                    "status": order.status,
-                });
-                self.notify_one(
-                    order.user_id,
-                    kind,
-                    payload,
-                    format!("{}:{}", kind.as_str(), order.id),
-                )
-                .await
+        };
+        match payload {
+            EventPayload::DropStarted(drop) => {
+                self.fan_out(&drop, NotificationKind::DropLive).await
             }
-            EventType::DropSoldOut | EventType::StockChanged => {
-                let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone())
-                else {
-                    return Ok(());
-                };
-                let stock = payload.stock;
-                let kind = if event.kind == EventType::DropSoldOut {
-                    NotificationKind::SoldOut
-                } else if stock.available > 0 && stock.available <= (stock.total / 10).max(1) {
-                    NotificationKind::LowStock
+            EventPayload::DropScheduled(drop) => {
+                if drop.starts_at > event.occurred_at {
+                    self.fan_out(&drop, NotificationKind::DropScheduled).await
                 } else {
-                    return Ok(());
-                };
-                let drop = self.drop_definition(DropId(payload.drop_id)).await?;
-                let body = serde_json::json!({
-                    "drop_id": drop.id,
-                    "title": drop.title,
-                    "stock": stock,
-                });
-                self.notify_one(
-                    drop.creator_id,
-                    kind,
-                    body,
-                    format!("{}:{}", kind.as_str(), drop.id),
-                )
-                .await
+                    // Scheduled to start at once: its `drop.started` tells followers.
+                    Ok(())
+                }
             }
-            _ => Ok(()),
+            EventPayload::OrderConfirmed(order) => {
+                self.notify_order(&order, NotificationKind::OrderConfirmed)
+                    .await
+            }
+            EventPayload::OrderExpired(order) => {
+                self.notify_order(&order, NotificationKind::OrderExpired)
+                    .await
+            }
+            EventPayload::DropSoldOut(stock) => {
+                self.notify_creator(stock, NotificationKind::SoldOut).await
+            }
+            EventPayload::StockChanged(stock) => {
+                let s = stock.stock;
+                if s.available > 0 && s.available <= (s.total / 10).max(1) {
+                    self.notify_creator(stock, NotificationKind::LowStock).await
+                } else {
+                    Ok(())
+                }
+            }
+            // No notification is written for these.
+            EventPayload::ProductCreated(_)
+            | EventPayload::ProductUpdated(_)
+            | EventPayload::DropEnded(_)
+            | EventPayload::DropCancelled(_)
+            | EventPayload::OrderPlaced(_)
+            | EventPayload::OrderCancelled(_)
+            | EventPayload::UserFollowed(_) => Ok(()),
         }
+    }
+
+    /// Tells the buyer of `order` about it (`order_confirmed`, `order_expired`).
+    async fn notify_order(&self, order: &Order, kind: NotificationKind) -> Result<()> {
+        let payload = serde_json::json!({
+            "order_id": order.id,
+            "drop_id": order.drop_id,
+            "quantity": order.quantity,
+            "status": order.status,
+        });
+        self.notify_one(
+            order.user_id,
+            kind,
+            payload,
+            format!("{}:{}", kind.as_str(), order.id),
+        )
+        .await
+    }
+
+    /// Tells the drop's creator about its stock (`sold_out`, `low_stock`).
+    async fn notify_creator(&self, moved: StockPayload, kind: NotificationKind) -> Result<()> {
+        let drop = self.drop_definition(DropId(moved.drop_id)).await?;
+        let body = serde_json::json!({
+            "drop_id": drop.id,
+            "title": drop.title,
+            "stock": moved.stock,
+        });
+        self.notify_one(
+            drop.creator_id,
+            kind,
+            body,
+            format!("{}:{}", kind.as_str(), drop.id),
+        )
+        .await
     }
 
     async fn notify_one(

@@ -1,20 +1,6 @@
 //! The idempotency protocol, the one implementation behind `POST /orders` and every
-//! other request that carries an `Idempotency-Key`.
-//!
-//! A request claims `(scope, key)` with its fingerprint ([`IdempotencyStore::begin`]).
-//! The claim is held by a guard: an outcome that is final (a success, or a refusal
-//! that a retry would meet again) is stored under the claim and replayed to every
-//! retry; a transient failure releases the claim so a retry runs afresh; and if the
-//! request's future is dropped at any await (its client went away) the guard's
-//! `Drop` releases the claim. Claims carry a token, so a holder whose lease was
-//! taken over never releases or completes the new holder's claim.
-//!
-//! A released key runs its operation again: operations run under a key must find
-//! what an earlier attempt under the same key already wrote, so a write whose answer
-//! was lost never happens twice. Orders are unique per buyer and key (see
-//! [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order));
-//! users, products and drops created under a key take an id derived from the scope
-//! and the key ([`keyed_id`]), so a second run meets the first run's row.
+//! other request that carries an `Idempotency-Key`: [`Livedrop::idempotently`]. The
+//! ids an operation creates under a key come from [`keyed_id`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -154,7 +140,24 @@ impl Drop for ClaimGuard {
 
 impl Livedrop {
     /// Runs `operation` at most once per `(scope, key)` for requests with
-    /// `fingerprint`: see the [module docs](self).
+    /// `fingerprint`: the idempotency protocol behind `POST /orders` and every other
+    /// request that carries an `Idempotency-Key`.
+    ///
+    /// The request claims `(scope, key)` with its fingerprint
+    /// ([`IdempotencyStore::begin`]). The claim is held by a guard: an outcome that is
+    /// final (a success, or a refusal that a retry would meet again) is stored under
+    /// the claim and replayed to every retry; a transient failure releases the claim
+    /// so a retry runs afresh; and if the request's future is dropped at any await
+    /// (its client went away) the guard's `Drop` releases the claim. Claims carry a
+    /// token, so a holder whose lease was taken over never releases or completes the
+    /// new holder's claim.
+    ///
+    /// A released key runs its operation again: operations run under a key must find
+    /// what an earlier attempt under the same key already wrote, so a write whose
+    /// answer was lost never happens twice. Orders are unique per buyer and key (see
+    /// [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order));
+    /// users, products and drops created under a key take an id derived from the
+    /// scope and the key, so a second run meets the first run's row.
     ///
     /// Same key and fingerprint after a final outcome → that outcome again
     /// (`replayed`); another fingerprint → [`Error::IdempotencyKeyReused`]; while a

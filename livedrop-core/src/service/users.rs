@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Livedrop;
 use crate::error::{Error, Result, StoreError};
-use crate::event::{Event, EventType};
+use crate::event::{Event, FollowPayload};
 use crate::id::UserId;
 use crate::model::{Actor, FollowEntry, Profile, Role, User};
 use crate::page::{Page, PageRequest};
@@ -217,11 +217,11 @@ impl Livedrop {
             ));
         }
         let at = self.now();
-        let event = Event::new(
-            EventType::UserFollowed,
-            actor.id.0,
-            1,
-            serde_json::json!({ "follower_id": actor.id, "creator_id": creator }),
+        let event = Event::follow(
+            &FollowPayload {
+                follower_id: actor.id,
+                creator_id: creator,
+            },
             at,
         );
         self.ports()

@@ -13,7 +13,7 @@ use tokio::sync::broadcast;
 
 use super::Livedrop;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventType, StockPayload};
+use crate::event::{Event, EventPayload};
 use crate::id::DropId;
 use crate::model::{Drop, DropStatus, DropView, Stock};
 
@@ -150,35 +150,48 @@ impl Watcher {
         }
     }
 
-    fn apply(&mut self, event: &Event) {
+    /// Applies one event of the live feed. Returns whether the drop must be re-read:
+    /// an event of this drop whose payload cannot be read.
+    fn apply(&mut self, event: &Event) -> bool {
+        // The cheap filter first: most of the feed concerns other drops.
         if event.drop_id() != Some(self.drop.id.0) {
-            return;
+            return false;
         }
-        match event.kind {
-            EventType::StockChanged | EventType::DropSoldOut => {
-                let Ok(payload) = serde_json::from_value::<StockPayload>(event.payload.clone())
-                else {
-                    return;
-                };
-                if event.version < self.stock_version || payload.stock == self.stock {
-                    return;
+        let payload = match event.decode() {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::debug!(drop = %self.drop.id, event = %event.id, error = %e, "unreadable event; resyncing");
+                return true;
+            }
+        };
+        match payload {
+            EventPayload::StockChanged(moved) | EventPayload::DropSoldOut(moved) => {
+                if event.version < self.stock_version || moved.stock == self.stock {
+                    return false;
                 }
                 self.stock_version = event.version;
-                self.stock = payload.stock;
+                self.stock = moved.stock;
                 self.push_stock();
                 self.refresh_status();
             }
-            EventType::DropScheduled
-            | EventType::DropStarted
-            | EventType::DropEnded
-            | EventType::DropCancelled => {
-                if let Ok(drop) = serde_json::from_value::<Drop>(event.payload.clone()) {
-                    self.drop = drop;
-                }
+            EventPayload::DropScheduled(drop)
+            | EventPayload::DropStarted(drop)
+            | EventPayload::DropEnded(drop)
+            | EventPayload::DropCancelled(drop) => {
+                self.drop = drop;
                 self.refresh_status();
             }
-            _ => {}
+            // The stock an order moves arrives as its `stock.changed`.
+            EventPayload::OrderPlaced(_)
+            | EventPayload::OrderConfirmed(_)
+            | EventPayload::OrderCancelled(_)
+            | EventPayload::OrderExpired(_) => {}
+            // Not of a drop: filtered out above.
+            EventPayload::ProductCreated(_)
+            | EventPayload::ProductUpdated(_)
+            | EventPayload::UserFollowed(_) => {}
         }
+        false
     }
 
     /// Re-reads the drop after missed events.
@@ -206,7 +219,11 @@ impl Watcher {
             }
             tokio::select! {
                 received = self.rx.recv() => match received {
-                    Ok(event) => self.apply(&event),
+                    Ok(event) => {
+                        if self.apply(&event) {
+                            self.resync().await;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(drop = %self.drop.id, missed, "live view lagged; resyncing");
                         self.resync().await;

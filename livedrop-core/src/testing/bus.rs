@@ -1,4 +1,6 @@
-//! Event bus cases: delivery, per-aggregate order, committed positions, groups.
+//! Event bus cases: delivery, per-aggregate order, committed positions, groups, and
+//! duplicates dropped (a bus hands out its subscriptions wrapped in
+//! [`Deduplicated`](crate::ports::Deduplicated)).
 //!
 //! Every case uses fresh consumer group names, and subscribes before publishing
 //! (where a new group starts is left to the backend). Every wait is bounded: a
@@ -249,5 +251,38 @@ pub async fn bus_live_subscription_sees_new_events(bus: &Arc<dyn EventBus>) {
         vec![new.id],
         "only events published after subscribing"
     );
+    close(live).await;
+}
+
+/// An event published twice, as a relay does when it retries a publish whose
+/// acknowledgement was lost, reaches a group member and a live subscription once
+/// each, between the events around it.
+pub async fn bus_republished_event_is_delivered_once(bus: &Arc<dyn EventBus>) {
+    let bus: &dyn EventBus = bus.as_ref();
+    let mut member = subscribe(bus, &group("republish")).await;
+    let mut live = timeout(PATIENCE, bus.subscribe_live())
+        .await
+        .expect("subscribe_live must not hang")
+        .expect("subscribe_live");
+    let aggregate = Uuid::now_v7();
+    let (placed, confirmed, marker) = (
+        event(aggregate, 1),
+        event(aggregate, 2),
+        event(aggregate, 3),
+    );
+    publish(bus, std::slice::from_ref(&placed)).await;
+    publish(bus, &[placed.clone(), confirmed.clone()]).await;
+    publish(bus, std::slice::from_ref(&marker)).await;
+    for (name, sub) in [("group member", &mut member), ("live", &mut live)] {
+        let got = receive(sub, 3).await;
+        assert_eq!(
+            ids(&got),
+            vec![placed.id, confirmed.id, marker.id],
+            "{name}: the repeat is dropped, nothing else"
+        );
+    }
+    member.commit().await.expect("commit");
+    assert_nothing_pending(bus, &mut member, aggregate, 4).await;
+    close(member).await;
     close(live).await;
 }

@@ -125,6 +125,7 @@ macro_rules! bus_conformance {
             bus_resume_from_commit,
             bus_groups_each_see_every_event,
             bus_live_subscription_sees_new_events,
+            bus_republished_event_is_delivered_once,
         }
     };
 }

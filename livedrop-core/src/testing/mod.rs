@@ -29,7 +29,7 @@
 //! The factory is called once per case and must return an isolated backend: a fresh
 //! store, a cache key namespace or bus topic namespace of its own. When it returns
 //! `None` the case prints why it was skipped and passes — or fails, when
-//! `LIVEDROP_TEST_REQUIRE=1` asks that nothing skip ([`env`]).
+//! `LIVEDROP_TEST_REQUIRE=1` asks that nothing skip ([`mod@env`]).
 //!
 //! Cases never read the wall clock for domain time: they pass explicit timestamps
 //! around [`fixtures::T0`]. Only the cache TTL and bus cases wait, briefly, in real

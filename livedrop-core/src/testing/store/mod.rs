@@ -20,7 +20,7 @@ use super::fixtures::{self, at, T0};
 use super::Repos;
 use crate::clock::Timestamp;
 use crate::error::StoreError;
-use crate::event::{Event, EventType, StockPayload};
+use crate::event::{Event, EventPayload, EventType, StockPayload};
 use crate::id::{DropId, NotificationId, OrderId, ProductId, UserId};
 use crate::model::{
     self, AdjustOutcome, Adjustment, DropFilter, DropState, DropStatus, DropView, FanOutBatch,
@@ -90,7 +90,10 @@ fn kinds(events: &[Event]) -> Vec<EventType> {
 }
 
 fn stock_payload(event: &Event) -> StockPayload {
-    serde_json::from_value(event.payload.clone()).expect("stock event payload")
+    match event.decode().expect("stock event payload") {
+        EventPayload::StockChanged(stock) | EventPayload::DropSoldOut(stock) => stock,
+        other => panic!("not a stock event: {:?}", other.kind()),
+    }
 }
 
 /// The drop's stock, checked against the invariant.

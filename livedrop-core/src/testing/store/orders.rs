@@ -108,8 +108,8 @@ pub async fn orders_place_appends_events(repos: &Repos) {
         vec![EventType::OrderPlaced, EventType::StockChanged]
     );
     assert_eq!(events[0].aggregate_id, first.id.0);
-    let payload: Order = serde_json::from_value(events[0].payload.clone()).expect("order payload");
-    assert_eq!(payload, first);
+    let payload = events[0].decode().expect("order payload");
+    assert_eq!(payload, EventPayload::OrderPlaced(first.clone()));
     assert_eq!(events[1].aggregate_id, drop.id.0);
     let moved = stock_payload(&events[1]);
     assert_eq!(moved.drop_id, drop.id.0);
