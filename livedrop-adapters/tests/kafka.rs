@@ -25,7 +25,7 @@ use livedrop_core::{Event, EventType};
 use rdkafka::mocking::MockCluster;
 use uuid::Uuid;
 
-const BROKERS_VAR: &str = "LIVEDROP_TEST_KAFKA_BROKERS";
+const BROKERS_VAR: &str = livedrop_core::testing::env::KAFKA_BROKERS;
 /// Bound of every test: joining a group on a fresh broker takes a few seconds.
 const TEST_BOUND: Duration = Duration::from_secs(90);
 /// How long to wait for an event that must come.

@@ -18,7 +18,7 @@ use livedrop_core::ports::{AdmissionGate, Cache};
 use livedrop_core::DropId;
 use redis::AsyncCommands;
 
-const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
+const URL_VAR: &str = livedrop_core::testing::env::REDIS_URL;
 
 fn redis_url() -> Option<String> {
     livedrop_core::testing::env::service_var(URL_VAR, "a Redis test (e.g. redis://127.0.0.1:6379)")
@@ -41,9 +41,10 @@ async fn cache(test: &str) -> Option<RedisCache> {
     cache_with(test, RedisOptions::default()).await
 }
 
-/// A plain connection to inspect what the adapters wrote.
+/// A plain connection to inspect what the adapters wrote (in a test that found
+/// Redis configured).
 async fn raw() -> redis::aio::MultiplexedConnection {
-    let url = std::env::var(URL_VAR).unwrap();
+    let url = redis_url().expect("Redis is configured");
     redis::Client::open(url)
         .unwrap()
         .get_multiplexed_async_connection()

@@ -23,7 +23,7 @@ use livedrop_core::ports::{AdmissionGate, Cache};
 use livedrop_core::DropId;
 use redis::{ConnectionAddr, IntoConnectionInfo};
 
-const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
+const URL_VAR: &str = livedrop_core::testing::env::REDIS_URL;
 
 /// The local server the URL names, which the test stops and starts again.
 struct Server {

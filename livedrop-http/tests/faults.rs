@@ -395,10 +395,10 @@ async fn redis_outage_keeps_reads_and_orders_going() {
             .parse()
             .unwrap(),
     };
-    let schema = unique("redis");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 8).await;
-    let server = Server::start("redis", &server_env(&services, &schema, &schema, &[])).await;
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 8).await;
+    let server = Server::start("redis", &server_env(&services, schema, schema, &[])).await;
     let api = Api::new();
     let (drop, product) =
         create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
@@ -500,14 +500,14 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     services.assert_reachable().await;
     let port = free_port();
     let mut broker = Broker::start(port).await;
-    let schema = unique("broker");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 8).await;
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 8).await;
     let brokers = format!("127.0.0.1:{port}");
     let env = server_env(
         &services,
-        &schema,
-        &schema,
+        schema,
+        schema,
         &[("LIVEDROP_KAFKA_BROKERS", brokers.as_str())],
     );
     let server = Server::start("broker", &env).await;
@@ -645,10 +645,10 @@ async fn killed_database_backends_fail_fast_and_recover() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let schema = unique("pgkill");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 8).await;
-    let server = Server::start("pgkill", &server_env(&services, &schema, &schema, &[])).await;
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 8).await;
+    let server = Server::start("pgkill", &server_env(&services, schema, schema, &[])).await;
     let api = Api::new();
     let (drop, product) =
         create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
@@ -765,15 +765,10 @@ async fn holds_of_a_killed_process_expire_and_stock_returns() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let schema = unique("sigkill");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 10).await;
-    let env = server_env(
-        &services,
-        &schema,
-        &schema,
-        &[("LIVEDROP_HOLD_SECONDS", "6")],
-    );
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 10).await;
+    let env = server_env(&services, schema, schema, &[("LIVEDROP_HOLD_SECONDS", "6")]);
     let mut first = Server::start("first", &env).await;
     let api = Api::new();
     let (drop, _product) = create_drop(&api, &first.base, &people.creator.token, 30, None).await;

@@ -23,10 +23,10 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
         return;
     };
     services.assert_reachable().await;
-    let schema = unique("mp");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 24).await;
-    let env = server_env(&services, &schema, &schema, &[]);
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 24).await;
+    let env = server_env(&services, schema, schema, &[]);
     let a = Server::start("a", &env).await;
     let b = Server::start("b", &env).await;
     let bases = vec![a.base.clone(), b.base.clone()];
