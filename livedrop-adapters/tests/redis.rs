@@ -1,4 +1,6 @@
-//! `RedisCache` and `RedisGate` against a real Redis.
+//! `RedisCache` and `RedisGate` against a real Redis: the cache and gate
+//! conformance suites, then what only Redis does (namespaces, jittered TTLs, scans,
+//! generations).
 //!
 //! ```text
 //! LIVEDROP_TEST_REDIS_URL=redis://127.0.0.1:6379 \
@@ -13,9 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livedrop_adapters::redis::{ConnectError, RedisCache, RedisGate, RedisOptions};
-use livedrop_core::model::Stock;
 use livedrop_core::ports::{AdmissionGate, Cache};
-use livedrop_core::DropId;
 use redis::AsyncCommands;
 
 const URL_VAR: &str = livedrop_core::testing::env::REDIS_URL;
@@ -321,100 +321,13 @@ async fn connect_reports_bad_url_and_unreachable_server() {
     assert!(started.elapsed() < Duration::from_secs(30), "{down}");
 }
 
-async fn gate_with(test: &str, options: RedisOptions) -> Option<RedisGate> {
+/// A gate with the default options (entries live 5 s), as the suite expects.
+async fn gate_factory() -> Option<Arc<dyn AdmissionGate>> {
     let url = redis_url()?;
-    let gate = RedisGate::connect_with(&url, &namespace(test), options)
+    let gate = RedisGate::connect_with(&url, &namespace("gate"), RedisOptions::default())
         .await
         .unwrap_or_else(|err| panic!("{URL_VAR}={url} is set but Redis is unusable: {err}"));
-    Some(gate)
+    Some(Arc::new(gate))
 }
 
-fn stock(total: u32, available: u32) -> Stock {
-    Stock {
-        total,
-        available,
-        reserved: 0,
-        sold: total - available,
-    }
-}
-
-#[tokio::test]
-async fn gate_refuses_only_what_the_recorded_stock_cannot_serve() {
-    let Some(gate) = gate_with("gate", RedisOptions::default()).await else {
-        return;
-    };
-    let drop = DropId::new();
-    assert!(
-        gate.admit(drop, 1).await.unwrap(),
-        "unknown drops are admitted"
-    );
-
-    gate.record(drop, &stock(10, 3), 4).await.unwrap();
-    assert!(gate.admit(drop, 3).await.unwrap());
-    assert!(!gate.admit(drop, 4).await.unwrap());
-
-    gate.record(drop, &stock(10, 0), 7).await.unwrap();
-    assert!(!gate.admit(drop, 1).await.unwrap());
-
-    // Older versions never overwrite newer ones.
-    gate.record(drop, &stock(10, 10), 5).await.unwrap();
-    assert!(!gate.admit(drop, 1).await.unwrap());
-
-    // A newer version (say a restock) reopens the gate.
-    gate.record(drop, &stock(12, 2), 8).await.unwrap();
-    assert!(gate.admit(drop, 2).await.unwrap());
-    assert!(!gate.admit(drop, 3).await.unwrap());
-
-    // Other drops are unaffected.
-    assert!(gate.admit(DropId::new(), 100).await.unwrap());
-}
-
-#[tokio::test]
-async fn gate_keeps_the_newest_version_under_concurrent_records() {
-    let Some(gate) = gate_with("gate-race", RedisOptions::default()).await else {
-        return;
-    };
-    let gate = Arc::new(gate);
-    let drop = DropId::new();
-    // Version v records v units available, so the survivor is visible through admit.
-    let records = (1..=50i64).rev().chain(1..=50).map(|version| {
-        let gate = Arc::clone(&gate);
-        async move {
-            gate.record(drop, &stock(100, version as u32), version)
-                .await
-        }
-    });
-    futures::future::try_join_all(records).await.unwrap();
-    assert!(gate.admit(drop, 50).await.unwrap());
-    assert!(!gate.admit(drop, 51).await.unwrap());
-}
-
-#[tokio::test]
-async fn gate_entries_expire() {
-    let Some(gate) = gate_with(
-        "gate-ttl",
-        RedisOptions {
-            gate_ttl: Duration::from_secs(5),
-            ..RedisOptions::default()
-        },
-    )
-    .await
-    else {
-        return;
-    };
-    let drop = DropId::new();
-    let recorded_at = tokio::time::Instant::now();
-    gate.record(drop, &stock(5, 0), 9).await.unwrap();
-    assert!(!gate.admit(drop, 1).await.unwrap());
-    // Wide margins: the admit above comes right after the record, 5 s before the
-    // TTL ends; this one 1.5 s past it.
-    tokio::time::sleep_until(recorded_at + Duration::from_millis(6_500)).await;
-    assert!(
-        gate.admit(drop, 1).await.unwrap(),
-        "a stale sold-out outlived the gate TTL"
-    );
-    // Expired means forgotten: an older version may be recorded again.
-    gate.record(drop, &stock(5, 2), 3).await.unwrap();
-    assert!(gate.admit(drop, 2).await.unwrap());
-    assert!(!gate.admit(drop, 3).await.unwrap());
-}
+livedrop_core::gate_conformance!(|| gate_factory());

@@ -128,3 +128,24 @@ macro_rules! bus_conformance {
         }
     };
 }
+
+/// Runs the admission gate conformance suite ([`testing::gate`](crate::testing::gate)):
+/// one test per case, in a module named `gate_conformance`.
+///
+/// `$factory` is an expression callable as
+/// `factory().await -> Option<Arc<dyn AdmissionGate>>`, isolated per call (a fresh
+/// gate or a key namespace of its own) and keeping entries 5 s, or `None` when the
+/// backend's environment is absent.
+#[macro_export]
+macro_rules! gate_conformance {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            gate_conformance, gate, $factory;
+            gate_admits_unknown_drops,
+            gate_refuses_only_what_the_recorded_stock_cannot_serve,
+            gate_never_goes_back_to_an_older_version,
+            gate_keeps_the_newest_version_under_concurrent_records,
+            gate_entries_expire,
+        }
+    };
+}
