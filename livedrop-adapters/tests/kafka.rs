@@ -146,38 +146,6 @@ async fn topics_follow_the_aggregate_type() {
 }
 
 #[tokio::test]
-async fn one_aggregate_keeps_its_order() {
-    let Some(bus) = bus("order").await else {
-        return;
-    };
-    bounded(async {
-        let drops: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
-        let mut sent = Vec::new();
-        for version in 1..=15 {
-            for drop in &drops {
-                sent.push(event(EventType::StockChanged, *drop, version));
-            }
-        }
-        // Two publishes, so order also holds across calls.
-        let (first, second) = sent.split_at(sent.len() / 2);
-        bus.publish(first).await.unwrap();
-        bus.publish(second).await.unwrap();
-
-        let mut sub = bus.subscribe("order").await.unwrap();
-        let got = read(&mut sub, sent.len()).await;
-        let mut versions: HashMap<Uuid, Vec<i64>> = HashMap::new();
-        for e in got {
-            versions.entry(e.aggregate_id).or_default().push(e.version);
-        }
-        for drop in &drops {
-            assert_eq!(versions[drop], (1..=15).collect::<Vec<_>>(), "drop {drop}");
-        }
-        close(sub).await;
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn a_restarted_member_resumes_after_its_commit() {
     let Some(bus) = bus("resume").await else {
         return;

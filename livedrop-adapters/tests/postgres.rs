@@ -1052,43 +1052,6 @@ async fn random_sequences_keep_the_invariant() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn notifications_dedup_and_read() {
-    let Some(db) = fresh().await else {
-        return;
-    };
-    let store = Arc::new(pool(&db, ReserveStrategy::RowLock).await);
-    let user = UserId::new();
-    let n = livedrop_core::model::Notification {
-        id: livedrop_core::id::NotificationId::new(),
-        user_id: user,
-        kind: NotificationKind::OrderConfirmed,
-        payload: serde_json::json!({}),
-        dedup_key: "k".into(),
-        created_at: t0(),
-        read_at: None,
-    };
-    assert!(store.insert_notification(&n).await.unwrap());
-    let dup = livedrop_core::model::Notification {
-        id: livedrop_core::id::NotificationId::new(),
-        ..n.clone()
-    };
-    assert!(!store.insert_notification(&dup).await.unwrap());
-    let read = store.mark_read(user, n.id, t0()).await.unwrap().unwrap();
-    assert_eq!(read.read_at, Some(t0()));
-    let again = store
-        .mark_read(user, n.id, t0() + chrono::Duration::seconds(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.read_at, Some(t0()), "an earlier read_at is kept");
-    let unread = store
-        .notifications(user, true, livedrop_core::page::PageRequest::first(10))
-        .await
-        .unwrap();
-    assert!(unread.items.is_empty());
-}
-
 /// A fresh migrated schema per conformance case, kept after the case (the suite's
 /// factory cannot hold the schema's guard) until a later run sweeps it.
 async fn conformance_store(strategy: ReserveStrategy) -> Option<livedrop_core::testing::Repos> {

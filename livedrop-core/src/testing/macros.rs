@@ -105,6 +105,8 @@ macro_rules! cache_conformance {
             cache_fence_dropped_after_prefix_invalidation,
             cache_fence_kept_without_invalidation,
             cache_unfenced_set_always_stores,
+            cache_prefix_is_literal,
+            cache_fills_racing_an_invalidation_never_leave_a_stale_value,
         }
     };
 }
