@@ -10,12 +10,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::DateTime;
 use livedrop_adapters::postgres::testing::TestSchema;
 use livedrop_adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
-use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
+use livedrop_core::id::{DropId, OrderId, UserId};
 use livedrop_core::model::{
     self, AdjustOutcome, Adjustment, DropState, FanOutBatch, NotificationKind, Order, OrderStatus,
     PlaceOutcome, SettleOutcome, Settlement, Stock, User,
@@ -24,6 +23,7 @@ use livedrop_core::ports::{
     BeginOutcome, DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository,
     OrderRepository, Outbox, UserRepository,
 };
+use livedrop_core::testing::fixtures;
 use livedrop_core::StoreError;
 use rand::{Rng, SeedableRng};
 use sqlx::Connection;
@@ -48,23 +48,11 @@ async fn pool(db: &TestSchema, strategy: ReserveStrategy) -> PgStore {
 }
 
 fn t0() -> Timestamp {
-    DateTime::from_timestamp(1_893_456_000, 0).unwrap()
+    fixtures::T0
 }
 
 fn live_drop(per_user_limit: u32) -> model::Drop {
-    model::Drop {
-        id: DropId::new(),
-        product_id: ProductId::new(),
-        creator_id: UserId::new(),
-        title: "Hoodie".into(),
-        price_cents: 5_000,
-        currency: "EUR".into(),
-        starts_at: t0() - chrono::Duration::hours(1),
-        ends_at: t0() + chrono::Duration::hours(1),
-        per_user_limit,
-        state: DropState::Live,
-        created_at: t0() - chrono::Duration::hours(2),
-    }
+    fixtures::live_drop(per_user_limit)
 }
 
 async fn new_drop(store: &PgStore, stock: u32, per_user_limit: u32) -> model::Drop {
@@ -75,21 +63,7 @@ async fn new_drop(store: &PgStore, stock: u32, per_user_limit: u32) -> model::Dr
 }
 
 fn order(user: UserId, drop: &model::Drop, quantity: u32, key: &str) -> Order {
-    Order {
-        id: OrderId::new(),
-        user_id: user,
-        drop_id: drop.id,
-        quantity,
-        unit_price_cents: drop.price_cents,
-        total_cents: drop.price_cents * i64::from(quantity),
-        currency: drop.currency.clone(),
-        status: OrderStatus::Reserved,
-        idempotency_key: key.to_owned(),
-        fingerprint: format!("fp-{key}"),
-        reserved_until: t0() + chrono::Duration::minutes(10),
-        created_at: t0(),
-        updated_at: t0(),
-    }
+    fixtures::order(user, drop, quantity, key, t0())
 }
 
 /// The stock row read with plain SQL, and whether the orders account for it.
@@ -1086,7 +1060,6 @@ mod group {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_removes_only_published_events() {
     use livedrop_core::ports::ProductRepository;
-    use livedrop_core::testing::fixtures;
     let Some(db) = fresh().await else {
         return;
     };
@@ -1127,7 +1100,6 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
     use livedrop_adapters::memory::{MemoryBus, MemoryCache};
     use livedrop_core::model::Role;
     use livedrop_core::service::{Livedrop, NewDrop, NewProduct, PlaceOrder};
-    use livedrop_core::testing::fixtures;
     use livedrop_core::{Clock, Config, ManualClock, Ports};
 
     let Some(db) = fresh().await else {

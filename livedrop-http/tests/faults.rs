@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::*;
+use livedrop_adapters::redis::testing::LocalRedis;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -243,81 +244,6 @@ async fn resolve_unknown(
     }
 }
 
-/// Puts Redis back (same command line as `scripts/services.sh`) if it is not
-/// answering, when dropped.
-struct RedisGuard {
-    port: u16,
-}
-
-impl RedisGuard {
-    fn up(&self) -> bool {
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "PING"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-            .unwrap_or(false)
-    }
-
-    fn stop(&self) {
-        let _ = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "SHUTDOWN",
-                "NOSAVE",
-            ])
-            .output();
-        let started = Instant::now();
-        while self.up() && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(!self.up(), "Redis still answers after SHUTDOWN");
-    }
-
-    /// Starts Redis and waits (≤ 15 s) for PONG.
-    fn restore(&self) {
-        if self.up() {
-            return;
-        }
-        let _ = std::fs::create_dir_all("/var/lib/redis");
-        let _ = std::fs::create_dir_all("/var/log/redis");
-        let status = Command::new("redis-server")
-            .args([
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "-::1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/var/lib/redis",
-                "--logfile",
-                "/var/log/redis/ci.log",
-            ])
-            .status();
-        if let Err(e) = status {
-            eprintln!("could not start redis-server: {e}");
-        }
-        let started = Instant::now();
-        while !self.up() && started.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for RedisGuard {
-    fn drop(&mut self) {
-        self.restore();
-    }
-}
-
 /// A private tansu broker (in-memory storage) on its own port; killed when dropped.
 struct Broker {
     child: Option<Child>,
@@ -387,14 +313,8 @@ async fn redis_outage_keeps_reads_and_orders_going() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let redis = RedisGuard {
-        port: host_port(&services.redis, 6379)
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap(),
-    };
+    let redis = LocalRedis::from_url(&services.redis);
+    let _restart = redis.restart_on_drop();
     let db = TestSchema::on(&services.db).await;
     let schema = db.name();
     let people = seed_people(&db, 8).await;
@@ -414,11 +334,11 @@ async fn redis_outage_keeps_reads_and_orders_going() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     load.phase(1);
-    redis.stop();
+    redis.shut_down();
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.phase(2);
-    redis.restore();
-    assert!(redis.up(), "Redis did not come back");
+    redis.start();
+    assert!(redis.ping(), "Redis did not come back");
     // Recovery: the cache serves hits again without a server restart.
     let hits_before = metric(&api, &server.base, "livedrop_cache_hits_total")
         .await
@@ -512,20 +432,7 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     );
     let server = Server::start("broker", &env).await;
     let api = Api::new();
-    for buyer in &people.buyers {
-        let r = api
-            .call(
-                &server.base,
-                "PUT",
-                &format!("/users/{}/followers/me", people.creator.id),
-                Some(&buyer.token),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 204, "{}", r.body);
-    }
+    follow_creator(&api, std::slice::from_ref(&server.base), &people).await;
     let (drop, product) =
         create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
     assert_notifications(

@@ -33,20 +33,7 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
     let api = Api::new();
 
     // Followers first, through both processes.
-    for (i, buyer) in people.buyers.iter().enumerate() {
-        let r = api
-            .call(
-                &bases[i % 2],
-                "PUT",
-                &format!("/users/{}/followers/me", people.creator.id),
-                Some(&buyer.token),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 204, "{}", r.body);
-    }
+    follow_creator(&api, &bases, &people).await;
     let (drop_id, _) = create_drop(&api, &a.base, &people.creator.token, 60, Some(4)).await;
 
     // Each buyer places 6 orders of 1 unit (demand 144 > stock 60); each order goes

@@ -267,6 +267,24 @@ pub async fn seed_people(schema: &TestSchema, buyers: usize) -> People {
     }
 }
 
+/// Every buyer follows the creator, through `bases` in turn.
+pub async fn follow_creator(api: &Api, bases: &[String], people: &People) {
+    for (i, buyer) in people.buyers.iter().enumerate() {
+        let r = api
+            .call(
+                &bases[i % bases.len()],
+                "PUT",
+                &format!("/users/{}/followers/me", people.creator.id),
+                Some(&buyer.token),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+}
+
 async fn person(
     store: &PgStore,
     keys: &TokenKeys,
