@@ -51,6 +51,22 @@ struct Sample {
 }
 
 impl Load {
+    /// Four workers ([`Load::start`]) for at most `limit`, in phase 0 for their first
+    /// 800 ms, then in phase 1: the fault comes next.
+    async fn warmed(
+        api: &Api,
+        base: &str,
+        drop: &str,
+        product: &str,
+        buyers: &[Person],
+        limit: Duration,
+    ) -> Load {
+        let load = Load::start(api, base, drop, product, buyers, 4, limit);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        load.phase(1);
+        load
+    }
+
     /// `workers` tasks, each alternating an order (a fresh key, one attempt: a failed
     /// one is settled later by [`resolve_unknown`]) and two reads, one request at a
     /// time, for at most `limit`.
@@ -304,6 +320,49 @@ impl Drop for Broker {
     }
 }
 
+/// A scenario under load: a fresh schema with a creator and eight buyers, one
+/// server on it, a drop of 10,000 units, and order and read load on it, in phase 1
+/// after 800 ms of phase 0. Destructured in this order, the schema goes last.
+struct Loaded {
+    db: TestSchema,
+    people: People,
+    server: Server,
+    api: Api,
+    drop: String,
+    product: String,
+    load: Load,
+}
+
+impl Loaded {
+    async fn start(services: &Services, name: &str) -> Loaded {
+        let db = TestSchema::on(&services.db).await;
+        let schema = db.name();
+        let people = seed_people(&db, 8).await;
+        let server = Server::start(name, &server_env(services, schema, schema, &[])).await;
+        let api = Api::new();
+        let (drop, product) =
+            create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
+        let load = Load::warmed(
+            &api,
+            &server.base,
+            &drop,
+            &product,
+            &people.buyers,
+            Duration::from_secs(40),
+        )
+        .await;
+        Loaded {
+            db,
+            people,
+            server,
+            api,
+            drop,
+            product,
+            load,
+        }
+    }
+}
+
 /// Redis stopped mid-load: reads are served from PostgreSQL and orders go on while
 /// it is down; after it is back, the cache serves hits again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,25 +374,15 @@ async fn redis_outage_keeps_reads_and_orders_going() {
     services.assert_reachable().await;
     let redis = LocalRedis::from_url(&services.redis);
     let _restart = redis.restart_on_drop();
-    let db = TestSchema::on(&services.db).await;
-    let schema = db.name();
-    let people = seed_people(&db, 8).await;
-    let server = Server::start("redis", &server_env(&services, schema, schema, &[])).await;
-    let api = Api::new();
-    let (drop, product) =
-        create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
-
-    let load = Load::start(
-        &api,
-        &server.base,
-        &drop,
-        &product,
-        &people.buyers,
-        4,
-        Duration::from_secs(40),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    load.phase(1);
+    let Loaded {
+        db: _db,
+        people,
+        server,
+        api,
+        drop,
+        product,
+        load,
+    } = Loaded::start(&services, "redis").await;
     redis.shut_down();
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.phase(2);
@@ -445,17 +494,15 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     )
     .await;
 
-    let load = Load::start(
+    let load = Load::warmed(
         &api,
         &server.base,
         &drop,
         &product,
         &people.buyers,
-        4,
         Duration::from_secs(60),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    load.phase(1);
+    )
+    .await;
     broker.kill();
     assert!(
         !tcp_open(&brokers).await,
@@ -552,25 +599,16 @@ async fn killed_database_backends_fail_fast_and_recover() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let db = TestSchema::on(&services.db).await;
+    let Loaded {
+        db,
+        people,
+        server,
+        api,
+        drop,
+        product: _,
+        load,
+    } = Loaded::start(&services, "pgkill").await;
     let schema = db.name();
-    let people = seed_people(&db, 8).await;
-    let server = Server::start("pgkill", &server_env(&services, schema, schema, &[])).await;
-    let api = Api::new();
-    let (drop, product) =
-        create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
-
-    let load = Load::start(
-        &api,
-        &server.base,
-        &drop,
-        &product,
-        &people.buyers,
-        4,
-        Duration::from_secs(40),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    load.phase(1);
     let mut killed = 0;
     for _ in 0..8 {
         let n = psql(

@@ -65,7 +65,6 @@ impl World {
     pub async fn postgres_with(
         strategy: livedrop::adapters::postgres::ReserveStrategy,
     ) -> Option<Self> {
-        use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::postgres::testing::TestSchema;
         use livedrop::adapters::postgres::PgOptions;
         let schema = TestSchema::new("a PostgreSQL world").await?;
@@ -76,21 +75,9 @@ impl World {
             })
             .await;
         store.migrate().await.expect("migrations");
-        let clock = Arc::new(ManualClock::fixed());
-        let bus = Arc::new(MemoryBus::new());
-        let ports = Ports::from_store(
-            Arc::new(store),
-            Arc::new(MemoryCache::new()),
-            bus.clone(),
-            clock.clone(),
-        );
         Some(Self {
-            app: Livedrop::new(ports.clone(), Config::default()),
-            ports,
-            store: None,
-            bus,
-            clock,
             schema: Some(schema),
+            ..Self::on_store(Arc::new(store))
         })
     }
 
@@ -98,15 +85,21 @@ impl World {
     /// and bus); the file goes with the world.
     #[cfg(feature = "sqlite")]
     pub async fn sqlite() -> Self {
-        use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::sqlite::{SqliteOptions, SqliteStore};
         let store = SqliteStore::temporary(SqliteOptions::default())
             .await
             .expect("a SQLite store in a temporary directory");
+        Self::on_store(Arc::new(store))
+    }
+
+    /// A world on `store` with an in-memory cache and bus.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    fn on_store<S: livedrop::core::service::Store>(store: Arc<S>) -> Self {
+        use livedrop::adapters::memory::MemoryCache;
         let clock = Arc::new(ManualClock::fixed());
         let bus = Arc::new(MemoryBus::new());
         let ports = Ports::from_store(
-            Arc::new(store),
+            store,
             Arc::new(MemoryCache::new()),
             bus.clone(),
             clock.clone(),
