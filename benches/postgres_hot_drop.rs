@@ -7,7 +7,7 @@
 //!     cargo bench --features postgres --bench postgres_hot_drop
 //! ```
 //!
-//! Works in schema `livedrop_bench` (created and migrated if missing).
+//! Works in a fresh schema (`TestSchema`), dropped at the end.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn.
 
@@ -16,12 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use livedrop::adapters::postgres::testing::TestSchema;
 use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
 use livedrop::core::clock::Timestamp;
 use livedrop::core::id::UserId;
 use livedrop::core::model::{self, DropState, Order, PlaceOutcome};
 use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
-use livedrop::core::testing::fixtures;
+use livedrop::core::testing::{env, fixtures};
 
 const BUYERS: [usize; 4] = [1, 4, 16, 64];
 
@@ -29,18 +30,14 @@ fn now() -> Timestamp {
     livedrop::core::clock::truncate(chrono::Utc::now())
 }
 
-async fn store(url: &str, strategy: ReserveStrategy, max_connections: u32) -> PgStore {
-    let store = PgStore::connect(
-        url,
-        PgOptions {
+async fn store(schema: &TestSchema, strategy: ReserveStrategy, max_connections: u32) -> PgStore {
+    let store = schema
+        .connect(PgOptions {
             max_connections,
-            acquire_timeout: Duration::from_secs(30),
-            schema: Some("livedrop_bench".into()),
             strategy,
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("cannot reach {url}: {e:?}"));
+            ..schema.options()
+        })
+        .await;
     store.migrate().await.expect("migrations apply");
     store
 }
@@ -116,20 +113,21 @@ async fn run(store: &PgStore, buyers: usize, iters: u64) -> Duration {
 }
 
 fn hot_drop_bench(c: &mut Criterion) {
-    let url = std::env::var("LIVEDROP_TEST_DATABASE_URL")
+    let url = std::env::var(env::DATABASE_URL)
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let schema = rt.block_on(TestSchema::on(&url));
     let strategies = [
         (
             "row_lock",
-            rt.block_on(store(&url, ReserveStrategy::RowLock, 32)),
+            rt.block_on(store(&schema, ReserveStrategy::RowLock, 32)),
         ),
         (
             "group",
-            rt.block_on(store(&url, ReserveStrategy::group(), 8)),
+            rt.block_on(store(&schema, ReserveStrategy::group(), 8)),
         ),
     ];
     let mut group = c.benchmark_group("postgres_hot_drop");

@@ -9,8 +9,8 @@
 //!     cargo bench --features postgres,redis --bench redis_gate
 //! ```
 //!
-//! Works in PostgreSQL schema `livedrop_bench_gate` and Redis namespace
-//! `ldbench:gate:<random>`.
+//! Works in a fresh PostgreSQL schema (`TestSchema`, dropped at the end) and Redis
+//! namespace `ldbench:gate:<random>`.
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn.
 
@@ -19,13 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use livedrop::adapters::postgres::testing::TestSchema;
 use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
 use livedrop::adapters::redis::{RedisGate, RedisOptions};
 use livedrop::core::clock::Timestamp;
 use livedrop::core::id::UserId;
 use livedrop::core::model::{self, DropState, Order, PlaceOutcome, Stock};
 use livedrop::core::ports::{AdmissionGate, DropRepository, InventoryRepository, OrderRepository};
-use livedrop::core::testing::fixtures;
+use livedrop::core::testing::{env, fixtures};
 
 const BUYERS: [usize; 3] = [1, 16, 64];
 
@@ -114,26 +115,23 @@ async fn run(store: &PgStore, gate: &RedisGate, path: Path, buyers: usize, iters
 }
 
 fn gate_bench(c: &mut Criterion) {
-    let db_url = std::env::var("LIVEDROP_TEST_DATABASE_URL")
+    let db_url = std::env::var(env::DATABASE_URL)
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let redis_url = std::env::var("LIVEDROP_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url =
+        std::env::var(env::REDIS_URL).unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
+    let schema = rt.block_on(TestSchema::on(&db_url));
     let store = rt.block_on(async {
-        let store = PgStore::connect(
-            &db_url,
-            PgOptions {
+        let store = schema
+            .connect(PgOptions {
                 max_connections: 32,
-                acquire_timeout: Duration::from_secs(30),
-                schema: Some("livedrop_bench_gate".into()),
                 strategy: ReserveStrategy::RowLock,
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach {db_url}: {e:?}"));
+                ..schema.options()
+            })
+            .await;
         store.migrate().await.expect("migrations apply");
         store
     });

@@ -5,30 +5,19 @@
 //! and no broker: process A places orders one at a time, process B follows the
 //! outbox itself (`Config::follow_outbox`) and timestamps each `order.placed` its
 //! live feed delivers. Prints B's lag (p50, p95, max) and the cost of one idle
-//! follower poll. Works in schema `livedrop_bench_follow` (created if missing).
+//! follower poll. Works in a fresh schema (`TestSchema`), dropped at the end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use livedrop::adapters::memory::{MemoryBus, MemoryCache};
-use livedrop::adapters::postgres::{PgOptions, PgStore};
+use livedrop::adapters::postgres::testing::TestSchema;
 use livedrop::core::event::EventType;
 use livedrop::core::model::{Role, User};
 use livedrop::core::service::{Livedrop, NewDrop, NewProduct, PlaceOrder};
+use livedrop::core::testing::env;
 use livedrop::core::{Clock, Config, Ports, SystemClock, UserId};
-
-async fn store(url: &str) -> Result<PgStore, Box<dyn std::error::Error>> {
-    Ok(PgStore::connect(
-        url,
-        PgOptions {
-            max_connections: 4,
-            schema: Some("livedrop_bench_follow".into()),
-            ..PgOptions::default()
-        },
-    )
-    .await?)
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -37,8 +26,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::var("LIVEDROP_TEST_DATABASE_URL")
-        .map_err(|_| "set LIVEDROP_TEST_DATABASE_URL to a PostgreSQL database")?;
+    let url = std::env::var(env::DATABASE_URL)
+        .map_err(|_| format!("set {} to a PostgreSQL database", env::DATABASE_URL))?;
+    let schema = TestSchema::on(&url).await;
     let mut args = std::env::args().skip(1);
     let orders: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(200);
     let interval_ms: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(100);
@@ -51,7 +41,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mut processes = Vec::new();
     for _ in 0..2 {
-        let pg = store(&url).await?;
+        let pg = schema.connect(schema.options()).await;
         pg.migrate().await?;
         let ports = Ports::from_store(
             Arc::new(pg),

@@ -12,5 +12,5 @@ export LIVEDROP_TEST_REDIS_URL="${LIVEDROP_TEST_REDIS_URL:-redis://127.0.0.1:637
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 cargo bench --features postgres,redis --bench inventory --bench postgres_hot_drop --bench redis_gate "$@"
-cargo test --release -p livedrop-adapters --features postgres --test postgres fan_out_ \
+cargo test --release -p livedrop-adapters --features postgres,testing --test postgres fan_out_ \
   -- --ignored --nocapture --test-threads 1

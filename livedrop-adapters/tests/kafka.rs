@@ -25,7 +25,7 @@ use livedrop_core::{Event, EventType};
 use rdkafka::mocking::MockCluster;
 use uuid::Uuid;
 
-const BROKERS_VAR: &str = "LIVEDROP_TEST_KAFKA_BROKERS";
+const BROKERS_VAR: &str = livedrop_core::testing::env::KAFKA_BROKERS;
 /// Bound of every test: joining a group on a fresh broker takes a few seconds.
 const TEST_BOUND: Duration = Duration::from_secs(90);
 /// How long to wait for an event that must come.
@@ -143,38 +143,6 @@ async fn topics_follow_the_aggregate_type() {
         bus.topic_for(EventType::StockChanged),
         format!("{prefix}.drop")
     );
-}
-
-#[tokio::test]
-async fn one_aggregate_keeps_its_order() {
-    let Some(bus) = bus("order").await else {
-        return;
-    };
-    bounded(async {
-        let drops: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
-        let mut sent = Vec::new();
-        for version in 1..=15 {
-            for drop in &drops {
-                sent.push(event(EventType::StockChanged, *drop, version));
-            }
-        }
-        // Two publishes, so order also holds across calls.
-        let (first, second) = sent.split_at(sent.len() / 2);
-        bus.publish(first).await.unwrap();
-        bus.publish(second).await.unwrap();
-
-        let mut sub = bus.subscribe("order").await.unwrap();
-        let got = read(&mut sub, sent.len()).await;
-        let mut versions: HashMap<Uuid, Vec<i64>> = HashMap::new();
-        for e in got {
-            versions.entry(e.aggregate_id).or_default().push(e.version);
-        }
-        for drop in &drops {
-            assert_eq!(versions[drop], (1..=15).collect::<Vec<_>>(), "drop {drop}");
-        }
-        close(sub).await;
-    })
-    .await;
 }
 
 #[tokio::test]

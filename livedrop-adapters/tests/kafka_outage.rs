@@ -27,7 +27,7 @@ use livedrop_core::ports::EventBus;
 use livedrop_core::{Event, EventId, EventType};
 use uuid::Uuid;
 
-const BROKERS_VAR: &str = "LIVEDROP_TEST_KAFKA_BROKERS";
+const BROKERS_VAR: &str = livedrop_core::testing::env::KAFKA_BROKERS;
 const ADDR: &str = "127.0.0.1:19093";
 
 fn tansu() -> PathBuf {

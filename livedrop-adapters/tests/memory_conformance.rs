@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use livedrop_adapters::memory::{MemoryBus, MemoryCache, MemoryStore};
-use livedrop_core::ports::{Cache, EventBus};
+use livedrop_adapters::memory::{MemoryBus, MemoryCache, MemoryGate, MemoryStore};
+use livedrop_core::ports::{AdmissionGate, Cache, EventBus};
 use livedrop_core::testing::Repos;
 
 async fn store() -> Option<Repos> {
@@ -20,6 +20,11 @@ async fn bus() -> Option<Arc<dyn EventBus>> {
     Some(Arc::new(MemoryBus::new()))
 }
 
+async fn gate() -> Option<Arc<dyn AdmissionGate>> {
+    Some(Arc::new(MemoryGate::new()))
+}
+
 livedrop_core::store_conformance!(store);
 livedrop_core::cache_conformance!(cache);
 livedrop_core::bus_conformance!(bus);
+livedrop_core::gate_conformance!(gate);

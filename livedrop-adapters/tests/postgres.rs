@@ -1,8 +1,8 @@
 //! PostgreSQL store tests. Set `LIVEDROP_TEST_DATABASE_URL` (e.g.
 //! `postgres://postgres@127.0.0.1:5432/test`) to run them; unset, each test prints why
-//! it skips. Each test works in a schema of its own, dropped at its end.
+//! it skips. Each test works in a schema of its own (`TestSchema`), dropped at its end.
 //!
-//! `cargo test -p livedrop-adapters --features postgres --test postgres`
+//! `cargo test -p livedrop-adapters --features postgres,testing --test postgres`
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)]
 
@@ -10,11 +10,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::DateTime;
+use livedrop_adapters::postgres::testing::TestSchema;
 use livedrop_adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
-use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
+use livedrop_core::id::{DropId, OrderId, UserId};
 use livedrop_core::model::{
     self, AdjustOutcome, Adjustment, DropState, FanOutBatch, NotificationKind, Order, OrderStatus,
     PlaceOutcome, SettleOutcome, Settlement, Stock, User,
@@ -23,88 +23,36 @@ use livedrop_core::ports::{
     BeginOutcome, DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository,
     OrderRepository, Outbox, UserRepository,
 };
-use livedrop_core::testing::env;
+use livedrop_core::testing::fixtures;
 use livedrop_core::StoreError;
 use rand::{Rng, SeedableRng};
 use sqlx::Connection;
 use uuid::Uuid;
 
-const ENV: &str = env::DATABASE_URL;
-
-/// A schema of one test, and how to reach it.
-struct TestDb {
-    url: String,
-    schema: String,
+/// A fresh migrated schema of one test, or `None` (with the reason printed) when
+/// the environment names no database; dropped with the value.
+async fn fresh() -> Option<TestSchema> {
+    let db = TestSchema::new("a PostgreSQL store test").await?;
+    db.store().await;
+    Some(db)
 }
 
-impl TestDb {
-    /// A fresh migrated schema, or `None` (with the reason printed) when the
-    /// environment names no database. A named database that cannot be reached fails.
-    async fn new() -> Option<Self> {
-        let url = env::service_var(ENV, "a PostgreSQL store test")?;
-        let db = Self {
-            url,
-            schema: format!("t_{}", Uuid::new_v4().simple()),
-        };
-        db.store(ReserveStrategy::RowLock)
-            .await
-            .migrate()
-            .await
-            .unwrap();
-        Some(db)
-    }
-
-    /// Another pool (standing in for another process) on the schema.
-    async fn store(&self, strategy: ReserveStrategy) -> PgStore {
-        PgStore::connect(
-            &self.url,
-            PgOptions {
-                max_connections: 5,
-                acquire_timeout: Duration::from_secs(30),
-                schema: Some(self.schema.clone()),
-                strategy,
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{ENV} is set but the database is unreachable: {e:?}"))
-    }
-
-    async fn conn(&self) -> sqlx::PgConnection {
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        sqlx::query(&format!("SET search_path TO \"{}\"", self.schema))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn
-    }
-
-    async fn drop_schema(self) {
-        let mut conn = sqlx::PgConnection::connect(&self.url).await.unwrap();
-        sqlx::query(&format!("DROP SCHEMA \"{}\" CASCADE", self.schema))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
+/// Another pool (standing in for another process) on the schema, with `strategy`.
+async fn pool(db: &TestSchema, strategy: ReserveStrategy) -> PgStore {
+    db.connect(PgOptions {
+        max_connections: 5,
+        strategy,
+        ..db.options()
+    })
+    .await
 }
 
 fn t0() -> Timestamp {
-    DateTime::from_timestamp(1_893_456_000, 0).unwrap()
+    fixtures::T0
 }
 
 fn live_drop(per_user_limit: u32) -> model::Drop {
-    model::Drop {
-        id: DropId::new(),
-        product_id: ProductId::new(),
-        creator_id: UserId::new(),
-        title: "Hoodie".into(),
-        price_cents: 5_000,
-        currency: "EUR".into(),
-        starts_at: t0() - chrono::Duration::hours(1),
-        ends_at: t0() + chrono::Duration::hours(1),
-        per_user_limit,
-        state: DropState::Live,
-        created_at: t0() - chrono::Duration::hours(2),
-    }
+    fixtures::live_drop(per_user_limit)
 }
 
 async fn new_drop(store: &PgStore, stock: u32, per_user_limit: u32) -> model::Drop {
@@ -115,25 +63,11 @@ async fn new_drop(store: &PgStore, stock: u32, per_user_limit: u32) -> model::Dr
 }
 
 fn order(user: UserId, drop: &model::Drop, quantity: u32, key: &str) -> Order {
-    Order {
-        id: OrderId::new(),
-        user_id: user,
-        drop_id: drop.id,
-        quantity,
-        unit_price_cents: drop.price_cents,
-        total_cents: drop.price_cents * i64::from(quantity),
-        currency: drop.currency.clone(),
-        status: OrderStatus::Reserved,
-        idempotency_key: key.to_owned(),
-        fingerprint: format!("fp-{key}"),
-        reserved_until: t0() + chrono::Duration::minutes(10),
-        created_at: t0(),
-        updated_at: t0(),
-    }
+    fixtures::order(user, drop, quantity, key, t0())
 }
 
 /// The stock row read with plain SQL, and whether the orders account for it.
-async fn audit(db: &TestDb, drop: DropId) -> (Stock, bool) {
+async fn audit(db: &TestSchema, drop: DropId) -> (Stock, bool) {
     let mut conn = db.conn().await;
     let (total, available, reserved, sold): (i64, i64, i64, i64) = sqlx::query_as(
         "SELECT total_stock, available, reserved, sold FROM inventory WHERE drop_id = $1",
@@ -171,7 +105,7 @@ fn count_placed(outcomes: &[PlaceOutcome]) -> usize {
 
 /// `buyers` tasks each order one unit of a drop with `stock` units, spread over
 /// `stores`; every order is placed or refused out of stock, and exactly `stock` win.
-async fn race(db: &TestDb, stores: &[PgStore], stock: u32, buyers: usize) {
+async fn race(db: &TestSchema, stores: &[PgStore], stock: u32, buyers: usize) {
     let drop = new_drop(&stores[0], stock, 5).await;
     let mut tasks = Vec::new();
     for i in 0..buyers {
@@ -204,39 +138,36 @@ async fn race(db: &TestDb, stores: &[PgStore], stock: u32, buyers: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn row_lock_race_reserves_exactly_the_stock() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     race(&db, &[store], 40, 300).await;
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_race_reserves_exactly_the_stock() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::group()).await;
+    let store = pool(&db, ReserveStrategy::group()).await;
     race(&db, &[store], 40, 400).await;
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_processes_with_both_strategies_never_oversell() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let a = db.store(ReserveStrategy::RowLock).await;
-    let b = db.store(ReserveStrategy::Group { max_batch: 16 }).await;
-    let c = db.store(ReserveStrategy::group()).await;
+    let a = pool(&db, ReserveStrategy::RowLock).await;
+    let b = pool(&db, ReserveStrategy::Group { max_batch: 16 }).await;
+    let c = pool(&db, ReserveStrategy::group()).await;
     race(&db, &[a, b, c], 75, 300).await;
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn per_user_limit_holds_across_two_processes() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     for (sa, sb) in [
@@ -244,7 +175,7 @@ async fn per_user_limit_holds_across_two_processes() {
         (ReserveStrategy::group(), ReserveStrategy::RowLock),
         (ReserveStrategy::group(), ReserveStrategy::group()),
     ] {
-        let stores = [db.store(sa).await, db.store(sb).await];
+        let stores = [pool(&db, sa).await, pool(&db, sb).await];
         let drop = new_drop(&stores[0], 100, 3).await;
         let user = UserId::new();
         let mut tasks = Vec::new();
@@ -268,17 +199,16 @@ async fn per_user_limit_holds_across_two_processes() {
         assert!(accounted);
         assert_eq!(stock.reserved, 3);
     }
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_key_from_two_processes_places_once() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     let stores = [
-        db.store(ReserveStrategy::group()).await,
-        db.store(ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::group()).await,
+        pool(&db, ReserveStrategy::RowLock).await,
     ];
     let drop = new_drop(&stores[0], 100, 10).await;
     let user = UserId::new();
@@ -304,7 +234,6 @@ async fn same_key_from_two_processes_places_once() {
     let (stock, accounted) = audit(&db, drop.id).await;
     assert!(accounted);
     assert_eq!(stock.reserved, 2);
-    db.drop_schema().await;
 }
 
 /// An outcome reduced to what an ordering decides: the kind, the order it names
@@ -341,11 +270,11 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn group_decides_a_batch_like_the_row_lock() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     for strategy in [ReserveStrategy::RowLock, ReserveStrategy::group()] {
-        let store = db.store(strategy).await;
+        let store = pool(&db, strategy).await;
         let drop = new_drop(&store, 5, 2).await;
         let alice = UserId::new();
         let bob = UserId::new();
@@ -397,15 +326,14 @@ async fn group_decides_a_batch_like_the_row_lock() {
             PlaceOutcome::NotLive
         );
     }
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn raw_sql_cannot_break_the_invariant() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     let drop = new_drop(&store, 10, 5).await;
     let mut conn = db.conn().await;
     for bad in [
@@ -422,7 +350,6 @@ async fn raw_sql_cannot_break_the_invariant() {
         assert_eq!(code, "23514", "{bad}");
     }
     assert_eq!(store.stock(drop.id).await.unwrap(), Some(Stock::new(10)));
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -439,10 +366,10 @@ async fn errors_are_classified() {
     .unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     let user = User {
         id: UserId::new(),
         email: "ana@example.com".into(),
@@ -463,17 +390,16 @@ async fn errors_are_classified() {
     ));
     store.close().await;
     assert!(store.user(user.id).await.unwrap_err().is_unavailable());
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn transition_has_one_winner_across_processes() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     let stores = [
-        db.store(ReserveStrategy::RowLock).await,
-        db.store(ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::RowLock).await,
     ];
     let mut drop = live_drop(1);
     drop.state = DropState::Scheduled;
@@ -503,17 +429,16 @@ async fn transition_has_one_winner_across_processes() {
         .await
         .unwrap();
     assert_eq!(started, 1, "only the winner appends its events");
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_sweepers_return_each_hold_once() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     let stores = [
-        db.store(ReserveStrategy::group()).await,
-        db.store(ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::group()).await,
+        pool(&db, ReserveStrategy::RowLock).await,
     ];
     let drop = new_drop(&stores[0], 60, 1).await;
     for i in 0..60 {
@@ -548,17 +473,16 @@ async fn concurrent_sweepers_return_each_hold_once() {
     let (stock, accounted) = audit(&db, drop.id).await;
     assert!(accounted);
     assert_eq!(stock, Stock::new(60));
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn idempotency_begin_has_one_winner() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     let stores = [
-        db.store(ReserveStrategy::RowLock).await,
-        db.store(ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::RowLock).await,
     ];
     let user = UserId::new();
     let mut tasks = Vec::new();
@@ -604,15 +528,14 @@ async fn idempotency_begin_has_one_winner() {
         BeginOutcome::Replay(body)
     );
     assert_eq!(s.purge(later).await.unwrap(), 1);
-    db.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn outbox_never_returns_rolled_back_events() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     let drop = new_drop(&store, 3, 3).await;
     store.mark_published(&seqs(&store).await).await.unwrap();
 
@@ -652,7 +575,6 @@ async fn outbox_never_returns_rolled_back_events() {
     assert_eq!(kinds, vec![EventType::OrderPlaced, EventType::StockChanged]);
     assert!(pending.windows(2).all(|w| w[0].seq < w[1].seq));
     assert_eq!(store.backlog().await.unwrap(), 2);
-    db.drop_schema().await;
 }
 
 async fn seqs(store: &PgStore) -> Vec<i64> {
@@ -667,11 +589,11 @@ async fn seqs(store: &PgStore) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_that_dies_leaves_its_batch_to_the_next() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let a = db.store(ReserveStrategy::RowLock).await;
-    let b = db.store(ReserveStrategy::RowLock).await;
+    let a = pool(&db, ReserveStrategy::RowLock).await;
+    let b = pool(&db, ReserveStrategy::RowLock).await;
     let drop = new_drop(&a, 3, 3).await;
     a.place_order(&order(UserId::new(), &drop, 1, "o"), t0())
         .await
@@ -702,7 +624,6 @@ async fn a_relay_that_dies_leaves_its_batch_to_the_next() {
         .unwrap();
     assert!(b.pending(100).await.unwrap().is_empty());
     assert_eq!(b.backlog().await.unwrap(), 0);
-    db.drop_schema().await;
 }
 
 /// A liveness bound, not a speed claim: the waits below are an hour long, so a
@@ -712,11 +633,11 @@ const WAKE_BOUND: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wait_for_append_wakes_on_commit() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
-    let other = db.store(ReserveStrategy::group()).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
+    let other = pool(&db, ReserveStrategy::group()).await;
     // Establish the listener, then wait while another process appends.
     store.wait_for_append(Duration::from_millis(10)).await;
     let drop = live_drop(1);
@@ -746,10 +667,9 @@ async fn wait_for_append_wakes_on_commit() {
     )
     .await
     .expect("wait_for_append must return once its timeout passes");
-    db.drop_schema().await;
 }
 
-async fn add_followers(db: &TestDb, creator: UserId, n: i64) {
+async fn add_followers(db: &TestSchema, creator: UserId, n: i64) {
     sqlx::query(
         "INSERT INTO follows (follower_id, creator_id, followed_at) \
          SELECT gen_random_uuid(), $1, $2 - make_interval(secs => g) FROM generate_series(1, $3) g",
@@ -776,10 +696,10 @@ fn fan_out_batch(creator: UserId, limit: u32) -> FanOutBatch {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fan_out_resumes_after_a_crash() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     let creator = UserId::new();
     add_followers(&db, creator, 2_500).await;
     let mut batch = fan_out_batch(creator, 1_000);
@@ -807,16 +727,15 @@ async fn fan_out_resumes_after_a_crash() {
         .await
         .unwrap();
     assert_eq!(stored, 2_500);
-    db.drop_schema().await;
 }
 
 /// Fans a notification out to `followers` followers in batches of 1,000, timed end
 /// to end, and checks every follower got exactly one.
 async fn measure_fan_out(followers: u64) {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     let creator = UserId::new();
     add_followers(&db, creator, followers as i64).await;
     let started = Instant::now();
@@ -834,7 +753,6 @@ async fn measure_fan_out(followers: u64) {
     let took = started.elapsed();
     println!("fan-out: {total} notifications in {batches} batches, {took:?}");
     assert_eq!(total, followers);
-    db.drop_schema().await;
 }
 
 /// 10,000 followers, timed. Run with `--ignored`.
@@ -978,12 +896,12 @@ fn settle_kind(out: &SettleOutcome) -> (&'static str, Option<OrderStatus>) {
 /// the stock row, read with plain SQL after every step, is the model's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn random_sequences_keep_the_invariant() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     let stores = [
-        db.store(ReserveStrategy::RowLock).await,
-        db.store(ReserveStrategy::group()).await,
+        pool(&db, ReserveStrategy::RowLock).await,
+        pool(&db, ReserveStrategy::group()).await,
     ];
     let (mut settled, mut expired) = (0, 0);
     for case in 0..32u64 {
@@ -1106,75 +1024,15 @@ async fn random_sequences_keep_the_invariant() {
         settled > 0 && expired > 0,
         "settled {settled}, expired {expired}"
     );
-    db.drop_schema().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn notifications_dedup_and_read() {
-    let Some(db) = TestDb::new().await else {
-        return;
-    };
-    let store = Arc::new(db.store(ReserveStrategy::RowLock).await);
-    let user = UserId::new();
-    let n = livedrop_core::model::Notification {
-        id: livedrop_core::id::NotificationId::new(),
-        user_id: user,
-        kind: NotificationKind::OrderConfirmed,
-        payload: serde_json::json!({}),
-        dedup_key: "k".into(),
-        created_at: t0(),
-        read_at: None,
-    };
-    assert!(store.insert_notification(&n).await.unwrap());
-    let dup = livedrop_core::model::Notification {
-        id: livedrop_core::id::NotificationId::new(),
-        ..n.clone()
-    };
-    assert!(!store.insert_notification(&dup).await.unwrap());
-    let read = store.mark_read(user, n.id, t0()).await.unwrap().unwrap();
-    assert_eq!(read.read_at, Some(t0()));
-    let again = store
-        .mark_read(user, n.id, t0() + chrono::Duration::seconds(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(again.read_at, Some(t0()), "an earlier read_at is kept");
-    let unread = store
-        .notifications(user, true, livedrop_core::page::PageRequest::first(10))
-        .await
-        .unwrap();
-    assert!(unread.items.is_empty());
-    db.drop_schema().await;
-}
-
-/// A fresh migrated schema per conformance case (named `tc_<unix secs>_<id>`), with
-/// schemas left by runs more than ten minutes old dropped first.
+/// A fresh migrated schema per conformance case, kept after the case (the suite's
+/// factory cannot hold the schema's guard) until a later run sweeps it.
 async fn conformance_store(strategy: ReserveStrategy) -> Option<livedrop_core::testing::Repos> {
-    let url = env::service_var(ENV, "a PostgreSQL conformance case")?;
-    let secs = chrono::Utc::now().timestamp();
-    let mut conn = sqlx::PgConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("{ENV} is set but the database is unreachable: {e:?}"));
-    let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT nspname::text FROM pg_namespace WHERE nspname ~ '^tc_[0-9]+_' \
-         AND split_part(nspname, '_', 2)::int8 < $1",
-    )
-    .bind(secs - 600)
-    .fetch_all(&mut conn)
-    .await
-    .unwrap();
-    for schema in stale {
-        // Another run may be dropping it too.
-        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-            .execute(&mut conn)
-            .await;
-    }
-    let db = TestDb {
-        url,
-        schema: format!("tc_{secs}_{}", &Uuid::new_v4().simple().to_string()[..12]),
-    };
-    let store = db.store(strategy).await;
+    let db = TestSchema::new("a PostgreSQL conformance case").await?;
+    let store = pool(&db, strategy).await;
     store.migrate().await.unwrap();
+    db.keep();
     Some(livedrop_core::testing::Repos::from_store(Arc::new(store)))
 }
 
@@ -1202,11 +1060,10 @@ mod group {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pruning_removes_only_published_events() {
     use livedrop_core::ports::ProductRepository;
-    use livedrop_core::testing::fixtures;
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::RowLock).await;
+    let store = pool(&db, ReserveStrategy::RowLock).await;
     let creator = UserId::new();
     for title in ["first", "second"] {
         let product = fixtures::product(creator, title, "", fixtures::T0);
@@ -1233,7 +1090,6 @@ async fn pruning_removes_only_published_events() {
     let left = store.pending(10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].seq, pending[1].seq);
-    db.drop_schema().await;
 }
 
 /// Two processes on one schema with no broker, each with its own in-process bus and
@@ -1244,10 +1100,9 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
     use livedrop_adapters::memory::{MemoryBus, MemoryCache};
     use livedrop_core::model::Role;
     use livedrop_core::service::{Livedrop, NewDrop, NewProduct, PlaceOrder};
-    use livedrop_core::testing::fixtures;
     use livedrop_core::{Clock, Config, ManualClock, Ports};
 
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
     let clock = Arc::new(ManualClock::fixed());
@@ -1262,7 +1117,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
     let mut processes = Vec::new();
     for _ in 0..2 {
         let ports = Ports::from_store(
-            Arc::new(db.store(ReserveStrategy::RowLock).await),
+            Arc::new(pool(&db, ReserveStrategy::RowLock).await),
             Arc::new(MemoryCache::new()),
             Arc::new(MemoryBus::new()),
             clock.clone(),
@@ -1344,17 +1199,16 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
 
     background_b.shutdown().await;
     background_a.shutdown().await;
-    db.drop_schema().await;
 }
 
 /// An order whose caller went away while it queued for its drop's combiner is not
 /// placed: nothing queued outlives its request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_combined_order_whose_caller_went_away_is_not_placed() {
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let store = db.store(ReserveStrategy::Group { max_batch: 16 }).await;
+    let store = pool(&db, ReserveStrategy::Group { max_batch: 16 }).await;
     let drop = new_drop(&store, 10, 10).await;
 
     // Another transaction holds the drop's stock row: the combiner's first batch waits.
@@ -1403,7 +1257,6 @@ async fn a_combined_order_whose_caller_went_away_is_not_placed() {
     let (stock, accounted) = audit(&db, drop.id).await;
     assert!(accounted);
     assert_eq!(stock.reserved, 2);
-    db.drop_schema().await;
 }
 
 /// The simulator's workload on PostgreSQL: several pools stand in for several
@@ -1416,12 +1269,12 @@ async fn a_combined_order_whose_caller_went_away_is_not_placed() {
 async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
     use livedrop_adapters::sim::{run_with, Leftovers, SimConfig, Timing};
 
-    let Some(db) = TestDb::new().await else {
+    let Some(db) = fresh().await else {
         return;
     };
-    let app_name = format!("sim_{}", db.schema);
-    let sep = if db.url.contains('?') { '&' } else { '?' };
-    let url = format!("{}{sep}application_name={app_name}", db.url);
+    let app_name = format!("sim_{}", db.name());
+    let sep = if db.url().contains('?') { '&' } else { '?' };
+    let url = format!("{}{sep}application_name={app_name}", db.url());
     let mut stores = Vec::new();
     for i in 0..3 {
         let strategy = if i % 2 == 0 {
@@ -1434,7 +1287,7 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
             PgOptions {
                 max_connections: 4,
                 acquire_timeout: Duration::from_secs(5),
-                schema: Some(db.schema.clone()),
+                schema: Some(db.name().to_owned()),
                 strategy,
             },
         )
@@ -1442,7 +1295,7 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
         .unwrap();
         stores.push(Arc::new(store));
     }
-    let raw = Arc::new(db.store(ReserveStrategy::RowLock).await);
+    let raw = Arc::new(pool(&db, ReserveStrategy::RowLock).await);
     // Every process's combiners must have retired by the end.
     let probes = stores.clone();
     let leftovers = Leftovers {
@@ -1456,7 +1309,7 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
         ..SimConfig::default()
     };
     let killed = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let (chaos_url, counter) = (db.url.clone(), killed.clone());
+    let (chaos_url, counter) = (db.url().to_owned(), killed.clone());
     let seed = 20_260_101;
     let timing = Timing::compressed();
     let report = run_with(seed, &config, raw, stores, timing, leftovers, |faults| {
@@ -1493,9 +1346,8 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
     );
     assert!(
         report.passed(),
-        "{report}\nreplay against PostgreSQL: LIVEDROP_TEST_DATABASE_URL=… cargo test -p livedrop-adapters --features postgres,sim --test postgres simulated_workload"
+        "{report}\nreplay against PostgreSQL: LIVEDROP_TEST_DATABASE_URL=… cargo test -p livedrop-adapters --features postgres,sim,testing --test postgres simulated_workload"
     );
     assert!(report.requests > 60);
     assert!(killed.load(std::sync::atomic::Ordering::Relaxed) > 0);
-    db.drop_schema().await;
 }

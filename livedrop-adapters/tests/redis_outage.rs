@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! LIVEDROP_TEST_REDIS_URL=redis://127.0.0.1:6379 \
-//!     cargo test -p livedrop-adapters --features redis --test redis_outage
+//!     cargo test -p livedrop-adapters --features redis,testing --test redis_outage
 //! ```
 //!
 //! A URL naming a server this test cannot stop and restart (not on loopback, or not
@@ -14,114 +14,15 @@
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use livedrop_adapters::redis::testing::LocalRedis;
 use livedrop_adapters::redis::{RedisCache, RedisGate, RedisOptions};
 use livedrop_core::model::Stock;
 use livedrop_core::ports::{AdmissionGate, Cache};
 use livedrop_core::DropId;
-use redis::{ConnectionAddr, IntoConnectionInfo};
 
-const URL_VAR: &str = "LIVEDROP_TEST_REDIS_URL";
-
-/// The local server the URL names, which the test stops and starts again.
-struct Server {
-    host: String,
-    port: u16,
-}
-
-impl Server {
-    /// From the configured URL; panics when it names no server this test can
-    /// restart.
-    fn from_url(url: &str) -> Self {
-        let info = url
-            .into_connection_info()
-            .unwrap_or_else(|e| panic!("{URL_VAR}={url} is not a Redis URL: {e}"));
-        let ConnectionAddr::Tcp(host, port) = info.addr().clone() else {
-            panic!("the outage test restarts a plain TCP server; {URL_VAR}={url} is not one");
-        };
-        assert!(
-            matches!(host.as_str(), "127.0.0.1" | "localhost" | "::1" | "[::1]"),
-            "the outage test stops and restarts only a local server; {URL_VAR}={url}"
-        );
-        Self { host, port }
-    }
-
-    fn cli(&self, args: &[&str]) -> Option<std::process::Output> {
-        Command::new("redis-cli")
-            .args(["-h", &self.host, "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()
-    }
-
-    fn ping(&self) -> bool {
-        self.cli(&["PING"])
-            .is_some_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "PONG")
-    }
-
-    fn wait_for(&self, up: bool, within: Duration) -> bool {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if self.ping() == up {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.ping() == up
-    }
-
-    fn shut_down(&self) {
-        // The server closes the connection instead of answering; the exit status
-        // says nothing, the PING below does.
-        let _ = self.cli(&["SHUTDOWN", "NOSAVE"]);
-        assert!(
-            self.wait_for(false, Duration::from_secs(10)),
-            "Redis still answers after SHUTDOWN"
-        );
-    }
-
-    fn start(&self) {
-        if self.ping() {
-            return;
-        }
-        let status = Command::new("redis-server")
-            .args([
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "-::1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/var/lib/redis",
-                "--logfile",
-                "/var/log/redis/ci.log",
-            ])
-            .status();
-        if let Err(err) = status {
-            eprintln!("could not run redis-server: {err}");
-        }
-        if !self.wait_for(true, Duration::from_secs(15)) {
-            eprintln!("Redis did not answer PING within 15 s of restarting");
-        }
-    }
-}
-
-/// Restarts Redis when dropped, so a failed assertion never leaves it down.
-struct RestartOnDrop<'a>(&'a Server);
-
-impl Drop for RestartOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.start();
-    }
-}
+const URL_VAR: &str = livedrop_core::testing::env::REDIS_URL;
 
 /// A liveness bound, not a speed claim: a call on a dead Redis must fail rather than
 /// wait for it (the adapter's own timeouts are a few hundred milliseconds; measured
@@ -156,7 +57,7 @@ async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
     };
     // A set variable is a promise the test can run: a Redis it cannot stop and
     // restart fails the test rather than letting it pass unexercised.
-    let server = Server::from_url(&url);
+    let server = LocalRedis::from_url(&url);
     let namespace = format!("ldtest:outage:{}", uuid::Uuid::new_v4().simple());
     let options = RedisOptions::default();
     let cache = RedisCache::connect_with(&url, &namespace, options.clone())
@@ -169,7 +70,7 @@ async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
     assert!(cache.set("before", b"1", ttl, None).await.unwrap());
     assert!(cache.get("before").await.unwrap().is_some());
 
-    let _restart = RestartOnDrop(&server);
+    let _restart = server.restart_on_drop();
     server.shut_down();
 
     for _ in 0..3 {

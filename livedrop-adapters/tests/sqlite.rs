@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 
-use chrono::DateTime;
 use livedrop_adapters::sqlite::{SqliteOptions, SqliteStore};
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
-use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
-use livedrop_core::model::{self, DropState, Order, OrderStatus, PlaceOutcome};
+use livedrop_core::id::{OrderId, UserId};
+use livedrop_core::model::{self, Order, PlaceOutcome};
 use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
+use livedrop_core::testing::fixtures;
 use livedrop_core::testing::Repos;
 use livedrop_core::StoreError;
 use sqlx::Connection;
@@ -54,41 +54,15 @@ mod one_by_one {
 }
 
 fn t0() -> Timestamp {
-    DateTime::from_timestamp(1_893_456_000, 0).unwrap()
+    fixtures::T0
 }
 
 fn live_drop() -> model::Drop {
-    model::Drop {
-        id: DropId::new(),
-        product_id: ProductId::new(),
-        creator_id: UserId::new(),
-        title: "Hoodie".into(),
-        price_cents: 5_000,
-        currency: "EUR".into(),
-        starts_at: t0() - chrono::Duration::hours(1),
-        ends_at: t0() + chrono::Duration::hours(1),
-        per_user_limit: 5,
-        state: DropState::Live,
-        created_at: t0() - chrono::Duration::hours(2),
-    }
+    fixtures::live_drop(5)
 }
 
 fn order(drop: &model::Drop, key: &str) -> Order {
-    Order {
-        id: OrderId::new(),
-        user_id: UserId::new(),
-        drop_id: drop.id,
-        quantity: 1,
-        unit_price_cents: drop.price_cents,
-        total_cents: drop.price_cents,
-        currency: drop.currency.clone(),
-        status: OrderStatus::Reserved,
-        idempotency_key: key.to_owned(),
-        fingerprint: format!("fp-{key}"),
-        reserved_until: t0() + chrono::Duration::minutes(10),
-        created_at: t0(),
-        updated_at: t0(),
-    }
+    fixtures::order(UserId::new(), drop, 1, key, t0())
 }
 
 #[tokio::test]

@@ -6,20 +6,20 @@
 //! `cargo test -p livedrop-core --test order_service`
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Duration;
-use livedrop_adapters::memory::memory_ports;
+use common::Memory;
 use livedrop_core::model::{
-    Actor, Order, OrderStatus, PlaceOutcome, Role, SettleOutcome, Settlement, Stock, User,
+    Actor, Order, OrderStatus, PlaceOutcome, Role, SettleOutcome, Settlement, Stock,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{AdmissionGate, CacheError, OrderRepository};
-use livedrop_core::service::{
-    check_idempotency_key, Livedrop, NewDrop, NewProduct, PlaceOrder, Ports, StockAdjustment,
-};
+use livedrop_core::service::{check_idempotency_key, Livedrop, PlaceOrder, Ports, StockAdjustment};
 use livedrop_core::{
     Clock, Config, DropId, Error, ManualClock, OrderId, StoreError, StoreResult, Timestamp, UserId,
 };
@@ -79,8 +79,9 @@ struct World {
 }
 
 async fn world_with(stock: u32, limit: Option<u32>, gate: Option<Arc<dyn AdmissionGate>>) -> World {
-    let clock = Arc::new(ManualClock::fixed());
-    let (mut ports, _store, _bus) = memory_ports(clock.clone());
+    let Memory {
+        clock, mut ports, ..
+    } = Memory::new();
     let flaky = Arc::new(Flaky {
         inner: ports.orders.clone(),
         down: AtomicBool::new(false),
@@ -91,47 +92,13 @@ async fn world_with(stock: u32, limit: Option<u32>, gate: Option<Arc<dyn Admissi
         None => ports,
     };
     let app = Livedrop::new(ports, Config::default());
-    let creator = User {
-        id: UserId::new(),
-        email: format!("maker-{}@example.com", UserId::new()),
-        display_name: "Maker".into(),
-        role: Role::Creator,
-        password_hash: String::new(),
-        created_at: clock.now(),
-    };
-    app.ports().users.insert_user(&creator).await.unwrap();
-    let creator = creator.actor();
-    let product = app
-        .create_product(
-            &creator,
-            NewProduct {
-                title: "Print".into(),
-                description: "A3".into(),
-                price_cents: 1_500,
-                currency: "EUR".into(),
-                image_url: None,
-            },
-        )
-        .await
-        .unwrap();
-    let drop = app
-        .schedule_drop(
-            &creator,
-            NewDrop {
-                product_id: product.id,
-                starts_at: None,
-                ends_at: clock.now() + Duration::hours(1),
-                total_stock: stock,
-                per_user_limit: limit,
-            },
-        )
-        .await
-        .unwrap();
+    let creator = common::user(app.ports(), Role::Creator).await;
+    let drop = common::drop(&app, &creator, stock, limit, Duration::zero()).await;
     World {
         app,
         clock,
         flaky,
-        drop: drop.drop.id,
+        drop,
         creator,
     }
 }

@@ -6,24 +6,23 @@
 //! `cargo test -p livedrop-core --test relay`
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use livedrop_adapters::memory::{memory_ports, MemoryBus, MemoryStore};
+use common::Memory;
+use livedrop_adapters::memory::{MemoryBus, MemoryStore};
 use livedrop_core::event::Event;
 use livedrop_core::model::{
-    Actor, FanOutBatch, FanOutProgress, Notification, NotificationKind, Role, User,
+    Actor, FanOutBatch, FanOutProgress, Notification, NotificationKind, Role,
 };
 use livedrop_core::page::{Page, PageRequest};
-use livedrop_core::ports::{
-    EventBus, NotificationRepository, Outbox, Subscription, UserRepository,
-};
-use livedrop_core::service::{Livedrop, NewDrop, NewProduct, OutboxRelay, Ports};
-use livedrop_core::{
-    Clock, Config, DropId, ManualClock, NotificationId, StoreResult, Timestamp, UserId,
-};
+use livedrop_core::ports::{EventBus, NotificationRepository, Outbox, Subscription};
+use livedrop_core::service::{Livedrop, OutboxRelay, Ports};
+use livedrop_core::{Config, DropId, NotificationId, StoreResult, Timestamp, UserId};
 use tokio::sync::Notify;
 
 /// A bus that publishes, then never answers while `stall` is set: the process is
@@ -103,20 +102,14 @@ fn config() -> Config {
 
 /// Two processes' services over one store, each with its own bus.
 struct Deployment {
-    clock: Arc<ManualClock>,
     store: Arc<MemoryStore>,
     ports: Ports,
 }
 
 impl Deployment {
     fn new() -> Self {
-        let clock = Arc::new(ManualClock::fixed());
-        let (ports, store, _bus) = memory_ports(clock.clone());
-        Self {
-            clock,
-            store,
-            ports,
-        }
+        let Memory { ports, store, .. } = Memory::new();
+        Self { store, ports }
     }
 
     /// A process's services: its own bus, the shared store.
@@ -128,55 +121,17 @@ impl Deployment {
         Livedrop::new(ports, config())
     }
 
-    async fn user(&self, role: Role) -> Actor {
-        let user = User {
-            id: UserId::new(),
-            email: format!("{}@example.com", UserId::new()),
-            display_name: "someone".into(),
-            role,
-            password_hash: String::new(),
-            created_at: self.clock.now(),
-        };
-        self.store.insert_user(&user).await.unwrap();
-        user.actor()
-    }
-
     /// A creator with `n` followers, and a drop of theirs that is live at once.
     async fn live_drop_with_followers(&self, app: &Livedrop, n: usize) -> (DropId, Vec<Actor>) {
-        let creator = self.user(Role::Creator).await;
+        let creator = common::user(&self.ports, Role::Creator).await;
         let mut followers = Vec::new();
         for _ in 0..n {
-            let follower = self.user(Role::Customer).await;
+            let follower = common::user(&self.ports, Role::Customer).await;
             app.follow(&follower, creator.id).await.unwrap();
             followers.push(follower);
         }
-        let product = app
-            .create_product(
-                &creator,
-                NewProduct {
-                    title: "Print".into(),
-                    description: "A3".into(),
-                    price_cents: 1_500,
-                    currency: "EUR".into(),
-                    image_url: None,
-                },
-            )
-            .await
-            .unwrap();
-        let drop = app
-            .schedule_drop(
-                &creator,
-                NewDrop {
-                    product_id: product.id,
-                    starts_at: None,
-                    ends_at: self.clock.now() + chrono::Duration::hours(1),
-                    total_stock: 10,
-                    per_user_limit: None,
-                },
-            )
-            .await
-            .unwrap();
-        (drop.drop.id, followers)
+        let drop = common::drop(app, &creator, 10, None, chrono::Duration::zero()).await;
+        (drop, followers)
     }
 
     /// How many `drop_live` notifications each follower has for `drop`.

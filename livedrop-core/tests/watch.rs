@@ -5,16 +5,17 @@
 //! `cargo test -p livedrop-core --test watch`
 #![allow(clippy::unwrap_used, missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::Memory;
 use futures::StreamExt;
-use livedrop_adapters::memory::{memory_ports, MemoryBus, MemoryStore};
+use livedrop_adapters::memory::{MemoryBus, MemoryStore};
 use livedrop_core::model::{Actor, DropStatus, Role, Stock};
 use livedrop_core::ports::EventBus;
-use livedrop_core::service::{
-    DropUpdate, DropWatch, Livedrop, NewDrop, NewProduct, PlaceOrder, Registration,
-};
+use livedrop_core::service::{DropUpdate, DropWatch, Livedrop, PlaceOrder};
 use livedrop_core::{Clock, Config, DropId, Event, EventType, ManualClock, Ports, UserId};
 
 struct World {
@@ -24,19 +25,9 @@ struct World {
 }
 
 async fn world() -> World {
-    let clock = Arc::new(ManualClock::fixed());
-    let (ports, _store, _bus) = memory_ports(clock.clone());
+    let Memory { clock, ports, .. } = Memory::new();
     let app = Livedrop::new(ports, Config::default());
-    let creator = app
-        .register(Registration {
-            email: "maker@example.com".into(),
-            password: "maker-password".into(),
-            display_name: "Maker".into(),
-            role: Role::Creator,
-        })
-        .await
-        .unwrap()
-        .actor();
+    let creator = common::user(app.ports(), Role::Creator).await;
     World {
         app,
         clock,
@@ -47,36 +38,7 @@ async fn world() -> World {
 impl World {
     /// A drop of `stock` units starting in `starts_in` and lasting an hour.
     async fn drop(&self, stock: u32, starts_in: chrono::Duration) -> DropId {
-        let product = self
-            .app
-            .create_product(
-                &self.creator,
-                NewProduct {
-                    title: "Print".into(),
-                    description: "A3".into(),
-                    price_cents: 1_500,
-                    currency: "EUR".into(),
-                    image_url: None,
-                },
-            )
-            .await
-            .unwrap();
-        let starts_at = self.clock.now() + starts_in;
-        let view = self
-            .app
-            .schedule_drop(
-                &self.creator,
-                NewDrop {
-                    product_id: product.id,
-                    starts_at: (starts_in > chrono::Duration::zero()).then_some(starts_at),
-                    ends_at: starts_at + chrono::Duration::hours(1),
-                    total_stock: stock,
-                    per_user_limit: None,
-                },
-            )
-            .await
-            .unwrap();
-        view.drop.id
+        common::drop(&self.app, &self.creator, stock, None, starts_in).await
     }
 }
 

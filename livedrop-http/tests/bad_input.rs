@@ -83,26 +83,13 @@ async fn sqlite_fixture() -> Fixture {
 }
 
 /// The fixture on a PostgreSQL store in the fresh schema `schema` (in-memory cache
-/// and bus). The `tc_` prefix lets the adapter's conformance tests sweep it if this
-/// run dies before dropping it.
+/// and bus).
 #[cfg(feature = "postgres")]
-async fn postgres_fixture(url: &str, schema: &str) -> Fixture {
+async fn postgres_fixture(schema: &livedrop_adapters::postgres::testing::TestSchema) -> Fixture {
     use livedrop_adapters::memory::{MemoryBus, MemoryCache};
-    use livedrop_adapters::postgres::{PgOptions, PgStore};
     let clock = Arc::new(ManualClock::fixed());
-    let store = PgStore::connect(
-        url,
-        PgOptions {
-            max_connections: 4,
-            schema: Some(schema.to_owned()),
-            ..PgOptions::default()
-        },
-    )
-    .await
-    .unwrap_or_else(|e| panic!("LIVEDROP_TEST_DATABASE_URL is set but unusable: {e:?}"));
-    store.migrate().await.unwrap();
     let ports = Ports::from_store(
-        Arc::new(store),
+        Arc::new(schema.store().await),
         Arc::new(MemoryCache::new()),
         Arc::new(MemoryBus::new()),
         clock.clone(),
@@ -631,26 +618,15 @@ fn malformed_requests_on_sqlite_get_a_4xx_in_the_error_shape_never_a_5xx() {
 #[cfg(feature = "postgres")]
 #[test]
 fn malformed_requests_on_postgres_get_a_4xx_in_the_error_shape_never_a_5xx() {
-    use livedrop_core::testing::env;
-    let Some(url) = env::service_var(env::DATABASE_URL, "the bad-input test on PostgreSQL") else {
+    use livedrop_adapters::postgres::testing::TestSchema;
+    let runtime = runtime();
+    let Some(schema) = runtime.block_on(TestSchema::new("the bad-input test on PostgreSQL")) else {
         return;
     };
-    let schema = format!(
-        "tc_{}_{}",
-        chrono::Utc::now().timestamp(),
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    let runtime = runtime();
-    let fixture = runtime.block_on(postgres_fixture(&url, &schema));
+    let fixture = runtime.block_on(postgres_fixture(&schema));
     throw_malformed_requests(&runtime, &fixture);
-    runtime.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-        sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    });
+    // The schema goes before the runtime that serves the store's pool.
+    drop(schema);
 }
 
 /// Runs the generated cases against the router of `fixture`.

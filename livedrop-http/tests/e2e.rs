@@ -526,6 +526,7 @@ async fn in_memory_walk() {
     walk(server).await;
 }
 
+#[cfg(feature = "postgres")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_services_walk() {
     use livedrop_core::testing::env;
@@ -536,26 +537,17 @@ async fn real_services_walk() {
         return;
     };
     let run = uuid::Uuid::new_v4().simple().to_string();
-    let schema = format!("e2e_{run}");
+    let schema = livedrop_adapters::postgres::testing::TestSchema::on(&database).await;
     let server = ServerGuard::start(&[
         ("LIVEDROP_DATABASE_URL", database.clone()),
-        ("LIVEDROP_DATABASE_SCHEMA", schema.clone()),
+        ("LIVEDROP_DATABASE_SCHEMA", schema.name().to_owned()),
         ("LIVEDROP_REDIS_URL", redis),
         ("LIVEDROP_REDIS_NAMESPACE", format!("e2e-{run}")),
         ("LIVEDROP_KAFKA_BROKERS", kafka),
         ("LIVEDROP_KAFKA_TOPIC_PREFIX", format!("e2e-{run}")),
     ]);
     walk(server).await;
-    drop_schema(&database, &schema).await;
-}
-
-async fn drop_schema(url: &str, schema: &str) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
+    drop(schema);
 }
 
 #[test]

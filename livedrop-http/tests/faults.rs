@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use harness::*;
+use livedrop_adapters::redis::testing::LocalRedis;
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -50,6 +51,22 @@ struct Sample {
 }
 
 impl Load {
+    /// Four workers ([`Load::start`]) for at most `limit`, in phase 0 for their first
+    /// 800 ms, then in phase 1: the fault comes next.
+    async fn warmed(
+        api: &Api,
+        base: &str,
+        drop: &str,
+        product: &str,
+        buyers: &[Person],
+        limit: Duration,
+    ) -> Load {
+        let load = Load::start(api, base, drop, product, buyers, 4, limit);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        load.phase(1);
+        load
+    }
+
     /// `workers` tasks, each alternating an order (a fresh key, one attempt: a failed
     /// one is settled later by [`resolve_unknown`]) and two reads, one request at a
     /// time, for at most `limit`.
@@ -243,81 +260,6 @@ async fn resolve_unknown(
     }
 }
 
-/// Puts Redis back (same command line as `scripts/services.sh`) if it is not
-/// answering, when dropped.
-struct RedisGuard {
-    port: u16,
-}
-
-impl RedisGuard {
-    fn up(&self) -> bool {
-        Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "PING"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "PONG")
-            .unwrap_or(false)
-    }
-
-    fn stop(&self) {
-        let _ = Command::new("redis-cli")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "SHUTDOWN",
-                "NOSAVE",
-            ])
-            .output();
-        let started = Instant::now();
-        while self.up() && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert!(!self.up(), "Redis still answers after SHUTDOWN");
-    }
-
-    /// Starts Redis and waits (≤ 15 s) for PONG.
-    fn restore(&self) {
-        if self.up() {
-            return;
-        }
-        let _ = std::fs::create_dir_all("/var/lib/redis");
-        let _ = std::fs::create_dir_all("/var/log/redis");
-        let status = Command::new("redis-server")
-            .args([
-                "--daemonize",
-                "yes",
-                "--bind",
-                "127.0.0.1",
-                "-::1",
-                "--port",
-                &self.port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                "/var/lib/redis",
-                "--logfile",
-                "/var/log/redis/ci.log",
-            ])
-            .status();
-        if let Err(e) = status {
-            eprintln!("could not start redis-server: {e}");
-        }
-        let started = Instant::now();
-        while !self.up() && started.elapsed() < Duration::from_secs(15) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for RedisGuard {
-    fn drop(&mut self) {
-        self.restore();
-    }
-}
-
 /// A private tansu broker (in-memory storage) on its own port; killed when dropped.
 struct Broker {
     child: Option<Child>,
@@ -378,6 +320,49 @@ impl Drop for Broker {
     }
 }
 
+/// A scenario under load: a fresh schema with a creator and eight buyers, one
+/// server on it, a drop of 10,000 units, and order and read load on it, in phase 1
+/// after 800 ms of phase 0. Destructured in this order, the schema goes last.
+struct Loaded {
+    db: TestSchema,
+    people: People,
+    server: Server,
+    api: Api,
+    drop: String,
+    product: String,
+    load: Load,
+}
+
+impl Loaded {
+    async fn start(services: &Services, name: &str) -> Loaded {
+        let db = TestSchema::on(&services.db).await;
+        let schema = db.name();
+        let people = seed_people(&db, 8).await;
+        let server = Server::start(name, &server_env(services, schema, schema, &[])).await;
+        let api = Api::new();
+        let (drop, product) =
+            create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
+        let load = Load::warmed(
+            &api,
+            &server.base,
+            &drop,
+            &product,
+            &people.buyers,
+            Duration::from_secs(40),
+        )
+        .await;
+        Loaded {
+            db,
+            people,
+            server,
+            api,
+            drop,
+            product,
+            load,
+        }
+    }
+}
+
 /// Redis stopped mid-load: reads are served from PostgreSQL and orders go on while
 /// it is down; after it is back, the cache serves hits again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -387,38 +372,22 @@ async fn redis_outage_keeps_reads_and_orders_going() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let redis = RedisGuard {
-        port: host_port(&services.redis, 6379)
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap(),
-    };
-    let schema = unique("redis");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 8).await;
-    let server = Server::start("redis", &server_env(&services, &schema, &schema, &[])).await;
-    let api = Api::new();
-    let (drop, product) =
-        create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
-
-    let load = Load::start(
-        &api,
-        &server.base,
-        &drop,
-        &product,
-        &people.buyers,
-        4,
-        Duration::from_secs(40),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    load.phase(1);
-    redis.stop();
+    let redis = LocalRedis::from_url(&services.redis);
+    let _restart = redis.restart_on_drop();
+    let Loaded {
+        db: _db,
+        people,
+        server,
+        api,
+        drop,
+        product,
+        load,
+    } = Loaded::start(&services, "redis").await;
+    redis.shut_down();
     tokio::time::sleep(Duration::from_secs(3)).await;
     load.phase(2);
-    redis.restore();
-    assert!(redis.up(), "Redis did not come back");
+    redis.start();
+    assert!(redis.ping(), "Redis did not come back");
     // Recovery: the cache serves hits again without a server restart.
     let hits_before = metric(&api, &server.base, "livedrop_cache_hits_total")
         .await
@@ -500,32 +469,19 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     services.assert_reachable().await;
     let port = free_port();
     let mut broker = Broker::start(port).await;
-    let schema = unique("broker");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 8).await;
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 8).await;
     let brokers = format!("127.0.0.1:{port}");
     let env = server_env(
         &services,
-        &schema,
-        &schema,
+        schema,
+        schema,
         &[("LIVEDROP_KAFKA_BROKERS", brokers.as_str())],
     );
     let server = Server::start("broker", &env).await;
     let api = Api::new();
-    for buyer in &people.buyers {
-        let r = api
-            .call(
-                &server.base,
-                "PUT",
-                &format!("/users/{}/followers/me", people.creator.id),
-                Some(&buyer.token),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 204, "{}", r.body);
-    }
+    follow_creator(&api, std::slice::from_ref(&server.base), &people).await;
     let (drop, product) =
         create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
     assert_notifications(
@@ -538,17 +494,15 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     )
     .await;
 
-    let load = Load::start(
+    let load = Load::warmed(
         &api,
         &server.base,
         &drop,
         &product,
         &people.buyers,
-        4,
         Duration::from_secs(60),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    load.phase(1);
+    )
+    .await;
     broker.kill();
     assert!(
         !tcp_open(&brokers).await,
@@ -645,25 +599,16 @@ async fn killed_database_backends_fail_fast_and_recover() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let schema = unique("pgkill");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 8).await;
-    let server = Server::start("pgkill", &server_env(&services, &schema, &schema, &[])).await;
-    let api = Api::new();
-    let (drop, product) =
-        create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
-
-    let load = Load::start(
-        &api,
-        &server.base,
-        &drop,
-        &product,
-        &people.buyers,
-        4,
-        Duration::from_secs(40),
-    );
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    load.phase(1);
+    let Loaded {
+        db,
+        people,
+        server,
+        api,
+        drop,
+        product: _,
+        load,
+    } = Loaded::start(&services, "pgkill").await;
+    let schema = db.name();
     let mut killed = 0;
     for _ in 0..8 {
         let n = psql(
@@ -765,15 +710,10 @@ async fn holds_of_a_killed_process_expire_and_stock_returns() {
     };
     let _serial = SERIAL.lock().await;
     services.assert_reachable().await;
-    let schema = unique("sigkill");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 10).await;
-    let env = server_env(
-        &services,
-        &schema,
-        &schema,
-        &[("LIVEDROP_HOLD_SECONDS", "6")],
-    );
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 10).await;
+    let env = server_env(&services, schema, schema, &[("LIVEDROP_HOLD_SECONDS", "6")]);
     let mut first = Server::start("first", &env).await;
     let api = Api::new();
     let (drop, _product) = create_drop(&api, &first.base, &people.creator.token, 30, None).await;

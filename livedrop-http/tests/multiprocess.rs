@@ -23,30 +23,17 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
         return;
     };
     services.assert_reachable().await;
-    let schema = unique("mp");
-    let _cleanup = SchemaGuard(services.clone(), schema.clone());
-    let people = seed_people(&services, &schema, 24).await;
-    let env = server_env(&services, &schema, &schema, &[]);
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 24).await;
+    let env = server_env(&services, schema, schema, &[]);
     let a = Server::start("a", &env).await;
     let b = Server::start("b", &env).await;
     let bases = vec![a.base.clone(), b.base.clone()];
     let api = Api::new();
 
     // Followers first, through both processes.
-    for (i, buyer) in people.buyers.iter().enumerate() {
-        let r = api
-            .call(
-                &bases[i % 2],
-                "PUT",
-                &format!("/users/{}/followers/me", people.creator.id),
-                Some(&buyer.token),
-                None,
-                None,
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 204, "{}", r.body);
-    }
+    follow_creator(&api, &bases, &people).await;
     let (drop_id, _) = create_drop(&api, &a.base, &people.creator.token, 60, Some(4)).await;
 
     // Each buyer places 6 orders of 1 unit (demand 144 > stock 60); each order goes

@@ -2207,40 +2207,18 @@ mod arbitrary_input {
     #[test]
     fn every_failure_on_postgres_is_a_shaped_4xx() {
         use livedrop_adapters::memory::{MemoryBus, MemoryCache};
-        use livedrop_adapters::postgres::{PgOptions, PgStore};
-        use livedrop_core::testing::env;
+        use livedrop_adapters::postgres::testing::TestSchema;
         use proptest::test_runner::{Config as RunnerConfig, TestRunner};
-        let Some(url) =
-            env::service_var(env::DATABASE_URL, "the router property test on PostgreSQL")
-        else {
-            return;
-        };
-        // The `tc_` prefix lets the adapter's conformance tests sweep the schema if
-        // this run dies before dropping it.
-        let schema = format!(
-            "tc_{}_{}",
-            chrono::Utc::now().timestamp(),
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let store = rt.block_on(async {
-            let store = PgStore::connect(
-                &url,
-                PgOptions {
-                    max_connections: 4,
-                    schema: Some(schema.clone()),
-                    ..PgOptions::default()
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("LIVEDROP_TEST_DATABASE_URL is set but unusable: {e:?}"));
-            store.migrate().await.unwrap();
-            Arc::new(store)
-        });
+        let Some(schema) = rt.block_on(TestSchema::new("the router property test on PostgreSQL"))
+        else {
+            return;
+        };
+        let store = Arc::new(rt.block_on(schema.store()));
         let mut runner = TestRunner::new(RunnerConfig {
             cases: 96,
             failure_persistence: None,
@@ -2270,14 +2248,8 @@ mod arbitrary_input {
             panic!("{e}");
         }
         assert!(ran.get() >= 96, "only {} cases ran", ran.get());
-        rt.block_on(async {
-            use sqlx::Connection;
-            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        });
+        drop(store);
+        drop(schema);
     }
 }
 

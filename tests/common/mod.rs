@@ -18,6 +18,9 @@ pub struct World {
     pub store: Option<Arc<MemoryStore>>,
     pub bus: Arc<MemoryBus>,
     pub clock: Arc<ManualClock>,
+    /// The PostgreSQL schema of a world on PostgreSQL, dropped with the world.
+    #[cfg(feature = "postgres")]
+    pub schema: Option<livedrop::adapters::postgres::testing::TestSchema>,
 }
 
 impl World {
@@ -45,6 +48,8 @@ impl World {
             store: Some(store),
             bus,
             clock,
+            #[cfg(feature = "postgres")]
+            schema: None,
         }
     }
 
@@ -60,42 +65,19 @@ impl World {
     pub async fn postgres_with(
         strategy: livedrop::adapters::postgres::ReserveStrategy,
     ) -> Option<Self> {
-        use livedrop::adapters::memory::MemoryCache;
-        use livedrop::adapters::postgres::{PgOptions, PgStore};
-        use livedrop::core::testing::env;
-        let url = env::service_var(env::DATABASE_URL, "a PostgreSQL world")?;
-        // Named like the adapter's conformance schemas, which sweep stale ones.
-        let secs = chrono::Utc::now().timestamp();
-        let schema = format!(
-            "tc_{secs}_{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..12]
-        );
-        let store = PgStore::connect(
-            &url,
-            PgOptions {
-                max_connections: 4,
-                schema: Some(schema),
+        use livedrop::adapters::postgres::testing::TestSchema;
+        use livedrop::adapters::postgres::PgOptions;
+        let schema = TestSchema::new("a PostgreSQL world").await?;
+        let store = schema
+            .connect(PgOptions {
                 strategy,
-                ..PgOptions::default()
-            },
-        )
-        .await
-        .expect("LIVEDROP_TEST_DATABASE_URL is set but PostgreSQL cannot be reached");
+                ..schema.options()
+            })
+            .await;
         store.migrate().await.expect("migrations");
-        let clock = Arc::new(ManualClock::fixed());
-        let bus = Arc::new(MemoryBus::new());
-        let ports = Ports::from_store(
-            Arc::new(store),
-            Arc::new(MemoryCache::new()),
-            bus.clone(),
-            clock.clone(),
-        );
         Some(Self {
-            app: Livedrop::new(ports.clone(), Config::default()),
-            ports,
-            store: None,
-            bus,
-            clock,
+            schema: Some(schema),
+            ..Self::on_store(Arc::new(store))
         })
     }
 
@@ -103,15 +85,21 @@ impl World {
     /// and bus); the file goes with the world.
     #[cfg(feature = "sqlite")]
     pub async fn sqlite() -> Self {
-        use livedrop::adapters::memory::MemoryCache;
         use livedrop::adapters::sqlite::{SqliteOptions, SqliteStore};
         let store = SqliteStore::temporary(SqliteOptions::default())
             .await
             .expect("a SQLite store in a temporary directory");
+        Self::on_store(Arc::new(store))
+    }
+
+    /// A world on `store` with an in-memory cache and bus.
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    fn on_store<S: livedrop::core::service::Store>(store: Arc<S>) -> Self {
+        use livedrop::adapters::memory::MemoryCache;
         let clock = Arc::new(ManualClock::fixed());
         let bus = Arc::new(MemoryBus::new());
         let ports = Ports::from_store(
-            Arc::new(store),
+            store,
             Arc::new(MemoryCache::new()),
             bus.clone(),
             clock.clone(),
@@ -122,6 +110,8 @@ impl World {
             store: None,
             bus,
             clock,
+            #[cfg(feature = "postgres")]
+            schema: None,
         }
     }
 

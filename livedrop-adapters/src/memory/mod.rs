@@ -4,6 +4,7 @@
 //!   write one atomic step like a database transaction.
 //! - [`MemoryCache`]: TTLs, fenced writes and prefix invalidation.
 //! - [`MemoryBus`]: an append-only event log with consumer groups.
+//! - [`MemoryGate`]: the admission gate, with the Redis gate's semantics.
 //!
 //! They pass the same conformance suite as the PostgreSQL, Redis and Kafka adapters
 //! (`livedrop_core::testing`), and are fast enough for property tests.
@@ -24,10 +25,12 @@ use livedrop_core::Ports;
 
 mod bus;
 mod cache;
+mod gate;
 mod store;
 
 pub use bus::{LiveSubscription, MemoryBus, MemorySubscription};
 pub use cache::MemoryCache;
+pub use gate::MemoryGate;
 pub use store::MemoryStore;
 
 /// Every port backed by fresh in-memory adapters, with `clock`.

@@ -36,6 +36,8 @@ mod group;
 mod orders;
 mod outbox;
 mod rows;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -21,6 +21,8 @@
 
 mod cache;
 mod gate;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::time::Duration;
 

@@ -195,3 +195,86 @@ pub async fn cache_unfenced_set_always_stores(cache: &Arc<dyn Cache>) {
     assert!(set(cache, &key, b"v", None).await);
     assert_eq!(get(cache, &key).await, Some(b"v".to_vec()));
 }
+
+/// A prefix is literal text: glob characters (`*`, `?`) in it match only
+/// themselves.
+pub async fn cache_prefix_is_literal(cache: &Arc<dyn Cache>) {
+    let cache: &dyn Cache = cache.as_ref();
+    let ns = namespace();
+    let key = |k: &str| format!("{ns}{k}");
+    for k in ["a*b", "a*c", "axb", "a?b"] {
+        assert!(set(cache, &key(k), b"v", None).await);
+    }
+    let removed = |prefix: String| async move {
+        cache
+            .invalidate_prefix(&prefix)
+            .await
+            .expect("invalidate prefix")
+    };
+    assert_eq!(removed(key("a*")).await, 2);
+    assert!(get(cache, &key("axb")).await.is_some());
+    assert!(get(cache, &key("a?b")).await.is_some());
+    assert_eq!(removed(key("a?")).await, 1);
+    assert!(get(cache, &key("axb")).await.is_some());
+}
+
+/// Readers fill a key (fence, read the source, fenced set) while a writer changes
+/// the source and invalidates the key, all at once on several tasks: once all are
+/// done, the cache holds nothing or the source's last value, never an older one.
+pub async fn cache_fills_racing_an_invalidation_never_leave_a_stale_value(cache: &Arc<dyn Cache>) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let ns = namespace();
+    let mut filled = 0;
+    for round in 0..20 {
+        let key = format!("{ns}hot:{round}");
+        let source = Arc::new(AtomicU64::new(0));
+        // Readers fill until the writer is done, and not after: the last fill races
+        // the last invalidation.
+        let done = Arc::new(AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for _ in 0..8 {
+            let (cache, key, source) = (Arc::clone(cache), key.clone(), Arc::clone(&source));
+            let done = Arc::clone(&done);
+            readers.push(tokio::spawn(async move {
+                let mut stored = 0;
+                while !done.load(Ordering::SeqCst) {
+                    let fence = cache.fence(&key).await.expect("fence");
+                    let value = source.load(Ordering::SeqCst);
+                    // Widens the window between reading the source and filling, so
+                    // the writer's invalidations land inside it (not a timing claim).
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    if set(cache.as_ref(), &key, &value.to_be_bytes(), Some(fence)).await {
+                        stored += 1;
+                    }
+                }
+                stored
+            }));
+        }
+        let writer = {
+            let (cache, key, source) = (Arc::clone(cache), key.clone(), Arc::clone(&source));
+            let done = Arc::clone(&done);
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    source.fetch_add(1, Ordering::SeqCst);
+                    cache
+                        .invalidate(std::slice::from_ref(&key))
+                        .await
+                        .expect("invalidate");
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        for reader in readers {
+            filled += reader.await.expect("reader task");
+        }
+        writer.await.expect("writer task");
+        let last = source.load(Ordering::SeqCst);
+        if let Some(bytes) = get(cache.as_ref(), &key).await {
+            let cached = u64::from_be_bytes(bytes.as_slice().try_into().expect("8 bytes"));
+            assert_eq!(cached, last, "round {round}: a stale fill survived");
+        }
+    }
+    // The readers did fill: the race was between real writes.
+    assert!(filled > 0);
+}

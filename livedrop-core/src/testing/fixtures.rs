@@ -79,6 +79,20 @@ pub fn drop_of(
     }
 }
 
+/// A drop live at [`T0`] (from an hour before to an hour after, created two hours
+/// before) of a product and creator that are not stored: for tests of orders alone.
+pub fn live_drop(per_user_limit: u32) -> model::Drop {
+    let product = product(UserId::new(), "Hoodie", "", at(-7_200));
+    drop_of(
+        &product,
+        at(-3_600),
+        at(3_600),
+        per_user_limit,
+        DropState::Live,
+        at(-7_200),
+    )
+}
+
 /// A reserved order of `quantity` units by `user` in `drop`, placed at `now` with
 /// idempotency key `key` and a hold of [`HOLD`].
 pub fn order(user: UserId, drop: &model::Drop, quantity: u32, key: &str, now: Timestamp) -> Order {

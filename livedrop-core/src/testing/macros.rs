@@ -105,6 +105,8 @@ macro_rules! cache_conformance {
             cache_fence_dropped_after_prefix_invalidation,
             cache_fence_kept_without_invalidation,
             cache_unfenced_set_always_stores,
+            cache_prefix_is_literal,
+            cache_fills_racing_an_invalidation_never_leave_a_stale_value,
         }
     };
 }
@@ -126,6 +128,27 @@ macro_rules! bus_conformance {
             bus_groups_each_see_every_event,
             bus_live_subscription_sees_new_events,
             bus_republished_event_is_delivered_once,
+        }
+    };
+}
+
+/// Runs the admission gate conformance suite ([`testing::gate`](crate::testing::gate)):
+/// one test per case, in a module named `gate_conformance`.
+///
+/// `$factory` is an expression callable as
+/// `factory().await -> Option<Arc<dyn AdmissionGate>>`, isolated per call (a fresh
+/// gate or a key namespace of its own) and keeping entries 5 s, or `None` when the
+/// backend's environment is absent.
+#[macro_export]
+macro_rules! gate_conformance {
+    ($factory:expr) => {
+        $crate::__conformance_tests! {
+            gate_conformance, gate, $factory;
+            gate_admits_unknown_drops,
+            gate_refuses_only_what_the_recorded_stock_cannot_serve,
+            gate_never_goes_back_to_an_older_version,
+            gate_keeps_the_newest_version_under_concurrent_records,
+            gate_entries_expire,
         }
     };
 }

@@ -3,12 +3,12 @@
 //! The suite states, as plain `pub async fn`s over the ports, the semantics every
 //! implementation must share: atomic reservation, idempotent order creation, hold
 //! expiry, keyset pagination, fan-out batches, the outbox, cache TTLs and fences,
-//! consumer groups. A backend runs the whole list with one macro call in an
+//! consumer groups, the admission gate's versions. A backend runs the whole list with one macro call in an
 //! integration test, so no case is ever copied per backend:
 //!
 //! ```ignore
 //! use std::sync::Arc;
-//! use livedrop_core::ports::{Cache, EventBus};
+//! use livedrop_core::ports::{AdmissionGate, Cache, EventBus};
 //! use livedrop_core::testing::Repos;
 //!
 //! async fn store() -> Option<Repos> {
@@ -17,14 +17,16 @@
 //! }
 //! async fn cache() -> Option<Arc<dyn Cache>> { /* … */ }
 //! async fn bus() -> Option<Arc<dyn EventBus>> { /* … */ }
+//! async fn gate() -> Option<Arc<dyn AdmissionGate>> { /* … */ }
 //!
 //! livedrop_core::store_conformance!(store);
 //! livedrop_core::cache_conformance!(cache);
 //! livedrop_core::bus_conformance!(bus);
+//! livedrop_core::gate_conformance!(gate);
 //! ```
 //!
 //! Each macro expands into a module (`store_conformance`, `cache_conformance`,
-//! `bus_conformance`) holding one `#[tokio::test(flavor = "multi_thread")]` per case;
+//! `bus_conformance`, `gate_conformance`) holding one `#[tokio::test(flavor = "multi_thread")]` per case;
 //! the calling crate needs `tokio` with the `macros` and `rt-multi-thread` features.
 //! The factory is called once per case and must return an isolated backend: a fresh
 //! store, a cache key namespace or bus topic namespace of its own. When it returns
@@ -50,6 +52,7 @@ pub mod bus;
 pub mod cache;
 pub mod env;
 pub mod fixtures;
+pub mod gate;
 mod macros;
 pub mod store;
 

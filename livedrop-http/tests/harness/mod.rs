@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use livedrop_adapters::postgres::{PgOptions, PgStore};
+pub use livedrop_adapters::postgres::testing::TestSchema;
+use livedrop_adapters::postgres::PgStore;
 use livedrop_core::model::{Role, User};
 use livedrop_core::ports::UserRepository;
 use livedrop_core::UserId;
@@ -72,14 +73,6 @@ pub async fn tcp_open(addr: &str) -> bool {
     matches!(
         tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await,
         Ok(Ok(_))
-    )
-}
-
-/// A name unique to this run, usable as a schema, namespace and topic prefix.
-pub fn unique(tag: &str) -> String {
-    format!(
-        "ld_{tag}_{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
     )
 }
 
@@ -256,19 +249,11 @@ pub struct People {
 
 /// Migrates `schema` and inserts a creator and `buyers` customers straight into
 /// the store (no password hashing: the set-up takes milliseconds), with
-/// tokens signed by [`SECRET`].
-pub async fn seed_people(s: &Services, schema: &str, buyers: usize) -> People {
-    let store = PgStore::connect(
-        &s.db,
-        PgOptions {
-            max_connections: 2,
-            schema: Some(schema.to_owned()),
-            ..PgOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    store.migrate().await.unwrap();
+/// tokens signed by [`SECRET`]. The schema's name is also the servers' Redis
+/// namespace and topic prefix ([`server_env`]).
+pub async fn seed_people(schema: &TestSchema, buyers: usize) -> People {
+    let store = schema.store().await;
+    let schema = schema.name();
     let keys = TokenKeys::new(SECRET.as_bytes(), Duration::from_secs(3600));
     let creator = person(&store, &keys, schema, Role::Creator, "creator".into()).await;
     let mut list = Vec::new();
@@ -279,6 +264,24 @@ pub async fn seed_people(s: &Services, schema: &str, buyers: usize) -> People {
     People {
         creator,
         buyers: list,
+    }
+}
+
+/// Every buyer follows the creator, through `bases` in turn.
+pub async fn follow_creator(api: &Api, bases: &[String], people: &People) {
+    for (i, buyer) in people.buyers.iter().enumerate() {
+        let r = api
+            .call(
+                &bases[i % bases.len()],
+                "PUT",
+                &format!("/users/{}/followers/me", people.creator.id),
+                Some(&buyer.token),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 204, "{}", r.body);
     }
 }
 
@@ -303,24 +306,6 @@ async fn person(
         id: user.id.0.to_string(),
         token,
     }
-}
-
-/// Drops the schema when dropped, after the servers declared later are gone.
-pub struct SchemaGuard(pub Services, pub String);
-
-impl Drop for SchemaGuard {
-    fn drop(&mut self) {
-        drop_schema(&self.0, &self.1);
-    }
-}
-
-/// Drops a test schema (best effort).
-pub fn drop_schema(s: &Services, schema: &str) {
-    let _ = Command::new("psql")
-        .arg(&s.db)
-        .args(["-X", "-q", "-c"])
-        .arg(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-        .output();
 }
 
 /// Runs one SQL statement with `psql`; its output.
