@@ -129,6 +129,7 @@ fn order(user: UserId, drop: &model::Drop, quantity: u32, key: &str) -> Order {
         reserved_until: t0() + chrono::Duration::minutes(10),
         created_at: t0(),
         updated_at: t0(),
+        extended_at: None,
     }
 }
 

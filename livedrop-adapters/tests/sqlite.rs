@@ -88,6 +88,7 @@ fn order(drop: &model::Drop, key: &str) -> Order {
         reserved_until: t0() + chrono::Duration::minutes(10),
         created_at: t0(),
         updated_at: t0(),
+        extended_at: None,
     }
 }
 

@@ -53,6 +53,9 @@ pub enum EventType {
     /// An order's hold ran out. Payload: the order.
     #[serde(rename = "order.expired")]
     OrderExpired,
+    /// An order's hold was extended (once per order). Payload: the order.
+    #[serde(rename = "order.extended")]
+    OrderExtended,
     /// A user followed a creator. Payload: `{"follower_id", "creator_id"}`.
     #[serde(rename = "user.followed")]
     UserFollowed,
@@ -60,7 +63,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::ProductCreated,
         EventType::ProductUpdated,
         EventType::DropScheduled,
@@ -73,6 +76,7 @@ impl EventType {
         EventType::OrderConfirmed,
         EventType::OrderCancelled,
         EventType::OrderExpired,
+        EventType::OrderExtended,
         EventType::UserFollowed,
     ];
 
@@ -91,6 +95,7 @@ impl EventType {
             EventType::OrderConfirmed => "order.confirmed",
             EventType::OrderCancelled => "order.cancelled",
             EventType::OrderExpired => "order.expired",
+            EventType::OrderExtended => "order.extended",
             EventType::UserFollowed => "user.followed",
         }
     }
@@ -109,7 +114,8 @@ impl EventType {
             EventType::OrderPlaced
             | EventType::OrderConfirmed
             | EventType::OrderCancelled
-            | EventType::OrderExpired => "order",
+            | EventType::OrderExpired
+            | EventType::OrderExtended => "order",
             EventType::UserFollowed => "user",
         }
     }

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use chrono::Duration;
 use livedrop_adapters::memory::memory_ports;
 use livedrop_core::model::{
-    Actor, Order, OrderStatus, PlaceOutcome, Role, SettleOutcome, Settlement, Stock, User,
+    Actor, ExtendOutcome, Order, OrderStatus, PlaceOutcome, Role, SettleOutcome, Settlement, Stock,
+    User,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{AdmissionGate, CacheError, OrderRepository};
@@ -54,6 +55,14 @@ impl OrderRepository for Flaky {
     }
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
         self.inner.expire_holds(now, limit).await
+    }
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome> {
+        self.inner.extend_hold(id, by, now).await
     }
 }
 
