@@ -478,8 +478,9 @@ impl Order {
     /// order: not `reserved` → `NotReserved`, or `HoldExpired` when its status is
     /// `expired`; `now` at or after `reserved_until` → `HoldExpired`; extended before
     /// → `AlreadyExtended`; otherwise `Extended` with `reserved_until` moved by `by`
-    /// (truncated to microseconds, saturating) and `extended_at = now`. The stores decide with it
-    /// on the order as read under their lock, and write what it returns.
+    /// (truncated to microseconds, saturating) and `extended_at = now`. The stores
+    /// decide with it on the order as read under their lock, and write what it
+    /// returns.
     pub fn extension(&self, by: chrono::Duration, now: Timestamp) -> ExtendOutcome {
         match self.status {
             OrderStatus::Reserved => {}
@@ -786,6 +787,75 @@ mod tests {
             per_user_limit: 2,
             state: DropState::Scheduled,
             created_at: start,
+        }
+    }
+
+    #[test]
+    fn an_extension_is_decided_by_status_then_time_then_once() {
+        let t0 = crate::clock::truncate(chrono::Utc::now());
+        let hold = Duration::minutes(10);
+        let order = Order {
+            id: OrderId::new(),
+            user_id: UserId::new(),
+            drop_id: DropId::new(),
+            quantity: 1,
+            unit_price_cents: 100,
+            total_cents: 100,
+            currency: "EUR".into(),
+            status: OrderStatus::Reserved,
+            idempotency_key: "k".into(),
+            fingerprint: "f".into(),
+            reserved_until: t0 + hold,
+            created_at: t0,
+            updated_at: t0,
+            extended_at: None,
+        };
+        let later = t0 + Duration::minutes(9);
+        let extended = Order {
+            reserved_until: t0 + hold + hold,
+            extended_at: Some(later),
+            ..order.clone()
+        };
+        assert_eq!(
+            order.extension(hold, later),
+            ExtendOutcome::Extended(extended.clone())
+        );
+        assert_eq!(
+            extended.extension(hold, later),
+            ExtendOutcome::AlreadyExtended(extended.clone())
+        );
+        // At the end of the hold, expired comes before extended.
+        assert_eq!(
+            extended.extension(hold, extended.reserved_until),
+            ExtendOutcome::HoldExpired(extended.clone())
+        );
+        assert_eq!(
+            order.extension(hold, order.reserved_until),
+            ExtendOutcome::HoldExpired(order.clone())
+        );
+        for (status, want) in [
+            (OrderStatus::Expired, "hold expired"),
+            (OrderStatus::Confirmed, "not reserved"),
+            (OrderStatus::Cancelled, "not reserved"),
+        ] {
+            let settled = Order {
+                status,
+                ..order.clone()
+            };
+            let got = match settled.extension(hold, t0) {
+                ExtendOutcome::HoldExpired(o) if o == settled => "hold expired",
+                ExtendOutcome::NotReserved(o) if o == settled => "not reserved",
+                other => panic!("{status:?}: {other:?}"),
+            };
+            assert_eq!(got, want, "{status:?}");
+        }
+        let forever = Order {
+            reserved_until: chrono::DateTime::<chrono::Utc>::MAX_UTC - Duration::minutes(1),
+            ..order.clone()
+        };
+        match forever.extension(hold, t0) {
+            ExtendOutcome::Extended(o) => assert!(o.reserved_until > forever.reserved_until),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -1,4 +1,5 @@
-//! Orders: the placement checks, events, per-user limit, races, settlement, listings, hold expiry and hold extension.
+//! Orders: the placement checks, events, per-user limit, races, settlement, listings,
+//! hold expiry and hold extension.
 
 use super::*;
 use crate::model::ExtendOutcome;
