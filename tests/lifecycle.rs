@@ -514,6 +514,14 @@ impl livedrop::core::ports::OrderRepository for AnswerLost {
     ) -> livedrop::core::StoreResult<Vec<livedrop::core::model::Order>> {
         self.0.expire_holds(now, limit).await
     }
+    async fn extend_hold(
+        &self,
+        id: livedrop::core::OrderId,
+        by: chrono::Duration,
+        now: livedrop::core::Timestamp,
+    ) -> livedrop::core::StoreResult<livedrop::core::model::ExtendOutcome> {
+        self.0.extend_hold(id, by, now).await
+    }
 }
 
 /// A sold-out gate switched by the test.

@@ -182,6 +182,7 @@ pub(crate) fn refusal(
 pub(crate) fn reserved(order: &Order) -> Order {
     Order {
         status: OrderStatus::Reserved,
+        extended_at: None,
         ..order.clone()
     }
 }

@@ -84,7 +84,8 @@ pub fn invalidations(event: &Event) -> (Vec<String>, Vec<&'static str>) {
             Some(drop) => (vec![stock_key(drop.into())], vec![]),
             None => (vec![], vec![]),
         },
-        EventType::UserFollowed => (vec![], vec![]),
+        // A longer hold moves no stock.
+        EventType::OrderExtended | EventType::UserFollowed => (vec![], vec![]),
     }
 }
 

@@ -161,12 +161,19 @@ pub enum Error {
     OrderNotReserved {
         /// The order's status.
         status: OrderStatus,
-        /// What was attempted: "confirmed" or "cancelled".
+        /// What was attempted: "confirmed", "cancelled" or "extended".
         action: String,
     },
-    /// 409: the hold ran out before confirmation; the stock returned.
+    /// 409: the hold ran out (before confirmation or extension); the stock returned
+    /// or is about to.
     #[error("the hold on this order expired")]
     HoldExpired,
+    /// 409: the order's hold was extended before; a hold is extended once.
+    #[error("the hold on this order was already extended; it runs until {reserved_until}")]
+    AlreadyExtended {
+        /// When the (extended) hold runs out.
+        reserved_until: crate::clock::Timestamp,
+    },
     /// 409: the email is taken.
     #[error("that email is already registered")]
     EmailTaken,
@@ -230,6 +237,7 @@ impl Error {
             Error::PerUserLimitExceeded { .. } => "per_user_limit_exceeded",
             Error::OrderNotReserved { .. } => "order_not_reserved",
             Error::HoldExpired => "hold_expired",
+            Error::AlreadyExtended { .. } => "already_extended",
             Error::EmailTaken => "email_taken",
             Error::VersionConflict { .. } => "version_conflict",
             Error::Conflict { .. } => "conflict",

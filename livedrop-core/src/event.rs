@@ -60,6 +60,9 @@ pub enum EventType {
     /// An order's hold ran out. Payload: the order.
     #[serde(rename = "order.expired")]
     OrderExpired,
+    /// An order's hold was extended (once per order). Payload: the order.
+    #[serde(rename = "order.extended")]
+    OrderExtended,
     /// A user followed a creator. Payload: [`FollowPayload`].
     #[serde(rename = "user.followed")]
     UserFollowed,
@@ -67,7 +70,7 @@ pub enum EventType {
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::ProductCreated,
         EventType::ProductUpdated,
         EventType::DropScheduled,
@@ -80,6 +83,7 @@ impl EventType {
         EventType::OrderConfirmed,
         EventType::OrderCancelled,
         EventType::OrderExpired,
+        EventType::OrderExtended,
         EventType::UserFollowed,
     ];
 
@@ -98,6 +102,7 @@ impl EventType {
             EventType::OrderConfirmed => "order.confirmed",
             EventType::OrderCancelled => "order.cancelled",
             EventType::OrderExpired => "order.expired",
+            EventType::OrderExtended => "order.extended",
             EventType::UserFollowed => "user.followed",
         }
     }
@@ -116,7 +121,8 @@ impl EventType {
             EventType::OrderPlaced
             | EventType::OrderConfirmed
             | EventType::OrderCancelled
-            | EventType::OrderExpired => "order",
+            | EventType::OrderExpired
+            | EventType::OrderExtended => "order",
             EventType::UserFollowed => "user",
         }
     }
@@ -211,6 +217,8 @@ pub enum EventPayload {
     OrderCancelled(Order),
     /// `order.expired`: the order after its hold ran out.
     OrderExpired(Order),
+    /// `order.extended`: the order with its hold's new end.
+    OrderExtended(Order),
     /// `user.followed`: who followed whom.
     UserFollowed(FollowPayload),
 }
@@ -240,6 +248,7 @@ impl EventPayload {
                     Self::OrderCancelled(Deserialize::deserialize(payload)?)
                 }
                 EventType::OrderExpired => Self::OrderExpired(Deserialize::deserialize(payload)?),
+                EventType::OrderExtended => Self::OrderExtended(Deserialize::deserialize(payload)?),
                 EventType::UserFollowed => Self::UserFollowed(Deserialize::deserialize(payload)?),
             })
         };
@@ -261,6 +270,7 @@ impl EventPayload {
             Self::OrderConfirmed(_) => EventType::OrderConfirmed,
             Self::OrderCancelled(_) => EventType::OrderCancelled,
             Self::OrderExpired(_) => EventType::OrderExpired,
+            Self::OrderExtended(_) => EventType::OrderExtended,
             Self::UserFollowed(_) => EventType::UserFollowed,
         }
     }
@@ -448,6 +458,10 @@ mod tests {
             EventType::OrderExpired => (
                 Event::order(kind, &order, T0),
                 EventPayload::OrderExpired(order),
+            ),
+            EventType::OrderExtended => (
+                Event::order(kind, &order, T0),
+                EventPayload::OrderExtended(order),
             ),
             EventType::UserFollowed => {
                 let follow = FollowPayload {

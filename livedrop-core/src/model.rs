@@ -463,6 +463,9 @@ pub struct Order {
     pub created_at: Timestamp,
     /// Last status change.
     pub updated_at: Timestamp,
+    /// When the hold was extended, if it was (at most once per order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended_at: Option<Timestamp>,
 }
 
 impl Order {
@@ -470,6 +473,54 @@ impl Order {
     pub fn cursor(&self) -> Cursor {
         Cursor::new(self.created_at, self.id.0)
     }
+
+    /// What extending this order's hold by `by` at `now` does, checking in this
+    /// order: not `reserved` → `NotReserved`, or `HoldExpired` when its status is
+    /// `expired`; `now` at or after `reserved_until` → `HoldExpired`; extended before
+    /// → `AlreadyExtended`; otherwise `Extended` with `reserved_until` moved by `by`
+    /// (truncated to microseconds, saturating) and `extended_at = now`. The stores
+    /// decide with it on the order as read under their lock, and write what it
+    /// returns.
+    pub fn extension(&self, by: chrono::Duration, now: Timestamp) -> ExtendOutcome {
+        match self.status {
+            OrderStatus::Reserved => {}
+            OrderStatus::Expired => return ExtendOutcome::HoldExpired(self.clone()),
+            OrderStatus::Confirmed | OrderStatus::Cancelled => {
+                return ExtendOutcome::NotReserved(self.clone())
+            }
+        }
+        if now >= self.reserved_until {
+            return ExtendOutcome::HoldExpired(self.clone());
+        }
+        if self.extended_at.is_some() {
+            return ExtendOutcome::AlreadyExtended(self.clone());
+        }
+        ExtendOutcome::Extended(Order {
+            reserved_until: crate::clock::truncate(
+                self.reserved_until
+                    .checked_add_signed(by)
+                    .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC),
+            ),
+            extended_at: Some(now),
+            ..self.clone()
+        })
+    }
+}
+
+/// What the store did with a hold extension ([`Order::extension`] decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtendOutcome {
+    /// The hold now runs until the returned order's `reserved_until`.
+    Extended(Order),
+    /// The order is confirmed or cancelled; nothing changed.
+    NotReserved(Order),
+    /// The hold ran out (the order is expired, or reserved past its `reserved_until`
+    /// and not swept yet); nothing changed.
+    HoldExpired(Order),
+    /// The hold was extended before; nothing changed.
+    AlreadyExtended(Order),
+    /// No such order.
+    NotFound,
 }
 
 /// What the store did with a new order.
@@ -736,6 +787,75 @@ mod tests {
             per_user_limit: 2,
             state: DropState::Scheduled,
             created_at: start,
+        }
+    }
+
+    #[test]
+    fn an_extension_is_decided_by_status_then_time_then_once() {
+        let t0 = crate::clock::truncate(chrono::Utc::now());
+        let hold = Duration::minutes(10);
+        let order = Order {
+            id: OrderId::new(),
+            user_id: UserId::new(),
+            drop_id: DropId::new(),
+            quantity: 1,
+            unit_price_cents: 100,
+            total_cents: 100,
+            currency: "EUR".into(),
+            status: OrderStatus::Reserved,
+            idempotency_key: "k".into(),
+            fingerprint: "f".into(),
+            reserved_until: t0 + hold,
+            created_at: t0,
+            updated_at: t0,
+            extended_at: None,
+        };
+        let later = t0 + Duration::minutes(9);
+        let extended = Order {
+            reserved_until: t0 + hold + hold,
+            extended_at: Some(later),
+            ..order.clone()
+        };
+        assert_eq!(
+            order.extension(hold, later),
+            ExtendOutcome::Extended(extended.clone())
+        );
+        assert_eq!(
+            extended.extension(hold, later),
+            ExtendOutcome::AlreadyExtended(extended.clone())
+        );
+        // At the end of the hold, expired comes before extended.
+        assert_eq!(
+            extended.extension(hold, extended.reserved_until),
+            ExtendOutcome::HoldExpired(extended.clone())
+        );
+        assert_eq!(
+            order.extension(hold, order.reserved_until),
+            ExtendOutcome::HoldExpired(order.clone())
+        );
+        for (status, want) in [
+            (OrderStatus::Expired, "hold expired"),
+            (OrderStatus::Confirmed, "not reserved"),
+            (OrderStatus::Cancelled, "not reserved"),
+        ] {
+            let settled = Order {
+                status,
+                ..order.clone()
+            };
+            let got = match settled.extension(hold, t0) {
+                ExtendOutcome::HoldExpired(o) if o == settled => "hold expired",
+                ExtendOutcome::NotReserved(o) if o == settled => "not reserved",
+                other => panic!("{status:?}: {other:?}"),
+            };
+            assert_eq!(got, want, "{status:?}");
+        }
+        let forever = Order {
+            reserved_until: chrono::DateTime::<chrono::Utc>::MAX_UTC - Duration::minutes(1),
+            ..order.clone()
+        };
+        match forever.extension(hold, t0) {
+            ExtendOutcome::Extended(o) => assert!(o.reserved_until > forever.reserved_until),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -16,9 +16,9 @@ use crate::error::StoreResult;
 use crate::event::Event;
 use crate::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 use crate::model::{
-    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, FanOutBatch, FanOutProgress,
-    FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product, ProductFilter,
-    SettleOutcome, Settlement, Stock, User,
+    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, ExtendOutcome, FanOutBatch,
+    FanOutProgress, FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product,
+    ProductFilter, SettleOutcome, Settlement, Stock, User,
 };
 use crate::page::{Page, PageRequest};
 
@@ -205,6 +205,26 @@ pub trait OrderRepository: Send + Sync + 'static {
     /// its units to available exactly once (even with several sweepers at once), with
     /// `order.expired` and stock events. Returns the orders expired by this call.
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>>;
+    /// Extends a reserved order's hold by `by`, once per order, atomically: decided by
+    /// [`Order::extension`] on the order as stored, in its check order (not reserved →
+    /// `NotReserved`, or `HoldExpired` when expired; `now` at or after
+    /// `reserved_until` → `HoldExpired`; extended before → `AlreadyExtended`); no
+    /// such order → `NotFound`. Otherwise `reserved_until` moves by `by`,
+    /// `extended_at = now` and `order.extended` is appended → `Extended`. No stock
+    /// moves.
+    ///
+    /// Serialized with [`settle_order`](Self::settle_order) and
+    /// [`expire_holds`](Self::expire_holds) on the order, under any concurrency and
+    /// across processes: of concurrent extensions exactly one is `Extended`, and an
+    /// extension racing a sweep at or after the old `reserved_until` ends either
+    /// extended (the sweep leaves the order reserved) or expired (the extension is
+    /// `HoldExpired`), never both.
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: chrono::Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome>;
 }
 
 /// Proof of holding an idempotency key: a fresh token for every

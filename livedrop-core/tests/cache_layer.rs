@@ -168,6 +168,11 @@ fn each_event_invalidates_what_it_makes_stale() {
         );
     }
     assert_eq!(invalidations(&ev(EventType::UserFollowed, json!({}))), none);
+    assert_eq!(
+        invalidations(&ev(EventType::OrderExtended, json!({ "drop_id": drop }))),
+        none,
+        "a longer hold moves no stock"
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::Duration;
 use common::Memory;
 use livedrop_core::model::{
-    Actor, Order, OrderStatus, PlaceOutcome, Role, SettleOutcome, Settlement, Stock,
+    Actor, ExtendOutcome, Order, OrderStatus, PlaceOutcome, Role, SettleOutcome, Settlement, Stock,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{AdmissionGate, CacheError, OrderRepository};
@@ -54,6 +54,14 @@ impl OrderRepository for Flaky {
     }
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
         self.inner.expire_holds(now, limit).await
+    }
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome> {
+        self.inner.extend_hold(id, by, now).await
     }
 }
 

@@ -352,6 +352,10 @@ pub(crate) struct OrderBody {
     pub(crate) reserved_until: DateTime<Utc>,
     /// Creation time.
     pub(crate) created_at: DateTime<Utc>,
+    /// When the hold was extended (`POST /orders/{id}/extend`, once per order);
+    /// absent while it was not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) extended_at: Option<DateTime<Utc>>,
 }
 
 impl From<Order> for OrderBody {
@@ -367,6 +371,7 @@ impl From<Order> for OrderBody {
             status: o.status,
             reserved_until: o.reserved_until,
             created_at: o.created_at,
+            extended_at: o.extended_at,
         }
     }
 }

@@ -199,6 +199,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         | Error::PerUserLimitExceeded { .. }
         | Error::OrderNotReserved { .. }
         | Error::HoldExpired
+        | Error::AlreadyExtended { .. }
         | Error::EmailTaken
         | Error::VersionConflict { .. }
         | Error::Conflict { .. }

@@ -98,6 +98,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::confirm_order))
         .routes(routes!(orders::cancel_order))
+        .routes(routes!(orders::extend_order))
         .routes(routes!(notifications::list))
         .routes(routes!(notifications::mark_all_read))
         .routes(routes!(notifications::mark_read))

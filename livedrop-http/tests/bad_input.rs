@@ -172,6 +172,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/orders/{}"),
     ("POST", "/orders/{}/confirm"),
     ("POST", "/orders/{}/cancel"),
+    ("POST", "/orders/{}/extend"),
     ("GET", "/notifications"),
     ("POST", "/notifications/read-all"),
     ("POST", "/notifications/{}/read"),

@@ -1089,6 +1089,131 @@ async fn orders_place_replay_reject_confirm_cancel() {
 }
 
 #[tokio::test]
+async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, token) = app.user(Role::Customer, "buyer").await;
+    let (_, other) = app.user(Role::Customer, "other").await;
+    let (_, admin) = app.user(Role::Admin, "admin").await;
+    let drop = app.live_drop(&creator, 10, None).await;
+    let extend = |id: &str, token: &str| {
+        let (id, token) = (id.to_owned(), token.to_owned());
+        let app = &app;
+        async move {
+            app.call(
+                Method::POST,
+                &format!("/orders/{id}/extend"),
+                Some(&token),
+                None,
+            )
+            .await
+        }
+    };
+    let at = |body: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(body[field].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let hold = chrono::Duration::from_std(Config::default().hold).unwrap();
+
+    let placed = app.order(&token, &drop, 1, "e-1").await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+    assert!(placed.body.get("extended_at").is_none(), "{}", placed.body);
+    let id = placed.body["id"].as_str().unwrap().to_owned();
+
+    // Someone else's order and an unknown order are not found.
+    assert_error(
+        &extend(&id, &other).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &extend(&uuid::Uuid::new_v4().to_string(), &token).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &app.call(Method::POST, &format!("/orders/{id}/extend"), None, None)
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+    );
+
+    // Late in the hold, the buyer extends it by the hold period, once.
+    app.clock.advance(hold - chrono::Duration::seconds(30));
+    let extended = extend(&id, &token).await;
+    assert_eq!(extended.status, StatusCode::OK, "{}", extended.body);
+    assert_eq!(extended.body["status"], "reserved");
+    assert_eq!(
+        at(&extended.body, "reserved_until"),
+        at(&placed.body, "reserved_until") + hold
+    );
+    assert_eq!(at(&extended.body, "extended_at"), app.clock_now());
+    let got = app
+        .call(Method::GET, &format!("/orders/{id}"), Some(&token), None)
+        .await;
+    assert_eq!(got.body, extended.body);
+    let again = extend(&id, &token).await;
+    assert_error(&again, StatusCode::CONFLICT, "already_extended");
+    assert_eq!(
+        again.body["details"]["reserved_until"],
+        extended.body["reserved_until"]
+    );
+
+    // Past the first end the order still holds and can be confirmed.
+    app.clock.advance(chrono::Duration::minutes(1));
+    let confirmed = app
+        .call(
+            Method::POST,
+            &format!("/orders/{id}/confirm"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(confirmed.body["status"], "confirmed", "{}", confirmed.body);
+    let r = extend(&id, &token).await;
+    assert_error(&r, StatusCode::CONFLICT, "order_not_reserved");
+    assert_eq!(
+        r.body["details"],
+        json!({"status": "confirmed", "action": "extended"})
+    );
+
+    // A hold that ran out cannot be extended, swept or not.
+    let late = app.order(&token, &drop, 1, "e-2").await;
+    let late_id = late.body["id"].as_str().unwrap().to_owned();
+    app.clock.advance(hold);
+    assert_error(
+        &extend(&late_id, &token).await,
+        StatusCode::CONFLICT,
+        "hold_expired",
+    );
+    app.livedrop().sweep_holds().await.unwrap();
+    assert_error(
+        &extend(&late_id, &token).await,
+        StatusCode::CONFLICT,
+        "hold_expired",
+    );
+
+    // An admin may extend a buyer's order, as they may confirm or cancel it.
+    let third = app.order(&token, &drop, 1, "e-3").await;
+    let third_id = third.body["id"].as_str().unwrap();
+    let by_admin = extend(third_id, &admin).await;
+    assert_eq!(by_admin.status, StatusCode::OK, "{}", by_admin.body);
+    let cancelled = app
+        .call(
+            Method::POST,
+            &format!("/orders/{third_id}/cancel"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let r = extend(third_id, &token).await;
+    assert_error(&r, StatusCode::CONFLICT, "order_not_reserved");
+    assert_eq!(r.body["details"]["status"], "cancelled");
+}
+
+#[tokio::test]
 async fn an_order_while_the_first_with_its_key_runs_is_409() {
     let mut mock = MockIdempotencyStore::new();
     mock.expect_begin()
@@ -1874,6 +1999,7 @@ async fn health_readiness_metrics_and_openapi() {
         "/orders/{id}",
         "/orders/{id}/confirm",
         "/orders/{id}/cancel",
+        "/orders/{id}/extend",
         "/notifications",
         "/notifications/{id}/read",
         "/notifications/read-all",
@@ -2117,6 +2243,7 @@ mod arbitrary_input {
                 "/orders/{}",
                 "/orders/{}/confirm",
                 "/orders/{}/cancel",
+                "/orders/{}/extend",
                 "/notifications",
                 "/notifications/{}/read",
                 "/notifications/read-all",

@@ -2,7 +2,8 @@
 //! the comparison with the services after every step. Drops start at once or later
 //! (orders are `drop_not_live` until their start), reach their end, move by the
 //! scheduler's ticks, and are cancelled (orders refused from then on, holds already
-//! placed left to run their course).
+//! placed left to run their course). Holds are extended once, while reserved and
+//! not run out.
 
 use std::collections::HashMap;
 
@@ -31,6 +32,10 @@ pub enum Op {
     Cancel {
         pick: usize,
     },
+    /// The buyer extends an order's hold (once per order).
+    Extend {
+        pick: usize,
+    },
     Advance {
         minutes: i64,
     },
@@ -57,6 +62,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         12 => (0..USERS, 0..DROPS, 1u32..4, 0u8..6).prop_map(|(user, drop, quantity, key)| Op::Order { user, drop, quantity, key }),
         4 => any::<usize>().prop_map(|pick| Op::Confirm { pick }),
         2 => any::<usize>().prop_map(|pick| Op::Cancel { pick }),
+        2 => any::<usize>().prop_map(|pick| Op::Extend { pick }),
         2 => prop_oneof![4 => 1i64..9, 1 => 30i64..70].prop_map(|minutes| Op::Advance { minutes }),
         2 => Just(Op::Sweep),
         2 => (0..DROPS, prop_oneof![-4i64..0, 1i64..7]).prop_map(|(drop, delta)| Op::Adjust { drop, delta }),
@@ -110,6 +116,8 @@ struct MOrder {
     quantity: u32,
     status: OrderStatus,
     reserved_until: livedrop::core::Timestamp,
+    /// The hold was extended.
+    extended: bool,
 }
 
 type Recorded = Result<usize, String>;
@@ -230,6 +238,7 @@ pub async fn run(
                                 quantity,
                                 status: OrderStatus::Reserved,
                                 reserved_until: order.reserved_until,
+                                extended: false,
                             });
                             Ok(model.orders.len() - 1)
                         };
@@ -298,6 +307,35 @@ pub async fn run(
                     }
                 }
             }
+            Op::Extend { pick } => {
+                if model.orders.is_empty() {
+                    continue;
+                }
+                let idx = pick % model.orders.len();
+                let o = model.orders[idx].clone();
+                let got = world.app.extend_order(&users[o.user], o.id).await;
+                let expected: Result<(), String> = match o.status {
+                    OrderStatus::Reserved if now >= o.reserved_until => Err("hold_expired".into()),
+                    OrderStatus::Reserved if o.extended => Err("already_extended".into()),
+                    OrderStatus::Reserved => {
+                        let hold = Span::from_std(world.app.config().hold)
+                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let m = &mut model.orders[idx];
+                        m.reserved_until += hold;
+                        m.extended = true;
+                        Ok(())
+                    }
+                    OrderStatus::Expired => Err("hold_expired".into()),
+                    OrderStatus::Confirmed | OrderStatus::Cancelled => {
+                        Err("order_not_reserved".into())
+                    }
+                };
+                if let Ok(order) = &got {
+                    prop_assert_eq!(order.reserved_until, model.orders[idx].reserved_until);
+                    prop_assert_eq!(order.extended_at, Some(now), "step {}: extended at", step);
+                }
+                prop_assert_eq!(code(&got), expected, "step {}: {:?}", step, op);
+            }
             Op::Advance { minutes } => world.clock.advance(Span::minutes(minutes)),
             Op::Burst { ref orders } => {
                 let key = |i: usize| format!("burst-{step}-{i}");
@@ -353,6 +391,7 @@ pub async fn run(
                                 quantity: *q,
                                 status: OrderStatus::Reserved,
                                 reserved_until: order.reserved_until,
+                                extended: false,
                             });
                         }
                         Err(e) => {
@@ -503,6 +542,18 @@ pub async fn run(
         for o in &model.orders {
             let stored = world.ports.orders.order(o.id).await.unwrap().unwrap();
             prop_assert_eq!(stored.status, o.status, "step {}: order status", step);
+            prop_assert_eq!(
+                stored.reserved_until,
+                o.reserved_until,
+                "step {}: end of hold",
+                step
+            );
+            prop_assert_eq!(
+                stored.extended_at.is_some(),
+                o.extended,
+                "step {}: extended",
+                step
+            );
         }
     }
     Ok(())

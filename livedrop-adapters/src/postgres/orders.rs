@@ -7,7 +7,9 @@ use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{OrderId, UserId};
-use livedrop_core::model::{Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
+use livedrop_core::model::{
+    ExtendOutcome, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement,
+};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::OrderRepository;
 use livedrop_core::{StoreError, StoreResult};
@@ -380,5 +382,40 @@ impl OrderRepository for PgStore {
         // The order every store returns: by hold end, then id (locking went by drop).
         expired.sort_by_key(|o: &Order| (o.reserved_until, o.id.0));
         Ok(expired)
+    }
+
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: chrono::Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome> {
+        let mut tx = self.inner.pool.begin().await.map_err(map_sqlx_error)?;
+        // The order row's lock orders this with settlements and sweepers: a sweeper
+        // skips the row while it is locked, and one that locked it first has expired
+        // it by the time this read returns (the row as committed).
+        let Some(order) = order_for_update(&mut tx, id).await? else {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Ok(ExtendOutcome::NotFound);
+        };
+        let outcome = order.extension(by, now);
+        let ExtendOutcome::Extended(extended) = &outcome else {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Ok(outcome);
+        };
+        sqlx::query("UPDATE orders SET reserved_until = $2, extended_at = $3 WHERE id = $1")
+            .bind(id.0)
+            .bind(extended.reserved_until)
+            .bind(extended.extended_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx_error)?;
+        append_events(
+            &mut tx,
+            &[Event::order(EventType::OrderExtended, extended, now)],
+        )
+        .await?;
+        tx.commit().await.map_err(map_sqlx_error)?;
+        Ok(outcome)
     }
 }

@@ -141,12 +141,13 @@ pub(crate) struct OrderRow {
     reserved_until: Timestamp,
     created_at: Timestamp,
     updated_at: Timestamp,
+    extended_at: Option<Timestamp>,
 }
 
 impl OrderRow {
     pub(crate) const COLUMNS: &'static str = "id, user_id, drop_id, quantity, unit_price_cents, \
          total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
-         created_at, updated_at";
+         created_at, updated_at, extended_at";
 
     pub(crate) fn into_order(self) -> StoreResult<Order> {
         Ok(Order {
@@ -164,6 +165,7 @@ impl OrderRow {
             reserved_until: self.reserved_until,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            extended_at: self.extended_at,
         })
     }
 }

@@ -16,9 +16,9 @@ use async_trait::async_trait;
 use livedrop_core::event::Event;
 use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
-    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, FanOutBatch, FanOutProgress,
-    FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product, ProductFilter,
-    SettleOutcome, Settlement, Stock, User,
+    self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, ExtendOutcome, FanOutBatch,
+    FanOutProgress, FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product,
+    ProductFilter, SettleOutcome, Settlement, Stock, User,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{
@@ -568,6 +568,15 @@ impl<S: Store> OrderRepository for FaultyStore<S> {
     }
     async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
         let call = self.inner.expire_holds(now, limit);
+        self.faults.guard(WRITE, call).await
+    }
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: chrono::Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome> {
+        let call = self.inner.extend_hold(id, by, now);
         self.faults.guard(WRITE, call).await
     }
 }

@@ -61,7 +61,8 @@ pub enum Check {
     /// No idempotency key made two orders.
     OneOrderPerKey,
     /// Every order a client was told about exists, in a status consistent with what
-    /// the client was told.
+    /// the client was told; an order whose buyer was told its hold is extended is
+    /// stored extended, and no order's hold is extended twice.
     ToldMatchesStore,
     /// Every retry of a key got the first decision or a transient error.
     RetryGetsFirstDecision,

@@ -104,6 +104,8 @@ struct Model {
     keys: BTreeMap<String, KeyLog>,
     next_key: u64,
     told: BTreeMap<OrderId, (usize, Told)>,
+    /// Orders whose buyer was told the hold is extended (extended now, or before).
+    extended: BTreeSet<OrderId>,
     follows: BTreeMap<(usize, usize), FollowLog>,
     trace: DefaultHasher,
     requests: u64,
@@ -132,6 +134,10 @@ enum Action {
         order: OrderId,
         user: usize,
         confirm: bool,
+    },
+    Extend {
+        order: OrderId,
+        user: usize,
     },
     Follow {
         user: usize,
@@ -185,6 +191,10 @@ enum Outcome {
         order: OrderId,
         user: usize,
         confirm: bool,
+        reply: Reply<Order>,
+    },
+    Extend {
+        order: OrderId,
         reply: Reply<Order>,
     },
     Follow {
@@ -265,6 +275,7 @@ pub(super) async fn drive<S: Store>(
         keys: BTreeMap::new(),
         next_key: 0,
         told: BTreeMap::new(),
+        extended: BTreeSet::new(),
         follows: BTreeMap::new(),
         trace: DefaultHasher::new(),
         requests: 0,
@@ -564,13 +575,17 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
         36..=50 if !retry.is_empty() => Action::Place {
             key: retry[faults.pick(retry.len())].clone(),
         },
-        51..=60 if !held.is_empty() => {
+        51..=57 if !held.is_empty() => {
             let (order, user) = held[faults.pick(held.len())];
             Action::Settle {
                 order,
                 user,
                 confirm: faults.roll(0.6),
             }
+        }
+        58..=60 if !held.is_empty() => {
+            let (order, user) = held[faults.pick(held.len())];
+            Action::Extend { order, user }
         }
         61..=66 => Action::Follow {
             user,
@@ -658,6 +673,10 @@ async fn execute(
                 confirm,
                 reply,
             }
+        }
+        Action::Extend { order, user } => {
+            let reply = client(kill, patience, app.extend_order(&actor(user), order)).await;
+            Outcome::Extend { order, reply }
         }
         Action::Follow {
             user,
@@ -870,6 +889,12 @@ fn apply(step: u32, model: &mut Model, outcome: Outcome) {
                     _ => Told::Placed,
                 };
                 model.told.insert(order, (user, told));
+            }
+        }
+        Outcome::Extend { order, reply } => {
+            model.record(step, "extend", code(&reply));
+            if matches!(reply, Ok(Ok(_)) | Ok(Err(Error::AlreadyExtended { .. }))) {
+                model.extended.insert(order);
             }
         }
         Outcome::Follow {
@@ -1173,6 +1198,15 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             );
         }
     }
+    for id in &model.extended {
+        if orders.get(id).is_some_and(|o| o.extended_at.is_none()) {
+            fail(
+                Check::ToldMatchesStore,
+                None,
+                format!("order {id}: told extended, stored never extended"),
+            );
+        }
+    }
     for (key, log) in &model.keys {
         let buyer = model.users[log.user].actor.id;
         let stored = by_key.get(&(buyer, key.clone()));
@@ -1259,6 +1293,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
     } else {
         None
     };
+    let mut extended_once = BTreeSet::new();
     for event in &events {
         let payload = match event.decode() {
             Ok(payload) => payload,
@@ -1299,6 +1334,16 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 Some((order.id, NotificationKind::OrderConfirmed))
             }
             EventPayload::OrderExpired(order) => Some((order.id, NotificationKind::OrderExpired)),
+            EventPayload::OrderExtended(order) => {
+                if !extended_once.insert(order.id) {
+                    fail(
+                        Check::ToldMatchesStore,
+                        None,
+                        format!("order {} was extended twice", order.id),
+                    );
+                }
+                None
+            }
             // Notifications this check does not count (`drop_scheduled`, `low_stock`,
             // `sold_out`), or events that call for none.
             EventPayload::ProductCreated(_)

@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, OrderId, UserId};
-use livedrop_core::model::{Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
+use livedrop_core::model::{
+    ExtendOutcome, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement,
+};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::OrderRepository;
 use livedrop_core::{StoreError, StoreResult};
@@ -368,5 +370,46 @@ impl OrderRepository for SqliteStore {
         self.inner.commit(tx, true).await?;
         tracing::debug!(count = expired.len(), "expired holds");
         Ok(expired)
+    }
+
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: chrono::Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome> {
+        // Under the write lock: settlements and sweepers see the order before or after.
+        let mut tx = self.inner.write().await?;
+        let sql = format!("SELECT {} FROM orders WHERE id = ?1", OrderRow::COLUMNS);
+        let Some(order) = sqlx::query_as::<_, OrderRow>(&sql)
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(map_sqlx_error)?
+            .map(OrderRow::into_order)
+            .transpose()?
+        else {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Ok(ExtendOutcome::NotFound);
+        };
+        let outcome = order.extension(by, now);
+        let ExtendOutcome::Extended(extended) = &outcome else {
+            tx.rollback().await.map_err(map_sqlx_error)?;
+            return Ok(outcome);
+        };
+        sqlx::query("UPDATE orders SET reserved_until = ?2, extended_at = ?3 WHERE id = ?1")
+            .bind(id.0)
+            .bind(micros(extended.reserved_until))
+            .bind(extended.extended_at.map(micros))
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx_error)?;
+        append_events(
+            &mut tx,
+            &[Event::order(EventType::OrderExtended, extended, now)],
+        )
+        .await?;
+        self.inner.commit(tx, true).await?;
+        Ok(outcome)
     }
 }

@@ -150,12 +150,13 @@ pub(crate) struct OrderRow {
     reserved_until: i64,
     created_at: i64,
     updated_at: i64,
+    extended_at: Option<i64>,
 }
 
 impl OrderRow {
     pub(crate) const COLUMNS: &'static str = "id, user_id, drop_id, quantity, unit_price_cents, \
          total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
-         created_at, updated_at";
+         created_at, updated_at, extended_at";
 
     pub(crate) fn into_order(self) -> StoreResult<Order> {
         Ok(Order {
@@ -173,6 +174,7 @@ impl OrderRow {
             reserved_until: timestamp(self.reserved_until)?,
             created_at: timestamp(self.created_at)?,
             updated_at: timestamp(self.updated_at)?,
+            extended_at: self.extended_at.map(timestamp).transpose()?,
         })
     }
 }

@@ -571,6 +571,7 @@ impl Livedrop {
                 | EventPayload::OrderConfirmed(_)
                 | EventPayload::OrderCancelled(_)
                 | EventPayload::OrderExpired(_)
+                | EventPayload::OrderExtended(_)
                 | EventPayload::UserFollowed(_),
             ) => return,
             Err(e) => {
@@ -640,6 +641,7 @@ impl Livedrop {
             | EventPayload::DropCancelled(_)
             | EventPayload::OrderPlaced(_)
             | EventPayload::OrderCancelled(_)
+            | EventPayload::OrderExtended(_)
             | EventPayload::UserFollowed(_) => Ok(()),
         }
     }

@@ -6,7 +6,9 @@ use sha2::{Digest, Sha256};
 use super::Livedrop;
 use crate::error::{Error, Result};
 use crate::id::{DropId, OrderId};
-use crate::model::{Actor, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
+use crate::model::{
+    Actor, ExtendOutcome, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement,
+};
 use crate::page::{Page, PageRequest};
 
 /// The most units one order may ask for.
@@ -129,6 +131,7 @@ impl Livedrop {
             reserved_until: now + self.hold(),
             created_at: now,
             updated_at: now,
+            extended_at: None,
         };
         match ports.orders.place_order(&order, now).await? {
             PlaceOutcome::Placed(order) => {
@@ -202,6 +205,37 @@ impl Livedrop {
     /// returns the cancelled order.
     pub async fn cancel_order(&self, actor: &Actor, id: OrderId) -> Result<Order> {
         self.settle(actor, id, Settlement::Cancel).await
+    }
+
+    /// Extends a reserved order's hold by the hold period (`Config::hold`), once per
+    /// order: for checkouts that leave for a payment page and come back. Only while
+    /// the order is reserved ([`Error::OrderNotReserved`]) and its hold has not run
+    /// out by the clock ([`Error::HoldExpired`]); a second extension is
+    /// [`Error::AlreadyExtended`]. Only the buyer (or an admin) may extend; someone
+    /// else's order is not found.
+    pub async fn extend_order(&self, actor: &Actor, id: OrderId) -> Result<Order> {
+        self.order(actor, id).await?;
+        let now = self.now();
+        match self
+            .ports()
+            .orders
+            .extend_hold(id, self.hold(), now)
+            .await?
+        {
+            ExtendOutcome::Extended(order) => {
+                tracing::debug!(order = %order.id, until = %order.reserved_until, "hold extended");
+                Ok(order)
+            }
+            ExtendOutcome::NotReserved(order) => Err(Error::OrderNotReserved {
+                status: order.status,
+                action: "extended".into(),
+            }),
+            ExtendOutcome::HoldExpired(_) => Err(Error::HoldExpired),
+            ExtendOutcome::AlreadyExtended(order) => Err(Error::AlreadyExtended {
+                reserved_until: order.reserved_until,
+            }),
+            ExtendOutcome::NotFound => Err(Error::not_found("order")),
+        }
     }
 
     async fn settle(&self, actor: &Actor, id: OrderId, settlement: Settlement) -> Result<Order> {

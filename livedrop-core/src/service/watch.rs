@@ -181,11 +181,13 @@ impl Watcher {
                 self.drop = drop;
                 self.refresh_status();
             }
-            // The stock an order moves arrives as its `stock.changed`.
+            // The stock an order moves arrives as its `stock.changed`; an extension
+            // moves none.
             EventPayload::OrderPlaced(_)
             | EventPayload::OrderConfirmed(_)
             | EventPayload::OrderCancelled(_)
-            | EventPayload::OrderExpired(_) => {}
+            | EventPayload::OrderExpired(_)
+            | EventPayload::OrderExtended(_) => {}
             // Not of a drop: filtered out above.
             EventPayload::ProductCreated(_)
             | EventPayload::ProductUpdated(_)

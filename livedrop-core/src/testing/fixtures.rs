@@ -110,6 +110,7 @@ pub fn order(user: UserId, drop: &model::Drop, quantity: u32, key: &str, now: Ti
         reserved_until: now + HOLD,
         created_at: now,
         updated_at: now,
+        extended_at: None,
     }
 }
 

@@ -145,3 +145,22 @@ pub(crate) async fn cancel_order(
     metrics::counter!("livedrop_orders_settled_total", "action" => "cancel").increment(1);
     Ok(Json(order.into()))
 }
+
+/// Extends a reserved order's hold by the hold period, once per order (a checkout
+/// that leaves for a payment page and comes back).
+#[utoipa::path(post, path = "/orders/{id}/extend", tag = "orders", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Order id")),
+    responses(
+        (status = 200, description = "Extended: `reserved_until` moved by the hold period, `extended_at` set", body = OrderBody),
+        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 409, description = "order_not_reserved, hold_expired, already_extended", body = ErrorBody),
+    ))]
+pub(crate) async fn extend_order(
+    State(state): State<AppState>,
+    Auth(actor): Auth,
+    Path(id): Path<Uuid>,
+) -> ApiResult<Json<OrderBody>> {
+    let order = state.livedrop().extend_order(&actor, OrderId(id)).await?;
+    metrics::counter!("livedrop_orders_extended_total").increment(1);
+    Ok(Json(order.into()))
+}

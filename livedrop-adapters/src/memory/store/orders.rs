@@ -5,7 +5,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{OrderId, UserId};
-use livedrop_core::model::{Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement};
+use livedrop_core::model::{
+    ExtendOutcome, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement,
+};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{BeginOutcome, Claim, IdempotencyStore, OrderRepository};
 use livedrop_core::{StoreError, StoreResult, Timestamp};
@@ -86,6 +88,7 @@ impl OrderRepository for MemoryStore {
 
             let stored = Order {
                 status: OrderStatus::Reserved,
+                extended_at: None,
                 ..order.clone()
             };
             let q = stored.quantity;
@@ -185,6 +188,28 @@ impl OrderRepository for MemoryStore {
                 .into_iter()
                 .filter_map(|id| state.finish_hold(id, OrderStatus::Expired, now))
                 .collect())
+        })
+    }
+
+    async fn extend_hold(
+        &self,
+        id: OrderId,
+        by: chrono::Duration,
+        now: Timestamp,
+    ) -> StoreResult<ExtendOutcome> {
+        self.write(|state| {
+            let Some(order) = state.orders.get_mut(&id) else {
+                return Ok(ExtendOutcome::NotFound);
+            };
+            let outcome = order.extension(by, now);
+            if let ExtendOutcome::Extended(extended) = &outcome {
+                let was = order.reserved_until;
+                *order = extended.clone();
+                state.holds.remove(&(was, id.0));
+                state.holds.insert((extended.reserved_until, id.0));
+                state.append([Event::order(EventType::OrderExtended, extended, now)]);
+            }
+            Ok(outcome)
         })
     }
 }

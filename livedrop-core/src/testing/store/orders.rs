@@ -1,6 +1,8 @@
-//! Orders: the placement checks, events, per-user limit, races, settlement, listings and hold expiry.
+//! Orders: the placement checks, events, per-user limit, races, settlement, listings,
+//! hold expiry and hold extension.
 
 use super::*;
+use crate::model::ExtendOutcome;
 
 /// Every outcome of `place_order`, and the documented order of the checks.
 pub async fn orders_place_checks_in_documented_order(repos: &Repos) {
@@ -568,4 +570,278 @@ pub async fn holds_expire_exactly_once(repos: &Repos) {
         .expect("expire");
     assert_eq!(first.len() + rest.len(), orders.len() - due.len());
     assert_eq!(stock_of(repos, drop.id).await, Stock::new(200));
+}
+
+async fn extend(repos: &Repos, id: OrderId, now: Timestamp) -> ExtendOutcome {
+    repos
+        .orders
+        .extend_hold(id, fixtures::HOLD, now)
+        .await
+        .expect("extend hold")
+}
+
+async fn stored(repos: &Repos, id: OrderId) -> Order {
+    repos
+        .orders
+        .order(id)
+        .await
+        .expect("order")
+        .expect("the order exists")
+}
+
+/// A reserved order's hold is extended once: `reserved_until` moves by the period,
+/// `extended_at` is set, `order.extended` is appended, no stock moves; a second
+/// extension is refused and the sweeper keeps to the new end.
+pub async fn orders_extend_once(repos: &Repos) {
+    let drop = live_drop(repos, 5, 5).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let order = placed(repos, &fixtures::order(buyer.id, &drop, 2, "k", T0), T0).await;
+    assert_eq!(order.extended_at, None, "a new order is not extended");
+    drain(repos).await;
+
+    let extended = match extend(repos, order.id, at(60)).await {
+        ExtendOutcome::Extended(o) => o,
+        other => panic!("expected Extended, got {other:?}"),
+    };
+    let want = Order {
+        reserved_until: order.reserved_until + fixtures::HOLD,
+        extended_at: Some(at(60)),
+        ..order.clone()
+    };
+    assert_eq!(extended, want, "only the hold's end and extended_at change");
+    assert_eq!(stored(repos, order.id).await, want);
+    assert_eq!(stock_of(repos, drop.id).await, stock(5, 3, 2, 0));
+    let events = drain(repos).await;
+    assert_eq!(kinds(&events), vec![EventType::OrderExtended]);
+    assert_eq!(events[0].aggregate_id, order.id.0);
+    assert_eq!(events[0].drop_id(), Some(drop.id.0));
+    let payload: Order = serde_json::from_value(events[0].payload.clone()).expect("order payload");
+    assert_eq!(payload, want);
+
+    assert_eq!(
+        extend(repos, order.id, at(61)).await,
+        ExtendOutcome::AlreadyExtended(want.clone())
+    );
+    assert_eq!(
+        extend(repos, OrderId::new(), at(61)).await,
+        ExtendOutcome::NotFound
+    );
+    assert!(drain(repos).await.is_empty(), "refusals append nothing");
+    assert_eq!(stored(repos, order.id).await, want);
+
+    // The sweeper goes by the new end.
+    let swept = repos
+        .orders
+        .expire_holds(order.reserved_until, 100)
+        .await
+        .expect("expire");
+    assert!(swept.is_empty(), "not due at the old end: {swept:?}");
+    let swept = repos
+        .orders
+        .expire_holds(want.reserved_until, 100)
+        .await
+        .expect("expire");
+    assert_eq!(
+        swept.iter().map(|o| o.id).collect::<Vec<_>>(),
+        vec![order.id]
+    );
+    assert_eq!(swept[0].extended_at, Some(at(60)));
+    assert_eq!(stock_of(repos, drop.id).await, Stock::new(5));
+}
+
+/// Only a reserved order whose hold has not run out is extended: at or after
+/// `reserved_until` (swept or not) it is `HoldExpired`, confirmed or cancelled it is
+/// `NotReserved`; refusals change nothing.
+pub async fn orders_extend_refusals(repos: &Repos) {
+    let drop = live_drop(repos, 10, 10).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let late = placed(repos, &fixtures::order(buyer.id, &drop, 1, "late", T0), T0).await;
+    let paid = placed(repos, &fixtures::order(buyer.id, &drop, 2, "paid", T0), T0).await;
+    let gone = placed(repos, &fixtures::order(buyer.id, &drop, 3, "gone", T0), T0).await;
+    assert!(matches!(
+        settle(repos, paid.id, Settlement::Confirm, at(1)).await,
+        SettleOutcome::Settled(_)
+    ));
+    assert!(matches!(
+        settle(repos, gone.id, Settlement::Cancel, at(1)).await,
+        SettleOutcome::Settled(_)
+    ));
+    drain(repos).await;
+    let before = stock_of(repos, drop.id).await;
+    assert_eq!(before, stock(10, 7, 1, 2));
+
+    // At the end of the hold, not yet swept: refused, the order still reserved.
+    assert_eq!(
+        extend(repos, late.id, late.reserved_until).await,
+        ExtendOutcome::HoldExpired(late.clone())
+    );
+    assert_eq!(stored(repos, late.id).await, late);
+    // Swept: refused.
+    let swept = repos
+        .orders
+        .expire_holds(late.reserved_until, 100)
+        .await
+        .expect("expire");
+    assert_eq!(swept.len(), 1);
+    drain(repos).await;
+    match extend(repos, late.id, at(1)).await {
+        ExtendOutcome::HoldExpired(o) => {
+            assert_eq!(o.status, OrderStatus::Expired);
+            assert_eq!(o.extended_at, None);
+        }
+        other => panic!("expected HoldExpired, got {other:?}"),
+    }
+    for (order, status) in [
+        (&paid, OrderStatus::Confirmed),
+        (&gone, OrderStatus::Cancelled),
+    ] {
+        match extend(repos, order.id, at(2)).await {
+            ExtendOutcome::NotReserved(o) => {
+                assert_eq!(o.status, status);
+                assert_eq!(o.reserved_until, order.reserved_until);
+                assert_eq!(o.extended_at, None);
+            }
+            other => panic!("expected NotReserved, got {other:?}"),
+        }
+    }
+    assert!(drain(repos).await.is_empty(), "refusals append nothing");
+    assert_eq!(stock_of(repos, drop.id).await, stock(10, 8, 0, 2));
+}
+
+/// Extensions racing sweepers: each order ends either extended and still reserved
+/// (no sweeper returned it) or expired by exactly one sweeper with its units back
+/// (its extension `HoldExpired`), never both.
+pub async fn orders_extend_races_the_sweeper(repos: &Repos) {
+    let drop = live_drop(repos, 100, 100).await;
+    let mut orders = Vec::new();
+    for i in 0..24 {
+        let buyer = seed_user(repos, &format!("buyer{i}"), Role::Customer).await;
+        let mut order = fixtures::order(buyer.id, &drop, 1 + (i % 2) as u32, "k", at(-10));
+        order.reserved_until = at(10);
+        orders.push(placed(repos, &order, at(-10)).await);
+    }
+    let held: u32 = orders.iter().map(|o| o.quantity).sum();
+    drain(repos).await;
+
+    // The buyers extend at 9 s (their clocks), the sweepers sweep at 10 s (theirs).
+    let extensions = orders.iter().map(|o| {
+        let repo = repos.orders.clone();
+        let id = o.id;
+        tokio::spawn(async move {
+            repo.extend_hold(id, fixtures::HOLD, at(9))
+                .await
+                .expect("extend")
+        })
+    });
+    let sweepers = (0..2).map(|_| {
+        let repo = repos.orders.clone();
+        tokio::spawn(async move { repo.expire_holds(at(10), 1).await.expect("expire") })
+    });
+    let sweepers_more = (0..2).map(|_| {
+        let repo = repos.orders.clone();
+        tokio::spawn(async move { repo.expire_holds(at(10), 1_000).await.expect("expire") })
+    });
+    let (extended, swept, swept_more) = futures::join!(
+        join_all(extensions),
+        join_all(sweepers),
+        join_all(sweepers_more)
+    );
+    let mut expired_by: HashMap<OrderId, usize> = HashMap::new();
+    for o in swept
+        .into_iter()
+        .chain(swept_more)
+        .flat_map(|r| r.expect("task"))
+    {
+        assert_eq!(o.status, OrderStatus::Expired);
+        *expired_by.entry(o.id).or_default() += 1;
+    }
+    let mut still_held = 0;
+    let mut n_extended = 0;
+    for (order, outcome) in orders.iter().zip(extended) {
+        let now = stored(repos, order.id).await;
+        match outcome.expect("task") {
+            ExtendOutcome::Extended(o) => {
+                n_extended += 1;
+                assert_eq!(expired_by.get(&order.id), None, "extended and expired");
+                assert_eq!(o.reserved_until, at(10) + fixtures::HOLD);
+                assert_eq!(now, o, "the extension is what is stored");
+                assert_eq!(now.status, OrderStatus::Reserved);
+                still_held += order.quantity;
+            }
+            ExtendOutcome::HoldExpired(_) => {
+                assert_eq!(
+                    expired_by.get(&order.id),
+                    Some(&1),
+                    "refused, so one sweeper expired it"
+                );
+                assert_eq!(now.status, OrderStatus::Expired);
+                assert_eq!(now.extended_at, None);
+                assert_eq!(now.reserved_until, at(10));
+            }
+            other => panic!("unexpected outcome in a race: {other:?}"),
+        }
+    }
+    assert_eq!(n_extended + expired_by.len(), orders.len());
+    assert_eq!(
+        stock_of(repos, drop.id).await,
+        stock(100, 100 - still_held, still_held, 0),
+        "expired units are back, extended ones held ({held} were held)"
+    );
+    let events = drain(repos).await;
+    let count = |kind: EventType| events.iter().filter(|e| e.kind == kind).count();
+    assert_eq!(count(EventType::OrderExtended), n_extended);
+    assert_eq!(count(EventType::OrderExpired), expired_by.len());
+    assert!(repos
+        .orders
+        .expire_holds(at(10), 1_000)
+        .await
+        .expect("expire")
+        .is_empty());
+}
+
+/// Concurrent extensions of one order: exactly one is `Extended`, the others see it
+/// as `AlreadyExtended`; the hold moves once.
+pub async fn orders_extend_race_one_wins(repos: &Repos) {
+    let drop = live_drop(repos, 5, 5).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let order = placed(repos, &fixtures::order(buyer.id, &drop, 1, "k", T0), T0).await;
+    drain(repos).await;
+    let tasks = (0..16).map(|i| {
+        let repo = repos.orders.clone();
+        let id = order.id;
+        tokio::spawn(async move {
+            repo.extend_hold(id, fixtures::HOLD, at(1 + i))
+                .await
+                .expect("extend")
+        })
+    });
+    let outcomes: Vec<ExtendOutcome> = join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect();
+    let winners: Vec<&Order> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            ExtendOutcome::Extended(o) => Some(o),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one extension: {outcomes:?}");
+    let winner = winners[0];
+    assert_eq!(winner.reserved_until, order.reserved_until + fixtures::HOLD);
+    for outcome in &outcomes {
+        match outcome {
+            ExtendOutcome::Extended(_) => {}
+            ExtendOutcome::AlreadyExtended(o) => assert_eq!(o, winner),
+            other => panic!("expected AlreadyExtended, got {other:?}"),
+        }
+    }
+    assert_eq!(&stored(repos, order.id).await, winner);
+    assert_eq!(
+        kinds(&drain(repos).await),
+        vec![EventType::OrderExtended],
+        "one event"
+    );
+    assert_eq!(stock_of(repos, drop.id).await, stock(5, 4, 1, 0));
 }
