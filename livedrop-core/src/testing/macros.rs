@@ -58,6 +58,7 @@ macro_rules! store_conformance {
             drops_due_transitions,
             orders_place_checks_in_documented_order,
             orders_place_appends_events,
+            orders_place_stores_a_fresh_reservation,
             orders_limit_counts_reserved_and_confirmed,
             orders_race_never_oversells,
             orders_same_key_race_places_once,

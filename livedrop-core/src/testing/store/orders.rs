@@ -156,6 +156,27 @@ pub async fn orders_place_appends_events(repos: &Repos) {
     assert!(view.stock.is_consistent());
 }
 
+/// A placement always stores a fresh reservation: whatever status or extension the
+/// request carries, the order is `reserved`, not extended, and reads back so.
+pub async fn orders_place_stores_a_fresh_reservation(repos: &Repos) {
+    let drop = live_drop(repos, 3, 3).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let request = Order {
+        status: OrderStatus::Confirmed,
+        extended_at: Some(T0),
+        ..fixtures::order(buyer.id, &drop, 1, "k", T0)
+    };
+    let order = placed(repos, &request, T0).await;
+    let want = Order {
+        status: OrderStatus::Reserved,
+        extended_at: None,
+        ..request
+    };
+    assert_eq!(order, want);
+    assert_eq!(stored(repos, order.id).await, want);
+    assert_eq!(stock_of(repos, drop.id).await, stock(3, 2, 1, 0));
+}
+
 /// The per-user limit counts reserved plus confirmed units; cancelled and expired
 /// orders free their units.
 pub async fn orders_limit_counts_reserved_and_confirmed(repos: &Repos) {
