@@ -99,6 +99,11 @@ pub async fn idempotency_lease_takeover_and_purge(repos: &Repos) {
         "newer keys stay"
     );
     assert_eq!(store.purge(at(50)).await.expect("purge"), 0);
+
+    // The lease ends at its last instant: a claim begun then takes the key over.
+    claim_of(begin("edge", at(200)).await);
+    assert_eq!(begin("edge", at(229)).await, BeginOutcome::InFlight);
+    claim_of(begin("edge", at(230)).await);
 }
 
 /// A holder whose lease was taken over can neither release nor complete the key:
