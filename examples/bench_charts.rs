@@ -12,7 +12,6 @@
 //! names its command, commit and machine under its plot. SVG only, text left to the
 //! viewer's fonts, so nothing here needs a system font.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -293,9 +292,10 @@ fn buyers_chart(
             "concurrent buyers (tasks)",
             &|v| format!("{v:.0}"),
         ),
-        ((y_lo / 2.0..y_hi * 2.0).log_scale(), y_desc, &|v| si(*v)),
+        // A decade of headroom above the highest line keeps the legend off the data.
+        ((y_lo / 2.0..y_hi * 10.0).log_scale(), y_desc, &|v| si(*v)),
         series,
-        SeriesLabelPosition::LowerRight,
+        SeriesLabelPosition::UpperRight,
     )
 }
 
@@ -518,30 +518,45 @@ fn main() -> anyhow::Result<()> {
         written.push(name);
     }
 
-    // Resident memory: into the CSV only (BENCHMARKS.md has the table).
-    let mut memory_rows: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for v in &rss {
-        let store = v["store"].as_str().unwrap_or("?").to_owned();
-        for (i, key) in ["rest_kib", "load_peak_kib", "after_load_kib"]
-            .iter()
-            .enumerate()
-        {
-            if let Some(kib) = v[key].as_f64() {
-                memory_rows
-                    .entry(store.clone())
-                    .or_default()
-                    .push((i as f64, kib / 1024.0));
-            }
-        }
-    }
-    let memory_series: Vec<Series> = memory_rows
-        .into_iter()
-        .map(|(name, points)| Series {
-            name: format!("rss_mib_{name} (x: 0 rest, 1 load peak, 2 after)"),
-            points,
+    // Resident memory over the load run, per store.
+    let memory: Vec<Series> = rss
+        .iter()
+        .filter_map(|v| {
+            let points: Vec<_> = v["samples"]
+                .as_array()?
+                .iter()
+                .filter_map(|p| Some((p[0].as_f64()?, p[1].as_f64()? / 1024.0)))
+                .collect();
+            let rest = v["rest_kib"].as_f64()? / 1024.0;
+            (!points.is_empty()).then(|| Series {
+                name: format!(
+                    "{} (at rest {rest:.0} MiB)",
+                    v["store"].as_str().unwrap_or("?")
+                ),
+                points,
+            })
         })
         .collect();
-    charted("server_memory", &memory_series);
+    if !memory.is_empty() {
+        let name = "server_memory";
+        let (_, t_hi) = bounds(&memory, |p| p.0)?;
+        let (_, m_hi) = bounds(&memory, |p| p.1)?;
+        draw(
+            &args.out.join(format!("{name}.svg")),
+            "Reference server's resident memory (VmRSS) during a load run",
+            &run.footer(
+                "scripts/rss.sh: loadgen set-up (201 registrations), then 10 s of orders, 64 in flight",
+            ),
+            (0.0..t_hi * 1.02, "seconds since the load generator started", &|v| {
+                format!("{v:.0}")
+            }),
+            (0.0..m_hi * 1.08, "VmRSS, MiB", &|v| format!("{v:.0}")),
+            &memory,
+            SeriesLabelPosition::UpperLeft,
+        )?;
+        charted(name, &memory);
+        written.push(name);
+    }
 
     if written.is_empty() {
         bail!(

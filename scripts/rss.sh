@@ -2,11 +2,13 @@
 # Resident memory of the reference server (VmRSS from /proc/PID/status), with the
 # in-memory store, with SQLite (the default store) and with PostgreSQL (a fresh
 # schema in LIVEDROP_TEST_DATABASE_URL's database; cache and bus in-process): at rest a few seconds after
-# start, the highest sample while examples/loadgen.rs drives orders on one hot drop
-# (200 buyers, 64 in flight, 10 s, the per-user rate limit off), and at rest after.
-# Writes one JSON line per store to target/bench/rss.jsonl and the load generator's
-# summary to target/bench/http_<store>.json; exits non-zero if a load run fails its
-# checks (oversell, duplicate orders).
+# start, when the load generator's set-up (registering 200 buyers and a creator,
+# which hashes their passwords) is done, the highest sample while examples/loadgen.rs
+# drives orders on one hot drop (64 in flight, 10 s, the per-user rate limit off),
+# and at rest 3 s after. Samples every 0.2 s. Writes one JSON line per store (with the
+# samples) to target/bench/rss.jsonl and the load generator's summary to
+# target/bench/http_<store>.json; exits non-zero if a load run fails its checks
+# (oversell, duplicate orders).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -48,14 +50,24 @@ for store in memory sqlite postgres; do
   rest=$(status_kib "$pid" VmRSS)
 
   "$loadgen" --target "http://127.0.0.1:$port" --quiet --json --requests 100000000 \
-    --buyers 200 --stock 1000000 --concurrency 64 --duration 10 >"$tmp/load.out" &
+    --buyers 200 --stock 1000000 --concurrency 64 --duration 10 >"$tmp/load.out" 2>"$tmp/load.err" &
   lpid=$!
+  started=$(date +%s.%N)
   peak=0
+  set_up=""
+  samples=""
   while kill -0 "$lpid" 2>/dev/null; do
     r=$(status_kib "$pid" VmRSS)
-    if [ "$r" -gt "$peak" ]; then peak=$r; fi
+    t=$(awk -v now="$(date +%s.%N)" -v t0="$started" 'BEGIN { printf "%.2f", now - t0 }')
+    samples="$samples${samples:+,}[$t,$r]"
+    if [ -z "$set_up" ]; then
+      if grep -q '^set-up:' "$tmp/load.err"; then set_up=$r; fi
+    elif [ "$r" -gt "$peak" ]; then
+      peak=$r
+    fi
     sleep 0.2
   done
+  cat "$tmp/load.err" >&2
   wait "$lpid"
   sleep 3
   after=$(status_kib "$pid" VmRSS)
@@ -64,7 +76,7 @@ for store in memory sqlite postgres; do
   kill "$pid"
   wait "$pid" || true
   pid=""
-  line="{\"bench\":\"rss\",\"store\":\"$store\",\"rest_kib\":$rest,\"load_peak_kib\":$peak,\"after_load_kib\":$after,\"hwm_kib\":$hwm,\"load\":$(cat "$out/http_$store.json")}"
+  line="{\"bench\":\"rss\",\"store\":\"$store\",\"rest_kib\":$rest,\"set_up_kib\":${set_up:-null},\"load_peak_kib\":$peak,\"after_load_kib\":$after,\"hwm_kib\":$hwm,\"samples\":[$samples],\"load\":$(cat "$out/http_$store.json")}"
   echo "$line" >>"$out/rss.jsonl"
-  echo "rss $store: at rest ${rest} KiB, under load peak ${peak} KiB (VmHWM ${hwm} KiB), after load ${after} KiB"
+  echo "rss $store: at rest ${rest} KiB, after set-up ${set_up:-?} KiB, orders peak ${peak} KiB (VmHWM ${hwm} KiB), after load ${after} KiB"
 done
