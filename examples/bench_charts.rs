@@ -10,7 +10,8 @@
 //! results in `target/criterion` are left out), `fan_out.jsonl` (the fan-out test's
 //! `bench-result` lines) and, when present, `rss.jsonl` (`scripts/rss.sh`). Every chart
 //! names its command, commit and machine under its plot. SVG only, text left to the
-//! viewer's fonts, so nothing here needs a system font.
+//! viewer's fonts, so nothing here needs a system font. Its own unit tests run with
+//! `cargo test --example bench_charts`.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -186,14 +187,19 @@ fn si(v: f64) -> String {
 const SIZE: (u32, u32) = (960, 600);
 const FOOTER: u32 = 52;
 
+/// How a tick's value is written.
+type Label<'a> = &'a dyn Fn(&f64) -> String;
+
+/// An axis: its range, its description, how its ticks are written.
+type Axis<'a, R> = (R, &'a str, Label<'a>);
+
 /// Draws `series` over the axes `x` and `y`, with the footer under the plot.
-#[allow(clippy::too_many_arguments)]
 fn draw<X, Y>(
     path: &Path,
     title: &str,
     footer: &[String; 2],
-    (x, x_desc, x_fmt): (X, &str, &dyn Fn(&f64) -> String),
-    (y, y_desc, y_fmt): (Y, &str, &dyn Fn(&f64) -> String),
+    (x, x_desc, x_fmt): Axis<'_, X>,
+    (y, y_desc, y_fmt): Axis<'_, Y>,
     series: &[Series],
     legend: SeriesLabelPosition,
 ) -> anyhow::Result<()>
@@ -441,7 +447,7 @@ fn main() -> anyhow::Result<()> {
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    fan_out.sort_by(|a, b| a.points.len().cmp(&b.points.len()));
+    fan_out.sort_by_key(|s| s.points.len());
     if !fan_out.is_empty() {
         let name = "fan_out";
         let (_, t_hi) = bounds(&fan_out, |p| p.0)?;
@@ -572,4 +578,72 @@ fn main() -> anyhow::Result<()> {
     }
     println!("{}", args.out.join("results.csv").display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn si_rounds_to_a_unit() {
+        assert_eq!(si(532.4), "532");
+        assert_eq!(si(6_101.9), "6.1k");
+        assert_eq!(si(180_076.0), "180k");
+        assert_eq!(si(210_328_659.0), "210M");
+        assert_eq!(si(2_000_000.0), "2M");
+    }
+
+    fn write_result(root: &Path, function: &str, param: u32, median_ns: f64) {
+        let dir = root
+            .join("g")
+            .join(function)
+            .join(param.to_string())
+            .join("new");
+        fs::create_dir_all(&dir).expect("dir");
+        let bench = serde_json::json!({
+            "group_id": "postgres_hot_drop", "function_id": function, "value_str": param.to_string(),
+        });
+        fs::write(dir.join("benchmark.json"), bench.to_string()).expect("benchmark.json");
+        let est = serde_json::json!({"median": {"point_estimate": median_ns}});
+        fs::write(dir.join("estimates.json"), est.to_string()).expect("estimates.json");
+    }
+
+    #[test]
+    fn criterion_results_become_lines_per_function_sorted_by_buyers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write_result(root.path(), "group", 64, 250_000.0);
+        write_result(root.path(), "group", 1, 2_500_000.0);
+        write_result(root.path(), "row_lock", 16, 2_000_000.0);
+        let found = criterion_results(root.path(), UNIX_EPOCH).expect("read");
+        let series = series_of(
+            &found,
+            "postgres_hot_drop",
+            &[
+                ("group", "group"),
+                ("row_lock", "row lock"),
+                ("absent", "x"),
+            ],
+        );
+        let lines: Vec<_> = series
+            .iter()
+            .map(|s| (s.name.as_str(), s.points.clone()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("group", vec![(1.0, 400.0), (64.0, 4_000.0)]),
+                ("row lock", vec![(16.0, 500.0)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn results_older_than_the_run_are_left_out() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write_result(root.path(), "group", 4, 1_000_000.0);
+        let later = SystemTime::now() + Duration::from_secs(3_600);
+        assert!(criterion_results(root.path(), later)
+            .expect("read")
+            .is_empty());
+    }
 }
