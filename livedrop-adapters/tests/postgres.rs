@@ -730,7 +730,9 @@ async fn fan_out_resumes_after_a_crash() {
 }
 
 /// Fans a notification out to `followers` followers in batches of 1,000, timed end
-/// to end, and checks every follower got exactly one.
+/// to end, and checks every follower got exactly one. Prints the time, and one
+/// `bench-result` JSON line (followers notified after each batch, with the seconds
+/// since the start) that `scripts/bench.sh` collects for its charts.
 async fn measure_fan_out(followers: u64) {
     let Some(db) = fresh().await else {
         return;
@@ -741,10 +743,12 @@ async fn measure_fan_out(followers: u64) {
     let started = Instant::now();
     let mut batch = fan_out_batch(creator, 1_000);
     let (mut total, mut batches) = (0u64, 0u32);
+    let mut progress = Vec::new();
     loop {
         let p = store.fan_out(&batch).await.unwrap();
         total += u64::from(p.inserted);
         batches += 1;
+        progress.push(serde_json::json!([total, started.elapsed().as_secs_f64()]));
         match p.next {
             Some(next) => batch.after = Some(next),
             None => break,
@@ -752,6 +756,17 @@ async fn measure_fan_out(followers: u64) {
     }
     let took = started.elapsed();
     println!("fan-out: {total} notifications in {batches} batches, {took:?}");
+    println!(
+        "bench-result {}",
+        serde_json::json!({
+            "bench": "fan_out",
+            "followers": followers,
+            "batch_size": batch.limit,
+            "batches": batches,
+            "seconds": took.as_secs_f64(),
+            "progress": progress,
+        })
+    );
     assert_eq!(total, followers);
 }
 
