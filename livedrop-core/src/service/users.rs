@@ -1,11 +1,13 @@
 //! Registration, authentication and the follow graph.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
 use serde::{Deserialize, Serialize};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Livedrop;
 use crate::error::{Error, Result, StoreError};
@@ -71,20 +73,55 @@ fn check_display_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
-async fn hash_password(password: String) -> Result<String> {
+/// Argon2 takes 19 MiB and one core per hash for as long as it runs. Hashes beyond
+/// the cores do not finish sooner, and each blocking thread's allocator keeps the
+/// memory it hashed in: a burst of logins would grow the process by 19 MiB per
+/// concurrent hash and never give it back. So at most one hash per core runs at once
+/// in a process; the others wait for a permit, which the hashing thread holds until it
+/// is done (a caller that goes away does not free it early).
+static HASHING: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Arc::new(Semaphore::new(cores))
+});
+
+/// Password hashes running now, and the most that ever ran at once.
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+async fn hashing_permit() -> Option<OwnedSemaphorePermit> {
+    // The semaphore is never closed: `None` cannot happen (and would only lift the bound).
+    HASHING.clone().acquire_owned().await.ok()
+}
+
+/// Runs `hash` on a blocking thread under a hashing permit.
+async fn hashing<T: Send + 'static>(hash: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let permit = hashing_permit().await;
     tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+        PEAK.fetch_max(now, Ordering::SeqCst);
+        let out = hash();
+        RUNNING.fetch_sub(1, Ordering::SeqCst);
+        out
+    })
+    .await
+    .ok()
+}
+
+async fn hash_password(password: String) -> Result<String> {
+    hashing(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
     })
     .await
-    .map_err(|e| Error::internal(format!("password hashing did not finish: {e}")))?
+    .ok_or_else(|| Error::internal("password hashing did not finish"))?
     .map_err(|e| Error::internal(format!("password hashing failed: {e}")))
 }
 
 async fn verify_password(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {
                 Argon2::default()
@@ -247,5 +284,35 @@ impl Livedrop {
     pub async fn following(&self, user: UserId, page: PageRequest) -> Result<Page<FollowEntry>> {
         self.user(user).await?;
         Ok(self.ports().users.following(user, page).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of registrations and logins hashes at most one password per core at
+    /// once, and every hash still verifies.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn hashing_runs_at_most_one_hash_per_core() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let burst: Vec<_> = (0..cores * 3 + 2)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let password = format!("password-{i}");
+                    let hash = hash_password(password.clone()).await.expect("hash");
+                    verify_password(password, hash).await
+                })
+            })
+            .collect();
+        for task in burst {
+            assert!(task.await.expect("task"), "a hash verifies its password");
+        }
+        let peak = PEAK.load(Ordering::SeqCst);
+        assert!(
+            (1..=cores).contains(&peak),
+            "{peak} hashes ran at once on {cores} cores"
+        );
+        assert_eq!(RUNNING.load(Ordering::SeqCst), 0, "no hash left running");
     }
 }
