@@ -25,6 +25,21 @@ use crate::sql::{self, decide_batch, Batcher, Combiners, Placement};
 /// Statuses that hold stock and count toward the per-user limit.
 const HOLDING: &str = "('reserved', 'confirmed')";
 
+/// The order `id`, read through `conn` (a reader, or the caller's write transaction).
+async fn order_row<'c, E>(conn: E, id: OrderId) -> StoreResult<Option<Order>>
+where
+    E: sqlx::Executor<'c, Database = Sqlite>,
+{
+    let sql = format!("SELECT {} FROM orders WHERE id = ?1", OrderRow::COLUMNS);
+    sqlx::query_as::<_, OrderRow>(&sql)
+        .bind(id.0)
+        .fetch_optional(conn)
+        .await
+        .map_err(map_sqlx_error)?
+        .map(OrderRow::into_order)
+        .transpose()
+}
+
 /// The drop and its inventory, read inside the caller's write transaction.
 async fn drop_row(conn: &mut SqliteConnection, drop: Uuid) -> StoreResult<Option<DropRow>> {
     let sql = format!(
@@ -200,14 +215,7 @@ impl OrderRepository for SqliteStore {
     }
 
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {
-        let sql = format!("SELECT {} FROM orders WHERE id = ?1", OrderRow::COLUMNS);
-        sqlx::query_as::<_, OrderRow>(&sql)
-            .bind(id.0)
-            .fetch_optional(&self.inner.readers)
-            .await
-            .map_err(map_sqlx_error)?
-            .map(OrderRow::into_order)
-            .transpose()
+        order_row(&self.inner.readers, id).await
     }
 
     async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>> {
@@ -240,15 +248,7 @@ impl OrderRepository for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<SettleOutcome> {
         let mut tx = self.inner.write().await?;
-        let sql = format!("SELECT {} FROM orders WHERE id = ?1", OrderRow::COLUMNS);
-        let Some(order) = sqlx::query_as::<_, OrderRow>(&sql)
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_sqlx_error)?
-            .map(OrderRow::into_order)
-            .transpose()?
-        else {
+        let Some(order) = order_row(&mut *tx, id).await? else {
             tx.rollback().await.map_err(map_sqlx_error)?;
             return Ok(SettleOutcome::NotFound);
         };
@@ -380,15 +380,7 @@ impl OrderRepository for SqliteStore {
     ) -> StoreResult<ExtendOutcome> {
         // Under the write lock: settlements and sweepers see the order before or after.
         let mut tx = self.inner.write().await?;
-        let sql = format!("SELECT {} FROM orders WHERE id = ?1", OrderRow::COLUMNS);
-        let Some(order) = sqlx::query_as::<_, OrderRow>(&sql)
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_sqlx_error)?
-            .map(OrderRow::into_order)
-            .transpose()?
-        else {
+        let Some(order) = order_row(&mut *tx, id).await? else {
             tx.rollback().await.map_err(map_sqlx_error)?;
             return Ok(ExtendOutcome::NotFound);
         };
