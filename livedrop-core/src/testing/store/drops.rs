@@ -260,11 +260,7 @@ pub async fn drops_transition_is_conditional(repos: &Repos) {
             }));
         }
     }
-    let won: Vec<bool> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    let won: Vec<bool> = joined(tasks).await;
     for (drop, pair) in drops.iter().zip(won.chunks(2)) {
         assert_eq!(
             pair.iter().filter(|w| **w).count(),

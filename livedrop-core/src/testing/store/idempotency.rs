@@ -159,11 +159,7 @@ pub async fn idempotency_concurrent_begin(repos: &Repos) {
                 .expect("begin")
         })
     });
-    let outcomes: Vec<BeginOutcome> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    let outcomes: Vec<BeginOutcome> = joined(tasks).await;
     let started = outcomes
         .iter()
         .filter(|o| matches!(o, BeginOutcome::Started(_)))

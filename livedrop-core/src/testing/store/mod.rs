@@ -85,6 +85,15 @@ async fn drain(repos: &Repos) -> Vec<Event> {
     records.into_iter().map(|r| r.event).collect()
 }
 
+/// The results of spawned `tasks`, in order; a task that panicked fails the case.
+async fn joined<T>(tasks: impl IntoIterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.expect("task"))
+        .collect()
+}
+
 fn kinds(events: &[Event]) -> Vec<EventType> {
     events.iter().map(|e| e.kind).collect()
 }

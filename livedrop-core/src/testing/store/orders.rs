@@ -243,11 +243,7 @@ pub async fn orders_race_never_oversells(repos: &Repos) {
         let order = fixtures::order(buyer.id, &drop, 1, "race", T0);
         tokio::spawn(async move { orders.place_order(&order, T0).await.expect("place order") })
     });
-    let outcomes: Vec<PlaceOutcome> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    let outcomes: Vec<PlaceOutcome> = joined(tasks).await;
     let mut placed = 0;
     for outcome in &outcomes {
         match outcome {
@@ -285,11 +281,7 @@ pub async fn orders_same_key_race_places_once(repos: &Repos) {
         let order = fixtures::order(buyer.id, &drop, 1, "same-key", T0);
         tokio::spawn(async move { orders.place_order(&order, T0).await.expect("place order") })
     });
-    let outcomes: Vec<PlaceOutcome> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    let outcomes: Vec<PlaceOutcome> = joined(tasks).await;
     let winners: Vec<&Order> = outcomes
         .iter()
         .filter_map(|o| match o {
@@ -532,11 +524,7 @@ pub async fn holds_expire_exactly_once(repos: &Repos) {
         let repo = repos.orders.clone();
         tokio::spawn(async move { repo.expire_holds(sweep_at, 1_000).await.expect("expire") })
     });
-    let swept: Vec<Vec<Order>> = join_all(sweepers)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    let swept: Vec<Vec<Order>> = joined(sweepers).await;
     let total = swept[0].len() + swept[1].len();
     let ids: HashSet<OrderId> = swept.iter().flatten().map(|o| o.id).collect();
     assert_eq!(ids, due, "every due hold expires");
@@ -836,11 +824,7 @@ pub async fn orders_extend_race_one_wins(repos: &Repos) {
                 .expect("extend")
         })
     });
-    let outcomes: Vec<ExtendOutcome> = join_all(tasks)
-        .await
-        .into_iter()
-        .map(|r| r.expect("task"))
-        .collect();
+    let outcomes: Vec<ExtendOutcome> = joined(tasks).await;
     let winners: Vec<&Order> = outcomes
         .iter()
         .filter_map(|o| match o {
