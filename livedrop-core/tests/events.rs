@@ -1,0 +1,146 @@
+//! Events: each type is built by its constructor and read back by `Event::decode` as
+//! its own `EventPayload` variant, through the wire and back.
+//!
+//! `cargo test -p livedrop-core --test events`
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use serde_json::json;
+
+use livedrop_core::event::{Event, EventPayload, EventType, FollowPayload, StockPayload};
+use livedrop_core::model::{DropState, Stock};
+use livedrop_core::testing::fixtures::{self, at, T0};
+use livedrop_core::UserId;
+
+/// An event of type `kind` built the way the stores and services build it, and
+/// the payload it must decode to.
+fn sample(kind: EventType) -> (Event, EventPayload) {
+    let product = fixtures::product(UserId::new(), "Tee", "A shirt", T0);
+    let drop = fixtures::drop_of(&product, T0, at(3_600), 2, DropState::Scheduled, T0);
+    let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
+    let before = Stock::new(2);
+    let after = Stock {
+        available: 0,
+        reserved: 2,
+        sold: 0,
+        total: 2,
+    };
+    let stock = StockPayload {
+        drop_id: drop.id.0,
+        stock: after,
+    };
+    let moved = Event::stock_moved(drop.id.0, &before, &after, 7, T0);
+    match kind {
+        EventType::ProductCreated => (
+            Event::product(kind, &product, T0),
+            EventPayload::ProductCreated(product),
+        ),
+        EventType::ProductUpdated => (
+            Event::product(kind, &product, T0),
+            EventPayload::ProductUpdated(product),
+        ),
+        EventType::DropScheduled => (
+            Event::drop(kind, &drop, T0),
+            EventPayload::DropScheduled(drop),
+        ),
+        EventType::DropStarted => (
+            Event::drop(kind, &drop, T0),
+            EventPayload::DropStarted(drop),
+        ),
+        EventType::DropEnded => (Event::drop(kind, &drop, T0), EventPayload::DropEnded(drop)),
+        EventType::DropSoldOut => (moved[1].clone(), EventPayload::DropSoldOut(stock)),
+        EventType::DropCancelled => (
+            Event::drop(kind, &drop, T0),
+            EventPayload::DropCancelled(drop),
+        ),
+        EventType::StockChanged => (moved[0].clone(), EventPayload::StockChanged(stock)),
+        EventType::OrderPlaced => (
+            Event::order(kind, &order, T0),
+            EventPayload::OrderPlaced(order),
+        ),
+        EventType::OrderConfirmed => (
+            Event::order(kind, &order, T0),
+            EventPayload::OrderConfirmed(order),
+        ),
+        EventType::OrderCancelled => (
+            Event::order(kind, &order, T0),
+            EventPayload::OrderCancelled(order),
+        ),
+        EventType::OrderExpired => (
+            Event::order(kind, &order, T0),
+            EventPayload::OrderExpired(order),
+        ),
+        EventType::OrderExtended => (
+            Event::order(kind, &order, T0),
+            EventPayload::OrderExtended(order),
+        ),
+        EventType::UserFollowed => {
+            let follow = FollowPayload {
+                follower_id: UserId::new(),
+                creator_id: product.creator_id,
+            };
+            (
+                Event::follow(&follow, T0),
+                EventPayload::UserFollowed(follow),
+            )
+        }
+        // `EventType` is non-exhaustive: a type added without a sample fails
+        // `every_event_type_decodes_to_its_own_variant`, which walks `EventType::ALL`.
+        other => panic!("no sample event for {other}"),
+    }
+}
+
+#[test]
+fn every_event_type_decodes_to_its_own_variant() {
+    for kind in EventType::ALL {
+        let (event, expected) = sample(kind);
+        assert_eq!(event.kind, kind);
+        let decoded = event.decode().expect("a constructed event decodes");
+        assert_eq!(decoded.kind(), kind, "{kind}");
+        assert_eq!(decoded, expected, "{kind}");
+        // Through the wire and back: the envelope is unchanged by typing.
+        let wire = serde_json::to_string(&event).expect("serialize");
+        let back: Event = serde_json::from_str(&wire).expect("deserialize");
+        assert_eq!(back.decode().expect("decodes after the wire"), expected);
+    }
+}
+
+#[test]
+fn the_follow_payload_keeps_its_wire_form() {
+    let (follower, creator) = (UserId::new(), UserId::new());
+    let event = Event::follow(
+        &FollowPayload {
+            follower_id: follower,
+            creator_id: creator,
+        },
+        T0,
+    );
+    let by_hand = json!({ "follower_id": follower, "creator_id": creator });
+    assert_eq!(event.payload, by_hand);
+    assert_eq!(
+        serde_json::to_string(&event.payload).expect("serialize"),
+        serde_json::to_string(&by_hand).expect("serialize"),
+        "same bytes as the payload written before it was typed"
+    );
+    assert_eq!(event.aggregate_id, follower.0);
+    assert_eq!(event.version, 1);
+}
+
+#[test]
+fn a_payload_of_another_shape_is_refused_with_its_type() {
+    let drop = uuid::Uuid::now_v7();
+    let event = Event::new(
+        EventType::OrderPlaced,
+        uuid::Uuid::now_v7(),
+        1,
+        json!({ "drop_id": drop }),
+        T0,
+    );
+    let err = event.decode().expect_err("not an order");
+    assert_eq!(err.kind, EventType::OrderPlaced);
+    assert_eq!(err.to_string(), "unreadable order.placed payload");
+    // The lenient lookup still finds the drop.
+    assert_eq!(event.drop_id(), Some(drop));
+    // A stock payload is not read as a drop.
+    let (stock_event, _) = sample(EventType::StockChanged);
+    assert!(EventPayload::decode(EventType::DropStarted, &stock_event.payload).is_err());
+}
