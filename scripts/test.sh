@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The full test suite, as CI runs it: formatting, lints, and every test against real
-# PostgreSQL, Redis and a Kafka-protocol broker. Starts what is missing first; a
-# service that cannot be reached fails the run (tests never skip here).
+# PostgreSQL, Redis, a Kafka-protocol broker and headless Chromium. Starts or installs
+# what is missing first; a service that cannot be reached fails the run (tests never
+# skip here).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,6 +12,9 @@ trap 'scripts/services.sh down' EXIT
 export LIVEDROP_TEST_DATABASE_URL="${LIVEDROP_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 export LIVEDROP_TEST_REDIS_URL="${LIVEDROP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 export LIVEDROP_TEST_KAFKA_BROKERS="${LIVEDROP_TEST_KAFKA_BROKERS:-127.0.0.1:19092}"
+# The storefront's browser tests: Debian's Chromium driven by playwright-core.
+LIVEDROP_TEST_BROWSER="$(scripts/browser.sh)"
+export LIVEDROP_TEST_BROWSER
 # Every test runs: one that would skip for a missing service fails instead.
 export LIVEDROP_TEST_REQUIRE=1
 export RUST_BACKTRACE=1

@@ -14,6 +14,7 @@ mod routes;
 pub mod server;
 mod settings;
 pub mod state;
+mod storefront;
 mod telemetry;
 mod wiring;
 

@@ -2,7 +2,8 @@
 //! `utoipa-axum`'s [`OpenApiRouter`] and `routes!`; the document it collects is what
 //! `GET /openapi.json` serves. Around the routes, the middleware every request
 //! crosses: request ids, tracing spans, per-route metrics, the request timeout, the
-//! body limit, gzip, and one error shape for every failure.
+//! body limit, gzip, and one error shape for every failure. The storefront page
+//! (`storefront`) is merged beside the API, outside the document.
 
 use std::sync::Arc;
 
@@ -24,7 +25,7 @@ use crate::error::{ApiError, ShapedError};
 use crate::handlers::{catalog, events, internal, notifications, ops, orders, users};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
-use crate::{auth, idempotency, telemetry};
+use crate::{auth, idempotency, storefront, telemetry};
 
 /// The request id header, set when the client sends none and echoed on the response.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -37,7 +38,10 @@ pub fn router(state: AppState) -> Router {
     let _ = telemetry::prometheus();
     let body_limit = state.options().body_limit;
     let timeout = state.options().request_timeout;
-    let (routes, document) = api(&state).split_for_parts();
+    let (mut routes, document) = api(&state).split_for_parts();
+    if state.options().storefront {
+        routes = routes.merge(storefront::routes());
+    }
 
     let request_id = HeaderName::from_static(REQUEST_ID);
     routes

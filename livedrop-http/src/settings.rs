@@ -94,6 +94,11 @@ pub struct Settings {
     /// Largest request body in bytes (413 above).
     #[arg(long, env = "LIVEDROP_BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
     pub body_limit_bytes: usize,
+    /// Serves the storefront page at `/` (`--storefront false` or
+    /// `LIVEDROP_STOREFRONT=0` turns it off; the API is unchanged either way).
+    #[arg(long, env = "LIVEDROP_STOREFRONT", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub storefront: bool,
 }
 
 impl Default for Settings {
@@ -118,6 +123,7 @@ impl Default for Settings {
             admin_email: None,
             admin_password: None,
             demo: false,
+            storefront: true,
             log: None,
             log_json: false,
             request_timeout_seconds: 30,
@@ -210,6 +216,7 @@ impl Settings {
             body_limit: self.body_limit_bytes,
             request_timeout: Duration::from_secs(self.request_timeout_seconds.max(1)),
             readiness,
+            storefront: self.storefront,
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct HttpOptions {
     /// Readiness probes; [`AppState::new`] adds `store` and `cache` probes over the
     /// ports when this is empty.
     pub readiness: Vec<ReadinessCheck>,
+    /// Serve the storefront page at `/` (default on).
+    pub storefront: bool,
 }
 
 impl HttpOptions {
@@ -88,6 +90,7 @@ impl HttpOptions {
             body_limit: 64 * 1024,
             request_timeout: Duration::from_secs(30),
             readiness: Vec::new(),
+            storefront: true,
         }
     }
 }

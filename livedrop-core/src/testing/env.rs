@@ -1,6 +1,6 @@
 //! Which external services a test run has, from `LIVEDROP_TEST_*` variables.
 //!
-//! A test that needs PostgreSQL, Redis or a Kafka broker reads its variable through
+//! A test that needs PostgreSQL, Redis, a Kafka broker or a browser reads its variable through
 //! [`service_var`]: unset (or empty), the test prints why and skips — unless
 //! `LIVEDROP_TEST_REQUIRE=1` is set (as `scripts/test.sh` does), where it fails
 //! instead. A variable that is set names a service that must be reachable: a test
@@ -12,6 +12,9 @@ pub const DATABASE_URL: &str = "LIVEDROP_TEST_DATABASE_URL";
 pub const REDIS_URL: &str = "LIVEDROP_TEST_REDIS_URL";
 /// The Kafka bootstrap servers of the tests (`host:port`).
 pub const KAFKA_BROKERS: &str = "LIVEDROP_TEST_KAFKA_BROKERS";
+/// The Chromium binary the storefront's browser tests drive (`scripts/browser.sh`
+/// installs it and prints its path).
+pub const BROWSER: &str = "LIVEDROP_TEST_BROWSER";
 /// Set to `1` to turn every skip for a missing service into a failure.
 pub const REQUIRE: &str = "LIVEDROP_TEST_REQUIRE";
 

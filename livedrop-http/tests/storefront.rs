@@ -1,0 +1,162 @@
+//! The storefront page at `/`: served by the binary with its script and style, off
+//! with `LIVEDROP_STOREFRONT=0`, and a buyer's whole first-come journey through it in
+//! headless Chromium (`tests/browser/journey.mjs`, playwright-core).
+//!
+//! The browser test needs `LIVEDROP_TEST_BROWSER` (the Chromium binary) and
+//! `scripts/browser.sh` run once (it installs both and prints the path); unset, it
+//! says why it skips, and under `LIVEDROP_TEST_REQUIRE=1` it fails instead.
+//! Screenshots and the page's HTML of a failed journey are kept in
+//! `target/browser-artifacts/`.
+//!
+//! `cargo test -p livedrop-http --test storefront`
+
+#![allow(clippy::unwrap_used)]
+
+mod harness;
+
+use std::path::Path;
+use std::process::Command;
+
+use harness::Server;
+use livedrop_core::testing::env;
+use reqwest::header::{CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use serde_json::Value;
+
+fn settings(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut all = vec![
+        ("LIVEDROP_IN_MEMORY", "1"),
+        ("LIVEDROP_TOKEN_SECRET", harness::SECRET),
+        ("LIVEDROP_ORDER_RATE_PER_USER", "0"),
+    ];
+    all.extend_from_slice(pairs);
+    all.into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+async fn get(url: String) -> reqwest::Response {
+    reqwest::get(url).await.unwrap()
+}
+
+fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> &str {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn the_storefront_is_served_at_root_with_its_script_and_style() {
+    let server = Server::start("storefront-on", &settings(&[])).await;
+
+    let page = get(format!("{}/", server.base)).await;
+    assert_eq!(page.status(), 200);
+    assert_eq!(header(&page, CONTENT_TYPE), "text/html; charset=utf-8");
+    assert!(
+        header(&page, CONTENT_SECURITY_POLICY).contains("default-src 'self'"),
+        "the page is served with a content security policy"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/storefront.js" defer></script>"#));
+    assert!(html.contains(r#"href="/storefront.css""#));
+
+    for (path, kind, needle) in [
+        ("/storefront.js", "text/javascript", "Idempotency-Key"),
+        ("/storefront.css", "text/css", ".status.live"),
+    ] {
+        let file = get(format!("{}{path}", server.base)).await;
+        assert_eq!(file.status(), 200, "{path}");
+        assert!(header(&file, CONTENT_TYPE).starts_with(kind), "{path}");
+        assert!(file.text().await.unwrap().contains(needle), "{path}");
+    }
+
+    // The page is not part of the API's document.
+    let doc: Value = get(format!("{}/openapi.json", server.base))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/drops"));
+    assert!(
+        !paths.contains_key("/"),
+        "the storefront is not an API path"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_storefront_flag_leaves_root_unrouted_and_the_api_unchanged() {
+    let server = Server::start("storefront-off", &settings(&[("LIVEDROP_STOREFRONT", "0")])).await;
+
+    let page = get(format!("{}/", server.base)).await;
+    assert_eq!(page.status(), 404);
+    let body: Value = page.json().await.unwrap();
+    assert_eq!(body["code"], "not_found", "{body}");
+    assert_eq!(
+        get(format!("{}/storefront.js", server.base)).await.status(),
+        404
+    );
+    assert_eq!(get(format!("{}/drops", server.base)).await.status(), 200);
+    server.stop().await;
+}
+
+/// The Chromium binary, or `None` after saying why the browser test skips (a
+/// failure instead under `LIVEDROP_TEST_REQUIRE=1`).
+fn browser(test: &str) -> Option<String> {
+    let path = env::service_var(env::BROWSER, test)?;
+    assert!(
+        Path::new(&path).exists(),
+        "{}={path}: no such file (run scripts/browser.sh)",
+        env::BROWSER
+    );
+    Some(path)
+}
+
+#[tokio::test]
+async fn a_buyer_journey_through_the_storefront_in_chromium() {
+    let Some(chromium) = browser("a_buyer_journey_through_the_storefront_in_chromium") else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in {} (run scripts/browser.sh)",
+        dir.display()
+    );
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let server = Server::start(
+        "storefront-journey",
+        &settings(&[("LIVEDROP_HOLD_SECONDS", "300")]),
+    )
+    .await;
+
+    let base = server.base.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(dir.join("journey.mjs"))
+            .env("BASE", base)
+            .env("CHROMIUM", chromium)
+            .env("ARTIFACTS", artifacts)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the journey failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        output.status,
+        server.log_tail()
+    );
+    assert!(
+        stdout.contains("journey: done"),
+        "the journey did not reach its end:\n{stdout}"
+    );
+    server.stop().await;
+}
