@@ -1,5 +1,6 @@
-//! The demo data `--demo` seeds: a creator, a buyer following them, a product and
-//! a drop live now, with bearer tokens for the curl walk-through the binary prints.
+//! The demo data `--demo` seeds: a creator, a buyer following them, and two products
+//! with a drop each — one live now, one starting in an hour (the storefront shows
+//! both) — with bearer tokens for the curl walk-through the binary prints.
 
 use chrono::Utc;
 use livedrop_core::model::{Actor, DropFilter, DropStatus, Role, User};
@@ -95,6 +96,32 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
                 price_cents: 4_900,
                 currency: "EUR".into(),
                 image_url: Some("https://cdn.example.com/demo-hoodie.jpg".into()),
+            },
+        )
+        .await?;
+    // An upcoming drop first, so the storefront has a countdown to show; the live
+    // one last, so it is the newest drop a restart finds and reuses.
+    let upcoming = livedrop
+        .create_product(
+            &actor,
+            NewProduct {
+                title: "Demo cap".into(),
+                description: "Embroidered, one size".into(),
+                price_cents: 2_500,
+                currency: "EUR".into(),
+                image_url: None,
+            },
+        )
+        .await?;
+    livedrop
+        .schedule_drop(
+            &actor,
+            NewDrop {
+                product_id: upcoming.id,
+                starts_at: Some(Utc::now() + chrono::Duration::hours(1)),
+                ends_at: Utc::now() + chrono::Duration::hours(25),
+                total_stock: 50,
+                per_user_limit: Some(2),
             },
         )
         .await?;

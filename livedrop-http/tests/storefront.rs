@@ -102,6 +102,31 @@ async fn the_storefront_flag_leaves_root_unrouted_and_the_api_unchanged() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn the_demo_gives_the_storefront_a_live_and_an_upcoming_drop() {
+    let server = Server::start("storefront-demo", &settings(&[("LIVEDROP_DEMO", "1")])).await;
+    for (status, title) in [("live", "Demo hoodie"), ("scheduled", "Demo cap")] {
+        let page: Value = get(format!("{}/drops?status={status}", server.base))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let drops = page["items"].as_array().unwrap();
+        assert_eq!(drops.len(), 1, "{status}: {page}");
+        let product: Value = get(format!(
+            "{}/products/{}",
+            server.base,
+            drops[0]["product_id"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(product["title"], title, "{status}");
+    }
+    server.stop().await;
+}
+
 /// The Chromium binary, or `None` after saying why the browser test skips (a
 /// failure instead under `LIVEDROP_TEST_REQUIRE=1`).
 fn browser(test: &str) -> Option<String> {
