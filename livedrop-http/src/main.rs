@@ -54,6 +54,9 @@ async fn main() -> ExitCode {
     };
     let base = format!("http://{}", server.local_addr());
     println!("livedrop-http listening on {base}");
+    if settings.storefront {
+        println!("storefront: {base}/");
+    }
     if let Some(demo) = server.demo() {
         print_demo(&base, demo);
     }
