@@ -339,8 +339,8 @@ impl Event {
     }
 
     /// The events every stock movement of a drop appends, in the same atomic step:
-    /// `stock.changed`, and `drop.sold_out` when `available` just reached zero.
-    /// `version` is the drop's stock version after the change.
+    /// one of each type [`Event::stock_moved_types`] names for the movement, built by
+    /// [`Event::stock`]. `version` is the drop's stock version after the change.
     pub fn stock_moved(
         drop_id: Uuid,
         before: &Stock,
@@ -348,27 +348,36 @@ impl Event {
         version: i64,
         at: Timestamp,
     ) -> Vec<Self> {
+        Self::stock_moved_types(before, after)
+            .iter()
+            .map(|kind| Self::stock(*kind, drop_id, after, version, at))
+            .collect()
+    }
+
+    /// The event types a stock movement from `before` to `after` appends:
+    /// `stock.changed`, and `drop.sold_out` when `available` just reached zero.
+    pub fn stock_moved_types(before: &Stock, after: &Stock) -> &'static [EventType] {
+        if before.available > 0 && after.available == 0 {
+            &[EventType::StockChanged, EventType::DropSoldOut]
+        } else {
+            &[EventType::StockChanged]
+        }
+    }
+
+    /// A `stock.changed` or `drop.sold_out` event: the drop's stock `after` a movement
+    /// that made its stock version `version`.
+    pub fn stock(
+        kind: EventType,
+        drop_id: Uuid,
+        after: &Stock,
+        version: i64,
+        at: Timestamp,
+    ) -> Self {
         let payload = to_value(&StockPayload {
             drop_id,
             stock: *after,
         });
-        let mut events = vec![Self::new(
-            EventType::StockChanged,
-            drop_id,
-            version,
-            payload.clone(),
-            at,
-        )];
-        if before.available > 0 && after.available == 0 {
-            events.push(Self::new(
-                EventType::DropSoldOut,
-                drop_id,
-                version,
-                payload,
-                at,
-            ));
-        }
-        events
+        Self::new(kind, drop_id, version, payload, at)
     }
 
     /// The drop id this event concerns, if any: the aggregate for drop events, the

@@ -1,13 +1,13 @@
 //! [`MemoryStore`]: every repository port over one mutex-guarded state.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use livedrop_core::event::Event;
-use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
+use livedrop_core::event::{Event, EventType};
+use livedrop_core::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 use livedrop_core::model::{self, LedgerEntry, Notification, Order, Product, Stock, User};
 use livedrop_core::page::{Cursor, Page, PageRequest};
 use livedrop_core::ports::{Claim, Outbox, OutboxRecord};
@@ -15,6 +15,10 @@ use livedrop_core::{StoreResult, Timestamp};
 use serde_json::Value;
 use tokio::sync::Notify;
 use uuid::Uuid;
+
+/// The store's hash indexes: foldhash, seeded per map, instead of SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 mod catalog;
 mod notifications;
@@ -38,6 +42,11 @@ type Key = (Timestamp, Uuid);
 /// buyer) is not enforced: the services check it before writing.
 ///
 /// Published outbox records are dropped, so memory grows with live data only.
+///
+/// The critical section is kept short for hot drops: an order's writes are built
+/// before the lock is taken, and the order and stock events are kept as what they
+/// describe (with their ids fixed) and serialized when the outbox is read, outside
+/// the lock.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -183,10 +192,132 @@ struct State {
     user_notifications: HashMap<UserId, BTreeSet<Key>>,
     unread: HashMap<UserId, BTreeSet<Key>>,
 
-    outbox: BTreeMap<i64, Event>,
+    outbox: Unpublished,
     /// The latest appended events, published or not, for outbox followers.
-    recent: VecDeque<(i64, Event)>,
+    recent: VecDeque<(i64, Arc<Appended>)>,
     next_seq: i64,
+}
+
+/// The events not yet marked published, by position. Positions are appended in
+/// order, so the queue holds every position from `first` on, a published one as
+/// `None` until the front is trimmed past it: appending is a push at the back.
+#[derive(Debug, Default)]
+struct Unpublished {
+    entries: VecDeque<Option<Arc<Appended>>>,
+    /// The position of `entries[0]`.
+    first: i64,
+    /// How many entries are `Some`.
+    count: usize,
+}
+
+impl Unpublished {
+    fn push(&mut self, seq: i64, entry: Arc<Appended>) {
+        if self.entries.is_empty() {
+            self.first = seq;
+        }
+        debug_assert_eq!(seq, self.first + self.entries.len() as i64);
+        self.entries.push_back(Some(entry));
+        self.count += 1;
+    }
+
+    fn remove(&mut self, seq: i64) {
+        let Some(slot) = usize::try_from(seq - self.first)
+            .ok()
+            .and_then(|at| self.entries.get_mut(at))
+        else {
+            return;
+        };
+        if slot.take().is_some() {
+            self.count -= 1;
+        }
+        while matches!(self.entries.front(), Some(None)) {
+            self.entries.pop_front();
+            self.first += 1;
+        }
+    }
+
+    fn oldest(&self, limit: usize) -> Vec<(i64, Arc<Appended>)> {
+        (self.first..)
+            .zip(&self.entries)
+            .filter_map(|(seq, entry)| Some((seq, entry.clone()?)))
+            .take(limit)
+            .collect()
+    }
+}
+
+/// An event as the outbox keeps it. Order and stock events, the ones every order
+/// appends, are kept as what they describe and built into an [`Event`] when read,
+/// outside the critical section that appended them; their id is fixed at the append,
+/// so every read builds the same event.
+#[derive(Debug)]
+enum Appended {
+    /// Built by the caller.
+    Event(Event),
+    /// [`Event::order`] of `order`.
+    Order {
+        id: EventId,
+        kind: EventType,
+        order: Order,
+        at: Timestamp,
+    },
+    /// [`Event::stock`] of a drop's stock after a movement.
+    Stock {
+        id: EventId,
+        kind: EventType,
+        drop: DropId,
+        stock: Stock,
+        version: i64,
+        at: Timestamp,
+    },
+}
+
+impl Appended {
+    /// [`Event::order`] of `order`, with its id drawn now.
+    fn order(kind: EventType, order: Order, at: Timestamp) -> Arc<Self> {
+        Arc::new(Appended::Order {
+            id: EventId::new(),
+            kind,
+            order,
+            at,
+        })
+    }
+
+    fn event(&self) -> Event {
+        match self {
+            Appended::Event(event) => event.clone(),
+            Appended::Order {
+                id,
+                kind,
+                order,
+                at,
+            } => Event {
+                id: *id,
+                ..Event::order(*kind, order, *at)
+            },
+            Appended::Stock {
+                id,
+                kind,
+                drop,
+                stock,
+                version,
+                at,
+            } => Event {
+                id: *id,
+                ..Event::stock(*kind, drop.0, stock, *version, *at)
+            },
+        }
+    }
+}
+
+/// The outbox records of `entries`, built outside the lock they were read under.
+fn records(entries: Vec<(i64, Arc<Appended>)>) -> Vec<OutboxRecord> {
+    entries
+        .into_iter()
+        .map(|(seq, entry)| OutboxRecord {
+            seq,
+            event: entry.event(),
+        })
+        .collect()
 }
 
 /// How many of the latest events followers can still read.
@@ -195,13 +326,22 @@ const FOLLOW_WINDOW: usize = 65_536;
 impl State {
     fn append(&mut self, events: impl IntoIterator<Item = Event>) {
         for event in events {
-            self.next_seq += 1;
-            if self.recent.len() == FOLLOW_WINDOW {
-                self.recent.pop_front();
-            }
-            self.recent.push_back((self.next_seq, event.clone()));
-            self.outbox.insert(self.next_seq, event);
+            self.push(Arc::new(Appended::Event(event)));
         }
+    }
+
+    /// Appends [`Event::order`] of `order`.
+    fn append_order(&mut self, kind: EventType, order: &Order, at: Timestamp) {
+        self.push(Appended::order(kind, order.clone(), at));
+    }
+
+    fn push(&mut self, entry: Arc<Appended>) {
+        self.next_seq += 1;
+        if self.recent.len() == FOLLOW_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.next_seq, entry.clone()));
+        self.outbox.push(self.next_seq, entry);
     }
 
     /// Applies `change` to the drop's stock, bumps its stock version and appends
@@ -218,7 +358,16 @@ impl State {
         row.version += 1;
         let (after, version) = (row.stock, row.version);
         debug_assert!(after.is_consistent(), "stock invariant broken: {after:?}");
-        self.append(Event::stock_moved(drop.0, &before, &after, version, at));
+        for kind in Event::stock_moved_types(&before, &after) {
+            self.push(Arc::new(Appended::Stock {
+                id: EventId::new(),
+                kind: *kind,
+                drop,
+                stock: after,
+                version,
+                at,
+            }));
+        }
         Some(after)
     }
 }
@@ -261,28 +410,20 @@ fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
 #[async_trait]
 impl Outbox for MemoryStore {
     async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
-        let state = self.lock();
-        Ok(state
-            .outbox
-            .iter()
-            .take(limit as usize)
-            .map(|(seq, event)| OutboxRecord {
-                seq: *seq,
-                event: event.clone(),
-            })
-            .collect())
+        let entries = self.lock().outbox.oldest(limit as usize);
+        Ok(records(entries))
     }
 
     async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()> {
         let mut state = self.lock();
         for seq in seqs {
-            state.outbox.remove(seq);
+            state.outbox.remove(*seq);
         }
         Ok(())
     }
 
     async fn backlog(&self) -> StoreResult<u64> {
-        Ok(self.lock().outbox.len() as u64)
+        Ok(self.lock().outbox.count as u64)
     }
 
     async fn appended_since(
@@ -292,18 +433,18 @@ impl Outbox for MemoryStore {
         limit: u32,
     ) -> StoreResult<Vec<OutboxRecord>> {
         // Appends commit in position order here, so there are never gaps to revisit.
-        let state = self.lock();
-        let start = state.recent.partition_point(|(seq, _)| *seq <= after);
-        Ok(state
-            .recent
-            .iter()
-            .skip(start)
-            .take(limit as usize)
-            .map(|(seq, event)| OutboxRecord {
-                seq: *seq,
-                event: event.clone(),
-            })
-            .collect())
+        let entries = {
+            let state = self.lock();
+            let start = state.recent.partition_point(|(seq, _)| *seq <= after);
+            state
+                .recent
+                .iter()
+                .skip(start)
+                .take(limit as usize)
+                .map(|(seq, entry)| (*seq, entry.clone()))
+                .collect()
+        };
+        Ok(records(entries))
     }
 
     async fn head(&self) -> StoreResult<i64> {
@@ -322,6 +463,75 @@ mod tests {
     use livedrop_core::model::{Adjustment, DropState, OrderStatus, Role};
     use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
     use livedrop_core::testing::fixtures::{self, at, T0};
+
+    fn entry(n: i64) -> Arc<Appended> {
+        Arc::new(Appended::Event(Event::new(
+            EventType::StockChanged,
+            Uuid::nil(),
+            n,
+            Value::Null,
+            T0,
+        )))
+    }
+
+    #[test]
+    fn unpublished_events_keep_their_positions_when_published_out_of_order() {
+        let mut outbox = Unpublished::default();
+        for seq in 5..10 {
+            outbox.push(seq, entry(seq));
+        }
+        let positions = |o: &Unpublished| o.oldest(10).iter().map(|(s, _)| *s).collect::<Vec<_>>();
+        outbox.remove(7);
+        outbox.remove(7);
+        outbox.remove(42);
+        outbox.remove(1);
+        assert_eq!((positions(&outbox), outbox.count), (vec![5, 6, 8, 9], 4));
+        outbox.remove(5);
+        outbox.remove(6);
+        assert_eq!(outbox.first, 8, "the published front is trimmed");
+        assert_eq!(outbox.entries.len(), 2);
+        let oldest = outbox.oldest(1);
+        assert_eq!(oldest.len(), 1);
+        assert_eq!((oldest[0].0, oldest[0].1.event().version), (8, 8));
+        outbox.remove(8);
+        outbox.remove(9);
+        assert_eq!((outbox.count, outbox.entries.len()), (0, 0));
+        // Empty, it starts again at the next position appended.
+        outbox.push(12, entry(12));
+        assert_eq!(positions(&outbox), vec![12]);
+    }
+
+    #[tokio::test]
+    async fn an_order_event_is_built_the_same_at_every_read() {
+        let store = MemoryStore::new();
+        let creator = fixtures::user("c", Role::Creator);
+        let product = fixtures::product(creator.id, "P", "d", at(-100));
+        let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
+        store.insert_drop(&drop, 5, &[]).await.expect("insert");
+        let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
+        store.place_order(&order, T0).await.expect("place");
+        let first = store.pending(10).await.expect("pending");
+        let again = store.appended_since(0, &[], 10).await.expect("since");
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            first, again,
+            "one id and payload per event, however often read"
+        );
+        assert_eq!(first[0].event.kind, EventType::OrderPlaced);
+        assert_eq!(first[0].event.aggregate_id, order.id.0);
+        assert_eq!(
+            first[1].event.decode().expect("stock"),
+            livedrop_core::event::EventPayload::StockChanged(livedrop_core::event::StockPayload {
+                drop_id: drop.id.0,
+                stock: Stock {
+                    available: 4,
+                    reserved: 1,
+                    sold: 0,
+                    total: 5
+                },
+            })
+        );
+    }
 
     #[tokio::test]
     async fn stock_versions_count_every_movement() {

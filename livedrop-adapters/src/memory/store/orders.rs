@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use livedrop_core::event::{Event, EventType};
+use livedrop_core::event::EventType;
 use livedrop_core::id::{OrderId, UserId};
 use livedrop_core::model::{
     ExtendOutcome, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement,
@@ -13,7 +13,7 @@ use livedrop_core::ports::{BeginOutcome, Claim, IdempotencyStore, OrderRepositor
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
-use super::{keyset_page, lease_end, IdempotencyRecord, MemoryStore, State};
+use super::{keyset_page, lease_end, Appended, IdempotencyRecord, MemoryStore, State};
 
 impl State {
     /// Moves a reserved order to `status` at `now`: releases its hold, moves its
@@ -37,7 +37,7 @@ impl State {
                 *held = held.saturating_sub(q);
             }
         }
-        self.append([Event::order(kind, &order, now)]);
+        self.append_order(kind, &order, now);
         self.move_stock(order.drop_id, now, |s| {
             s.reserved -= q;
             if status == OrderStatus::Confirmed {
@@ -53,16 +53,27 @@ impl State {
 #[async_trait]
 impl OrderRepository for MemoryStore {
     async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome> {
-        self.write(|state| {
+        // What a placement writes is built before the lock, so the critical section
+        // only checks and moves: the stored order, its copy for the index, its key
+        // and its `order.placed` event (unused when the order is refused).
+        let stored = Order {
+            status: OrderStatus::Reserved,
+            extended_at: None,
+            ..order.clone()
+        };
+        let indexed = stored.clone();
+        let key = stored.idempotency_key.clone();
+        let placed = Appended::order(EventType::OrderPlaced, stored.clone(), now);
+        self.write(move |state| {
             let existing = state
                 .order_keys
-                .get(&order.user_id)
-                .and_then(|keys| keys.get(order.idempotency_key.as_str()))
+                .get(&stored.user_id)
+                .and_then(|keys| keys.get(stored.idempotency_key.as_str()))
                 .and_then(|id| state.orders.get(id));
             if let Some(existing) = existing {
                 return Ok(PlaceOutcome::Duplicate(existing.clone()));
             }
-            let Some(row) = state.drops.get(&order.drop_id) else {
+            let Some(row) = state.drops.get(&stored.drop_id) else {
                 return Ok(PlaceOutcome::DropNotFound);
             };
             if !row.drop.accepts_orders_at(now) {
@@ -70,34 +81,29 @@ impl OrderRepository for MemoryStore {
             }
             let held = state
                 .held
-                .get(&(order.drop_id, order.user_id))
+                .get(&(stored.drop_id, stored.user_id))
                 .copied()
                 .unwrap_or(0);
             let limit = row.drop.per_user_limit;
-            if u64::from(held) + u64::from(order.quantity) > u64::from(limit) {
+            if u64::from(held) + u64::from(stored.quantity) > u64::from(limit) {
                 return Ok(PlaceOutcome::LimitExceeded { limit, held });
             }
-            if row.stock.available < order.quantity {
+            if row.stock.available < stored.quantity {
                 return Ok(PlaceOutcome::OutOfStock {
                     available: row.stock.available,
                 });
             }
-            if state.orders.contains_key(&order.id) {
-                return Err(StoreError::Conflict(format!("order {} exists", order.id)));
+            if state.orders.contains_key(&stored.id) {
+                return Err(StoreError::Conflict(format!("order {} exists", stored.id)));
             }
 
-            let stored = Order {
-                status: OrderStatus::Reserved,
-                extended_at: None,
-                ..order.clone()
-            };
             let q = stored.quantity;
-            state.orders.insert(stored.id, stored.clone());
+            state.orders.insert(stored.id, indexed);
             state
                 .order_keys
                 .entry(stored.user_id)
                 .or_default()
-                .insert(stored.idempotency_key.clone(), stored.id);
+                .insert(key, stored.id);
             state
                 .user_orders
                 .entry(stored.user_id)
@@ -108,7 +114,7 @@ impl OrderRepository for MemoryStore {
                 .entry((stored.drop_id, stored.user_id))
                 .or_default() += q;
             state.holds.insert((stored.reserved_until, stored.id.0));
-            state.append([Event::order(EventType::OrderPlaced, &stored, now)]);
+            state.push(placed);
             state.move_stock(stored.drop_id, now, |s| {
                 s.available -= q;
                 s.reserved += q;
@@ -207,7 +213,7 @@ impl OrderRepository for MemoryStore {
                 *order = extended.clone();
                 state.holds.remove(&(was, id.0));
                 state.holds.insert((extended.reserved_until, id.0));
-                state.append([Event::order(EventType::OrderExtended, extended, now)]);
+                state.append_order(EventType::OrderExtended, extended, now);
             }
             Ok(outcome)
         })
