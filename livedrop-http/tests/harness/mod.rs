@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sse;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
