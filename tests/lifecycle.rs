@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use chrono::Duration as Span;
-use common::{ClockExt, World};
+use common::{order_of, ClockExt, World};
 use livedrop::core::event::EventType;
-use livedrop::core::model::{DropStatus, NotificationKind, OrderStatus, Role};
-use livedrop::core::service::{NewDrop, PlaceOrder, StockAdjustment};
+use livedrop::core::model::{Actor, DropStatus, NotificationKind, OrderStatus, Role};
+use livedrop::core::service::{Livedrop, NewDrop, StockAdjustment};
 use livedrop::core::{Config, Error, PageRequest, UserId};
 
 fn fast() -> Config {
@@ -36,6 +36,35 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Waits (as [`eventually`]) until `user` holds a notification of `kind`.
+async fn eventually_notified(app: &Livedrop, user: Actor, kind: NotificationKind) {
+    eventually(&format!("a {kind:?} notification"), || {
+        let app = app.clone();
+        async move {
+            let page = app
+                .notifications(&user, false, PageRequest::default())
+                .await
+                .unwrap();
+            page.items.iter().any(|n| n.kind == kind)
+        }
+    })
+    .await;
+}
+
+/// A restock of `delta` units.
+fn restock(delta: i64) -> StockAdjustment {
+    StockAdjustment {
+        delta,
+        reason: "restock".into(),
+    }
+}
+
+/// The code of the error `result` must be.
+#[track_caller]
+fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
+    result.unwrap_err().code()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
     let world = World::with_config(Config {
@@ -50,37 +79,18 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
         world.app.follow(&f, creator.id).await.unwrap(); // idempotent
         followers.push(f);
     }
-    let product = world.product(&creator).await;
     let now = world.clock.now_ts();
+    // Starts in ten minutes, ends an hour after.
     let drop = world
-        .app
-        .schedule_drop(
-            &creator,
-            NewDrop {
-                product_id: product.id,
-                starts_at: Some(now + Span::minutes(10)),
-                ends_at: now + Span::minutes(70),
-                total_stock: 10,
-                per_user_limit: Some(2),
-            },
-        )
-        .await
-        .unwrap();
+        .drop_starting(&creator, 10, Some(2), Some(Span::minutes(10)))
+        .await;
     assert_eq!(drop.status_at(now), DropStatus::Scheduled);
     let mut audit = world.ports.bus.subscribe("audit").await.unwrap();
     let background = world.app.spawn_background();
 
     // Before the start, orders are refused.
     let err = world
-        .app
-        .place_order(
-            &followers[0],
-            Some("early"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&followers[0], Some("early"), &drop, 1)
         .await
         .unwrap_err();
     assert_eq!(
@@ -92,34 +102,12 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
 
     world.clock.advance(Span::minutes(10));
     for follower in &followers {
-        let app = world.app.clone();
-        let f = *follower;
-        eventually("a drop_live notification", || {
-            let app = app.clone();
-            async move {
-                let page = app
-                    .notifications(&f, true, PageRequest::default())
-                    .await
-                    .unwrap();
-                page.items
-                    .iter()
-                    .any(|n| n.kind == NotificationKind::DropLive)
-            }
-        })
-        .await;
+        eventually_notified(&world.app, *follower, NotificationKind::DropLive).await;
     }
     let view = world.app.drop_view(drop.drop.id).await.unwrap();
     assert_eq!(view.status_at(world.clock.now_ts()), DropStatus::Live);
     world
-        .app
-        .place_order(
-            &followers[0],
-            Some("now"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&followers[0], Some("now"), &drop, 1)
         .await
         .unwrap();
 
@@ -174,18 +162,7 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
     let creator = world.user(Role::Creator).await;
     let drop = world.live_drop(&creator, 3, None).await;
     let buyer = world.user(Role::Customer).await;
-    let order = world
-        .app
-        .place_order(
-            &buyer,
-            Some("k"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 3,
-            },
-        )
-        .await
-        .unwrap();
+    let order = world.order(&buyer, Some("k"), &drop, 3).await.unwrap();
     assert_eq!(order.reserved_until, order.created_at + Span::minutes(10));
     let background = world.app.spawn_background();
     world.clock.advance(Span::minutes(10));
@@ -198,28 +175,10 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
     .await;
     let order = world.app.order(&buyer, order.id).await.unwrap();
     assert_eq!(order.status, OrderStatus::Expired);
-    let app = world.app.clone();
-    eventually("an order_expired notification", || {
-        let app = app.clone();
-        async move {
-            let page = app
-                .notifications(&buyer, false, PageRequest::default())
-                .await
-                .unwrap();
-            page.items
-                .iter()
-                .any(|n| n.kind == NotificationKind::OrderExpired)
-        }
-    })
-    .await;
+    eventually_notified(&world.app, buyer, NotificationKind::OrderExpired).await;
     // Confirming after expiry is refused.
     assert_eq!(
-        world
-            .app
-            .confirm_order(&buyer, order.id)
-            .await
-            .unwrap_err()
-            .code(),
+        refusal(world.app.confirm_order(&buyer, order.id).await),
         "order_not_reserved"
     );
     background.shutdown().await;
@@ -231,10 +190,7 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     let creator = world.user(Role::Creator).await;
     let drop = world.live_drop(&creator, 2, None).await;
     let buyer = world.user(Role::Customer).await;
-    let one = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
-    };
+    let one = order_of(&drop, 1);
 
     assert_eq!(
         world.app.place_order(&buyer, None, one).await.unwrap_err(),
@@ -243,18 +199,9 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     let first = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
     let again = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
     assert_eq!(first, again);
-    let stock = world
-        .ports
-        .inventory
-        .stock(drop.drop.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stock = world.stock(&drop).await;
     assert_eq!(stock.reserved, 1, "a replay reserves nothing");
-    let other = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 2,
-    };
+    let other = order_of(&drop, 2);
     assert_eq!(
         world
             .app
@@ -281,14 +228,7 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     assert_eq!(err.code(), "out_of_stock");
     world
         .app
-        .adjust_stock(
-            None,
-            drop.drop.id,
-            StockAdjustment {
-                delta: 5,
-                reason: "restock".into(),
-            },
-        )
+        .adjust_stock(None, drop.drop.id, restock(5))
         .await
         .unwrap();
     assert_eq!(
@@ -342,73 +282,40 @@ async fn authorization_lives_in_the_core() {
         total_stock: 1,
         per_user_limit: None,
     };
-    assert_eq!(
-        world
-            .app
-            .schedule_drop(&rival, new_drop.clone())
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
-    assert_eq!(
-        world
-            .app
-            .schedule_drop(&customer, new_drop)
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
-    assert_eq!(
-        world
-            .app
-            .cancel_drop(&rival, drop.drop.id)
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
-    assert_eq!(
-        world
-            .app
-            .adjust_stock(
-                Some(&creator),
-                drop.drop.id,
-                StockAdjustment {
-                    delta: 1,
-                    reason: "x".into()
-                }
-            )
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
+    let adjustment = restock(1);
+    for (case, code) in [
+        (
+            "a rival schedules",
+            refusal(world.app.schedule_drop(&rival, new_drop.clone()).await),
+        ),
+        (
+            "a customer schedules",
+            refusal(world.app.schedule_drop(&customer, new_drop).await),
+        ),
+        (
+            "a rival cancels",
+            refusal(world.app.cancel_drop(&rival, drop.drop.id).await),
+        ),
+        (
+            "the creator adjusts stock",
+            refusal(
+                world
+                    .app
+                    .adjust_stock(Some(&creator), drop.drop.id, adjustment)
+                    .await,
+            ),
+        ),
+    ] {
+        assert_eq!(code, "forbidden", "{case}");
+    }
 
-    let order = world
-        .app
-        .place_order(
-            &customer,
-            Some("k"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let order = world.order(&customer, Some("k"), &drop, 1).await.unwrap();
     assert_eq!(
-        world.app.order(&rival, order.id).await.unwrap_err().code(),
+        refusal(world.app.order(&rival, order.id).await),
         "not_found"
     );
     assert_eq!(
-        world
-            .app
-            .cancel_order(&rival, order.id)
-            .await
-            .unwrap_err()
-            .code(),
+        refusal(world.app.cancel_order(&rival, order.id).await),
         "not_found"
     );
     assert_eq!(
@@ -422,15 +329,7 @@ async fn authorization_lives_in_the_core() {
         DropStatus::Cancelled
     );
     let err = world
-        .app
-        .place_order(
-            &customer,
-            Some("k2"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&customer, Some("k2"), &drop, 1)
         .await
         .unwrap_err();
     assert_eq!(
@@ -439,25 +338,17 @@ async fn authorization_lives_in_the_core() {
             status: DropStatus::Cancelled
         }
     );
-    // The hold taken before the cancel still settles.
-    let confirmed = world.app.confirm_order(&customer, order.id).await.unwrap();
-    assert_eq!(confirmed.status, OrderStatus::Confirmed);
+    // The hold taken before the cancel still settles, once.
+    for attempt in ["first", "repeated"] {
+        let confirmed = world.app.confirm_order(&customer, order.id).await.unwrap();
+        assert_eq!(
+            confirmed.status,
+            OrderStatus::Confirmed,
+            "{attempt} confirm"
+        );
+    }
     assert_eq!(
-        world
-            .app
-            .confirm_order(&customer, order.id)
-            .await
-            .unwrap()
-            .status,
-        OrderStatus::Confirmed
-    );
-    assert_eq!(
-        world
-            .app
-            .cancel_order(&customer, order.id)
-            .await
-            .unwrap_err()
-            .code(),
+        refusal(world.app.cancel_order(&customer, order.id).await),
         "order_not_reserved"
     );
 }
@@ -524,9 +415,13 @@ impl livedrop::core::ports::OrderRepository for AnswerLost {
     }
 }
 
-/// A sold-out gate switched by the test.
+/// A sold-out gate driven by the test: it refuses every order while `sold_out`
+/// is set, and never answers while `stall` is.
 #[derive(Default)]
-struct SwitchedGate(std::sync::atomic::AtomicBool);
+struct SwitchedGate {
+    sold_out: std::sync::atomic::AtomicBool,
+    stall: std::sync::atomic::AtomicBool,
+}
 
 #[async_trait::async_trait]
 impl livedrop::core::ports::AdmissionGate for SwitchedGate {
@@ -535,7 +430,11 @@ impl livedrop::core::ports::AdmissionGate for SwitchedGate {
         _: livedrop::core::DropId,
         _: u32,
     ) -> Result<bool, livedrop::core::ports::CacheError> {
-        Ok(!self.0.load(std::sync::atomic::Ordering::SeqCst))
+        use std::sync::atomic::Ordering;
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(!self.sold_out.load(Ordering::SeqCst))
     }
     async fn record(
         &self,
@@ -552,15 +451,7 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
-    let placed = World::from_ports(
-        ports.clone(),
-        store.clone(),
-        bus.clone(),
-        clock.clone(),
-        Config::default(),
-    );
+    let placed = World::new();
     let creator = placed.user(Role::Creator).await;
     let buyers = [
         placed.user(Role::Customer).await,
@@ -568,21 +459,14 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
         placed.user(Role::Customer).await,
     ];
     let drop = placed.live_drop(&creator, 2, Some(1)).await;
-    let one = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
-    };
+    let one = order_of(&drop, 1);
 
     // Both units go to orders whose answers are lost: each buyer sees `unavailable`.
     let gate = Arc::new(SwitchedGate::default());
-    ports.orders = Arc::new(AnswerLost(ports.orders.clone()));
-    let lossy = World::from_ports(
-        ports.with_gate(gate.clone()),
-        store.clone(),
-        bus,
-        clock.clone(),
-        Config::default(),
-    );
+    let lossy = placed.sharing(|mut ports| {
+        ports.orders = Arc::new(AnswerLost(ports.orders.clone()));
+        ports.with_gate(gate.clone())
+    });
     for (buyer, key) in buyers[..2].iter().zip(["a", "b"]) {
         let err = lossy
             .app
@@ -607,7 +491,7 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
     let (a, b) = (stored(0, "a").await, stored(1, "b").await);
 
     // The sold-out gate now refuses the drop: the retry still gets its order.
-    gate.0.store(true, Ordering::SeqCst);
+    gate.sold_out.store(true, Ordering::SeqCst);
     assert_eq!(
         lossy
             .app
@@ -617,7 +501,7 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
         a
     );
     // The drop ended: the retry still gets its order.
-    clock.advance(Span::hours(2));
+    placed.clock.advance(Span::hours(2));
     assert_eq!(
         lossy
             .app
@@ -647,8 +531,6 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
     use livedrop::core::service::NOTIFY_GROUP;
     use livedrop::core::testing::fixtures;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
     let attempts = Arc::new(AtomicUsize::new(0));
     let mut failing = MockNotificationRepository::new();
     let seen = attempts.clone();
@@ -659,8 +541,10 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
             "connection refused",
         ))
     });
-    ports.notifications = Arc::new(failing);
-    let world = World::from_ports(ports, store, bus, clock, fast());
+    let world = World::with_ports(fast(), |mut ports| {
+        ports.notifications = Arc::new(failing);
+        ports
+    });
     // Nothing is written through the services: the event below is the only one, so
     // the notifier is stuck on it when the shutdown comes.
     let now = world.clock.now_ts();
@@ -694,56 +578,17 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
     assert!(redelivered, "the unhandled event was committed at shutdown");
 }
 
-/// A sold-out gate whose answer never comes while `stall` is set.
-#[derive(Default)]
-struct StallingGate {
-    stall: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl livedrop::core::ports::AdmissionGate for StallingGate {
-    async fn admit(
-        &self,
-        _: livedrop::core::DropId,
-        _: u32,
-    ) -> Result<bool, livedrop::core::ports::CacheError> {
-        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        Ok(true)
-    }
-    async fn record(
-        &self,
-        _: livedrop::core::DropId,
-        _: &livedrop::core::model::Stock,
-        _: i64,
-    ) -> Result<(), livedrop::core::ports::CacheError> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_order_abandoned_mid_request_leaves_its_key_free() {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
-    let gate = Arc::new(StallingGate::default());
-    let world = World::from_ports(
-        ports.with_gate(gate.clone()),
-        store,
-        bus,
-        clock,
-        Config::default(),
-    );
+    let gate = Arc::new(SwitchedGate::default());
+    let world = World::with_ports(Config::default(), |ports| ports.with_gate(gate.clone()));
     let creator = world.user(Role::Creator).await;
     let buyer = world.user(Role::Customer).await;
     let drop = world.live_drop(&creator, 5, None).await;
-    let one = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
-    };
+    let one = order_of(&drop, 1);
 
     // The client goes away while its order waits at an await inside the claim.
     gate.stall.store(true, Ordering::SeqCst);
@@ -811,26 +656,19 @@ impl livedrop::core::ports::InventoryRepository for FirstAdjustLost {
 async fn a_restock_whose_answer_was_lost_is_not_applied_twice_for_its_key() {
     use std::sync::Arc;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
-    ports.inventory = Arc::new(FirstAdjustLost {
-        inner: ports.inventory.clone(),
-        lost: std::sync::atomic::AtomicBool::new(false),
+    let world = World::with_ports(Config::default(), |mut ports| {
+        ports.inventory = Arc::new(FirstAdjustLost {
+            inner: ports.inventory.clone(),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        });
+        ports
     });
-    let world = World::from_ports(ports, store, bus, clock, Config::default());
     let creator = world.user(Role::Creator).await;
     let drop = world.live_drop(&creator, 10, None).await;
     let operator = UserId(uuid::Uuid::from_u128(u128::MAX));
     let restock = || {
         world.app.idempotently(operator, "restock-1", "fp", || {
-            world.app.adjust_stock(
-                None,
-                drop.drop.id,
-                StockAdjustment {
-                    delta: 5,
-                    reason: "restock".into(),
-                },
-            )
+            world.app.adjust_stock(None, drop.drop.id, restock(5))
         })
     };
     let first = restock().await.unwrap_err();
