@@ -647,7 +647,12 @@ async fn buyer_orders(
     bail!("more than 1,000 pages of orders for one buyer")
 }
 
-fn stock_of(view: &Value) -> anyhow::Result<[u64; 4]> {
+/// `[total, available, reserved, sold]` of the drop, as its view shows them.
+async fn drop_stock(targets: &Targets, drop_id: &str) -> anyhow::Result<[u64; 4]> {
+    let path = format!("/drops/{drop_id}");
+    let view = targets
+        .expect(Method::GET, &path, None, None, StatusCode::OK)
+        .await?;
     let s = &view["stock"];
     let get = |f: &str| {
         s[f].as_u64()
@@ -676,17 +681,7 @@ async fn check_orders(run: &Run, keys: &[KeyRecord]) -> anyhow::Result<Vec<Strin
 
     let settle = Instant::now() + Duration::from_secs_f64(run.args.settle_seconds.max(0.0));
     loop {
-        let before = stock_of(
-            &targets
-                .expect(
-                    Method::GET,
-                    &format!("/drops/{}", scene.drop_id),
-                    None,
-                    None,
-                    StatusCode::OK,
-                )
-                .await?,
-        )?;
+        let before = drop_stock(targets, &scene.drop_id).await?;
         let mut held = 0u64;
         let mut held_orders = 0u64;
         let mut duplicate = Vec::new();
@@ -728,17 +723,7 @@ async fn check_orders(run: &Run, keys: &[KeyRecord]) -> anyhow::Result<Vec<Strin
                 ));
             }
         }
-        let after = stock_of(
-            &targets
-                .expect(
-                    Method::GET,
-                    &format!("/drops/{}", scene.drop_id),
-                    None,
-                    None,
-                    StatusCode::OK,
-                )
-                .await?,
-        )?;
+        let after = drop_stock(targets, &scene.drop_id).await?;
         let [total, available, reserved, sold] = after;
         let mut problems = duplicate;
         if available + reserved + sold != total {
