@@ -36,8 +36,7 @@ async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
         ports
     });
 
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 5, None).await;
+    let drop = world.creators_drop(5, None).await;
     let product = world.app.product(drop.drop.product_id).await.unwrap();
     assert_eq!(product.title, "Limited hoodie");
     let view = world.app.drop_view(drop.drop.id).await.unwrap();
@@ -67,8 +66,7 @@ async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
 #[tokio::test]
 async fn a_failing_bus_never_blocks_an_order_and_loses_no_event() {
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 5, None).await;
+    let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
 
     let mut broken = MockEventBus::new();
@@ -120,8 +118,7 @@ async fn a_failing_bus_never_blocks_an_order_and_loses_no_event() {
 #[tokio::test]
 async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
     let world_setup = World::new();
-    let creator = world_setup.user(Role::Creator).await;
-    let drop = world_setup.live_drop(&creator, 5, None).await;
+    let drop = world_setup.creators_drop(5, None).await;
     let buyer = world_setup.user(Role::Customer).await;
 
     let mut orders = MockOrderRepository::new();
@@ -159,8 +156,7 @@ async fn an_unavailable_idempotency_store_refuses_the_order_before_reserving() {
         ports.idempotency = Arc::new(idempotency);
         ports
     });
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 5, None).await;
+    let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
     let err = world.order(&buyer, Some("k"), &drop, 1).await.unwrap_err();
     assert_eq!(err.code(), "unavailable");

@@ -11,7 +11,7 @@ use chrono::Duration as Span;
 use common::{order_of, ClockExt, World};
 use livedrop::core::event::EventType;
 use livedrop::core::model::{Actor, DropStatus, NotificationKind, OrderStatus, Role};
-use livedrop::core::service::{Livedrop, NewDrop, StockAdjustment};
+use livedrop::core::service::{Livedrop, NewDrop, PlaceOrder, StockAdjustment};
 use livedrop::core::{Config, Error, PageRequest, UserId};
 
 fn fast() -> Config {
@@ -159,8 +159,7 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_hold_returns_its_stock_without_any_request() {
     let world = World::with_config(fast());
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 3, None).await;
+    let drop = world.creators_drop(3, None).await;
     let buyer = world.user(Role::Customer).await;
     let order = world.order(&buyer, Some("k"), &drop, 3).await.unwrap();
     assert_eq!(order.reserved_until, order.created_at + Span::minutes(10));
@@ -187,58 +186,37 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
 #[tokio::test]
 async fn keys_replay_refuse_reuse_and_report_in_flight() {
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 2, None).await;
+    let drop = world.creators_drop(2, None).await;
     let buyer = world.user(Role::Customer).await;
     let one = order_of(&drop, 1);
+    let by_buyer = |key: Option<&'static str>, request: PlaceOrder| {
+        let app = world.app.clone();
+        async move { app.place_order(&buyer, key, request).await }
+    };
 
-    assert_eq!(
-        world.app.place_order(&buyer, None, one).await.unwrap_err(),
-        Error::IdempotencyKeyMissing
-    );
-    let first = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
-    let again = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
+    let missing = by_buyer(None, one).await.unwrap_err();
+    assert_eq!(missing, Error::IdempotencyKeyMissing);
+    let first = by_buyer(Some("a"), one).await.unwrap();
+    let again = by_buyer(Some("a"), one).await.unwrap();
     assert_eq!(first, again);
     let stock = world.stock(&drop).await;
     assert_eq!(stock.reserved, 1, "a replay reserves nothing");
-    let other = order_of(&drop, 2);
-    assert_eq!(
-        world
-            .app
-            .place_order(&buyer, Some("a"), other)
-            .await
-            .unwrap_err(),
-        Error::IdempotencyKeyReused
-    );
+    let reused = by_buyer(Some("a"), order_of(&drop, 2)).await.unwrap_err();
+    assert_eq!(reused, Error::IdempotencyKeyReused);
 
     // Another user's identical key is theirs alone.
     let someone = world.user(Role::Customer).await;
-    world
-        .app
-        .place_order(&someone, Some("a"), one)
-        .await
-        .unwrap();
+    world.order(&someone, Some("a"), &drop, 1).await.unwrap();
 
     // A rejection is replayed too, even after stock comes back.
-    let err = world
-        .app
-        .place_order(&buyer, Some("b"), one)
-        .await
-        .unwrap_err();
+    let err = by_buyer(Some("b"), one).await.unwrap_err();
     assert_eq!(err.code(), "out_of_stock");
     world
         .app
         .adjust_stock(None, drop.drop.id, restock(5))
         .await
         .unwrap();
-    assert_eq!(
-        world
-            .app
-            .place_order(&buyer, Some("b"), one)
-            .await
-            .unwrap_err(),
-        err
-    );
+    assert_eq!(by_buyer(Some("b"), one).await.unwrap_err(), err);
 
     // A key held by a request still running is in flight until its lease runs out.
     let now = world.clock.now_ts();
@@ -249,18 +227,10 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
         .begin(buyer.id, "c", &fingerprint, now, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(
-        world
-            .app
-            .place_order(&buyer, Some("c"), one)
-            .await
-            .unwrap_err(),
-        Error::IdempotencyKeyInFlight
-    );
+    let in_flight = by_buyer(Some("c"), one).await.unwrap_err();
+    assert_eq!(in_flight, Error::IdempotencyKeyInFlight);
     world.clock.advance(Span::seconds(31));
-    world
-        .app
-        .place_order(&buyer, Some("c"), one)
+    by_buyer(Some("c"), one)
         .await
         .expect("an abandoned key is taken over");
 }
@@ -452,14 +422,12 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
     use std::sync::Arc;
 
     let placed = World::new();
-    let creator = placed.user(Role::Creator).await;
+    let drop = placed.creators_drop(2, Some(1)).await;
     let buyers = [
         placed.user(Role::Customer).await,
         placed.user(Role::Customer).await,
         placed.user(Role::Customer).await,
     ];
-    let drop = placed.live_drop(&creator, 2, Some(1)).await;
-    let one = order_of(&drop, 1);
 
     // Both units go to orders whose answers are lost: each buyer sees `unavailable`.
     let gate = Arc::new(SwitchedGate::default());
@@ -468,11 +436,7 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
         ports.with_gate(gate.clone())
     });
     for (buyer, key) in buyers[..2].iter().zip(["a", "b"]) {
-        let err = lossy
-            .app
-            .place_order(buyer, Some(key), one)
-            .await
-            .unwrap_err();
+        let err = lossy.order(buyer, Some(key), &drop, 1).await.unwrap_err();
         assert!(err.is_transient(), "{err:?}");
     }
     let stored = |i: usize, key: &'static str| {
@@ -493,28 +457,19 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
     // The sold-out gate now refuses the drop: the retry still gets its order.
     gate.sold_out.store(true, Ordering::SeqCst);
     assert_eq!(
-        lossy
-            .app
-            .place_order(&buyers[0], Some("a"), one)
-            .await
-            .unwrap(),
+        lossy.order(&buyers[0], Some("a"), &drop, 1).await.unwrap(),
         a
     );
     // The drop ended: the retry still gets its order.
     placed.clock.advance(Span::hours(2));
     assert_eq!(
-        lossy
-            .app
-            .place_order(&buyers[1], Some("b"), one)
-            .await
-            .unwrap(),
+        lossy.order(&buyers[1], Some("b"), &drop, 1).await.unwrap(),
         b
     );
     // A key with no order is refused as before.
     assert!(matches!(
         lossy
-            .app
-            .place_order(&buyers[2], Some("c"), one)
+            .order(&buyers[2], Some("c"), &drop, 1)
             .await
             .unwrap_err(),
         Error::DropNotLive { .. }
@@ -585,9 +540,8 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
 
     let gate = Arc::new(SwitchedGate::default());
     let world = World::with_ports(Config::default(), |ports| ports.with_gate(gate.clone()));
-    let creator = world.user(Role::Creator).await;
+    let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
-    let drop = world.live_drop(&creator, 5, None).await;
     let one = order_of(&drop, 1);
 
     // The client goes away while its order waits at an await inside the claim.
@@ -663,8 +617,7 @@ async fn a_restock_whose_answer_was_lost_is_not_applied_twice_for_its_key() {
         });
         ports
     });
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 10, None).await;
+    let drop = world.creators_drop(10, None).await;
     let operator = UserId(uuid::Uuid::from_u128(u128::MAX));
     let restock = || {
         world.app.idempotently(operator, "restock-1", "fp", || {

@@ -15,8 +15,7 @@ async fn exactly_the_stock_is_reserved_and_nobody_gets_two_orders() {
     const STOCK: u32 = 100;
     const BUYERS: usize = 500;
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, STOCK, Some(1)).await;
+    let drop = world.creators_drop(STOCK, Some(1)).await;
     let mut buyers = Vec::new();
     for _ in 0..BUYERS {
         buyers.push(world.user(Role::Customer).await);
@@ -68,8 +67,7 @@ async fn exactly_the_stock_is_reserved_and_nobody_gets_two_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn one_buyer_firing_concurrently_cannot_pass_the_limit() {
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 1_000, Some(3)).await;
+    let drop = world.creators_drop(1_000, Some(3)).await;
     let buyer = world.user(Role::Customer).await;
     let request = order_of(&drop, 1);
     let mut tasks = Vec::new();

@@ -183,6 +183,12 @@ impl World {
             .expect("the drop's stock")
     }
 
+    /// A live drop of `stock` units lasting one hour, by a new creator.
+    pub async fn creators_drop(&self, stock: u32, per_user_limit: Option<u32>) -> DropView {
+        let creator = self.user(Role::Creator).await;
+        self.live_drop(&creator, stock, per_user_limit).await
+    }
+
     /// A live drop of `stock` units lasting one hour.
     pub async fn live_drop(
         &self,

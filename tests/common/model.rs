@@ -173,6 +173,11 @@ impl Model {
     }
 }
 
+/// An error where the model expects none: the case fails.
+fn failed(e: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
 fn code<T>(r: &Result<T, livedrop::core::Error>) -> Result<(), String> {
     match r {
         Ok(_) => Ok(()),
@@ -346,8 +351,7 @@ pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
                     OrderStatus::Reserved if now >= o.reserved_until => Err("hold_expired".into()),
                     OrderStatus::Reserved if o.extended => Err("already_extended".into()),
                     OrderStatus::Reserved => {
-                        let hold = Span::from_std(world.app.config().hold)
-                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let hold = Span::from_std(world.app.config().hold).map_err(failed)?;
                         let m = &mut model.orders[idx];
                         m.reserved_until += hold;
                         m.extended = true;
@@ -443,11 +447,7 @@ pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
                 }
             }
             Op::Tick => {
-                let moved = world
-                    .app
-                    .tick_scheduler()
-                    .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let moved = world.app.tick_scheduler().await.map_err(failed)?;
                 let mut expected = 0;
                 for md in &mut model.drops {
                     if let Some(next) = md.due(now) {
@@ -474,11 +474,7 @@ pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
                 prop_assert_eq!(code(&got), expected, "step {}: {:?}", step, op);
             }
             Op::Sweep => {
-                let swept = world
-                    .app
-                    .sweep_holds()
-                    .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let swept = world.app.sweep_holds().await.map_err(failed)?;
                 let due: Vec<usize> = (0..model.orders.len())
                     .filter(|&i| {
                         model.orders[i].status == OrderStatus::Reserved
