@@ -267,12 +267,10 @@ async fn account(targets: &Targets, run: &str, name: &str, role: &str) -> anyhow
             StatusCode::OK,
         )
         .await?;
-    let token = session["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no token in {session}"))?;
-    let id = session["user"]["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no user id in {session}"))?;
+    let token = text(&session["token"], || format!("no token in {session}"))?;
+    let id = text(&session["user"]["id"], || {
+        format!("no user id in {session}")
+    })?;
     Ok(Account {
         id: id.to_owned(),
         token: token.to_owned(),
@@ -359,10 +357,7 @@ async fn set_up(args: &Args, targets: &Targets) -> anyhow::Result<Scene> {
             StatusCode::CREATED,
         )
         .await?;
-    let product_id = product["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no product id"))?
-        .to_owned();
+    let product_id = text(&product["id"], || "no product id".into())?.to_owned();
     let mut drop = json!({
         "product_id": product_id,
         "ends_at": chrono::Utc::now() + chrono::Duration::hours(2),
@@ -380,10 +375,7 @@ async fn set_up(args: &Args, targets: &Targets) -> anyhow::Result<Scene> {
             StatusCode::CREATED,
         )
         .await?;
-    let drop_id = drop["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no drop id"))?
-        .to_owned();
+    let drop_id = text(&drop["id"], || "no drop id".into())?.to_owned();
     Ok(Scene {
         buyers,
         creator: Some(creator),
@@ -645,6 +637,11 @@ async fn buyer_orders(
         }
     }
     bail!("more than 1,000 pages of orders for one buyer")
+}
+
+/// A string field of a reply, or the error `missing` describes.
+fn text(field: &Value, missing: impl FnOnce() -> String) -> anyhow::Result<&str> {
+    field.as_str().ok_or_else(|| anyhow!(missing()))
 }
 
 /// `[total, available, reserved, sold]` of the drop, as its view shows them.
