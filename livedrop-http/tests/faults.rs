@@ -519,14 +519,15 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     let port = free_port();
     let mut broker = Broker::start(port).await;
     let brokers = format!("127.0.0.1:{port}");
+    // The schema, bound first, goes last.
     let Loaded {
         db: _db,
-        people,
-        server,
+        load,
         api,
+        server,
+        people,
         drop,
         product: _,
-        load,
     } = Loaded::start_with(
         &services,
         "broker",
