@@ -586,13 +586,7 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     let _broker = Broker::start(port).await;
     // The private broker keeps its data in memory, so it comes back without the
     // topics: the server's relay re-creates them on its next failed publish.
-    wait_for(Duration::from_secs(60), "the outbox to drain", || async {
-        let backlog = metric(&api, &server.base, "livedrop_outbox_backlog").await;
-        (backlog == Some(0.0))
-            .then_some(())
-            .ok_or(format!("backlog {backlog:?}"))
-    })
-    .await;
+    wait_for_outbox_drained(&api, &server.base, Duration::from_secs(60)).await;
     assert_notifications(
         &api,
         &server.base,
