@@ -13,6 +13,7 @@
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,26 +43,35 @@ fn hot_drop(clock: &ManualClock) -> Drop {
     )
 }
 
-async fn atomic_ceiling(tasks: usize, iters: u64) -> Duration {
-    let stock = Arc::new(AtomicI64::new(iters as i64));
+/// Spawns `tasks` buyers (`buyer(t)` is task `t`, answering the units it won) and
+/// waits for them all: the time they took and the units won in all.
+async fn race<F, Fut>(tasks: usize, buyer: F) -> (Duration, u64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = u64> + Send + 'static,
+{
     let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|_| {
-            let stock = stock.clone();
-            tokio::spawn(async move {
-                let mut won = 0u64;
-                while stock.fetch_sub(1, Ordering::AcqRel) > 0 {
-                    won += 1;
-                }
-                won
-            })
-        })
-        .collect();
+    let handles: Vec<_> = (0..tasks).map(|t| tokio::spawn(buyer(t))).collect();
     let mut won = 0;
     for h in handles {
         won += h.await.expect("task");
     }
-    let elapsed = start.elapsed();
+    (start.elapsed(), won)
+}
+
+async fn atomic_ceiling(tasks: usize, iters: u64) -> Duration {
+    let stock = Arc::new(AtomicI64::new(iters as i64));
+    let (elapsed, won) = race(tasks, |_| {
+        let stock = stock.clone();
+        async move {
+            let mut won = 0u64;
+            while stock.fetch_sub(1, Ordering::AcqRel) > 0 {
+                won += 1;
+            }
+            won
+        }
+    })
+    .await;
     assert_eq!(won, iters, "no oversell");
     elapsed
 }
@@ -75,35 +85,28 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
         .await
         .expect("drop");
     let now = clock.now();
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let (store, drop) = (store.clone(), drop.clone());
-            tokio::spawn(async move {
-                let user = UserId::new();
-                let mut won = 0u64;
-                for i in 0.. {
-                    match store
-                        .place_order(
-                            &fixtures::order(user, &drop, 1, &format!("{t}-{i}"), now),
-                            now,
-                        )
-                        .await
-                    {
-                        Ok(PlaceOutcome::Placed(_)) => won += 1,
-                        Ok(PlaceOutcome::OutOfStock { .. }) => return won,
-                        other => panic!("unexpected {other:?}"),
-                    }
+    let (elapsed, won) = race(tasks, |t| {
+        let (store, drop) = (store.clone(), drop.clone());
+        async move {
+            let user = UserId::new();
+            let mut won = 0u64;
+            for i in 0.. {
+                match store
+                    .place_order(
+                        &fixtures::order(user, &drop, 1, &format!("{t}-{i}"), now),
+                        now,
+                    )
+                    .await
+                {
+                    Ok(PlaceOutcome::Placed(_)) => won += 1,
+                    Ok(PlaceOutcome::OutOfStock { .. }) => return won,
+                    other => panic!("unexpected {other:?}"),
                 }
-                won
-            })
-        })
-        .collect();
-    let mut won = 0;
-    for h in handles {
-        won += h.await.expect("task");
-    }
-    let elapsed = start.elapsed();
+            }
+            won
+        }
+    })
+    .await;
     let stock = store.stock(drop.id).await.expect("stock").expect("drop");
     assert_eq!(
         (won, stock.available, stock.reserved),
@@ -122,38 +125,58 @@ async fn memory_service(tasks: usize, iters: u64) -> Duration {
         .await
         .expect("drop");
     let app = Livedrop::new(ports, Config::default());
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let app = app.clone();
-            tokio::spawn(async move {
-                let buyer = Actor::new(UserId::new(), Role::Customer);
-                let request = PlaceOrder {
-                    drop_id: drop.id,
-                    quantity: 1,
-                };
-                let mut won = 0u64;
-                for i in 0.. {
-                    match app
-                        .place_order(&buyer, Some(&format!("{t}-{i}")), request)
-                        .await
-                    {
-                        Ok(_) => won += 1,
-                        Err(e) if e.code() == "out_of_stock" => return won,
-                        Err(e) => panic!("unexpected {e:?}"),
-                    }
+    let request = PlaceOrder {
+        drop_id: drop.id,
+        quantity: 1,
+    };
+    let (elapsed, won) = race(tasks, |t| {
+        let app = app.clone();
+        async move {
+            let buyer = Actor::new(UserId::new(), Role::Customer);
+            let mut won = 0u64;
+            for i in 0.. {
+                match app
+                    .place_order(&buyer, Some(&format!("{t}-{i}")), request)
+                    .await
+                {
+                    Ok(_) => won += 1,
+                    Err(e) if e.code() == "out_of_stock" => return won,
+                    Err(e) => panic!("unexpected {e:?}"),
                 }
-                won
-            })
-        })
-        .collect();
-    let mut won = 0;
-    for h in handles {
-        won += h.await.expect("task");
-    }
-    let elapsed = start.elapsed();
+            }
+            won
+        }
+    })
+    .await;
     assert_eq!(won, iters, "no oversell");
     elapsed
+}
+
+/// One line of the chart.
+#[derive(Clone, Copy)]
+enum Line {
+    AtomicCeiling,
+    MemoryStore,
+    MemoryService,
+}
+
+impl Line {
+    fn name(self) -> &'static str {
+        match self {
+            Line::AtomicCeiling => "atomic_ceiling",
+            Line::MemoryStore => "memory_store",
+            Line::MemoryService => "memory_service",
+        }
+    }
+
+    /// `iters` reservations by `tasks` concurrent tasks: the time they took.
+    async fn reserve(self, tasks: usize, iters: u64) -> Duration {
+        match self {
+            Line::AtomicCeiling => atomic_ceiling(tasks, iters).await,
+            Line::MemoryStore => memory_store(tasks, iters).await,
+            Line::MemoryService => memory_service(tasks, iters).await,
+        }
+    }
 }
 
 fn hot_drop_reservations(c: &mut Criterion) {
@@ -167,30 +190,12 @@ fn hot_drop_reservations(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     group.sample_size(20);
     for tasks in CONCURRENCY {
-        group.bench_with_input(
-            BenchmarkId::new("atomic_ceiling", tasks),
-            &tasks,
-            |b, &tasks| {
+        for line in [Line::AtomicCeiling, Line::MemoryStore, Line::MemoryService] {
+            group.bench_with_input(BenchmarkId::new(line.name(), tasks), &tasks, |b, &tasks| {
                 b.to_async(&runtime)
-                    .iter_custom(|iters| atomic_ceiling(tasks, iters))
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("memory_store", tasks),
-            &tasks,
-            |b, &tasks| {
-                b.to_async(&runtime)
-                    .iter_custom(|iters| memory_store(tasks, iters))
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("memory_service", tasks),
-            &tasks,
-            |b, &tasks| {
-                b.to_async(&runtime)
-                    .iter_custom(|iters| memory_service(tasks, iters))
-            },
-        );
+                    .iter_custom(|iters| line.reserve(tasks, iters))
+            });
+        }
     }
     group.finish();
 }

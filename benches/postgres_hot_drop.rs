@@ -11,52 +11,22 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use common::{live_drop, now, share_out, store};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use livedrop::adapters::postgres::testing::TestSchema;
-use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
-use livedrop::core::clock::Timestamp;
+use livedrop::adapters::postgres::{PgStore, ReserveStrategy};
 use livedrop::core::id::UserId;
-use livedrop::core::model::{self, DropState, Order, PlaceOutcome};
-use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
-use livedrop::core::testing::{env, fixtures};
+use livedrop::core::model::{self, Order, PlaceOutcome};
+use livedrop::core::ports::{InventoryRepository, OrderRepository};
+use livedrop::core::testing::fixtures;
 
 const BUYERS: [usize; 4] = [1, 4, 16, 64];
-
-fn now() -> Timestamp {
-    livedrop::core::clock::truncate(chrono::Utc::now())
-}
-
-async fn store(schema: &TestSchema, strategy: ReserveStrategy, max_connections: u32) -> PgStore {
-    let store = schema
-        .connect(PgOptions {
-            max_connections,
-            strategy,
-            ..schema.options()
-        })
-        .await;
-    store.migrate().await.expect("migrations apply");
-    store
-}
-
-/// A live drop with `stock` units; every order comes from its own buyer.
-async fn hot_drop(store: &PgStore, stock: u32) -> model::Drop {
-    let at = now();
-    let product = fixtures::product(UserId::new(), "bench", "", at);
-    let drop = fixtures::drop_of(
-        &product,
-        at - chrono::Duration::minutes(1),
-        at + chrono::Duration::hours(1),
-        1,
-        DropState::Live,
-        at,
-    );
-    store.insert_drop(&drop, stock, &[]).await.expect("drop");
-    drop
-}
 
 fn orders(drop: &model::Drop, n: usize) -> Vec<Order> {
     let at = now();
@@ -70,34 +40,25 @@ fn orders(drop: &model::Drop, n: usize) -> Vec<Order> {
 async fn run(store: &PgStore, buyers: usize, iters: u64) -> Duration {
     let n = usize::try_from(iters).unwrap_or(usize::MAX).max(1);
     let stock = u32::try_from(n - n / 20).unwrap_or(u32::MAX);
-    let drop = hot_drop(store, stock).await;
+    let drop = live_drop(store, "bench", stock).await;
     let orders = Arc::new(orders(&drop, n));
-    let next = Arc::new(AtomicUsize::new(0));
     let placed = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..buyers)
-        .map(|_| {
-            let (store, orders, next, placed) =
-                (store.clone(), orders.clone(), next.clone(), placed.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(order) = orders.get(i) else { return };
-                    match store.place_order(order, now()).await.expect("place") {
-                        PlaceOutcome::Placed(_) => {
-                            placed.fetch_add(1, Ordering::Relaxed);
-                        }
-                        PlaceOutcome::OutOfStock { .. } => {}
-                        other => panic!("unexpected outcome {other:?}"),
+    let took = share_out(buyers, n, {
+        let (store, placed) = (store.clone(), placed.clone());
+        move |i| {
+            let (store, orders, placed) = (store.clone(), orders.clone(), placed.clone());
+            async move {
+                match store.place_order(&orders[i], now()).await.expect("place") {
+                    PlaceOutcome::Placed(_) => {
+                        placed.fetch_add(1, Ordering::Relaxed);
                     }
+                    PlaceOutcome::OutOfStock { .. } => {}
+                    other => panic!("unexpected outcome {other:?}"),
                 }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("buyer task");
-    }
-    let took = started.elapsed();
+            }
+        }
+    })
+    .await;
     // Zero oversell: the authoritative row balances and holds exactly what was placed.
     let s = store.stock(drop.id).await.expect("stock").expect("drop");
     let placed = placed.load(Ordering::Relaxed);
@@ -113,13 +74,8 @@ async fn run(store: &PgStore, buyers: usize, iters: u64) -> Duration {
 }
 
 fn hot_drop_bench(c: &mut Criterion) {
-    let url = std::env::var(env::DATABASE_URL)
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let schema = rt.block_on(TestSchema::on(&url));
+    let rt = common::runtime();
+    let schema = rt.block_on(TestSchema::on(&common::database_url()));
     let strategies = [
         (
             "row_lock",
@@ -130,12 +86,7 @@ fn hot_drop_bench(c: &mut Criterion) {
             rt.block_on(store(&schema, ReserveStrategy::group(), 8)),
         ),
     ];
-    let mut group = c.benchmark_group("postgres_hot_drop");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .throughput(Throughput::Elements(1));
+    let mut group = common::order_group(c, "postgres_hot_drop");
     for buyers in BUYERS {
         for (name, store) in &strategies {
             group.bench_with_input(BenchmarkId::new(*name, buyers), &buyers, |b, &buyers| {

@@ -14,25 +14,22 @@
 
 #![allow(missing_docs)] // criterion_group! generates an undocumented pub fn.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{live_drop, now, share_out};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use livedrop::adapters::postgres::testing::TestSchema;
-use livedrop::adapters::postgres::{PgOptions, PgStore, ReserveStrategy};
+use livedrop::adapters::postgres::{PgStore, ReserveStrategy};
 use livedrop::adapters::redis::{RedisGate, RedisOptions};
-use livedrop::core::clock::Timestamp;
 use livedrop::core::id::UserId;
-use livedrop::core::model::{self, DropState, Order, PlaceOutcome, Stock};
-use livedrop::core::ports::{AdmissionGate, DropRepository, InventoryRepository, OrderRepository};
+use livedrop::core::model::{self, Order, PlaceOutcome, Stock};
+use livedrop::core::ports::{AdmissionGate, InventoryRepository, OrderRepository};
 use livedrop::core::testing::{env, fixtures};
 
 const BUYERS: [usize; 3] = [1, 16, 64];
-
-fn now() -> Timestamp {
-    livedrop::core::clock::truncate(chrono::Utc::now())
-}
 
 fn order(drop: &model::Drop, i: usize) -> Order {
     fixtures::order(UserId::new(), drop, 1, &format!("gate-bench-{i}"), now())
@@ -40,17 +37,7 @@ fn order(drop: &model::Drop, i: usize) -> Order {
 
 /// A live drop of one unit, already sold: every further order is out of stock.
 async fn sold_out_drop(store: &PgStore) -> (model::Drop, Stock) {
-    let at = now();
-    let product = fixtures::product(UserId::new(), "gate bench", "", at);
-    let drop = fixtures::drop_of(
-        &product,
-        at - chrono::Duration::minutes(1),
-        at + chrono::Duration::hours(1),
-        1,
-        DropState::Live,
-        at,
-    );
-    store.insert_drop(&drop, 1, &[]).await.expect("drop");
+    let drop = live_drop(store, "gate bench", 1).await;
     let outcome = store
         .place_order(&order(&drop, usize::MAX), now())
         .await
@@ -75,38 +62,30 @@ async fn run(store: &PgStore, gate: &RedisGate, path: Path, buyers: usize, iters
     let (drop, stock) = sold_out_drop(store).await;
     gate.record(drop.id, &stock, 1).await.expect("record");
     let orders = Arc::new((0..n).map(|i| order(&drop, i)).collect::<Vec<_>>());
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..buyers)
-        .map(|_| {
-            let (store, gate, orders, next) =
-                (store.clone(), gate.clone(), orders.clone(), next.clone());
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(order) = orders.get(i) else { return };
-                    if let Path::Gate = path {
-                        // Errors count as "admit", as in the order service.
-                        if !gate
-                            .admit(order.drop_id, order.quantity)
-                            .await
-                            .unwrap_or(true)
-                        {
-                            continue;
-                        }
-                    }
-                    match store.place_order(order, now()).await.expect("place") {
-                        PlaceOutcome::OutOfStock { .. } => {}
-                        other => panic!("a sold-out drop answered {other:?}"),
+    let took = share_out(buyers, n, {
+        let (store, gate) = (store.clone(), gate.clone());
+        move |i| {
+            let (store, gate, orders) = (store.clone(), gate.clone(), orders.clone());
+            async move {
+                let order = &orders[i];
+                if let Path::Gate = path {
+                    // Errors count as "admit", as in the order service.
+                    if !gate
+                        .admit(order.drop_id, order.quantity)
+                        .await
+                        .unwrap_or(true)
+                    {
+                        return;
                     }
                 }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("buyer task");
-    }
-    let took = started.elapsed();
+                match store.place_order(order, now()).await.expect("place") {
+                    PlaceOutcome::OutOfStock { .. } => {}
+                    other => panic!("a sold-out drop answered {other:?}"),
+                }
+            }
+        }
+    })
+    .await;
     // Nothing oversold: the one unit is still the only one reserved.
     let after = store.stock(drop.id).await.expect("stock").expect("drop");
     assert!(after.is_consistent(), "{after:?}");
@@ -115,26 +94,11 @@ async fn run(store: &PgStore, gate: &RedisGate, path: Path, buyers: usize, iters
 }
 
 fn gate_bench(c: &mut Criterion) {
-    let db_url = std::env::var(env::DATABASE_URL)
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let redis_url =
         std::env::var(env::REDIS_URL).unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let schema = rt.block_on(TestSchema::on(&db_url));
-    let store = rt.block_on(async {
-        let store = schema
-            .connect(PgOptions {
-                max_connections: 32,
-                strategy: ReserveStrategy::RowLock,
-                ..schema.options()
-            })
-            .await;
-        store.migrate().await.expect("migrations apply");
-        store
-    });
+    let rt = common::runtime();
+    let schema = rt.block_on(TestSchema::on(&common::database_url()));
+    let store = rt.block_on(common::store(&schema, ReserveStrategy::RowLock, 32));
     let namespace = format!("ldbench:gate:{}", uuid::Uuid::new_v4().simple());
     let gate = rt
         .block_on(RedisGate::connect_with(
@@ -148,12 +112,7 @@ fn gate_bench(c: &mut Criterion) {
         ))
         .unwrap_or_else(|e| panic!("cannot reach {redis_url}: {e}"));
 
-    let mut group = c.benchmark_group("sold_out_hot_drop");
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .throughput(Throughput::Elements(1));
+    let mut group = common::order_group(c, "sold_out_hot_drop");
     for buyers in BUYERS {
         for (name, path) in [("postgres_store", Path::Store), ("redis_gate", Path::Gate)] {
             group.bench_with_input(BenchmarkId::new(name, buyers), &buyers, |b, &buyers| {

@@ -347,18 +347,6 @@ fn main() -> anyhow::Result<()> {
             ("row_lock", "PostgreSQL, row lock"),
         ],
     ));
-    if !all.is_empty() {
-        let name = "orders_vs_buyers";
-        buyers_chart(
-            &args.out.join(format!("{name}.svg")),
-            "Orders/s on one hot drop against buyers, per store and strategy",
-            &run.footer("benches/inventory.rs, benches/postgres_hot_drop.rs"),
-            "orders/s (log)",
-            &all,
-        )?;
-        charted(name, &all);
-        written.push(name);
-    }
 
     // The in-memory lines beside the bare atomic counter.
     let memory = series_of(
@@ -370,18 +358,6 @@ fn main() -> anyhow::Result<()> {
             ("memory_service", "memory_service"),
         ],
     );
-    if !memory.is_empty() {
-        let name = "in_memory";
-        buyers_chart(
-            &args.out.join(format!("{name}.svg")),
-            "In memory: reservations/s on one hot drop against tasks",
-            &run.footer("benches/inventory.rs"),
-            "reservations/s (log)",
-            &memory,
-        )?;
-        charted(name, &memory);
-        written.push(name);
-    }
 
     // PostgreSQL: the two strategies.
     let pg = series_of(
@@ -392,18 +368,6 @@ fn main() -> anyhow::Result<()> {
             ("row_lock", "row lock (SELECT … FOR UPDATE)"),
         ],
     );
-    if !pg.is_empty() {
-        let name = "postgres_hot_drop";
-        buyers_chart(
-            &args.out.join(format!("{name}.svg")),
-            "PostgreSQL: orders/s on one hot drop against buyers",
-            &run.footer("benches/postgres_hot_drop.rs"),
-            "orders/s (log)",
-            &pg,
-        )?;
-        charted(name, &pg);
-        written.push(name);
-    }
 
     // A sold-out drop: attempts turned away.
     let gate = series_of(
@@ -414,16 +378,49 @@ fn main() -> anyhow::Result<()> {
             ("postgres_store", "straight to PostgreSQL"),
         ],
     );
-    if !gate.is_empty() {
-        let name = "sold_out_gate";
+
+    // One chart of each line set against buyers, when the set has results.
+    for (name, title, benches, y, series) in [
+        (
+            "orders_vs_buyers",
+            "Orders/s on one hot drop against buyers, per store and strategy",
+            "benches/inventory.rs, benches/postgres_hot_drop.rs",
+            "orders/s (log)",
+            all,
+        ),
+        (
+            "in_memory",
+            "In memory: reservations/s on one hot drop against tasks",
+            "benches/inventory.rs",
+            "reservations/s (log)",
+            memory,
+        ),
+        (
+            "postgres_hot_drop",
+            "PostgreSQL: orders/s on one hot drop against buyers",
+            "benches/postgres_hot_drop.rs",
+            "orders/s (log)",
+            pg,
+        ),
+        (
+            "sold_out_gate",
+            "Sold-out drop: attempts answered per second against buyers",
+            "benches/redis_gate.rs",
+            "attempts/s (log)",
+            gate,
+        ),
+    ] {
+        if series.is_empty() {
+            continue;
+        }
         buyers_chart(
             &args.out.join(format!("{name}.svg")),
-            "Sold-out drop: attempts answered per second against buyers",
-            &run.footer("benches/redis_gate.rs"),
-            "attempts/s (log)",
-            &gate,
+            title,
+            &run.footer(benches),
+            y,
+            &series,
         )?;
-        charted(name, &gate);
+        charted(name, &series);
         written.push(name);
     }
 

@@ -267,12 +267,10 @@ async fn account(targets: &Targets, run: &str, name: &str, role: &str) -> anyhow
             StatusCode::OK,
         )
         .await?;
-    let token = session["token"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no token in {session}"))?;
-    let id = session["user"]["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no user id in {session}"))?;
+    let token = text(&session["token"], || format!("no token in {session}"))?;
+    let id = text(&session["user"]["id"], || {
+        format!("no user id in {session}")
+    })?;
     Ok(Account {
         id: id.to_owned(),
         token: token.to_owned(),
@@ -359,10 +357,7 @@ async fn set_up(args: &Args, targets: &Targets) -> anyhow::Result<Scene> {
             StatusCode::CREATED,
         )
         .await?;
-    let product_id = product["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no product id"))?
-        .to_owned();
+    let product_id = text(&product["id"], || "no product id".into())?.to_owned();
     let mut drop = json!({
         "product_id": product_id,
         "ends_at": chrono::Utc::now() + chrono::Duration::hours(2),
@@ -380,10 +375,7 @@ async fn set_up(args: &Args, targets: &Targets) -> anyhow::Result<Scene> {
             StatusCode::CREATED,
         )
         .await?;
-    let drop_id = drop["id"]
-        .as_str()
-        .ok_or_else(|| anyhow!("no drop id"))?
-        .to_owned();
+    let drop_id = text(&drop["id"], || "no drop id".into())?.to_owned();
     Ok(Scene {
         buyers,
         creator: Some(creator),
@@ -647,7 +639,17 @@ async fn buyer_orders(
     bail!("more than 1,000 pages of orders for one buyer")
 }
 
-fn stock_of(view: &Value) -> anyhow::Result<[u64; 4]> {
+/// A string field of a reply, or the error `missing` describes.
+fn text(field: &Value, missing: impl FnOnce() -> String) -> anyhow::Result<&str> {
+    field.as_str().ok_or_else(|| anyhow!(missing()))
+}
+
+/// `[total, available, reserved, sold]` of the drop, as its view shows them.
+async fn drop_stock(targets: &Targets, drop_id: &str) -> anyhow::Result<[u64; 4]> {
+    let path = format!("/drops/{drop_id}");
+    let view = targets
+        .expect(Method::GET, &path, None, None, StatusCode::OK)
+        .await?;
     let s = &view["stock"];
     let get = |f: &str| {
         s[f].as_u64()
@@ -676,17 +678,7 @@ async fn check_orders(run: &Run, keys: &[KeyRecord]) -> anyhow::Result<Vec<Strin
 
     let settle = Instant::now() + Duration::from_secs_f64(run.args.settle_seconds.max(0.0));
     loop {
-        let before = stock_of(
-            &targets
-                .expect(
-                    Method::GET,
-                    &format!("/drops/{}", scene.drop_id),
-                    None,
-                    None,
-                    StatusCode::OK,
-                )
-                .await?,
-        )?;
+        let before = drop_stock(targets, &scene.drop_id).await?;
         let mut held = 0u64;
         let mut held_orders = 0u64;
         let mut duplicate = Vec::new();
@@ -728,17 +720,7 @@ async fn check_orders(run: &Run, keys: &[KeyRecord]) -> anyhow::Result<Vec<Strin
                 ));
             }
         }
-        let after = stock_of(
-            &targets
-                .expect(
-                    Method::GET,
-                    &format!("/drops/{}", scene.drop_id),
-                    None,
-                    None,
-                    StatusCode::OK,
-                )
-                .await?,
-        )?;
+        let after = drop_stock(targets, &scene.drop_id).await?;
         let [total, available, reserved, sold] = after;
         let mut problems = duplicate;
         if available + reserved + sold != total {

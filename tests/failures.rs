@@ -8,14 +8,14 @@ mod common;
 use std::sync::Arc;
 
 use common::World;
-use livedrop::adapters::memory::{memory_ports, MemoryBus};
+use livedrop::adapters::memory::MemoryBus;
 use livedrop::core::event::EventType;
 use livedrop::core::model::Role;
 use livedrop::core::ports::{
     CacheError, EventBus, MockCache, MockEventBus, MockIdempotencyStore, MockOrderRepository,
 };
-use livedrop::core::service::{OutboxRelay, PlaceOrder};
-use livedrop::core::{Config, Error, ManualClock, StoreError};
+use livedrop::core::service::OutboxRelay;
+use livedrop::core::{Config, Error, StoreError};
 
 fn refused() -> CacheError {
     CacheError("connection refused".into())
@@ -23,8 +23,6 @@ fn refused() -> CacheError {
 
 #[tokio::test]
 async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
-    let clock = Arc::new(ManualClock::fixed());
-    let (mut ports, store, bus) = memory_ports(clock.clone());
     let mut cache = MockCache::new();
     cache.expect_get().returning(|_| Err(refused()));
     cache.expect_fence().returning(|_| Err(refused()));
@@ -33,11 +31,12 @@ async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
     cache
         .expect_invalidate_prefix()
         .returning(|_| Err(refused()));
-    ports.cache = Arc::new(cache);
-    let world = World::from_ports(ports, store, bus, clock, Config::default());
+    let world = World::with_ports(Config::default(), |mut ports| {
+        ports.cache = Arc::new(cache);
+        ports
+    });
 
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 5, None).await;
+    let drop = world.creators_drop(5, None).await;
     let product = world.app.product(drop.drop.product_id).await.unwrap();
     assert_eq!(product.title, "Limited hoodie");
     let view = world.app.drop_view(drop.drop.id).await.unwrap();
@@ -51,18 +50,7 @@ async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
 
     // Orders do not depend on the cache at all.
     let buyer = world.user(Role::Customer).await;
-    let order = world
-        .app
-        .place_order(
-            &buyer,
-            Some("k"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 2,
-            },
-        )
-        .await
-        .unwrap();
+    let order = world.order(&buyer, Some("k"), &drop, 2).await.unwrap();
     assert_eq!(order.quantity, 2);
     assert!(
         world
@@ -78,8 +66,7 @@ async fn reads_are_served_from_the_repository_while_the_cache_is_down() {
 #[tokio::test]
 async fn a_failing_bus_never_blocks_an_order_and_loses_no_event() {
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 5, None).await;
+    let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
 
     let mut broken = MockEventBus::new();
@@ -89,15 +76,7 @@ async fn a_failing_bus_never_blocks_an_order_and_loses_no_event() {
     let relay = OutboxRelay::new(world.ports.outbox.clone(), Arc::new(broken), 100);
 
     let order = world
-        .app
-        .place_order(
-            &buyer,
-            Some("k1"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&buyer, Some("k1"), &drop, 1)
         .await
         .expect("the order commits while the bus is down");
 
@@ -138,18 +117,8 @@ async fn a_failing_bus_never_blocks_an_order_and_loses_no_event() {
 
 #[tokio::test]
 async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
-    let clock = Arc::new(ManualClock::fixed());
-    let (mut ports, store, bus) = memory_ports(clock.clone());
-    let memory_orders = ports.orders.clone();
-    let world_setup = World::from_ports(
-        ports.clone(),
-        store.clone(),
-        bus.clone(),
-        clock.clone(),
-        Config::default(),
-    );
-    let creator = world_setup.user(Role::Creator).await;
-    let drop = world_setup.live_drop(&creator, 5, None).await;
+    let world_setup = World::new();
+    let drop = world_setup.creators_drop(5, None).await;
     let buyer = world_setup.user(Role::Customer).await;
 
     let mut orders = MockOrderRepository::new();
@@ -157,32 +126,21 @@ async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
         .expect_place_order()
         .times(1)
         .returning(|_, _| Err(StoreError::unavailable("database", "connection refused")));
-    ports.orders = Arc::new(orders);
-    let world = World::from_ports(
-        ports.clone(),
-        store.clone(),
-        bus.clone(),
-        clock.clone(),
-        Config::default(),
-    );
-    let request = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
-    };
+    let world = world_setup.sharing(|mut ports| {
+        ports.orders = Arc::new(orders);
+        ports
+    });
     let err = world
-        .app
-        .place_order(&buyer, Some("retry-me"), request)
+        .order(&buyer, Some("retry-me"), &drop, 1)
         .await
         .unwrap_err();
     assert_eq!(err, Error::unavailable("database"));
     assert_eq!(err.code(), "unavailable");
 
     // The database returns: the same key runs afresh instead of replaying the failure.
-    ports.orders = memory_orders;
-    let world = World::from_ports(ports, store, bus, clock, Config::default());
+    let world = world_setup.sharing(|ports| ports);
     let order = world
-        .app
-        .place_order(&buyer, Some("retry-me"), request)
+        .order(&buyer, Some("retry-me"), &drop, 1)
         .await
         .unwrap();
     assert_eq!(order.quantity, 1);
@@ -190,36 +148,18 @@ async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
 
 #[tokio::test]
 async fn an_unavailable_idempotency_store_refuses_the_order_before_reserving() {
-    let clock = Arc::new(ManualClock::fixed());
-    let (mut ports, store, bus) = memory_ports(clock.clone());
     let mut idempotency = MockIdempotencyStore::new();
     idempotency
         .expect_begin()
         .returning(|_, _, _, _, _| Err(StoreError::unavailable("database", "pool timed out")));
-    ports.idempotency = Arc::new(idempotency);
-    let world = World::from_ports(ports, store, bus, clock, Config::default());
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 5, None).await;
+    let world = World::with_ports(Config::default(), |mut ports| {
+        ports.idempotency = Arc::new(idempotency);
+        ports
+    });
+    let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
-    let err = world
-        .app
-        .place_order(
-            &buyer,
-            Some("k"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
-        .await
-        .unwrap_err();
+    let err = world.order(&buyer, Some("k"), &drop, 1).await.unwrap_err();
     assert_eq!(err.code(), "unavailable");
-    let stock = world
-        .ports
-        .inventory
-        .stock(drop.drop.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stock = world.stock(&drop).await;
     assert_eq!(stock.available, 5, "nothing was reserved");
 }

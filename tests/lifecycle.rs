@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use chrono::Duration as Span;
-use common::{ClockExt, World};
+use common::{order_of, ClockExt, World};
 use livedrop::core::event::EventType;
-use livedrop::core::model::{DropStatus, NotificationKind, OrderStatus, Role};
-use livedrop::core::service::{NewDrop, PlaceOrder, StockAdjustment};
+use livedrop::core::model::{Actor, DropStatus, NotificationKind, OrderStatus, Role};
+use livedrop::core::service::{Livedrop, NewDrop, PlaceOrder, StockAdjustment};
 use livedrop::core::{Config, Error, PageRequest, UserId};
 
 fn fast() -> Config {
@@ -36,6 +36,35 @@ where
     panic!("timed out waiting for {what}");
 }
 
+/// Waits (as [`eventually`]) until `user` holds a notification of `kind`.
+async fn eventually_notified(app: &Livedrop, user: Actor, kind: NotificationKind) {
+    eventually(&format!("a {kind:?} notification"), || {
+        let app = app.clone();
+        async move {
+            let page = app
+                .notifications(&user, false, PageRequest::default())
+                .await
+                .unwrap();
+            page.items.iter().any(|n| n.kind == kind)
+        }
+    })
+    .await;
+}
+
+/// A restock of `delta` units.
+fn restock(delta: i64) -> StockAdjustment {
+    StockAdjustment {
+        delta,
+        reason: "restock".into(),
+    }
+}
+
+/// The code of the error `result` must be.
+#[track_caller]
+fn refusal<T: std::fmt::Debug>(result: Result<T, Error>) -> &'static str {
+    result.unwrap_err().code()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
     let world = World::with_config(Config {
@@ -50,37 +79,18 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
         world.app.follow(&f, creator.id).await.unwrap(); // idempotent
         followers.push(f);
     }
-    let product = world.product(&creator).await;
     let now = world.clock.now_ts();
+    // Starts in ten minutes, ends an hour after.
     let drop = world
-        .app
-        .schedule_drop(
-            &creator,
-            NewDrop {
-                product_id: product.id,
-                starts_at: Some(now + Span::minutes(10)),
-                ends_at: now + Span::minutes(70),
-                total_stock: 10,
-                per_user_limit: Some(2),
-            },
-        )
-        .await
-        .unwrap();
+        .drop_starting(&creator, 10, Some(2), Some(Span::minutes(10)))
+        .await;
     assert_eq!(drop.status_at(now), DropStatus::Scheduled);
     let mut audit = world.ports.bus.subscribe("audit").await.unwrap();
     let background = world.app.spawn_background();
 
     // Before the start, orders are refused.
     let err = world
-        .app
-        .place_order(
-            &followers[0],
-            Some("early"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&followers[0], Some("early"), &drop, 1)
         .await
         .unwrap_err();
     assert_eq!(
@@ -92,34 +102,12 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
 
     world.clock.advance(Span::minutes(10));
     for follower in &followers {
-        let app = world.app.clone();
-        let f = *follower;
-        eventually("a drop_live notification", || {
-            let app = app.clone();
-            async move {
-                let page = app
-                    .notifications(&f, true, PageRequest::default())
-                    .await
-                    .unwrap();
-                page.items
-                    .iter()
-                    .any(|n| n.kind == NotificationKind::DropLive)
-            }
-        })
-        .await;
+        eventually_notified(&world.app, *follower, NotificationKind::DropLive).await;
     }
     let view = world.app.drop_view(drop.drop.id).await.unwrap();
     assert_eq!(view.status_at(world.clock.now_ts()), DropStatus::Live);
     world
-        .app
-        .place_order(
-            &followers[0],
-            Some("now"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&followers[0], Some("now"), &drop, 1)
         .await
         .unwrap();
 
@@ -171,21 +159,9 @@ async fn a_scheduled_drop_goes_live_by_itself_and_every_follower_hears_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_hold_returns_its_stock_without_any_request() {
     let world = World::with_config(fast());
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 3, None).await;
+    let drop = world.creators_drop(3, None).await;
     let buyer = world.user(Role::Customer).await;
-    let order = world
-        .app
-        .place_order(
-            &buyer,
-            Some("k"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 3,
-            },
-        )
-        .await
-        .unwrap();
+    let order = world.order(&buyer, Some("k"), &drop, 3).await.unwrap();
     assert_eq!(order.reserved_until, order.created_at + Span::minutes(10));
     let background = world.app.spawn_background();
     world.clock.advance(Span::minutes(10));
@@ -198,28 +174,10 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
     .await;
     let order = world.app.order(&buyer, order.id).await.unwrap();
     assert_eq!(order.status, OrderStatus::Expired);
-    let app = world.app.clone();
-    eventually("an order_expired notification", || {
-        let app = app.clone();
-        async move {
-            let page = app
-                .notifications(&buyer, false, PageRequest::default())
-                .await
-                .unwrap();
-            page.items
-                .iter()
-                .any(|n| n.kind == NotificationKind::OrderExpired)
-        }
-    })
-    .await;
+    eventually_notified(&world.app, buyer, NotificationKind::OrderExpired).await;
     // Confirming after expiry is refused.
     assert_eq!(
-        world
-            .app
-            .confirm_order(&buyer, order.id)
-            .await
-            .unwrap_err()
-            .code(),
+        refusal(world.app.confirm_order(&buyer, order.id).await),
         "order_not_reserved"
     );
     background.shutdown().await;
@@ -228,77 +186,37 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
 #[tokio::test]
 async fn keys_replay_refuse_reuse_and_report_in_flight() {
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 2, None).await;
+    let drop = world.creators_drop(2, None).await;
     let buyer = world.user(Role::Customer).await;
-    let one = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
+    let one = order_of(&drop, 1);
+    let by_buyer = |key: Option<&'static str>, request: PlaceOrder| {
+        let app = world.app.clone();
+        async move { app.place_order(&buyer, key, request).await }
     };
 
-    assert_eq!(
-        world.app.place_order(&buyer, None, one).await.unwrap_err(),
-        Error::IdempotencyKeyMissing
-    );
-    let first = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
-    let again = world.app.place_order(&buyer, Some("a"), one).await.unwrap();
+    let missing = by_buyer(None, one).await.unwrap_err();
+    assert_eq!(missing, Error::IdempotencyKeyMissing);
+    let first = by_buyer(Some("a"), one).await.unwrap();
+    let again = by_buyer(Some("a"), one).await.unwrap();
     assert_eq!(first, again);
-    let stock = world
-        .ports
-        .inventory
-        .stock(drop.drop.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stock = world.stock(&drop).await;
     assert_eq!(stock.reserved, 1, "a replay reserves nothing");
-    let other = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 2,
-    };
-    assert_eq!(
-        world
-            .app
-            .place_order(&buyer, Some("a"), other)
-            .await
-            .unwrap_err(),
-        Error::IdempotencyKeyReused
-    );
+    let reused = by_buyer(Some("a"), order_of(&drop, 2)).await.unwrap_err();
+    assert_eq!(reused, Error::IdempotencyKeyReused);
 
     // Another user's identical key is theirs alone.
     let someone = world.user(Role::Customer).await;
-    world
-        .app
-        .place_order(&someone, Some("a"), one)
-        .await
-        .unwrap();
+    world.order(&someone, Some("a"), &drop, 1).await.unwrap();
 
     // A rejection is replayed too, even after stock comes back.
-    let err = world
-        .app
-        .place_order(&buyer, Some("b"), one)
-        .await
-        .unwrap_err();
+    let err = by_buyer(Some("b"), one).await.unwrap_err();
     assert_eq!(err.code(), "out_of_stock");
     world
         .app
-        .adjust_stock(
-            None,
-            drop.drop.id,
-            StockAdjustment {
-                delta: 5,
-                reason: "restock".into(),
-            },
-        )
+        .adjust_stock(None, drop.drop.id, restock(5))
         .await
         .unwrap();
-    assert_eq!(
-        world
-            .app
-            .place_order(&buyer, Some("b"), one)
-            .await
-            .unwrap_err(),
-        err
-    );
+    assert_eq!(by_buyer(Some("b"), one).await.unwrap_err(), err);
 
     // A key held by a request still running is in flight until its lease runs out.
     let now = world.clock.now_ts();
@@ -309,18 +227,10 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
         .begin(buyer.id, "c", &fingerprint, now, Duration::from_secs(30))
         .await
         .unwrap();
-    assert_eq!(
-        world
-            .app
-            .place_order(&buyer, Some("c"), one)
-            .await
-            .unwrap_err(),
-        Error::IdempotencyKeyInFlight
-    );
+    let in_flight = by_buyer(Some("c"), one).await.unwrap_err();
+    assert_eq!(in_flight, Error::IdempotencyKeyInFlight);
     world.clock.advance(Span::seconds(31));
-    world
-        .app
-        .place_order(&buyer, Some("c"), one)
+    by_buyer(Some("c"), one)
         .await
         .expect("an abandoned key is taken over");
 }
@@ -342,73 +252,40 @@ async fn authorization_lives_in_the_core() {
         total_stock: 1,
         per_user_limit: None,
     };
-    assert_eq!(
-        world
-            .app
-            .schedule_drop(&rival, new_drop.clone())
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
-    assert_eq!(
-        world
-            .app
-            .schedule_drop(&customer, new_drop)
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
-    assert_eq!(
-        world
-            .app
-            .cancel_drop(&rival, drop.drop.id)
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
-    assert_eq!(
-        world
-            .app
-            .adjust_stock(
-                Some(&creator),
-                drop.drop.id,
-                StockAdjustment {
-                    delta: 1,
-                    reason: "x".into()
-                }
-            )
-            .await
-            .unwrap_err()
-            .code(),
-        "forbidden"
-    );
+    let adjustment = restock(1);
+    for (case, code) in [
+        (
+            "a rival schedules",
+            refusal(world.app.schedule_drop(&rival, new_drop.clone()).await),
+        ),
+        (
+            "a customer schedules",
+            refusal(world.app.schedule_drop(&customer, new_drop).await),
+        ),
+        (
+            "a rival cancels",
+            refusal(world.app.cancel_drop(&rival, drop.drop.id).await),
+        ),
+        (
+            "the creator adjusts stock",
+            refusal(
+                world
+                    .app
+                    .adjust_stock(Some(&creator), drop.drop.id, adjustment)
+                    .await,
+            ),
+        ),
+    ] {
+        assert_eq!(code, "forbidden", "{case}");
+    }
 
-    let order = world
-        .app
-        .place_order(
-            &customer,
-            Some("k"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
-        .await
-        .unwrap();
+    let order = world.order(&customer, Some("k"), &drop, 1).await.unwrap();
     assert_eq!(
-        world.app.order(&rival, order.id).await.unwrap_err().code(),
+        refusal(world.app.order(&rival, order.id).await),
         "not_found"
     );
     assert_eq!(
-        world
-            .app
-            .cancel_order(&rival, order.id)
-            .await
-            .unwrap_err()
-            .code(),
+        refusal(world.app.cancel_order(&rival, order.id).await),
         "not_found"
     );
     assert_eq!(
@@ -422,15 +299,7 @@ async fn authorization_lives_in_the_core() {
         DropStatus::Cancelled
     );
     let err = world
-        .app
-        .place_order(
-            &customer,
-            Some("k2"),
-            PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            },
-        )
+        .order(&customer, Some("k2"), &drop, 1)
         .await
         .unwrap_err();
     assert_eq!(
@@ -439,25 +308,17 @@ async fn authorization_lives_in_the_core() {
             status: DropStatus::Cancelled
         }
     );
-    // The hold taken before the cancel still settles.
-    let confirmed = world.app.confirm_order(&customer, order.id).await.unwrap();
-    assert_eq!(confirmed.status, OrderStatus::Confirmed);
+    // The hold taken before the cancel still settles, once.
+    for attempt in ["first", "repeated"] {
+        let confirmed = world.app.confirm_order(&customer, order.id).await.unwrap();
+        assert_eq!(
+            confirmed.status,
+            OrderStatus::Confirmed,
+            "{attempt} confirm"
+        );
+    }
     assert_eq!(
-        world
-            .app
-            .confirm_order(&customer, order.id)
-            .await
-            .unwrap()
-            .status,
-        OrderStatus::Confirmed
-    );
-    assert_eq!(
-        world
-            .app
-            .cancel_order(&customer, order.id)
-            .await
-            .unwrap_err()
-            .code(),
+        refusal(world.app.cancel_order(&customer, order.id).await),
         "order_not_reserved"
     );
 }
@@ -524,9 +385,13 @@ impl livedrop::core::ports::OrderRepository for AnswerLost {
     }
 }
 
-/// A sold-out gate switched by the test.
+/// A sold-out gate driven by the test: it refuses every order while `sold_out`
+/// is set, and never answers while `stall` is.
 #[derive(Default)]
-struct SwitchedGate(std::sync::atomic::AtomicBool);
+struct SwitchedGate {
+    sold_out: std::sync::atomic::AtomicBool,
+    stall: std::sync::atomic::AtomicBool,
+}
 
 #[async_trait::async_trait]
 impl livedrop::core::ports::AdmissionGate for SwitchedGate {
@@ -535,7 +400,11 @@ impl livedrop::core::ports::AdmissionGate for SwitchedGate {
         _: livedrop::core::DropId,
         _: u32,
     ) -> Result<bool, livedrop::core::ports::CacheError> {
-        Ok(!self.0.load(std::sync::atomic::Ordering::SeqCst))
+        use std::sync::atomic::Ordering;
+        if self.stall.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        Ok(!self.sold_out.load(Ordering::SeqCst))
     }
     async fn record(
         &self,
@@ -552,43 +421,22 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
-    let placed = World::from_ports(
-        ports.clone(),
-        store.clone(),
-        bus.clone(),
-        clock.clone(),
-        Config::default(),
-    );
-    let creator = placed.user(Role::Creator).await;
+    let placed = World::new();
+    let drop = placed.creators_drop(2, Some(1)).await;
     let buyers = [
         placed.user(Role::Customer).await,
         placed.user(Role::Customer).await,
         placed.user(Role::Customer).await,
     ];
-    let drop = placed.live_drop(&creator, 2, Some(1)).await;
-    let one = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
-    };
 
     // Both units go to orders whose answers are lost: each buyer sees `unavailable`.
     let gate = Arc::new(SwitchedGate::default());
-    ports.orders = Arc::new(AnswerLost(ports.orders.clone()));
-    let lossy = World::from_ports(
-        ports.with_gate(gate.clone()),
-        store.clone(),
-        bus,
-        clock.clone(),
-        Config::default(),
-    );
+    let lossy = placed.sharing(|mut ports| {
+        ports.orders = Arc::new(AnswerLost(ports.orders.clone()));
+        ports.with_gate(gate.clone())
+    });
     for (buyer, key) in buyers[..2].iter().zip(["a", "b"]) {
-        let err = lossy
-            .app
-            .place_order(buyer, Some(key), one)
-            .await
-            .unwrap_err();
+        let err = lossy.order(buyer, Some(key), &drop, 1).await.unwrap_err();
         assert!(err.is_transient(), "{err:?}");
     }
     let stored = |i: usize, key: &'static str| {
@@ -607,30 +455,21 @@ async fn a_retry_after_a_lost_answer_gets_its_order_before_any_refusal() {
     let (a, b) = (stored(0, "a").await, stored(1, "b").await);
 
     // The sold-out gate now refuses the drop: the retry still gets its order.
-    gate.0.store(true, Ordering::SeqCst);
+    gate.sold_out.store(true, Ordering::SeqCst);
     assert_eq!(
-        lossy
-            .app
-            .place_order(&buyers[0], Some("a"), one)
-            .await
-            .unwrap(),
+        lossy.order(&buyers[0], Some("a"), &drop, 1).await.unwrap(),
         a
     );
     // The drop ended: the retry still gets its order.
-    clock.advance(Span::hours(2));
+    placed.clock.advance(Span::hours(2));
     assert_eq!(
-        lossy
-            .app
-            .place_order(&buyers[1], Some("b"), one)
-            .await
-            .unwrap(),
+        lossy.order(&buyers[1], Some("b"), &drop, 1).await.unwrap(),
         b
     );
     // A key with no order is refused as before.
     assert!(matches!(
         lossy
-            .app
-            .place_order(&buyers[2], Some("c"), one)
+            .order(&buyers[2], Some("c"), &drop, 1)
             .await
             .unwrap_err(),
         Error::DropNotLive { .. }
@@ -647,8 +486,6 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
     use livedrop::core::service::NOTIFY_GROUP;
     use livedrop::core::testing::fixtures;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
     let attempts = Arc::new(AtomicUsize::new(0));
     let mut failing = MockNotificationRepository::new();
     let seen = attempts.clone();
@@ -659,8 +496,10 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
             "connection refused",
         ))
     });
-    ports.notifications = Arc::new(failing);
-    let world = World::from_ports(ports, store, bus, clock, fast());
+    let world = World::with_ports(fast(), |mut ports| {
+        ports.notifications = Arc::new(failing);
+        ports
+    });
     // Nothing is written through the services: the event below is the only one, so
     // the notifier is stuck on it when the shutdown comes.
     let now = world.clock.now_ts();
@@ -694,56 +533,16 @@ async fn an_event_whose_handler_gives_up_at_shutdown_is_not_committed() {
     assert!(redelivered, "the unhandled event was committed at shutdown");
 }
 
-/// A sold-out gate whose answer never comes while `stall` is set.
-#[derive(Default)]
-struct StallingGate {
-    stall: std::sync::atomic::AtomicBool,
-}
-
-#[async_trait::async_trait]
-impl livedrop::core::ports::AdmissionGate for StallingGate {
-    async fn admit(
-        &self,
-        _: livedrop::core::DropId,
-        _: u32,
-    ) -> Result<bool, livedrop::core::ports::CacheError> {
-        if self.stall.load(std::sync::atomic::Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        Ok(true)
-    }
-    async fn record(
-        &self,
-        _: livedrop::core::DropId,
-        _: &livedrop::core::model::Stock,
-        _: i64,
-    ) -> Result<(), livedrop::core::ports::CacheError> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_order_abandoned_mid_request_leaves_its_key_free() {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
-    let gate = Arc::new(StallingGate::default());
-    let world = World::from_ports(
-        ports.with_gate(gate.clone()),
-        store,
-        bus,
-        clock,
-        Config::default(),
-    );
-    let creator = world.user(Role::Creator).await;
+    let gate = Arc::new(SwitchedGate::default());
+    let world = World::with_ports(Config::default(), |ports| ports.with_gate(gate.clone()));
+    let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
-    let drop = world.live_drop(&creator, 5, None).await;
-    let one = PlaceOrder {
-        drop_id: drop.drop.id,
-        quantity: 1,
-    };
+    let one = order_of(&drop, 1);
 
     // The client goes away while its order waits at an await inside the claim.
     gate.stall.store(true, Ordering::SeqCst);
@@ -811,26 +610,18 @@ impl livedrop::core::ports::InventoryRepository for FirstAdjustLost {
 async fn a_restock_whose_answer_was_lost_is_not_applied_twice_for_its_key() {
     use std::sync::Arc;
 
-    let clock = Arc::new(livedrop::core::ManualClock::fixed());
-    let (mut ports, store, bus) = livedrop::adapters::memory::memory_ports(clock.clone());
-    ports.inventory = Arc::new(FirstAdjustLost {
-        inner: ports.inventory.clone(),
-        lost: std::sync::atomic::AtomicBool::new(false),
+    let world = World::with_ports(Config::default(), |mut ports| {
+        ports.inventory = Arc::new(FirstAdjustLost {
+            inner: ports.inventory.clone(),
+            lost: std::sync::atomic::AtomicBool::new(false),
+        });
+        ports
     });
-    let world = World::from_ports(ports, store, bus, clock, Config::default());
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 10, None).await;
+    let drop = world.creators_drop(10, None).await;
     let operator = UserId(uuid::Uuid::from_u128(u128::MAX));
     let restock = || {
         world.app.idempotently(operator, "restock-1", "fp", || {
-            world.app.adjust_stock(
-                None,
-                drop.drop.id,
-                StockAdjustment {
-                    delta: 5,
-                    reason: "restock".into(),
-                },
-            )
+            world.app.adjust_stock(None, drop.drop.id, restock(5))
         })
     };
     let first = restock().await.unwrap_err();

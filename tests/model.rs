@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::model::{op, run, starts};
+use common::model::{case, run};
 use common::World;
 use proptest::prelude::*;
 
@@ -15,13 +15,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
 
     #[test]
-    fn services_match_the_reference_model(
-        stocks in prop::array::uniform2(1u32..12),
-        limits in prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
-        starts in starts(),
-        ops in prop::collection::vec(op(), 1..40),
-    ) {
+    fn services_match_the_reference_model(case in case()) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(run(World::new(), stocks, limits, starts, ops))?;
+        runtime.block_on(run(World::new(), case))?;
     }
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::model::{op, run, starts};
+use common::model::{case, run};
 use common::World;
 use proptest::prelude::*;
 
@@ -13,13 +13,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn sqlite_matches_the_reference_model(
-        stocks in prop::array::uniform2(1u32..12),
-        limits in prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
-        starts in starts(),
-        ops in prop::collection::vec(op(), 1..40),
-    ) {
+    fn sqlite_matches_the_reference_model(case in case()) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(async { run(World::sqlite().await, stocks, limits, starts, ops).await })?;
+        runtime.block_on(async { run(World::sqlite().await, case).await })?;
     }
 }

@@ -6,9 +6,8 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::World;
+use common::{order_of, World};
 use livedrop::core::model::{OrderStatus, Role};
-use livedrop::core::service::PlaceOrder;
 use livedrop::core::Error;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
@@ -16,13 +15,13 @@ async fn exactly_the_stock_is_reserved_and_nobody_gets_two_orders() {
     const STOCK: u32 = 100;
     const BUYERS: usize = 500;
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, STOCK, Some(1)).await;
+    let drop = world.creators_drop(STOCK, Some(1)).await;
     let mut buyers = Vec::new();
     for _ in 0..BUYERS {
         buyers.push(world.user(Role::Customer).await);
     }
 
+    let request = order_of(&drop, 1);
     let start = std::sync::Arc::new(tokio::sync::Barrier::new(BUYERS));
     let mut tasks = Vec::new();
     for (i, buyer) in buyers.iter().copied().enumerate() {
@@ -30,10 +29,6 @@ async fn exactly_the_stock_is_reserved_and_nobody_gets_two_orders() {
         let start = start.clone();
         tasks.push(tokio::spawn(async move {
             start.wait().await;
-            let request = PlaceOrder {
-                drop_id: drop.drop.id,
-                quantity: 1,
-            };
             let key = format!("buy-{i}");
             // Every buyer also retries with the same key, as a flaky client would.
             let first = app.place_order(&buyer, Some(&key), request).await;
@@ -64,14 +59,7 @@ async fn exactly_the_stock_is_reserved_and_nobody_gets_two_orders() {
     assert_eq!(winners.len(), won.len(), "nobody holds two orders");
     assert!(won.iter().all(|o| o.status == OrderStatus::Reserved));
 
-    let stock = world
-        .app
-        .ports()
-        .inventory
-        .stock(drop.drop.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stock = world.stock(&drop).await;
     assert_eq!((stock.available, stock.reserved, stock.sold), (0, STOCK, 0));
     assert!(stock.is_consistent());
 }
@@ -79,22 +67,15 @@ async fn exactly_the_stock_is_reserved_and_nobody_gets_two_orders() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn one_buyer_firing_concurrently_cannot_pass_the_limit() {
     let world = World::new();
-    let creator = world.user(Role::Creator).await;
-    let drop = world.live_drop(&creator, 1_000, Some(3)).await;
+    let drop = world.creators_drop(1_000, Some(3)).await;
     let buyer = world.user(Role::Customer).await;
+    let request = order_of(&drop, 1);
     let mut tasks = Vec::new();
     for i in 0..200 {
         let app = world.app.clone();
         tasks.push(tokio::spawn(async move {
-            app.place_order(
-                &buyer,
-                Some(&format!("k{i}")),
-                PlaceOrder {
-                    drop_id: drop.drop.id,
-                    quantity: 1,
-                },
-            )
-            .await
+            app.place_order(&buyer, Some(&format!("k{i}")), request)
+                .await
         }));
     }
     let mut placed = 0;
@@ -105,13 +86,6 @@ async fn one_buyer_firing_concurrently_cannot_pass_the_limit() {
         }
     }
     assert_eq!(placed, 3);
-    let stock = world
-        .app
-        .ports()
-        .inventory
-        .stock(drop.drop.id)
-        .await
-        .unwrap()
-        .unwrap();
+    let stock = world.stock(&drop).await;
     assert_eq!(stock.reserved, 3);
 }

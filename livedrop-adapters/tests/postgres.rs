@@ -47,6 +47,12 @@ async fn pool(db: &TestSchema, strategy: ReserveStrategy) -> PgStore {
     .await
 }
 
+/// Two pools on the schema (two processes), deciding orders with `strategies`.
+async fn pools(db: &TestSchema, strategies: [ReserveStrategy; 2]) -> [PgStore; 2] {
+    let [a, b] = strategies;
+    [pool(db, a).await, pool(db, b).await]
+}
+
 fn t0() -> Timestamp {
     fixtures::T0
 }
@@ -175,7 +181,7 @@ async fn per_user_limit_holds_across_two_processes() {
         (ReserveStrategy::group(), ReserveStrategy::RowLock),
         (ReserveStrategy::group(), ReserveStrategy::group()),
     ] {
-        let stores = [pool(&db, sa).await, pool(&db, sb).await];
+        let stores = pools(&db, [sa, sb]).await;
         let drop = new_drop(&stores[0], 100, 3).await;
         let user = UserId::new();
         let mut tasks = Vec::new();
@@ -206,10 +212,7 @@ async fn same_key_from_two_processes_places_once() {
     let Some(db) = fresh().await else {
         return;
     };
-    let stores = [
-        pool(&db, ReserveStrategy::group()).await,
-        pool(&db, ReserveStrategy::RowLock).await,
-    ];
+    let stores = pools(&db, [ReserveStrategy::group(), ReserveStrategy::RowLock]).await;
     let drop = new_drop(&stores[0], 100, 10).await;
     let user = UserId::new();
     let mut tasks = Vec::new();
@@ -397,10 +400,7 @@ async fn transition_has_one_winner_across_processes() {
     let Some(db) = fresh().await else {
         return;
     };
-    let stores = [
-        pool(&db, ReserveStrategy::RowLock).await,
-        pool(&db, ReserveStrategy::RowLock).await,
-    ];
+    let stores = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::RowLock]).await;
     let mut drop = live_drop(1);
     drop.state = DropState::Scheduled;
     stores[0].insert_drop(&drop, 5, &[]).await.unwrap();
@@ -436,10 +436,7 @@ async fn concurrent_sweepers_return_each_hold_once() {
     let Some(db) = fresh().await else {
         return;
     };
-    let stores = [
-        pool(&db, ReserveStrategy::group()).await,
-        pool(&db, ReserveStrategy::RowLock).await,
-    ];
+    let stores = pools(&db, [ReserveStrategy::group(), ReserveStrategy::RowLock]).await;
     let drop = new_drop(&stores[0], 60, 1).await;
     for i in 0..60 {
         let o = order(UserId::new(), &drop, 1, &format!("h{i}"));
@@ -480,10 +477,7 @@ async fn idempotency_begin_has_one_winner() {
     let Some(db) = fresh().await else {
         return;
     };
-    let stores = [
-        pool(&db, ReserveStrategy::RowLock).await,
-        pool(&db, ReserveStrategy::RowLock).await,
-    ];
+    let stores = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::RowLock]).await;
     let user = UserId::new();
     let mut tasks = Vec::new();
     for i in 0..16 {
@@ -914,10 +908,7 @@ async fn random_sequences_keep_the_invariant() {
     let Some(db) = fresh().await else {
         return;
     };
-    let stores = [
-        pool(&db, ReserveStrategy::RowLock).await,
-        pool(&db, ReserveStrategy::group()).await,
-    ];
+    let stores = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
     let (mut settled, mut expired) = (0, 0);
     for case in 0..32u64 {
         let mut rng = rand::rngs::StdRng::seed_from_u64(case);

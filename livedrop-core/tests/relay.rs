@@ -188,6 +188,11 @@ async fn a_process_killed_after_its_relay_published_leaves_the_notifications_to_
     assert_eq!(world.store.backlog().await.unwrap(), 0);
 }
 
+/// A relay of `app`'s outbox to its bus, 500 events a batch.
+fn relay_of(app: &Livedrop) -> OutboxRelay {
+    OutboxRelay::new(app.ports().outbox.clone(), app.ports().bus.clone(), 500)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_relay_killed_mid_fan_out_leaves_every_follower_notified_once() {
     let world = Deployment::new();
@@ -207,7 +212,7 @@ async fn a_relay_killed_mid_fan_out_leaves_every_follower_notified_once() {
         },
         config(),
     );
-    let relay = OutboxRelay::new(a.ports().outbox.clone(), a.ports().bus.clone(), 500).notifying(a);
+    let relay = relay_of(&a).notifying(a);
     let task = tokio::spawn(async move { relay.relay_once().await });
     stalling.stalled.notified().await;
     task.abort();
@@ -218,7 +223,7 @@ async fn a_relay_killed_mid_fan_out_leaves_every_follower_notified_once() {
     // B's relay handles the whole batch again: the two notified already are not
     // notified twice, the three others are notified.
     let b = world.process(Arc::new(MemoryBus::new()));
-    let relay = OutboxRelay::new(b.ports().outbox.clone(), b.ports().bus.clone(), 500).notifying(b);
+    let relay = relay_of(&b).notifying(b);
     while relay.relay_once().await.unwrap() > 0 {}
     assert_eq!(world.drop_live_counts(drop, &followers).await, vec![1; 5]);
     assert_eq!(world.store.backlog().await.unwrap(), 0);
@@ -231,7 +236,7 @@ async fn a_relay_that_does_not_notify_leaves_notifications_to_the_consumer_group
     let world = Deployment::new();
     let app = world.process(Arc::new(MemoryBus::new()));
     let (drop, followers) = world.live_drop_with_followers(&app, 3).await;
-    let relay = OutboxRelay::new(app.ports().outbox.clone(), app.ports().bus.clone(), 500);
+    let relay = relay_of(&app);
     while relay.relay_once().await.unwrap() > 0 {}
     assert_eq!(world.store.backlog().await.unwrap(), 0);
     assert_eq!(world.drop_live_counts(drop, &followers).await, vec![0; 3]);

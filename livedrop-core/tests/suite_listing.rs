@@ -107,29 +107,35 @@ fn assert_same(suite: &str, written: BTreeSet<String>, listed: BTreeSet<String>)
     assert!(!written.is_empty(), "{suite}: no case found");
 }
 
+/// The cases written for `suite` are the ones its `<suite>_conformance` macro lists,
+/// and the macro runs that suite.
+fn assert_listed(suite: &str, written: BTreeSet<String>) {
+    let name = format!("{suite}_conformance");
+    assert_same(suite, written, listed(&name));
+    assert_eq!(suite_of(&name), suite);
+}
+
 #[test]
 fn every_store_case_is_listed_in_store_conformance() {
-    let written = STORE.iter().flat_map(|(_, src)| cases(src)).collect();
-    assert_same("store", written, listed("store_conformance"));
-    assert_eq!(suite_of("store_conformance"), "store");
+    assert_listed(
+        "store",
+        STORE.iter().flat_map(|(_, src)| cases(src)).collect(),
+    );
 }
 
 #[test]
 fn every_cache_case_is_listed_in_cache_conformance() {
-    assert_same("cache", cases(CACHE), listed("cache_conformance"));
-    assert_eq!(suite_of("cache_conformance"), "cache");
+    assert_listed("cache", cases(CACHE));
 }
 
 #[test]
 fn every_bus_case_is_listed_in_bus_conformance() {
-    assert_same("bus", cases(BUS), listed("bus_conformance"));
-    assert_eq!(suite_of("bus_conformance"), "bus");
+    assert_listed("bus", cases(BUS));
 }
 
 #[test]
 fn every_gate_case_is_listed_in_gate_conformance() {
-    assert_same("gate", cases(GATE), listed("gate_conformance"));
-    assert_eq!(suite_of("gate_conformance"), "gate");
+    assert_listed("gate", cases(GATE));
 }
 
 /// The files read above are all the suite has: a new store file, or a new suite

@@ -601,17 +601,13 @@ fn runtime() -> tokio::runtime::Runtime {
 
 #[test]
 fn malformed_requests_get_a_4xx_in_the_error_shape_never_a_5xx() {
-    let runtime = runtime();
-    let fixture = runtime.block_on(memory_fixture());
-    throw_malformed_requests(&runtime, &fixture);
+    throw_malformed_requests(&runtime(), memory_fixture());
 }
 
 #[cfg(feature = "sqlite")]
 #[test]
 fn malformed_requests_on_sqlite_get_a_4xx_in_the_error_shape_never_a_5xx() {
-    let runtime = runtime();
-    let fixture = runtime.block_on(sqlite_fixture());
-    throw_malformed_requests(&runtime, &fixture);
+    throw_malformed_requests(&runtime(), sqlite_fixture());
 }
 
 /// PostgreSQL refuses what the other stores would keep (a NUL in text, years
@@ -624,14 +620,17 @@ fn malformed_requests_on_postgres_get_a_4xx_in_the_error_shape_never_a_5xx() {
     let Some(schema) = runtime.block_on(TestSchema::new("the bad-input test on PostgreSQL")) else {
         return;
     };
-    let fixture = runtime.block_on(postgres_fixture(&schema));
-    throw_malformed_requests(&runtime, &fixture);
+    throw_malformed_requests(&runtime, postgres_fixture(&schema));
     // The schema goes before the runtime that serves the store's pool.
     drop(schema);
 }
 
-/// Runs the generated cases against the router of `fixture`.
-fn throw_malformed_requests(runtime: &tokio::runtime::Runtime, fixture: &Fixture) {
+/// Sets `fixture` up and runs the generated cases against its router.
+fn throw_malformed_requests(
+    runtime: &tokio::runtime::Runtime,
+    fixture: impl std::future::Future<Output = Fixture>,
+) {
+    let fixture = &runtime.block_on(fixture);
     let mut runner = TestRunner::new(RunnerConfig {
         cases: 512,
         failure_persistence: None,

@@ -23,6 +23,9 @@ use futures::StreamExt;
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
 
+#[path = "harness/sse.rs"]
+mod sse;
+
 const BIN: &str = env!("CARGO_BIN_EXE_livedrop-http");
 const INTERNAL: &str = "e2e-internal-token";
 
@@ -245,25 +248,8 @@ fn watch(url: String) -> tokio::sync::mpsc::UnboundedReceiver<Frame> {
         let mut buffer = String::new();
         while let Some(Ok(chunk)) = stream.next().await {
             buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(end) = buffer.find("\n\n") {
-                let raw: String = buffer.drain(..end + 2).collect();
-                let mut name = String::new();
-                let mut data = String::new();
-                for line in raw.lines() {
-                    if let Some(n) = line.strip_prefix("event: ") {
-                        name = n.to_owned();
-                    } else if let Some(d) = line.strip_prefix("data: ") {
-                        data.push_str(d);
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                let frame = Frame {
-                    name,
-                    data: serde_json::from_str(&data).unwrap(),
-                };
-                if tx.send(frame).is_err() {
+            while let Some((name, data)) = sse::take_frame(&mut buffer) {
+                if tx.send(Frame { name, data }).is_err() {
                     return;
                 }
             }
@@ -414,24 +400,15 @@ async fn walk(server: ServerGuard) {
     let mut won = winners.iter();
     let (&ci, confirm_id) = won.next().unwrap();
     let (&xi, cancel_id) = won.next().unwrap();
-    let (status, body) = api
-        .post(
-            &format!("/orders/{confirm_id}/confirm"),
-            Some(&buyers[ci].1),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "confirmed");
-    let (status, body) = api
-        .post(
-            &format!("/orders/{cancel_id}/cancel"),
-            Some(&buyers[xi].1),
-            json!({}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["status"], "cancelled");
+    for (buyer, id, action, outcome) in [
+        (ci, confirm_id, "confirm", "confirmed"),
+        (xi, cancel_id, "cancel", "cancelled"),
+    ] {
+        let path = format!("/orders/{id}/{action}");
+        let (status, body) = api.post(&path, Some(&buyers[buyer].1), json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{action}: {body}");
+        assert_eq!(body["status"], outcome);
+    }
 
     // The drop's stock view converges (displayed stock lags by at most a second).
     let expected = json!({"total": 20, "available": 1, "reserved": 18, "sold": 1});

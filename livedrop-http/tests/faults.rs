@@ -27,6 +27,15 @@ const LIVENESS_MS: u128 = 30_000;
 /// One scenario at a time: they stop shared services and load the same 2 cores.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
+/// The services for `test`, checked reachable, and the turn of `test` among the
+/// scenarios (held until the guard drops); `None` (after saying why) when unset.
+async fn services_in_turn(test: &str) -> Option<(Services, tokio::sync::MutexGuard<'static, ()>)> {
+    let services = Services::from_env(test)?;
+    let turn = SERIAL.lock().await;
+    services.assert_reachable().await;
+    Some((services, turn))
+}
+
 /// Order and read load in the background, recording each answer with the phase it
 /// was sent in.
 struct Load {
@@ -165,6 +174,27 @@ impl Load {
         }
         all
     }
+
+    /// Lets the load run `more`, stops it, prints the figures of phases
+    /// `0..phases`, and checks that every request answered within the liveness
+    /// bound: it answers, even while a dependency is down, instead of hanging. Not
+    /// a speed claim: latency figures are in BENCHMARKS.md.
+    async fn finish_after(self, more: Duration, phases: usize) -> Vec<Sample> {
+        tokio::time::sleep(more).await;
+        let samples = self.finish().await;
+        for phase in 0..phases {
+            eprintln!("phase {phase}: {}", phase_summary(&samples, phase));
+        }
+        for s in &samples {
+            assert!(
+                s.millis < LIVENESS_MS,
+                "a request took {} ms (phase {}): it hangs: {s:?}",
+                s.millis,
+                s.phase
+            );
+        }
+        samples
+    }
 }
 
 /// `status code` counts of `kind` samples sent in `phase`.
@@ -204,6 +234,17 @@ fn latency(samples: &[Sample], phase: usize, kind: &str) -> String {
     )
 }
 
+/// One phase's answers and latencies, orders then reads, for the printed figures.
+fn phase_summary(samples: &[Sample], phase: usize) -> String {
+    format!(
+        "orders {:?} ({}), reads {:?} ({})",
+        tally(samples, phase, "order"),
+        latency(samples, phase, "order"),
+        tally(samples, phase, "read"),
+        latency(samples, phase, "read")
+    )
+}
+
 /// The order ids each buyer was answered, by buyer index.
 fn announced(samples: &[Sample]) -> HashMap<usize, HashSet<String>> {
     let mut known: HashMap<usize, HashSet<String>> = HashMap::new();
@@ -216,6 +257,19 @@ fn announced(samples: &[Sample]) -> HashMap<usize, HashSet<String>> {
         }
     }
     known
+}
+
+/// The end of a scenario: the drop's stock equals the orders the buyers hold,
+/// which are the orders they were answered (`known`); then the server stops.
+async fn assert_accounted_and_stop(
+    api: &Api,
+    server: Server,
+    drop: &str,
+    buyers: &[Person],
+    known: &HashMap<usize, HashSet<String>>,
+) {
+    assert_stock_matches_orders(api, &server.base, drop, buyers, known).await;
+    server.stop().await;
 }
 
 /// Settles orders whose outcome stayed unknown (no answer, a 5xx, or in flight)
@@ -335,30 +389,50 @@ struct Loaded {
 
 impl Loaded {
     async fn start(services: &Services, name: &str) -> Loaded {
+        Self::start_with(services, name, &[], false, Duration::from_secs(40)).await
+    }
+
+    /// [`Loaded::start`] with `extra` server environment and load lasting at most
+    /// `load_for`; with `followed`, every buyer follows the creator first and has
+    /// the drop's `drop_live` notification before the load starts.
+    async fn start_with(
+        services: &Services,
+        name: &str,
+        extra: &[(&str, &str)],
+        followed: bool,
+        load_for: Duration,
+    ) -> Loaded {
         let db = TestSchema::on(&services.db).await;
         let schema = db.name();
         let people = seed_people(&db, 8).await;
-        let server = Server::start(name, &server_env(services, schema, schema, &[])).await;
+        let server = Server::start(name, &server_env(services, schema, schema, extra)).await;
         let api = Api::new();
+        if followed {
+            follow_creator(&api, std::slice::from_ref(&server.base), &people).await;
+        }
         let (drop, product) =
             create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
+        if followed {
+            let buyers = &people.buyers;
+            assert_notifications(&api, &server.base, &drop, buyers, "drop_live", |_| 1).await;
+        }
         let load = Load::warmed(
             &api,
             &server.base,
             &drop,
             &product,
             &people.buyers,
-            Duration::from_secs(40),
+            load_for,
         )
         .await;
         Loaded {
+            load,
             db,
             people,
             server,
             api,
             drop,
             product,
-            load,
         }
     }
 }
@@ -367,11 +441,9 @@ impl Loaded {
 /// it is down; after it is back, the cache serves hits again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_keeps_reads_and_orders_going() {
-    let Some(services) = Services::from_env("redis_outage") else {
+    let Some((services, _turn)) = services_in_turn("redis_outage").await else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    services.assert_reachable().await;
     let redis = LocalRedis::from_url(&services.redis);
     let _restart = redis.restart_on_drop();
     let Loaded {
@@ -415,27 +487,8 @@ async fn redis_outage_keeps_reads_and_orders_going() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let samples = load.finish().await;
-
-    for phase in 0..3 {
-        eprintln!(
-            "phase {phase}: orders {:?} ({}), reads {:?} ({})",
-            tally(&samples, phase, "order"),
-            latency(&samples, phase, "order"),
-            tally(&samples, phase, "read"),
-            latency(&samples, phase, "read")
-        );
-    }
+    let samples = load.finish_after(Duration::from_secs(1), 3).await;
     for s in &samples {
-        // A liveness bound (a request answers, even while a dependency is down,
-        // instead of hanging), not a speed claim: latency figures are in BENCHMARKS.md.
-        assert!(
-            s.millis < LIVENESS_MS,
-            "a request took {} ms (phase {}): it hangs: {s:?}",
-            s.millis,
-            s.phase
-        );
         let expected = if s.kind == "order" { 201 } else { 200 };
         assert_eq!(
             s.status, expected,
@@ -451,9 +504,7 @@ async fn redis_outage_keeps_reads_and_orders_going() {
             );
         }
     }
-    let known = announced(&samples);
-    assert_stock_matches_orders(&api, &server.base, &drop, &people.buyers, &known).await;
-    server.stop().await;
+    assert_accounted_and_stop(&api, server, &drop, &people.buyers, &announced(&samples)).await;
 }
 
 /// The broker stopped mid-load: orders go on, the outbox grows; after the broker
@@ -462,44 +513,26 @@ async fn redis_outage_keeps_reads_and_orders_going() {
 /// shared one is untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_holds_events_and_delivers_them_after() {
-    let Some(services) = Services::from_env("broker_outage") else {
+    let Some((services, _turn)) = services_in_turn("broker_outage").await else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    services.assert_reachable().await;
     let port = free_port();
     let mut broker = Broker::start(port).await;
-    let db = TestSchema::on(&services.db).await;
-    let schema = db.name();
-    let people = seed_people(&db, 8).await;
     let brokers = format!("127.0.0.1:{port}");
-    let env = server_env(
+    // The schema, bound first, goes last.
+    let Loaded {
+        db: _db,
+        load,
+        api,
+        server,
+        people,
+        drop,
+        product: _,
+    } = Loaded::start_with(
         &services,
-        schema,
-        schema,
+        "broker",
         &[("LIVEDROP_KAFKA_BROKERS", brokers.as_str())],
-    );
-    let server = Server::start("broker", &env).await;
-    let api = Api::new();
-    follow_creator(&api, std::slice::from_ref(&server.base), &people).await;
-    let (drop, product) =
-        create_drop(&api, &server.base, &people.creator.token, 10_000, None).await;
-    assert_notifications(
-        &api,
-        &server.base,
-        &drop,
-        &people.buyers,
-        "drop_live",
-        |_| 1,
-    )
-    .await;
-
-    let load = Load::warmed(
-        &api,
-        &server.base,
-        &drop,
-        &product,
-        &people.buyers,
+        true,
         Duration::from_secs(60),
     )
     .await;
@@ -520,7 +553,7 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     })
     .await;
     // Each buyer confirms one order it placed during the outage.
-    let during = load.finish().await;
+    let during = load.finish_after(Duration::ZERO, 0).await;
     let mut confirmed = HashSet::new();
     for s in during
         .iter()
@@ -548,24 +581,12 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
         !confirmed.is_empty(),
         "no order succeeded during the outage"
     );
-    eprintln!(
-        "outage: orders {:?} ({}), reads {:?} ({}), backlog {backlog}",
-        tally(&during, 1, "order"),
-        latency(&during, 1, "order"),
-        tally(&during, 1, "read"),
-        latency(&during, 1, "read")
-    );
+    eprintln!("outage: {}, backlog {backlog}", phase_summary(&during, 1));
 
     let _broker = Broker::start(port).await;
     // The private broker keeps its data in memory, so it comes back without the
     // topics: the server's relay re-creates them on its next failed publish.
-    wait_for(Duration::from_secs(60), "the outbox to drain", || async {
-        let backlog = metric(&api, &server.base, "livedrop_outbox_backlog").await;
-        (backlog == Some(0.0))
-            .then_some(())
-            .ok_or(format!("backlog {backlog:?}"))
-    })
-    .await;
+    wait_for_outbox_drained(&api, &server.base, Duration::from_secs(60)).await;
     assert_notifications(
         &api,
         &server.base,
@@ -578,15 +599,8 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
     for s in &during {
         let expected = if s.kind == "order" { 201 } else { 200 };
         assert_eq!(s.status, expected, "phase {}: {s:?}", s.phase);
-        assert!(
-            s.millis < LIVENESS_MS,
-            "a request took {} ms: it hangs: {s:?}",
-            s.millis
-        );
     }
-    let known = announced(&during);
-    assert_stock_matches_orders(&api, &server.base, &drop, &people.buyers, &known).await;
-    server.stop().await;
+    assert_accounted_and_stop(&api, server, &drop, &people.buyers, &announced(&during)).await;
 }
 
 /// PostgreSQL backends of the server killed repeatedly mid-load: every answer comes
@@ -594,11 +608,9 @@ async fn broker_outage_holds_events_and_delivers_them_after() {
 /// serves again without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_database_backends_fail_fast_and_recover() {
-    let Some(services) = Services::from_env("database_backends_killed") else {
+    let Some((services, _turn)) = services_in_turn("database_backends_killed").await else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    services.assert_reachable().await;
     let Loaded {
         db,
         people,
@@ -647,24 +659,8 @@ async fn killed_database_backends_fail_fast_and_recover() {
     )
     .await;
     load.phase(3);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let samples = load.finish().await;
-    for phase in 0..4 {
-        eprintln!(
-            "phase {phase}: orders {:?} ({}), reads {:?} ({})",
-            tally(&samples, phase, "order"),
-            latency(&samples, phase, "order"),
-            tally(&samples, phase, "read"),
-            latency(&samples, phase, "read")
-        );
-    }
+    let samples = load.finish_after(Duration::from_secs(2), 4).await;
     for s in &samples {
-        // A liveness bound (see LIVENESS_MS), not a speed claim.
-        assert!(
-            s.millis < LIVENESS_MS,
-            "a request hung for {} ms: {s:?}",
-            s.millis
-        );
         let ok = if s.kind == "order" { 201 } else { 200 };
         if s.phase == 3 || s.phase == 0 {
             assert_eq!(s.status, ok, "{} in phase {}: {s:?}", s.kind, s.phase);
@@ -697,19 +693,16 @@ async fn killed_database_backends_fail_fast_and_recover() {
             .or_default()
             .insert(o["id"].as_str().unwrap().to_owned());
     }
-    assert_stock_matches_orders(&api, &server.base, &drop, &people.buyers, &known).await;
-    server.stop().await;
+    assert_accounted_and_stop(&api, server, &drop, &people.buyers, &known).await;
 }
 
 /// A process killed with SIGKILL while its orders hold stock: another process
 /// expires the holds, the stock returns and is sold again, nothing oversold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holds_of_a_killed_process_expire_and_stock_returns() {
-    let Some(services) = Services::from_env("killed_process") else {
+    let Some((services, _turn)) = services_in_turn("killed_process").await else {
         return;
     };
-    let _serial = SERIAL.lock().await;
-    services.assert_reachable().await;
     let db = TestSchema::on(&services.db).await;
     let schema = db.name();
     let people = seed_people(&db, 10).await;
@@ -748,15 +741,12 @@ async fn holds_of_a_killed_process_expire_and_stock_returns() {
         orders.push((buyer, placed.order_id.unwrap()));
     }
     for (buyer, id) in &orders[..5] {
-        api.expect(
-            &first.base,
-            "POST",
-            &format!("/orders/{id}/confirm"),
-            Some(&people.buyers[*buyer].token),
-            None,
-            200,
-        )
-        .await;
+        let (path, token) = (
+            format!("/orders/{id}/confirm"),
+            &people.buyers[*buyer].token,
+        );
+        api.expect(&first.base, "POST", &path, Some(token), None, 200)
+            .await;
     }
     // More buyers are still racing when the process dies.
     let racing: Vec<_> = (0..6)
@@ -808,34 +798,14 @@ async fn holds_of_a_killed_process_expire_and_stock_returns() {
     })
     .await;
     eprintln!("after the sweep: {stock:?}");
-    for (buyer, id) in &orders[..5] {
+    // The sweep leaves the five paid orders and expires the held ones.
+    for (n, (buyer, id)) in orders.iter().enumerate() {
+        let (path, token) = (format!("/orders/{id}"), &people.buyers[*buyer].token);
         let o = api
-            .expect(
-                &second.base,
-                "GET",
-                &format!("/orders/{id}"),
-                Some(&people.buyers[*buyer].token),
-                None,
-                200,
-            )
+            .expect(&second.base, "GET", &path, Some(token), None, 200)
             .await;
-        assert_eq!(
-            o["status"], "confirmed",
-            "the sweep leaves paid orders: {o}"
-        );
-    }
-    for (buyer, id) in &orders[5..] {
-        let o = api
-            .expect(
-                &second.base,
-                "GET",
-                &format!("/orders/{id}"),
-                Some(&people.buyers[*buyer].token),
-                None,
-                200,
-            )
-            .await;
-        assert_eq!(o["status"], "expired", "{o}");
+        let expected = if n < 5 { "confirmed" } else { "expired" };
+        assert_eq!(o["status"], expected, "order {n}: {o}");
     }
 
     // The returned stock sells again, exactly once.

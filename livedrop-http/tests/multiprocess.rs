@@ -137,13 +137,7 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
         |i| usize::from(confirmed.contains(&i)),
     )
     .await;
-    wait_for(Duration::from_secs(30), "the outbox to drain", || async {
-        let backlog = metric(&api, &a.base, "livedrop_outbox_backlog").await;
-        (backlog == Some(0.0))
-            .then_some(())
-            .ok_or(format!("backlog {backlog:?}"))
-    })
-    .await;
+    wait_for_outbox_drained(&api, &a.base, Duration::from_secs(30)).await;
 
     a.stop().await;
     b.stop().await;

@@ -24,6 +24,9 @@ use livedrop_http::{router, AppState, HttpOptions};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+#[path = "harness/sse.rs"]
+mod sse;
+
 struct App {
     router: Router,
     state: AppState,
@@ -156,15 +159,60 @@ impl App {
         r.body
     }
 
+    /// A creator's token and a drop of theirs, live now with `stock` units.
+    async fn creator_with_drop(&self, stock: u32, limit: Option<u32>) -> (String, Value) {
+        let (_, creator) = self.user(Role::Creator, "creator").await;
+        let drop = self.live_drop(&creator, stock, limit).await;
+        (creator, drop)
+    }
+
     async fn order(&self, token: &str, drop: &Value, quantity: u32, key: &str) -> Reply {
-        self.call_with(
-            Method::POST,
-            "/orders",
-            Some(token),
-            Some(json!({"drop_id": drop["id"], "quantity": quantity})),
-            &[("idempotency-key", key)],
-        )
-        .await
+        let body = json!({"drop_id": drop["id"], "quantity": quantity});
+        self.post_keyed("/orders", Some(token), body, key).await
+    }
+
+    /// A `POST` with an `idempotency-key`.
+    async fn post_keyed(&self, uri: &str, token: Option<&str>, body: Value, key: &str) -> Reply {
+        let headers = [("idempotency-key", key)];
+        self.call_with(Method::POST, uri, token, Some(body), &headers)
+            .await
+    }
+
+    /// `GET /users/me` with this `authorization` header, if any.
+    async fn me_authorized(&self, authorization: Option<&str>) -> Reply {
+        let headers: Vec<_> = authorization
+            .map(|a| ("authorization", a))
+            .into_iter()
+            .collect();
+        self.call_with(Method::GET, "/users/me", None, None, &headers)
+            .await
+    }
+
+    /// An anonymous `GET`.
+    async fn get(&self, uri: &str) -> Reply {
+        self.call(Method::GET, uri, None, None).await
+    }
+
+    /// A request without a body, as the holder of `token`.
+    async fn as_user(&self, method: Method, uri: &str, token: &str) -> Reply {
+        self.call(method, uri, Some(token), None).await
+    }
+
+    /// `POST /orders/{id}/{action}` (confirm, cancel, extend) as the holder of `token`.
+    async fn order_action(&self, id: &str, action: &str, token: &str) -> Reply {
+        self.as_user(Method::POST, &format!("/orders/{id}/{action}"), token)
+            .await
+    }
+
+    /// `PUT` (follow) or `DELETE` (unfollow) of `/users/{user}/followers/me`.
+    async fn follow(
+        &self,
+        method: Method,
+        user: impl std::fmt::Display,
+        token: Option<&str>,
+    ) -> Reply {
+        self.call(method, &format!("/users/{user}/followers/me"), token, None)
+            .await
     }
 
     /// Runs the notification consumer over every event in the outbox.
@@ -205,18 +253,38 @@ fn request(
 /// Asserts the error shape and code.
 #[track_caller]
 fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
-    assert_eq!(reply.status, status, "body: {}", reply.body);
-    assert_eq!(reply.body["code"], code, "body: {}", reply.body);
+    assert_error_for("the request", reply, status, code);
+}
+
+/// [`assert_error`] for one case of a table, named by `case` in every failure.
+#[track_caller]
+fn assert_error_for(case: &str, reply: &Reply, status: StatusCode, code: &str) {
+    let body = &reply.body;
+    assert_eq!(reply.status, status, "{case}: body: {body}");
+    assert_eq!(body["code"], code, "{case}: body: {body}");
     assert!(
-        reply.body["message"]
-            .as_str()
-            .is_some_and(|m| !m.is_empty()),
-        "{}",
-        reply.body
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{case}: {body}"
     );
-    assert!(reply.body["details"].is_object(), "{}", reply.body);
-    assert_eq!(reply.body.as_object().unwrap().len(), 3, "{}", reply.body);
-    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/json");
+    assert!(body["details"].is_object(), "{case}: {body}");
+    assert_eq!(body.as_object().unwrap().len(), 3, "{case}: {body}");
+    assert_eq!(
+        reply.headers[header::CONTENT_TYPE],
+        "application/json",
+        "{case}"
+    );
+}
+
+/// The field names of a JSON object, sorted.
+fn sorted_keys(body: &Value) -> Vec<String> {
+    let mut keys: Vec<_> = body.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+/// The `items` of a page.
+fn items(page: &Value) -> &[Value] {
+    page["items"].as_array().unwrap()
 }
 
 #[tokio::test]
@@ -230,22 +298,40 @@ async fn register_login_and_me() {
     assert_eq!(r.body["email"], "ada@example.com");
     assert_eq!(r.body["role"], "creator");
     assert!(r.body.get("password_hash").is_none());
-    let mut keys: Vec<_> = r.body.as_object().unwrap().keys().cloned().collect();
-    keys.sort();
-    assert_eq!(keys, ["created_at", "display_name", "email", "id", "role"]);
+    assert_eq!(
+        sorted_keys(&r.body),
+        ["created_at", "display_name", "email", "id", "role"]
+    );
     let id = r.body["id"].as_str().unwrap().to_owned();
 
-    assert_error(
-        &app.call(Method::POST, "/users", None, Some(body)).await,
-        StatusCode::CONFLICT,
-        "email_taken",
-    );
     let admin = json!({"email": "x@example.com", "password": "correct horse", "display_name": "X", "role": "admin"});
-    assert_error(
-        &app.call(Method::POST, "/users", None, Some(admin)).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
+    let wrong = json!({"email": "ada@example.com", "password": "wrong password"});
+    for (case, uri, body, status, code) in [
+        (
+            "the same email again",
+            "/users",
+            body,
+            StatusCode::CONFLICT,
+            "email_taken",
+        ),
+        (
+            "an admin sign-up",
+            "/users",
+            admin,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "a wrong password",
+            "/sessions",
+            wrong,
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+        ),
+    ] {
+        let r = app.call(Method::POST, uri, None, Some(body)).await;
+        assert_error_for(case, &r, status, code);
+    }
     let bad_email = json!({"email": "nope", "password": "correct horse", "display_name": "X", "role": "customer"});
     let r = app
         .call(Method::POST, "/users", None, Some(bad_email))
@@ -253,58 +339,20 @@ async fn register_login_and_me() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
     assert_eq!(r.body["details"]["field"], "email");
 
-    let wrong = json!({"email": "ada@example.com", "password": "wrong password"});
-    assert_error(
-        &app.call(Method::POST, "/sessions", None, Some(wrong)).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
-    );
     let login = json!({"email": "ADA@example.com", "password": "correct horse"});
     let r = app.call(Method::POST, "/sessions", None, Some(login)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["user"]["id"], id.as_str());
     let token = r.body["token"].as_str().unwrap().to_owned();
 
-    let me = app.call(Method::GET, "/users/me", Some(&token), None).await;
+    let me = app.as_user(Method::GET, "/users/me", &token).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["id"], id.as_str());
-    let other = app
-        .call(Method::GET, &format!("/users/{id}"), None, None)
-        .await;
+    let other = app.get(&format!("/users/{id}")).await;
     assert_eq!(other.body["display_name"], "Ada");
-    assert_error(
-        &app.call(
-            Method::GET,
-            &format!("/users/{}", uuid::Uuid::new_v4()),
-            None,
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+    let r = app.get(&format!("/users/{}", uuid::Uuid::new_v4())).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 
-    assert_error(
-        &app.call(Method::GET, "/users/me", None, None).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-    assert_error(
-        &app.call(Method::GET, "/users/me", Some("garbage"), None)
-            .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-    let r = app
-        .call_with(
-            Method::GET,
-            "/users/me",
-            None,
-            None,
-            &[("authorization", "Basic abc")],
-        )
-        .await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
     let (user, _) = app.user(Role::Customer, "old").await;
     let past = chrono::Utc::now() - chrono::Duration::hours(2);
     let expired = app
@@ -312,21 +360,23 @@ async fn register_login_and_me() {
         .tokens()
         .issue_expiring_at(&user.actor(), past, past + chrono::Duration::minutes(5))
         .unwrap();
-    let r = app
-        .call(Method::GET, "/users/me", Some(&expired), None)
-        .await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
-    assert!(r.body["message"].as_str().unwrap().contains("expired"));
     let foreign = TokenKeys::new(b"another-secret-entirely-000000", Duration::from_secs(60))
         .issue(&user.actor())
         .unwrap()
         .0;
-    assert_error(
-        &app.call(Method::GET, "/users/me", Some(&foreign), None)
-            .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
+    for (case, authorization) in [
+        ("no credentials", None),
+        ("a garbage token", Some("Bearer garbage".to_owned())),
+        ("basic credentials", Some("Basic abc".to_owned())),
+        ("an expired token", Some(format!("Bearer {expired}"))),
+        ("another secret's token", Some(format!("Bearer {foreign}"))),
+    ] {
+        let r = app.me_authorized(authorization.as_deref()).await;
+        assert_error_for(case, &r, StatusCode::UNAUTHORIZED, "unauthenticated");
+        if case == "an expired token" {
+            assert!(r.body["message"].as_str().unwrap().contains("expired"));
+        }
+    }
 }
 
 #[tokio::test]
@@ -342,16 +392,8 @@ async fn a_profile_shows_its_email_only_to_its_owner_and_admins() {
             .call(Method::GET, &path, token.map(String::as_str), None)
             .await;
         assert_eq!(r.status, StatusCode::OK, "{viewer}: {}", r.body);
-        let mut fields: Vec<&str> = r
-            .body
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        fields.sort_unstable();
         assert_eq!(
-            fields,
+            sorted_keys(&r.body),
             ["created_at", "display_name", "id", "role"],
             "{viewer} sees the public profile only"
         );
@@ -367,15 +409,10 @@ async fn a_profile_shows_its_email_only_to_its_owner_and_admins() {
             "{viewer} sees the email"
         );
     }
-    let me = app
-        .call(Method::GET, "/users/me", Some(&ada_token), None)
-        .await;
+    let me = app.as_user(Method::GET, "/users/me", &ada_token).await;
     assert_eq!(me.body["email"], ada.email.as_str());
-    assert_error(
-        &app.call(Method::GET, &path, Some("garbage"), None).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
+    let r = app.as_user(Method::GET, &path, "garbage").await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 #[tokio::test]
@@ -386,88 +423,66 @@ async fn follows_are_idempotent_and_listings_paginate() {
     let mut followers = Vec::new();
     for i in 0..3 {
         let (f, token) = app.user(Role::Customer, &format!("f{i}")).await;
-        let path = format!("/users/{}/followers/me", creator.id);
-        assert_eq!(
-            app.call(Method::PUT, &path, Some(&token), None)
-                .await
-                .status,
-            StatusCode::NO_CONTENT
-        );
-        assert_eq!(
-            app.call(Method::PUT, &path, Some(&token), None)
-                .await
-                .status,
-            StatusCode::NO_CONTENT
-        );
+        for attempt in ["first", "repeated"] {
+            let r = app.follow(Method::PUT, &creator.id, Some(&token)).await;
+            assert_eq!(r.status, StatusCode::NO_CONTENT, "{attempt} follow");
+        }
         followers.push((f, token));
         app.clock.advance(chrono::Duration::seconds(1));
     }
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("/users/{}/followers/me", customer.id),
-            Some(&followers[0].1),
+    for (case, user, token, status, code) in [
+        (
+            "following a customer",
+            customer.id.to_string(),
+            Some(followers[0].1.as_str()),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "following anonymously",
+            creator.id.to_string(),
             None,
-        )
-        .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("/users/{}/followers/me", creator.id),
-            None,
-            None,
-        )
-        .await;
-    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
-    let r = app
-        .call(
-            Method::PUT,
-            &format!("/users/{}/followers/me", uuid::Uuid::new_v4()),
-            Some(&customer_token),
-            None,
-        )
-        .await;
-    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "following an unknown user",
+            uuid::Uuid::new_v4().to_string(),
+            Some(customer_token.as_str()),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let r = app.follow(Method::PUT, user, token).await;
+        assert_error_for(case, &r, status, code);
+    }
 
     let page1 = app
-        .call(
-            Method::GET,
-            &format!("/users/{}/followers?limit=2", creator.id),
-            None,
-            None,
-        )
+        .get(&format!("/users/{}/followers?limit=2", creator.id))
         .await;
     assert_eq!(page1.status, StatusCode::OK);
-    let items = page1.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2);
+    let first = items(&page1.body);
+    assert_eq!(first.len(), 2);
     assert_eq!(
-        items[0]["user_id"],
+        first[0]["user_id"],
         followers[2].0.id.to_string(),
         "newest first"
     );
-    assert_eq!(items[1]["user_id"], followers[1].0.id.to_string());
+    assert_eq!(first[1]["user_id"], followers[1].0.id.to_string());
     let cursor = page1.body["next_cursor"].as_str().unwrap();
     let page2 = app
-        .call(
-            Method::GET,
-            &format!("/users/{}/followers?limit=2&cursor={cursor}", creator.id),
-            None,
-            None,
-        )
+        .get(&format!(
+            "/users/{}/followers?limit=2&cursor={cursor}",
+            creator.id
+        ))
         .await;
-    let items = page2.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1);
-    assert_eq!(items[0]["user_id"], followers[0].0.id.to_string());
+    let second = items(&page2.body);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0]["user_id"], followers[0].0.id.to_string());
     assert!(page2.body["next_cursor"].is_null());
 
     let following = app
-        .call(
-            Method::GET,
-            &format!("/users/{}/following", followers[0].0.id),
-            None,
-            None,
-        )
+        .get(&format!("/users/{}/following", followers[0].0.id))
         .await;
     assert_eq!(
         following.body["items"][0]["user_id"],
@@ -475,47 +490,23 @@ async fn follows_are_idempotent_and_listings_paginate() {
     );
     assert_eq!(following.body["items"][0]["display_name"], "creator");
 
-    let path = format!("/users/{}/followers/me", creator.id);
-    assert_eq!(
-        app.call(Method::DELETE, &path, Some(&followers[0].1), None)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        app.call(Method::DELETE, &path, Some(&followers[0].1), None)
-            .await
-            .status,
-        StatusCode::NO_CONTENT
-    );
-    let all = app
-        .call(
-            Method::GET,
-            &format!("/users/{}/followers", creator.id),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
+    for attempt in ["first", "repeated"] {
+        let r = app
+            .follow(Method::DELETE, &creator.id, Some(&followers[0].1))
+            .await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{attempt} unfollow");
+    }
+    let all = app.get(&format!("/users/{}/followers", creator.id)).await;
+    assert_eq!(items(&all.body).len(), 2);
 
     for bad in ["limit=0", "limit=101", "limit=x", "cursor=nope"] {
         let r = app
-            .call(
-                Method::GET,
-                &format!("/users/{}/followers?{bad}", creator.id),
-                None,
-                None,
-            )
+            .get(&format!("/users/{}/followers?{bad}", creator.id))
             .await;
-        assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+        assert_error_for(bad, &r, StatusCode::BAD_REQUEST, "invalid_input");
     }
     let r = app
-        .call(
-            Method::GET,
-            &format!("/users/{}/followers", uuid::Uuid::new_v4()),
-            None,
-            None,
-        )
+        .get(&format!("/users/{}/followers", uuid::Uuid::new_v4()))
         .await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 }
@@ -528,22 +519,25 @@ async fn products_create_patch_and_search() {
     let (_, customer_token) = app.user(Role::Customer, "customer").await;
     let body =
         json!({"title": "Hoodie", "description": "d", "price_cents": 100, "currency": "EUR"});
-    assert_error(
-        &app.call(
-            Method::POST,
-            "/products",
-            Some(&customer_token),
-            Some(body.clone()),
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    assert_error(
-        &app.call(Method::POST, "/products", None, Some(body)).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
+    for (case, who, status, code) in [
+        (
+            "a customer",
+            Some(customer_token.as_str()),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "anonymous",
+            None,
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+    ] {
+        let r = app
+            .call(Method::POST, "/products", who, Some(body.clone()))
+            .await;
+        assert_error_for(case, &r, status, code);
+    }
     let bad =
         json!({"title": "Hoodie", "description": "d", "price_cents": 100, "currency": "EURO"});
     let r = app
@@ -561,10 +555,8 @@ async fn products_create_patch_and_search() {
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
-    let mut keys: Vec<_> = created.body.as_object().unwrap().keys().cloned().collect();
-    keys.sort();
     assert_eq!(
-        keys,
+        sorted_keys(&created.body),
         [
             "created_at",
             "creator_id",
@@ -583,97 +575,64 @@ async fn products_create_patch_and_search() {
     let id = created.body["id"].as_str().unwrap().to_owned();
     app.call(Method::POST, "/products", Some(&other_token), Some(json!({"title": "Red Mug", "description": "Ceramic", "price_cents": 900, "currency": "USD"}))).await;
 
-    let got = app
-        .call(Method::GET, &format!("/products/{id}"), None, None)
-        .await;
-    assert_eq!(got.body, created.body);
-    assert_error(
-        &app.call(
-            Method::GET,
-            &format!("/products/{}", uuid::Uuid::new_v4()),
-            None,
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-
     let path = format!("/products/{id}");
-    assert_error(
-        &app.call(
-            Method::PATCH,
-            &path,
-            Some(&other_token),
-            Some(json!({"title": "Mine"})),
-        )
-        .await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
+    let got = app.get(&path).await;
+    assert_eq!(got.body, created.body);
+    let r = app
+        .get(&format!("/products/{}", uuid::Uuid::new_v4()))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    for (case, who, body, status, code) in [
+        (
+            "another creator's patch",
+            &other_token,
+            json!({"title": "Mine"}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "an unknown field",
+            &token,
+            json!({"colour": "red"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+    ] {
+        let r = app.call(Method::PATCH, &path, Some(who), Some(body)).await;
+        assert_error_for(case, &r, status, code);
+    }
+    let green = json!({"title": "Green Hoodie", "image_url": null});
     let patched = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"title": "Green Hoodie", "image_url": null})),
-        )
+        .call(Method::PATCH, &path, Some(&token), Some(green))
         .await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
     assert_eq!(patched.body["title"], "Green Hoodie");
     assert_eq!(patched.body["version"], 2);
     assert!(patched.body["image_url"].is_null());
     assert_eq!(patched.body["description"], "Warm cotton");
+    let stale = json!({"price_cents": 1, "expected_version": 1});
     let r = app
-        .call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"price_cents": 1, "expected_version": 1})),
-        )
+        .call(Method::PATCH, &path, Some(&token), Some(stale))
         .await;
     assert_error(&r, StatusCode::CONFLICT, "version_conflict");
     assert_eq!(r.body["details"]["current"], 2);
-    assert_error(
-        &app.call(
-            Method::PATCH,
-            &path,
-            Some(&token),
-            Some(json!({"colour": "red"})),
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
 
-    let search = app
-        .call(Method::GET, "/products?q=green%20COTTON", None, None)
-        .await;
-    let items = search.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1);
-    assert_eq!(items[0]["id"], id.as_str());
-    let none = app
-        .call(Method::GET, "/products?q=ceramic%20hoodie", None, None)
-        .await;
-    assert!(none.body["items"].as_array().unwrap().is_empty());
+    let search = app.get("/products?q=green%20COTTON").await;
+    let found = items(&search.body);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], id.as_str());
+    let none = app.get("/products?q=ceramic%20hoodie").await;
+    assert!(items(&none.body).is_empty());
     let mine = app
-        .call(
-            Method::GET,
-            &format!("/products?creator_id={}", creator.id),
-            None,
-            None,
-        )
+        .get(&format!("/products?creator_id={}", creator.id))
         .await;
-    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
-    let all = app.call(Method::GET, "/products?limit=1", None, None).await;
-    assert_eq!(all.body["items"].as_array().unwrap().len(), 1);
+    assert_eq!(items(&mine.body).len(), 1);
+    let all = app.get("/products?limit=1").await;
+    assert_eq!(items(&all.body).len(), 1);
     assert!(all.body["next_cursor"].is_string());
-    assert_error(
-        &app.call(Method::GET, "/products?creator_id=nope", None, None)
-            .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
+    let r = app.get("/products?creator_id=nope").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
 }
 
 #[tokio::test]
@@ -682,10 +641,8 @@ async fn drops_create_list_filter_get_and_cancel() {
     let (creator, token) = app.user(Role::Creator, "creator").await;
     let (_, other_token) = app.user(Role::Creator, "other").await;
     let live = app.live_drop(&token, 10, Some(2)).await;
-    let mut keys: Vec<_> = live.as_object().unwrap().keys().cloned().collect();
-    keys.sort();
     assert_eq!(
-        keys,
+        sorted_keys(&live),
         [
             "creator_id",
             "ends_at",
@@ -715,53 +672,48 @@ async fn drops_create_list_filter_get_and_cancel() {
     assert_eq!(scheduled["status"], "scheduled");
     assert_eq!(scheduled["per_user_limit"], 5);
 
-    let r = app
-        .call(
-            Method::POST,
-            "/drops",
-            Some(&other_token),
-            Some(json!({"product_id": product["id"], "ends_at": ends, "total_stock": 5})),
-        )
-        .await;
-    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
-    let r = app
-        .call(
-            Method::POST,
-            "/drops",
-            Some(&token),
-            Some(json!({"product_id": product["id"], "ends_at": ends, "total_stock": 0})),
-        )
-        .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
-    let r = app
-        .call(
-            Method::POST,
-            "/drops",
-            Some(&token),
-            Some(json!({"product_id": product["id"], "ends_at": "tomorrow", "total_stock": 1})),
-        )
-        .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
-    let r = app
-        .call(
-            Method::POST,
-            "/drops",
-            Some(&token),
-            Some(json!({"product_id": uuid::Uuid::new_v4(), "ends_at": ends, "total_stock": 1})),
-        )
-        .await;
-    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    for (case, who, body, status, code) in [
+        (
+            "another creator's product",
+            &other_token,
+            json!({"product_id": product["id"], "ends_at": ends, "total_stock": 5}),
+            StatusCode::FORBIDDEN,
+            "forbidden",
+        ),
+        (
+            "no stock",
+            &token,
+            json!({"product_id": product["id"], "ends_at": ends, "total_stock": 0}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an end that is not a time",
+            &token,
+            json!({"product_id": product["id"], "ends_at": "tomorrow", "total_stock": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an unknown product",
+            &token,
+            json!({"product_id": uuid::Uuid::new_v4(), "ends_at": ends, "total_stock": 1}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let r = app
+            .call(Method::POST, "/drops", Some(who), Some(body))
+            .await;
+        assert_error_for(case, &r, status, code);
+    }
 
     let list = |q: &'static str| {
         let app = &app;
         async move {
-            let r = app
-                .call(Method::GET, &format!("/drops{q}"), None, None)
-                .await;
+            let r = app.get(&format!("/drops{q}")).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-            r.body["items"]
-                .as_array()
-                .unwrap()
+            items(&r.body)
                 .iter()
                 .map(|d| d["id"].as_str().unwrap().to_owned())
                 .collect::<Vec<_>>()
@@ -773,66 +725,29 @@ async fn drops_create_list_filter_get_and_cancel() {
         [scheduled["id"].as_str().unwrap()]
     );
     assert_eq!(list("").await.len(), 2);
-    let by_creator = app
-        .call(
-            Method::GET,
-            &format!("/drops?creator_id={}", creator.id),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(by_creator.body["items"].as_array().unwrap().len(), 2);
+    let by_creator = app.get(&format!("/drops?creator_id={}", creator.id)).await;
+    assert_eq!(items(&by_creator.body).len(), 2);
     let by_other = app
-        .call(
-            Method::GET,
-            &format!("/drops?creator_id={}", uuid::Uuid::new_v4()),
-            None,
-            None,
-        )
+        .get(&format!("/drops?creator_id={}", uuid::Uuid::new_v4()))
         .await;
-    assert!(by_other.body["items"].as_array().unwrap().is_empty());
-    let r = app
-        .call(Method::GET, "/drops?status=bogus", None, None)
-        .await;
+    assert!(items(&by_other.body).is_empty());
+    let r = app.get("/drops?status=bogus").await;
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
 
-    let got = app
-        .call(
-            Method::GET,
-            &format!("/drops/{}", live["id"].as_str().unwrap()),
-            None,
-            None,
-        )
-        .await;
+    let live_path = format!("/drops/{}", live["id"].as_str().unwrap());
+    let got = app.get(&live_path).await;
     assert_eq!(got.body, live);
-    assert_error(
-        &app.call(
-            Method::GET,
-            &format!("/drops/{}", uuid::Uuid::new_v4()),
-            None,
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+    let r = app.get(&format!("/drops/{}", uuid::Uuid::new_v4())).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 
     let cancel = format!("/drops/{}/cancel", scheduled["id"].as_str().unwrap());
-    assert_error(
-        &app.call(Method::POST, &cancel, Some(&other_token), None)
-            .await,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    let r = app.call(Method::POST, &cancel, Some(&token), None).await;
+    let r = app.as_user(Method::POST, &cancel, &other_token).await;
+    assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
+    let r = app.as_user(Method::POST, &cancel, &token).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "cancelled");
-    assert_eq!(
-        app.call(Method::POST, &cancel, Some(&token), None)
-            .await
-            .body["status"],
-        "cancelled"
-    );
+    let again = app.as_user(Method::POST, &cancel, &token).await;
+    assert_eq!(again.body["status"], "cancelled");
     assert_eq!(
         list("?status=cancelled").await,
         [scheduled["id"].as_str().unwrap()]
@@ -841,22 +756,10 @@ async fn drops_create_list_filter_get_and_cancel() {
     // Past its end the live drop reads as ended and can no longer be cancelled.
     app.clock.advance(chrono::Duration::hours(3));
     app.livedrop().tick_scheduler().await.unwrap();
-    let got = app
-        .call(
-            Method::GET,
-            &format!("/drops/{}", live["id"].as_str().unwrap()),
-            None,
-            None,
-        )
-        .await;
+    let got = app.get(&live_path).await;
     assert_eq!(got.body["status"], "ended");
     let r = app
-        .call(
-            Method::POST,
-            &format!("/drops/{}/cancel", live["id"].as_str().unwrap()),
-            Some(&token),
-            None,
-        )
+        .as_user(Method::POST, &format!("{live_path}/cancel"), &token)
         .await;
     assert_error(&r, StatusCode::CONFLICT, "conflict");
 }
@@ -864,17 +767,14 @@ async fn drops_create_list_filter_get_and_cancel() {
 #[tokio::test]
 async fn orders_place_replay_reject_confirm_cancel() {
     let app = app();
-    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (creator, drop) = app.creator_with_drop(3, Some(2)).await;
     let (buyer, token) = app.user(Role::Customer, "buyer").await;
     let (_, other) = app.user(Role::Customer, "other").await;
-    let drop = app.live_drop(&creator, 3, Some(2)).await;
 
     let first = app.order(&token, &drop, 1, "k-1").await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
-    let mut keys: Vec<_> = first.body.as_object().unwrap().keys().cloned().collect();
-    keys.sort();
     assert_eq!(
-        keys,
+        sorted_keys(&first.body),
         [
             "created_at",
             "currency",
@@ -899,14 +799,16 @@ async fn orders_place_replay_reject_confirm_cancel() {
         StatusCode::UNPROCESSABLE_ENTITY,
         "idempotency_key_reused",
     );
-    let r = app
-        .call(
-            Method::POST,
-            "/orders",
-            Some(&token),
-            Some(json!({"drop_id": drop["id"], "quantity": 1})),
-        )
-        .await;
+    let unkeyed = |drop_id: Value| {
+        let token = &token;
+        let app = &app;
+        async move {
+            let body = json!({"drop_id": drop_id, "quantity": 1});
+            app.call(Method::POST, "/orders", Some(token), Some(body))
+                .await
+        }
+    };
+    let r = unkeyed(drop["id"].clone()).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "idempotency_key_missing");
     let r = app.order(&token, &drop, 2, "k-2").await;
     assert_error(&r, StatusCode::CONFLICT, "per_user_limit_exceeded");
@@ -935,14 +837,7 @@ async fn orders_place_replay_reject_confirm_cancel() {
         StatusCode::BAD_REQUEST,
         "invalid_input",
     );
-    let r = app
-        .call(
-            Method::POST,
-            "/orders",
-            Some(&token),
-            Some(json!({"drop_id": uuid::Uuid::new_v4(), "quantity": 1})),
-        )
-        .await;
+    let r = unkeyed(json!(uuid::Uuid::new_v4())).await;
     assert_error(&r, StatusCode::BAD_REQUEST, "idempotency_key_missing");
     let ghost = json!({"id": uuid::Uuid::new_v4()});
     assert_error(
@@ -968,100 +863,49 @@ async fn orders_place_replay_reject_confirm_cancel() {
 
     let id = first.body["id"].as_str().unwrap();
     let got = app
-        .call(Method::GET, &format!("/orders/{id}"), Some(&token), None)
+        .as_user(Method::GET, &format!("/orders/{id}"), &token)
         .await;
     assert_eq!(got.body, first.body);
-    assert_error(
-        &app.call(Method::GET, &format!("/orders/{id}"), Some(&other), None)
-            .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    assert_error(
-        &app.call(
-            Method::POST,
-            &format!("/orders/{id}/confirm"),
-            Some(&other),
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    let mine = app.call(Method::GET, "/orders", Some(&token), None).await;
-    let ids: Vec<_> = mine.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].clone())
-        .collect();
-    assert_eq!(ids, [first.body["id"].clone()]);
-    assert_error(
-        &app.call(Method::GET, "/orders", None, None).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-
-    let confirmed = app
-        .call(
-            Method::POST,
-            &format!("/orders/{id}/confirm"),
-            Some(&token),
-            None,
-        )
+    let r = app
+        .as_user(Method::GET, &format!("/orders/{id}"), &other)
         .await;
+    assert_error_for(
+        "another buyer's read",
+        &r,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let r = app.order_action(id, "confirm", &other).await;
+    assert_error_for(
+        "another buyer's confirm",
+        &r,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let mine = app.as_user(Method::GET, "/orders", &token).await;
+    let ids: Vec<_> = items(&mine.body).iter().map(|o| o["id"].clone()).collect();
+    assert_eq!(ids, [first.body["id"].clone()]);
+    let r = app.get("/orders").await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+
+    let confirmed = app.order_action(id, "confirm", &token).await;
     assert_eq!(confirmed.status, StatusCode::OK);
     assert_eq!(confirmed.body["status"], "confirmed");
-    assert_eq!(
-        app.call(
-            Method::POST,
-            &format!("/orders/{id}/confirm"),
-            Some(&token),
-            None
-        )
-        .await
-        .body["status"],
-        "confirmed"
-    );
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/orders/{id}/cancel"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let again = app.order_action(id, "confirm", &token).await;
+    assert_eq!(again.body["status"], "confirmed");
+    let r = app.order_action(id, "cancel", &token).await;
     assert_error(&r, StatusCode::CONFLICT, "order_not_reserved");
 
-    let theirs = app
-        .call(Method::GET, "/orders", Some(&other), None)
-        .await
-        .body["items"][0]["id"]
+    let theirs = app.as_user(Method::GET, "/orders", &other).await.body["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let cancelled = app
-        .call(
-            Method::POST,
-            &format!("/orders/{theirs}/cancel"),
-            Some(&other),
-            None,
-        )
-        .await;
+    let cancelled = app.order_action(&theirs, "cancel", &other).await;
     assert_eq!(cancelled.body["status"], "cancelled");
     // What a client sees: the returned unit shows within the documented lag (at most
     // `stock_ttl`), on the cache's own clock, paused and moved past that lag.
-    let read_stock = || async {
-        app.call(
-            Method::GET,
-            &format!("/drops/{}", drop["id"].as_str().unwrap()),
-            None,
-            None,
-        )
-        .await
-        .body["stock"]
-            .clone()
-    };
+    let drop_path = format!("/drops/{}", drop["id"].as_str().unwrap());
+    let read_stock = || async { app.get(&drop_path).await.body["stock"].clone() };
     let at_once = read_stock().await;
     tokio::time::pause();
     tokio::time::advance(Config::default().stock_ttl + Duration::from_millis(1)).await;
@@ -1077,38 +921,18 @@ async fn orders_place_replay_reject_confirm_cancel() {
     let held = app.order(&third, &drop, 1, "t-2").await;
     assert_eq!(held.status, StatusCode::CREATED, "{}", held.body);
     app.clock.advance(chrono::Duration::minutes(11));
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/orders/{}/confirm", held.body["id"].as_str().unwrap()),
-            Some(&third),
-            None,
-        )
-        .await;
+    let held_id = held.body["id"].as_str().unwrap();
+    let r = app.order_action(held_id, "confirm", &third).await;
     assert_error(&r, StatusCode::CONFLICT, "hold_expired");
 }
 
 #[tokio::test]
 async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
     let app = app();
-    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, drop) = app.creator_with_drop(10, None).await;
     let (_, token) = app.user(Role::Customer, "buyer").await;
     let (_, other) = app.user(Role::Customer, "other").await;
     let (_, admin) = app.user(Role::Admin, "admin").await;
-    let drop = app.live_drop(&creator, 10, None).await;
-    let extend = |id: &str, token: &str| {
-        let (id, token) = (id.to_owned(), token.to_owned());
-        let app = &app;
-        async move {
-            app.call(
-                Method::POST,
-                &format!("/orders/{id}/extend"),
-                Some(&token),
-                None,
-            )
-            .await
-        }
-    };
     let at = |body: &Value, field: &str| {
         chrono::DateTime::parse_from_rfc3339(body[field].as_str().unwrap())
             .unwrap()
@@ -1122,26 +946,25 @@ async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
     let id = placed.body["id"].as_str().unwrap().to_owned();
 
     // Someone else's order and an unknown order are not found.
-    assert_error(
-        &extend(&id, &other).await,
+    let r = app.order_action(&id, "extend", &other).await;
+    assert_error_for(
+        "another buyer's order",
+        &r,
         StatusCode::NOT_FOUND,
         "not_found",
     );
-    assert_error(
-        &extend(&uuid::Uuid::new_v4().to_string(), &token).await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    assert_error(
-        &app.call(Method::POST, &format!("/orders/{id}/extend"), None, None)
-            .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
+    let r = app
+        .order_action(&uuid::Uuid::new_v4().to_string(), "extend", &token)
+        .await;
+    assert_error_for("an unknown order", &r, StatusCode::NOT_FOUND, "not_found");
+    let r = app
+        .call(Method::POST, &format!("/orders/{id}/extend"), None, None)
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
 
     // Late in the hold, the buyer extends it by the hold period, once.
     app.clock.advance(hold - chrono::Duration::seconds(30));
-    let extended = extend(&id, &token).await;
+    let extended = app.order_action(&id, "extend", &token).await;
     assert_eq!(extended.status, StatusCode::OK, "{}", extended.body);
     assert_eq!(extended.body["status"], "reserved");
     assert_eq!(
@@ -1150,10 +973,10 @@ async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
     );
     assert_eq!(at(&extended.body, "extended_at"), app.clock_now());
     let got = app
-        .call(Method::GET, &format!("/orders/{id}"), Some(&token), None)
+        .as_user(Method::GET, &format!("/orders/{id}"), &token)
         .await;
     assert_eq!(got.body, extended.body);
-    let again = extend(&id, &token).await;
+    let again = app.order_action(&id, "extend", &token).await;
     assert_error(&again, StatusCode::CONFLICT, "already_extended");
     assert_eq!(
         again.body["details"]["reserved_until"],
@@ -1162,16 +985,9 @@ async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
 
     // Past the first end the order still holds and can be confirmed.
     app.clock.advance(chrono::Duration::minutes(1));
-    let confirmed = app
-        .call(
-            Method::POST,
-            &format!("/orders/{id}/confirm"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let confirmed = app.order_action(&id, "confirm", &token).await;
     assert_eq!(confirmed.body["status"], "confirmed", "{}", confirmed.body);
-    let r = extend(&id, &token).await;
+    let r = app.order_action(&id, "extend", &token).await;
     assert_error(&r, StatusCode::CONFLICT, "order_not_reserved");
     assert_eq!(
         r.body["details"],
@@ -1182,33 +998,20 @@ async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
     let late = app.order(&token, &drop, 1, "e-2").await;
     let late_id = late.body["id"].as_str().unwrap().to_owned();
     app.clock.advance(hold);
-    assert_error(
-        &extend(&late_id, &token).await,
-        StatusCode::CONFLICT,
-        "hold_expired",
-    );
+    let r = app.order_action(&late_id, "extend", &token).await;
+    assert_error_for("before the sweep", &r, StatusCode::CONFLICT, "hold_expired");
     app.livedrop().sweep_holds().await.unwrap();
-    assert_error(
-        &extend(&late_id, &token).await,
-        StatusCode::CONFLICT,
-        "hold_expired",
-    );
+    let r = app.order_action(&late_id, "extend", &token).await;
+    assert_error_for("after the sweep", &r, StatusCode::CONFLICT, "hold_expired");
 
     // An admin may extend a buyer's order, as they may confirm or cancel it.
     let third = app.order(&token, &drop, 1, "e-3").await;
     let third_id = third.body["id"].as_str().unwrap();
-    let by_admin = extend(third_id, &admin).await;
+    let by_admin = app.order_action(third_id, "extend", &admin).await;
     assert_eq!(by_admin.status, StatusCode::OK, "{}", by_admin.body);
-    let cancelled = app
-        .call(
-            Method::POST,
-            &format!("/orders/{third_id}/cancel"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let cancelled = app.order_action(third_id, "cancel", &token).await;
     assert_eq!(cancelled.body["status"], "cancelled");
-    let r = extend(third_id, &token).await;
+    let r = app.order_action(third_id, "extend", &token).await;
     assert_error(&r, StatusCode::CONFLICT, "order_not_reserved");
     assert_eq!(r.body["details"]["status"], "cancelled");
 }
@@ -1225,20 +1028,14 @@ async fn an_order_while_the_first_with_its_key_runs_is_409() {
             p
         },
     );
-    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (creator, drop) = app.creator_with_drop(3, None).await;
     let (_, token) = app.user(Role::Customer, "buyer").await;
-    let drop = app.live_drop(&creator, 3, None).await;
     let r = app.order(&token, &drop, 1, "busy").await;
     assert_error(&r, StatusCode::CONFLICT, "idempotency_key_in_flight");
     // The optional key on other POSTs goes through the same store.
+    let product = json!({"title": "t", "description": "", "price_cents": 1, "currency": "EUR"});
     let r = app
-        .call_with(
-            Method::POST,
-            "/products",
-            Some(&creator),
-            Some(json!({"title": "t", "description": "", "price_cents": 1, "currency": "EUR"})),
-            &[("idempotency-key", "busy")],
-        )
+        .post_keyed("/products", Some(&creator), product, "busy")
         .await;
     assert_error(&r, StatusCode::CONFLICT, "idempotency_key_in_flight");
 }
@@ -1251,16 +1048,7 @@ async fn optional_idempotency_keys_replay_other_posts() {
     let send = |body: Value, key: &'static str| {
         let app = &app;
         let token = token.clone();
-        async move {
-            app.call_with(
-                Method::POST,
-                "/products",
-                Some(&token),
-                Some(body),
-                &[("idempotency-key", key)],
-            )
-            .await
-        }
+        async move { app.post_keyed("/products", Some(&token), body, key).await }
     };
     let first = send(body.clone(), "p-1").await;
     assert_eq!(first.status, StatusCode::CREATED);
@@ -1268,18 +1056,12 @@ async fn optional_idempotency_keys_replay_other_posts() {
     assert_eq!(again.status, StatusCode::CREATED);
     assert_eq!(again.body, first.body);
     assert_eq!(again.headers["idempotent-replayed"], "true");
-    let listed = app.call(Method::GET, "/products", None, None).await;
-    assert_eq!(
-        listed.body["items"].as_array().unwrap().len(),
-        1,
-        "no second product"
-    );
+    let listed = app.get("/products").await;
+    assert_eq!(items(&listed.body).len(), 1, "no second product");
+    let other = json!({"title": "Other", "description": "", "price_cents": 1, "currency": "EUR"});
+    let r = send(other, "p-1").await;
     assert_error(
-        &send(
-            json!({"title": "Other", "description": "", "price_cents": 1, "currency": "EUR"}),
-            "p-1",
-        )
-        .await,
+        &r,
         StatusCode::UNPROCESSABLE_ENTITY,
         "idempotency_key_reused",
     );
@@ -1287,38 +1069,26 @@ async fn optional_idempotency_keys_replay_other_posts() {
     assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
     // A rejection is replayed as well.
     let bad = json!({"title": "", "description": "", "price_cents": 1, "currency": "EUR"});
-    assert_error(
-        &send(bad.clone(), "p-bad").await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
+    let r = send(bad.clone(), "p-bad").await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
     let replayed = send(bad, "p-bad").await;
     assert_error(&replayed, StatusCode::BAD_REQUEST, "invalid_input");
     assert_eq!(replayed.headers["idempotent-replayed"], "true");
 
     // Anonymous registration with a key.
     let reg = json!({"email": "cap@example.com", "password": "long enough", "display_name": "Cap", "role": "customer"});
-    let a = app
-        .call_with(
-            Method::POST,
-            "/users",
-            None,
-            Some(reg.clone()),
-            &[("idempotency-key", "u-1")],
-        )
-        .await;
-    let b = app
-        .call_with(
-            Method::POST,
-            "/users",
-            None,
-            Some(reg),
-            &[("idempotency-key", "u-1")],
-        )
-        .await;
-    assert_eq!(a.status, StatusCode::CREATED);
-    assert_eq!(b.status, StatusCode::CREATED);
-    assert_eq!(a.body["id"], b.body["id"]);
+    let mut ids = Vec::new();
+    for attempt in ["first", "repeated"] {
+        let r = app.post_keyed("/users", None, reg.clone(), "u-1").await;
+        assert_eq!(
+            r.status,
+            StatusCode::CREATED,
+            "{attempt} sign-up: {}",
+            r.body
+        );
+        ids.push(r.body["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1]);
 }
 
 /// Products whose first insert is stored and then answered `unavailable`, as when
@@ -1381,15 +1151,7 @@ async fn a_write_whose_answer_was_lost_never_runs_twice_for_its_key() {
     );
     let (creator, token) = app.user(Role::Creator, "creator").await;
     let body = json!({"title": "Hoodie", "description": "Heavy cotton", "price_cents": 4900, "currency": "EUR"});
-    let send = || {
-        app.call_with(
-            Method::POST,
-            "/products",
-            Some(&token),
-            Some(body.clone()),
-            &[("idempotency-key", "p-lost")],
-        )
-    };
+    let send = || app.post_keyed("/products", Some(&token), body.clone(), "p-lost");
     let first = send().await;
     assert_error(&first, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     let retry = send().await;
@@ -1399,16 +1161,16 @@ async fn a_write_whose_answer_was_lost_never_runs_twice_for_its_key() {
     assert_eq!(again.headers["idempotent-replayed"], "true");
 
     let listed = app
-        .call(
-            Method::GET,
-            &format!("/products?creator_id={}", creator.id),
-            None,
-            None,
-        )
+        .get(&format!("/products?creator_id={}", creator.id))
         .await;
-    let items = listed.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 1, "one product for one key: {}", listed.body);
-    assert_eq!(items[0]["id"], retry.body["id"]);
+    let products = items(&listed.body);
+    assert_eq!(
+        products.len(),
+        1,
+        "one product for one key: {}",
+        listed.body
+    );
+    assert_eq!(products[0]["id"], retry.body["id"]);
 }
 
 #[tokio::test]
@@ -1416,120 +1178,95 @@ async fn notifications_list_filter_and_read() {
     let app = app();
     let (creator, creator_token) = app.user(Role::Creator, "creator").await;
     let (_, token) = app.user(Role::Customer, "fan").await;
-    let follow = app
-        .call(
-            Method::PUT,
-            &format!("/users/{}/followers/me", creator.id),
-            Some(&token),
-            None,
-        )
-        .await;
+    let follow = app.follow(Method::PUT, &creator.id, Some(&token)).await;
     assert_eq!(follow.status, StatusCode::NO_CONTENT);
     let d1 = app.live_drop(&creator_token, 5, None).await;
     app.clock.advance(chrono::Duration::seconds(1));
     let d2 = app.live_drop(&creator_token, 5, None).await;
     app.deliver_events().await;
 
-    let all = app
-        .call(Method::GET, "/notifications", Some(&token), None)
-        .await;
+    let all = app.as_user(Method::GET, "/notifications", &token).await;
     assert_eq!(all.status, StatusCode::OK);
-    let items = all.body["items"].as_array().unwrap();
-    assert_eq!(items.len(), 2, "{}", all.body);
-    assert_eq!(items[0]["kind"], "drop_live");
-    assert_eq!(items[0]["payload"]["drop_id"], d2["id"]);
-    assert_eq!(items[1]["payload"]["drop_id"], d1["id"]);
-    assert!(items[0]["read_at"].is_null());
-    let mut keys: Vec<_> = items[0].as_object().unwrap().keys().cloned().collect();
-    keys.sort();
-    assert_eq!(keys, ["created_at", "id", "kind", "payload", "read_at"]);
+    let listed = items(&all.body);
+    assert_eq!(listed.len(), 2, "{}", all.body);
+    assert_eq!(listed[0]["kind"], "drop_live");
+    assert_eq!(listed[0]["payload"]["drop_id"], d2["id"]);
+    assert_eq!(listed[1]["payload"]["drop_id"], d1["id"]);
+    assert!(listed[0]["read_at"].is_null());
+    assert_eq!(
+        sorted_keys(&listed[0]),
+        ["created_at", "id", "kind", "payload", "read_at"]
+    );
 
-    let id = items[1]["id"].as_str().unwrap();
-    let read = app
-        .call(
-            Method::POST,
-            &format!("/notifications/{id}/read"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let id = listed[1]["id"].as_str().unwrap();
+    let read_path = format!("/notifications/{id}/read");
+    let read = app.as_user(Method::POST, &read_path, &token).await;
     assert_eq!(read.status, StatusCode::OK);
     assert!(read.body["read_at"].is_string());
     let unread = app
-        .call(
-            Method::GET,
-            "/notifications?unread=true",
-            Some(&token),
-            None,
-        )
+        .as_user(Method::GET, "/notifications?unread=true", &token)
         .await;
-    let unread_items = unread.body["items"].as_array().unwrap();
+    let unread_items = items(&unread.body);
     assert_eq!(unread_items.len(), 1);
-    assert_eq!(unread_items[0]["id"], items[0]["id"]);
+    assert_eq!(unread_items[0]["id"], listed[0]["id"]);
     let page = app
-        .call(Method::GET, "/notifications?limit=1", Some(&token), None)
+        .as_user(Method::GET, "/notifications?limit=1", &token)
         .await;
     assert!(page.body["next_cursor"].is_string());
 
     let marked = app
-        .call(Method::POST, "/notifications/read-all", Some(&token), None)
+        .as_user(Method::POST, "/notifications/read-all", &token)
         .await;
     assert_eq!(marked.body, json!({"marked": 1}));
     let unread = app
-        .call(
-            Method::GET,
-            "/notifications?unread=true",
-            Some(&token),
-            None,
-        )
+        .as_user(Method::GET, "/notifications?unread=true", &token)
         .await;
-    assert!(unread.body["items"].as_array().unwrap().is_empty());
+    assert!(items(&unread.body).is_empty());
 
-    assert_error(
-        &app.call(
+    let unknown = format!("/notifications/{}/read", uuid::Uuid::new_v4());
+    for (case, method, uri, who, status, code) in [
+        (
+            "an unknown notification",
             Method::POST,
-            &format!("/notifications/{}/read", uuid::Uuid::new_v4()),
+            unknown.as_str(),
             Some(&token),
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    assert_error(
-        &app.call(
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "another user's notification",
             Method::POST,
-            &format!("/notifications/{id}/read"),
+            &read_path,
             Some(&creator_token),
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
-    assert_error(
-        &app.call(
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "a filter that is not a boolean",
             Method::GET,
             "/notifications?unread=maybe",
             Some(&token),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "anonymous",
+            Method::GET,
+            "/notifications",
             None,
-        )
-        .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
-    assert_error(
-        &app.call(Method::GET, "/notifications", None, None).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+    ] {
+        let r = app.call(method, uri, who.map(String::as_str), None).await;
+        assert_error_for(case, &r, status, code);
+    }
 }
 
 #[tokio::test]
 async fn internal_api_needs_its_token() {
     let closed = app();
-    let (_, creator) = closed.user(Role::Creator, "creator").await;
-    let drop = closed.live_drop(&creator, 5, None).await;
+    let (_, drop) = closed.creator_with_drop(5, None).await;
     let adjust = format!(
         "/internal/inventory/{}/adjust",
         drop["id"].as_str().unwrap()
@@ -1545,38 +1282,28 @@ async fn internal_api_needs_its_token() {
         .await;
     assert_error(&r, StatusCode::FORBIDDEN, "forbidden");
 
-    let app = app_with(|o| o.internal_token = Some("s3cret-internal".into()), |p| p);
-    let (_, creator) = app.user(Role::Creator, "creator").await;
-    let drop = app.live_drop(&creator, 5, None).await;
+    const INTERNAL: &str = "s3cret-internal";
+    let app = app_with(|o| o.internal_token = Some(INTERNAL.into()), |p| p);
+    let (creator, drop) = app.creator_with_drop(5, None).await;
     let drop_id = drop["id"].as_str().unwrap();
     let adjust = format!("/internal/inventory/{drop_id}/adjust");
     let ledger = format!("/internal/inventory/{drop_id}/ledger");
     let body = json!({"delta": 3, "reason": "restock from warehouse"});
-    assert_error(
-        &app.call(Method::POST, &adjust, None, Some(body.clone()))
-            .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-    assert_error(
-        &app.call_with(
-            Method::POST,
-            &adjust,
-            None,
-            Some(body.clone()),
-            &[("x-internal-token", "wrong")],
-        )
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-    // A user's bearer token is not the internal token.
-    assert_error(
-        &app.call(Method::POST, &adjust, Some(&creator), Some(body.clone()))
-            .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
+    for (case, bearer, internal) in [
+        ("no token", None, None),
+        ("a wrong internal token", None, Some("wrong")),
+        // A user's bearer token is not the internal token.
+        ("a user's bearer token", Some(creator.as_str()), None),
+    ] {
+        let headers: Vec<_> = internal
+            .map(|t| ("x-internal-token", t))
+            .into_iter()
+            .collect();
+        let r = app
+            .call_with(Method::POST, &adjust, bearer, Some(body.clone()), &headers)
+            .await;
+        assert_error_for(case, &r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
 
     let r = app
         .call_with(
@@ -1584,7 +1311,7 @@ async fn internal_api_needs_its_token() {
             &adjust,
             None,
             Some(body),
-            &[("x-internal-token", "s3cret-internal")],
+            &[("x-internal-token", INTERNAL)],
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -1593,50 +1320,44 @@ async fn internal_api_needs_its_token() {
         r.body["stock_after"],
         json!({"total": 8, "available": 8, "reserved": 0, "sold": 0})
     );
+    let shrink = json!({"delta": -2, "reason": "damaged"});
     let r = app
-        .call(
-            Method::POST,
-            &adjust,
-            Some("s3cret-internal"),
-            Some(json!({"delta": -2, "reason": "damaged"})),
-        )
+        .call(Method::POST, &adjust, Some(INTERNAL), Some(shrink))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["kind"], "shrink");
-    let r = app
-        .call(
-            Method::POST,
+    let unknown = format!("/internal/inventory/{}/adjust", uuid::Uuid::new_v4());
+    for (case, uri, body, status, code) in [
+        (
+            "more than the stock",
             &adjust,
-            Some("s3cret-internal"),
-            Some(json!({"delta": -100, "reason": "oops"})),
-        )
-        .await;
-    assert_error(&r, StatusCode::CONFLICT, "insufficient_stock");
-    let r = app
-        .call(
-            Method::POST,
+            json!({"delta": -100, "reason": "oops"}),
+            StatusCode::CONFLICT,
+            "insufficient_stock",
+        ),
+        (
+            "a zero delta",
             &adjust,
-            Some("s3cret-internal"),
-            Some(json!({"delta": 0, "reason": "noop"})),
-        )
-        .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
-    let r = app
-        .call(
-            Method::POST,
-            &format!("/internal/inventory/{}/adjust", uuid::Uuid::new_v4()),
-            Some("s3cret-internal"),
-            Some(json!({"delta": 1, "reason": "x"})),
-        )
-        .await;
-    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+            json!({"delta": 0, "reason": "noop"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an unknown drop",
+            &unknown,
+            json!({"delta": 1, "reason": "x"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+    ] {
+        let r = app
+            .call(Method::POST, uri, Some(INTERNAL), Some(body))
+            .await;
+        assert_error_for(case, &r, status, code);
+    }
 
-    let r = app
-        .call(Method::GET, &ledger, Some("s3cret-internal"), None)
-        .await;
-    let kinds: Vec<_> = r.body["items"]
-        .as_array()
-        .unwrap()
+    let r = app.as_user(Method::GET, &ledger, INTERNAL).await;
+    let kinds: Vec<_> = items(&r.body)
         .iter()
         .map(|e| e["kind"].as_str().unwrap().to_owned())
         .collect();
@@ -1646,56 +1367,46 @@ async fn internal_api_needs_its_token() {
             && kinds.contains(&"restock".to_owned())
             && kinds.contains(&"shrink".to_owned())
     );
-    assert_error(
-        &app.call(Method::GET, &ledger, None, None).await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-    let got = app
-        .call(Method::GET, &format!("/drops/{drop_id}"), None, None)
-        .await;
+    let r = app.get(&ledger).await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let got = app.get(&format!("/drops/{drop_id}")).await;
     assert_eq!(got.body["stock"]["total"], 6);
 
     // Cache invalidation by key and prefix.
-    app.call(Method::GET, "/products", None, None).await;
+    app.get("/products").await;
+    let invalidate = "/internal/cache/invalidate";
+    let keys = json!({"keys": [format!("drop:{drop_id}")], "prefixes": ["products:"]});
     let r = app
-        .call(
-            Method::POST,
-            "/internal/cache/invalidate",
-            Some("s3cret-internal"),
-            Some(json!({"keys": [format!("drop:{drop_id}")], "prefixes": ["products:"]})),
-        )
+        .call(Method::POST, invalidate, Some(INTERNAL), Some(keys))
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body["removed"].as_u64().unwrap() >= 1);
-    assert_error(
-        &app.call(
-            Method::POST,
-            "/internal/cache/invalidate",
+    for (case, who, body, status, code) in [
+        (
+            "anonymous",
             None,
-            Some(json!({"keys": []})),
-        )
-        .await,
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
-    );
-    let r = app
-        .call(
-            Method::POST,
-            "/internal/cache/invalidate",
-            Some("s3cret-internal"),
-            Some(json!({"prefixes": [""]})),
-        )
-        .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+            json!({"keys": []}),
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+        ),
+        (
+            "an empty prefix",
+            Some(INTERNAL),
+            json!({"prefixes": [""]}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+    ] {
+        let r = app.call(Method::POST, invalidate, who, Some(body)).await;
+        assert_error_for(case, &r, status, code);
+    }
 }
 
 #[tokio::test]
 async fn order_rate_limits_answer_429_with_retry_after() {
     let app = app_with(|o| o.order_rate_per_user = 1, |p| p);
-    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, drop) = app.creator_with_drop(100, None).await;
     let (_, token) = app.user(Role::Customer, "bot").await;
-    let drop = app.live_drop(&creator, 100, None).await;
     assert_eq!(
         app.order(&token, &drop, 1, "r-1").await.status,
         StatusCode::CREATED
@@ -1718,8 +1429,7 @@ async fn order_rate_limits_answer_429_with_retry_after() {
 
     // Per address: two users behind one address share its limit.
     let app = app_with(|o| o.order_rate_per_ip = 1, |p| p);
-    let (_, creator) = app.user(Role::Creator, "creator").await;
-    let drop = app.live_drop(&creator, 100, None).await;
+    let (_, drop) = app.creator_with_drop(100, None).await;
     let from = |token: &str, key: &str| {
         let mut req = request(
             Method::POST,
@@ -1754,35 +1464,55 @@ async fn malformed_requests_are_4xx_in_the_error_shape() {
         }
         b.body(Body::from(body)).unwrap()
     };
-    assert_error(
-        &app.send(raw("{not json", Some("application/json"))).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
-    assert_error(
-        &app.send(raw("", Some("application/json"))).await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
-    assert_error(
-        &app.send(raw(r#"{"title": 5}"#, Some("application/json")))
-            .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
-    assert_error(
-        &app.send(raw(r#"{"title":"t"}"#, Some("text/plain"))).await,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
-    assert_error(
-        &app.send(raw(r#"{"title":"t"}"#, None)).await,
-        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        "unsupported_media_type",
-    );
+    let json = Some("application/json");
     let big = Box::leak(format!("{{\"title\": \"{}\"}}", "x".repeat(4096)).into_boxed_str());
-    let r = app.send(raw(big, Some("application/json"))).await;
-    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    for (case, body, content_type, status, code) in [
+        (
+            "broken JSON",
+            "{not json",
+            json,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an empty body",
+            "",
+            json,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "a field of the wrong type",
+            r#"{"title": 5}"#,
+            json,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "text/plain",
+            r#"{"title":"t"}"#,
+            Some("text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            r#"{"title":"t"}"#,
+            None,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        (
+            "a body over the limit",
+            big,
+            json,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+    ] {
+        let r = app.send(raw(body, content_type)).await;
+        assert_error_for(case, &r, status, code);
+    }
     // Oversized with an idempotency key (the layer buffers the body itself).
     let mut req = raw(big, Some("application/json"));
     req.headers_mut()
@@ -1793,55 +1523,62 @@ async fn malformed_requests_are_4xx_in_the_error_shape() {
         "payload_too_large",
     );
 
-    let r = app
-        .call(Method::GET, "/products/not-a-uuid", None, None)
-        .await;
-    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
-    assert_error(
-        &app.call(Method::POST, "/orders/123/confirm", Some(&token), None)
-            .await,
-        StatusCode::BAD_REQUEST,
-        "invalid_input",
-    );
-    let r = app.call(Method::GET, "/no/such/route", None, None).await;
-    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    for (case, method, uri, who, status, code) in [
+        (
+            "a product id that is not a UUID",
+            Method::GET,
+            "/products/not-a-uuid",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an order id that is not a UUID",
+            Method::POST,
+            "/orders/123/confirm",
+            Some(token.as_str()),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an unknown route",
+            Method::GET,
+            "/no/such/route",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "PUT on a GET route",
+            Method::PUT,
+            "/healthz",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+    ] {
+        let r = app.call(method, uri, who, None).await;
+        assert_error_for(case, &r, status, code);
+    }
     let r = app.call(Method::DELETE, "/products", None, None).await;
     assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert!(r.headers.contains_key(header::ALLOW));
-    assert_error(
-        &app.call(Method::PUT, "/healthz", None, None).await,
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-    );
-    let r = app
-        .call_with(
-            Method::GET,
-            "/users/me",
-            None,
-            None,
-            &[("authorization", "Bearer")],
-        )
-        .await;
+    let r = app.me_authorized(Some("Bearer")).await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
 }
 
 #[tokio::test]
 async fn request_ids_are_set_and_propagated() {
     let app = app();
-    let r = app.call(Method::GET, "/healthz", None, None).await;
+    let r = app.get("/healthz").await;
     let generated = r.headers["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(generated).is_ok());
+    let headers = [("x-request-id", "abc-123")];
     let r = app
-        .call_with(
-            Method::GET,
-            "/healthz",
-            None,
-            None,
-            &[("x-request-id", "abc-123")],
-        )
+        .call_with(Method::GET, "/healthz", None, None, &headers)
         .await;
     assert_eq!(r.headers["x-request-id"], "abc-123");
-    let r = app.call(Method::GET, "/nowhere", None, None).await;
+    let r = app.get("/nowhere").await;
     assert!(r.headers.contains_key("x-request-id"));
 }
 
@@ -1866,10 +1603,10 @@ async fn responses_are_gzipped_when_asked() {
 #[tokio::test]
 async fn health_readiness_metrics_and_openapi() {
     let app = app();
-    let r = app.call(Method::GET, "/healthz", None, None).await;
+    let r = app.get("/healthz").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "ok");
-    let r = app.call(Method::GET, "/readyz", None, None).await;
+    let r = app.get("/readyz").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let names: Vec<_> = r.body["checks"]
         .as_array()
@@ -1888,7 +1625,7 @@ async fn health_readiness_metrics_and_openapi() {
         },
         |p| p,
     );
-    let r = failing.call(Method::GET, "/readyz", None, None).await;
+    let r = failing.get("/readyz").await;
     assert_error(&r, StatusCode::SERVICE_UNAVAILABLE, "unavailable");
     assert_eq!(r.body["details"]["failing"], json!(["bus"]));
     assert!(r.body["message"].as_str().unwrap().contains("bus"));
@@ -1912,21 +1649,15 @@ async fn health_readiness_metrics_and_openapi() {
             p
         },
     );
-    let r = degraded.call(Method::GET, "/readyz", None, None).await;
+    let r = degraded.get("/readyz").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["status"], "degraded");
     assert_eq!(r.body["checks"][1]["status"], "degraded");
 
-    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let (_, drop) = app.creator_with_drop(1, None).await;
     let (_, token) = app.user(Role::Customer, "buyer").await;
-    let drop = app.live_drop(&creator, 1, None).await;
-    app.call(
-        Method::GET,
-        &format!("/drops/{}", drop["id"].as_str().unwrap()),
-        None,
-        None,
-    )
-    .await;
+    app.get(&format!("/drops/{}", drop["id"].as_str().unwrap()))
+        .await;
     assert_eq!(
         app.order(&token, &drop, 1, "m-1").await.status,
         StatusCode::CREATED
@@ -1977,7 +1708,7 @@ async fn health_readiness_metrics_and_openapi() {
         "routes, not raw URIs"
     );
 
-    let doc = app.call(Method::GET, "/openapi.json", None, None).await;
+    let doc = app.get("/openapi.json").await;
     assert_eq!(doc.status, StatusCode::OK);
     assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc.body["paths"].as_object().unwrap();
@@ -2041,7 +1772,7 @@ async fn slow_requests_time_out_in_the_error_shape() {
         },
         |p| p,
     );
-    let r = app.call(Method::GET, "/readyz", None, None).await;
+    let r = app.get("/readyz").await;
     assert_error(&r, StatusCode::REQUEST_TIMEOUT, "request_timeout");
 }
 
@@ -2053,21 +1784,7 @@ async fn next_matching(
 ) -> (String, Value) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        while let Some(end) = buffer.find("\n\n") {
-            let frame: String = buffer.drain(..end + 2).collect();
-            let mut name = String::new();
-            let mut data = String::new();
-            for line in frame.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = n.to_owned();
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data.push_str(d);
-                }
-            }
-            if data.is_empty() {
-                continue;
-            }
-            let value: Value = serde_json::from_str(&data).unwrap();
+        while let Some((name, value)) = sse::take_frame(buffer) {
             if want(&name, &value) {
                 return (name, value);
             }
@@ -2103,17 +1820,10 @@ async fn drop_events_stream_snapshot_then_changes() {
     let (_, token) = app.user(Role::Customer, "buyer").await;
     let drop = app.live_drop(&creator, 2, None).await;
     let id = drop["id"].as_str().unwrap();
-    assert_error(
-        &app.call(
-            Method::GET,
-            &format!("/drops/{}/events", uuid::Uuid::new_v4()),
-            None,
-            None,
-        )
-        .await,
-        StatusCode::NOT_FOUND,
-        "not_found",
-    );
+    let r = app
+        .get(&format!("/drops/{}/events", uuid::Uuid::new_v4()))
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 
     let response = app
         .router
@@ -2399,36 +2109,22 @@ async fn server_build_bootstraps_the_admin_seeds_the_demo_and_shuts_down() {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();
+    let json_of = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().json::<Value>().await.unwrap()
+    };
 
-    let drop: Value = client
-        .get(format!("{base}/drops/{}", demo.drop_id))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let drop = json_of(client.get(format!("{base}/drops/{}", demo.drop_id))).await;
     assert_eq!(drop["status"], "live");
-    let me: Value = client
-        .get(format!("{base}/users/me"))
-        .bearer_auth(&demo.buyer_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = json_of(
+        client
+            .get(format!("{base}/users/me"))
+            .bearer_auth(&demo.buyer_token),
+    )
+    .await;
     assert_eq!(me["id"], demo.buyer.id.to_string());
 
-    let session: Value = client
-        .post(format!("{base}/sessions"))
-        .json(&json!({"email": "root@example.com", "password": "operator-password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let login = json!({"email": "root@example.com", "password": "operator-password"});
+    let session = json_of(client.post(format!("{base}/sessions")).json(&login)).await;
     assert_eq!(session["user"]["role"], "admin");
     let admin = session["token"].as_str().unwrap();
     // An admin may cancel anyone's drop.

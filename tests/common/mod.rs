@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryStore};
-use livedrop::core::model::{Actor, DropView, Product, Role};
-use livedrop::core::service::{Livedrop, NewDrop, NewProduct};
+use livedrop::core::model::{Actor, DropView, Order, Product, Role, Stock};
+use livedrop::core::service::{Livedrop, NewDrop, NewProduct, PlaceOrder};
 use livedrop::core::testing::fixtures;
 use livedrop::core::{Config, ManualClock, Ports};
 
@@ -32,6 +32,28 @@ impl World {
         let clock = Arc::new(ManualClock::fixed());
         let (ports, store, bus) = memory_ports(clock.clone());
         Self::from_ports(ports, store, bus, clock, config)
+    }
+
+    /// A world on fresh in-memory adapters with some ports replaced by `wrap`
+    /// (a mock, or a wrapper that fails on purpose).
+    pub fn with_ports(config: Config, wrap: impl FnOnce(Ports) -> Ports) -> Self {
+        let clock = Arc::new(ManualClock::fixed());
+        let (ports, store, bus) = memory_ports(clock.clone());
+        Self::from_ports(wrap(ports), store, bus, clock, config)
+    }
+
+    /// Another livedrop on this in-memory world's store, bus and clock, its ports
+    /// (this world's) changed by `wrap`: what the same data looks like through a
+    /// failing port, or once the port recovers.
+    pub fn sharing(&self, wrap: impl FnOnce(Ports) -> Ports) -> Self {
+        let store = self.store.clone().expect("an in-memory world");
+        Self::from_ports(
+            wrap(self.ports.clone()),
+            store,
+            self.bus.clone(),
+            self.clock.clone(),
+            Config::default(),
+        )
     }
 
     pub fn from_ports(
@@ -138,6 +160,35 @@ impl World {
             .unwrap()
     }
 
+    /// `buyer` orders `quantity` units of `drop`.
+    pub async fn order(
+        &self,
+        buyer: &Actor,
+        key: Option<&str>,
+        drop: &DropView,
+        quantity: u32,
+    ) -> Result<Order, livedrop::core::Error> {
+        self.app
+            .place_order(buyer, key, order_of(drop, quantity))
+            .await
+    }
+
+    /// The drop's stock as the inventory holds it.
+    pub async fn stock(&self, drop: &DropView) -> Stock {
+        self.ports
+            .inventory
+            .stock(drop.drop.id)
+            .await
+            .unwrap()
+            .expect("the drop's stock")
+    }
+
+    /// A live drop of `stock` units lasting one hour, by a new creator.
+    pub async fn creators_drop(&self, stock: u32, per_user_limit: Option<u32>) -> DropView {
+        let creator = self.user(Role::Creator).await;
+        self.live_drop(&creator, stock, per_user_limit).await
+    }
+
     /// A live drop of `stock` units lasting one hour.
     pub async fn live_drop(
         &self,
@@ -174,6 +225,14 @@ impl World {
             )
             .await
             .unwrap()
+    }
+}
+
+/// An order of `quantity` units of `drop`.
+pub fn order_of(drop: &DropView, quantity: u32) -> PlaceOrder {
+    PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity,
     }
 }
 

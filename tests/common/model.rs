@@ -78,6 +78,33 @@ pub fn starts() -> impl Strategy<Value = [Option<i64>; DROPS]> {
     prop::array::uniform2(prop::option::weighted(0.3, 1i64..90))
 }
 
+/// One case of the model test: each drop's stock, per-user limit and start, and the
+/// operations run on them.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub stocks: [u32; DROPS],
+    pub limits: [Option<u32>; DROPS],
+    pub starts: [Option<i64>; DROPS],
+    pub ops: Vec<Op>,
+}
+
+/// Any [`Case`]: 1 to 11 units per drop, a limit of 1 to 4 on most, 1 to 39
+/// operations.
+pub fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::array::uniform2(1u32..12),
+        prop::array::uniform2(prop::option::weighted(0.8, 1u32..5)),
+        starts(),
+        prop::collection::vec(op(), 1..40),
+    )
+        .prop_map(|(stocks, limits, starts, ops)| Case {
+            stocks,
+            limits,
+            starts,
+            ops,
+        })
+}
+
 #[derive(Debug, Clone, Copy)]
 struct MDrop {
     id: DropId,
@@ -146,6 +173,11 @@ impl Model {
     }
 }
 
+/// An error where the model expects none: the case fails.
+fn failed(e: impl std::fmt::Display) -> TestCaseError {
+    TestCaseError::fail(e.to_string())
+}
+
 fn code<T>(r: &Result<T, livedrop::core::Error>) -> Result<(), String> {
     match r {
         Ok(_) => Ok(()),
@@ -153,14 +185,15 @@ fn code<T>(r: &Result<T, livedrop::core::Error>) -> Result<(), String> {
     }
 }
 
-/// Runs `ops` on `world` and on the reference model, comparing after every step.
-pub async fn run(
-    world: World,
-    stocks: [u32; DROPS],
-    limits: [Option<u32>; DROPS],
-    starts: [Option<i64>; DROPS],
-    ops: Vec<Op>,
-) -> Result<(), TestCaseError> {
+/// Runs the case's operations on `world` and on the reference model, comparing
+/// after every step.
+pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
+    let Case {
+        stocks,
+        limits,
+        starts,
+        ops,
+    } = case;
     let creator = world.user(Role::Creator).await;
     let mut users: Vec<Actor> = Vec::new();
     for _ in 0..USERS {
@@ -318,8 +351,7 @@ pub async fn run(
                     OrderStatus::Reserved if now >= o.reserved_until => Err("hold_expired".into()),
                     OrderStatus::Reserved if o.extended => Err("already_extended".into()),
                     OrderStatus::Reserved => {
-                        let hold = Span::from_std(world.app.config().hold)
-                            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                        let hold = Span::from_std(world.app.config().hold).map_err(failed)?;
                         let m = &mut model.orders[idx];
                         m.reserved_until += hold;
                         m.extended = true;
@@ -415,11 +447,7 @@ pub async fn run(
                 }
             }
             Op::Tick => {
-                let moved = world
-                    .app
-                    .tick_scheduler()
-                    .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let moved = world.app.tick_scheduler().await.map_err(failed)?;
                 let mut expected = 0;
                 for md in &mut model.drops {
                     if let Some(next) = md.due(now) {
@@ -446,11 +474,7 @@ pub async fn run(
                 prop_assert_eq!(code(&got), expected, "step {}: {:?}", step, op);
             }
             Op::Sweep => {
-                let swept = world
-                    .app
-                    .sweep_holds()
-                    .await
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let swept = world.app.sweep_holds().await.map_err(failed)?;
                 let due: Vec<usize> = (0..model.orders.len())
                     .filter(|&i| {
                         model.orders[i].status == OrderStatus::Reserved

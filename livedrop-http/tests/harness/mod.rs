@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod sse;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
@@ -683,6 +685,18 @@ pub async fn assert_notifications(
         },
     )
     .await
+}
+
+/// Waits (≤ `limit`) until a process's outbox backlog gauge reads 0: every event
+/// its relay holds is published.
+pub async fn wait_for_outbox_drained(api: &Api, base: &str, limit: Duration) {
+    wait_for(limit, "the outbox to drain", || async {
+        let backlog = metric(api, base, "livedrop_outbox_backlog").await;
+        (backlog == Some(0.0))
+            .then_some(())
+            .ok_or(format!("backlog {backlog:?}"))
+    })
+    .await;
 }
 
 /// The sum of a metric's samples in a process's `/metrics`.
