@@ -29,50 +29,26 @@ fn sample(kind: EventType) -> (Event, EventPayload) {
         stock: after,
     };
     let moved = Event::stock_moved(drop.id.0, &before, &after, 7, T0);
+    // Each payload variant with the event built for its subject.
+    let of_product =
+        |wrap: fn(_) -> EventPayload| (Event::product(kind, &product, T0), wrap(product.clone()));
+    let of_drop = |wrap: fn(_) -> EventPayload| (Event::drop(kind, &drop, T0), wrap(drop.clone()));
+    let of_order =
+        |wrap: fn(_) -> EventPayload| (Event::order(kind, &order, T0), wrap(order.clone()));
     match kind {
-        EventType::ProductCreated => (
-            Event::product(kind, &product, T0),
-            EventPayload::ProductCreated(product),
-        ),
-        EventType::ProductUpdated => (
-            Event::product(kind, &product, T0),
-            EventPayload::ProductUpdated(product),
-        ),
-        EventType::DropScheduled => (
-            Event::drop(kind, &drop, T0),
-            EventPayload::DropScheduled(drop),
-        ),
-        EventType::DropStarted => (
-            Event::drop(kind, &drop, T0),
-            EventPayload::DropStarted(drop),
-        ),
-        EventType::DropEnded => (Event::drop(kind, &drop, T0), EventPayload::DropEnded(drop)),
+        EventType::ProductCreated => of_product(EventPayload::ProductCreated),
+        EventType::ProductUpdated => of_product(EventPayload::ProductUpdated),
+        EventType::DropScheduled => of_drop(EventPayload::DropScheduled),
+        EventType::DropStarted => of_drop(EventPayload::DropStarted),
+        EventType::DropEnded => of_drop(EventPayload::DropEnded),
+        EventType::DropCancelled => of_drop(EventPayload::DropCancelled),
         EventType::DropSoldOut => (moved[1].clone(), EventPayload::DropSoldOut(stock)),
-        EventType::DropCancelled => (
-            Event::drop(kind, &drop, T0),
-            EventPayload::DropCancelled(drop),
-        ),
         EventType::StockChanged => (moved[0].clone(), EventPayload::StockChanged(stock)),
-        EventType::OrderPlaced => (
-            Event::order(kind, &order, T0),
-            EventPayload::OrderPlaced(order),
-        ),
-        EventType::OrderConfirmed => (
-            Event::order(kind, &order, T0),
-            EventPayload::OrderConfirmed(order),
-        ),
-        EventType::OrderCancelled => (
-            Event::order(kind, &order, T0),
-            EventPayload::OrderCancelled(order),
-        ),
-        EventType::OrderExpired => (
-            Event::order(kind, &order, T0),
-            EventPayload::OrderExpired(order),
-        ),
-        EventType::OrderExtended => (
-            Event::order(kind, &order, T0),
-            EventPayload::OrderExtended(order),
-        ),
+        EventType::OrderPlaced => of_order(EventPayload::OrderPlaced),
+        EventType::OrderConfirmed => of_order(EventPayload::OrderConfirmed),
+        EventType::OrderCancelled => of_order(EventPayload::OrderCancelled),
+        EventType::OrderExpired => of_order(EventPayload::OrderExpired),
+        EventType::OrderExtended => of_order(EventPayload::OrderExtended),
         EventType::UserFollowed => {
             let follow = FollowPayload {
                 follower_id: UserId::new(),

@@ -38,6 +38,10 @@ async fn get(url: String) -> reqwest::Response {
     reqwest::get(url).await.unwrap()
 }
 
+async fn get_json(url: String) -> Value {
+    get(url).await.json().await.unwrap()
+}
+
 fn header(response: &reqwest::Response, name: reqwest::header::HeaderName) -> &str {
     response
         .headers()
@@ -72,11 +76,7 @@ async fn the_storefront_is_served_at_root_with_its_script_and_style() {
     }
 
     // The page is not part of the API's document.
-    let doc: Value = get(format!("{}/openapi.json", server.base))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let doc = get_json(format!("{}/openapi.json", server.base)).await;
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.contains_key("/drops"));
     assert!(
@@ -106,22 +106,15 @@ async fn the_storefront_flag_leaves_root_unrouted_and_the_api_unchanged() {
 async fn the_demo_gives_the_storefront_a_live_and_an_upcoming_drop() {
     let server = Server::start("storefront-demo", &settings(&[("LIVEDROP_DEMO", "1")])).await;
     for (status, title) in [("live", "Demo hoodie"), ("scheduled", "Demo cap")] {
-        let page: Value = get(format!("{}/drops?status={status}", server.base))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(format!("{}/drops?status={status}", server.base)).await;
         let drops = page["items"].as_array().unwrap();
         assert_eq!(drops.len(), 1, "{status}: {page}");
-        let product: Value = get(format!(
+        let product = get_json(format!(
             "{}/products/{}",
             server.base,
             drops[0]["product_id"].as_str().unwrap()
         ))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(product["title"], title, "{status}");
     }
     server.stop().await;

@@ -464,6 +464,16 @@ mod tests {
     use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
     use livedrop_core::testing::fixtures::{self, at, T0};
 
+    /// A store with one live drop of 5 units.
+    async fn live_drop_of_five() -> (MemoryStore, model::Drop) {
+        let store = MemoryStore::new();
+        let creator = fixtures::user("c", Role::Creator);
+        let product = fixtures::product(creator.id, "P", "d", at(-100));
+        let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
+        store.insert_drop(&drop, 5, &[]).await.expect("insert");
+        (store, drop)
+    }
+
     fn entry(n: i64) -> Arc<Appended> {
         Arc::new(Appended::Event(Event::new(
             EventType::StockChanged,
@@ -503,11 +513,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_event_is_built_the_same_at_every_read() {
-        let store = MemoryStore::new();
-        let creator = fixtures::user("c", Role::Creator);
-        let product = fixtures::product(creator.id, "P", "d", at(-100));
-        let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
-        store.insert_drop(&drop, 5, &[]).await.expect("insert");
+        let (store, drop) = live_drop_of_five().await;
         let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
         store.place_order(&order, T0).await.expect("place");
         let first = store.pending(10).await.expect("pending");
@@ -535,11 +541,7 @@ mod tests {
 
     #[tokio::test]
     async fn stock_versions_count_every_movement() {
-        let store = MemoryStore::new();
-        let creator = fixtures::user("c", Role::Creator);
-        let product = fixtures::product(creator.id, "P", "d", at(-100));
-        let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
-        store.insert_drop(&drop, 5, &[]).await.expect("insert");
+        let (store, drop) = live_drop_of_five().await;
         assert_eq!(store.stock_version(drop.id), Some(1));
         let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
         store.place_order(&order, T0).await.expect("place");
