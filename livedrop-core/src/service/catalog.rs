@@ -326,19 +326,14 @@ impl Livedrop {
             ));
         }
         let keyed = super::idempotency::keyed_id("drop").map(DropId);
-        let drop = Drop {
-            id: keyed.unwrap_or_default(),
-            product_id: product.id,
-            creator_id: product.creator_id,
-            title: product.title.clone(),
-            price_cents: product.price_cents,
-            currency: product.currency.clone(),
-            starts_at,
-            ends_at,
+        let drop = Drop::of_product(
+            keyed.unwrap_or_default(),
+            &product,
+            (starts_at, ends_at),
             per_user_limit,
-            state: DropState::Scheduled,
-            created_at: now,
-        };
+            DropState::Scheduled,
+            now,
+        );
         let event = Event::drop(EventType::DropScheduled, &drop, now);
         match self
             .ports()
