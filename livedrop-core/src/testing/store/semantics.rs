@@ -470,42 +470,16 @@ pub async fn restock_past_the_largest_stock_conflicts(repos: &Repos) {
 pub async fn batches_come_in_one_order_with_a_tie_break(repos: &Repos) {
     let creator = seed_user(repos, "Maker", Role::Creator).await;
     let product = seed_product(repos, &creator, "Tee", "Cotton", at(-90_000)).await;
+    // Three units each, all created at the same instant: only the window and the
+    // state tell them apart.
+    let seed = |window, state| seed_drop(repos, &product, window, 3, 3, state, at(-8000));
     // Two live drops due to end; the one ending later started earlier.
-    let late_end = seed_drop(
-        repos,
-        &product,
-        (at(-7200), at(-1)),
-        3,
-        3,
-        DropState::Live,
-        at(-8000),
-    )
-    .await;
-    let early_end = seed_drop(
-        repos,
-        &product,
-        (at(-3000), at(-100)),
-        3,
-        3,
-        DropState::Live,
-        at(-8000),
-    )
-    .await;
+    let late_end = seed((at(-7200), at(-1)), DropState::Live).await;
+    let early_end = seed((at(-3000), at(-100)), DropState::Live).await;
     // Two scheduled drops due to start at the same instant: the id breaks the tie.
     let mut tied = Vec::new();
     for _ in 0..2 {
-        tied.push(
-            seed_drop(
-                repos,
-                &product,
-                (at(-3600), at(3600)),
-                3,
-                3,
-                DropState::Scheduled,
-                at(-8000),
-            )
-            .await,
-        );
+        tied.push(seed((at(-3600), at(3600)), DropState::Scheduled).await);
     }
     tied.sort_by_key(|d| d.id.0);
     let due = |limit: u32| async move {
