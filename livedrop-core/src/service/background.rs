@@ -411,25 +411,23 @@ impl Livedrop {
 
     /// Deletes idempotency keys older than the retention period. Returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
-        let retention = chrono::Duration::from_std(self.config().idempotency_retention)
-            .unwrap_or(chrono::Duration::hours(24));
-        Ok(self
-            .ports()
-            .idempotency
-            .purge(self.now() - retention)
-            .await?)
+        let cutoff = self.retention_cutoff(self.config().idempotency_retention);
+        Ok(self.ports().idempotency.purge(cutoff).await?)
     }
 
     /// Deletes outbox events published longer ago than the retention period.
     /// Returns how many.
     pub async fn prune_outbox(&self) -> Result<u64> {
-        let retention = chrono::Duration::from_std(self.config().outbox_retention)
-            .unwrap_or(chrono::Duration::hours(24));
-        Ok(self
-            .ports()
-            .outbox
-            .prune_published(self.now() - retention)
-            .await?)
+        let cutoff = self.retention_cutoff(self.config().outbox_retention);
+        Ok(self.ports().outbox.prune_published(cutoff).await?)
+    }
+
+    /// The instant before which what is kept for `retention` may go (a retention too
+    /// long to represent counts as 24 hours).
+    fn retention_cutoff(&self, retention: Duration) -> crate::clock::Timestamp {
+        let retention =
+            chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::hours(24));
+        self.now() - retention
     }
 
     async fn consume(&self, group: &'static str, role: Role, token: CancellationToken) {
