@@ -299,6 +299,31 @@ pub struct Drop {
 }
 
 impl Drop {
+    /// A drop `id` of `product`, open for orders in `[starts_at, ends_at)`: it keeps the
+    /// product's creator, title and price as they are now.
+    pub(crate) fn of_product(
+        id: DropId,
+        product: &Product,
+        (starts_at, ends_at): (Timestamp, Timestamp),
+        per_user_limit: u32,
+        state: DropState,
+        created_at: Timestamp,
+    ) -> Self {
+        Self {
+            id,
+            product_id: product.id,
+            creator_id: product.creator_id,
+            title: product.title.clone(),
+            price_cents: product.price_cents,
+            currency: product.currency.clone(),
+            starts_at,
+            ends_at,
+            per_user_limit,
+            state,
+            created_at,
+        }
+    }
+
     /// The keyset position of this drop.
     pub fn cursor(&self) -> Cursor {
         Cursor::new(self.created_at, self.id.0)

@@ -92,33 +92,9 @@ pub struct RedisCache {
     bump: Script,
 }
 
-impl std::fmt::Debug for RedisCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCache")
-            .field("namespace", &self.namespace)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+redis_adapter!(RedisCache, "every key");
 
 impl RedisCache {
-    /// Connects to `url` (e.g. `redis://127.0.0.1:6379`) with default options and
-    /// keeps every key under `namespace`. Fails with a [`ConnectError`] when the URL
-    /// is invalid or the server does not answer.
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, ConnectError> {
-        Self::connect_with(url, namespace, RedisOptions::default()).await
-    }
-
-    /// [`connect`](Self::connect) with explicit options.
-    pub async fn connect_with(
-        url: &str,
-        namespace: &str,
-        options: RedisOptions,
-    ) -> Result<Self, ConnectError> {
-        let conn = connect(url, &options).await?;
-        Ok(Self::new(conn, namespace, options))
-    }
-
     /// A cache over an existing connection (see [`connect`](super::connect)).
     pub fn new(conn: ConnectionManager, namespace: &str, options: RedisOptions) -> Self {
         Self {

@@ -51,31 +51,9 @@ pub struct RedisGate {
     admit: Script,
 }
 
-impl std::fmt::Debug for RedisGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisGate")
-            .field("namespace", &self.namespace)
-            .field("options", &self.options)
-            .finish_non_exhaustive()
-    }
-}
+redis_adapter!(RedisGate, "its entries");
 
 impl RedisGate {
-    /// Connects to `url` with default options and keeps its entries under `namespace`.
-    pub async fn connect(url: &str, namespace: &str) -> Result<Self, ConnectError> {
-        Self::connect_with(url, namespace, RedisOptions::default()).await
-    }
-
-    /// [`connect`](Self::connect) with explicit options.
-    pub async fn connect_with(
-        url: &str,
-        namespace: &str,
-        options: RedisOptions,
-    ) -> Result<Self, ConnectError> {
-        let conn = connect(url, &options).await?;
-        Ok(Self::new(conn, namespace, options))
-    }
-
     /// A gate over an existing connection (for instance [`RedisCache::connection`](super::RedisCache::connection)).
     pub fn new(conn: ConnectionManager, namespace: &str, options: RedisOptions) -> Self {
         Self {

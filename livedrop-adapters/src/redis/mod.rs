@@ -19,6 +19,45 @@
 //! # }
 //! ```
 
+/// Writes what every Redis adapter shares: `connect` and `connect_with` (a
+/// [`connect`]ed manager handed to the adapter's own `new(conn, namespace, options)`)
+/// and a `Debug` that shows the namespace and the options, never the connection.
+/// `$keeps` says what the adapter keeps under its namespace.
+macro_rules! redis_adapter {
+    ($name:ident, $keeps:literal) => {
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("namespace", &self.namespace)
+                    .field("options", &self.options)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl $name {
+            #[doc = concat!(
+                "Connects to `url` (e.g. `redis://127.0.0.1:6379`) with default options and keeps ",
+                $keeps,
+                " under `namespace`. Fails with a [`ConnectError`] when the URL is invalid or \
+                 the server does not answer."
+            )]
+            pub async fn connect(url: &str, namespace: &str) -> Result<Self, ConnectError> {
+                Self::connect_with(url, namespace, RedisOptions::default()).await
+            }
+
+            /// [`connect`](Self::connect) with explicit options.
+            pub async fn connect_with(
+                url: &str,
+                namespace: &str,
+                options: RedisOptions,
+            ) -> Result<Self, ConnectError> {
+                let conn = connect(url, &options).await?;
+                Ok(Self::new(conn, namespace, options))
+            }
+        }
+    };
+}
+
 mod cache;
 mod gate;
 #[cfg(feature = "testing")]

@@ -144,6 +144,14 @@ pub struct Injector {
     settling: tokio_util::sync::CancellationToken,
 }
 
+/// Where an injected failure strikes a call: before it reaches the adapter (nothing
+/// happened) or after it returned (it happened, the caller is told otherwise).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Strike {
+    Before,
+    After,
+}
+
 /// What happens to one call.
 #[derive(Debug, Clone, Copy)]
 struct Plan {
@@ -271,13 +279,14 @@ impl Injector {
         }
     }
 
-    /// Runs `call` under a plan: maybe delayed, maybe refused before, maybe reported
-    /// failed after it succeeded.
-    async fn guard<T>(
+    /// Runs `call` under a plan: maybe delayed, maybe refused before it runs, maybe
+    /// reported failed after it succeeded. `fault` makes the error for either strike.
+    async fn inject<T, E>(
         &self,
         write: bool,
-        call: impl Future<Output = StoreResult<T>>,
-    ) -> StoreResult<T> {
+        call: impl Future<Output = Result<T, E>>,
+        fault: impl FnOnce(Strike) -> E,
+    ) -> Result<T, E> {
         let plan = self.plan(write);
         if let Some(delay) = plan.delay {
             self.counts.delayed.fetch_add(1, Ordering::Relaxed);
@@ -285,14 +294,23 @@ impl Injector {
         }
         if plan.before {
             self.counts.before.fetch_add(1, Ordering::Relaxed);
-            return Err(injected());
+            return Err(fault(Strike::Before));
         }
         let value = call.await?;
         if plan.after {
             self.counts.after.fetch_add(1, Ordering::Relaxed);
-            return Err(injected());
+            return Err(fault(Strike::After));
         }
         Ok(value)
+    }
+
+    /// [`Injector::inject`] for a store call, failing as an unavailable database.
+    async fn guard<T>(
+        &self,
+        write: bool,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        self.inject(write, call, |_| injected()).await
     }
 
     /// Like [`Injector::guard`] for a call on the idempotency key `(user, key)`, which
@@ -306,27 +324,14 @@ impl Injector {
         begin: bool,
         call: impl Future<Output = StoreResult<T>>,
     ) -> StoreResult<T> {
-        let plan = self.plan(WRITE);
-        if let Some(delay) = plan.delay {
-            self.counts.delayed.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(delay).await;
-        }
-        if plan.before {
-            self.counts.before.fetch_add(1, Ordering::Relaxed);
-            if !begin {
+        let stranding = if begin { Strike::After } else { Strike::Before };
+        self.inject(WRITE, call, |strike| {
+            if strike == stranding {
                 lock(&self.excused).insert((user, key.to_owned()));
             }
-            return Err(injected());
-        }
-        let value = call.await?;
-        if plan.after {
-            self.counts.after.fetch_add(1, Ordering::Relaxed);
-            if begin {
-                lock(&self.excused).insert((user, key.to_owned()));
-            }
-            return Err(injected());
-        }
-        Ok(value)
+            injected()
+        })
+        .await
     }
 
     /// Idempotency keys an injected fault may have left claimed with nobody to give
@@ -347,21 +352,13 @@ impl Injector {
         if self.down(&self.cache_down_until) {
             return Err(CacheError("simulated cache outage".into()));
         }
-        let plan = self.plan(write);
-        if let Some(delay) = plan.delay {
-            self.counts.delayed.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(delay).await;
-        }
-        if plan.before {
-            self.counts.before.fetch_add(1, Ordering::Relaxed);
-            return Err(CacheError("simulated cache failure".into()));
-        }
-        let value = call.await?;
-        if plan.after {
-            self.counts.after.fetch_add(1, Ordering::Relaxed);
-            return Err(CacheError("simulated cache failure after the write".into()));
-        }
-        Ok(value)
+        self.inject(write, call, |strike| {
+            CacheError(match strike {
+                Strike::Before => "simulated cache failure".into(),
+                Strike::After => "simulated cache failure after the write".into(),
+            })
+        })
+        .await
     }
 
     async fn guard_bus<T>(
@@ -390,23 +387,34 @@ fn injected() -> StoreError {
 const READ: bool = false;
 const WRITE: bool = true;
 
-/// Every repository port and the outbox of a store, with faults.
-pub struct FaultyStore<S> {
-    inner: Arc<S>,
-    faults: Arc<Injector>,
+/// Declares a decorator `$name` over an `Arc<$inner>` that draws every fault from a
+/// shared [`Injector`], with its `Debug` and its `new`.
+macro_rules! decorator {
+    ($(#[$doc:meta])* $name:ident $(<$param:ident: $bound:ident>)? ($inner:ty)) => {
+        $(#[$doc])*
+        pub struct $name $(<$param>)? {
+            inner: Arc<$inner>,
+            faults: Arc<Injector>,
+        }
+
+        impl $(<$param>)? std::fmt::Debug for $name $(<$param>)? {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name)).finish_non_exhaustive()
+            }
+        }
+
+        impl $(<$param: $bound>)? $name $(<$param>)? {
+            /// `inner` with faults from `faults`.
+            pub fn new(inner: Arc<$inner>, faults: Arc<Injector>) -> Self {
+                Self { inner, faults }
+            }
+        }
+    };
 }
 
-impl<S> std::fmt::Debug for FaultyStore<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyStore").finish_non_exhaustive()
-    }
-}
-
-impl<S: Store> FaultyStore<S> {
-    /// `inner` with faults from `faults`.
-    pub fn new(inner: Arc<S>, faults: Arc<Injector>) -> Self {
-        Self { inner, faults }
-    }
+decorator! {
+    /// Every repository port and the outbox of a store, with faults.
+    FaultyStore<S: Store>(S)
 }
 
 #[async_trait]
@@ -682,23 +690,9 @@ impl<S: Store> Outbox for FaultyStore<S> {
     }
 }
 
-/// A cache with faults and outage windows.
-pub struct FaultyCache {
-    inner: Arc<dyn Cache>,
-    faults: Arc<Injector>,
-}
-
-impl std::fmt::Debug for FaultyCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyCache").finish_non_exhaustive()
-    }
-}
-
-impl FaultyCache {
-    /// `inner` with faults from `faults`.
-    pub fn new(inner: Arc<dyn Cache>, faults: Arc<Injector>) -> Self {
-        Self { inner, faults }
-    }
+decorator! {
+    /// A cache with faults and outage windows.
+    FaultyCache(dyn Cache)
 }
 
 #[async_trait]
@@ -730,23 +724,9 @@ impl Cache for FaultyCache {
     }
 }
 
-/// An admission gate with faults (the caller admits when the gate fails).
-pub struct FaultyGate {
-    inner: Arc<dyn AdmissionGate>,
-    faults: Arc<Injector>,
-}
-
-impl std::fmt::Debug for FaultyGate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyGate").finish_non_exhaustive()
-    }
-}
-
-impl FaultyGate {
-    /// `inner` with faults from `faults`.
-    pub fn new(inner: Arc<dyn AdmissionGate>, faults: Arc<Injector>) -> Self {
-        Self { inner, faults }
-    }
+decorator! {
+    /// An admission gate with faults (the caller admits when the gate fails).
+    FaultyGate(dyn AdmissionGate)
 }
 
 #[async_trait]
@@ -762,25 +742,11 @@ impl AdmissionGate for FaultyGate {
     }
 }
 
-/// An event bus with faults and outage windows. Live subscriptions (what Server-Sent
-/// Events read) only see latency: a live view has no history to resume from, so a
-/// failing live read would be indistinguishable from a lost event.
-pub struct FaultyBus {
-    inner: Arc<dyn EventBus>,
-    faults: Arc<Injector>,
-}
-
-impl std::fmt::Debug for FaultyBus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FaultyBus").finish_non_exhaustive()
-    }
-}
-
-impl FaultyBus {
-    /// `inner` with faults from `faults`.
-    pub fn new(inner: Arc<dyn EventBus>, faults: Arc<Injector>) -> Self {
-        Self { inner, faults }
-    }
+decorator! {
+    /// An event bus with faults and outage windows. Live subscriptions (what Server-Sent
+    /// Events read) only see latency: a live view has no history to resume from, so a
+    /// failing live read would be indistinguishable from a lost event.
+    FaultyBus(dyn EventBus)
 }
 
 #[async_trait]

@@ -285,44 +285,27 @@ impl Livedrop {
         // The drop scheduler, the hold sweeper and housekeeping each run on their own,
         // so a long sweep or purge never delays a drop going live.
         let config = self.config();
-        let this = self.clone();
-        tasks.push(tokio::spawn(every(
-            Duration::ZERO,
-            config.tick,
-            token.clone(),
-            move || {
-                let this = this.clone();
-                async move {
-                    if let Err(e) = this.tick_scheduler().await {
-                        tracing::warn!(error = %e.detailed(), "drop scheduler step failed");
-                    }
+        let tick = config.tick;
+        tasks.push(
+            self.spawn_every(Duration::ZERO, tick, &token, |this| async move {
+                if let Err(e) = this.tick_scheduler().await {
+                    tracing::warn!(error = %e.detailed(), "drop scheduler step failed");
                 }
-            },
-        )));
-        let this = self.clone();
-        tasks.push(tokio::spawn(every(
-            Duration::ZERO,
-            config.tick,
-            token.clone(),
-            move || {
-                let this = this.clone();
-                async move {
-                    if let Err(e) = this.sweep_holds().await {
-                        tracing::warn!(error = %e.detailed(), "hold sweeper step failed");
-                    }
+            }),
+        );
+        tasks.push(
+            self.spawn_every(Duration::ZERO, tick, &token, |this| async move {
+                if let Err(e) = this.sweep_holds().await {
+                    tracing::warn!(error = %e.detailed(), "hold sweeper step failed");
                 }
-            },
-        )));
-        let this = self.clone();
-        tasks.push(tokio::spawn(every(
-            config.housekeeping_interval,
-            config.housekeeping_interval,
-            token.clone(),
-            move || {
-                let this = this.clone();
-                async move { this.housekeeping().await }
-            },
-        )));
+            }),
+        );
+        let housekeeping = config.housekeeping_interval;
+        tasks.push(
+            self.spawn_every(housekeeping, housekeeping, &token, |this| async move {
+                this.housekeeping().await
+            }),
+        );
 
         // With no shared broker the bus is this process's alone and dies with it: the
         // relay writes notifications before it marks events published, and this
@@ -360,6 +343,25 @@ impl Livedrop {
         }
 
         Background { token, tasks }
+    }
+
+    /// Spawns a task that runs `step` on a clone of this service every `interval`, the
+    /// first time after `first`, until `token` is cancelled.
+    fn spawn_every<F, Fut>(
+        &self,
+        first: Duration,
+        interval: Duration,
+        token: &CancellationToken,
+        step: F,
+    ) -> JoinHandle<()>
+    where
+        F: Fn(Livedrop) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::spawn(every(first, interval, token.clone(), move || {
+            step(this.clone())
+        }))
     }
 
     /// One scheduler step: drops whose start or end has passed move to `live` or
@@ -409,25 +411,23 @@ impl Livedrop {
 
     /// Deletes idempotency keys older than the retention period. Returns how many.
     pub async fn purge_idempotency_keys(&self) -> Result<u64> {
-        let retention = chrono::Duration::from_std(self.config().idempotency_retention)
-            .unwrap_or(chrono::Duration::hours(24));
-        Ok(self
-            .ports()
-            .idempotency
-            .purge(self.now() - retention)
-            .await?)
+        let cutoff = self.retention_cutoff(self.config().idempotency_retention);
+        Ok(self.ports().idempotency.purge(cutoff).await?)
     }
 
     /// Deletes outbox events published longer ago than the retention period.
     /// Returns how many.
     pub async fn prune_outbox(&self) -> Result<u64> {
-        let retention = chrono::Duration::from_std(self.config().outbox_retention)
-            .unwrap_or(chrono::Duration::hours(24));
-        Ok(self
-            .ports()
-            .outbox
-            .prune_published(self.now() - retention)
-            .await?)
+        let cutoff = self.retention_cutoff(self.config().outbox_retention);
+        Ok(self.ports().outbox.prune_published(cutoff).await?)
+    }
+
+    /// The instant before which what is kept for `retention` may go (a retention too
+    /// long to represent counts as 24 hours).
+    fn retention_cutoff(&self, retention: Duration) -> crate::clock::Timestamp {
+        let retention =
+            chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::hours(24));
+        self.now() - retention
     }
 
     async fn consume(&self, group: &'static str, role: Role, token: CancellationToken) {

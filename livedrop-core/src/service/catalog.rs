@@ -246,14 +246,10 @@ impl Livedrop {
 
     /// The product with `id` (cached).
     pub async fn product(&self, id: ProductId) -> Result<Product> {
+        let key = cache::product_key(id);
         let ttl = self.config().entity_ttl;
-        let products = self.ports().products.clone();
-        self.cache()
-            .get_or_load(&cache::product_key(id), ttl, || async move {
-                Ok(products.product(id).await?)
-            })
-            .await?
-            .ok_or_else(|| Error::not_found("product"))
+        self.cached_entity(&key, ttl, "product", || self.ports().products.product(id))
+            .await
     }
 
     /// Products matching `filter`, newest first (cached, including searches).
@@ -326,19 +322,14 @@ impl Livedrop {
             ));
         }
         let keyed = super::idempotency::keyed_id("drop").map(DropId);
-        let drop = Drop {
-            id: keyed.unwrap_or_default(),
-            product_id: product.id,
-            creator_id: product.creator_id,
-            title: product.title.clone(),
-            price_cents: product.price_cents,
-            currency: product.currency.clone(),
-            starts_at,
-            ends_at,
+        let drop = Drop::of_product(
+            keyed.unwrap_or_default(),
+            &product,
+            (starts_at, ends_at),
             per_user_limit,
-            state: DropState::Scheduled,
-            created_at: now,
-        };
+            DropState::Scheduled,
+            now,
+        );
         let event = Event::drop(EventType::DropScheduled, &drop, now);
         match self
             .ports()
@@ -448,26 +439,37 @@ impl Livedrop {
 
     /// The drop's definition (cached).
     pub async fn drop_definition(&self, id: DropId) -> Result<Drop> {
+        let key = cache::drop_key(id);
         let ttl = self.config().entity_ttl;
-        let drops = self.ports().drops.clone();
-        self.cache()
-            .get_or_load(&cache::drop_key(id), ttl, || async move {
-                Ok(drops.drop_by_id(id).await?)
-            })
-            .await?
-            .ok_or_else(|| Error::not_found("drop"))
+        self.cached_entity(&key, ttl, "drop", || self.ports().drops.drop_by_id(id))
+            .await
     }
 
     /// The drop's stock for display (cached; lags by at most the stock TTL).
     pub async fn displayed_stock(&self, id: DropId) -> Result<Stock> {
+        let key = cache::stock_key(id);
         let ttl = self.config().stock_ttl;
-        let inventory = self.ports().inventory.clone();
+        self.cached_entity(&key, ttl, "drop", || self.ports().inventory.stock(id))
+            .await
+    }
+
+    /// One entity through the cache under `key`: `load` from the store on a miss,
+    /// `not_found(what)` when it does not exist.
+    async fn cached_entity<T, Fut>(
+        &self,
+        key: &str,
+        ttl: std::time::Duration,
+        what: &'static str,
+        load: impl FnOnce() -> Fut,
+    ) -> Result<T>
+    where
+        T: Serialize + serde::de::DeserializeOwned,
+        Fut: std::future::Future<Output = crate::error::StoreResult<Option<T>>>,
+    {
         self.cache()
-            .get_or_load(&cache::stock_key(id), ttl, || async move {
-                Ok(inventory.stock(id).await?)
-            })
+            .get_or_load(key, ttl, || async move { Ok(load().await?) })
             .await?
-            .ok_or_else(|| Error::not_found("drop"))
+            .ok_or_else(|| Error::not_found(what))
     }
 
     /// The drop with its live stock (both cached).

@@ -42,21 +42,19 @@ pub struct Ports {
     pub gate: Arc<dyn AdmissionGate>,
 }
 
-/// A type implementing every repository port, such as one database.
-pub trait Store:
-    UserRepository
-    + ProductRepository
-    + DropRepository
-    + InventoryRepository
-    + OrderRepository
-    + IdempotencyStore
-    + NotificationRepository
-    + Outbox
-{
+/// Declares [`Store`] as every port of one list, and implements it for every type
+/// that implements them all.
+macro_rules! store_of {
+    ($first:ident $(+ $port:ident)*) => {
+        /// A type implementing every repository port, such as one database.
+        pub trait Store: $first $(+ $port)* {}
+
+        impl<T> Store for T where T: $first $(+ $port)* {}
+    };
 }
 
-impl<T> Store for T where
-    T: UserRepository
+store_of!(
+    UserRepository
         + ProductRepository
         + DropRepository
         + InventoryRepository
@@ -64,8 +62,7 @@ impl<T> Store for T where
         + IdempotencyStore
         + NotificationRepository
         + Outbox
-{
-}
+);
 
 impl Ports {
     /// Bundles one store implementing every repository port with a cache, a bus and a clock.

@@ -64,19 +64,14 @@ pub fn drop_of(
     state: DropState,
     created_at: Timestamp,
 ) -> model::Drop {
-    model::Drop {
-        id: DropId::new(),
-        product_id: product.id,
-        creator_id: product.creator_id,
-        title: product.title.clone(),
-        price_cents: product.price_cents,
-        currency: product.currency.clone(),
-        starts_at,
-        ends_at,
+    model::Drop::of_product(
+        DropId::new(),
+        product,
+        (starts_at, ends_at),
         per_user_limit,
         state,
         created_at,
-    }
+    )
 }
 
 /// A drop live at [`T0`] (from an hour before to an hour after, created two hours

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::fixtures::{self, at, T0};
 use super::Repos;
 use crate::clock::Timestamp;
-use crate::error::StoreError;
+use crate::error::{StoreError, StoreResult};
 use crate::event::{Event, EventPayload, EventType, StockPayload};
 use crate::id::{DropId, NotificationId, OrderId, ProductId, UserId};
 use crate::model::{
@@ -124,6 +124,11 @@ fn stock(total: u32, available: u32, reserved: u32, sold: u32) -> Stock {
         reserved,
         sold,
     }
+}
+
+/// What a lookup found, failing the test when the call fails or finds nothing.
+async fn fetched<T>(lookup: impl std::future::Future<Output = StoreResult<Option<T>>>) -> T {
+    lookup.await.expect("get").expect("stored")
 }
 
 async fn seed_user(repos: &Repos, name: &str, role: Role) -> User {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::TimeDelta;
 use uuid::Uuid;
 
-use super::{live_drop, placed, seed_drop, seed_product, seed_user, stock_of};
+use super::{fetched, live_drop, placed, seed_drop, seed_product, seed_user, stock_of};
 use crate::clock::{ManualClock, EARLIEST, LATEST};
 use crate::error::StoreError;
 use crate::id::UserId;
@@ -156,12 +156,7 @@ pub async fn text_with_control_characters_is_refused(repos: &Repos) {
         .create_product(&actor, new("Tee", multi_line, None))
         .await
         .expect("tabs and line breaks are free text");
-    let stored = repos
-        .products
-        .product(product.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let stored = fetched(repos.products.product(product.id)).await;
     assert_eq!(stored.description, multi_line);
     let patch = ProductPatch {
         title: Some("Tee\0".into()),
@@ -172,12 +167,7 @@ pub async fn text_with_control_characters_is_refused(repos: &Repos) {
         "title",
         "NUL in a patch",
     );
-    let stored = repos
-        .products
-        .product(product.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let stored = fetched(repos.products.product(product.id)).await;
     assert_eq!(
         (stored.title.as_str(), stored.version),
         ("Tee", 1),
@@ -348,12 +338,7 @@ pub async fn timestamps_outside_the_storable_range_are_refused(repos: &Repos) {
         at(-1),
     )
     .await;
-    let stored = repos
-        .drops
-        .drop_by_id(edge.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let stored = fetched(repos.drops.drop_by_id(edge.id)).await;
     assert_eq!((stored.starts_at, stored.ends_at), (EARLIEST, LATEST));
     let page = repos
         .drops
@@ -377,21 +362,11 @@ pub async fn timestamps_keep_microseconds(repos: &Repos) {
         .insert_user(&creator)
         .await
         .expect("insert user");
-    let got = repos
-        .users
-        .user(creator.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = fetched(repos.users.user(creator.id)).await;
     assert_eq!(got.created_at, creator.created_at);
 
     let product = seed_product(repos, &creator, "Tee", "Cotton", odd(-8000, 999_999)).await;
-    let got = repos
-        .products
-        .product(product.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = fetched(repos.products.product(product.id)).await;
     assert_eq!(
         (got.created_at, got.updated_at),
         (product.created_at, product.updated_at)
@@ -408,12 +383,7 @@ pub async fn timestamps_keep_microseconds(repos: &Repos) {
         odd(-700, 10),
     )
     .await;
-    let got = repos
-        .drops
-        .drop_by_id(drop.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = fetched(repos.drops.drop_by_id(drop.id)).await;
     assert_eq!(
         (got.starts_at, got.ends_at, got.created_at),
         (drop.starts_at, drop.ends_at, drop.created_at)
@@ -422,12 +392,7 @@ pub async fn timestamps_keep_microseconds(repos: &Repos) {
     let now = odd(0, 424_242);
     let order = fixtures::order(UserId::new(), &drop, 1, "micro", now);
     let order = placed(repos, &order, now).await;
-    let got = repos
-        .orders
-        .order(order.id)
-        .await
-        .expect("get")
-        .expect("stored");
+    let got = fetched(repos.orders.order(order.id)).await;
     assert_eq!(
         (got.created_at, got.updated_at, got.reserved_until),
         (now, now, now + fixtures::HOLD)
@@ -470,42 +435,16 @@ pub async fn restock_past_the_largest_stock_conflicts(repos: &Repos) {
 pub async fn batches_come_in_one_order_with_a_tie_break(repos: &Repos) {
     let creator = seed_user(repos, "Maker", Role::Creator).await;
     let product = seed_product(repos, &creator, "Tee", "Cotton", at(-90_000)).await;
+    // Three units each, all created at the same instant: only the window and the
+    // state tell them apart.
+    let seed = |window, state| seed_drop(repos, &product, window, 3, 3, state, at(-8000));
     // Two live drops due to end; the one ending later started earlier.
-    let late_end = seed_drop(
-        repos,
-        &product,
-        (at(-7200), at(-1)),
-        3,
-        3,
-        DropState::Live,
-        at(-8000),
-    )
-    .await;
-    let early_end = seed_drop(
-        repos,
-        &product,
-        (at(-3000), at(-100)),
-        3,
-        3,
-        DropState::Live,
-        at(-8000),
-    )
-    .await;
+    let late_end = seed((at(-7200), at(-1)), DropState::Live).await;
+    let early_end = seed((at(-3000), at(-100)), DropState::Live).await;
     // Two scheduled drops due to start at the same instant: the id breaks the tie.
     let mut tied = Vec::new();
     for _ in 0..2 {
-        tied.push(
-            seed_drop(
-                repos,
-                &product,
-                (at(-3600), at(3600)),
-                3,
-                3,
-                DropState::Scheduled,
-                at(-8000),
-            )
-            .await,
-        );
+        tied.push(seed((at(-3600), at(3600)), DropState::Scheduled).await);
     }
     tied.sort_by_key(|d| d.id.0);
     let due = |limit: u32| async move {
