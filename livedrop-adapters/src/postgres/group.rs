@@ -15,8 +15,8 @@ use livedrop_core::StoreResult;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
+use super::dialect::{EventColumns, OrderColumns, OrderRow, StockRow};
 use super::orders::{lock_drop, HOLDING};
-use super::rows::{EventColumns, OrderColumns, OrderRow, StockRow};
 use super::{map_sqlx_error, Inner, PgStore};
 use crate::sql::{self, decide_batch, Batcher, Combiners, Placement};
 

@@ -31,11 +31,11 @@
 //! ```
 
 mod catalog;
+mod dialect;
 mod error;
 mod group;
 mod orders;
 mod outbox;
-mod rows;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
 pub use error::map_sqlx_error;
@@ -255,6 +255,32 @@ impl PgStore {
 }
 
 impl Inner {
+    /// Where reads go: the pool.
+    pub(crate) fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Where a write of one statement goes: the pool.
+    pub(crate) fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A write transaction. Dropped without commit, it rolls back.
+    pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(map_sqlx_error)
+    }
+
+    /// Commits `tx`. Whether it `appended` events to the outbox does not matter
+    /// here: the outbox trigger notifies listeners on commit.
+    pub(crate) async fn commit(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        appended: bool,
+    ) -> StoreResult<()> {
+        let _ = appended;
+        tx.commit().await.map_err(map_sqlx_error)
+    }
+
     /// The schema the store's tables live in.
     pub(crate) async fn schema(&self) -> StoreResult<&str> {
         self.schema
@@ -269,11 +295,5 @@ impl Inner {
     }
 }
 
-/// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
-pub(crate) fn after(
-    page: &livedrop_core::page::PageRequest,
-) -> (Option<livedrop_core::Timestamp>, Option<uuid::Uuid>) {
-    (page.after.map(|c| c.at), page.after.map(|c| c.id))
-}
-
 pub(crate) use crate::sql::{overfetch, to_u32};
+pub(crate) use dialect::after;

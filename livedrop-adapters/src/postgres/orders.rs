@@ -16,7 +16,7 @@ use livedrop_core::{StoreError, StoreResult};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::rows::{append_events, DropRow, OrderColumns, OrderRow, StockRow};
+use super::dialect::{append_events, DropRow, OrderColumns, OrderRow, StockRow};
 use super::{after, map_sqlx_error, overfetch, to_u32, PgStore, ReserveStrategy};
 use crate::sql::{refusal, reserved};
 

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
-use livedrop_core::event::{Event, EventType};
-use livedrop_core::id::{EventId, NotificationId, UserId};
+use livedrop_core::id::{NotificationId, UserId};
 use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
 use livedrop_core::page::{Cursor, Page, PageRequest};
 use livedrop_core::ports::{
@@ -16,7 +15,7 @@ use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::rows::NotificationRow;
+use super::dialect::{NotificationRow, OutboxRow};
 use super::{after, map_sqlx_error, overfetch, to_u32, PgStore};
 
 /// The relay's connection and whether it holds the relay lock.
@@ -40,34 +39,6 @@ impl RelaySession {
         if let Err(e) = self.conn.close().await {
             tracing::debug!(error = %e, "closing the relay connection");
         }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    seq: i64,
-    event_id: Uuid,
-    event_type: String,
-    aggregate_id: Uuid,
-    version: i64,
-    occurred_at: Timestamp,
-    payload: serde_json::Value,
-}
-
-impl OutboxRow {
-    fn into_record(self) -> StoreResult<OutboxRecord> {
-        let kind: EventType = self.event_type.parse().map_err(StoreError::backend)?;
-        Ok(OutboxRecord {
-            seq: self.seq,
-            event: Event {
-                id: EventId(self.event_id),
-                kind,
-                occurred_at: self.occurred_at,
-                aggregate_id: self.aggregate_id,
-                version: self.version,
-                payload: self.payload,
-            },
-        })
     }
 }
 
@@ -109,17 +80,14 @@ async fn relay_on(session: &mut RelaySession, limit: u32) -> StoreResult<Vec<Out
             return Ok(Vec::new());
         }
     }
-    sqlx::query_as::<_, OutboxRow>(
-        "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
-         FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(&mut session.conn)
-    .await
-    .map_err(map_sqlx_error)?
-    .into_iter()
-    .map(OutboxRow::into_record)
-    .collect()
+    sqlx::query_as::<_, OutboxRow>(&OutboxRow::pending())
+        .bind(i64::from(limit))
+        .fetch_all(&mut session.conn)
+        .await
+        .map_err(map_sqlx_error)?
+        .into_iter()
+        .map(OutboxRow::into_record)
+        .collect()
 }
 
 #[async_trait]
@@ -166,19 +134,20 @@ impl Outbox for PgStore {
         also: &[i64],
         limit: u32,
     ) -> StoreResult<Vec<OutboxRecord>> {
-        sqlx::query_as::<_, OutboxRow>(
-            "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
-             FROM outbox WHERE seq > $1 OR seq = ANY($2) ORDER BY seq LIMIT $3",
-        )
-        .bind(after)
-        .bind(also)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?
-        .into_iter()
-        .map(OutboxRow::into_record)
-        .collect()
+        let sql = format!(
+            "SELECT {} FROM outbox WHERE seq > $1 OR seq = ANY($2) ORDER BY seq LIMIT $3",
+            OutboxRow::COLUMNS
+        );
+        sqlx::query_as::<_, OutboxRow>(&sql)
+            .bind(after)
+            .bind(also)
+            .bind(i64::from(limit))
+            .fetch_all(&self.inner.pool)
+            .await
+            .map_err(map_sqlx_error)?
+            .into_iter()
+            .map(OutboxRow::into_record)
+            .collect()
     }
 
     async fn head(&self) -> StoreResult<i64> {

@@ -32,11 +32,11 @@
 //! ```
 
 mod catalog;
+mod dialect;
 mod error;
 mod lock;
 mod orders;
 mod outbox;
-mod rows;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -44,6 +44,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livedrop_core::{StoreError, StoreResult};
+
+use crate::sql::rows::Stamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -265,6 +267,16 @@ pub fn path_of_url(url: &str) -> StoreResult<PathBuf> {
 }
 
 impl Inner {
+    /// Where reads go: the read-only pool.
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// Where a write of one statement goes: the writer connection.
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     /// A write transaction: `BEGIN IMMEDIATE` on the writer connection, so the
     /// database's write lock is held from the first statement. Dropped without
     /// commit, it rolls back.
@@ -295,21 +307,16 @@ impl Inner {
 
 /// A timestamp as stored: microseconds since the Unix epoch.
 pub(crate) fn micros(t: livedrop_core::Timestamp) -> i64 {
-    t.timestamp_micros()
+    Stamp::stamp(t)
 }
 
 /// A stored timestamp.
 pub(crate) fn timestamp(micros: i64) -> StoreResult<livedrop_core::Timestamp> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| StoreError::backend(format!("stored time {micros} out of range")))
-}
-
-/// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
-pub(crate) fn after(page: &livedrop_core::page::PageRequest) -> (Option<i64>, Option<uuid::Uuid>) {
-    (page.after.map(|c| micros(c.at)), page.after.map(|c| c.id))
+    micros.time()
 }
 
 pub(crate) use crate::sql::{overfetch, to_u32};
+pub(crate) use dialect::after;
 
 #[cfg(test)]
 mod tests {

@@ -18,7 +18,7 @@ use livedrop_core::{StoreError, StoreResult};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::rows::{append_events, insert_orders, DropRow, OrderRow, StockRow};
+use super::dialect::{append_events, insert_orders, DropRow, OrderRow, StockRow};
 use super::{after, map_sqlx_error, micros, overfetch, Inner, SqliteStore};
 use crate::sql::{self, decide_batch, Batcher, Combiners, Placement};
 

@@ -4,63 +4,31 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
-use livedrop_core::event::{Event, EventType};
-use livedrop_core::id::{EventId, NotificationId, UserId};
+use livedrop_core::id::{NotificationId, UserId};
 use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
 use livedrop_core::page::{Cursor, Page, PageRequest};
 use livedrop_core::ports::{
     BeginOutcome, Claim, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
 };
-use livedrop_core::{StoreError, StoreResult};
+use livedrop_core::StoreResult;
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
-use super::rows::NotificationRow;
+use super::dialect::{NotificationRow, OutboxRow};
 use super::{after, map_sqlx_error, micros, overfetch, timestamp, to_u32, SqliteStore};
-
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    seq: i64,
-    event_id: Uuid,
-    event_type: String,
-    aggregate_id: Uuid,
-    version: i64,
-    occurred_at: i64,
-    payload: Json<serde_json::Value>,
-}
-
-impl OutboxRow {
-    fn into_record(self) -> StoreResult<OutboxRecord> {
-        let kind: EventType = self.event_type.parse().map_err(StoreError::backend)?;
-        Ok(OutboxRecord {
-            seq: self.seq,
-            event: Event {
-                id: EventId(self.event_id),
-                kind,
-                occurred_at: timestamp(self.occurred_at)?,
-                aggregate_id: self.aggregate_id,
-                version: self.version,
-                payload: self.payload.0,
-            },
-        })
-    }
-}
 
 #[async_trait]
 impl Outbox for SqliteStore {
     async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
-        sqlx::query_as::<_, OutboxRow>(
-            "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
-             FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?1",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.readers)
-        .await
-        .map_err(map_sqlx_error)?
-        .into_iter()
-        .map(OutboxRow::into_record)
-        .collect()
+        sqlx::query_as::<_, OutboxRow>(&OutboxRow::pending())
+            .bind(i64::from(limit))
+            .fetch_all(&self.inner.readers)
+            .await
+            .map_err(map_sqlx_error)?
+            .into_iter()
+            .map(OutboxRow::into_record)
+            .collect()
     }
 
     async fn appended_since(
@@ -71,10 +39,10 @@ impl Outbox for SqliteStore {
     ) -> StoreResult<Vec<OutboxRecord>> {
         // One writer commits in order, so positions appear without gaps; `also` is
         // served all the same for a follower that asks.
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
-             FROM outbox WHERE seq > ",
-        );
+        let mut query = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {} FROM outbox WHERE seq > ",
+            OutboxRow::COLUMNS
+        ));
         query.push_bind(after);
         if !also.is_empty() {
             query.push(" OR seq IN (");

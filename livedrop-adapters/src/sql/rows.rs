@@ -1,37 +1,78 @@
-//! Row types, their conversion into the domain, and the multi-row inserts the
-//! writes share (events into the outbox, placed orders).
+//! The rows both SQL stores read, and their conversion into the domain. The columns
+//! and their meaning are the same on PostgreSQL and SQLite; only how a point in time
+//! is stored differs, which each row leaves to its [`Stamp`] type.
 
-pub(crate) use crate::sql::StockRow;
-use livedrop_core::event::Event;
-use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
+use livedrop_core::clock::Timestamp;
+use livedrop_core::event::{Event, EventType};
+use livedrop_core::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
-    self, DropState, DropView, LedgerEntry, LedgerKind, Notification, NotificationKind, Order,
-    OrderStatus, Product, Role, Stock, User,
+    self, DropState, DropView, FollowEntry, LedgerEntry, LedgerKind, Notification,
+    NotificationKind, Order, OrderStatus, Product, Role, Stock, User,
 };
+use livedrop_core::ports::OutboxRecord;
 use livedrop_core::{StoreError, StoreResult};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::{map_sqlx_error, micros, timestamp, to_u32};
+use super::{to_u32, StockRow};
 
-/// Rows per multi-row insert: SQLite binds at most 32,766 parameters per statement.
-const ROWS_PER_INSERT: usize = 2_000;
+/// A point in time as a dialect stores it: PostgreSQL's `timestamptz` is the
+/// [`Timestamp`] itself, SQLite keeps microseconds since the Unix epoch in an `i64`.
+pub(crate) trait Stamp: Copy {
+    /// `t` as stored.
+    fn stamp(t: Timestamp) -> Self;
+    /// The stored time, refused as a backend error when it is out of range.
+    fn time(self) -> StoreResult<Timestamp>;
+}
+
+impl Stamp for Timestamp {
+    fn stamp(t: Timestamp) -> Self {
+        t
+    }
+
+    fn time(self) -> StoreResult<Timestamp> {
+        Ok(self)
+    }
+}
+
+impl Stamp for i64 {
+    fn stamp(t: Timestamp) -> Self {
+        t.timestamp_micros()
+    }
+
+    fn time(self) -> StoreResult<Timestamp> {
+        chrono::DateTime::from_timestamp_micros(self)
+            .ok_or_else(|| StoreError::backend(format!("stored time {self} out of range")))
+    }
+}
+
+/// An optional stored time.
+fn time_opt<T: Stamp>(t: Option<T>) -> StoreResult<Option<Timestamp>> {
+    t.map(Stamp::time).transpose()
+}
+
+/// The keyset bounds of a page: `(at, id)` of the cursor as stored, or NULLs for the
+/// first page.
+pub(crate) fn after<T: Stamp>(
+    page: &livedrop_core::page::PageRequest,
+) -> (Option<T>, Option<Uuid>) {
+    (page.after.map(|c| T::stamp(c.at)), page.after.map(|c| c.id))
+}
 
 fn bad(what: &str, value: &str) -> StoreError {
     StoreError::backend(format!("stored {what} {value:?} is not valid"))
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct UserRow {
+pub(crate) struct UserRow<T> {
     id: Uuid,
     email: String,
     display_name: String,
     role: String,
     password_hash: String,
-    created_at: i64,
+    created_at: T,
 }
 
-impl UserRow {
+impl<T: Stamp> UserRow<T> {
     pub(crate) const COLUMNS: &'static str =
         "id, email, display_name, role, password_hash, created_at";
 
@@ -42,13 +83,31 @@ impl UserRow {
             email: self.email,
             display_name: self.display_name,
             password_hash: self.password_hash,
-            created_at: timestamp(self.created_at)?,
+            created_at: self.created_at.time()?,
+        })
+    }
+}
+
+/// One side of the follow graph: the other user, joined with their display name.
+#[derive(sqlx::FromRow)]
+pub(crate) struct FollowRow<T> {
+    user_id: Uuid,
+    display_name: String,
+    followed_at: T,
+}
+
+impl<T: Stamp> FollowRow<T> {
+    pub(crate) fn into_entry(self) -> StoreResult<FollowEntry> {
+        Ok(FollowEntry {
+            user_id: UserId(self.user_id),
+            display_name: self.display_name,
+            followed_at: self.followed_at.time()?,
         })
     }
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct ProductRow {
+pub(crate) struct ProductRow<T> {
     id: Uuid,
     creator_id: Uuid,
     title: String,
@@ -56,12 +115,12 @@ pub(crate) struct ProductRow {
     price_cents: i64,
     currency: String,
     image_url: Option<String>,
-    created_at: i64,
-    updated_at: i64,
+    created_at: T,
+    updated_at: T,
     version: i64,
 }
 
-impl ProductRow {
+impl<T: Stamp> ProductRow<T> {
     pub(crate) const COLUMNS: &'static str = "id, creator_id, title, description, price_cents, \
          currency, image_url, created_at, updated_at, version";
 
@@ -74,38 +133,32 @@ impl ProductRow {
             price_cents: self.price_cents,
             currency: self.currency,
             image_url: self.image_url,
-            created_at: timestamp(self.created_at)?,
-            updated_at: timestamp(self.updated_at)?,
+            created_at: self.created_at.time()?,
+            updated_at: self.updated_at.time()?,
             version: self.version,
         })
     }
 }
 
-/// What text search scans: `"title description"` lower-cased as
-/// [`Product::matches`] does (SQLite's `lower()` only folds ASCII).
-pub(crate) fn search_text(product: &Product) -> String {
-    format!("{} {}", product.title, product.description).to_lowercase()
-}
-
 /// A drop joined with its inventory row (`d` and `i` in queries).
 #[derive(sqlx::FromRow)]
-pub(crate) struct DropRow {
+pub(crate) struct DropRow<T> {
     id: Uuid,
     product_id: Uuid,
     creator_id: Uuid,
     title: String,
     price_cents: i64,
     currency: String,
-    starts_at: i64,
-    ends_at: i64,
+    starts_at: T,
+    ends_at: T,
     per_user_limit: i64,
     state: String,
-    created_at: i64,
+    created_at: T,
     #[sqlx(flatten)]
     pub(crate) stock: StockRow,
 }
 
-impl DropRow {
+impl<T: Stamp> DropRow<T> {
     /// Columns of `drops d JOIN inventory i`.
     pub(crate) const COLUMNS: &'static str = "d.id, d.product_id, d.creator_id, d.title, \
          d.price_cents, d.currency, d.starts_at, d.ends_at, d.per_user_limit, d.state, \
@@ -119,11 +172,11 @@ impl DropRow {
             title: self.title.clone(),
             price_cents: self.price_cents,
             currency: self.currency.clone(),
-            starts_at: timestamp(self.starts_at)?,
-            ends_at: timestamp(self.ends_at)?,
+            starts_at: self.starts_at.time()?,
+            ends_at: self.ends_at.time()?,
             per_user_limit: to_u32(self.per_user_limit)?,
             state: DropState::parse(&self.state).ok_or_else(|| bad("drop state", &self.state))?,
-            created_at: timestamp(self.created_at)?,
+            created_at: self.created_at.time()?,
         })
     }
 
@@ -136,7 +189,7 @@ impl DropRow {
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct OrderRow {
+pub(crate) struct OrderRow<T> {
     id: Uuid,
     user_id: Uuid,
     drop_id: Uuid,
@@ -147,13 +200,13 @@ pub(crate) struct OrderRow {
     status: String,
     idempotency_key: String,
     fingerprint: String,
-    reserved_until: i64,
-    created_at: i64,
-    updated_at: i64,
-    extended_at: Option<i64>,
+    reserved_until: T,
+    created_at: T,
+    updated_at: T,
+    extended_at: Option<T>,
 }
 
-impl OrderRow {
+impl<T: Stamp> OrderRow<T> {
     pub(crate) const COLUMNS: &'static str = "id, user_id, drop_id, quantity, unit_price_cents, \
          total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
          created_at, updated_at, extended_at";
@@ -171,16 +224,16 @@ impl OrderRow {
             currency: self.currency,
             idempotency_key: self.idempotency_key,
             fingerprint: self.fingerprint,
-            reserved_until: timestamp(self.reserved_until)?,
-            created_at: timestamp(self.created_at)?,
-            updated_at: timestamp(self.updated_at)?,
-            extended_at: self.extended_at.map(timestamp).transpose()?,
+            reserved_until: self.reserved_until.time()?,
+            created_at: self.created_at.time()?,
+            updated_at: self.updated_at.time()?,
+            extended_at: time_opt(self.extended_at)?,
         })
     }
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct LedgerRow {
+pub(crate) struct LedgerRow<T> {
     id: Uuid,
     drop_id: Uuid,
     kind: String,
@@ -191,10 +244,10 @@ pub(crate) struct LedgerRow {
     available: i64,
     reserved: i64,
     sold: i64,
-    created_at: i64,
+    created_at: T,
 }
 
-impl LedgerRow {
+impl<T: Stamp> LedgerRow<T> {
     pub(crate) const COLUMNS: &'static str =
         "id, drop_id, kind, delta, reason, actor_id, total, available, reserved, sold, created_at";
 
@@ -212,23 +265,24 @@ impl LedgerRow {
                 reserved: to_u32(self.reserved)?,
                 sold: to_u32(self.sold)?,
             },
-            created_at: timestamp(self.created_at)?,
+            created_at: self.created_at.time()?,
         })
     }
 }
 
 #[derive(sqlx::FromRow)]
-pub(crate) struct NotificationRow {
+pub(crate) struct NotificationRow<T> {
     id: Uuid,
     user_id: Uuid,
     kind: String,
-    payload: sqlx::types::Json<serde_json::Value>,
+    #[sqlx(json)]
+    payload: serde_json::Value,
     dedup_key: String,
-    created_at: i64,
-    read_at: Option<i64>,
+    created_at: T,
+    read_at: Option<T>,
 }
 
-impl NotificationRow {
+impl<T: Stamp> NotificationRow<T> {
     pub(crate) const COLUMNS: &'static str =
         "id, user_id, kind, payload, dedup_key, created_at, read_at";
 
@@ -238,77 +292,50 @@ impl NotificationRow {
             user_id: UserId(self.user_id),
             kind: NotificationKind::parse(&self.kind)
                 .ok_or_else(|| bad("notification kind", &self.kind))?,
-            payload: self.payload.0,
+            payload: self.payload,
             dedup_key: self.dedup_key,
-            created_at: timestamp(self.created_at)?,
-            read_at: self.read_at.map(timestamp).transpose()?,
+            created_at: self.created_at.time()?,
+            read_at: time_opt(self.read_at)?,
         })
     }
 }
 
-/// Appends `events` to the outbox, in order, with multi-row inserts on `conn` (the
-/// caller's transaction).
-pub(crate) async fn append_events(
-    conn: &mut SqliteConnection,
-    events: &[Event],
-) -> StoreResult<()> {
-    for chunk in events.chunks(ROWS_PER_INSERT) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, \
-             payload) ",
-        );
-        insert.push_values(chunk, |mut row, e| {
-            row.push_bind(e.id.0)
-                .push_bind(e.kind.as_str())
-                .push_bind(e.aggregate_id)
-                .push_bind(e.version)
-                .push_bind(micros(e.occurred_at))
-                .push_bind(sqlx::types::Json(&e.payload));
-        });
-        insert
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx_error)?;
-    }
-    Ok(())
+#[derive(sqlx::FromRow)]
+pub(crate) struct OutboxRow<T> {
+    seq: i64,
+    event_id: Uuid,
+    event_type: String,
+    aggregate_id: Uuid,
+    version: i64,
+    occurred_at: T,
+    #[sqlx(json)]
+    payload: serde_json::Value,
 }
 
-/// Inserts `orders` (status `reserved`) with multi-row inserts, skipping any whose
-/// (buyer, key) exists. Returns how many were inserted.
-pub(crate) async fn insert_orders(
-    conn: &mut SqliteConnection,
-    orders: &[Order],
-) -> StoreResult<u64> {
-    let mut inserted = 0;
-    for chunk in orders.chunks(ROWS_PER_INSERT / 2) {
-        let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
-             total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
-             created_at, updated_at) ",
-        );
-        insert.push_values(chunk, |mut row, o| {
-            row.push_bind(o.id.0)
-                .push_bind(o.user_id.0)
-                .push_bind(o.drop_id.0)
-                .push_bind(i64::from(o.quantity))
-                .push_bind(o.unit_price_cents)
-                .push_bind(o.total_cents)
-                .push_bind(o.currency.as_str())
-                .push_bind(OrderStatus::Reserved.as_str())
-                .push_bind(o.idempotency_key.as_str())
-                .push_bind(o.fingerprint.as_str())
-                .push_bind(micros(o.reserved_until))
-                .push_bind(micros(o.created_at))
-                .push_bind(micros(o.updated_at));
-        });
-        insert.push(" ON CONFLICT (user_id, idempotency_key) DO NOTHING");
-        inserted += insert
-            .build()
-            .execute(&mut *conn)
-            .await
-            .map_err(map_sqlx_error)?
-            .rows_affected();
+impl<T: Stamp> OutboxRow<T> {
+    pub(crate) const COLUMNS: &'static str =
+        "seq, event_id, event_type, aggregate_id, version, occurred_at, payload";
+
+    /// The relay's read: the oldest `$1` records not yet published, in append order.
+    pub(crate) fn pending() -> String {
+        format!(
+            "SELECT {} FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
+            Self::COLUMNS
+        )
     }
-    Ok(inserted)
+
+    pub(crate) fn into_record(self) -> StoreResult<OutboxRecord> {
+        let kind: EventType = self.event_type.parse().map_err(StoreError::backend)?;
+        Ok(OutboxRecord {
+            seq: self.seq,
+            event: Event {
+                id: EventId(self.event_id),
+                kind,
+                occurred_at: self.occurred_at.time()?,
+                aggregate_id: self.aggregate_id,
+                version: self.version,
+                payload: self.payload,
+            },
+        })
+    }
 }

@@ -22,6 +22,9 @@ use livedrop_core::{StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub(crate) mod catalog;
+pub(crate) mod rows;
+
 /// A combiner that saw no order for this long retires (its drop cooled down).
 const IDLE: Duration = Duration::from_secs(2);
 /// Attempts at a batch that lost an idempotency-key race to another transaction,

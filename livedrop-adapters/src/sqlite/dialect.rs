@@ -1,0 +1,131 @@
+//! What the SQL bodies SQLite shares with PostgreSQL (`crate::sql`) take from
+//! SQLite: how a time is stored (microseconds since the Unix epoch), the rows at that
+//! type, and the multi-row inserts every write shares (events into the outbox,
+//! placed orders).
+
+use crate::sql::rows::{self, Stamp};
+pub(crate) use crate::sql::StockRow;
+use livedrop_core::clock::Timestamp;
+use livedrop_core::event::Event;
+use livedrop_core::model::{Order, OrderStatus};
+use livedrop_core::page::PageRequest;
+use livedrop_core::StoreResult;
+use sqlx::types::Json;
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use uuid::Uuid;
+
+pub(crate) use super::map_sqlx_error;
+use super::micros;
+
+/// A point in time as stored: microseconds since the Unix epoch.
+pub(crate) type Time = i64;
+pub(crate) type UserRow = rows::UserRow<Time>;
+pub(crate) type FollowRow = rows::FollowRow<Time>;
+pub(crate) type ProductRow = rows::ProductRow<Time>;
+pub(crate) type DropRow = rows::DropRow<Time>;
+pub(crate) type OrderRow = rows::OrderRow<Time>;
+pub(crate) type LedgerRow = rows::LedgerRow<Time>;
+pub(crate) type NotificationRow = rows::NotificationRow<Time>;
+pub(crate) type OutboxRow = rows::OutboxRow<Time>;
+
+/// The keyset bounds of a page as stored.
+pub(crate) fn after(page: &PageRequest) -> (Option<Time>, Option<Uuid>) {
+    rows::after(page)
+}
+
+/// The database.
+pub(crate) type Db = sqlx::Sqlite;
+
+/// `t` as stored.
+pub(crate) fn stamp(t: Timestamp) -> Time {
+    Stamp::stamp(t)
+}
+
+/// A list bound as one parameter (a JSON array), read in SQL through [`each`].
+pub(crate) fn list<T: serde::Serialize>(items: &[T]) -> Json<&[T]> {
+    Json(items)
+}
+
+/// The list parameter `param` as a table `t` of one column, `value`.
+pub(crate) fn each(param: &str, _of: &str) -> String {
+    format!("json_each({param}) AS t")
+}
+
+/// Where `needle` first occurs in `haystack` (from 1), or 0.
+pub(crate) fn position(haystack: &str, needle: &str) -> String {
+    format!("instr({haystack}, {needle})")
+}
+
+/// Nothing: a write transaction holds the database's write lock from its first
+/// statement (`BEGIN IMMEDIATE`), so what it reads stays as read until it ends.
+pub(crate) const FOR_UPDATE: &str = "";
+
+/// Rows per multi-row insert: SQLite binds at most 32,766 parameters per statement.
+const ROWS_PER_INSERT: usize = 2_000;
+
+/// Appends `events` to the outbox, in order, with multi-row inserts on `conn` (the
+/// caller's transaction).
+pub(crate) async fn append_events(
+    conn: &mut SqliteConnection,
+    events: &[Event],
+) -> StoreResult<()> {
+    for chunk in events.chunks(ROWS_PER_INSERT) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, \
+             payload) ",
+        );
+        insert.push_values(chunk, |mut row, e| {
+            row.push_bind(e.id.0)
+                .push_bind(e.kind.as_str())
+                .push_bind(e.aggregate_id)
+                .push_bind(e.version)
+                .push_bind(micros(e.occurred_at))
+                .push_bind(sqlx::types::Json(&e.payload));
+        });
+        insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx_error)?;
+    }
+    Ok(())
+}
+
+/// Inserts `orders` (status `reserved`) with multi-row inserts, skipping any whose
+/// (buyer, key) exists. Returns how many were inserted.
+pub(crate) async fn insert_orders(
+    conn: &mut SqliteConnection,
+    orders: &[Order],
+) -> StoreResult<u64> {
+    let mut inserted = 0;
+    for chunk in orders.chunks(ROWS_PER_INSERT / 2) {
+        let mut insert = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
+             total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
+             created_at, updated_at) ",
+        );
+        insert.push_values(chunk, |mut row, o| {
+            row.push_bind(o.id.0)
+                .push_bind(o.user_id.0)
+                .push_bind(o.drop_id.0)
+                .push_bind(i64::from(o.quantity))
+                .push_bind(o.unit_price_cents)
+                .push_bind(o.total_cents)
+                .push_bind(o.currency.as_str())
+                .push_bind(OrderStatus::Reserved.as_str())
+                .push_bind(o.idempotency_key.as_str())
+                .push_bind(o.fingerprint.as_str())
+                .push_bind(micros(o.reserved_until))
+                .push_bind(micros(o.created_at))
+                .push_bind(micros(o.updated_at));
+        });
+        insert.push(" ON CONFLICT (user_id, idempotency_key) DO NOTHING");
+        inserted += insert
+            .build()
+            .execute(&mut *conn)
+            .await
+            .map_err(map_sqlx_error)?
+            .rows_affected();
+    }
+    Ok(inserted)
+}
