@@ -7,7 +7,7 @@ use crate::sql::rows;
 pub(crate) use crate::sql::StockRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
-use livedrop_core::model::Order;
+use livedrop_core::model::{Order, OrderStatus};
 use livedrop_core::page::PageRequest;
 use livedrop_core::StoreResult;
 use sqlx::PgConnection;
@@ -56,6 +56,39 @@ pub(crate) fn position(haystack: &str, needle: &str) -> String {
 
 /// Locks the rows a read in a write transaction selects, until it ends.
 pub(crate) const FOR_UPDATE: &str = " FOR UPDATE";
+
+/// [`FOR_UPDATE`], passing over rows another transaction holds.
+pub(crate) const FOR_UPDATE_SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
+
+/// Locks the rows of table `alias` only, in a read that joins tables.
+pub(crate) fn lock_of(alias: &str) -> String {
+    format!(" FOR UPDATE OF {alias}")
+}
+
+/// The most holds one `expire_holds` call takes: its `limit`, unbounded here.
+pub(crate) const MAX_SWEEP: u32 = u32::MAX;
+
+/// A connection (or a transaction's).
+pub(crate) type Conn = PgConnection;
+
+pub(crate) use super::group::{held_units, known_orders, write_batch};
+
+/// Sets the status of the orders `ids`.
+pub(crate) async fn set_status(
+    conn: &mut PgConnection,
+    ids: &[Uuid],
+    status: OrderStatus,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE orders SET status = $2, updated_at = $3 WHERE id = ANY($1)")
+        .bind(ids)
+        .bind(status.as_str())
+        .bind(now)
+        .execute(conn)
+        .await
+        .map_err(map_sqlx_error)?;
+    Ok(())
+}
 
 /// Events as column arrays, for `UNNEST` inserts.
 pub(crate) struct EventColumns<'a> {

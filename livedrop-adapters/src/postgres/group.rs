@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
@@ -16,9 +15,9 @@ use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
 use super::dialect::{EventColumns, OrderColumns, OrderRow, StockRow};
-use super::orders::{lock_drop, HOLDING};
-use super::{map_sqlx_error, Inner, PgStore};
-use crate::sql::{self, decide_batch, Batcher, Combiners, Placement};
+use super::{map_sqlx_error, PgStore};
+use crate::sql::orders::HOLDING;
+use crate::sql::{self, Placement};
 
 impl PgStore {
     /// [`ReserveStrategy::Group`](super::ReserveStrategy::Group): queues the order to
@@ -37,80 +36,50 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl Batcher for Inner {
-    fn combiners(&self) -> &Combiners {
-        &self.combiners
-    }
-
-    async fn decide(
-        &self,
-        drop: DropId,
-        batch: &[Placement],
-    ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
-        decide(self, drop, batch).await
-    }
-}
-
-/// Decides and writes one batch in one transaction. `Ok(None)`: a concurrent
-/// transaction took one of the batch's idempotency keys first; nothing was written.
-async fn decide(
-    inner: &Inner,
-    drop: DropId,
+/// Orders that exist under the (buyer, key) pairs of `batch`, on any drop.
+pub(crate) async fn known_orders(
+    conn: &mut PgConnection,
     batch: &[Placement],
-) -> StoreResult<Option<Vec<PlaceOutcome>>> {
+) -> StoreResult<HashMap<(Uuid, String), Order>> {
     let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
     let keys: Vec<&str> = batch
         .iter()
         .map(|r| r.order.idempotency_key.as_str())
         .collect();
-    let mut tx = inner.pool.begin().await.map_err(map_sqlx_error)?;
-
-    // 1. Orders that already exist under a key of the batch (any drop).
     let sql = format!(
         "SELECT {} FROM orders WHERE (user_id, idempotency_key) IN \
              (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
         OrderRow::COLUMNS
     );
-    let mut known: HashMap<(Uuid, String), Order> = HashMap::new();
+    let mut known = HashMap::new();
     for row in sqlx::query_as::<_, OrderRow>(&sql)
         .bind(&users)
         .bind(&keys)
-        .fetch_all(&mut *tx)
+        .fetch_all(conn)
         .await
         .map_err(map_sqlx_error)?
     {
         let o = row.into_order()?;
         known.insert((o.user_id.0, o.idempotency_key.clone()), o);
     }
+    Ok(known)
+}
 
-    // 2. The row lock: from here on the batch sees every committed order of the drop.
-    let locked = lock_drop(&mut tx, drop.0).await?;
-    let Some(row) = locked else {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(Some(
-            batch
-                .iter()
-                .map(
-                    |r| match known.get(&(r.order.user_id.0, r.order.idempotency_key.clone())) {
-                        Some(o) => PlaceOutcome::Duplicate(o.clone()),
-                        None => PlaceOutcome::DropNotFound,
-                    },
-                )
-                .collect(),
-        ));
-    };
-    let the_drop = row.to_drop()?;
-
-    // 3. Units each buyer of the batch holds in the drop.
-    let mut held: HashMap<Uuid, i64> = HashMap::new();
+/// Units each buyer of `batch` holds in `drop` (reserved + confirmed).
+pub(crate) async fn held_units(
+    conn: &mut PgConnection,
+    drop: Uuid,
+    batch: &[Placement],
+) -> StoreResult<HashMap<Uuid, i64>> {
+    let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
+    let mut held = HashMap::new();
     for r in sqlx::query(&format!(
         "SELECT user_id, COALESCE(SUM(quantity), 0)::int8 AS held FROM orders \
          WHERE drop_id = $1 AND user_id = ANY($2) AND status IN {HOLDING} GROUP BY user_id"
     ))
-    .bind(drop.0)
+    .bind(drop)
     .bind(&users)
-    .fetch_all(&mut *tx)
+    .fetch_all(conn)
     .await
     .map_err(map_sqlx_error)?
     {
@@ -118,34 +87,12 @@ async fn decide(
         let units: i64 = r.try_get("held").map_err(map_sqlx_error)?;
         held.insert(user, units);
     }
-
-    // 4. Decide in arrival order.
-    let decision = decide_batch(&the_drop, row.stock, known, held, batch)?;
-    if decision.placed.is_empty() {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(Some(decision.outcomes));
-    }
-
-    // 5. Write, in one statement: the stock once, every order, every event.
-    let inserted = write_batch(
-        &mut tx,
-        drop,
-        &decision.stock,
-        &decision.placed,
-        &decision.events,
-    )
-    .await?;
-    if inserted != decision.placed.len() as u64 {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(None);
-    }
-    tx.commit().await.map_err(map_sqlx_error)?;
-    Ok(Some(decision.outcomes))
+    Ok(held)
 }
 
 /// Sets the locked stock row, inserts `orders` (skipping any whose key exists) and
 /// appends `events`, in one round trip. Returns how many orders were inserted.
-async fn write_batch(
+pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     drop: DropId,
     stock: &StockRow,

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub(crate) mod catalog;
+pub(crate) mod orders;
 pub(crate) mod rows;
 
 /// A combiner that saw no order for this long retires (its drop cooled down).

@@ -60,6 +60,45 @@ pub(crate) fn position(haystack: &str, needle: &str) -> String {
 /// statement (`BEGIN IMMEDIATE`), so what it reads stays as read until it ends.
 pub(crate) const FOR_UPDATE: &str = "";
 
+/// [`FOR_UPDATE`]: nothing, sweepers are serialized by the write lock.
+pub(crate) const FOR_UPDATE_SKIP_LOCKED: &str = "";
+
+/// Nothing: see [`FOR_UPDATE`].
+pub(crate) fn lock_of(_alias: &str) -> String {
+    String::new()
+}
+
+/// The most holds one `expire_holds` call takes, so that its status update stays
+/// within SQLite's parameters.
+pub(crate) const MAX_SWEEP: u32 = 10_000;
+
+/// A connection (or a transaction's).
+pub(crate) type Conn = SqliteConnection;
+
+pub(crate) use super::orders::{held_units, known_orders, write_batch};
+
+/// Sets the status of the orders `ids`.
+pub(crate) async fn set_status(
+    conn: &mut SqliteConnection,
+    ids: &[Uuid],
+    status: OrderStatus,
+    now: Timestamp,
+) -> StoreResult<()> {
+    let mut update = QueryBuilder::<Sqlite>::new("UPDATE orders SET status = ");
+    update
+        .push_bind(status.as_str())
+        .push(", updated_at = ")
+        .push_bind(micros(now))
+        .push(" WHERE id IN (");
+    let mut list = update.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    update.push(")");
+    update.build().execute(conn).await.map_err(map_sqlx_error)?;
+    Ok(())
+}
+
 /// Rows per multi-row insert: SQLite binds at most 32,766 parameters per statement.
 const ROWS_PER_INSERT: usize = 2_000;
 
