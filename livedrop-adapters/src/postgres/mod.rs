@@ -295,5 +295,4 @@ impl Inner {
     }
 }
 
-pub(crate) use crate::sql::{overfetch, to_u32};
-pub(crate) use dialect::after;
+pub(crate) use crate::sql::to_u32;

@@ -1,22 +1,25 @@
-//! The outbox relay side, idempotency keys and notifications.
+//! The outbox relay side, idempotency keys and notifications: the bodies
+//! [`outbox_ports!`](crate::sql::outbox::outbox_ports) shares with the SQLite store,
+//! and what PostgreSQL does its own way: one relay per schema (a session advisory
+//! lock), LISTEN for appends, claiming a key without a transaction, and fan-out in
+//! one statement.
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
-use livedrop_core::id::{NotificationId, UserId};
-use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
-use livedrop_core::page::{Cursor, Page, PageRequest};
-use livedrop_core::ports::{
-    BeginOutcome, Claim, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
-};
+use livedrop_core::id::UserId;
+use livedrop_core::model::{FanOutBatch, FanOutProgress};
+use livedrop_core::page::Cursor;
+use livedrop_core::ports::{BeginOutcome, Claim, OutboxRecord};
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::dialect::{NotificationRow, OutboxRow};
-use super::{after, map_sqlx_error, overfetch, to_u32, PgStore};
+use super::dialect::{self, OutboxRow};
+use super::{map_sqlx_error, to_u32, PgStore};
+
+crate::sql::outbox::outbox_ports!(PgStore);
 
 /// The relay's connection and whether it holds the relay lock.
 pub(crate) struct RelaySession {
@@ -43,7 +46,8 @@ impl RelaySession {
 }
 
 impl PgStore {
-    async fn relay_batch(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
+    /// The relay's read, when this store holds the relay lock.
+    async fn relay_pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
         let mut slot = self.inner.relay.lock().await;
         if slot.is_none() {
             let conn = self.inner.pool.acquire().await.map_err(map_sqlx_error)?;
@@ -90,16 +94,9 @@ async fn relay_on(session: &mut RelaySession, limit: u32) -> StoreResult<Vec<Out
         .collect()
 }
 
-#[async_trait]
-impl Outbox for PgStore {
-    async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
-        self.relay_batch(limit).await
-    }
-
-    async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
+impl PgStore {
+    /// Marks `seqs` published, at the server's time.
+    async fn publish(&self, seqs: &[i64]) -> StoreResult<()> {
         sqlx::query(
             "UPDATE outbox SET published_at = now() WHERE seq = ANY($1) AND published_at IS NULL",
         )
@@ -110,54 +107,8 @@ impl Outbox for PgStore {
         Ok(())
     }
 
-    async fn prune_published(&self, cutoff: Timestamp) -> StoreResult<u64> {
-        let done =
-            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-                .bind(cutoff)
-                .execute(&self.inner.pool)
-                .await
-                .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn backlog(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn appended_since(
-        &self,
-        after: i64,
-        also: &[i64],
-        limit: u32,
-    ) -> StoreResult<Vec<OutboxRecord>> {
-        let sql = format!(
-            "SELECT {} FROM outbox WHERE seq > $1 OR seq = ANY($2) ORDER BY seq LIMIT $3",
-            OutboxRow::COLUMNS
-        );
-        sqlx::query_as::<_, OutboxRow>(&sql)
-            .bind(after)
-            .bind(also)
-            .bind(i64::from(limit))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .into_iter()
-            .map(OutboxRow::into_record)
-            .collect()
-    }
-
-    async fn head(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COALESCE(max(seq), 0)::int8 FROM outbox")
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)
-    }
-
-    async fn wait_for_append(&self, timeout: Duration) {
+    /// Waits for the outbox channel's notice of an append, or `timeout`.
+    async fn wait_for_outbox(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.listener.lock()).await
         else {
@@ -185,9 +136,7 @@ impl Outbox for PgStore {
             }
         }
     }
-}
 
-impl PgStore {
     /// A listener on this schema's outbox channel (see the `outbox_appended` trigger).
     async fn listen(&self) -> StoreResult<PgListener> {
         let schema = self.inner.schema().await?.to_owned();
@@ -200,22 +149,19 @@ impl PgStore {
             .map_err(map_sqlx_error)?;
         Ok(listener)
     }
-}
 
-#[async_trait]
-impl IdempotencyStore for PgStore {
-    async fn begin(
+    /// Claims `key` for `claim` until `until`: inserts it, or takes over a lease past
+    /// its time, else reports what holds it. A key released between these statements
+    /// makes the claim go round again.
+    async fn claim_key(
         &self,
         user: UserId,
         key: &str,
         fingerprint: &str,
         now: Timestamp,
-        lease: Duration,
+        until: Timestamp,
+        claim: Claim,
     ) -> StoreResult<BeginOutcome> {
-        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        let until = now.checked_add_signed(lease).unwrap_or(now);
-        let claim = Claim::new();
-        // A key released between our statements makes us go round again.
         for _ in 0..4 {
             let claimed = sqlx::query(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, lease_until, \
@@ -285,73 +231,8 @@ impl IdempotencyStore for PgStore {
         ))
     }
 
-    async fn complete(
-        &self,
-        user: UserId,
-        key: &str,
-        claim: Claim,
-        response: &serde_json::Value,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = $4, lease_until = NULL \
-             WHERE user_id = $1 AND key = $2 AND claim = $3 AND state = 'in_flight'",
-        )
-        .bind(user.0)
-        .bind(key)
-        .bind(claim.0)
-        .bind(response)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_keys \
-             WHERE user_id = $1 AND key = $2 AND claim = $3 AND state = 'in_flight'",
-        )
-        .bind(user.0)
-        .bind(key)
-        .bind(claim.0)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl NotificationRepository for PgStore {
-    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at, read_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (user_id, dedup_key) DO NOTHING",
-        )
-        .bind(n.id.0)
-        .bind(n.user_id.0)
-        .bind(n.kind.as_str())
-        .bind(&n.payload)
-        .bind(&n.dedup_key)
-        .bind(n.created_at)
-        .bind(n.read_at)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn fan_out(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
+    /// The next batch of a fan-out, in one statement.
+    async fn fan_out_batch(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
         // One statement, so one short transaction: the next `limit` followers in the
         // followers listing's keyset order (one extra tells whether more exist), a
         // notification for each not yet notified under the key.
@@ -405,76 +286,5 @@ impl NotificationRepository for PgStore {
             inserted: to_u32(inserted)?,
             next,
         })
-    }
-
-    async fn notifications(
-        &self,
-        user: UserId,
-        unread_only: bool,
-        page: PageRequest,
-    ) -> StoreResult<Page<Notification>> {
-        let sql = format!(
-            "SELECT {} FROM notifications WHERE user_id = $1 {} \
-               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
-             ORDER BY created_at DESC, id DESC LIMIT $4",
-            NotificationRow::COLUMNS,
-            if unread_only {
-                "AND read_at IS NULL"
-            } else {
-                ""
-            }
-        );
-        let (at, id) = after(&page);
-        let rows = sqlx::query_as::<_, NotificationRow>(&sql)
-            .bind(user.0)
-            .bind(at)
-            .bind(id)
-            .bind(overfetch(&page))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?;
-        let items = rows
-            .into_iter()
-            .map(NotificationRow::into_notification)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_overfetch(
-            items,
-            page.limit,
-            Notification::cursor,
-        ))
-    }
-
-    async fn mark_read(
-        &self,
-        user: UserId,
-        id: NotificationId,
-        at: Timestamp,
-    ) -> StoreResult<Option<Notification>> {
-        let sql = format!(
-            "UPDATE notifications SET read_at = COALESCE(read_at, $3) \
-             WHERE user_id = $1 AND id = $2 RETURNING {}",
-            NotificationRow::COLUMNS
-        );
-        sqlx::query_as::<_, NotificationRow>(&sql)
-            .bind(user.0)
-            .bind(id.0)
-            .bind(at)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .map(NotificationRow::into_notification)
-            .transpose()
-    }
-
-    async fn mark_all_read(&self, user: UserId, at: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL",
-        )
-        .bind(user.0)
-        .bind(at)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected())
     }
 }

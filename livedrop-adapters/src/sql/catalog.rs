@@ -168,23 +168,18 @@ macro_rules! catalog_ports {
                        AND ($2 IS NULL OR (f.followed_at, f.{other}) < ($2, $3)) \
                      ORDER BY f.followed_at DESC, f.{other} DESC LIMIT $4"
                 );
-                let rows = ::sqlx::query_as::<_, dialect::FollowRow>(&sql)
+                let query = ::sqlx::query_as(&sql)
                     .bind(user.0)
                     .bind(at)
-                    .bind(id)
-                    .bind($crate::sql::overfetch(&page))
-                    .fetch_all(self.inner.reader())
-                    .await
-                    .map_err(dialect::map_sqlx_error)?;
-                let items = rows
-                    .into_iter()
-                    .map(dialect::FollowRow::into_entry)
-                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
-                Ok(::livedrop_core::page::Page::from_overfetch(
-                    items,
-                    page.limit,
-                    ::livedrop_core::model::FollowEntry::cursor,
-                ))
+                    .bind(id);
+                $crate::sql::keyset_page(
+                    self.inner.reader(),
+                    query,
+                    &page,
+                    (dialect::FollowRow::into_entry, ::livedrop_core::model::FollowEntry::cursor),
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             /// Binds every column of `product` to `query`: `$1` the id, then the
@@ -309,24 +304,19 @@ macro_rules! catalog_ports {
                     dialect::each("$4", "text"),
                     dialect::position("p.search_text", "t.value"),
                 );
-                let rows = ::sqlx::query_as::<_, dialect::ProductRow>(&sql)
+                let query = ::sqlx::query_as(&sql)
                     .bind(filter.creator_id.map(|c| c.0))
                     .bind(at)
                     .bind(id)
-                    .bind(dialect::list(&filter.terms))
-                    .bind($crate::sql::overfetch(&page))
-                    .fetch_all(self.inner.reader())
-                    .await
-                    .map_err(dialect::map_sqlx_error)?;
-                let items = rows
-                    .into_iter()
-                    .map(dialect::ProductRow::into_product)
-                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
-                Ok(::livedrop_core::page::Page::from_overfetch(
-                    items,
-                    page.limit,
-                    ::livedrop_core::model::Product::cursor,
-                ))
+                    .bind(dialect::list(&filter.terms));
+                $crate::sql::keyset_page(
+                    self.inner.reader(),
+                    query,
+                    &page,
+                    (dialect::ProductRow::into_product, ::livedrop_core::model::Product::cursor),
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
         }
 
@@ -435,25 +425,20 @@ macro_rules! catalog_ports {
                      ORDER BY d.created_at DESC, d.id DESC LIMIT $6",
                     dialect::DropRow::COLUMNS
                 );
-                let rows = ::sqlx::query_as::<_, dialect::DropRow>(&sql)
+                let query = ::sqlx::query_as(&sql)
                     .bind(filter.creator_id.map(|c| c.0))
                     .bind(at)
                     .bind(id)
                     .bind(filter.status.map(|s| s.as_str()))
-                    .bind(dialect::stamp(now))
-                    .bind($crate::sql::overfetch(&page))
-                    .fetch_all(self.inner.reader())
-                    .await
-                    .map_err(dialect::map_sqlx_error)?;
-                let items = rows
-                    .into_iter()
-                    .map(dialect::DropRow::into_view)
-                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
-                Ok(::livedrop_core::page::Page::from_overfetch(
-                    items,
-                    page.limit,
-                    |v: &::livedrop_core::model::DropView| v.drop.cursor(),
-                ))
+                    .bind(dialect::stamp(now));
+                $crate::sql::keyset_page(
+                    self.inner.reader(),
+                    query,
+                    &page,
+                    (dialect::DropRow::into_view, |v: &::livedrop_core::model::DropView| v.drop.cursor()),
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn transition(
@@ -643,23 +628,18 @@ macro_rules! catalog_ports {
                      ORDER BY created_at DESC, id DESC LIMIT $4",
                     dialect::LedgerRow::COLUMNS
                 );
-                let rows = ::sqlx::query_as::<_, dialect::LedgerRow>(&sql)
+                let query = ::sqlx::query_as(&sql)
                     .bind(drop.0)
                     .bind(at)
-                    .bind(id)
-                    .bind($crate::sql::overfetch(&page))
-                    .fetch_all(self.inner.reader())
-                    .await
-                    .map_err(dialect::map_sqlx_error)?;
-                let items = rows
-                    .into_iter()
-                    .map(dialect::LedgerRow::into_entry)
-                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
-                Ok(::livedrop_core::page::Page::from_overfetch(
-                    items,
-                    page.limit,
-                    ::livedrop_core::model::LedgerEntry::cursor,
-                ))
+                    .bind(id);
+                $crate::sql::keyset_page(
+                    self.inner.reader(),
+                    query,
+                    &page,
+                    (dialect::LedgerRow::into_entry, ::livedrop_core::model::LedgerEntry::cursor),
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
         }
     };

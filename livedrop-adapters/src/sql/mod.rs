@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 pub(crate) mod catalog;
 pub(crate) mod orders;
+pub(crate) mod outbox;
 pub(crate) mod rows;
 
 /// A combiner that saw no order for this long retires (its drop cooled down).
@@ -42,6 +43,39 @@ pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
 /// Rows fetched for a page: one more than the limit, telling whether another exists.
 pub(crate) fn overfetch(page: &livedrop_core::page::PageRequest) -> i64 {
     i64::from(page.limit) + 1
+}
+
+/// A keyset page, newest first: runs `query` (bound up to the cursor's parameters)
+/// with one more parameter, the limit plus one, on `pool`; converts each row with
+/// `into` and cuts the page at `page.limit`, its next cursor from `cursor`.
+pub(crate) async fn keyset_page<'q, DB, R, T>(
+    pool: &sqlx::Pool<DB>,
+    query: sqlx::query::QueryAs<'q, DB, R, <DB as sqlx::Database>::Arguments<'q>>,
+    page: &livedrop_core::page::PageRequest,
+    (into, cursor): (
+        fn(R) -> StoreResult<T>,
+        fn(&T) -> livedrop_core::page::Cursor,
+    ),
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<livedrop_core::page::Page<T>>
+where
+    DB: sqlx::Database,
+    R: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let items = query
+        .bind(overfetch(page))
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(into)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(livedrop_core::page::Page::from_overfetch(
+        items, page.limit, cursor,
+    ))
 }
 
 /// An inventory row's counts and version.

@@ -224,23 +224,18 @@ macro_rules! order_ports {
                     dialect::OrderRow::COLUMNS
                 );
                 let (at, id) = dialect::after(&page);
-                let rows = ::sqlx::query_as::<_, dialect::OrderRow>(&sql)
-                    .bind(user.0)
-                    .bind(at)
-                    .bind(id)
-                    .bind($crate::sql::overfetch(&page))
-                    .fetch_all(self.inner.reader())
-                    .await
-                    .map_err(dialect::map_sqlx_error)?;
-                let items = rows
-                    .into_iter()
-                    .map(dialect::OrderRow::into_order)
-                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
-                Ok(::livedrop_core::page::Page::from_overfetch(
-                    items,
-                    page.limit,
-                    ::livedrop_core::model::Order::cursor,
-                ))
+                let query = ::sqlx::query_as(&sql).bind(user.0).bind(at).bind(id);
+                $crate::sql::keyset_page(
+                    self.inner.reader(),
+                    query,
+                    &page,
+                    (
+                        dialect::OrderRow::into_order,
+                        ::livedrop_core::model::Order::cursor,
+                    ),
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn settle_order(

@@ -315,8 +315,7 @@ pub(crate) fn timestamp(micros: i64) -> StoreResult<livedrop_core::Timestamp> {
     micros.time()
 }
 
-pub(crate) use crate::sql::{overfetch, to_u32};
-pub(crate) use dialect::after;
+pub(crate) use crate::sql::to_u32;
 
 #[cfg(test)]
 mod tests {
