@@ -3,12 +3,10 @@
 //! multi-row inserts every write shares (events into the outbox, placed orders) as
 //! `UNNEST` of column arrays.
 
-use crate::sql::rows;
 pub(crate) use crate::sql::StockRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
 use livedrop_core::model::{Order, OrderStatus};
-use livedrop_core::page::PageRequest;
 use livedrop_core::StoreResult;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -17,19 +15,7 @@ pub(crate) use super::map_sqlx_error;
 
 /// A point in time as stored: `timestamptz`.
 pub(crate) type Time = Timestamp;
-pub(crate) type UserRow = rows::UserRow<Time>;
-pub(crate) type FollowRow = rows::FollowRow<Time>;
-pub(crate) type ProductRow = rows::ProductRow<Time>;
-pub(crate) type DropRow = rows::DropRow<Time>;
-pub(crate) type OrderRow = rows::OrderRow<Time>;
-pub(crate) type LedgerRow = rows::LedgerRow<Time>;
-pub(crate) type NotificationRow = rows::NotificationRow<Time>;
-pub(crate) type OutboxRow = rows::OutboxRow<Time>;
-
-/// The keyset bounds of a page as stored.
-pub(crate) fn after(page: &PageRequest) -> (Option<Time>, Option<Uuid>) {
-    rows::after(page)
-}
+crate::sql::rows::rows_at_time!();
 
 /// The database.
 pub(crate) type Db = sqlx::Postgres;
@@ -90,14 +76,27 @@ pub(crate) async fn set_status(
     Ok(())
 }
 
+/// A statement with its parameters.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `$n` for each of `count` parameters from `first` on, each cast to its array type.
+fn arrays(first: usize, types: &[&str]) -> String {
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| format!("${}::{ty}[]", first + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Events as column arrays, for `UNNEST` inserts.
 pub(crate) struct EventColumns<'a> {
-    pub(crate) ids: Vec<Uuid>,
-    pub(crate) types: Vec<&'static str>,
-    pub(crate) aggregates: Vec<Uuid>,
-    pub(crate) versions: Vec<i64>,
-    pub(crate) occurred: Vec<Timestamp>,
-    pub(crate) payloads: Vec<&'a serde_json::Value>,
+    ids: Vec<Uuid>,
+    types: Vec<&'static str>,
+    aggregates: Vec<Uuid>,
+    versions: Vec<i64>,
+    occurred: Vec<Timestamp>,
+    payloads: Vec<&'a serde_json::Value>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -111,21 +110,48 @@ impl<'a> EventColumns<'a> {
             payloads: events.iter().map(|e| &e.payload).collect(),
         }
     }
+
+    /// The insert of the events into the outbox, in order, reading their six arrays
+    /// from parameter `$first` on.
+    pub(crate) fn insert(first: usize) -> String {
+        format!(
+            "INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, \
+                                 payload) \
+             SELECT e.id, e.kind, e.agg, e.ver, e.at, e.payload \
+             FROM UNNEST({}) WITH ORDINALITY AS e(id, kind, agg, ver, at, payload, ord) \
+             ORDER BY e.ord",
+            arrays(
+                first,
+                &["uuid", "text", "uuid", "int8", "timestamptz", "jsonb"]
+            )
+        )
+    }
+
+    /// Binds the arrays next, in the order [`insert`](Self::insert) reads them.
+    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.types)
+            .bind(&self.aggregates)
+            .bind(&self.versions)
+            .bind(&self.occurred)
+            .bind(&self.payloads)
+    }
 }
 
 /// Orders as column arrays, for `UNNEST` inserts.
 pub(crate) struct OrderColumns<'a> {
-    pub(crate) ids: Vec<Uuid>,
-    pub(crate) users: Vec<Uuid>,
-    pub(crate) quantities: Vec<i64>,
-    pub(crate) units: Vec<i64>,
-    pub(crate) totals: Vec<i64>,
-    pub(crate) currencies: Vec<&'a str>,
-    pub(crate) keys: Vec<&'a str>,
-    pub(crate) fingerprints: Vec<&'a str>,
-    pub(crate) until: Vec<Timestamp>,
-    pub(crate) created: Vec<Timestamp>,
-    pub(crate) updated: Vec<Timestamp>,
+    ids: Vec<Uuid>,
+    users: Vec<Uuid>,
+    quantities: Vec<i64>,
+    units: Vec<i64>,
+    totals: Vec<i64>,
+    currencies: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    fingerprints: Vec<&'a str>,
+    until: Vec<Timestamp>,
+    created: Vec<Timestamp>,
+    updated: Vec<Timestamp>,
 }
 
 impl<'a> OrderColumns<'a> {
@@ -144,6 +170,54 @@ impl<'a> OrderColumns<'a> {
             updated: orders.iter().map(|o| o.updated_at).collect(),
         }
     }
+
+    /// The insert of the orders (status `reserved`, on the drop `$1`), skipping any
+    /// whose (buyer, key) exists, reading their eleven arrays from parameter `$first`
+    /// on.
+    pub(crate) fn insert(first: usize) -> String {
+        format!(
+            "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
+                                 total_cents, currency, status, idempotency_key, fingerprint, \
+                                 reserved_until, created_at, updated_at) \
+             SELECT o.id, o.user_id, $1, o.q, o.unit, o.total, o.cur, 'reserved', o.key, \
+                    o.fp, o.until, o.created, o.updated \
+             FROM UNNEST({}) \
+                  AS o(id, user_id, q, unit, total, cur, key, fp, until, created, updated) \
+             ON CONFLICT (user_id, idempotency_key) DO NOTHING",
+            arrays(
+                first,
+                &[
+                    "uuid",
+                    "uuid",
+                    "int8",
+                    "int8",
+                    "int8",
+                    "text",
+                    "text",
+                    "text",
+                    "timestamptz",
+                    "timestamptz",
+                    "timestamptz",
+                ]
+            )
+        )
+    }
+
+    /// Binds the arrays next, in the order [`insert`](Self::insert) reads them.
+    pub(crate) fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.users)
+            .bind(&self.quantities)
+            .bind(&self.units)
+            .bind(&self.totals)
+            .bind(&self.currencies)
+            .bind(&self.keys)
+            .bind(&self.fingerprints)
+            .bind(&self.until)
+            .bind(&self.created)
+            .bind(&self.updated)
+    }
 }
 
 /// Appends `events` to the outbox, in order, with one multi-row insert on `conn`
@@ -153,21 +227,10 @@ pub(crate) async fn append_events(conn: &mut PgConnection, events: &[Event]) -> 
         return Ok(());
     }
     let e = EventColumns::new(events);
-    sqlx::query(
-        "INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, payload) \
-         SELECT e.id, e.kind, e.agg, e.ver, e.at, e.payload \
-         FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::int8[], $5::timestamptz[], \
-                     $6::jsonb[]) WITH ORDINALITY AS e(id, kind, agg, ver, at, payload, ord) \
-         ORDER BY e.ord",
-    )
-    .bind(&e.ids)
-    .bind(&e.types)
-    .bind(&e.aggregates)
-    .bind(&e.versions)
-    .bind(&e.occurred)
-    .bind(&e.payloads)
-    .execute(conn)
-    .await
-    .map_err(map_sqlx_error)?;
+    let sql = EventColumns::insert(1);
+    e.bind(sqlx::query(&sql))
+        .execute(conn)
+        .await
+        .map_err(map_sqlx_error)?;
     Ok(())
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use super::dialect::{EventColumns, OrderColumns, OrderRow, StockRow};
 use super::{map_sqlx_error, PgStore};
 use crate::sql::orders::HOLDING;
+use crate::sql::rows::HeldRow;
 use crate::sql::{self, Placement};
 
 impl PgStore {
@@ -72,22 +73,17 @@ pub(crate) async fn held_units(
     batch: &[Placement],
 ) -> StoreResult<HashMap<Uuid, i64>> {
     let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
-    let mut held = HashMap::new();
-    for r in sqlx::query(&format!(
+    let sql = format!(
         "SELECT user_id, COALESCE(SUM(quantity), 0)::int8 AS held FROM orders \
          WHERE drop_id = $1 AND user_id = ANY($2) AND status IN {HOLDING} GROUP BY user_id"
-    ))
-    .bind(drop)
-    .bind(&users)
-    .fetch_all(conn)
-    .await
-    .map_err(map_sqlx_error)?
-    {
-        let user: Uuid = r.try_get("user_id").map_err(map_sqlx_error)?;
-        let units: i64 = r.try_get("held").map_err(map_sqlx_error)?;
-        held.insert(user, units);
-    }
-    Ok(held)
+    );
+    let rows = sqlx::query_as::<_, HeldRow>(&sql)
+        .bind(drop)
+        .bind(&users)
+        .fetch_all(conn)
+        .await
+        .map_err(map_sqlx_error)?;
+    Ok(HeldRow::by_user(rows))
 }
 
 /// Sets the locked stock row, inserts `orders` (skipping any whose key exists) and
@@ -101,56 +97,25 @@ pub(crate) async fn write_batch(
 ) -> StoreResult<u64> {
     let o = OrderColumns::new(orders);
     let e = EventColumns::new(events);
-    let inserted: i64 = sqlx::query_scalar(
+    let sql = format!(
         "WITH stock AS ( \
              UPDATE inventory SET available = $2, reserved = $3, version = $4 \
              WHERE drop_id = $1 \
-         ), placed AS ( \
-             INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
-                                 total_cents, currency, status, idempotency_key, fingerprint, \
-                                 reserved_until, created_at, updated_at) \
-             SELECT o.id, o.user_id, $1, o.q, o.unit, o.total, o.cur, 'reserved', o.key, \
-                    o.fp, o.until, o.created, o.updated \
-             FROM UNNEST($5::uuid[], $6::uuid[], $7::int8[], $8::int8[], $9::int8[], \
-                         $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
-                         $14::timestamptz[], $15::timestamptz[]) \
-                  AS o(id, user_id, q, unit, total, cur, key, fp, until, created, updated) \
-             ON CONFLICT (user_id, idempotency_key) DO NOTHING \
-             RETURNING 1 \
-         ), appended AS ( \
-             INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, \
-                                 payload) \
-             SELECT e.id, e.kind, e.agg, e.ver, e.at, e.payload \
-             FROM UNNEST($16::uuid[], $17::text[], $18::uuid[], $19::int8[], \
-                         $20::timestamptz[], $21::jsonb[]) \
-                  WITH ORDINALITY AS e(id, kind, agg, ver, at, payload, ord) \
-             ORDER BY e.ord \
-         ) \
+         ), placed AS ({} RETURNING 1), appended AS ({}) \
          SELECT count(*) FROM placed",
-    )
-    .bind(drop.0)
-    .bind(stock.available)
-    .bind(stock.reserved)
-    .bind(stock.version)
-    .bind(&o.ids)
-    .bind(&o.users)
-    .bind(&o.quantities)
-    .bind(&o.units)
-    .bind(&o.totals)
-    .bind(&o.currencies)
-    .bind(&o.keys)
-    .bind(&o.fingerprints)
-    .bind(&o.until)
-    .bind(&o.created)
-    .bind(&o.updated)
-    .bind(&e.ids)
-    .bind(&e.types)
-    .bind(&e.aggregates)
-    .bind(&e.versions)
-    .bind(&e.occurred)
-    .bind(&e.payloads)
-    .fetch_one(conn)
-    .await
-    .map_err(map_sqlx_error)?;
+        OrderColumns::insert(5),
+        EventColumns::insert(16)
+    );
+    let query = sqlx::query(&sql)
+        .bind(drop.0)
+        .bind(stock.available)
+        .bind(stock.reserved)
+        .bind(stock.version);
+    let inserted: i64 = e
+        .bind(o.bind(query))
+        .fetch_one(conn)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(map_sqlx_error)?;
     Ok(u64::try_from(inserted).unwrap_or(0))
 }

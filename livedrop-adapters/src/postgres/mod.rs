@@ -228,19 +228,12 @@ impl PgStore {
         sqlx::migrate!("./migrations")
             .run(&self.inner.pool)
             .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => map_sqlx_error(e),
-                other => StoreError::backend(other),
-            })
+            .map_err(|e| crate::sql::migrate_error(e, map_sqlx_error))
     }
 
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.pool)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx_error)
+        crate::sql::ping(self.inner.reader(), map_sqlx_error).await
     }
 
     /// Gives up the relay lock and the listener and closes the pool; later calls fail

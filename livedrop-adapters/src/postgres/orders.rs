@@ -95,32 +95,11 @@ impl PgStore {
 pub(crate) async fn insert_orders(conn: &mut PgConnection, orders: &[Order]) -> StoreResult<u64> {
     let o = OrderColumns::new(orders);
     let drop = orders.first().map(|o| o.drop_id.0);
-    let done = sqlx::query(
-        "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, total_cents, \
-                             currency, status, idempotency_key, fingerprint, reserved_until, \
-                             created_at, updated_at) \
-         SELECT o.id, o.user_id, $1, o.q, o.unit, o.total, o.cur, 'reserved', o.key, o.fp, \
-                o.until, o.created, o.updated \
-         FROM UNNEST($2::uuid[], $3::uuid[], $4::int8[], $5::int8[], $6::int8[], $7::text[], \
-                     $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[], \
-                     $12::timestamptz[]) \
-              AS o(id, user_id, q, unit, total, cur, key, fp, until, created, updated) \
-         ON CONFLICT (user_id, idempotency_key) DO NOTHING",
-    )
-    .bind(drop)
-    .bind(&o.ids)
-    .bind(&o.users)
-    .bind(&o.quantities)
-    .bind(&o.units)
-    .bind(&o.totals)
-    .bind(&o.currencies)
-    .bind(&o.keys)
-    .bind(&o.fingerprints)
-    .bind(&o.until)
-    .bind(&o.created)
-    .bind(&o.updated)
-    .execute(conn)
-    .await
-    .map_err(map_sqlx_error)?;
+    let sql = OrderColumns::insert(2);
+    let done = o
+        .bind(sqlx::query(&sql).bind(drop))
+        .execute(conn)
+        .await
+        .map_err(map_sqlx_error)?;
     Ok(done.rows_affected())
 }

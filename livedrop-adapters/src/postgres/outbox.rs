@@ -162,43 +162,38 @@ impl PgStore {
         until: Timestamp,
         claim: Claim,
     ) -> StoreResult<BeginOutcome> {
+        // Each statement reads $1..$6 as (user, key, fingerprint, until, now, claim)
+        // and either takes the key for `claim` or leaves it.
+        let take = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .bind(user.0)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(until)
+                .bind(now)
+                .bind(claim.0)
+                .execute(&self.inner.pool)
+                .await
+                .map(|done| done.rows_affected() == 1)
+                .map_err(map_sqlx_error)
+        };
         for _ in 0..4 {
-            let claimed = sqlx::query(
+            let claimed = take(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, lease_until, \
                                                response, created_at, claim) \
                  VALUES ($1, $2, $3, 'in_flight', $4, NULL, $5, $6) ON CONFLICT DO NOTHING",
             )
-            .bind(user.0)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(until)
-            .bind(now)
-            .bind(claim.0)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .rows_affected()
-                == 1;
+            .await?;
             if claimed {
                 return Ok(BeginOutcome::Started(claim));
             }
             // Take over a lease whose owner died; the condition makes one claimant win.
-            let taken = sqlx::query(
+            let taken = take(
                 "UPDATE idempotency_keys SET lease_until = $4, claim = $6 \
                  WHERE user_id = $1 AND key = $2 AND fingerprint = $3 \
                    AND state = 'in_flight' AND lease_until <= $5",
             )
-            .bind(user.0)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(until)
-            .bind(now)
-            .bind(claim.0)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .rows_affected()
-                == 1;
+            .await?;
             if taken {
                 return Ok(BeginOutcome::Started(claim));
             }

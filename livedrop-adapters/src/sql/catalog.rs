@@ -55,13 +55,10 @@ macro_rules! catalog_ports {
                 id: ::livedrop_core::id::UserId,
             ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::User>> {
                 let sql = format!("SELECT {} FROM users WHERE id = $1", dialect::UserRow::COLUMNS);
-                ::sqlx::query_as::<_, dialect::UserRow>(&sql)
-                    .bind(id.0)
-                    .fetch_optional(self.inner.reader())
+                let query = ::sqlx::query_as(&sql)
+                    .bind(id.0);
+                $crate::sql::optional_row(self.inner.reader(), query, dialect::UserRow::into_user, dialect::map_sqlx_error)
                     .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .map(dialect::UserRow::into_user)
-                    .transpose()
             }
 
             async fn user_by_email(
@@ -72,13 +69,10 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM users WHERE email_key = $1",
                     dialect::UserRow::COLUMNS
                 );
-                ::sqlx::query_as::<_, dialect::UserRow>(&sql)
-                    .bind(::livedrop_core::text::fold_case(email))
-                    .fetch_optional(self.inner.reader())
+                let query = ::sqlx::query_as(&sql)
+                    .bind(::livedrop_core::text::fold_case(email));
+                $crate::sql::optional_row(self.inner.reader(), query, dialect::UserRow::into_user, dialect::map_sqlx_error)
                     .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .map(dialect::UserRow::into_user)
-                    .transpose()
             }
 
             async fn follow(
@@ -238,13 +232,10 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM products WHERE id = $1",
                     dialect::ProductRow::COLUMNS
                 );
-                ::sqlx::query_as::<_, dialect::ProductRow>(&sql)
-                    .bind(id.0)
-                    .fetch_optional(self.inner.reader())
+                let query = ::sqlx::query_as(&sql)
+                    .bind(id.0);
+                $crate::sql::optional_row(self.inner.reader(), query, dialect::ProductRow::into_product, dialect::map_sqlx_error)
                     .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .map(dialect::ProductRow::into_product)
-                    .transpose()
             }
 
             async fn update_product(
@@ -393,13 +384,10 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1",
                     dialect::DropRow::COLUMNS
                 );
-                ::sqlx::query_as::<_, dialect::DropRow>(&sql)
-                    .bind(id.0)
-                    .fetch_optional(self.inner.reader())
+                let query = ::sqlx::query_as(&sql)
+                    .bind(id.0);
+                $crate::sql::optional_row(self.inner.reader(), query, dialect::DropRow::into_view, dialect::map_sqlx_error)
                     .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .map(dialect::DropRow::into_view)
-                    .transpose()
             }
 
             async fn list_drops(

@@ -35,6 +35,62 @@ const ATTEMPTS: usize = 3;
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
 
+/// Sorts a sqlx error into the core's store errors, the same way for both dialects:
+/// the database cannot serve now (I/O, TLS, pool timeout, closed pool, a worker that
+/// died, or a database error whose code `unavailable` accepts) →
+/// [`StoreError::Unavailable`] (`"database"`); a unique violation →
+/// [`StoreError::Conflict`] saying `conflict` of it; anything else →
+/// [`StoreError::Backend`].
+pub(crate) fn sort_error(
+    e: sqlx::Error,
+    unavailable: fn(&str) -> bool,
+    conflict: fn(&dyn sqlx::error::DatabaseError) -> String,
+) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable("database", e),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(conflict(db.as_ref()))
+        }
+        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(unavailable) => {
+            StoreError::unavailable("database", e)
+        }
+        _ => StoreError::backend(e),
+    }
+}
+
+/// Whether the database answers (for readiness checks).
+pub(crate) async fn ping<DB>(
+    pool: &sqlx::Pool<DB>,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<()>
+where
+    DB: sqlx::Database,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(map_err)
+}
+
+/// A failed migration as a store error: a statement's failure as `map_err` sorts
+/// it, anything else (a changed or missing migration) as a backend error.
+pub(crate) fn migrate_error(
+    e: sqlx::migrate::MigrateError,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => map_err(e),
+        other => StoreError::backend(other),
+    }
+}
+
 /// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
 pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| StoreError::backend(format!("count {v} out of range")))
@@ -76,6 +132,27 @@ where
     Ok(livedrop_core::page::Page::from_overfetch(
         items, page.limit, cursor,
     ))
+}
+
+/// The row `query` reads through `conn`, if any, converted by `into`.
+pub(crate) async fn optional_row<'q, 'c, DB, E, R, T>(
+    conn: E,
+    query: sqlx::query::QueryAs<'q, DB, R, <DB as sqlx::Database>::Arguments<'q>>,
+    into: fn(R) -> StoreResult<T>,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<Option<T>>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    R: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    query
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?
+        .map(into)
+        .transpose()
 }
 
 /// An inventory row's counts and version.
@@ -463,12 +540,28 @@ pub(crate) fn restock_overflow(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
     use super::*;
     use livedrop_core::id::UserId;
     use livedrop_core::model::{DropState, Role};
     use livedrop_core::testing::fixtures::{self, T0};
     use tokio::sync::Semaphore;
+
+    /// Each store's `map_sqlx_error`, through the sorting they share.
+    #[test]
+    fn pool_failures_are_unavailable() {
+        let stores: &[fn(sqlx::Error) -> StoreError] = &[
+            #[cfg(feature = "postgres")]
+            crate::postgres::map_sqlx_error,
+            #[cfg(feature = "sqlite")]
+            crate::sqlite::map_sqlx_error,
+        ];
+        for map_sqlx_error in stores {
+            assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_unavailable());
+            assert!(map_sqlx_error(sqlx::Error::PoolClosed).is_unavailable());
+            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+            assert!(map_sqlx_error(sqlx::Error::Io(refused)).is_unavailable());
+        }
+    }
 
     /// Places every order it is given, recording each batch's size; the first batch
     /// waits until the test lets it go.

@@ -30,13 +30,14 @@ macro_rules! order_ports {
                 "SELECT {} FROM orders WHERE id = $1{lock}",
                 dialect::OrderRow::COLUMNS
             );
-            ::sqlx::query_as::<_, dialect::OrderRow>(&sql)
-                .bind(id.0)
-                .fetch_optional(conn)
-                .await
-                .map_err(dialect::map_sqlx_error)?
-                .map(dialect::OrderRow::into_order)
-                .transpose()
+            let query = ::sqlx::query_as(&sql).bind(id.0);
+            $crate::sql::optional_row(
+                conn,
+                query,
+                dialect::OrderRow::into_order,
+                dialect::map_sqlx_error,
+            )
+            .await
         }
 
         /// The buyer's order with `key`, if any.
@@ -49,14 +50,14 @@ macro_rules! order_ports {
                 "SELECT {} FROM orders WHERE user_id = $1 AND idempotency_key = $2",
                 dialect::OrderRow::COLUMNS
             );
-            ::sqlx::query_as::<_, dialect::OrderRow>(&sql)
-                .bind(user.0)
-                .bind(key)
-                .fetch_optional(conn)
-                .await
-                .map_err(dialect::map_sqlx_error)?
-                .map(dialect::OrderRow::into_order)
-                .transpose()
+            let query = ::sqlx::query_as(&sql).bind(user.0).bind(key);
+            $crate::sql::optional_row(
+                conn,
+                query,
+                dialect::OrderRow::into_order,
+                dialect::map_sqlx_error,
+            )
+            .await
         }
 
         /// The drop and its inventory, the inventory row held for the caller's

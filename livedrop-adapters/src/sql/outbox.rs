@@ -240,15 +240,12 @@ macro_rules! outbox_ports {
                      WHERE user_id = $1 AND id = $2 RETURNING {}",
                     dialect::NotificationRow::COLUMNS
                 );
-                ::sqlx::query_as::<_, dialect::NotificationRow>(&sql)
+                let query = ::sqlx::query_as(&sql)
                     .bind(user.0)
                     .bind(id.0)
-                    .bind(dialect::stamp(at))
-                    .fetch_optional(self.inner.writer())
+                    .bind(dialect::stamp(at));
+                $crate::sql::optional_row(self.inner.writer(), query, dialect::NotificationRow::into_notification, dialect::map_sqlx_error)
                     .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .map(dialect::NotificationRow::into_notification)
-                    .transpose()
             }
 
             async fn mark_all_read(

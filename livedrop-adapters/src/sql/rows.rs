@@ -58,6 +58,44 @@ pub(crate) fn after<T: Stamp>(
     (page.after.map(|c| T::stamp(c.at)), page.after.map(|c| c.id))
 }
 
+/// Names each row type at the calling dialect's `Time`, and the page bounds as
+/// stored (`after`).
+macro_rules! rows_at_time {
+    () => {
+        pub(crate) type UserRow = $crate::sql::rows::UserRow<Time>;
+        pub(crate) type FollowRow = $crate::sql::rows::FollowRow<Time>;
+        pub(crate) type ProductRow = $crate::sql::rows::ProductRow<Time>;
+        pub(crate) type DropRow = $crate::sql::rows::DropRow<Time>;
+        pub(crate) type OrderRow = $crate::sql::rows::OrderRow<Time>;
+        pub(crate) type LedgerRow = $crate::sql::rows::LedgerRow<Time>;
+        pub(crate) type NotificationRow = $crate::sql::rows::NotificationRow<Time>;
+        pub(crate) type OutboxRow = $crate::sql::rows::OutboxRow<Time>;
+
+        /// The keyset bounds of a page as stored.
+        pub(crate) fn after(
+            page: &::livedrop_core::page::PageRequest,
+        ) -> (Option<Time>, Option<::uuid::Uuid>) {
+            $crate::sql::rows::after(page)
+        }
+    };
+}
+
+pub(crate) use rows_at_time;
+
+/// Units a buyer holds in a drop (reserved + confirmed).
+#[derive(sqlx::FromRow)]
+pub(crate) struct HeldRow {
+    user_id: Uuid,
+    held: i64,
+}
+
+impl HeldRow {
+    /// Units held, by buyer.
+    pub(crate) fn by_user(rows: Vec<HeldRow>) -> std::collections::HashMap<Uuid, i64> {
+        rows.into_iter().map(|r| (r.user_id, r.held)).collect()
+    }
+}
+
 fn bad(what: &str, value: &str) -> StoreError {
     StoreError::backend(format!("stored {what} {value:?} is not valid"))
 }

@@ -3,12 +3,11 @@
 //! type, and the multi-row inserts every write shares (events into the outbox,
 //! placed orders).
 
-use crate::sql::rows::{self, Stamp};
+use crate::sql::rows::Stamp;
 pub(crate) use crate::sql::StockRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
 use livedrop_core::model::{Order, OrderStatus};
-use livedrop_core::page::PageRequest;
 use livedrop_core::StoreResult;
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
@@ -19,19 +18,7 @@ use super::micros;
 
 /// A point in time as stored: microseconds since the Unix epoch.
 pub(crate) type Time = i64;
-pub(crate) type UserRow = rows::UserRow<Time>;
-pub(crate) type FollowRow = rows::FollowRow<Time>;
-pub(crate) type ProductRow = rows::ProductRow<Time>;
-pub(crate) type DropRow = rows::DropRow<Time>;
-pub(crate) type OrderRow = rows::OrderRow<Time>;
-pub(crate) type LedgerRow = rows::LedgerRow<Time>;
-pub(crate) type NotificationRow = rows::NotificationRow<Time>;
-pub(crate) type OutboxRow = rows::OutboxRow<Time>;
-
-/// The keyset bounds of a page as stored.
-pub(crate) fn after(page: &PageRequest) -> (Option<Time>, Option<Uuid>) {
-    rows::after(page)
-}
+crate::sql::rows::rows_at_time!();
 
 /// The database.
 pub(crate) type Db = sqlx::Sqlite;

@@ -224,19 +224,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations-sqlite")
             .run(&self.inner.writer)
             .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => map_sqlx_error(e),
-                other => StoreError::backend(other),
-            })
+            .map_err(|e| crate::sql::migrate_error(e, map_sqlx_error))
     }
 
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.readers)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx_error)
+        crate::sql::ping(self.inner.reader(), map_sqlx_error).await
     }
 
     /// Closes the pools (checkpointing the WAL into the file) and releases the file

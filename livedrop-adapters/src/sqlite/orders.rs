@@ -11,12 +11,13 @@ use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
 use livedrop_core::{StoreError, StoreResult};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
 use super::dialect::{self, append_events, insert_orders, OrderRow, StockRow};
 use super::{map_sqlx_error, Inner, SqliteStore};
 use crate::sql::orders::HOLDING;
+use crate::sql::rows::HeldRow;
 use crate::sql::{self, Batcher, Placement};
 
 crate::sql::orders::order_ports!(SqliteStore, Inner);
@@ -93,18 +94,12 @@ pub(crate) async fn held_units(
         users.push_bind(r.order.user_id.0);
     }
     query.push(") GROUP BY user_id");
-    let mut held = HashMap::new();
-    for r in query
-        .build()
+    let rows = query
+        .build_query_as::<HeldRow>()
         .fetch_all(&mut *conn)
         .await
-        .map_err(map_sqlx_error)?
-    {
-        let user: Uuid = r.try_get("user_id").map_err(map_sqlx_error)?;
-        let units: i64 = r.try_get("held").map_err(map_sqlx_error)?;
-        held.insert(user, units);
-    }
-    Ok(held)
+        .map_err(map_sqlx_error)?;
+    Ok(HeldRow::by_user(rows))
 }
 
 /// Writes a decided batch in the caller's write transaction: the stock, every order
