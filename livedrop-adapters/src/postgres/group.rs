@@ -52,18 +52,13 @@ pub(crate) async fn known_orders(
              (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
         OrderRow::COLUMNS
     );
-    let mut known = HashMap::new();
-    for row in sqlx::query_as::<_, OrderRow>(&sql)
+    let rows = sqlx::query_as::<_, OrderRow>(&sql)
         .bind(&users)
         .bind(&keys)
         .fetch_all(conn)
         .await
-        .map_err(map_sqlx_error)?
-    {
-        let o = row.into_order()?;
-        known.insert((o.user_id.0, o.idempotency_key.clone()), o);
-    }
-    Ok(known)
+        .map_err(map_sqlx_error)?;
+    OrderRow::by_key(rows)
 }
 
 /// Units each buyer of `batch` holds in `drop` (reserved + confirmed).

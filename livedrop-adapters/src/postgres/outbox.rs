@@ -7,10 +7,9 @@
 use std::time::Duration;
 
 use livedrop_core::clock::Timestamp;
-use livedrop_core::id::UserId;
 use livedrop_core::model::{FanOutBatch, FanOutProgress};
 use livedrop_core::page::Cursor;
-use livedrop_core::ports::{BeginOutcome, Claim, OutboxRecord};
+use livedrop_core::ports::{BeginOutcome, OutboxRecord};
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
@@ -18,6 +17,7 @@ use uuid::Uuid;
 
 use super::dialect::{self, OutboxRow};
 use super::{map_sqlx_error, to_u32, PgStore};
+use crate::sql::outbox::KeyClaim;
 
 crate::sql::outbox::outbox_ports!(PgStore);
 
@@ -150,18 +150,18 @@ impl PgStore {
         Ok(listener)
     }
 
-    /// Claims `key` for `claim` until `until`: inserts it, or takes over a lease past
+    /// Claims the key for the request's `claim` until its `until`: inserts it, or takes over a lease past
     /// its time, else reports what holds it. A key released between these statements
     /// makes the claim go round again.
-    async fn claim_key(
-        &self,
-        user: UserId,
-        key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        until: Timestamp,
-        claim: Claim,
-    ) -> StoreResult<BeginOutcome> {
+    async fn claim_key(&self, request: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
+        let KeyClaim {
+            user,
+            key,
+            fingerprint,
+            now,
+            until,
+            claim,
+        } = request;
         // Each statement reads $1..$6 as (user, key, fingerprint, until, now, claim)
         // and either takes the key for `claim` or leaves it.
         let take = |sql: &'static str| async move {

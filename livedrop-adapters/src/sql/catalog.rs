@@ -55,10 +55,14 @@ macro_rules! catalog_ports {
                 id: ::livedrop_core::id::UserId,
             ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::User>> {
                 let sql = format!("SELECT {} FROM users WHERE id = $1", dialect::UserRow::COLUMNS);
-                let query = ::sqlx::query_as(&sql)
-                    .bind(id.0);
-                $crate::sql::optional_row(self.inner.reader(), query, dialect::UserRow::into_user, dialect::map_sqlx_error)
-                    .await
+                let query = ::sqlx::query_as(&sql).bind(id.0);
+                $crate::sql::optional_row(
+                    self.inner.reader(),
+                    query,
+                    dialect::UserRow::into_user,
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn user_by_email(
@@ -69,10 +73,14 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM users WHERE email_key = $1",
                     dialect::UserRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql)
-                    .bind(::livedrop_core::text::fold_case(email));
-                $crate::sql::optional_row(self.inner.reader(), query, dialect::UserRow::into_user, dialect::map_sqlx_error)
-                    .await
+                let query = ::sqlx::query_as(&sql).bind(::livedrop_core::text::fold_case(email));
+                $crate::sql::optional_row(
+                    self.inner.reader(),
+                    query,
+                    dialect::UserRow::into_user,
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn follow(
@@ -185,8 +193,11 @@ macro_rules! catalog_ports {
                     <dialect::Db as ::sqlx::Database>::Arguments<'q>,
                 >,
                 product: &'q ::livedrop_core::model::Product,
-            ) -> ::sqlx::query::Query<'q, dialect::Db, <dialect::Db as ::sqlx::Database>::Arguments<'q>>
-            {
+            ) -> ::sqlx::query::Query<
+                'q,
+                dialect::Db,
+                <dialect::Db as ::sqlx::Database>::Arguments<'q>,
+            > {
                 query
                     .bind(product.id.0)
                     .bind(product.creator_id.0)
@@ -232,10 +243,14 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM products WHERE id = $1",
                     dialect::ProductRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql)
-                    .bind(id.0);
-                $crate::sql::optional_row(self.inner.reader(), query, dialect::ProductRow::into_product, dialect::map_sqlx_error)
-                    .await
+                let query = ::sqlx::query_as(&sql).bind(id.0);
+                $crate::sql::optional_row(
+                    self.inner.reader(),
+                    query,
+                    dialect::ProductRow::into_product,
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn update_product(
@@ -384,10 +399,14 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1",
                     dialect::DropRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql)
-                    .bind(id.0);
-                $crate::sql::optional_row(self.inner.reader(), query, dialect::DropRow::into_view, dialect::map_sqlx_error)
-                    .await
+                let query = ::sqlx::query_as(&sql).bind(id.0);
+                $crate::sql::optional_row(
+                    self.inner.reader(),
+                    query,
+                    dialect::DropRow::into_view,
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn list_drops(
@@ -423,7 +442,9 @@ macro_rules! catalog_ports {
                     self.inner.reader(),
                     query,
                     &page,
-                    (dialect::DropRow::into_view, |v: &::livedrop_core::model::DropView| v.drop.cursor()),
+                    (dialect::DropRow::into_view, |v: &::livedrop_core::model::DropView| {
+                        v.drop.cursor()
+                    }),
                     dialect::map_sqlx_error,
                 )
                 .await

@@ -5,12 +5,27 @@
 //! PostgreSQL, the single writer on SQLite), waiting for an append, claiming a key
 //! and fanning a notification out.
 
+use livedrop_core::clock::Timestamp;
+use livedrop_core::id::UserId;
+use livedrop_core::ports::Claim;
+
+/// What `IdempotencyStore::begin` asks of a store: the buyer's `key`, for a request
+/// with `fingerprint`, claimed for `claim` until `until` (it is `now`).
+pub(crate) struct KeyClaim<'a> {
+    pub(crate) user: UserId,
+    pub(crate) key: &'a str,
+    pub(crate) fingerprint: &'a str,
+    pub(crate) now: Timestamp,
+    pub(crate) until: Timestamp,
+    pub(crate) claim: Claim,
+}
+
 /// Implements `Outbox`, `IdempotencyStore` and `NotificationRepository` for the store
 /// type `$store`.
 ///
 /// Besides what [`catalog_ports!`](super::catalog::catalog_ports) names, the
 /// expansion calls the store's `relay_pending(limit)`, `publish(seqs)`,
-/// `wait_for_outbox(timeout)`, `claim_key(user, key, fingerprint, now, until, claim)`
+/// `wait_for_outbox(timeout)`, `claim_key(KeyClaim)`
 /// and `fan_out_batch(batch)`.
 macro_rules! outbox_ports {
     ($store:ty) => {
@@ -101,9 +116,15 @@ macro_rules! outbox_ports {
             ) -> ::livedrop_core::StoreResult<::livedrop_core::ports::BeginOutcome> {
                 let lease = ::chrono::Duration::from_std(lease).unwrap_or(::chrono::Duration::MAX);
                 let until = now.checked_add_signed(lease).unwrap_or(now);
-                let claim = ::livedrop_core::ports::Claim::new();
-                self.claim_key(user, key, fingerprint, now, until, claim)
-                    .await
+                self.claim_key($crate::sql::outbox::KeyClaim {
+                    user,
+                    key,
+                    fingerprint,
+                    now,
+                    until,
+                    claim: ::livedrop_core::ports::Claim::new(),
+                })
+                .await
             }
 
             async fn complete(
@@ -244,8 +265,13 @@ macro_rules! outbox_ports {
                     .bind(user.0)
                     .bind(id.0)
                     .bind(dialect::stamp(at));
-                $crate::sql::optional_row(self.inner.writer(), query, dialect::NotificationRow::into_notification, dialect::map_sqlx_error)
-                    .await
+                $crate::sql::optional_row(
+                    self.inner.writer(),
+                    query,
+                    dialect::NotificationRow::into_notification,
+                    dialect::map_sqlx_error,
+                )
+                .await
             }
 
             async fn mark_all_read(

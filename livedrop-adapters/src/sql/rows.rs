@@ -2,6 +2,8 @@
 //! and their meaning are the same on PostgreSQL and SQLite; only how a point in time
 //! is stored differs, which each row leaves to its [`Stamp`] type.
 
+use std::collections::HashMap;
+
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
@@ -91,7 +93,7 @@ pub(crate) struct HeldRow {
 
 impl HeldRow {
     /// Units held, by buyer.
-    pub(crate) fn by_user(rows: Vec<HeldRow>) -> std::collections::HashMap<Uuid, i64> {
+    pub(crate) fn by_user(rows: Vec<HeldRow>) -> HashMap<Uuid, i64> {
         rows.into_iter().map(|r| (r.user_id, r.held)).collect()
     }
 }
@@ -267,6 +269,16 @@ impl<T: Stamp> OrderRow<T> {
             updated_at: self.updated_at.time()?,
             extended_at: time_opt(self.extended_at)?,
         })
+    }
+
+    /// The orders of `rows`, by (buyer, idempotency key).
+    pub(crate) fn by_key(rows: Vec<Self>) -> StoreResult<HashMap<(Uuid, String), Order>> {
+        rows.into_iter()
+            .map(|row| {
+                let o = row.into_order()?;
+                Ok(((o.user_id.0, o.idempotency_key.clone()), o))
+            })
+            .collect()
     }
 }
 

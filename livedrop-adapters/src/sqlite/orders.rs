@@ -65,17 +65,12 @@ pub(crate) async fn known_orders(
         pairs.push_unseparated(")");
     }
     query.push(")");
-    let mut known = HashMap::new();
-    for row in query
+    let rows = query
         .build_query_as::<OrderRow>()
         .fetch_all(&mut *conn)
         .await
-        .map_err(map_sqlx_error)?
-    {
-        let o = row.into_order()?;
-        known.insert((o.user_id.0, o.idempotency_key.clone()), o);
-    }
-    Ok(known)
+        .map_err(map_sqlx_error)?;
+    OrderRow::by_key(rows)
 }
 
 /// Units each buyer of `batch` holds in `drop` (reserved + confirmed).

@@ -6,11 +6,9 @@
 
 use std::time::Duration;
 
-use livedrop_core::clock::Timestamp;
-use livedrop_core::id::UserId;
 use livedrop_core::model::{FanOutBatch, FanOutProgress};
 use livedrop_core::page::Cursor;
-use livedrop_core::ports::{BeginOutcome, Claim, OutboxRecord};
+use livedrop_core::ports::{BeginOutcome, OutboxRecord};
 use livedrop_core::StoreResult;
 use sqlx::types::Json;
 use sqlx::{QueryBuilder, Row, Sqlite};
@@ -18,6 +16,7 @@ use uuid::Uuid;
 
 use super::dialect::{self, OutboxRow};
 use super::{map_sqlx_error, micros, timestamp, to_u32, SqliteStore};
+use crate::sql::outbox::KeyClaim;
 
 crate::sql::outbox::outbox_ports!(SqliteStore);
 
@@ -64,16 +63,16 @@ impl SqliteStore {
         let _ = tokio::time::timeout(timeout, self.inner.appended.notified()).await;
     }
 
-    /// Claims `key` for `claim` until `until`, or reports what holds it.
-    async fn claim_key(
-        &self,
-        user: UserId,
-        key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        until: Timestamp,
-        claim: Claim,
-    ) -> StoreResult<BeginOutcome> {
+    /// Claims the key for the request's `claim` until its `until`, or reports what holds it.
+    async fn claim_key(&self, request: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
+        let KeyClaim {
+            user,
+            key,
+            fingerprint,
+            now,
+            until,
+            claim,
+        } = request;
         // One write transaction decides: nothing changes the key in between.
         let mut tx = self.inner.write().await?;
         let row = sqlx::query(
