@@ -1,7 +1,8 @@
 //! What the SQL bodies PostgreSQL shares with SQLite (`crate::sql`) take from
-//! PostgreSQL: how a time is stored (`timestamptz`), the rows at that type, and the
-//! multi-row inserts every write shares (events into the outbox, placed orders) as
-//! `UNNEST` of column arrays.
+//! PostgreSQL: how a time is stored (`timestamptz`), the rows at that type, list
+//! parameters (arrays), row locks (`FOR UPDATE`), and the multi-row statements every
+//! write shares (events into the outbox, placed orders, a batch's reads and write)
+//! as `UNNEST` of column arrays.
 
 pub(crate) use crate::sql::StockRow;
 use livedrop_core::clock::Timestamp;

@@ -3,7 +3,10 @@
 //!
 //! Every decision is still made under the drop's inventory row lock, against what is
 //! committed, so other processes (with either strategy) stay correct alongside; the
-//! batch only shares the lock, the round trips and the commit.
+//! batch only shares the lock, the round trips and the commit. The batch's
+//! transaction is the one both SQL stores run (`sql::orders`); here are its
+//! PostgreSQL statements: the batch's known keys, the units its buyers hold, and the
+//! write of stock, orders and events in one round trip.
 
 use std::collections::HashMap;
 

@@ -1,7 +1,18 @@
-//! What the SQL stores (PostgreSQL, SQLite) share about orders: the stock row, the
-//! refusal rules checked under the drop's lock, the decision of a batch in arrival
-//! order, and group reserve's combiner, which turns the concurrent `place_order`
-//! calls of this process on one drop into one transaction per batch.
+//! What the SQL stores (PostgreSQL, SQLite) share, so that each thing they both do
+//! is said once:
+//!
+//! - [`rows`]: the rows both read and their conversion into the domain, generic over
+//!   how a point in time is stored ([`rows::Stamp`]);
+//! - [`catalog`], [`orders`], [`outbox`]: the bodies of the repository ports, written
+//!   once (SQL with `$n` parameters, which both dialects read) and expanded for each
+//!   store by a macro, where only the connection types and the store's `dialect`
+//!   module differ;
+//! - keyset paging ([`keyset_page`]), one-row reads ([`optional_row`]) and the sorting
+//!   of sqlx errors ([`sort_error`]);
+//! - about orders: the stock row, the refusal rules checked under the drop's lock, the
+//!   decision of a batch in arrival order, and group reserve's combiner, which turns
+//!   the concurrent `place_order` calls of this process on one drop into one
+//!   transaction per batch.
 //!
 //! A store supplies the batch decision ([`Batcher::decide`]: one transaction that
 //! decides every order of the batch in arrival order against committed state); this
@@ -101,6 +112,13 @@ pub(crate) fn overfetch(page: &livedrop_core::page::PageRequest) -> i64 {
     i64::from(page.limit) + 1
 }
 
+/// How a listing turns its rows into items (`into`) and names an item's place
+/// (`cursor`).
+pub(crate) type Listing<R, T> = (
+    fn(R) -> StoreResult<T>,
+    fn(&T) -> livedrop_core::page::Cursor,
+);
+
 /// A keyset page, newest first: runs `query` (bound up to the cursor's parameters)
 /// with one more parameter, the limit plus one, on `pool`; converts each row with
 /// `into` and cuts the page at `page.limit`, its next cursor from `cursor`.
@@ -108,10 +126,7 @@ pub(crate) async fn keyset_page<'q, DB, R, T>(
     pool: &sqlx::Pool<DB>,
     query: sqlx::query::QueryAs<'q, DB, R, <DB as sqlx::Database>::Arguments<'q>>,
     page: &livedrop_core::page::PageRequest,
-    (into, cursor): (
-        fn(R) -> StoreResult<T>,
-        fn(&T) -> livedrop_core::page::Cursor,
-    ),
+    (into, cursor): Listing<R, T>,
     map_err: fn(sqlx::Error) -> StoreError,
 ) -> StoreResult<livedrop_core::page::Page<T>>
 where

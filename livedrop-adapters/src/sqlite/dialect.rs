@@ -1,7 +1,8 @@
 //! What the SQL bodies SQLite shares with PostgreSQL (`crate::sql`) take from
 //! SQLite: how a time is stored (microseconds since the Unix epoch), the rows at that
-//! type, and the multi-row inserts every write shares (events into the outbox,
-//! placed orders).
+//! type, list parameters (JSON arrays), row locks (none: a write transaction holds
+//! the database's write lock), and the multi-row statements every write shares
+//! (events into the outbox, placed orders, a batch's reads and write).
 
 use crate::sql::rows::Stamp;
 pub(crate) use crate::sql::StockRow;
