@@ -150,28 +150,20 @@ impl PgStore {
         Ok(listener)
     }
 
-    /// Claims the key for the request's `claim` until its `until`: inserts it, or takes over a lease past
-    /// its time, else reports what holds it. A key released between these statements
-    /// makes the claim go round again.
-    async fn claim_key(&self, request: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
-        let KeyClaim {
-            user,
-            key,
-            fingerprint,
-            now,
-            until,
-            claim,
-        } = request;
+    /// Claims `c.key` for `c.claim` until `c.until`: inserts it, or takes over a
+    /// lease past its time, else reports what holds it. A key released between these
+    /// statements makes the claim go round again.
+    async fn claim_key(&self, c: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
         // Each statement reads $1..$6 as (user, key, fingerprint, until, now, claim)
         // and either takes the key for `claim` or leaves it.
         let take = |sql: &'static str| async move {
             sqlx::query(sql)
-                .bind(user.0)
-                .bind(key)
-                .bind(fingerprint)
-                .bind(until)
-                .bind(now)
-                .bind(claim.0)
+                .bind(c.user.0)
+                .bind(c.key)
+                .bind(c.fingerprint)
+                .bind(c.until)
+                .bind(c.now)
+                .bind(c.claim.0)
                 .execute(&self.inner.pool)
                 .await
                 .map(|done| done.rows_affected() == 1)
@@ -185,7 +177,7 @@ impl PgStore {
             )
             .await?;
             if claimed {
-                return Ok(BeginOutcome::Started(claim));
+                return Ok(BeginOutcome::Started(c.claim));
             }
             // Take over a lease whose owner died; the condition makes one claimant win.
             let taken = take(
@@ -195,21 +187,21 @@ impl PgStore {
             )
             .await?;
             if taken {
-                return Ok(BeginOutcome::Started(claim));
+                return Ok(BeginOutcome::Started(c.claim));
             }
             let row = sqlx::query(
                 "SELECT fingerprint, state, response FROM idempotency_keys \
                  WHERE user_id = $1 AND key = $2",
             )
-            .bind(user.0)
-            .bind(key)
+            .bind(c.user.0)
+            .bind(c.key)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?;
             let Some(row) = row else { continue };
             let stored: String = row.try_get("fingerprint").map_err(map_sqlx_error)?;
             let state: String = row.try_get("state").map_err(map_sqlx_error)?;
-            if stored != fingerprint {
+            if stored != c.fingerprint {
                 return Ok(BeginOutcome::Mismatch);
             }
             if state == "completed" {

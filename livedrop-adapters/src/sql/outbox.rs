@@ -11,6 +11,7 @@ use livedrop_core::ports::Claim;
 
 /// What `IdempotencyStore::begin` asks of a store: the buyer's `key`, for a request
 /// with `fingerprint`, claimed for `claim` until `until` (it is `now`).
+#[derive(Clone, Copy)]
 pub(crate) struct KeyClaim<'a> {
     pub(crate) user: UserId,
     pub(crate) key: &'a str,

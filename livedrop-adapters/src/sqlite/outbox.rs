@@ -63,24 +63,16 @@ impl SqliteStore {
         let _ = tokio::time::timeout(timeout, self.inner.appended.notified()).await;
     }
 
-    /// Claims the key for the request's `claim` until its `until`, or reports what holds it.
-    async fn claim_key(&self, request: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
-        let KeyClaim {
-            user,
-            key,
-            fingerprint,
-            now,
-            until,
-            claim,
-        } = request;
+    /// Claims `c.key` for `c.claim` until `c.until`, or reports what holds it.
+    async fn claim_key(&self, c: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
         // One write transaction decides: nothing changes the key in between.
         let mut tx = self.inner.write().await?;
         let row = sqlx::query(
             "SELECT fingerprint, state, lease_until, response FROM idempotency_keys \
              WHERE user_id = ?1 AND key = ?2",
         )
-        .bind(user.0)
-        .bind(key)
+        .bind(c.user.0)
+        .bind(c.key)
         .fetch_optional(&mut *tx)
         .await
         .map_err(map_sqlx_error)?;
@@ -91,29 +83,29 @@ impl SqliteStore {
                                                    lease_until, response, created_at, claim) \
                      VALUES (?1, ?2, ?3, 'in_flight', ?4, NULL, ?5, ?6)",
                 )
-                .bind(user.0)
-                .bind(key)
-                .bind(fingerprint)
-                .bind(micros(until))
-                .bind(micros(now))
-                .bind(claim.0)
+                .bind(c.user.0)
+                .bind(c.key)
+                .bind(c.fingerprint)
+                .bind(micros(c.until))
+                .bind(micros(c.now))
+                .bind(c.claim.0)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_sqlx_error)?;
-                BeginOutcome::Started(claim)
+                BeginOutcome::Started(c.claim)
             }
             Some(row) => {
                 let stored: String = row.try_get("fingerprint").map_err(map_sqlx_error)?;
                 let state: String = row.try_get("state").map_err(map_sqlx_error)?;
                 let lease_until: Option<i64> =
                     row.try_get("lease_until").map_err(map_sqlx_error)?;
-                if stored != fingerprint {
+                if stored != c.fingerprint {
                     BeginOutcome::Mismatch
                 } else if state == "completed" {
                     let response: Option<Json<serde_json::Value>> =
                         row.try_get("response").map_err(map_sqlx_error)?;
                     BeginOutcome::Replay(response.map_or(serde_json::Value::Null, |r| r.0))
-                } else if lease_until.is_some_and(|l| l > micros(now)) {
+                } else if lease_until.is_some_and(|l| l > micros(c.now)) {
                     BeginOutcome::InFlight
                 } else {
                     // Its owner died: take the lease over.
@@ -121,14 +113,14 @@ impl SqliteStore {
                         "UPDATE idempotency_keys SET lease_until = ?3, claim = ?4 \
                          WHERE user_id = ?1 AND key = ?2",
                     )
-                    .bind(user.0)
-                    .bind(key)
-                    .bind(micros(until))
-                    .bind(claim.0)
+                    .bind(c.user.0)
+                    .bind(c.key)
+                    .bind(micros(c.until))
+                    .bind(c.claim.0)
                     .execute(&mut *tx)
                     .await
                     .map_err(map_sqlx_error)?;
-                    BeginOutcome::Started(claim)
+                    BeginOutcome::Started(c.claim)
                 }
             }
         };
