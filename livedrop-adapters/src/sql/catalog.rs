@@ -55,14 +55,7 @@ macro_rules! catalog_ports {
                 id: ::livedrop_core::id::UserId,
             ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::User>> {
                 let sql = format!("SELECT {} FROM users WHERE id = $1", dialect::UserRow::COLUMNS);
-                let query = ::sqlx::query_as(&sql).bind(id.0);
-                $crate::sql::optional_row(
-                    self.inner.reader(),
-                    query,
-                    dialect::UserRow::into_user,
-                    dialect::map_sqlx_error,
-                )
-                .await
+                self.one(&sql, id.0, dialect::UserRow::into_user).await
             }
 
             async fn user_by_email(
@@ -73,14 +66,8 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM users WHERE email_key = $1",
                     dialect::UserRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql).bind(::livedrop_core::text::fold_case(email));
-                $crate::sql::optional_row(
-                    self.inner.reader(),
-                    query,
-                    dialect::UserRow::into_user,
-                    dialect::map_sqlx_error,
-                )
-                .await
+                let key = ::livedrop_core::text::fold_case(email);
+                self.one(&sql, key, dialect::UserRow::into_user).await
             }
 
             async fn follow(
@@ -149,6 +136,27 @@ macro_rules! catalog_ports {
         }
 
         impl $store {
+            /// The row `sql` reads with `key` as `$1`, if any, converted by `into`.
+            async fn one<K, R, T>(
+                &self,
+                sql: &str,
+                key: K,
+                into: fn(R) -> ::livedrop_core::StoreResult<T>,
+            ) -> ::livedrop_core::StoreResult<Option<T>>
+            where
+                K: 'static
+                    + Send
+                    + for<'q> ::sqlx::Encode<'q, dialect::Db>
+                    + ::sqlx::Type<dialect::Db>,
+                R: for<'r> ::sqlx::FromRow<'r, <dialect::Db as ::sqlx::Database>::Row>
+                    + Send
+                    + Unpin,
+            {
+                let query = ::sqlx::query_as(sql).bind(key);
+                $crate::sql::optional_row(self.inner.reader(), query, into, dialect::map_sqlx_error)
+                    .await
+            }
+
             /// One side of the follow graph, newest first: the users on column `other`
             /// of the follows whose column `own` is `user` (the two columns are fixed
             /// names).
@@ -243,14 +251,7 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM products WHERE id = $1",
                     dialect::ProductRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql).bind(id.0);
-                $crate::sql::optional_row(
-                    self.inner.reader(),
-                    query,
-                    dialect::ProductRow::into_product,
-                    dialect::map_sqlx_error,
-                )
-                .await
+                self.one(&sql, id.0, dialect::ProductRow::into_product).await
             }
 
             async fn update_product(
@@ -399,14 +400,7 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1",
                     dialect::DropRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql).bind(id.0);
-                $crate::sql::optional_row(
-                    self.inner.reader(),
-                    query,
-                    dialect::DropRow::into_view,
-                    dialect::map_sqlx_error,
-                )
-                .await
+                self.one(&sql, id.0, dialect::DropRow::into_view).await
             }
 
             async fn list_drops(
@@ -523,13 +517,8 @@ macro_rules! catalog_ports {
                     "SELECT {} FROM inventory WHERE drop_id = $1",
                     $crate::sql::StockRow::COLUMNS
                 );
-                ::sqlx::query_as::<_, $crate::sql::StockRow>(&sql)
-                    .bind(drop.0)
-                    .fetch_optional(self.inner.reader())
+                self.one(&sql, drop.0, |r: $crate::sql::StockRow| r.stock())
                     .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .map(|r| r.stock())
-                    .transpose()
             }
 
             async fn adjust(
