@@ -29,6 +29,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pool_failures_are_unavailable() {
+        crate::sql::assert_pool_failures_unavailable(map_sqlx_error);
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(map_sqlx_error(sqlx::Error::Io(refused)).is_unavailable());
+    }
+
+    #[test]
     fn other_failures_are_backend() {
         let e = map_sqlx_error(sqlx::Error::RowNotFound);
         assert!(matches!(e, StoreError::Backend(_)));

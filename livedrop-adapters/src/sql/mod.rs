@@ -102,6 +102,14 @@ pub(crate) fn migrate_error(
     }
 }
 
+/// Asserts what every store's `map_sqlx_error` says of a pool that cannot serve:
+/// the database is unavailable.
+#[cfg(test)]
+pub(crate) fn assert_pool_failures_unavailable(map_sqlx_error: fn(sqlx::Error) -> StoreError) {
+    assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_unavailable());
+    assert!(map_sqlx_error(sqlx::Error::PoolClosed).is_unavailable());
+}
+
 /// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
 pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
     u32::try_from(v).map_err(|_| StoreError::backend(format!("count {v} out of range")))
@@ -560,23 +568,6 @@ mod tests {
     use livedrop_core::model::{DropState, Role};
     use livedrop_core::testing::fixtures::{self, T0};
     use tokio::sync::Semaphore;
-
-    /// Each store's `map_sqlx_error`, through the sorting they share.
-    #[test]
-    fn pool_failures_are_unavailable() {
-        let stores: &[fn(sqlx::Error) -> StoreError] = &[
-            #[cfg(feature = "postgres")]
-            crate::postgres::map_sqlx_error,
-            #[cfg(feature = "sqlite")]
-            crate::sqlite::map_sqlx_error,
-        ];
-        for map_sqlx_error in stores {
-            assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_unavailable());
-            assert!(map_sqlx_error(sqlx::Error::PoolClosed).is_unavailable());
-            let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-            assert!(map_sqlx_error(sqlx::Error::Io(refused)).is_unavailable());
-        }
-    }
 
     /// Places every order it is given, recording each batch's size; the first batch
     /// waits until the test lets it go.

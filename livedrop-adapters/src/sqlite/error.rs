@@ -28,6 +28,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pool_failures_are_unavailable() {
+        crate::sql::assert_pool_failures_unavailable(map_sqlx_error);
+    }
+
+    #[test]
     fn busy_and_io_codes_are_unavailable() {
         assert!(is_unavailable_code("5"));
         assert!(is_unavailable_code("517")); // SQLITE_BUSY_SNAPSHOT
