@@ -263,14 +263,13 @@ impl Inner {
         self.pool.begin().await.map_err(map_sqlx_error)
     }
 
-    /// Commits `tx`. Whether it `appended` events to the outbox does not matter
+    /// Commits `tx`. Whether it appended events to the outbox does not matter
     /// here: the outbox trigger notifies listeners on commit.
     pub(crate) async fn commit(
         &self,
         tx: Transaction<'static, Postgres>,
-        appended: bool,
+        _appended: bool,
     ) -> StoreResult<()> {
-        let _ = appended;
         tx.commit().await.map_err(map_sqlx_error)
     }
 

@@ -44,14 +44,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use livedrop_core::{StoreError, StoreResult};
-
-use crate::sql::rows::Stamp;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
+use crate::sql::rows::Stamp;
 use crate::sql::Combiners;
 
 pub use error::map_sqlx_error;
