@@ -10,21 +10,12 @@ use livedrop_core::StoreError;
 /// - a unique violation → [`StoreError::Conflict`] naming the constraint;
 /// - anything else → [`StoreError::Backend`].
 pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::unavailable("database", e),
-        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(format!(
+    crate::sql::sort_error(e, is_unavailable_code, |db| {
+        format!(
             "unique constraint {}",
             db.constraint().unwrap_or("(unnamed)")
-        )),
-        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unavailable_code) => {
-            StoreError::unavailable("database", e)
-        }
-        _ => StoreError::backend(e),
-    }
+        )
+    })
 }
 
 /// SQLSTATEs that mean "the server cannot serve now": connection exceptions (08),
@@ -39,8 +30,7 @@ mod tests {
 
     #[test]
     fn pool_failures_are_unavailable() {
-        assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_unavailable());
-        assert!(map_sqlx_error(sqlx::Error::PoolClosed).is_unavailable());
+        crate::sql::assert_pool_failures_unavailable(map_sqlx_error);
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(map_sqlx_error(sqlx::Error::Io(refused)).is_unavailable());
     }

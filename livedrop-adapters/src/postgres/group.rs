@@ -3,11 +3,13 @@
 //!
 //! Every decision is still made under the drop's inventory row lock, against what is
 //! committed, so other processes (with either strategy) stay correct alongside; the
-//! batch only shares the lock, the round trips and the commit.
+//! batch only shares the lock, the round trips and the commit. The batch's
+//! transaction is the one both SQL stores run (`sql::orders`); here are its
+//! PostgreSQL statements: the batch's known keys, the units its buyers hold, and the
+//! write of stock, orders and events in one round trip.
 
 use std::collections::HashMap;
 
-use async_trait::async_trait;
 use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
@@ -15,10 +17,11 @@ use livedrop_core::StoreResult;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::orders::{lock_drop, HOLDING};
-use super::rows::{EventColumns, OrderColumns, OrderRow, StockRow};
-use super::{map_sqlx_error, Inner, PgStore};
-use crate::sql::{self, decide_batch, Batcher, Combiners, Placement};
+use super::dialect::{EventColumns, OrderColumns, OrderRow, StockRow};
+use super::{map_sqlx_error, PgStore};
+use crate::sql::orders::HOLDING;
+use crate::sql::rows::HeldRow;
+use crate::sql::{self, Placement};
 
 impl PgStore {
     /// [`ReserveStrategy::Group`](super::ReserveStrategy::Group): queues the order to
@@ -37,115 +40,53 @@ impl PgStore {
     }
 }
 
-#[async_trait]
-impl Batcher for Inner {
-    fn combiners(&self) -> &Combiners {
-        &self.combiners
-    }
-
-    async fn decide(
-        &self,
-        drop: DropId,
-        batch: &[Placement],
-    ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
-        decide(self, drop, batch).await
-    }
-}
-
-/// Decides and writes one batch in one transaction. `Ok(None)`: a concurrent
-/// transaction took one of the batch's idempotency keys first; nothing was written.
-async fn decide(
-    inner: &Inner,
-    drop: DropId,
+/// Orders that exist under the (buyer, key) pairs of `batch`, on any drop.
+pub(crate) async fn known_orders(
+    conn: &mut PgConnection,
     batch: &[Placement],
-) -> StoreResult<Option<Vec<PlaceOutcome>>> {
+) -> StoreResult<HashMap<(Uuid, String), Order>> {
     let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
     let keys: Vec<&str> = batch
         .iter()
         .map(|r| r.order.idempotency_key.as_str())
         .collect();
-    let mut tx = inner.pool.begin().await.map_err(map_sqlx_error)?;
-
-    // 1. Orders that already exist under a key of the batch (any drop).
     let sql = format!(
         "SELECT {} FROM orders WHERE (user_id, idempotency_key) IN \
              (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
         OrderRow::COLUMNS
     );
-    let mut known: HashMap<(Uuid, String), Order> = HashMap::new();
-    for row in sqlx::query_as::<_, OrderRow>(&sql)
+    let rows = sqlx::query_as::<_, OrderRow>(&sql)
         .bind(&users)
         .bind(&keys)
-        .fetch_all(&mut *tx)
+        .fetch_all(conn)
         .await
-        .map_err(map_sqlx_error)?
-    {
-        let o = row.into_order()?;
-        known.insert((o.user_id.0, o.idempotency_key.clone()), o);
-    }
+        .map_err(map_sqlx_error)?;
+    OrderRow::by_key(rows)
+}
 
-    // 2. The row lock: from here on the batch sees every committed order of the drop.
-    let locked = lock_drop(&mut tx, drop.0).await?;
-    let Some(row) = locked else {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(Some(
-            batch
-                .iter()
-                .map(
-                    |r| match known.get(&(r.order.user_id.0, r.order.idempotency_key.clone())) {
-                        Some(o) => PlaceOutcome::Duplicate(o.clone()),
-                        None => PlaceOutcome::DropNotFound,
-                    },
-                )
-                .collect(),
-        ));
-    };
-    let the_drop = row.to_drop()?;
-
-    // 3. Units each buyer of the batch holds in the drop.
-    let mut held: HashMap<Uuid, i64> = HashMap::new();
-    for r in sqlx::query(&format!(
+/// Units each buyer of `batch` holds in `drop` (reserved + confirmed).
+pub(crate) async fn held_units(
+    conn: &mut PgConnection,
+    drop: Uuid,
+    batch: &[Placement],
+) -> StoreResult<HashMap<Uuid, i64>> {
+    let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
+    let sql = format!(
         "SELECT user_id, COALESCE(SUM(quantity), 0)::int8 AS held FROM orders \
          WHERE drop_id = $1 AND user_id = ANY($2) AND status IN {HOLDING} GROUP BY user_id"
-    ))
-    .bind(drop.0)
-    .bind(&users)
-    .fetch_all(&mut *tx)
-    .await
-    .map_err(map_sqlx_error)?
-    {
-        let user: Uuid = r.try_get("user_id").map_err(map_sqlx_error)?;
-        let units: i64 = r.try_get("held").map_err(map_sqlx_error)?;
-        held.insert(user, units);
-    }
-
-    // 4. Decide in arrival order.
-    let decision = decide_batch(&the_drop, row.stock, known, held, batch)?;
-    if decision.placed.is_empty() {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(Some(decision.outcomes));
-    }
-
-    // 5. Write, in one statement: the stock once, every order, every event.
-    let inserted = write_batch(
-        &mut tx,
-        drop,
-        &decision.stock,
-        &decision.placed,
-        &decision.events,
-    )
-    .await?;
-    if inserted != decision.placed.len() as u64 {
-        tx.rollback().await.map_err(map_sqlx_error)?;
-        return Ok(None);
-    }
-    tx.commit().await.map_err(map_sqlx_error)?;
-    Ok(Some(decision.outcomes))
+    );
+    let rows = sqlx::query_as::<_, HeldRow>(&sql)
+        .bind(drop)
+        .bind(&users)
+        .fetch_all(conn)
+        .await
+        .map_err(map_sqlx_error)?;
+    Ok(HeldRow::by_user(rows))
 }
 
 /// Sets the locked stock row, inserts `orders` (skipping any whose key exists) and
 /// appends `events`, in one round trip. Returns how many orders were inserted.
-async fn write_batch(
+pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     drop: DropId,
     stock: &StockRow,
@@ -154,56 +95,25 @@ async fn write_batch(
 ) -> StoreResult<u64> {
     let o = OrderColumns::new(orders);
     let e = EventColumns::new(events);
-    let inserted: i64 = sqlx::query_scalar(
+    let sql = format!(
         "WITH stock AS ( \
              UPDATE inventory SET available = $2, reserved = $3, version = $4 \
              WHERE drop_id = $1 \
-         ), placed AS ( \
-             INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
-                                 total_cents, currency, status, idempotency_key, fingerprint, \
-                                 reserved_until, created_at, updated_at) \
-             SELECT o.id, o.user_id, $1, o.q, o.unit, o.total, o.cur, 'reserved', o.key, \
-                    o.fp, o.until, o.created, o.updated \
-             FROM UNNEST($5::uuid[], $6::uuid[], $7::int8[], $8::int8[], $9::int8[], \
-                         $10::text[], $11::text[], $12::text[], $13::timestamptz[], \
-                         $14::timestamptz[], $15::timestamptz[]) \
-                  AS o(id, user_id, q, unit, total, cur, key, fp, until, created, updated) \
-             ON CONFLICT (user_id, idempotency_key) DO NOTHING \
-             RETURNING 1 \
-         ), appended AS ( \
-             INSERT INTO outbox (event_id, event_type, aggregate_id, version, occurred_at, \
-                                 payload) \
-             SELECT e.id, e.kind, e.agg, e.ver, e.at, e.payload \
-             FROM UNNEST($16::uuid[], $17::text[], $18::uuid[], $19::int8[], \
-                         $20::timestamptz[], $21::jsonb[]) \
-                  WITH ORDINALITY AS e(id, kind, agg, ver, at, payload, ord) \
-             ORDER BY e.ord \
-         ) \
+         ), placed AS ({} RETURNING 1), appended AS ({}) \
          SELECT count(*) FROM placed",
-    )
-    .bind(drop.0)
-    .bind(stock.available)
-    .bind(stock.reserved)
-    .bind(stock.version)
-    .bind(&o.ids)
-    .bind(&o.users)
-    .bind(&o.quantities)
-    .bind(&o.units)
-    .bind(&o.totals)
-    .bind(&o.currencies)
-    .bind(&o.keys)
-    .bind(&o.fingerprints)
-    .bind(&o.until)
-    .bind(&o.created)
-    .bind(&o.updated)
-    .bind(&e.ids)
-    .bind(&e.types)
-    .bind(&e.aggregates)
-    .bind(&e.versions)
-    .bind(&e.occurred)
-    .bind(&e.payloads)
-    .fetch_one(conn)
-    .await
-    .map_err(map_sqlx_error)?;
+        OrderColumns::insert(5),
+        EventColumns::insert(16)
+    );
+    let query = sqlx::query(&sql)
+        .bind(drop.0)
+        .bind(stock.available)
+        .bind(stock.reserved)
+        .bind(stock.version);
+    let inserted: i64 = e
+        .bind(o.bind(query))
+        .fetch_one(conn)
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(map_sqlx_error)?;
     Ok(u64::try_from(inserted).unwrap_or(0))
 }

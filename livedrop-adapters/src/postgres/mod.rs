@@ -31,11 +31,11 @@
 //! ```
 
 mod catalog;
+mod dialect;
 mod error;
 mod group;
 mod orders;
 mod outbox;
-mod rows;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
-use sqlx::{Connection, PgConnection};
+use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
 pub use error::map_sqlx_error;
@@ -228,19 +228,12 @@ impl PgStore {
         sqlx::migrate!("./migrations")
             .run(&self.inner.pool)
             .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => map_sqlx_error(e),
-                other => StoreError::backend(other),
-            })
+            .map_err(|e| crate::sql::migrate_error(e, map_sqlx_error))
     }
 
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.pool)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx_error)
+        crate::sql::ping(self.inner.reader(), map_sqlx_error).await
     }
 
     /// Gives up the relay lock and the listener and closes the pool; later calls fail
@@ -255,6 +248,31 @@ impl PgStore {
 }
 
 impl Inner {
+    /// Where reads go: the pool.
+    pub(crate) fn reader(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Where a write of one statement goes: the pool.
+    pub(crate) fn writer(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A write transaction. Dropped without commit, it rolls back.
+    pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        self.pool.begin().await.map_err(map_sqlx_error)
+    }
+
+    /// Commits `tx`. Whether it appended events to the outbox does not matter
+    /// here: the outbox trigger notifies listeners on commit.
+    pub(crate) async fn commit(
+        &self,
+        tx: Transaction<'static, Postgres>,
+        _appended: bool,
+    ) -> StoreResult<()> {
+        tx.commit().await.map_err(map_sqlx_error)
+    }
+
     /// The schema the store's tables live in.
     pub(crate) async fn schema(&self) -> StoreResult<&str> {
         self.schema
@@ -269,11 +287,4 @@ impl Inner {
     }
 }
 
-/// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
-pub(crate) fn after(
-    page: &livedrop_core::page::PageRequest,
-) -> (Option<livedrop_core::Timestamp>, Option<uuid::Uuid>) {
-    (page.after.map(|c| c.at), page.after.map(|c| c.id))
-}
-
-pub(crate) use crate::sql::{overfetch, to_u32};
+pub(crate) use crate::sql::to_u32;

@@ -1,23 +1,25 @@
-//! The outbox relay side, idempotency keys and notifications.
+//! The outbox relay side, idempotency keys and notifications: the bodies
+//! [`outbox_ports!`](crate::sql::outbox::outbox_ports) shares with the SQLite store,
+//! and what PostgreSQL does its own way: one relay per schema (a session advisory
+//! lock), LISTEN for appends, claiming a key without a transaction, and fan-out in
+//! one statement.
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use livedrop_core::clock::Timestamp;
-use livedrop_core::event::{Event, EventType};
-use livedrop_core::id::{EventId, NotificationId, UserId};
-use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
-use livedrop_core::page::{Cursor, Page, PageRequest};
-use livedrop_core::ports::{
-    BeginOutcome, Claim, IdempotencyStore, NotificationRepository, Outbox, OutboxRecord,
-};
+use livedrop_core::model::{FanOutBatch, FanOutProgress};
+use livedrop_core::page::Cursor;
+use livedrop_core::ports::{BeginOutcome, OutboxRecord};
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::PgListener;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::rows::NotificationRow;
-use super::{after, map_sqlx_error, overfetch, to_u32, PgStore};
+use super::dialect::{self, OutboxRow};
+use super::{map_sqlx_error, to_u32, PgStore};
+use crate::sql::outbox::KeyClaim;
+
+crate::sql::outbox::outbox_ports!(PgStore);
 
 /// The relay's connection and whether it holds the relay lock.
 pub(crate) struct RelaySession {
@@ -43,36 +45,9 @@ impl RelaySession {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    seq: i64,
-    event_id: Uuid,
-    event_type: String,
-    aggregate_id: Uuid,
-    version: i64,
-    occurred_at: Timestamp,
-    payload: serde_json::Value,
-}
-
-impl OutboxRow {
-    fn into_record(self) -> StoreResult<OutboxRecord> {
-        let kind: EventType = self.event_type.parse().map_err(StoreError::backend)?;
-        Ok(OutboxRecord {
-            seq: self.seq,
-            event: Event {
-                id: EventId(self.event_id),
-                kind,
-                occurred_at: self.occurred_at,
-                aggregate_id: self.aggregate_id,
-                version: self.version,
-                payload: self.payload,
-            },
-        })
-    }
-}
-
 impl PgStore {
-    async fn relay_batch(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
+    /// The relay's read, when this store holds the relay lock.
+    async fn relay_pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
         let mut slot = self.inner.relay.lock().await;
         if slot.is_none() {
             let conn = self.inner.pool.acquire().await.map_err(map_sqlx_error)?;
@@ -109,29 +84,19 @@ async fn relay_on(session: &mut RelaySession, limit: u32) -> StoreResult<Vec<Out
             return Ok(Vec::new());
         }
     }
-    sqlx::query_as::<_, OutboxRow>(
-        "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
-         FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(&mut session.conn)
-    .await
-    .map_err(map_sqlx_error)?
-    .into_iter()
-    .map(OutboxRow::into_record)
-    .collect()
+    sqlx::query_as::<_, OutboxRow>(&OutboxRow::pending())
+        .bind(i64::from(limit))
+        .fetch_all(&mut session.conn)
+        .await
+        .map_err(map_sqlx_error)?
+        .into_iter()
+        .map(OutboxRow::into_record)
+        .collect()
 }
 
-#[async_trait]
-impl Outbox for PgStore {
-    async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
-        self.relay_batch(limit).await
-    }
-
-    async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()> {
-        if seqs.is_empty() {
-            return Ok(());
-        }
+impl PgStore {
+    /// Marks `seqs` published, at the server's time.
+    async fn publish(&self, seqs: &[i64]) -> StoreResult<()> {
         sqlx::query(
             "UPDATE outbox SET published_at = now() WHERE seq = ANY($1) AND published_at IS NULL",
         )
@@ -142,53 +107,8 @@ impl Outbox for PgStore {
         Ok(())
     }
 
-    async fn prune_published(&self, cutoff: Timestamp) -> StoreResult<u64> {
-        let done =
-            sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-                .bind(cutoff)
-                .execute(&self.inner.pool)
-                .await
-                .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected())
-    }
-
-    async fn backlog(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?;
-        Ok(u64::try_from(n).unwrap_or(0))
-    }
-
-    async fn appended_since(
-        &self,
-        after: i64,
-        also: &[i64],
-        limit: u32,
-    ) -> StoreResult<Vec<OutboxRecord>> {
-        sqlx::query_as::<_, OutboxRow>(
-            "SELECT seq, event_id, event_type, aggregate_id, version, occurred_at, payload \
-             FROM outbox WHERE seq > $1 OR seq = ANY($2) ORDER BY seq LIMIT $3",
-        )
-        .bind(after)
-        .bind(also)
-        .bind(i64::from(limit))
-        .fetch_all(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?
-        .into_iter()
-        .map(OutboxRow::into_record)
-        .collect()
-    }
-
-    async fn head(&self) -> StoreResult<i64> {
-        sqlx::query_scalar("SELECT COALESCE(max(seq), 0)::int8 FROM outbox")
-            .fetch_one(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)
-    }
-
-    async fn wait_for_append(&self, timeout: Duration) {
+    /// Waits for the outbox channel's notice of an append, or `timeout`.
+    async fn wait_for_outbox(&self, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         let Ok(mut slot) = tokio::time::timeout_at(deadline, self.inner.listener.lock()).await
         else {
@@ -216,9 +136,7 @@ impl Outbox for PgStore {
             }
         }
     }
-}
 
-impl PgStore {
     /// A listener on this schema's outbox channel (see the `outbox_appended` trigger).
     async fn listen(&self) -> StoreResult<PgListener> {
         let schema = self.inner.schema().await?.to_owned();
@@ -231,75 +149,59 @@ impl PgStore {
             .map_err(map_sqlx_error)?;
         Ok(listener)
     }
-}
 
-#[async_trait]
-impl IdempotencyStore for PgStore {
-    async fn begin(
-        &self,
-        user: UserId,
-        key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-        lease: Duration,
-    ) -> StoreResult<BeginOutcome> {
-        let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
-        let until = now.checked_add_signed(lease).unwrap_or(now);
-        let claim = Claim::new();
-        // A key released between our statements makes us go round again.
+    /// Claims `c.key` for `c.claim` until `c.until`: inserts it, or takes over a
+    /// lease past its time, else reports what holds it. A key released between these
+    /// statements makes the claim go round again.
+    async fn claim_key(&self, c: KeyClaim<'_>) -> StoreResult<BeginOutcome> {
+        // Each statement reads $1..$6 as (user, key, fingerprint, until, now, claim)
+        // and either takes the key for `claim` or leaves it.
+        let take = |sql: &'static str| async move {
+            sqlx::query(sql)
+                .bind(c.user.0)
+                .bind(c.key)
+                .bind(c.fingerprint)
+                .bind(c.until)
+                .bind(c.now)
+                .bind(c.claim.0)
+                .execute(&self.inner.pool)
+                .await
+                .map(|done| done.rows_affected() == 1)
+                .map_err(map_sqlx_error)
+        };
         for _ in 0..4 {
-            let claimed = sqlx::query(
+            let claimed = take(
                 "INSERT INTO idempotency_keys (user_id, key, fingerprint, state, lease_until, \
                                                response, created_at, claim) \
                  VALUES ($1, $2, $3, 'in_flight', $4, NULL, $5, $6) ON CONFLICT DO NOTHING",
             )
-            .bind(user.0)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(until)
-            .bind(now)
-            .bind(claim.0)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .rows_affected()
-                == 1;
+            .await?;
             if claimed {
-                return Ok(BeginOutcome::Started(claim));
+                return Ok(BeginOutcome::Started(c.claim));
             }
             // Take over a lease whose owner died; the condition makes one claimant win.
-            let taken = sqlx::query(
+            let taken = take(
                 "UPDATE idempotency_keys SET lease_until = $4, claim = $6 \
                  WHERE user_id = $1 AND key = $2 AND fingerprint = $3 \
                    AND state = 'in_flight' AND lease_until <= $5",
             )
-            .bind(user.0)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(until)
-            .bind(now)
-            .bind(claim.0)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .rows_affected()
-                == 1;
+            .await?;
             if taken {
-                return Ok(BeginOutcome::Started(claim));
+                return Ok(BeginOutcome::Started(c.claim));
             }
             let row = sqlx::query(
                 "SELECT fingerprint, state, response FROM idempotency_keys \
                  WHERE user_id = $1 AND key = $2",
             )
-            .bind(user.0)
-            .bind(key)
+            .bind(c.user.0)
+            .bind(c.key)
             .fetch_optional(&self.inner.pool)
             .await
             .map_err(map_sqlx_error)?;
             let Some(row) = row else { continue };
             let stored: String = row.try_get("fingerprint").map_err(map_sqlx_error)?;
             let state: String = row.try_get("state").map_err(map_sqlx_error)?;
-            if stored != fingerprint {
+            if stored != c.fingerprint {
                 return Ok(BeginOutcome::Mismatch);
             }
             if state == "completed" {
@@ -316,73 +218,8 @@ impl IdempotencyStore for PgStore {
         ))
     }
 
-    async fn complete(
-        &self,
-        user: UserId,
-        key: &str,
-        claim: Claim,
-        response: &serde_json::Value,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', response = $4, lease_until = NULL \
-             WHERE user_id = $1 AND key = $2 AND claim = $3 AND state = 'in_flight'",
-        )
-        .bind(user.0)
-        .bind(key)
-        .bind(claim.0)
-        .bind(response)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_keys \
-             WHERE user_id = $1 AND key = $2 AND claim = $3 AND state = 'in_flight'",
-        )
-        .bind(user.0)
-        .bind(key)
-        .bind(claim.0)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
-            .bind(cutoff)
-            .execute(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected())
-    }
-}
-
-#[async_trait]
-impl NotificationRepository for PgStore {
-    async fn insert_notification(&self, n: &Notification) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at, read_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (user_id, dedup_key) DO NOTHING",
-        )
-        .bind(n.id.0)
-        .bind(n.user_id.0)
-        .bind(n.kind.as_str())
-        .bind(&n.payload)
-        .bind(&n.dedup_key)
-        .bind(n.created_at)
-        .bind(n.read_at)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    async fn fan_out(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
+    /// The next batch of a fan-out, in one statement.
+    async fn fan_out_batch(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
         // One statement, so one short transaction: the next `limit` followers in the
         // followers listing's keyset order (one extra tells whether more exist), a
         // notification for each not yet notified under the key.
@@ -436,76 +273,5 @@ impl NotificationRepository for PgStore {
             inserted: to_u32(inserted)?,
             next,
         })
-    }
-
-    async fn notifications(
-        &self,
-        user: UserId,
-        unread_only: bool,
-        page: PageRequest,
-    ) -> StoreResult<Page<Notification>> {
-        let sql = format!(
-            "SELECT {} FROM notifications WHERE user_id = $1 {} \
-               AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid)) \
-             ORDER BY created_at DESC, id DESC LIMIT $4",
-            NotificationRow::COLUMNS,
-            if unread_only {
-                "AND read_at IS NULL"
-            } else {
-                ""
-            }
-        );
-        let (at, id) = after(&page);
-        let rows = sqlx::query_as::<_, NotificationRow>(&sql)
-            .bind(user.0)
-            .bind(at)
-            .bind(id)
-            .bind(overfetch(&page))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?;
-        let items = rows
-            .into_iter()
-            .map(NotificationRow::into_notification)
-            .collect::<StoreResult<Vec<_>>>()?;
-        Ok(Page::from_overfetch(
-            items,
-            page.limit,
-            Notification::cursor,
-        ))
-    }
-
-    async fn mark_read(
-        &self,
-        user: UserId,
-        id: NotificationId,
-        at: Timestamp,
-    ) -> StoreResult<Option<Notification>> {
-        let sql = format!(
-            "UPDATE notifications SET read_at = COALESCE(read_at, $3) \
-             WHERE user_id = $1 AND id = $2 RETURNING {}",
-            NotificationRow::COLUMNS
-        );
-        sqlx::query_as::<_, NotificationRow>(&sql)
-            .bind(user.0)
-            .bind(id.0)
-            .bind(at)
-            .fetch_optional(&self.inner.pool)
-            .await
-            .map_err(map_sqlx_error)?
-            .map(NotificationRow::into_notification)
-            .transpose()
-    }
-
-    async fn mark_all_read(&self, user: UserId, at: Timestamp) -> StoreResult<u64> {
-        let done = sqlx::query(
-            "UPDATE notifications SET read_at = $2 WHERE user_id = $1 AND read_at IS NULL",
-        )
-        .bind(user.0)
-        .bind(at)
-        .execute(&self.inner.pool)
-        .await
-        .map_err(map_sqlx_error)?;
-        Ok(done.rows_affected())
     }
 }

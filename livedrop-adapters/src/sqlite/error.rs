@@ -10,19 +10,9 @@ use livedrop_core::StoreError;
 /// - a unique or primary key violation → [`StoreError::Conflict`];
 /// - anything else → [`StoreError::Backend`].
 pub fn map_sqlx_error(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::unavailable("database", e),
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            StoreError::Conflict(format!("unique constraint: {}", db.message()))
-        }
-        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(is_unavailable_code) => {
-            StoreError::unavailable("database", e)
-        }
-        _ => StoreError::backend(e),
-    }
+    crate::sql::sort_error(e, is_unavailable_code, |db| {
+        format!("unique constraint: {}", db.message())
+    })
 }
 
 /// SQLite result codes (primary code in the low byte of an extended one) that mean
@@ -39,8 +29,7 @@ mod tests {
 
     #[test]
     fn pool_failures_are_unavailable() {
-        assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_unavailable());
-        assert!(map_sqlx_error(sqlx::Error::PoolClosed).is_unavailable());
+        crate::sql::assert_pool_failures_unavailable(map_sqlx_error);
     }
 
     #[test]

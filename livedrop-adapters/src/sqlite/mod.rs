@@ -32,11 +32,11 @@
 //! ```
 
 mod catalog;
+mod dialect;
 mod error;
 mod lock;
 mod orders;
 mod outbox;
-mod rows;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -50,6 +50,7 @@ use sqlx::sqlite::{
 use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
+use crate::sql::rows::Stamp;
 use crate::sql::Combiners;
 
 pub use error::map_sqlx_error;
@@ -222,19 +223,12 @@ impl SqliteStore {
         sqlx::migrate!("./migrations-sqlite")
             .run(&self.inner.writer)
             .await
-            .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(e) => map_sqlx_error(e),
-                other => StoreError::backend(other),
-            })
+            .map_err(|e| crate::sql::migrate_error(e, map_sqlx_error))
     }
 
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.inner.readers)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx_error)
+        crate::sql::ping(self.inner.reader(), map_sqlx_error).await
     }
 
     /// Closes the pools (checkpointing the WAL into the file) and releases the file
@@ -265,6 +259,16 @@ pub fn path_of_url(url: &str) -> StoreResult<PathBuf> {
 }
 
 impl Inner {
+    /// Where reads go: the read-only pool.
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.readers
+    }
+
+    /// Where a write of one statement goes: the writer connection.
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
     /// A write transaction: `BEGIN IMMEDIATE` on the writer connection, so the
     /// database's write lock is held from the first statement. Dropped without
     /// commit, it rolls back.
@@ -295,21 +299,15 @@ impl Inner {
 
 /// A timestamp as stored: microseconds since the Unix epoch.
 pub(crate) fn micros(t: livedrop_core::Timestamp) -> i64 {
-    t.timestamp_micros()
+    Stamp::stamp(t)
 }
 
 /// A stored timestamp.
 pub(crate) fn timestamp(micros: i64) -> StoreResult<livedrop_core::Timestamp> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| StoreError::backend(format!("stored time {micros} out of range")))
+    micros.time()
 }
 
-/// The keyset bounds of a page: `(at, id)` of the cursor, or NULLs for the first page.
-pub(crate) fn after(page: &livedrop_core::page::PageRequest) -> (Option<i64>, Option<uuid::Uuid>) {
-    (page.after.map(|c| micros(c.at)), page.after.map(|c| c.id))
-}
-
-pub(crate) use crate::sql::{overfetch, to_u32};
+pub(crate) use crate::sql::to_u32;
 
 #[cfg(test)]
 mod tests {

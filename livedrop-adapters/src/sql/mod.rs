@@ -1,7 +1,18 @@
-//! What the SQL stores (PostgreSQL, SQLite) share about orders: the stock row, the
-//! refusal rules checked under the drop's lock, the decision of a batch in arrival
-//! order, and group reserve's combiner, which turns the concurrent `place_order`
-//! calls of this process on one drop into one transaction per batch.
+//! What the SQL stores (PostgreSQL, SQLite) share, so that each thing they both do
+//! is said once:
+//!
+//! - [`rows`]: the rows both read and their conversion into the domain, generic over
+//!   how a point in time is stored ([`rows::Stamp`]);
+//! - [`catalog`], [`orders`], [`outbox`]: the bodies of the repository ports, written
+//!   once (SQL with `$n` parameters, which both dialects read) and expanded for each
+//!   store by a macro, where only the connection types and the store's `dialect`
+//!   module differ;
+//! - keyset paging ([`keyset_page`]), one-row reads ([`optional_row`]) and the sorting
+//!   of sqlx errors ([`sort_error`]);
+//! - about orders: the stock row, the refusal rules checked under the drop's lock, the
+//!   decision of a batch in arrival order, and group reserve's combiner, which turns
+//!   the concurrent `place_order` calls of this process on one drop into one
+//!   transaction per batch.
 //!
 //! A store supplies the batch decision ([`Batcher::decide`]: one transaction that
 //! decides every order of the batch in arrival order against committed state); this
@@ -22,6 +33,11 @@ use livedrop_core::{StoreError, StoreResult};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub(crate) mod catalog;
+pub(crate) mod orders;
+pub(crate) mod outbox;
+pub(crate) mod rows;
+
 /// A combiner that saw no order for this long retires (its drop cooled down).
 const IDLE: Duration = Duration::from_secs(2);
 /// Attempts at a batch that lost an idempotency-key race to another transaction,
@@ -29,6 +45,70 @@ const IDLE: Duration = Duration::from_secs(2);
 const ATTEMPTS: usize = 3;
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
+
+/// Sorts a sqlx error into the core's store errors, the same way for both dialects:
+/// the database cannot serve now (I/O, TLS, pool timeout, closed pool, a worker that
+/// died, or a database error whose code `unavailable` accepts) →
+/// [`StoreError::Unavailable`] (`"database"`); a unique violation →
+/// [`StoreError::Conflict`] saying `conflict` of it; anything else →
+/// [`StoreError::Backend`].
+pub(crate) fn sort_error(
+    e: sqlx::Error,
+    unavailable: fn(&str) -> bool,
+    conflict: fn(&dyn sqlx::error::DatabaseError) -> String,
+) -> StoreError {
+    match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable("database", e),
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict(conflict(db.as_ref()))
+        }
+        sqlx::Error::Database(db) if db.code().as_deref().is_some_and(unavailable) => {
+            StoreError::unavailable("database", e)
+        }
+        _ => StoreError::backend(e),
+    }
+}
+
+/// Whether the database answers (for readiness checks).
+pub(crate) async fn ping<DB>(
+    pool: &sqlx::Pool<DB>,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<()>
+where
+    DB: sqlx::Database,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(map_err)
+}
+
+/// A failed migration as a store error: a statement's failure as `map_err` sorts
+/// it, anything else (a changed or missing migration) as a backend error.
+pub(crate) fn migrate_error(
+    e: sqlx::migrate::MigrateError,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(e) => map_err(e),
+        other => StoreError::backend(other),
+    }
+}
+
+/// Asserts what every store's `map_sqlx_error` says of a pool that cannot serve:
+/// the database is unavailable.
+#[cfg(test)]
+pub(crate) fn assert_pool_failures_unavailable(map_sqlx_error: fn(sqlx::Error) -> StoreError) {
+    assert!(map_sqlx_error(sqlx::Error::PoolTimedOut).is_unavailable());
+    assert!(map_sqlx_error(sqlx::Error::PoolClosed).is_unavailable());
+}
 
 /// `v` as a stored count, which is never negative nor past `u32::MAX` (CHECKs).
 pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
@@ -38,6 +118,64 @@ pub(crate) fn to_u32(v: i64) -> StoreResult<u32> {
 /// Rows fetched for a page: one more than the limit, telling whether another exists.
 pub(crate) fn overfetch(page: &livedrop_core::page::PageRequest) -> i64 {
     i64::from(page.limit) + 1
+}
+
+/// How a listing turns its rows into items (`into`) and names an item's place
+/// (`cursor`).
+pub(crate) type Listing<R, T> = (
+    fn(R) -> StoreResult<T>,
+    fn(&T) -> livedrop_core::page::Cursor,
+);
+
+/// A keyset page, newest first: runs `query` (bound up to the cursor's parameters)
+/// with one more parameter, the limit plus one, on `pool`; converts each row with
+/// `into` and cuts the page at `page.limit`, its next cursor from `cursor`.
+pub(crate) async fn keyset_page<'q, DB, R, T>(
+    pool: &sqlx::Pool<DB>,
+    query: sqlx::query::QueryAs<'q, DB, R, <DB as sqlx::Database>::Arguments<'q>>,
+    page: &livedrop_core::page::PageRequest,
+    (into, cursor): Listing<R, T>,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<livedrop_core::page::Page<T>>
+where
+    DB: sqlx::Database,
+    R: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    let items = query
+        .bind(overfetch(page))
+        .fetch_all(pool)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(into)
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(livedrop_core::page::Page::from_overfetch(
+        items, page.limit, cursor,
+    ))
+}
+
+/// The row `query` reads through `conn`, if any, converted by `into`.
+pub(crate) async fn optional_row<'q, 'c, DB, E, R, T>(
+    conn: E,
+    query: sqlx::query::QueryAs<'q, DB, R, <DB as sqlx::Database>::Arguments<'q>>,
+    into: fn(R) -> StoreResult<T>,
+    map_err: fn(sqlx::Error) -> StoreError,
+) -> StoreResult<Option<T>>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    R: for<'r> sqlx::FromRow<'r, DB::Row> + Send + Unpin,
+    <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    query
+        .fetch_optional(conn)
+        .await
+        .map_err(map_err)?
+        .map(into)
+        .transpose()
 }
 
 /// An inventory row's counts and version.
@@ -425,7 +563,6 @@ pub(crate) fn restock_overflow(
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-
     use super::*;
     use livedrop_core::id::UserId;
     use livedrop_core::model::{DropState, Role};
