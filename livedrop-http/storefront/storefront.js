@@ -414,11 +414,24 @@ async function dropPage(id) {
   );
 }
 
-function orderRow(order) {
+const drops = new Map();
+
+/// The title of the product a drop releases (each drop and product read once).
+async function dropTitle(dropId) {
+  if (!drops.has(dropId)) drops.set(dropId, api("GET", `/drops/${dropId}`));
+  try {
+    return (await product((await drops.get(dropId)).product_id)).title;
+  } catch (e) {
+    drops.delete(dropId);
+    throw e;
+  }
+}
+
+function orderRow(order, title) {
   return h(
     "tr",
     { "data-testid": "order-row", "data-order": order.id },
-    h("td", {}, h("a", { href: `#/orders/${order.id}` }, order.id.slice(0, 8))),
+    h("td", {}, h("a", { href: `#/orders/${order.id}` }, title)),
     h("td", {}, order.quantity),
     h("td", {}, money(order.total_cents, order.currency)),
     h("td", {}, order.status),
@@ -429,6 +442,7 @@ function orderRow(order) {
 async function ordersPage() {
   if (!requireSession()) return;
   const page = await api("GET", "/orders?limit=100");
+  const titles = await Promise.all(page.items.map((o) => dropTitle(o.drop_id)));
   show(
     h("h1", {}, "My orders"),
     page.items.length === 0
@@ -436,8 +450,8 @@ async function ordersPage() {
       : h(
           "table",
           { "data-testid": "orders" },
-          h("thead", {}, h("tr", {}, ["Order", "Units", "Total", "Status", "Placed"].map((t) => h("th", {}, t)))),
-          h("tbody", {}, page.items.map(orderRow)),
+          h("thead", {}, h("tr", {}, ["Product", "Units", "Total", "Status", "Placed"].map((t) => h("th", {}, t)))),
+          h("tbody", {}, page.items.map((o, i) => orderRow(o, titles[i]))),
         ),
   );
 }
@@ -445,8 +459,7 @@ async function ordersPage() {
 async function orderPage(id) {
   if (!requireSession()) return;
   let order = await api("GET", `/orders/${id}`);
-  const drop = await api("GET", `/drops/${order.drop_id}`);
-  const p = await product(drop.product_id);
+  const title = await dropTitle(order.drop_id);
   const status = h("strong", { "data-testid": "order-status" }, order.status);
   const hold = h("span", { class: "countdown", "data-testid": "hold" });
   const actions = h("div", { class: "row" });
@@ -499,7 +512,7 @@ async function orderPage(id) {
     h(
       "section",
       { class: "panel", "data-testid": "order", "data-order": order.id },
-      h("h1", {}, "Order: ", h("span", { "data-testid": "order-title" }, p.title)),
+      h("h1", {}, "Order: ", h("span", { "data-testid": "order-title" }, title)),
       h("p", {}, "Status: ", status, " · ", hold),
       h("p", {}, `${order.quantity} × ${money(order.unit_price_cents, order.currency)} = `, h("strong", {}, money(order.total_cents, order.currency))),
       h("p", {}, h("a", { href: `#/drops/${order.drop_id}` }, "Back to the drop")),

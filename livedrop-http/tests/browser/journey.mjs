@@ -191,6 +191,7 @@ try {
   const rows = page.getByTestId("order-row");
   check((await rows.count()) === 1, "one order row");
   check((await rows.first().textContent()).includes("confirmed"), "the row says confirmed");
+  check((await rows.first().textContent()).includes(`Journey tee ${run}`), "the row names the product");
 
   step = "the drop sells out while the page watches";
   await page.goto(`${BASE}/#/drops/${live.id}`);
