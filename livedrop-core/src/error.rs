@@ -169,7 +169,10 @@ pub enum Error {
     #[error("the hold on this order expired")]
     HoldExpired,
     /// 409: the order's hold was extended before; a hold is extended once.
-    #[error("the hold on this order was already extended; it runs until {reserved_until}")]
+    #[error(
+        "the hold on this order was already extended; it runs until {}",
+        reserved_until.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    )]
     AlreadyExtended {
         /// When the (extended) hold runs out.
         reserved_until: crate::clock::Timestamp,
@@ -387,6 +390,23 @@ mod tests {
         assert_eq!(json["code"], "out_of_stock");
         assert_eq!(serde_json::from_value::<Error>(json).unwrap(), e);
         assert_eq!(Error::IdempotencyKeyReused.details(), serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_time_in_a_message_reads_as_its_details_do() {
+        let until = chrono::DateTime::from_timestamp(1_893_456_000, 893_573_000).expect("a time");
+        let e = Error::AlreadyExtended {
+            reserved_until: until,
+        };
+        let details = e.details();
+        let shown = details["reserved_until"]
+            .as_str()
+            .expect("an RFC 3339 string");
+        assert_eq!(shown, "2030-01-01T00:00:00.893573Z");
+        assert_eq!(
+            e.to_string(),
+            format!("the hold on this order was already extended; it runs until {shown}")
+        );
     }
 
     #[test]
