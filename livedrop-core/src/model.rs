@@ -779,6 +779,27 @@ pub struct Adjustment {
     pub at: Timestamp,
 }
 
+impl Adjustment {
+    /// The ledger entry this adjustment writes, given the drop's stock right after it:
+    /// a restock when `delta` is zero or more, a shrink below.
+    pub fn ledger_entry(&self, stock_after: Stock) -> LedgerEntry {
+        LedgerEntry {
+            id: self.entry_id,
+            drop_id: self.drop_id,
+            kind: if self.delta >= 0 {
+                LedgerKind::Restock
+            } else {
+                LedgerKind::Shrink
+            },
+            delta: self.delta,
+            reason: self.reason.clone(),
+            actor_id: self.actor_id,
+            stock_after,
+            created_at: self.at,
+        }
+    }
+}
+
 /// What the store did with an adjustment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AdjustOutcome {

@@ -525,7 +525,7 @@ macro_rules! catalog_ports {
                 &self,
                 adjustment: &::livedrop_core::model::Adjustment,
             ) -> ::livedrop_core::StoreResult<::livedrop_core::model::AdjustOutcome> {
-                use ::livedrop_core::model::{AdjustOutcome, LedgerEntry, LedgerKind};
+                use ::livedrop_core::model::AdjustOutcome;
                 let mut tx = self.inner.write().await?;
                 let sql = format!(
                     "SELECT {} FROM inventory WHERE drop_id = $1{}",
@@ -565,21 +565,7 @@ macro_rules! catalog_ports {
                     .await
                     .map_err(dialect::map_sqlx_error)?;
                 let after = after_row.stock()?;
-                let kind = if adjustment.delta >= 0 {
-                    LedgerKind::Restock
-                } else {
-                    LedgerKind::Shrink
-                };
-                let entry = LedgerEntry {
-                    id: adjustment.entry_id,
-                    drop_id: adjustment.drop_id,
-                    kind,
-                    delta: adjustment.delta,
-                    reason: adjustment.reason.clone(),
-                    actor_id: adjustment.actor_id,
-                    stock_after: after,
-                    created_at: adjustment.at,
-                };
+                let entry = adjustment.ledger_entry(after);
                 ::sqlx::query(
                     "INSERT INTO inventory_ledger (id, drop_id, kind, delta, reason, actor_id, \
                                                    total, available, reserved, sold, \
@@ -588,7 +574,7 @@ macro_rules! catalog_ports {
                 )
                 .bind(entry.id)
                 .bind(entry.drop_id.0)
-                .bind(kind.as_str())
+                .bind(entry.kind.as_str())
                 .bind(entry.delta)
                 .bind(&entry.reason)
                 .bind(entry.actor_id.map(|a| a.0))

@@ -233,7 +233,7 @@ impl InventoryRepository for MemoryStore {
             }
             let stock = row.stock;
             let magnitude = u32::try_from(adjustment.delta.unsigned_abs()).ok();
-            let (kind, after) = if adjustment.delta >= 0 {
+            let after = if adjustment.delta >= 0 {
                 let grown = magnitude.and_then(|m| {
                     Some(Stock {
                         total: stock.total.checked_add(m)?,
@@ -247,17 +247,14 @@ impl InventoryRepository for MemoryStore {
                         adjustment.delta, adjustment.drop_id
                     )));
                 };
-                (LedgerKind::Restock, after)
+                after
             } else {
                 match magnitude.filter(|m| *m <= stock.available) {
-                    Some(m) => (
-                        LedgerKind::Shrink,
-                        Stock {
-                            total: stock.total - m,
-                            available: stock.available - m,
-                            ..stock
-                        },
-                    ),
+                    Some(m) => Stock {
+                        total: stock.total - m,
+                        available: stock.available - m,
+                        ..stock
+                    },
                     None => {
                         return Ok(AdjustOutcome::Insufficient {
                             available: stock.available,
@@ -266,16 +263,7 @@ impl InventoryRepository for MemoryStore {
                 }
             };
             state.move_stock(adjustment.drop_id, adjustment.at, |s| *s = after);
-            let entry = LedgerEntry {
-                id: adjustment.entry_id,
-                drop_id: adjustment.drop_id,
-                kind,
-                delta: adjustment.delta,
-                reason: adjustment.reason.clone(),
-                actor_id: adjustment.actor_id,
-                stock_after: after,
-                created_at: adjustment.at,
-            };
+            let entry = adjustment.ledger_entry(after);
             state.ledger_ids.insert(entry.id);
             if let Some(row) = state.drops.get_mut(&adjustment.drop_id) {
                 row.ledger
