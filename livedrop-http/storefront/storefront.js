@@ -184,17 +184,25 @@ function statusBadge(status) {
   return h("span", { class: `status ${status}`, "data-testid": "status" }, STATUS_TEXT[status] || status);
 }
 
-const products = new Map();
-
-async function product(id) {
-  if (!products.has(id)) products.set(id, api("GET", `/products/${id}`));
-  try {
-    return await products.get(id);
-  } catch (e) {
-    products.delete(id);
-    throw e;
-  }
+/// `load` with its answers kept per key, so each is asked for once; a failed load is
+/// forgotten, and asked for again next time.
+function once(load) {
+  const answers = new Map();
+  return async (key) => {
+    if (!answers.has(key)) answers.set(key, load(key));
+    try {
+      return await answers.get(key);
+    } catch (e) {
+      answers.delete(key);
+      throw e;
+    }
+  };
 }
+
+const product = once((id) => api("GET", `/products/${id}`));
+
+/// The title of the product a drop releases.
+const dropTitle = once(async (dropId) => (await product((await api("GET", `/drops/${dropId}`)).product_id)).title);
 
 // ---------------------------------------------------------------------------
 // What runs while a page is shown (a countdown, an event stream), stopped on leaving.
@@ -397,7 +405,10 @@ async function dropPage(id) {
     setStock(drop.stock, data.status);
   });
   stream.addEventListener("open", () => view().setAttribute("data-live", "1"));
-  onLeave(() => stream.close());
+  onLeave(() => {
+    stream.close();
+    view().removeAttribute("data-live");
+  });
 
   refreshBuy();
   show(
@@ -412,19 +423,6 @@ async function dropPage(id) {
       buyNote,
     ),
   );
-}
-
-const drops = new Map();
-
-/// The title of the product a drop releases (each drop and product read once).
-async function dropTitle(dropId) {
-  if (!drops.has(dropId)) drops.set(dropId, api("GET", `/drops/${dropId}`));
-  try {
-    return (await product((await drops.get(dropId)).product_id)).title;
-  } catch (e) {
-    drops.delete(dropId);
-    throw e;
-  }
 }
 
 function orderRow(order, title) {
