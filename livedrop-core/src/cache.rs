@@ -9,7 +9,7 @@
 //! | `product:{id}` | product | `entity_ttl` | `product.updated` (and written through) |
 //! | `products:{hash}` | a product listing or search page | `listing_ttl` | `product.*` |
 //! | `drop:{id}` | drop definition | `entity_ttl` | `drop.*` (and written through) |
-//! | `stock:{id}` | a drop's stock | `stock_ttl` | `stock.changed`, `order.*`, `drop.*` |
+//! | `stock:v2:{id}` | the stock of each of a drop's variants | `stock_ttl` | `stock.changed`, `order.*`, `drop.*` |
 //! | `drops:{hash}` | a drop listing page | `listing_ttl` | `drop.*` |
 //!
 //! Displayed stock therefore lags the store by at most the event delivery time, and
@@ -47,7 +47,7 @@ pub fn drop_key(id: DropId) -> String {
 
 /// Key of a cached stock view.
 pub fn stock_key(id: DropId) -> String {
-    format!("stock:{id}")
+    format!("stock:v2:{id}")
 }
 
 /// Prefix of cached product listings and searches.
@@ -84,8 +84,13 @@ pub fn invalidations(event: &Event) -> (Vec<String>, Vec<&'static str>) {
             Some(drop) => (vec![stock_key(drop.into())], vec![]),
             None => (vec![], vec![]),
         },
-        // A longer hold moves no stock.
-        EventType::OrderExtended | EventType::UserFollowed => (vec![], vec![]),
+        // A longer hold moves no stock; a hand-off's stock and order come with their
+        // own `stock.changed` and `order.placed`.
+        EventType::OrderExtended
+        | EventType::UserFollowed
+        | EventType::WaitlistOffered
+        | EventType::WaitlistSkipped
+        | EventType::WaitlistClosed => (vec![], vec![]),
     }
 }
 

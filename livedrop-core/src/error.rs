@@ -177,6 +177,14 @@ pub enum Error {
         /// When the (extended) hold runs out.
         reserved_until: crate::clock::Timestamp,
     },
+    /// 409: a waitlist join for a variant anyone may still buy.
+    #[error("{available} unit(s) of {sku} are available; order them instead of waiting")]
+    VariantAvailable {
+        /// The variant.
+        sku: String,
+        /// Units available when checked.
+        available: u32,
+    },
     /// 409: the email is taken.
     #[error("that email is already registered")]
     EmailTaken,
@@ -241,6 +249,7 @@ impl Error {
             Error::OrderNotReserved { .. } => "order_not_reserved",
             Error::HoldExpired => "hold_expired",
             Error::AlreadyExtended { .. } => "already_extended",
+            Error::VariantAvailable { .. } => "variant_available",
             Error::EmailTaken => "email_taken",
             Error::VersionConflict { .. } => "version_conflict",
             Error::Conflict { .. } => "conflict",

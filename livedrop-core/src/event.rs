@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::clock::Timestamp;
-use crate::id::{EventId, UserId};
-use crate::model::{Drop, Order, Product, Stock};
+use crate::id::{DropId, EventId, UserId};
+use crate::model::{Drop, Order, Product, Stock, WaitlistEntry};
 
 /// The type of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,13 +39,14 @@ pub enum EventType {
     /// A drop reached its end. Payload: the drop.
     #[serde(rename = "drop.ended")]
     DropEnded,
-    /// A drop's available stock reached zero. Payload: [`StockPayload`].
+    /// A variant's available stock reached zero (for a one-variant drop, the drop's).
+    /// Payload: [`StockPayload`].
     #[serde(rename = "drop.sold_out")]
     DropSoldOut,
     /// A drop was cancelled. Payload: the drop.
     #[serde(rename = "drop.cancelled")]
     DropCancelled,
-    /// A drop's stock moved. Payload: [`StockPayload`].
+    /// A variant's stock moved. Payload: [`StockPayload`].
     #[serde(rename = "stock.changed")]
     StockChanged,
     /// An order reserved stock. Payload: the order.
@@ -66,11 +67,23 @@ pub enum EventType {
     /// A user followed a creator. Payload: [`FollowPayload`].
     #[serde(rename = "user.followed")]
     UserFollowed,
+    /// Units that came back went to a waiting buyer as a reserved order. Payload:
+    /// [`WaitlistPayload`] with the order.
+    #[serde(rename = "waitlist.offered")]
+    WaitlistOffered,
+    /// A waiting buyer's entry ended unserved: the per-user limit refused the offer.
+    /// Payload: [`WaitlistPayload`].
+    #[serde(rename = "waitlist.skipped")]
+    WaitlistSkipped,
+    /// A waiting buyer's entry ended with the drop (ended or cancelled). Payload:
+    /// [`WaitlistPayload`].
+    #[serde(rename = "waitlist.closed")]
+    WaitlistClosed,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 14] = [
+    pub const ALL: [EventType; 17] = [
         EventType::ProductCreated,
         EventType::ProductUpdated,
         EventType::DropScheduled,
@@ -85,6 +98,9 @@ impl EventType {
         EventType::OrderExpired,
         EventType::OrderExtended,
         EventType::UserFollowed,
+        EventType::WaitlistOffered,
+        EventType::WaitlistSkipped,
+        EventType::WaitlistClosed,
     ];
 
     /// The wire name, e.g. `order.placed`.
@@ -104,11 +120,15 @@ impl EventType {
             EventType::OrderExpired => "order.expired",
             EventType::OrderExtended => "order.extended",
             EventType::UserFollowed => "user.followed",
+            EventType::WaitlistOffered => "waitlist.offered",
+            EventType::WaitlistSkipped => "waitlist.skipped",
+            EventType::WaitlistClosed => "waitlist.closed",
         }
     }
 
     /// The aggregate type the event belongs to: `product`, `drop`, `order` or `user`.
-    /// Stock events belong to their drop, so one drop's stream stays ordered.
+    /// Stock and waitlist events belong to their drop, so one drop's stream stays
+    /// ordered.
     pub fn aggregate(self) -> &'static str {
         match self {
             EventType::ProductCreated | EventType::ProductUpdated => "product",
@@ -117,7 +137,10 @@ impl EventType {
             | EventType::DropEnded
             | EventType::DropSoldOut
             | EventType::DropCancelled
-            | EventType::StockChanged => "drop",
+            | EventType::StockChanged
+            | EventType::WaitlistOffered
+            | EventType::WaitlistSkipped
+            | EventType::WaitlistClosed => "drop",
             EventType::OrderPlaced
             | EventType::OrderConfirmed
             | EventType::OrderCancelled
@@ -169,13 +192,45 @@ pub struct Event {
     pub payload: serde_json::Value,
 }
 
-/// Payload of `stock.changed` and `drop.sold_out`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Payload of `stock.changed` and `drop.sold_out`: one variant's stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockPayload {
     /// The drop.
     pub drop_id: Uuid,
-    /// Stock after the change.
+    /// The variant whose stock moved.
+    #[serde(default = "crate::model::default_sku")]
+    pub sku: String,
+    /// The variant's stock after the change.
     pub stock: Stock,
+}
+
+/// Payload of `waitlist.offered`, `waitlist.skipped` and `waitlist.closed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistPayload {
+    /// The drop.
+    pub drop_id: DropId,
+    /// The variant waited for.
+    pub sku: String,
+    /// The waiting buyer.
+    pub user_id: UserId,
+    /// Units the entry wanted.
+    pub quantity: u32,
+    /// `waitlist.offered`: the reserved order the buyer was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
+}
+
+impl WaitlistPayload {
+    /// The payload for `entry`, with the order it was offered, if any.
+    pub fn of(entry: &WaitlistEntry, order: Option<&Order>) -> Self {
+        Self {
+            drop_id: entry.drop_id,
+            sku: entry.sku.clone(),
+            user_id: entry.user_id,
+            quantity: entry.quantity,
+            order: order.cloned(),
+        }
+    }
 }
 
 /// Payload of `user.followed`.
@@ -221,6 +276,12 @@ pub enum EventPayload {
     OrderExtended(Order),
     /// `user.followed`: who followed whom.
     UserFollowed(FollowPayload),
+    /// `waitlist.offered`: the entry served and its order.
+    WaitlistOffered(WaitlistPayload),
+    /// `waitlist.skipped`: the entry the per-user limit ended.
+    WaitlistSkipped(WaitlistPayload),
+    /// `waitlist.closed`: the entry the drop's end closed.
+    WaitlistClosed(WaitlistPayload),
 }
 
 impl EventPayload {
@@ -250,6 +311,13 @@ impl EventPayload {
                 EventType::OrderExpired => Self::OrderExpired(Deserialize::deserialize(payload)?),
                 EventType::OrderExtended => Self::OrderExtended(Deserialize::deserialize(payload)?),
                 EventType::UserFollowed => Self::UserFollowed(Deserialize::deserialize(payload)?),
+                EventType::WaitlistOffered => {
+                    Self::WaitlistOffered(Deserialize::deserialize(payload)?)
+                }
+                EventType::WaitlistSkipped => {
+                    Self::WaitlistSkipped(Deserialize::deserialize(payload)?)
+                }
+                EventType::WaitlistClosed => Self::WaitlistClosed(Deserialize::deserialize(payload)?),
             })
         };
         read().map_err(|source| PayloadError { kind, source })
@@ -272,6 +340,9 @@ impl EventPayload {
             Self::OrderExpired(_) => EventType::OrderExpired,
             Self::OrderExtended(_) => EventType::OrderExtended,
             Self::UserFollowed(_) => EventType::UserFollowed,
+            Self::WaitlistOffered(_) => EventType::WaitlistOffered,
+            Self::WaitlistSkipped(_) => EventType::WaitlistSkipped,
+            Self::WaitlistClosed(_) => EventType::WaitlistClosed,
         }
     }
 }
@@ -338,11 +409,12 @@ impl Event {
         EventPayload::decode(self.kind, &self.payload)
     }
 
-    /// The events every stock movement of a drop appends, in the same atomic step:
+    /// The events every stock movement of a variant appends, in the same atomic step:
     /// one of each type [`Event::stock_moved_types`] names for the movement, built by
-    /// [`Event::stock`]. `version` is the drop's stock version after the change.
+    /// [`Event::stock`]. `version` is the variant's stock version after the change.
     pub fn stock_moved(
         drop_id: Uuid,
+        sku: &str,
         before: &Stock,
         after: &Stock,
         version: i64,
@@ -350,8 +422,24 @@ impl Event {
     ) -> Vec<Self> {
         Self::stock_moved_types(before, after)
             .iter()
-            .map(|kind| Self::stock(*kind, drop_id, after, version, at))
+            .map(|kind| Self::stock(*kind, drop_id, sku, after, version, at))
             .collect()
+    }
+
+    /// A `waitlist.*` event about `entry` (with its order for `waitlist.offered`).
+    pub fn waitlist(
+        kind: EventType,
+        entry: &WaitlistEntry,
+        order: Option<&Order>,
+        at: Timestamp,
+    ) -> Self {
+        Self::new(
+            kind,
+            entry.drop_id.0,
+            1,
+            to_value(&WaitlistPayload::of(entry, order)),
+            at,
+        )
     }
 
     /// The event types a stock movement from `before` to `after` appends:
@@ -364,17 +452,19 @@ impl Event {
         }
     }
 
-    /// A `stock.changed` or `drop.sold_out` event: the drop's stock `after` a movement
-    /// that made its stock version `version`.
+    /// A `stock.changed` or `drop.sold_out` event: variant `sku`'s stock `after` a
+    /// movement that made its stock version `version`.
     pub fn stock(
         kind: EventType,
         drop_id: Uuid,
+        sku: &str,
         after: &Stock,
         version: i64,
         at: Timestamp,
     ) -> Self {
         let payload = to_value(&StockPayload {
             drop_id,
+            sku: sku.to_owned(),
             stock: *after,
         });
         Self::new(kind, drop_id, version, payload, at)

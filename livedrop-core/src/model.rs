@@ -296,6 +296,46 @@ pub struct Drop {
     pub state: DropState,
     /// Creation time.
     pub created_at: Timestamp,
+    /// What the drop sells, 1 to 100 variants in the order they were defined, each
+    /// with its own stock. A drop created with one stock has one variant,
+    /// [`DEFAULT_SKU`].
+    #[serde(default = "Variant::only_default")]
+    pub variants: Vec<Variant>,
+}
+
+/// The sku of the variant of a drop created with a single `total_stock`.
+pub const DEFAULT_SKU: &str = "default";
+
+/// One thing a drop sells (a size, a colour), with its own stock.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Variant {
+    /// 1 to 64 characters of `[A-Za-z0-9._-]`, unique within the drop.
+    pub sku: String,
+    /// What buyers read, possibly empty.
+    pub label: String,
+}
+
+impl Variant {
+    /// A variant `sku` labelled `label`.
+    pub fn new(sku: impl Into<String>, label: impl Into<String>) -> Self {
+        Self {
+            sku: sku.into(),
+            label: label.into(),
+        }
+    }
+
+    /// The single variant of a drop created with one stock: [`DEFAULT_SKU`], no label.
+    pub fn only_default() -> Vec<Variant> {
+        vec![Variant::new(DEFAULT_SKU, "")]
+    }
+
+    /// Whether `sku` is a well-formed sku: 1 to 64 characters of `[A-Za-z0-9._-]`.
+    pub fn is_valid_sku(sku: &str) -> bool {
+        (1..=64).contains(&sku.len())
+            && sku
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    }
 }
 
 impl Drop {
@@ -308,6 +348,7 @@ impl Drop {
         per_user_limit: u32,
         state: DropState,
         created_at: Timestamp,
+        variants: Vec<Variant>,
     ) -> Self {
         Self {
             id,
@@ -321,6 +362,27 @@ impl Drop {
             per_user_limit,
             state,
             created_at,
+            variants,
+        }
+    }
+
+    /// The variant `sku`, if the drop sells it.
+    pub fn variant(&self, sku: &str) -> Option<&Variant> {
+        self.variants.iter().find(|v| v.sku == sku)
+    }
+
+    /// The sku an order or adjustment naming `sku` (or none) is for: the named one if
+    /// the drop sells it, or the only variant when none is named.
+    pub fn resolve_sku(&self, sku: Option<&str>) -> SkuResolution<'_> {
+        match sku {
+            Some(sku) => match self.variant(sku) {
+                Some(v) => SkuResolution::Found(&v.sku),
+                None => SkuResolution::Unknown,
+            },
+            None => match self.variants.as_slice() {
+                [only] => SkuResolution::Found(&only.sku),
+                _ => SkuResolution::Required,
+            },
         }
     }
 
@@ -351,7 +413,18 @@ impl Drop {
     }
 }
 
-/// The inventory of a drop.
+/// How [`Drop::resolve_sku`] read a requested sku.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkuResolution<'a> {
+    /// The variant's sku.
+    Found(&'a str),
+    /// The drop does not sell this sku.
+    Unknown,
+    /// None named, and the drop has several variants.
+    Required,
+}
+
+/// The inventory of a drop or of one of its variants.
 ///
 /// Invariant: `available + reserved + sold == total`, each non-negative, at every instant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -382,6 +455,16 @@ impl Stock {
         u64::from(self.available) + u64::from(self.reserved) + u64::from(self.sold)
             == u64::from(self.total)
     }
+
+    /// The sum of `parts` (a drop's stock from its variants'), saturating.
+    pub fn sum<'a>(parts: impl IntoIterator<Item = &'a Stock>) -> Stock {
+        parts.into_iter().fold(Stock::default(), |acc, s| Stock {
+            total: acc.total.saturating_add(s.total),
+            available: acc.available.saturating_add(s.available),
+            reserved: acc.reserved.saturating_add(s.reserved),
+            sold: acc.sold.saturating_add(s.sold),
+        })
+    }
 }
 
 /// A drop together with its stock, as read.
@@ -389,11 +472,37 @@ impl Stock {
 pub struct DropView {
     /// The drop.
     pub drop: Drop,
-    /// Its stock when read.
+    /// Its stock when read: the sum of `variant_stock`.
     pub stock: Stock,
+    /// The stock of each of `drop.variants`, in the same order.
+    #[serde(default)]
+    pub variant_stock: Vec<Stock>,
 }
 
 impl DropView {
+    /// A view of `drop` whose variants hold `variant_stock` (in `drop.variants`
+    /// order); the drop's stock is their sum.
+    pub fn new(drop: Drop, variant_stock: Vec<Stock>) -> Self {
+        Self {
+            stock: Stock::sum(&variant_stock),
+            drop,
+            variant_stock,
+        }
+    }
+
+    /// Each variant with its stock.
+    pub fn variants(&self) -> impl Iterator<Item = (&Variant, Stock)> {
+        self.drop
+            .variants
+            .iter()
+            .zip(self.variant_stock.iter().copied().chain(std::iter::repeat(Stock::default())))
+    }
+
+    /// The stock of variant `sku`, if the drop sells it.
+    pub fn stock_of(&self, sku: &str) -> Option<Stock> {
+        self.variants().find(|(v, _)| v.sku == sku).map(|(_, s)| s)
+    }
+
     /// The status at `now`.
     pub fn status_at(&self, now: Timestamp) -> DropStatus {
         self.drop.status_at(now, &self.stock)
@@ -468,6 +577,9 @@ pub struct Order {
     pub user_id: UserId,
     /// The drop ordered from.
     pub drop_id: DropId,
+    /// The variant ordered.
+    #[serde(default = "default_sku")]
+    pub sku: String,
     /// Units ordered.
     pub quantity: u32,
     /// Unit price in minor units.
@@ -532,6 +644,10 @@ impl Order {
     }
 }
 
+pub(crate) fn default_sku() -> String {
+    DEFAULT_SKU.to_owned()
+}
+
 /// What the store did with a hold extension ([`Order::extension`] decides).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExtendOutcome {
@@ -571,6 +687,8 @@ pub enum PlaceOutcome {
     },
     /// No such drop.
     DropNotFound,
+    /// The drop does not sell `order.sku`.
+    UnknownVariant,
 }
 
 /// A buyer's or payment's decision on a reserved order.
@@ -614,6 +732,12 @@ pub enum NotificationKind {
     OrderConfirmed,
     /// The user's hold expired.
     OrderExpired,
+    /// Units the user waited for came back: a reserved order holds them now.
+    WaitlistOffer,
+    /// The user's waitlist entry ended unserved: an offer would pass the per-user limit.
+    WaitlistSkipped,
+    /// The user's waitlist entry ended with the drop.
+    WaitlistClosed,
 }
 
 impl NotificationKind {
@@ -626,6 +750,9 @@ impl NotificationKind {
             NotificationKind::SoldOut => "sold_out",
             NotificationKind::OrderConfirmed => "order_confirmed",
             NotificationKind::OrderExpired => "order_expired",
+            NotificationKind::WaitlistOffer => "waitlist_offer",
+            NotificationKind::WaitlistSkipped => "waitlist_skipped",
+            NotificationKind::WaitlistClosed => "waitlist_closed",
         }
     }
 
@@ -638,6 +765,9 @@ impl NotificationKind {
             "sold_out" => Some(NotificationKind::SoldOut),
             "order_confirmed" => Some(NotificationKind::OrderConfirmed),
             "order_expired" => Some(NotificationKind::OrderExpired),
+            "waitlist_offer" => Some(NotificationKind::WaitlistOffer),
+            "waitlist_skipped" => Some(NotificationKind::WaitlistSkipped),
+            "waitlist_closed" => Some(NotificationKind::WaitlistClosed),
             _ => None,
         }
     }
@@ -741,6 +871,9 @@ pub struct LedgerEntry {
     pub id: Uuid,
     /// The drop.
     pub drop_id: DropId,
+    /// The variant whose stock moved.
+    #[serde(default = "default_sku")]
+    pub sku: String,
     /// Kind.
     pub kind: LedgerKind,
     /// Signed change of `total` (and of `available`).
@@ -749,7 +882,7 @@ pub struct LedgerEntry {
     pub reason: String,
     /// Who did it, when known.
     pub actor_id: Option<UserId>,
-    /// Stock right after the movement.
+    /// The variant's stock right after the movement.
     pub stock_after: Stock,
     /// When.
     pub created_at: Timestamp,
@@ -767,6 +900,8 @@ impl LedgerEntry {
 pub struct Adjustment {
     /// The drop.
     pub drop_id: DropId,
+    /// The variant whose stock moves.
+    pub sku: String,
     /// Positive restocks, negative shrinks available stock.
     pub delta: i64,
     /// Why.
@@ -777,6 +912,8 @@ pub struct Adjustment {
     pub entry_id: Uuid,
     /// When.
     pub at: Timestamp,
+    /// The hold of orders a restock hands to the variant's waitlist.
+    pub hold: chrono::Duration,
 }
 
 impl Adjustment {
@@ -786,6 +923,7 @@ impl Adjustment {
         LedgerEntry {
             id: self.entry_id,
             drop_id: self.drop_id,
+            sku: self.sku.clone(),
             kind: if self.delta >= 0 {
                 LedgerKind::Restock
             } else {
@@ -812,7 +950,157 @@ pub enum AdjustOutcome {
     },
     /// No such drop.
     DropNotFound,
+    /// The drop does not sell `adjustment.sku`.
+    UnknownVariant,
 }
+
+/// A buyer waiting for units of a sold-out variant (first-come drops).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistEntry {
+    /// The drop.
+    pub drop_id: DropId,
+    /// The variant waited for.
+    pub sku: String,
+    /// Who waits: one entry per buyer and drop.
+    pub user_id: UserId,
+    /// Units wanted; an offer may hold fewer.
+    pub quantity: u32,
+    /// When the buyer took this place (joining again with the same sku keeps it).
+    pub joined_at: Timestamp,
+    /// The place in the variant's line when read: 1 is served first.
+    pub position: u64,
+}
+
+/// A request to wait for a variant, as the service checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitlistJoin {
+    /// The drop.
+    pub drop_id: DropId,
+    /// The variant.
+    pub sku: String,
+    /// Who.
+    pub user_id: UserId,
+    /// Units wanted, at least 1.
+    pub quantity: u32,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// What the store did with a [`WaitlistJoin`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// Waiting (a new place, or the buyer's place kept with the new quantity).
+    Joined(WaitlistEntry),
+    /// No such drop.
+    DropNotFound,
+    /// The drop does not sell the sku.
+    UnknownVariant,
+    /// The drop does not take orders at the join's instant.
+    NotLive,
+    /// The variant has units anyone may order now: buy them instead.
+    VariantAvailable {
+        /// Units available when checked.
+        available: u32,
+    },
+    /// The buyer already holds so much that an offer of `quantity` would pass the limit.
+    LimitExceeded {
+        /// The drop's limit.
+        limit: u32,
+        /// Units the buyer holds (reserved plus confirmed).
+        held: u32,
+    },
+}
+
+/// What serving a variant's waitlist does with one entry ([`plan_handoff`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handoff {
+    /// The entry gets a reserved order of `quantity` units and ends.
+    Offer {
+        /// The entry served.
+        entry: WaitlistEntry,
+        /// Units offered: as many as were free, up to the entry's quantity.
+        quantity: u32,
+    },
+    /// The per-user limit refuses the offer: the entry ends without one.
+    Skip {
+        /// The entry ended.
+        entry: WaitlistEntry,
+        /// The drop's limit.
+        limit: u32,
+        /// Units the buyer held.
+        held: u32,
+    },
+}
+
+/// Serving a variant's waitlist with `free` units that just came back: entries in join
+/// order, each with the units its buyer holds in the drop (reserved plus confirmed).
+/// Each entry is offered as many units as are free up to its quantity, or skipped when
+/// the offer would take its buyer past `per_user_limit`, until no unit is free. What
+/// is not offered stays available. Every store decides a hand-off with this, in the
+/// same atomic step as the movement that freed the units.
+pub fn plan_handoff(
+    mut free: u32,
+    per_user_limit: u32,
+    waiting: impl IntoIterator<Item = (WaitlistEntry, u32)>,
+) -> Vec<Handoff> {
+    let mut plan = Vec::new();
+    for (entry, held) in waiting {
+        if free == 0 {
+            break;
+        }
+        let quantity = free.min(entry.quantity);
+        if u64::from(held) + u64::from(quantity) > u64::from(per_user_limit) {
+            plan.push(Handoff::Skip {
+                entry,
+                limit: per_user_limit,
+                held,
+            });
+            continue;
+        }
+        free -= quantity;
+        plan.push(Handoff::Offer { entry, quantity });
+    }
+    plan
+}
+
+impl Order {
+    /// The reserved order a waitlist hand-off gives `entry`'s buyer: `quantity` units
+    /// of its variant at the drop's price, held for `hold` from `now`, under the
+    /// idempotency key `waitlist:<drop>:<joined_at micros>` (unique per buyer: one
+    /// entry per buyer and drop at a time, each ended by its hand-off).
+    pub fn waitlist_offer(
+        drop: &Drop,
+        entry: &WaitlistEntry,
+        quantity: u32,
+        now: Timestamp,
+        hold: chrono::Duration,
+    ) -> Order {
+        Order {
+            id: OrderId::new(),
+            user_id: entry.user_id,
+            drop_id: drop.id,
+            sku: entry.sku.clone(),
+            quantity,
+            unit_price_cents: drop.price_cents,
+            total_cents: drop.price_cents.saturating_mul(i64::from(quantity)),
+            currency: drop.currency.clone(),
+            status: OrderStatus::Reserved,
+            idempotency_key: format!(
+                "waitlist:{}:{}",
+                drop.id,
+                entry.joined_at.timestamp_micros()
+            ),
+            fingerprint: WAITLIST_FINGERPRINT.to_owned(),
+            reserved_until: crate::clock::truncate(now + hold),
+            created_at: now,
+            updated_at: now,
+            extended_at: None,
+        }
+    }
+}
+
+/// The fingerprint of an order a waitlist hand-off placed.
+pub const WAITLIST_FINGERPRINT: &str = "waitlist";
 
 #[cfg(test)]
 mod tests {

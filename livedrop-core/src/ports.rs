@@ -17,8 +17,8 @@ use crate::event::Event;
 use crate::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
 use crate::model::{
     self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, ExtendOutcome, FanOutBatch,
-    FanOutProgress, FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product,
-    ProductFilter, SettleOutcome, Settlement, Stock, User,
+    FanOutProgress, FollowEntry, JoinOutcome, LedgerEntry, Notification, Order, PlaceOutcome,
+    Product, ProductFilter, SettleOutcome, Settlement, Stock, User, WaitlistEntry, WaitlistJoin,
 };
 use crate::page::{Page, PageRequest};
 
@@ -101,12 +101,13 @@ pub trait ProductRepository: Send + Sync + 'static {
 #[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait DropRepository: Send + Sync + 'static {
-    /// Stores a new drop with `total_stock` units all available, its initial ledger
-    /// entry (kind `initial`, reason "initial stock"), and appends `events`.
+    /// Stores a new drop whose variant `drop.variants[i]` has `stock[i]` units, all
+    /// available (`stock` has one number per variant), an initial ledger entry per
+    /// variant (kind `initial`, reason "initial stock"), and appends `events`.
     async fn insert_drop(
         &self,
         drop: &model::Drop,
-        total_stock: u32,
+        stock: &[u32],
         events: &[Event],
     ) -> StoreResult<()>;
     /// The drop with `id`, without stock.
@@ -123,7 +124,9 @@ pub trait DropRepository: Send + Sync + 'static {
     ) -> StoreResult<Page<DropView>>;
     /// Moves the drop's stored state to `to` only if it is one of `from`, appending
     /// `events` in the same step. Returns whether it moved: of several processes racing
-    /// the same transition, exactly one sees `true`.
+    /// the same transition, exactly one sees `true`. A move to `ended` or `cancelled`
+    /// closes the drop's waitlists in the same step: every entry ends, each with
+    /// `waitlist.closed` ([`Event::waitlist`]) appended after `events`.
     async fn transition(
         &self,
         id: DropId,
@@ -140,11 +143,14 @@ pub trait DropRepository: Send + Sync + 'static {
 #[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait InventoryRepository: Send + Sync + 'static {
-    /// The drop's current stock.
-    async fn stock(&self, drop: DropId) -> StoreResult<Option<Stock>>;
-    /// Restocks (`delta > 0`: total and available grow) or shrinks (`delta < 0`: total
-    /// and available shrink, refused with `Insufficient` past what is available),
-    /// atomically with a ledger entry and [`Event::stock_moved`].
+    /// The current stock of each of the drop's variants, in `Drop::variants` order.
+    async fn stock(&self, drop: DropId) -> StoreResult<Option<Vec<Stock>>>;
+    /// Restocks (`delta > 0`: the variant's total and available grow) or shrinks
+    /// (`delta < 0`: total and available shrink, refused with `Insufficient` past what
+    /// is available) variant `adjustment.sku` (`UnknownVariant` when the drop has no
+    /// such variant), atomically with a ledger entry and [`Event::stock_moved`]. A
+    /// restock of a live drop serves the variant's waitlist in the same step, as
+    /// [`OrderRepository::settle_order`] documents.
     async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome>;
     /// The drop's ledger, newest first, keyset by `(created_at, id)`.
     async fn ledger(&self, drop: DropId, page: PageRequest) -> StoreResult<Page<LedgerEntry>>;
@@ -158,14 +164,20 @@ pub trait OrderRepository: Send + Sync + 'static {
     ///
     /// 1. the buyer already has an order with `order.idempotency_key` → `Duplicate`;
     /// 2. no such drop → `DropNotFound`;
-    /// 3. the drop does not [accept orders](model::Drop::accepts_orders_at) at `now` → `NotLive`;
-    /// 4. units the buyer holds in the drop (reserved + confirmed) plus
-    ///    `order.quantity` exceed the drop's `per_user_limit` → `LimitExceeded`;
-    /// 5. fewer than `order.quantity` available → `OutOfStock`;
-    /// 6. otherwise `available -= q`, `reserved += q`, the order is stored, and
-    ///    `order.placed` then [`Event::stock_moved`] are appended → `Placed`.
+    /// 3. the drop has no variant `order.sku` → `UnknownVariant`;
+    /// 4. the drop does not [accept orders](model::Drop::accepts_orders_at) at `now` → `NotLive`;
+    /// 5. units the buyer holds in the drop, across all its variants (reserved +
+    ///    confirmed), plus `order.quantity` exceed the drop's `per_user_limit` →
+    ///    `LimitExceeded`;
+    /// 6. fewer than `order.quantity` of the variant available → `OutOfStock`;
+    /// 7. otherwise the variant's `available -= q`, `reserved += q`, the order is
+    ///    stored, and `order.placed` then [`Event::stock_moved`] are appended →
+    ///    `Placed`.
     ///
-    /// Correct under any concurrency and across processes sharing the store.
+    /// Correct under any concurrency and across processes sharing the store: two
+    /// orders of one buyer for two variants never pass the limit together. Orders of
+    /// different variants do not wait on one lock (PostgreSQL keeps a stock row per
+    /// variant).
     async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome>;
     /// The order with `id`.
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>>;
@@ -195,16 +207,34 @@ pub trait OrderRepository: Send + Sync + 'static {
     /// - `Confirm`: reserved → sold, status `confirmed`, `order.confirmed`;
     ///   `Cancel`: reserved → available, status `cancelled`, `order.cancelled`;
     ///   each followed by [`Event::stock_moved`] → `Settled`.
+    ///
+    /// **Waitlist hand-off.** Units that come back to a variant of a drop that
+    /// [accepts orders](model::Drop::accepts_orders_at) at `now` (here, in
+    /// [`expire_holds`](Self::expire_holds) and in a restock) go to the variant's
+    /// waitlist in the same atomic step, as [`model::plan_handoff`] decides on the
+    /// entries in join order: an offer stores [`Order::waitlist_offer`] (held for
+    /// `hold`) and appends `order.placed` and `waitlist.offered`; a skip appends
+    /// `waitlist.skipped`; either ends the entry. Only what no entry takes reaches
+    /// `available`, and the movement's [`Event::stock_moved`] carries the stock
+    /// after the hand-off.
     async fn settle_order(
         &self,
         id: OrderId,
         settlement: Settlement,
         now: Timestamp,
+        hold: chrono::Duration,
     ) -> StoreResult<SettleOutcome>;
     /// Expires up to `limit` reserved orders with `reserved_until <= now`: each returns
-    /// its units to available exactly once (even with several sweepers at once), with
-    /// `order.expired` and stock events. Returns the orders expired by this call.
-    async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>>;
+    /// its units exactly once (even with several sweepers at once), with
+    /// `order.expired` and stock events, handing them to the variant's waitlist as
+    /// [`settle_order`](Self::settle_order) documents. Returns the orders expired by
+    /// this call.
+    async fn expire_holds(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: chrono::Duration,
+    ) -> StoreResult<Vec<Order>>;
     /// Extends a reserved order's hold by `by`, once per order, atomically: decided by
     /// [`Order::extension`] on the order as stored, in its check order (not reserved →
     /// `NotReserved`, or `HoldExpired` when expired; `now` at or after
@@ -225,6 +255,26 @@ pub trait OrderRepository: Send + Sync + 'static {
         by: chrono::Duration,
         now: Timestamp,
     ) -> StoreResult<ExtendOutcome>;
+}
+
+/// Buyers waiting for units of sold-out variants, in join order per variant.
+#[cfg_attr(any(test, feature = "testing"), automock)]
+#[async_trait]
+pub trait WaitlistRepository: Send + Sync + 'static {
+    /// Puts `join.user_id` on the waitlist of variant `join.sku`, atomically, checking
+    /// in this order: no such drop → `DropNotFound`; no such variant →
+    /// `UnknownVariant`; the drop does not accept orders at `join.at` → `NotLive`; the
+    /// variant has units available → `VariantAvailable`; the buyer's held units
+    /// (reserved + confirmed, all variants) plus `join.quantity` exceed the limit →
+    /// `LimitExceeded`. Otherwise `Joined`: a buyer already waiting in the drop for
+    /// the same sku keeps its place with the new quantity; for another sku, the old
+    /// entry is replaced by one at the end of the new variant's line. Join order is
+    /// the order of the calls that created the places, even within one instant.
+    async fn join_waitlist(&self, join: &WaitlistJoin) -> StoreResult<JoinOutcome>;
+    /// The buyer's entry in the drop's waitlists, with its current position, if any.
+    async fn waitlist_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<WaitlistEntry>>;
+    /// Ends the buyer's entry in the drop's waitlists. Returns whether there was one.
+    async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool>;
 }
 
 /// Proof of holding an idempotency key: a fresh token for every
@@ -513,12 +563,19 @@ impl<S: Subscription> Subscription for Deduplicated<S> {
 #[cfg_attr(any(test, feature = "testing"), automock)]
 #[async_trait]
 pub trait AdmissionGate: Send + Sync + 'static {
-    /// `false` when the gate knows fewer than `quantity` units are available.
-    /// Unknown drops are admitted. Errors are treated as "admit" by the caller.
-    async fn admit(&self, drop: DropId, quantity: u32) -> Result<bool, CacheError>;
-    /// Records the authoritative stock after a change; `version` is the drop's stock
-    /// version, and an older version never overwrites a newer one.
-    async fn record(&self, drop: DropId, stock: &Stock, version: i64) -> Result<(), CacheError>;
+    /// `false` when the gate knows fewer than `quantity` units of variant `sku` are
+    /// available. Unknown drops and variants are admitted. Errors are treated as
+    /// "admit" by the caller.
+    async fn admit(&self, drop: DropId, sku: &str, quantity: u32) -> Result<bool, CacheError>;
+    /// Records variant `sku`'s authoritative stock after a change; `version` is the
+    /// variant's stock version, and an older version never overwrites a newer one.
+    async fn record(
+        &self,
+        drop: DropId,
+        sku: &str,
+        stock: &Stock,
+        version: i64,
+    ) -> Result<(), CacheError>;
 }
 
 /// The gate that admits everything: the default.
@@ -527,10 +584,16 @@ pub struct OpenGate;
 
 #[async_trait]
 impl AdmissionGate for OpenGate {
-    async fn admit(&self, _drop: DropId, _quantity: u32) -> Result<bool, CacheError> {
+    async fn admit(&self, _drop: DropId, _sku: &str, _quantity: u32) -> Result<bool, CacheError> {
         Ok(true)
     }
-    async fn record(&self, _drop: DropId, _stock: &Stock, _version: i64) -> Result<(), CacheError> {
+    async fn record(
+        &self,
+        _drop: DropId,
+        _sku: &str,
+        _stock: &Stock,
+        _version: i64,
+    ) -> Result<(), CacheError> {
         Ok(())
     }
 }

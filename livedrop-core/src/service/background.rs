@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Livedrop;
 use crate::error::{Result, StoreResult};
-use crate::event::{Event, EventPayload, StockPayload};
+use crate::event::{Event, EventPayload, StockPayload, WaitlistPayload};
 use crate::id::{DropId, NotificationId, UserId};
 use crate::model::{Drop, FanOutBatch, Notification, NotificationKind, Order};
 use crate::ports::{EventBus, Outbox, Subscription};
@@ -387,7 +387,8 @@ impl Livedrop {
         let batch = self.config().sweep_batch.max(1);
         let mut total = 0;
         loop {
-            let expired = self.ports().orders.expire_holds(self.now(), batch).await?;
+            let expired = self.ports().orders.expire_holds(self.now(), batch, self.hold())
+                .await?;
             total += expired.len();
             for order in &expired {
                 tracing::debug!(order = %order.id, "hold expired");
@@ -572,7 +573,10 @@ impl Livedrop {
                 | EventPayload::OrderCancelled(_)
                 | EventPayload::OrderExpired(_)
                 | EventPayload::OrderExtended(_)
-                | EventPayload::UserFollowed(_),
+                | EventPayload::UserFollowed(_)
+                | EventPayload::WaitlistOffered(_)
+                | EventPayload::WaitlistSkipped(_)
+                | EventPayload::WaitlistClosed(_),
             ) => return,
             Err(e) => {
                 // Invalidated above all the same; only the advisory gate misses it.
@@ -583,7 +587,7 @@ impl Livedrop {
         if let Err(e) = self
             .ports()
             .gate
-            .record(DropId(stock.drop_id), &stock.stock, event.version)
+            .record(DropId(stock.drop_id), &stock.sku, &stock.stock, event.version)
             .await
         {
             tracing::debug!(error = %e, "admission gate not updated");
@@ -621,6 +625,18 @@ impl Livedrop {
             }
             EventPayload::OrderExpired(order) => {
                 self.notify_order(&order, NotificationKind::OrderExpired)
+                    .await
+            }
+            EventPayload::WaitlistOffered(entry) => {
+                self.notify_waitlist(event, entry, NotificationKind::WaitlistOffer)
+                    .await
+            }
+            EventPayload::WaitlistSkipped(entry) => {
+                self.notify_waitlist(event, entry, NotificationKind::WaitlistSkipped)
+                    .await
+            }
+            EventPayload::WaitlistClosed(entry) => {
+                self.notify_waitlist(event, entry, NotificationKind::WaitlistClosed)
                     .await
             }
             EventPayload::DropSoldOut(stock) => {
@@ -663,19 +679,47 @@ impl Livedrop {
         .await
     }
 
-    /// Tells the drop's creator about its stock (`sold_out`, `low_stock`).
+    /// Tells the drop's creator about a variant's stock (`sold_out`, `low_stock`).
     async fn notify_creator(&self, moved: StockPayload, kind: NotificationKind) -> Result<()> {
         let drop = self.drop_definition(DropId(moved.drop_id)).await?;
         let body = serde_json::json!({
             "drop_id": drop.id,
             "title": drop.title,
+            "sku": moved.sku,
             "stock": moved.stock,
         });
+        // One per drop for a drop of one variant (as before variants), else one per
+        // variant.
+        let dedup_key = if drop.variants.len() == 1 {
+            format!("{}:{}", kind.as_str(), drop.id)
+        } else {
+            format!("{}:{}:{}", kind.as_str(), drop.id, moved.sku)
+        };
+        self.notify_one(drop.creator_id, kind, body, dedup_key).await
+    }
+
+    /// Tells a waiting buyer how its entry ended (`waitlist_offer` names the order).
+    async fn notify_waitlist(
+        &self,
+        event: &Event,
+        entry: WaitlistPayload,
+        kind: NotificationKind,
+    ) -> Result<()> {
+        let drop = self.drop_definition(entry.drop_id).await?;
+        let body = serde_json::json!({
+            "drop_id": entry.drop_id,
+            "title": drop.title,
+            "sku": entry.sku,
+            "quantity": entry.quantity,
+            "order_id": entry.order.as_ref().map(|o| o.id),
+            "order_quantity": entry.order.as_ref().map(|o| o.quantity),
+            "reserved_until": entry.order.as_ref().map(|o| o.reserved_until),
+        });
         self.notify_one(
-            drop.creator_id,
+            entry.user_id,
             kind,
             body,
-            format!("{}:{}", kind.as_str(), drop.id),
+            format!("{}:{}", kind.as_str(), event.id),
         )
         .await
     }

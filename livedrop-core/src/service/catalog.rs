@@ -9,7 +9,8 @@ use crate::error::{Error, Result, StoreError};
 use crate::event::{Event, EventType};
 use crate::id::{DropId, ProductId};
 use crate::model::{
-    Actor, Drop, DropFilter, DropState, DropView, Product, ProductFilter, Role, Stock,
+    Actor, Drop, DropFilter, DropState, DropView, Product, ProductFilter, Role, Stock, Variant,
+    DEFAULT_SKU,
 };
 use crate::page::{Page, PageRequest};
 use crate::ports::UpdateOutcome;
@@ -58,10 +59,96 @@ pub struct NewDrop {
     pub starts_at: Option<Timestamp>,
     /// End (exclusive); after the start and in the future.
     pub ends_at: Timestamp,
+    /// Units, 1 to 10,000,000, of the drop's one variant ([`DEFAULT_SKU`]); 0 when
+    /// `variants` are given instead.
+    #[serde(default)]
+    pub total_stock: u32,
+    /// The variants sold, 1 to 100, each with its own stock; empty for a drop of one
+    /// stock (`total_stock`).
+    #[serde(default)]
+    pub variants: Vec<NewVariant>,
+    /// Most units one buyer may hold across all variants; `None` means no limit
+    /// beyond the stock.
+    pub per_user_limit: Option<u32>,
+}
+
+/// A variant of a new drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewVariant {
+    /// 1 to 64 characters of `[A-Za-z0-9._-]`, unique within the drop.
+    pub sku: String,
+    /// What buyers read, up to 200 characters; may be empty.
+    #[serde(default)]
+    pub label: String,
     /// Units, 1 to 10,000,000.
     pub total_stock: u32,
-    /// Most units one buyer may hold; `None` means no limit beyond the stock.
-    pub per_user_limit: Option<u32>,
+}
+
+/// The most variants one drop offers.
+pub const MAX_VARIANTS: usize = 100;
+
+/// The variants and their initial stock a new drop asks for, checked.
+fn check_variants(new: &NewDrop) -> Result<(Vec<Variant>, Vec<u32>)> {
+    let requested: Vec<NewVariant> = match (new.total_stock, new.variants.is_empty()) {
+        (0, true) => {
+            return Err(Error::invalid(
+                "total_stock",
+                "total_stock must be 1 to 10000000 (or give variants)",
+            ))
+        }
+        (total, true) => vec![NewVariant {
+            sku: DEFAULT_SKU.to_owned(),
+            label: String::new(),
+            total_stock: total,
+        }],
+        (0, false) => new.variants.clone(),
+        (_, false) => {
+            return Err(Error::invalid(
+                "variants",
+                "give either total_stock or variants, not both",
+            ))
+        }
+    };
+    if requested.len() > MAX_VARIANTS {
+        return Err(Error::invalid(
+            "variants",
+            "a drop has 1 to 100 variants",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut variants = Vec::with_capacity(requested.len());
+    let mut stock = Vec::with_capacity(requested.len());
+    for v in requested {
+        if !Variant::is_valid_sku(&v.sku) {
+            return Err(Error::invalid(
+                "variants",
+                format!(
+                    "sku {:?} must be 1 to 64 characters of letters, digits, '.', '_' and '-'",
+                    v.sku.chars().take(80).collect::<String>()
+                ),
+            ));
+        }
+        if !seen.insert(v.sku.clone()) {
+            return Err(Error::invalid(
+                "variants",
+                format!("sku {:?} appears twice; skus are unique within a drop", v.sku),
+            ));
+        }
+        crate::text::check_line("label", &v.label)?;
+        let label = v.label.trim();
+        if label.chars().count() > 200 {
+            return Err(Error::invalid("label", "label must be at most 200 characters"));
+        }
+        if v.total_stock == 0 || v.total_stock > MAX_STOCK {
+            return Err(Error::invalid(
+                "total_stock",
+                "total_stock must be 1 to 10000000",
+            ));
+        }
+        variants.push(Variant::new(v.sku, label));
+        stock.push(v.total_stock);
+    }
+    Ok((variants, stock))
 }
 
 fn check_title(title: &str) -> Result<String> {
@@ -308,13 +395,10 @@ impl Livedrop {
         if ends_at <= now {
             return Err(Error::invalid("ends_at", "ends_at must be in the future"));
         }
-        if new.total_stock == 0 || new.total_stock > MAX_STOCK {
-            return Err(Error::invalid(
-                "total_stock",
-                "total_stock must be 1 to 10000000",
-            ));
-        }
-        let per_user_limit = new.per_user_limit.unwrap_or(new.total_stock);
+        let (variants, stock) = check_variants(&new)?;
+        let per_user_limit = new
+            .per_user_limit
+            .unwrap_or_else(|| stock.iter().copied().fold(0, u32::saturating_add));
         if per_user_limit == 0 {
             return Err(Error::invalid(
                 "per_user_limit",
@@ -329,12 +413,13 @@ impl Livedrop {
             per_user_limit,
             DropState::Scheduled,
             now,
+            variants,
         );
         let event = Event::drop(EventType::DropScheduled, &drop, now);
         match self
             .ports()
             .drops
-            .insert_drop(&drop, new.total_stock, &[event])
+            .insert_drop(&drop, &stock, &[event])
             .await
         {
             Ok(()) => {}
@@ -445,8 +530,15 @@ impl Livedrop {
             .await
     }
 
-    /// The drop's stock for display (cached; lags by at most the stock TTL).
+    /// The drop's stock for display, summed over its variants (cached; lags by at
+    /// most the stock TTL).
     pub async fn displayed_stock(&self, id: DropId) -> Result<Stock> {
+        Ok(Stock::sum(&self.displayed_variant_stock(id).await?))
+    }
+
+    /// The stock of each of the drop's variants for display, in `Drop::variants`
+    /// order (cached; lags by at most the stock TTL).
+    pub async fn displayed_variant_stock(&self, id: DropId) -> Result<Vec<Stock>> {
         let key = cache::stock_key(id);
         let ttl = self.config().stock_ttl;
         self.cached_entity(&key, ttl, "drop", || self.ports().inventory.stock(id))
@@ -475,8 +567,8 @@ impl Livedrop {
     /// The drop with its live stock (both cached).
     pub async fn drop_view(&self, id: DropId) -> Result<DropView> {
         let drop = self.drop_definition(id).await?;
-        let stock = self.displayed_stock(id).await?;
-        Ok(DropView { drop, stock })
+        let stock = self.displayed_variant_stock(id).await?;
+        Ok(DropView::new(drop, stock))
     }
 
     /// Drops passing `filter` now, newest first (cached).

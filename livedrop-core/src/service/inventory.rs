@@ -7,7 +7,7 @@ use super::Livedrop;
 use crate::cache;
 use crate::error::{Error, Result, StoreError};
 use crate::id::DropId;
-use crate::model::{Actor, AdjustOutcome, Adjustment, LedgerEntry};
+use crate::model::{Actor, AdjustOutcome, Adjustment, LedgerEntry, SkuResolution};
 use crate::page::{Page, PageRequest};
 
 /// A restock (positive `delta`) or shrink (negative `delta`) with its reason.
@@ -17,6 +17,9 @@ pub struct StockAdjustment {
     pub delta: i64,
     /// Why, 1 to 500 characters; kept in the ledger.
     pub reason: String,
+    /// The variant whose stock moves; may be left out on a drop of one variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
 }
 
 fn require_operator(by: Option<&Actor>) -> Result<()> {
@@ -55,14 +58,27 @@ impl Livedrop {
                 "reason must be 1 to 500 characters",
             ));
         }
+        let definition = self
+            .ports()
+            .drops
+            .drop_by_id(drop)
+            .await?
+            .ok_or_else(|| Error::not_found("drop"))?;
+        let sku = match definition.resolve_sku(adjustment.sku.as_deref()) {
+            SkuResolution::Found(sku) => sku.to_owned(),
+            SkuResolution::Unknown => return Err(Error::not_found("variant")),
+            SkuResolution::Required => return Err(super::orders::sku_required()),
+        };
         let keyed = super::idempotency::keyed_id("ledger_entry");
         let request = Adjustment {
             drop_id: drop,
+            sku,
             delta: adjustment.delta,
             reason: reason.to_owned(),
             actor_id: by.map(|a| a.id),
             entry_id: keyed.unwrap_or_else(Uuid::now_v7),
             at: self.now(),
+            hold: self.hold(),
         };
         let outcome = match self.ports().inventory.adjust(&request).await {
             Err(StoreError::Conflict(conflict)) if keyed.is_some() => {
@@ -99,6 +115,7 @@ impl Livedrop {
                     .unwrap_or(u32::MAX),
             }),
             AdjustOutcome::DropNotFound => Err(Error::not_found("drop")),
+            AdjustOutcome::UnknownVariant => Err(Error::not_found("variant")),
         }
     }
 

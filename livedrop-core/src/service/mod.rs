@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::ports::{
     AdmissionGate, Cache, Clock, DropRepository, EventBus, IdempotencyStore, InventoryRepository,
     NotificationRepository, OpenGate, OrderRepository, Outbox, ProductRepository, UserRepository,
+    WaitlistRepository,
 };
 
 /// Every port the services use.
@@ -26,6 +27,8 @@ pub struct Ports {
     pub inventory: Arc<dyn InventoryRepository>,
     /// Orders.
     pub orders: Arc<dyn OrderRepository>,
+    /// Waitlists.
+    pub waitlists: Arc<dyn WaitlistRepository>,
     /// Idempotency keys.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Notifications.
@@ -59,6 +62,7 @@ store_of!(
         + DropRepository
         + InventoryRepository
         + OrderRepository
+        + WaitlistRepository
         + IdempotencyStore
         + NotificationRepository
         + Outbox
@@ -78,6 +82,7 @@ impl Ports {
             drops: store.clone(),
             inventory: store.clone(),
             orders: store.clone(),
+            waitlists: store.clone(),
             idempotency: store.clone(),
             notifications: store.clone(),
             outbox: store,
@@ -170,14 +175,16 @@ mod inventory;
 mod notifications;
 mod orders;
 mod users;
+mod waitlist;
 mod watch;
 
 pub use background::{Background, OutboxFollower, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
-pub use catalog::{NewDrop, NewProduct, ProductPatch};
+pub use catalog::{NewDrop, NewProduct, NewVariant, ProductPatch, MAX_VARIANTS};
 pub use idempotency::Idempotent;
 pub use inventory::StockAdjustment;
 pub use orders::{check_idempotency_key, PlaceOrder};
 pub use users::Registration;
+pub use waitlist::JoinWaitlist;
 pub use watch::{DropUpdate, DropWatch};
 
 use tokio::sync::broadcast;

@@ -8,6 +8,7 @@ use crate::error::{Error, Result};
 use crate::id::{DropId, OrderId};
 use crate::model::{
     Actor, ExtendOutcome, Order, OrderStatus, PlaceOutcome, SettleOutcome, Settlement,
+    SkuResolution, Variant,
 };
 use crate::page::{Page, PageRequest};
 
@@ -15,12 +16,15 @@ use crate::page::{Page, PageRequest};
 pub(crate) const MAX_QUANTITY: u32 = 10_000;
 
 /// An order request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PlaceOrder {
     /// The drop to order from.
     pub drop_id: DropId,
     /// Units, 1 to 10,000.
     pub quantity: u32,
+    /// The variant; may be left out on a drop of one variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
 }
 
 impl PlaceOrder {
@@ -31,6 +35,10 @@ impl PlaceOrder {
         h.update(self.drop_id.to_string().as_bytes());
         h.update(b"\n");
         h.update(self.quantity.to_string().as_bytes());
+        if let Some(sku) = &self.sku {
+            h.update(b"\nsku=");
+            h.update(sku.as_bytes());
+        }
         hex::encode(h.finalize())
     }
 }
@@ -65,10 +73,18 @@ impl Livedrop {
         if request.quantity == 0 || request.quantity > MAX_QUANTITY {
             return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
         }
+        if let Some(sku) = &request.sku {
+            if !Variant::is_valid_sku(sku) {
+                return Err(Error::invalid(
+                    "sku",
+                    "sku must be 1 to 64 characters of letters, digits, '.', '_' and '-'",
+                ));
+            }
+        }
         let fingerprint = request.fingerprint();
         let placed = self
             .idempotently(actor.id, key, &fingerprint, || {
-                self.reserve(actor, key, &fingerprint, request)
+                self.reserve(actor, key, &fingerprint, &request)
             })
             .await?;
         Ok(placed.value)
@@ -79,7 +95,7 @@ impl Livedrop {
         actor: &Actor,
         key: &str,
         fingerprint: &str,
-        request: PlaceOrder,
+        request: &PlaceOrder,
     ) -> Result<Order> {
         let ports = self.ports();
         let drop = match self.drop_definition(request.drop_id).await {
@@ -89,6 +105,16 @@ impl Livedrop {
                     .placed_under_key(actor, key, fingerprint, refusal)
                     .await
             }
+        };
+        let sku = match drop.resolve_sku(request.sku.as_deref()) {
+            SkuResolution::Found(sku) => sku.to_owned(),
+            SkuResolution::Unknown => {
+                let refusal = Error::not_found("variant");
+                return self
+                    .placed_under_key(actor, key, fingerprint, refusal)
+                    .await;
+            }
+            SkuResolution::Required => return Err(sku_required()),
         };
         let now = self.now();
         if !drop.accepts_orders_at(now) {
@@ -100,11 +126,13 @@ impl Livedrop {
                 .placed_under_key(actor, key, fingerprint, refusal)
                 .await;
         }
-        match ports.gate.admit(drop.id, request.quantity).await {
+        match ports.gate.admit(drop.id, &sku, request.quantity).await {
             Ok(true) => {}
             Ok(false) => {
-                let available = match self.displayed_stock(drop.id).await {
-                    Ok(stock) => stock.available.min(request.quantity - 1),
+                let available = match self.drop_view(drop.id).await {
+                    Ok(view) => view
+                        .stock_of(&sku)
+                        .map_or(0, |s| s.available.min(request.quantity - 1)),
                     Err(_) => 0,
                 };
                 let refusal = Error::OutOfStock {
@@ -121,6 +149,7 @@ impl Livedrop {
             id: OrderId::new(),
             user_id: actor.id,
             drop_id: drop.id,
+            sku,
             quantity: request.quantity,
             unit_price_cents: drop.price_cents,
             total_cents: drop.price_cents.saturating_mul(i64::from(request.quantity)),
@@ -159,6 +188,7 @@ impl Livedrop {
                 Err(Error::DropNotLive { status })
             }
             PlaceOutcome::DropNotFound => Err(Error::not_found("drop")),
+            PlaceOutcome::UnknownVariant => Err(Error::not_found("variant")),
         }
     }
 
@@ -244,7 +274,7 @@ impl Livedrop {
         match self
             .ports()
             .orders
-            .settle_order(id, settlement, now)
+            .settle_order(id, settlement, now, self.hold())
             .await?
         {
             SettleOutcome::Settled(order) | SettleOutcome::Unchanged(order) => Ok(order),
@@ -259,4 +289,13 @@ impl Livedrop {
             SettleOutcome::NotFound => Err(Error::not_found("order")),
         }
     }
+}
+
+/// The refusal of an order or adjustment that names no variant of a drop that has
+/// several.
+pub(crate) fn sku_required() -> Error {
+    Error::invalid(
+        "sku",
+        "sku is required: this drop has several variants",
+    )
 }

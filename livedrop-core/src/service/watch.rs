@@ -22,15 +22,17 @@ use crate::model::{Drop, DropStatus, DropView, Stock};
 const STATUS_TICK: Duration = Duration::from_secs(1);
 
 /// What a watcher of one drop sees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DropUpdate {
     /// The drop's stock, first as it was when the watch began, then after each change,
     /// with the drop's status at that instant.
     Stock {
         /// The drop.
         drop_id: DropId,
-        /// Its stock.
+        /// Its stock: the sum of its variants'.
         stock: Stock,
+        /// Each variant's sku and stock, in `Drop::variants` order.
+        variants: Vec<(String, Stock)>,
         /// Its status with that stock, now.
         status: DropStatus,
     },
@@ -97,9 +99,11 @@ struct Watcher {
     livedrop: Livedrop,
     rx: broadcast::Receiver<Event>,
     drop: Drop,
-    stock: Stock,
-    /// The stock version of the last `stock.changed` applied; older ones are dropped.
-    stock_version: i64,
+    /// Each variant's stock, in `drop.variants` order.
+    variant_stock: Vec<Stock>,
+    /// Per variant, the stock version of the last `stock.changed` applied; older ones
+    /// are dropped.
+    stock_versions: Vec<i64>,
     /// The status last reported.
     status: DropStatus,
     pending: VecDeque<DropUpdate>,
@@ -111,12 +115,13 @@ impl Watcher {
         let status = view.status_at(livedrop.now());
         let mut tick = tokio::time::interval(STATUS_TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stock_versions = vec![0; view.variant_stock.len()];
         let mut watcher = Self {
             livedrop,
             rx,
             drop: view.drop,
-            stock: view.stock,
-            stock_version: 0,
+            variant_stock: view.variant_stock,
+            stock_versions,
             status,
             pending: VecDeque::new(),
             tick,
@@ -126,11 +131,24 @@ impl Watcher {
         watcher
     }
 
+    fn stock(&self) -> Stock {
+        Stock::sum(&self.variant_stock)
+    }
+
     fn push_stock(&mut self) {
+        let stock = self.stock();
+        let variants = self
+            .drop
+            .variants
+            .iter()
+            .zip(&self.variant_stock)
+            .map(|(v, s)| (v.sku.clone(), *s))
+            .collect();
         self.pending.push_back(DropUpdate::Stock {
             drop_id: self.drop.id,
-            stock: self.stock,
-            status: self.drop.status_at(self.livedrop.now(), &self.stock),
+            stock,
+            variants,
+            status: self.drop.status_at(self.livedrop.now(), &stock),
         });
     }
 
@@ -143,7 +161,7 @@ impl Watcher {
 
     /// Reports the status if the status at this instant differs from the last reported.
     fn refresh_status(&mut self) {
-        let status = self.drop.status_at(self.livedrop.now(), &self.stock);
+        let status = self.drop.status_at(self.livedrop.now(), &self.stock());
         if status != self.status {
             self.status = status;
             self.push_status();
@@ -166,11 +184,19 @@ impl Watcher {
         };
         match payload {
             EventPayload::StockChanged(moved) | EventPayload::DropSoldOut(moved) => {
-                if event.version < self.stock_version || moved.stock == self.stock {
+                let Some(i) = self.drop.variants.iter().position(|v| v.sku == moved.sku) else {
+                    return true;
+                };
+                let (Some(stock), Some(version)) =
+                    (self.variant_stock.get_mut(i), self.stock_versions.get_mut(i))
+                else {
+                    return true;
+                };
+                if event.version < *version || moved.stock == *stock {
                     return false;
                 }
-                self.stock_version = event.version;
-                self.stock = moved.stock;
+                *version = event.version;
+                *stock = moved.stock;
                 self.push_stock();
                 self.refresh_status();
             }
@@ -181,9 +207,12 @@ impl Watcher {
                 self.drop = drop;
                 self.refresh_status();
             }
-            // The stock an order moves arrives as its `stock.changed`; an extension
-            // moves none.
-            EventPayload::OrderPlaced(_)
+            // The stock an order or a hand-off moves arrives as its `stock.changed`;
+            // an extension moves none.
+            EventPayload::WaitlistOffered(_)
+            | EventPayload::WaitlistSkipped(_)
+            | EventPayload::WaitlistClosed(_)
+            | EventPayload::OrderPlaced(_)
             | EventPayload::OrderConfirmed(_)
             | EventPayload::OrderCancelled(_)
             | EventPayload::OrderExpired(_)
@@ -201,8 +230,9 @@ impl Watcher {
         match self.livedrop.authoritative_view(self.drop.id).await {
             Ok(view) => {
                 self.drop = view.drop;
-                if view.stock != self.stock {
-                    self.stock = view.stock;
+                if view.variant_stock != self.variant_stock {
+                    self.stock_versions = vec![0; view.variant_stock.len()];
+                    self.variant_stock = view.variant_stock;
                     self.push_stock();
                 }
                 self.refresh_status();

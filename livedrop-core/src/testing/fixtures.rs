@@ -71,7 +71,19 @@ pub fn drop_of(
         per_user_limit,
         state,
         created_at,
+        model::Variant::only_default(),
     )
+}
+
+/// The same drop selling `skus` (labelled like their skus) instead of one variant.
+pub fn with_variants(drop: model::Drop, skus: &[&str]) -> model::Drop {
+    model::Drop {
+        variants: skus
+            .iter()
+            .map(|sku| model::Variant::new(*sku, sku.to_uppercase()))
+            .collect(),
+        ..drop
+    }
 }
 
 /// A drop live at [`T0`] (from an hour before to an hour after, created two hours
@@ -95,6 +107,7 @@ pub fn order(user: UserId, drop: &model::Drop, quantity: u32, key: &str, now: Ti
         id: OrderId::new(),
         user_id: user,
         drop_id: drop.id,
+        sku: drop.variants[0].sku.clone(),
         quantity,
         unit_price_cents: drop.price_cents,
         total_cents: drop.price_cents * i64::from(quantity),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::id::DropId;
-use crate::model::Stock;
+use crate::model::{Stock, DEFAULT_SKU};
 use crate::ports::AdmissionGate;
 
 fn stock(total: u32, available: u32) -> Stock {
@@ -26,13 +26,51 @@ fn stock(total: u32, available: u32) -> Stock {
 }
 
 async fn admit(gate: &dyn AdmissionGate, drop: DropId, quantity: u32) -> bool {
-    gate.admit(drop, quantity).await.expect("gate admit")
+    admit_sku(gate, drop, DEFAULT_SKU, quantity).await
+}
+
+async fn admit_sku(gate: &dyn AdmissionGate, drop: DropId, sku: &str, quantity: u32) -> bool {
+    gate.admit(drop, sku, quantity).await.expect("gate admit")
 }
 
 async fn record(gate: &dyn AdmissionGate, drop: DropId, total: u32, available: u32, version: i64) {
-    gate.record(drop, &stock(total, available), version)
+    record_sku(gate, drop, DEFAULT_SKU, (total, available), version).await;
+}
+
+async fn record_sku(
+    gate: &dyn AdmissionGate,
+    drop: DropId,
+    sku: &str,
+    (total, available): (u32, u32),
+    version: i64,
+) {
+    gate.record(drop, sku, &stock(total, available), version)
         .await
         .expect("gate record");
+}
+
+/// Each variant of a drop is gated on its own stock and its own versions: a sold-out
+/// size refuses while another size of the same drop, and a size never recorded, are
+/// admitted; a variant's newer version does not hide another's older one.
+pub async fn gate_keeps_each_variant_apart(gate: &Arc<dyn AdmissionGate>) {
+    let gate: &dyn AdmissionGate = gate.as_ref();
+    let drop = DropId::new();
+    record_sku(gate, drop, "size-42", (5, 0), 9).await;
+    record_sku(gate, drop, "size-43", (5, 2), 3).await;
+    assert!(!admit_sku(gate, drop, "size-42", 1).await, "a sold-out size");
+    assert!(admit_sku(gate, drop, "size-43", 2).await);
+    assert!(!admit_sku(gate, drop, "size-43", 3).await);
+    assert!(
+        admit_sku(gate, drop, "size-44", 100).await,
+        "a size never recorded is admitted"
+    );
+    record_sku(gate, drop, "size-43", (5, 0), 4).await;
+    assert!(!admit_sku(gate, drop, "size-43", 1).await);
+    record_sku(gate, drop, "size-42", (5, 1), 10).await;
+    assert!(
+        admit_sku(gate, drop, "size-42", 1).await,
+        "size-42's version 10 applies although size-43 is at 4"
+    );
 }
 
 /// A drop the gate knows nothing of is admitted, whatever the quantity.
@@ -89,7 +127,8 @@ pub async fn gate_keeps_the_newest_version_under_concurrent_records(gate: &Arc<d
         let gate = Arc::clone(gate);
         tokio::spawn(async move {
             let available = u32::try_from(version).expect("a small version");
-            gate.record(drop, &stock(100, available), version).await
+            gate.record(drop, DEFAULT_SKU, &stock(100, available), version)
+                .await
         })
     });
     for task in futures::future::join_all(records).await {

@@ -154,6 +154,7 @@ macro_rules! gate_conformance {
             gate_never_goes_back_to_an_older_version,
             gate_keeps_the_newest_version_under_concurrent_records,
             gate_entries_expire,
+            gate_keeps_each_variant_apart,
         }
     };
 }

@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use crate::ports::{
     DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository, OrderRepository,
-    Outbox, ProductRepository, UserRepository,
+    Outbox, ProductRepository, UserRepository, WaitlistRepository,
 };
 use crate::service::{Ports, Store};
 
@@ -69,6 +69,8 @@ pub struct Repos {
     pub inventory: Arc<dyn InventoryRepository>,
     /// Orders.
     pub orders: Arc<dyn OrderRepository>,
+    /// Waitlists.
+    pub waitlists: Arc<dyn WaitlistRepository>,
     /// Idempotency keys.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Notifications.
@@ -86,6 +88,7 @@ impl Repos {
             drops: store.clone(),
             inventory: store.clone(),
             orders: store.clone(),
+            waitlists: store.clone(),
             idempotency: store.clone(),
             notifications: store.clone(),
             outbox: store,
@@ -100,6 +103,7 @@ impl Repos {
             drops: ports.drops.clone(),
             inventory: ports.inventory.clone(),
             orders: ports.orders.clone(),
+            waitlists: ports.waitlists.clone(),
             idempotency: ports.idempotency.clone(),
             notifications: ports.notifications.clone(),
             outbox: ports.outbox.clone(),

@@ -13,7 +13,7 @@ pub async fn drops_insert_creates_stock_ledger_and_events(repos: &Repos) {
     let scheduled = Event::drop(EventType::DropScheduled, &drop, T0);
     repos
         .drops
-        .insert_drop(&drop, 10, std::slice::from_ref(&scheduled))
+        .insert_drop(&drop, &[10], std::slice::from_ref(&scheduled))
         .await
         .expect("insert drop");
 
@@ -24,10 +24,7 @@ pub async fn drops_insert_creates_stock_ledger_and_events(repos: &Repos) {
     assert_eq!(stock_of(repos, drop.id).await, Stock::new(10));
     assert_eq!(
         repos.drops.drop_view(drop.id).await.expect("drop view"),
-        Some(DropView {
-            drop: drop.clone(),
-            stock: Stock::new(10)
-        })
+        Some(DropView::new(drop.clone(), vec![Stock::new(10)]))
     );
     assert_eq!(
         repos.drops.drop_by_id(DropId::new()).await.expect("drop"),

@@ -11,11 +11,13 @@ pub async fn inventory_adjust_and_ledger(repos: &Repos) {
     drain(repos).await;
     let adjustment = |delta: i64, reason: &str, at: Timestamp| Adjustment {
         drop_id: drop.id,
+        sku: model::DEFAULT_SKU.to_owned(),
         delta,
         reason: reason.to_owned(),
         actor_id: Some(admin.id),
         entry_id: Uuid::now_v7(),
         at,
+        hold: fixtures::HOLD,
     };
     let adjust = |a: Adjustment| async move { repos.inventory.adjust(&a).await.expect("adjust") };
 

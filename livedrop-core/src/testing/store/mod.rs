@@ -105,15 +105,23 @@ fn stock_payload(event: &Event) -> StockPayload {
     }
 }
 
-/// The drop's stock, checked against the invariant.
+/// The drop's stock (the sum of its variants'), each variant checked against the
+/// invariant.
 async fn stock_of(repos: &Repos, drop: DropId) -> Stock {
+    Stock::sum(&variant_stock(repos, drop).await)
+}
+
+/// The stock of each of the drop's variants, each checked against the invariant.
+async fn variant_stock(repos: &Repos, drop: DropId) -> Vec<Stock> {
     let stock = repos
         .inventory
         .stock(drop)
         .await
         .expect("read stock")
         .expect("the drop has stock");
-    assert!(stock.is_consistent(), "stock invariant broken: {stock:?}");
+    for s in &stock {
+        assert!(s.is_consistent(), "stock invariant broken: {s:?}");
+    }
     stock
 }
 
@@ -167,9 +175,35 @@ async fn seed_drop(
     let event = Event::drop(EventType::DropScheduled, &drop, created_at);
     repos
         .drops
-        .insert_drop(&drop, total, &[event])
+        .insert_drop(&drop, &[total], &[event])
         .await
         .expect("insert drop");
+    drop
+}
+
+/// A live drop like [`live_drop`] selling `variants` (sku, units), with `limit`.
+async fn live_sized_drop(repos: &Repos, variants: &[(&str, u32)], limit: u32) -> model::Drop {
+    let creator = seed_user(repos, "creator", Role::Creator).await;
+    let product = seed_product(repos, &creator, "Sneaker", "Sizes", at(-7200)).await;
+    let skus: Vec<&str> = variants.iter().map(|(sku, _)| *sku).collect();
+    let drop = fixtures::with_variants(
+        fixtures::drop_of(
+            &product,
+            at(-600),
+            at(3600),
+            limit,
+            DropState::Live,
+            at(-3600),
+        ),
+        &skus,
+    );
+    let stock: Vec<u32> = variants.iter().map(|(_, n)| *n).collect();
+    let event = Event::drop(EventType::DropScheduled, &drop, at(-3600));
+    repos
+        .drops
+        .insert_drop(&drop, &stock, &[event])
+        .await
+        .expect("insert sized drop");
     drop
 }
 
@@ -207,7 +241,7 @@ async fn placed(repos: &Repos, order: &Order, now: Timestamp) -> Order {
 async fn settle(repos: &Repos, id: OrderId, s: Settlement, now: Timestamp) -> SettleOutcome {
     repos
         .orders
-        .settle_order(id, s, now)
+        .settle_order(id, s, now, fixtures::HOLD)
         .await
         .expect("settle order")
 }

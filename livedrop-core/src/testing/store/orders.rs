@@ -217,7 +217,7 @@ pub async fn orders_limit_counts_reserved_and_confirmed(repos: &Repos) {
     .await;
     let expired = repos
         .orders
-        .expire_holds(c.reserved_until, 100)
+        .expire_holds(c.reserved_until, 100, fixtures::HOLD)
         .await
         .expect("expire");
     assert_eq!(expired.iter().map(|o| o.id).collect::<Vec<_>>(), vec![c.id]);
@@ -427,7 +427,7 @@ pub async fn orders_settle_outcomes(repos: &Repos) {
     assert_eq!(
         repos
             .orders
-            .expire_holds(at(10_000), 100)
+            .expire_holds(at(10_000), 100, fixtures::HOLD)
             .await
             .expect("expire"),
         Vec::<Order>::new(),
@@ -522,7 +522,7 @@ pub async fn holds_expire_exactly_once(repos: &Repos) {
         .collect();
     let sweepers = (0..2).map(|_| {
         let repo = repos.orders.clone();
-        tokio::spawn(async move { repo.expire_holds(sweep_at, 1_000).await.expect("expire") })
+        tokio::spawn(async move { repo.expire_holds(sweep_at, 1_000, fixtures::HOLD).await.expect("expire") })
     });
     let swept: Vec<Vec<Order>> = joined(sweepers).await;
     let total = swept[0].len() + swept[1].len();
@@ -565,16 +565,16 @@ pub async fn holds_expire_exactly_once(repos: &Repos) {
     }
     assert!(repos
         .orders
-        .expire_holds(sweep_at, 1_000)
+        .expire_holds(sweep_at, 1_000, fixtures::HOLD)
         .await
         .expect("expire")
         .is_empty());
 
-    let first = repos.orders.expire_holds(at(100), 5).await.expect("expire");
+    let first = repos.orders.expire_holds(at(100), 5, fixtures::HOLD).await.expect("expire");
     assert_eq!(first.len(), 5, "at most limit");
     let rest = repos
         .orders
-        .expire_holds(at(100), 1_000)
+        .expire_holds(at(100), 1_000, fixtures::HOLD)
         .await
         .expect("expire");
     assert_eq!(first.len() + rest.len(), orders.len() - due.len());
@@ -641,13 +641,13 @@ pub async fn orders_extend_once(repos: &Repos) {
     // The sweeper goes by the new end.
     let swept = repos
         .orders
-        .expire_holds(order.reserved_until, 100)
+        .expire_holds(order.reserved_until, 100, fixtures::HOLD)
         .await
         .expect("expire");
     assert!(swept.is_empty(), "not due at the old end: {swept:?}");
     let swept = repos
         .orders
-        .expire_holds(want.reserved_until, 100)
+        .expire_holds(want.reserved_until, 100, fixtures::HOLD)
         .await
         .expect("expire");
     assert_eq!(
@@ -688,7 +688,7 @@ pub async fn orders_extend_refusals(repos: &Repos) {
     // Swept: refused.
     let swept = repos
         .orders
-        .expire_holds(late.reserved_until, 100)
+        .expire_holds(late.reserved_until, 100, fixtures::HOLD)
         .await
         .expect("expire");
     assert_eq!(swept.len(), 1);
@@ -744,11 +744,11 @@ pub async fn orders_extend_races_the_sweeper(repos: &Repos) {
     });
     let sweepers = (0..2).map(|_| {
         let repo = repos.orders.clone();
-        tokio::spawn(async move { repo.expire_holds(at(10), 1).await.expect("expire") })
+        tokio::spawn(async move { repo.expire_holds(at(10), 1, fixtures::HOLD).await.expect("expire") })
     });
     let sweepers_more = (0..2).map(|_| {
         let repo = repos.orders.clone();
-        tokio::spawn(async move { repo.expire_holds(at(10), 1_000).await.expect("expire") })
+        tokio::spawn(async move { repo.expire_holds(at(10), 1_000, fixtures::HOLD).await.expect("expire") })
     });
     let (extended, swept, swept_more) = futures::join!(
         join_all(extensions),
@@ -802,7 +802,7 @@ pub async fn orders_extend_races_the_sweeper(repos: &Repos) {
     assert_eq!(count(EventType::OrderExpired), expired_by.len());
     assert!(repos
         .orders
-        .expire_holds(at(10), 1_000)
+        .expire_holds(at(10), 1_000, fixtures::HOLD)
         .await
         .expect("expire")
         .is_empty());

@@ -60,6 +60,7 @@ fn services(repos: &Repos) -> Livedrop {
         drops: repos.drops.clone(),
         inventory: repos.inventory.clone(),
         orders: repos.orders.clone(),
+        waitlists: repos.waitlists.clone(),
         idempotency: repos.idempotency.clone(),
         notifications: repos.notifications.clone(),
         outbox: repos.outbox.clone(),
@@ -188,6 +189,7 @@ pub async fn text_with_control_characters_is_refused(repos: &Repos) {
     let adjustment = StockAdjustment {
         delta: 3,
         reason: "recount\0".into(),
+        sku: None,
     };
     assert_invalid(
         app.adjust_stock(None, drop.id, adjustment).await,
@@ -299,6 +301,7 @@ pub async fn timestamps_outside_the_storable_range_are_refused(repos: &Repos) {
         starts_at,
         ends_at,
         total_stock: 3,
+        variants: vec![],
         per_user_limit: None,
     };
     let before = EARLIEST - TimeDelta::days(1);
@@ -405,11 +408,13 @@ pub async fn restock_past_the_largest_stock_conflicts(repos: &Repos) {
     let drop = live_drop(repos, 10, 10).await;
     let adjust = |delta: i64| Adjustment {
         drop_id: drop.id,
+        sku: crate::model::DEFAULT_SKU.to_owned(),
         delta,
         reason: "restock".into(),
         actor_id: None,
         entry_id: Uuid::now_v7(),
         at: at(1),
+        hold: fixtures::HOLD,
     };
     let fill = i64::from(u32::MAX) - 10;
     repos
@@ -480,12 +485,12 @@ pub async fn batches_come_in_one_order_with_a_tie_break(repos: &Repos) {
     let sweep_at = at(1000);
     let first = repos
         .orders
-        .expire_holds(sweep_at, 3)
+        .expire_holds(sweep_at, 3, fixtures::HOLD)
         .await
         .expect("expire");
     let rest = repos
         .orders
-        .expire_holds(sweep_at, 10)
+        .expire_holds(sweep_at, 10, fixtures::HOLD)
         .await
         .expect("expire");
     let got: Vec<_> = first
