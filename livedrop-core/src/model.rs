@@ -1068,8 +1068,7 @@ pub fn plan_handoff(
 impl Order {
     /// The reserved order a waitlist hand-off gives `entry`'s buyer: `quantity` units
     /// of its variant at the drop's price, held for `hold` from `now`, under the
-    /// idempotency key `waitlist:<drop>:<joined_at micros>` (unique per buyer: one
-    /// entry per buyer and drop at a time, each ended by its hand-off).
+    /// idempotency key `waitlist:<order id>` (a fresh id, so never a buyer's own key).
     pub fn waitlist_offer(
         drop: &Drop,
         entry: &WaitlistEntry,
@@ -1077,8 +1076,9 @@ impl Order {
         now: Timestamp,
         hold: chrono::Duration,
     ) -> Order {
+        let id = OrderId::new();
         Order {
-            id: OrderId::new(),
+            id,
             user_id: entry.user_id,
             drop_id: drop.id,
             sku: entry.sku.clone(),
@@ -1087,11 +1087,7 @@ impl Order {
             total_cents: drop.price_cents.saturating_mul(i64::from(quantity)),
             currency: drop.currency.clone(),
             status: OrderStatus::Reserved,
-            idempotency_key: format!(
-                "waitlist:{}:{}",
-                drop.id,
-                entry.joined_at.timestamp_micros()
-            ),
+            idempotency_key: format!("waitlist:{id}"),
             fingerprint: WAITLIST_FINGERPRINT.to_owned(),
             reserved_until: crate::clock::truncate(now + hold),
             created_at: now,
