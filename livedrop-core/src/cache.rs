@@ -69,6 +69,7 @@ pub fn invalidations(event: &Event) -> (Vec<String>, Vec<&'static str>) {
         EventType::ProductCreated => (vec![], vec![PRODUCT_LISTINGS]),
         EventType::ProductUpdated => (vec![product_key(id.into())], vec![PRODUCT_LISTINGS]),
         EventType::DropScheduled
+        | EventType::DropDrawn
         | EventType::DropStarted
         | EventType::DropEnded
         | EventType::DropCancelled
@@ -90,7 +91,9 @@ pub fn invalidations(event: &Event) -> (Vec<String>, Vec<&'static str>) {
         | EventType::UserFollowed
         | EventType::WaitlistOffered
         | EventType::WaitlistSkipped
-        | EventType::WaitlistClosed => (vec![], vec![]),
+        | EventType::WaitlistClosed
+        | EventType::DrawWon
+        | EventType::DrawLost => (vec![], vec![]),
     }
 }
 

@@ -185,6 +185,16 @@ pub enum Error {
         /// Units available when checked.
         available: u32,
     },
+    /// 409: orders of a draw drop come only from its draw.
+    #[error("this drop allocates by draw: enter the draw instead of ordering")]
+    DropIsDraw,
+    /// 409: the draw takes no entries now (not open yet, closed, or drawn).
+    #[error("entries to this draw are closed")]
+    EntriesClosed,
+    /// 403: the drop is behind a waiting room and the request carries no valid
+    /// admission token for this buyer and drop.
+    #[error("this drop admits buyers from its waiting room: join the queue and order with its admission token")]
+    AdmissionRequired,
     /// 409: the email is taken.
     #[error("that email is already registered")]
     EmailTaken,
@@ -250,6 +260,9 @@ impl Error {
             Error::HoldExpired => "hold_expired",
             Error::AlreadyExtended { .. } => "already_extended",
             Error::VariantAvailable { .. } => "variant_available",
+            Error::DropIsDraw => "drop_is_draw",
+            Error::EntriesClosed => "entries_closed",
+            Error::AdmissionRequired => "admission_required",
             Error::EmailTaken => "email_taken",
             Error::VersionConflict { .. } => "version_conflict",
             Error::Conflict { .. } => "conflict",

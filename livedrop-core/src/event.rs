@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::clock::Timestamp;
 use crate::id::{DropId, EventId, UserId};
-use crate::model::{Drop, Order, Product, Stock, WaitlistEntry};
+use crate::model::{DrawEntry, Drop, Order, Product, Stock, WaitlistEntry};
 
 /// The type of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,11 +79,21 @@ pub enum EventType {
     /// [`WaitlistPayload`].
     #[serde(rename = "waitlist.closed")]
     WaitlistClosed,
+    /// A draw ran: its seed is revealed. Payload: the drop as drawn.
+    #[serde(rename = "drop.drawn")]
+    DropDrawn,
+    /// A draw entry won (at the draw, or later with units a winner gave back).
+    /// Payload: [`DrawPayload`] with the order.
+    #[serde(rename = "draw.won")]
+    DrawWon,
+    /// A draw entry did not win at the draw. Payload: [`DrawPayload`].
+    #[serde(rename = "draw.lost")]
+    DrawLost,
 }
 
 impl EventType {
     /// Every event type.
-    pub const ALL: [EventType; 17] = [
+    pub const ALL: [EventType; 20] = [
         EventType::ProductCreated,
         EventType::ProductUpdated,
         EventType::DropScheduled,
@@ -101,6 +111,9 @@ impl EventType {
         EventType::WaitlistOffered,
         EventType::WaitlistSkipped,
         EventType::WaitlistClosed,
+        EventType::DropDrawn,
+        EventType::DrawWon,
+        EventType::DrawLost,
     ];
 
     /// The wire name, e.g. `order.placed`.
@@ -123,6 +136,9 @@ impl EventType {
             EventType::WaitlistOffered => "waitlist.offered",
             EventType::WaitlistSkipped => "waitlist.skipped",
             EventType::WaitlistClosed => "waitlist.closed",
+            EventType::DropDrawn => "drop.drawn",
+            EventType::DrawWon => "draw.won",
+            EventType::DrawLost => "draw.lost",
         }
     }
 
@@ -140,7 +156,10 @@ impl EventType {
             | EventType::StockChanged
             | EventType::WaitlistOffered
             | EventType::WaitlistSkipped
-            | EventType::WaitlistClosed => "drop",
+            | EventType::WaitlistClosed
+            | EventType::DropDrawn
+            | EventType::DrawWon
+            | EventType::DrawLost => "drop",
             EventType::OrderPlaced
             | EventType::OrderConfirmed
             | EventType::OrderCancelled
@@ -202,6 +221,16 @@ pub struct StockPayload {
     pub sku: String,
     /// The variant's stock after the change.
     pub stock: Stock,
+}
+
+/// Payload of `draw.won` and `draw.lost`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawPayload {
+    /// The entry, with its rank and result.
+    pub entry: DrawEntry,
+    /// `draw.won`: the reserved order the entry won.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<Order>,
 }
 
 /// Payload of `waitlist.offered`, `waitlist.skipped` and `waitlist.closed`.
@@ -282,6 +311,12 @@ pub enum EventPayload {
     WaitlistSkipped(WaitlistPayload),
     /// `waitlist.closed`: the entry the drop's end closed.
     WaitlistClosed(WaitlistPayload),
+    /// `drop.drawn`: the drop as drawn, its seed revealed.
+    DropDrawn(Drop),
+    /// `draw.won`: the winning entry and its order.
+    DrawWon(DrawPayload),
+    /// `draw.lost`: the entry that did not win.
+    DrawLost(DrawPayload),
 }
 
 impl EventPayload {
@@ -320,6 +355,9 @@ impl EventPayload {
                 EventType::WaitlistClosed => {
                     Self::WaitlistClosed(Deserialize::deserialize(payload)?)
                 }
+                EventType::DropDrawn => Self::DropDrawn(Deserialize::deserialize(payload)?),
+                EventType::DrawWon => Self::DrawWon(Deserialize::deserialize(payload)?),
+                EventType::DrawLost => Self::DrawLost(Deserialize::deserialize(payload)?),
             })
         };
         read().map_err(|source| PayloadError { kind, source })
@@ -345,6 +383,9 @@ impl EventPayload {
             Self::WaitlistOffered(_) => EventType::WaitlistOffered,
             Self::WaitlistSkipped(_) => EventType::WaitlistSkipped,
             Self::WaitlistClosed(_) => EventType::WaitlistClosed,
+            Self::DropDrawn(_) => EventType::DropDrawn,
+            Self::DrawWon(_) => EventType::DrawWon,
+            Self::DrawLost(_) => EventType::DrawLost,
         }
     }
 }
@@ -426,6 +467,15 @@ impl Event {
             .iter()
             .map(|kind| Self::stock(*kind, drop_id, sku, after, version, at))
             .collect()
+    }
+
+    /// A `draw.won` (with its order) or `draw.lost` event about `entry`.
+    pub fn draw(kind: EventType, entry: &DrawEntry, order: Option<&Order>, at: Timestamp) -> Self {
+        let payload = DrawPayload {
+            entry: entry.clone(),
+            order: order.cloned(),
+        };
+        Self::new(kind, entry.drop_id.0, 1, to_value(&payload), at)
     }
 
     /// A `waitlist.*` event about `entry` (with its order for `waitlist.offered`).

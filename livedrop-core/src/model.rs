@@ -301,6 +301,136 @@ pub struct Drop {
     /// [`DEFAULT_SKU`].
     #[serde(default = "Variant::only_default")]
     pub variants: Vec<Variant>,
+    /// For a draw drop: its entry window, commitment and (once drawn) seed. `None`
+    /// for a first-come drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draw: Option<Draw>,
+    /// For a first-come drop behind a waiting room: its admission settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoom>,
+}
+
+/// How a drop's units are allocated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Allocation {
+    /// Whoever orders first, while stock lasts (behind a waiting room if it has one).
+    #[default]
+    FirstCome,
+    /// Entries during a window, then a verifiable random draw.
+    Draw,
+}
+
+/// A draw drop's public record: entries are taken from the drop's start until
+/// `entries_close_at`; then the draw runs once and reveals `seed`, whose SHA-256
+/// (of its hex text) is `commitment`, published at scheduling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Draw {
+    /// When entries close and the draw runs.
+    pub entries_close_at: Timestamp,
+    /// Lower-case hex SHA-256 of the seed's lower-case hex text.
+    pub commitment: String,
+    /// The seed (64 lower-case hex characters), once drawn.
+    #[serde(default)]
+    pub seed: Option<String>,
+    /// When the draw ran.
+    #[serde(default)]
+    pub drawn_at: Option<Timestamp>,
+}
+
+impl Draw {
+    /// The commitment to `seed_hex`: lower-case hex SHA-256 of its text.
+    pub fn commitment_of(seed_hex: &str) -> String {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(seed_hex.as_bytes()))
+    }
+
+    /// A fresh secret seed (32 random bytes, as 64 lower-case hex characters).
+    pub fn new_seed() -> String {
+        hex::encode(rand::random::<[u8; 32]>())
+    }
+
+    /// Whether entries are taken at `now` for a drop starting at `starts_at`.
+    pub fn is_open(&self, starts_at: Timestamp, now: Timestamp) -> bool {
+        self.drawn_at.is_none() && starts_at <= now && now < self.entries_close_at
+    }
+
+    /// The rank key of entry `token` under `seed_hex`: lower-case hex SHA-256 of
+    /// `seed + ":" + token`. Entries rank by it ascending, rank 1 first.
+    pub fn rank_key(seed_hex: &str, token: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(seed_hex.as_bytes());
+        h.update(b":");
+        h.update(token.as_bytes());
+        hex::encode(h.finalize())
+    }
+
+    /// `entries` in rank order under `seed_hex` (ties, which need a SHA-256
+    /// collision, by token).
+    pub fn ranked(seed_hex: &str, mut entries: Vec<DrawEntry>) -> Vec<DrawEntry> {
+        entries.sort_by_cached_key(|e| (Self::rank_key(seed_hex, &e.token), e.token.clone()));
+        for (i, entry) in entries.iter_mut().enumerate() {
+            entry.rank = Some(i as u64 + 1);
+        }
+        entries
+    }
+}
+
+/// A waiting room in front of a first-come drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct WaitingRoom {
+    /// Buyers admitted per minute, spread evenly: one every `60 / admit_per_minute`
+    /// seconds.
+    pub admit_per_minute: u32,
+    /// How long an admission token is valid from the admission.
+    pub token_seconds: u32,
+    /// How long before the start buyers may join (they are shuffled at the start).
+    pub opens_minutes_before: u32,
+}
+
+impl WaitingRoom {
+    /// The time between two admissions.
+    pub fn interval(&self) -> chrono::Duration {
+        chrono::Duration::microseconds(60_000_000 / i64::from(self.admit_per_minute.max(1)))
+    }
+
+    /// When the room opens for a drop starting at `starts_at`.
+    pub fn opens_at(&self, starts_at: Timestamp) -> Timestamp {
+        starts_at - chrono::Duration::minutes(i64::from(self.opens_minutes_before))
+    }
+
+    /// When the buyer at `position` (1 first) of the shuffled pre-queue is admitted.
+    pub fn pre_queue_slot(&self, starts_at: Timestamp, position: u64) -> Timestamp {
+        let steps = i32::try_from(position.saturating_sub(1)).unwrap_or(i32::MAX);
+        starts_at + self.interval() * steps
+    }
+
+    /// When a buyer who joins at `now` (at or after the start) is admitted: one
+    /// interval after the slot of the one before (`previous`: the last slot given,
+    /// or the pre-queue's last; `None` when nobody joined before), and not before
+    /// `now`. Slots never come closer than one interval, so admissions keep the
+    /// rate however many processes hand them out.
+    pub fn next_slot(
+        &self,
+        previous: Option<Timestamp>,
+        starts_at: Timestamp,
+        now: Timestamp,
+    ) -> Timestamp {
+        let earliest = previous.map_or(starts_at, |p| p + self.interval());
+        crate::clock::truncate(earliest.max(now))
+    }
+}
+
+impl Drop {
+    /// How the drop allocates its units.
+    pub fn allocation(&self) -> Allocation {
+        if self.draw.is_some() {
+            Allocation::Draw
+        } else {
+            Allocation::FirstCome
+        }
+    }
 }
 
 /// The sku of the variant of a drop created with a single `total_stock`.
@@ -351,6 +481,8 @@ impl Drop {
         variants: Vec<Variant>,
     ) -> Self {
         Self {
+            draw: None,
+            waiting_room: None,
             id,
             product_id: product.id,
             creator_id: product.creator_id,
@@ -740,6 +872,10 @@ pub enum NotificationKind {
     WaitlistSkipped,
     /// The user's waitlist entry ended with the drop.
     WaitlistClosed,
+    /// The user's draw entry won: a reserved order holds its units.
+    DrawWon,
+    /// The user's draw entry did not win.
+    DrawLost,
 }
 
 impl NotificationKind {
@@ -755,6 +891,8 @@ impl NotificationKind {
             NotificationKind::WaitlistOffer => "waitlist_offer",
             NotificationKind::WaitlistSkipped => "waitlist_skipped",
             NotificationKind::WaitlistClosed => "waitlist_closed",
+            NotificationKind::DrawWon => "draw_won",
+            NotificationKind::DrawLost => "draw_lost",
         }
     }
 
@@ -770,6 +908,8 @@ impl NotificationKind {
             "waitlist_offer" => Some(NotificationKind::WaitlistOffer),
             "waitlist_skipped" => Some(NotificationKind::WaitlistSkipped),
             "waitlist_closed" => Some(NotificationKind::WaitlistClosed),
+            "draw_won" => Some(NotificationKind::DrawWon),
+            "draw_lost" => Some(NotificationKind::DrawLost),
             _ => None,
         }
     }
@@ -1099,6 +1239,225 @@ impl Order {
 
 /// The fingerprint of an order a waitlist hand-off placed.
 pub const WAITLIST_FINGERPRINT: &str = "waitlist";
+
+/// Where a draw entry stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrawResult {
+    /// Not drawn yet.
+    #[default]
+    Pending,
+    /// Won: `order_id` holds its units for the payment window.
+    Won,
+    /// Not allocated (yet: units a winner gives back go to the next in rank).
+    Lost,
+}
+
+impl DrawResult {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrawResult::Pending => "pending",
+            DrawResult::Won => "won",
+            DrawResult::Lost => "lost",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DrawResult::Pending),
+            "won" => Some(DrawResult::Won),
+            "lost" => Some(DrawResult::Lost),
+            _ => None,
+        }
+    }
+}
+
+/// A buyer's entry in a draw: one per buyer and drop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DrawEntry {
+    /// The drop.
+    pub drop_id: DropId,
+    /// The buyer.
+    pub user_id: UserId,
+    /// The variant wanted.
+    pub sku: String,
+    /// Units wanted (all or nothing).
+    pub quantity: u32,
+    /// The random public entry token (32 lower-case hex characters), kept when the
+    /// entry is replaced.
+    pub token: String,
+    /// When entered (or last replaced).
+    pub entered_at: Timestamp,
+    /// Where it stands.
+    pub result: DrawResult,
+    /// Its rank once drawn (1 first).
+    pub rank: Option<u64>,
+    /// The order a win placed.
+    pub order_id: Option<OrderId>,
+}
+
+impl DrawEntry {
+    /// A fresh public entry token: 16 random bytes as 32 lower-case hex characters.
+    pub fn new_token() -> String {
+        hex::encode(rand::random::<[u8; 16]>())
+    }
+}
+
+/// A request to enter (or replace an entry in) a draw, as the service checked it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrawEntryRequest {
+    /// The drop.
+    pub drop_id: DropId,
+    /// The buyer.
+    pub user_id: UserId,
+    /// The variant.
+    pub sku: String,
+    /// Units, at least 1.
+    pub quantity: u32,
+    /// The token a new entry gets (a replaced entry keeps its own).
+    pub token: String,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// What the store did with a [`DrawEntryRequest`] or a withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryOutcome {
+    /// Entered, replaced (same token), or withdrawn (the entry as it was).
+    Done(DrawEntry),
+    /// No such drop.
+    DropNotFound,
+    /// The drop is not a draw.
+    NotDraw,
+    /// The drop does not sell the sku.
+    UnknownVariant,
+    /// Outside `[starts_at, entries_close_at)`, or drawn, or the drop is cancelled.
+    EntriesClosed,
+    /// More units than the per-user limit.
+    LimitExceeded {
+        /// The drop's limit.
+        limit: u32,
+    },
+    /// (Withdrawal) the buyer has no entry.
+    NoEntry,
+}
+
+/// What running a draw did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrawOutcome {
+    /// This call ran the draw: the drop as drawn (seed revealed) and its entries in
+    /// rank order with their results.
+    Drawn {
+        /// The drop after the draw.
+        drop: Drop,
+        /// Every entry, in rank order.
+        entries: Vec<DrawEntry>,
+    },
+    /// The draw ran before (another process, an earlier call); nothing changed.
+    AlreadyDrawn,
+    /// Entries are still open, or the drop is not a draw or cancelled; nothing changed.
+    NotDue,
+    /// No such drop.
+    DropNotFound,
+}
+
+/// Which ranked entries a draw (or units given back after it) makes winners:
+/// `ranked` in rank order, each winning when its variant still has its whole
+/// quantity free in `free` (units per variant index, by `variant_of`), which it
+/// then takes. Entries already won are skipped. Returns the indexes of the winners
+/// in `ranked`, in rank order. Every store decides a draw, and each hand-off after
+/// it, with this.
+pub fn plan_draw(
+    ranked: &[DrawEntry],
+    free: &mut [u32],
+    variant_of: impl Fn(&str) -> Option<usize>,
+) -> Vec<usize> {
+    let mut winners = Vec::new();
+    for (i, entry) in ranked.iter().enumerate() {
+        if entry.result == DrawResult::Won {
+            continue;
+        }
+        let Some(units) = variant_of(&entry.sku).and_then(|v| free.get_mut(v)) else {
+            continue;
+        };
+        if *units >= entry.quantity {
+            *units -= entry.quantity;
+            winners.push(i);
+        }
+    }
+    winners
+}
+
+impl Order {
+    /// The reserved order a draw win gives `entry`'s buyer: its whole quantity at the
+    /// drop's price, held for `hold` (the payment window) from `now`, under the
+    /// idempotency key `draw:<order id>`.
+    pub fn draw_win(
+        drop: &Drop,
+        entry: &DrawEntry,
+        now: Timestamp,
+        hold: chrono::Duration,
+    ) -> Order {
+        let id = OrderId::new();
+        Order {
+            id,
+            user_id: entry.user_id,
+            drop_id: drop.id,
+            sku: entry.sku.clone(),
+            quantity: entry.quantity,
+            unit_price_cents: drop.price_cents,
+            total_cents: drop.price_cents.saturating_mul(i64::from(entry.quantity)),
+            currency: drop.currency.clone(),
+            status: OrderStatus::Reserved,
+            idempotency_key: format!("draw:{id}"),
+            fingerprint: DRAW_FINGERPRINT.to_owned(),
+            reserved_until: crate::clock::truncate(now + hold),
+            created_at: now,
+            updated_at: now,
+            extended_at: None,
+        }
+    }
+}
+
+/// The fingerprint of an order a draw win placed.
+pub const DRAW_FINGERPRINT: &str = "draw";
+
+/// A buyer's place in a drop's waiting room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueueEntry {
+    /// The drop.
+    pub drop_id: DropId,
+    /// The buyer.
+    pub user_id: UserId,
+    /// When the buyer joined.
+    pub joined_at: Timestamp,
+    /// The place in the queue (1 first). Before the start, among those who joined
+    /// so far in their shuffled order, so it may change until the start.
+    pub position: u64,
+    /// When the buyer is (or was) admitted: before the start, as the position gives
+    /// it so far.
+    pub admit_at: Timestamp,
+}
+
+/// What the store did with a queue join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueOutcome {
+    /// In the queue (joining twice keeps the place).
+    Joined(QueueEntry),
+    /// No such drop.
+    DropNotFound,
+    /// The drop has no waiting room.
+    NoWaitingRoom,
+    /// The room is not open yet.
+    NotOpen {
+        /// When it opens.
+        opens_at: Timestamp,
+    },
+    /// The drop ended or was cancelled.
+    Closed,
+}
 
 #[cfg(test)]
 mod tests {

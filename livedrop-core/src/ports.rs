@@ -20,6 +20,9 @@ use crate::model::{
     FanOutProgress, FollowEntry, JoinOutcome, LedgerEntry, Notification, Order, PlaceOutcome,
     Product, ProductFilter, SettleOutcome, Settlement, Stock, User, WaitlistEntry, WaitlistJoin,
 };
+use crate::model::{
+    DrawEntry, DrawEntryRequest, DrawOutcome, EntryOutcome, QueueEntry, QueueOutcome,
+};
 use crate::page::{Page, PageRequest};
 
 #[cfg(any(test, feature = "testing"))]
@@ -280,6 +283,108 @@ pub trait WaitlistRepository: Send + Sync + 'static {
     ) -> StoreResult<Option<WaitlistEntry>>;
     /// Ends the buyer's entry in the drop's waitlists. Returns whether there was one.
     async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool>;
+}
+
+/// Draw drops: their secret seed, entries, the draw (exactly once) and its results.
+///
+/// **Hand-off after a draw.** Units a draw drop's order gives back (a winner's hold
+/// expires or is cancelled, in [`OrderRepository::settle_order`] and
+/// [`OrderRepository::expire_holds`]; a restock) go, in the same atomic step and
+/// while the drop [accepts orders](model::Drop::accepts_orders_at), to the entries
+/// that have not won, in rank order, as [`model::plan_draw`] decides: each winner
+/// gets [`Order::draw_win`] (held for the call's `hold`), `order.placed` and
+/// `draw.won` ([`Event::draw`]); its entry becomes `won` with the order's id. Draw
+/// drops have no waitlist.
+#[cfg_attr(any(test, feature = "testing"), automock)]
+#[async_trait]
+pub trait DrawRepository: Send + Sync + 'static {
+    /// Stores a new draw drop (`drop.draw` set) exactly as
+    /// [`DropRepository::insert_drop`] stores a drop, with its secret `seed` (64
+    /// lower-case hex characters; its commitment is `drop.draw.commitment`), which
+    /// no read returns until the draw reveals it.
+    async fn insert_draw_drop(
+        &self,
+        drop: &model::Drop,
+        stock: &[u32],
+        seed: &str,
+        events: &[Event],
+    ) -> StoreResult<()>;
+    /// Enters the buyer in the draw, or replaces the buyer's entry (keeping its
+    /// token and taking the new sku, quantity and `entered_at`), atomically, checking
+    /// in this order: no such drop → `DropNotFound`; not a draw → `NotDraw`; no such
+    /// variant → `UnknownVariant`; cancelled, drawn, or `request.at` outside
+    /// `[starts_at, entries_close_at)` → `EntriesClosed`; `quantity` above the
+    /// per-user limit → `LimitExceeded`. Otherwise `Done` with the entry (result
+    /// `pending`). Reserves no stock.
+    async fn enter_draw(&self, request: &DrawEntryRequest) -> StoreResult<EntryOutcome>;
+    /// Withdraws the buyer's entry while entries are open at `now`: the same checks
+    /// as [`enter_draw`](Self::enter_draw) but the variant and limit, then `NoEntry`
+    /// when the buyer has none; `Done` with the entry withdrawn.
+    async fn withdraw_entry(
+        &self,
+        drop: DropId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<EntryOutcome>;
+    /// The buyer's entry, with its result, rank and order once drawn.
+    async fn draw_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<DrawEntry>>;
+    /// After the draw, up to `limit` entries with a rank above `after_rank`, in rank
+    /// order. Before the draw, none.
+    async fn draw_entries(
+        &self,
+        drop: DropId,
+        after_rank: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<DrawEntry>>;
+    /// Draw drops not cancelled whose entries closed at or before `now` and that
+    /// were not drawn yet; at most `limit`, earliest close first.
+    async fn due_draws(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DropId>>;
+    /// Runs the draw of drop `id` at `now`, exactly once across any number of
+    /// callers and processes, atomically: entries ranked by
+    /// [`Draw::ranked`](model::Draw::ranked) over the stored seed; winners as
+    /// [`model::plan_draw`] decides on the variants' available units, each with
+    /// [`Order::draw_win`] held for `hold`; every entry gets its rank and result
+    /// (`won` with its order id, or `lost`); the drop's `draw.seed` and `drawn_at`
+    /// are set. Appends `drop.drawn` (the drop as drawn), then per entry in rank
+    /// order `order.placed` + `draw.won` or `draw.lost`, then
+    /// [`Event::stock_moved`] per variant that moved. `NotDue` before
+    /// `entries_close_at`, for a cancelled drop or one that is not a draw.
+    async fn run_draw(
+        &self,
+        id: DropId,
+        now: Timestamp,
+        hold: chrono::Duration,
+    ) -> StoreResult<DrawOutcome>;
+}
+
+/// Waiting rooms: who waits for a first-come drop, in which order, admitted when.
+///
+/// Order: those who joined before `starts_at` by their `shuffle_key` (then user id):
+/// a uniformly random order, fixed at the start; then later arrivals in join order.
+/// Admission times: the pre-queue's `position` is admitted at
+/// [`WaitingRoom::pre_queue_slot`](model::WaitingRoom::pre_queue_slot); a later
+/// arrival gets [`WaitingRoom::next_slot`](model::WaitingRoom::next_slot) after the
+/// slot before it, decided once, at its join, serialized per drop across
+/// processes, so no two slots are closer than the room's interval.
+#[cfg_attr(any(test, feature = "testing"), automock)]
+#[async_trait]
+pub trait QueueRepository: Send + Sync + 'static {
+    /// Puts `user` in the drop's waiting room at `now`, atomically: no such drop →
+    /// `DropNotFound`; no waiting room → `NoWaitingRoom`; cancelled, or at or after
+    /// `ends_at` → `Closed`; before the room opens → `NotOpen`. A buyer already in
+    /// the queue keeps the place. Otherwise `Joined` with the entry.
+    async fn join_queue(
+        &self,
+        drop: DropId,
+        user: UserId,
+        now: Timestamp,
+        shuffle_key: u64,
+    ) -> StoreResult<QueueOutcome>;
+    /// The buyer's place, as of now for a pre-queue that is still filling.
+    async fn queue_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<QueueEntry>>;
+    /// How many of the drop's queue are admitted at `now` (admission time at or
+    /// before it).
+    async fn admitted_through(&self, drop: DropId, now: Timestamp) -> StoreResult<u64>;
 }
 
 /// Proof of holding an idempotency key: a fresh token for every

@@ -38,6 +38,8 @@ const STORE: &[(&str, &str)] = &[
         "waitlists",
         include_str!("../src/testing/store/waitlists.rs"),
     ),
+    ("draws", include_str!("../src/testing/store/draws.rs")),
+    ("queues", include_str!("../src/testing/store/queues.rs")),
 ];
 const CACHE: &str = include_str!("../src/testing/cache.rs");
 const BUS: &str = include_str!("../src/testing/bus.rs");

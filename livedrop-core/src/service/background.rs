@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Livedrop;
 use crate::error::{Result, StoreResult};
-use crate::event::{Event, EventPayload, StockPayload, WaitlistPayload};
+use crate::event::{DrawPayload, Event, EventPayload, StockPayload, WaitlistPayload};
 use crate::id::{DropId, NotificationId, UserId};
 use crate::model::{Drop, FanOutBatch, Notification, NotificationKind, Order};
 use crate::ports::{EventBus, Outbox, Subscription};
@@ -365,7 +365,8 @@ impl Livedrop {
     }
 
     /// One scheduler step: drops whose start or end has passed move to `live` or
-    /// `ended`, emitting `drop.started` / `drop.ended` once. Returns how many moved.
+    /// `ended`, emitting `drop.started` / `drop.ended` once, and draws whose entries
+    /// closed run (once). Returns how many moved or were drawn.
     pub async fn tick_scheduler(&self) -> Result<usize> {
         let now = self.now();
         let due = self
@@ -379,7 +380,7 @@ impl Livedrop {
                 moved += 1;
             }
         }
-        Ok(moved)
+        Ok(moved + self.run_due_draws().await?)
     }
 
     /// One sweeper step: every hold that ran out returns its stock. Returns how many.
@@ -579,7 +580,10 @@ impl Livedrop {
                 | EventPayload::UserFollowed(_)
                 | EventPayload::WaitlistOffered(_)
                 | EventPayload::WaitlistSkipped(_)
-                | EventPayload::WaitlistClosed(_),
+                | EventPayload::WaitlistClosed(_)
+                | EventPayload::DropDrawn(_)
+                | EventPayload::DrawWon(_)
+                | EventPayload::DrawLost(_),
             ) => return,
             Err(e) => {
                 // Invalidated above all the same; only the advisory gate misses it.
@@ -647,6 +651,14 @@ impl Livedrop {
                 self.notify_waitlist(event, entry, NotificationKind::WaitlistClosed)
                     .await
             }
+            EventPayload::DrawWon(draw) => {
+                self.notify_draw(event, draw, NotificationKind::DrawWon)
+                    .await
+            }
+            EventPayload::DrawLost(draw) => {
+                self.notify_draw(event, draw, NotificationKind::DrawLost)
+                    .await
+            }
             EventPayload::DropSoldOut(stock) => {
                 self.notify_creator(stock, NotificationKind::SoldOut).await
             }
@@ -666,7 +678,8 @@ impl Livedrop {
             | EventPayload::OrderPlaced(_)
             | EventPayload::OrderCancelled(_)
             | EventPayload::OrderExtended(_)
-            | EventPayload::UserFollowed(_) => Ok(()),
+            | EventPayload::UserFollowed(_)
+            | EventPayload::DropDrawn(_) => Ok(()),
         }
     }
 
@@ -705,6 +718,33 @@ impl Livedrop {
         };
         self.notify_one(drop.creator_id, kind, body, dedup_key)
             .await
+    }
+
+    /// Tells an entrant how the draw went for it (`draw_won` names the order).
+    async fn notify_draw(
+        &self,
+        event: &Event,
+        draw: DrawPayload,
+        kind: NotificationKind,
+    ) -> Result<()> {
+        let drop = self.drop_definition(draw.entry.drop_id).await?;
+        let body = serde_json::json!({
+            "drop_id": draw.entry.drop_id,
+            "title": drop.title,
+            "sku": draw.entry.sku,
+            "quantity": draw.entry.quantity,
+            "token": draw.entry.token,
+            "rank": draw.entry.rank,
+            "order_id": draw.order.as_ref().map(|o| o.id),
+            "reserved_until": draw.order.as_ref().map(|o| o.reserved_until),
+        });
+        self.notify_one(
+            draw.entry.user_id,
+            kind,
+            body,
+            format!("{}:{}", kind.as_str(), event.id),
+        )
+        .await
     }
 
     /// Tells a waiting buyer how its entry ended (`waitlist_offer` names the order).

@@ -9,8 +9,8 @@ use crate::error::{Error, Result, StoreError};
 use crate::event::{Event, EventType};
 use crate::id::{DropId, ProductId};
 use crate::model::{
-    Actor, Drop, DropFilter, DropState, DropView, Product, ProductFilter, Role, Stock, Variant,
-    DEFAULT_SKU,
+    Actor, Allocation, Draw, Drop, DropFilter, DropState, DropView, Product, ProductFilter, Role,
+    Stock, Variant, WaitingRoom, DEFAULT_SKU,
 };
 use crate::page::{Page, PageRequest};
 use crate::ports::UpdateOutcome;
@@ -70,6 +70,84 @@ pub struct NewDrop {
     /// Most units one buyer may hold across all variants; `None` means no limit
     /// beyond the stock.
     pub per_user_limit: Option<u32>,
+    /// First come (the default) or draw.
+    #[serde(default)]
+    pub allocation: Allocation,
+    /// A draw's entry close: after the start, before the end. Required for a draw,
+    /// refused otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries_close_at: Option<Timestamp>,
+    /// A waiting room in front of a first-come drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_room: Option<WaitingRoom>,
+}
+
+/// The draw record a new drop gets, with its secret seed, or `None` for a
+/// first-come drop, checked.
+fn check_draw(
+    new: &NewDrop,
+    (starts_at, ends_at): (Timestamp, Timestamp),
+) -> Result<Option<(Draw, String)>> {
+    match (new.allocation, new.entries_close_at) {
+        (Allocation::FirstCome, None) => Ok(None),
+        (Allocation::FirstCome, Some(_)) => Err(Error::invalid(
+            "entries_close_at",
+            "entries_close_at is for draw drops only",
+        )),
+        (Allocation::Draw, None) => Err(Error::invalid(
+            "entries_close_at",
+            "a draw drop needs entries_close_at",
+        )),
+        (Allocation::Draw, Some(close)) => {
+            let close = crate::clock::truncate(close);
+            if close <= starts_at || close >= ends_at {
+                return Err(Error::invalid(
+                    "entries_close_at",
+                    "entries_close_at must be after starts_at and before ends_at",
+                ));
+            }
+            if new.waiting_room.is_some() {
+                return Err(Error::invalid(
+                    "waiting_room",
+                    "a waiting room is for first-come drops only",
+                ));
+            }
+            let seed = Draw::new_seed();
+            let draw = Draw {
+                entries_close_at: close,
+                commitment: Draw::commitment_of(&seed),
+                seed: None,
+                drawn_at: None,
+            };
+            Ok(Some((draw, seed)))
+        }
+    }
+}
+
+/// A new drop's waiting room, checked.
+fn check_waiting_room(room: Option<WaitingRoom>) -> Result<Option<WaitingRoom>> {
+    let Some(room) = room else {
+        return Ok(None);
+    };
+    if !(1..=60_000).contains(&room.admit_per_minute) {
+        return Err(Error::invalid(
+            "waiting_room",
+            "admit_per_minute must be 1 to 60000",
+        ));
+    }
+    if !(10..=86_400).contains(&room.token_seconds) {
+        return Err(Error::invalid(
+            "waiting_room",
+            "token_seconds must be 10 to 86400",
+        ));
+    }
+    if room.opens_minutes_before > 10_080 {
+        return Err(Error::invalid(
+            "waiting_room",
+            "opens_minutes_before must be at most 10080 (a week)",
+        ));
+    }
+    Ok(Some(room))
 }
 
 /// A variant of a new drop.
@@ -408,8 +486,10 @@ impl Livedrop {
                 "per_user_limit must be at least 1",
             ));
         }
+        let draw = check_draw(&new, (starts_at, ends_at))?;
+        let waiting_room = check_waiting_room(new.waiting_room)?;
         let keyed = super::idempotency::keyed_id("drop").map(DropId);
-        let drop = Drop::of_product(
+        let mut drop = Drop::of_product(
             keyed.unwrap_or_default(),
             &product,
             (starts_at, ends_at),
@@ -418,13 +498,24 @@ impl Livedrop {
             now,
             variants,
         );
+        drop.waiting_room = waiting_room;
+        drop.draw = draw.as_ref().map(|(record, _)| record.clone());
         let event = Event::drop(EventType::DropScheduled, &drop, now);
-        match self
-            .ports()
-            .drops
-            .insert_drop(&drop, &stock, &[event])
-            .await
-        {
+        let inserted = match &draw {
+            Some((_, seed)) => {
+                self.ports()
+                    .draws
+                    .insert_draw_drop(&drop, &stock, seed, &[event])
+                    .await
+            }
+            None => {
+                self.ports()
+                    .drops
+                    .insert_drop(&drop, &stock, &[event])
+                    .await
+            }
+        };
+        match inserted {
             Ok(()) => {}
             // An earlier run under this idempotency key scheduled it.
             Err(StoreError::Conflict(_)) if keyed.is_some() => {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ports::{
-    AdmissionGate, Cache, Clock, DropRepository, EventBus, IdempotencyStore, InventoryRepository,
-    NotificationRepository, OpenGate, OrderRepository, Outbox, ProductRepository, UserRepository,
-    WaitlistRepository,
+    AdmissionGate, Cache, Clock, DrawRepository, DropRepository, EventBus, IdempotencyStore,
+    InventoryRepository, NotificationRepository, OpenGate, OrderRepository, Outbox,
+    ProductRepository, QueueRepository, UserRepository, WaitlistRepository,
 };
 
 /// Every port the services use.
@@ -29,6 +29,10 @@ pub struct Ports {
     pub orders: Arc<dyn OrderRepository>,
     /// Waitlists.
     pub waitlists: Arc<dyn WaitlistRepository>,
+    /// Draws.
+    pub draws: Arc<dyn DrawRepository>,
+    /// Waiting rooms.
+    pub queues: Arc<dyn QueueRepository>,
     /// Idempotency keys.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Notifications.
@@ -63,6 +67,8 @@ store_of!(
         + InventoryRepository
         + OrderRepository
         + WaitlistRepository
+        + DrawRepository
+        + QueueRepository
         + IdempotencyStore
         + NotificationRepository
         + Outbox
@@ -83,6 +89,8 @@ impl Ports {
             inventory: store.clone(),
             orders: store.clone(),
             waitlists: store.clone(),
+            draws: store.clone(),
+            queues: store.clone(),
             idempotency: store.clone(),
             notifications: store.clone(),
             outbox: store,
@@ -143,6 +151,9 @@ pub struct Config {
     /// How often an outbox follower looks for new events (default 100 ms): the most
     /// a process's live feed and cache invalidation lag behind a commit.
     pub follow_interval: Duration,
+    /// The key signing waiting-room admission tokens (HMAC-SHA256). Processes that
+    /// share a store must share it; the default is random per process.
+    pub admission_key: AdmissionKey,
 }
 
 impl Default for Config {
@@ -163,12 +174,14 @@ impl Default for Config {
             outbox_retention: Duration::from_secs(24 * 3600),
             follow_outbox: false,
             follow_interval: Duration::from_millis(100),
+            admission_key: AdmissionKey::random(),
         }
     }
 }
 
 mod background;
 mod catalog;
+mod fair;
 mod health;
 mod idempotency;
 mod inventory;
@@ -180,6 +193,7 @@ mod watch;
 
 pub use background::{Background, OutboxFollower, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
 pub use catalog::{NewDrop, NewProduct, NewVariant, ProductPatch, MAX_VARIANTS};
+pub use fair::{AdmissionKey, EnterDraw, QueueState, QueueStatus};
 pub use idempotency::Idempotent;
 pub use inventory::StockAdjustment;
 pub use orders::{check_idempotency_key, PlaceOrder};

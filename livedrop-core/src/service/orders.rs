@@ -25,6 +25,10 @@ pub struct PlaceOrder {
     /// The variant; may be left out on a drop of one variant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sku: Option<String>,
+    /// The waiting room's admission token, on a drop behind one. Not part of the
+    /// request's fingerprint: a retry with a fresh token replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admission_token: Option<String>,
 }
 
 impl PlaceOrder {
@@ -116,6 +120,16 @@ impl Livedrop {
             }
             SkuResolution::Required => return Err(sku_required()),
         };
+        let admitted = if drop.draw.is_some() {
+            Err(Error::DropIsDraw)
+        } else {
+            self.check_admission(&drop, actor.id, request.admission_token.as_deref())
+        };
+        if let Err(refusal) = admitted {
+            return self
+                .placed_under_key(actor, key, fingerprint, refusal)
+                .await;
+        }
         let now = self.now();
         if !drop.accepts_orders_at(now) {
             let stock = self.displayed_stock(drop.id).await?;

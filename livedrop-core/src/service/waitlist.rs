@@ -34,6 +34,9 @@ impl Livedrop {
             return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
         }
         let definition = self.drop_definition(drop).await?;
+        if definition.draw.is_some() {
+            return Err(Error::DropIsDraw);
+        }
         let sku = match definition.resolve_sku(request.sku.as_deref()) {
             SkuResolution::Found(sku) => sku.to_owned(),
             SkuResolution::Unknown => return Err(Error::not_found("variant")),

@@ -44,6 +44,14 @@ pub enum DropUpdate {
         /// Its new status.
         status: DropStatus,
     },
+    /// A waiting-room drop's queue moved: buyers up to this position are admitted.
+    /// Sent when the watch begins and whenever it grows (checked every second).
+    Queue {
+        /// The drop.
+        drop_id: DropId,
+        /// How many of the queue are admitted now.
+        admitted_through: u64,
+    },
 }
 
 /// The updates of one drop, from [`Livedrop::watch_drop`]. Never ends on its own
@@ -106,6 +114,8 @@ struct Watcher {
     stock_versions: Vec<i64>,
     /// The status last reported.
     status: DropStatus,
+    /// For a waiting-room drop, the admissions last reported.
+    admitted_through: Option<u64>,
     pending: VecDeque<DropUpdate>,
     tick: tokio::time::Interval,
 }
@@ -123,6 +133,7 @@ impl Watcher {
             variant_stock: view.variant_stock,
             stock_versions,
             status,
+            admitted_through: None,
             pending: VecDeque::new(),
             tick,
         };
@@ -202,6 +213,7 @@ impl Watcher {
                 self.refresh_status();
             }
             EventPayload::DropScheduled(drop)
+            | EventPayload::DropDrawn(drop)
             | EventPayload::DropStarted(drop)
             | EventPayload::DropEnded(drop)
             | EventPayload::DropCancelled(drop) => {
@@ -211,6 +223,8 @@ impl Watcher {
             // The stock an order or a hand-off moves arrives as its `stock.changed`;
             // an extension moves none.
             EventPayload::WaitlistOffered(_)
+            | EventPayload::DrawWon(_)
+            | EventPayload::DrawLost(_)
             | EventPayload::WaitlistSkipped(_)
             | EventPayload::WaitlistClosed(_)
             | EventPayload::OrderPlaced(_)
@@ -224,6 +238,24 @@ impl Watcher {
             | EventPayload::UserFollowed(_) => {}
         }
         false
+    }
+
+    /// Reports the queue's admissions of a waiting-room drop when they grew.
+    async fn refresh_queue(&mut self) {
+        if self.drop.waiting_room.is_none() {
+            return;
+        }
+        match self.livedrop.admitted_through(self.drop.id).await {
+            Ok(admitted) if Some(admitted) != self.admitted_through => {
+                self.admitted_through = Some(admitted);
+                self.pending.push_back(DropUpdate::Queue {
+                    drop_id: self.drop.id,
+                    admitted_through: admitted,
+                });
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(drop = %self.drop.id, code = e.code(), "queue not read"),
+        }
     }
 
     /// Re-reads the drop after missed events.
@@ -263,7 +295,10 @@ impl Watcher {
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                _ = self.tick.tick() => self.refresh_status(),
+                _ = self.tick.tick() => {
+                    self.refresh_status();
+                    self.refresh_queue().await;
+                }
             }
         }
     }

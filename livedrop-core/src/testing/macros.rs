@@ -98,6 +98,13 @@ macro_rules! store_conformance {
             waitlist_skips_past_the_limit,
             waitlist_closes_with_the_drop,
             waitlist_races_hand_each_unit_once,
+            draws_take_entries_while_open,
+            draws_run_once_ranked_by_the_revealed_seed,
+            draws_run_exactly_once_under_races,
+            draws_hand_units_back_in_rank_order,
+            queues_order_the_pre_queue_and_space_admissions,
+            queues_refuse_without_an_open_room,
+            queues_space_concurrent_joins,
         }
     };
 }

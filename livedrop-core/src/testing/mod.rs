@@ -43,8 +43,9 @@
 use std::sync::Arc;
 
 use crate::ports::{
-    DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository, OrderRepository,
-    Outbox, ProductRepository, UserRepository, WaitlistRepository,
+    DrawRepository, DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository,
+    OrderRepository, Outbox, ProductRepository, QueueRepository, UserRepository,
+    WaitlistRepository,
 };
 use crate::service::{Ports, Store};
 
@@ -71,6 +72,10 @@ pub struct Repos {
     pub orders: Arc<dyn OrderRepository>,
     /// Waitlists.
     pub waitlists: Arc<dyn WaitlistRepository>,
+    /// Draws.
+    pub draws: Arc<dyn DrawRepository>,
+    /// Waiting rooms.
+    pub queues: Arc<dyn QueueRepository>,
     /// Idempotency keys.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Notifications.
@@ -89,6 +94,8 @@ impl Repos {
             inventory: store.clone(),
             orders: store.clone(),
             waitlists: store.clone(),
+            draws: store.clone(),
+            queues: store.clone(),
             idempotency: store.clone(),
             notifications: store.clone(),
             outbox: store,
@@ -104,6 +111,8 @@ impl Repos {
             inventory: ports.inventory.clone(),
             orders: ports.orders.clone(),
             waitlists: ports.waitlists.clone(),
+            draws: ports.draws.clone(),
+            queues: ports.queues.clone(),
             idempotency: ports.idempotency.clone(),
             notifications: ports.notifications.clone(),
             outbox: ports.outbox.clone(),

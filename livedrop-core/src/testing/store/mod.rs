@@ -181,6 +181,68 @@ async fn seed_drop(
     drop
 }
 
+/// A draw drop like [`live_sized_drop`] (live from `at(-600)` to `at(3600)`) whose
+/// entries close at `at(600)`, with its secret seed.
+async fn draw_drop(repos: &Repos, variants: &[(&str, u32)], limit: u32) -> (model::Drop, String) {
+    let creator = seed_user(repos, "creator", Role::Creator).await;
+    let product = seed_product(repos, &creator, "Sneaker", "Raffle", at(-7200)).await;
+    let skus: Vec<&str> = variants.iter().map(|(sku, _)| *sku).collect();
+    let seed = model::Draw::new_seed();
+    let mut drop = fixtures::with_variants(
+        fixtures::drop_of(
+            &product,
+            at(-600),
+            at(3600),
+            limit,
+            DropState::Live,
+            at(-3600),
+        ),
+        &skus,
+    );
+    drop.draw = Some(model::Draw {
+        entries_close_at: at(600),
+        commitment: model::Draw::commitment_of(&seed),
+        seed: None,
+        drawn_at: None,
+    });
+    let stock: Vec<u32> = variants.iter().map(|(_, n)| *n).collect();
+    let event = Event::drop(EventType::DropScheduled, &drop, at(-3600));
+    repos
+        .draws
+        .insert_draw_drop(&drop, &stock, &seed, &[event])
+        .await
+        .expect("insert draw drop");
+    (drop, seed)
+}
+
+/// A first-come drop of `total` units behind a waiting room admitting one buyer a
+/// second, tokens valid a minute, open 30 minutes before its start at `at(600)`
+/// (ends at `at(7200)`).
+async fn room_drop(repos: &Repos, total: u32) -> model::Drop {
+    let creator = seed_user(repos, "creator", Role::Creator).await;
+    let product = seed_product(repos, &creator, "Console", "Queue", at(-7200)).await;
+    let mut drop = fixtures::drop_of(
+        &product,
+        at(600),
+        at(7200),
+        1,
+        DropState::Scheduled,
+        at(-3600),
+    );
+    drop.waiting_room = Some(model::WaitingRoom {
+        admit_per_minute: 60,
+        token_seconds: 60,
+        opens_minutes_before: 30,
+    });
+    let event = Event::drop(EventType::DropScheduled, &drop, at(-3600));
+    repos
+        .drops
+        .insert_drop(&drop, &[total], &[event])
+        .await
+        .expect("insert room drop");
+    drop
+}
+
 /// A live drop like [`live_drop`] selling `variants` (sku, units), with `limit`.
 async fn live_sized_drop(repos: &Repos, variants: &[(&str, u32)], limit: u32) -> model::Drop {
     let creator = seed_user(repos, "creator", Role::Creator).await;
@@ -278,3 +340,7 @@ mod variants;
 pub use variants::*;
 mod waitlists;
 pub use waitlists::*;
+mod draws;
+pub use draws::*;
+mod queues;
+pub use queues::*;

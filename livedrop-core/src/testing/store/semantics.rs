@@ -61,6 +61,8 @@ fn services(repos: &Repos) -> Livedrop {
         inventory: repos.inventory.clone(),
         orders: repos.orders.clone(),
         waitlists: repos.waitlists.clone(),
+        draws: repos.draws.clone(),
+        queues: repos.queues.clone(),
         idempotency: repos.idempotency.clone(),
         notifications: repos.notifications.clone(),
         outbox: repos.outbox.clone(),
@@ -303,6 +305,9 @@ pub async fn timestamps_outside_the_storable_range_are_refused(repos: &Repos) {
         total_stock: 3,
         variants: vec![],
         per_user_limit: None,
+        allocation: crate::model::Allocation::FirstCome,
+        entries_close_at: None,
+        waiting_room: None,
     };
     let before = EARLIEST - TimeDelta::days(1);
     let after = LATEST + TimeDelta::days(1);
