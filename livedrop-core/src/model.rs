@@ -503,6 +503,11 @@ impl Drop {
         self.variants.iter().find(|v| v.sku == sku)
     }
 
+    /// The index of variant `sku` in `variants`, if the drop sells it.
+    pub fn variant_index(&self, sku: &str) -> Option<usize> {
+        self.variants.iter().position(|v| v.sku == sku)
+    }
+
     /// The sku an order or adjustment naming `sku` (or none) is for: the named one if
     /// the drop sells it, or the only variant when none is named.
     pub fn resolve_sku(&self, sku: Option<&str>) -> SkuResolution<'_> {

@@ -15,7 +15,7 @@ use livedrop_core::ports::{DropRepository, InventoryRepository, ProductRepositor
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use uuid::Uuid;
 
-use super::{keyset_page, DropRow, MemoryStore, State, VariantRow};
+use super::{keyset_page, DrawBook, DropRow, MemoryStore, State, VariantRow};
 
 /// Whether the scheduler may still have to move a drop in this state.
 fn is_open(state: DropState) -> bool {
@@ -98,12 +98,14 @@ impl ProductRepository for MemoryStore {
     }
 }
 
-#[async_trait]
-impl DropRepository for MemoryStore {
-    async fn insert_drop(
+impl MemoryStore {
+    /// Stores a new drop (a draw drop with its secret `seed`), as
+    /// [`DropRepository::insert_drop`] documents.
+    pub(super) fn insert(
         &self,
         drop: &model::Drop,
         stock: &[u32],
+        seed: Option<&str>,
         events: &[Event],
     ) -> StoreResult<()> {
         if stock.len() != drop.variants.len() {
@@ -153,11 +155,28 @@ impl DropRepository for MemoryStore {
                     variants,
                     ledger,
                     waiting: Default::default(),
+                    draw: seed.map(|seed| DrawBook {
+                        seed: seed.to_owned(),
+                        ..DrawBook::default()
+                    }),
+                    queue: Default::default(),
                 },
             );
             state.append(events.iter().cloned());
             Ok(())
         })
+    }
+}
+
+#[async_trait]
+impl DropRepository for MemoryStore {
+    async fn insert_drop(
+        &self,
+        drop: &model::Drop,
+        stock: &[u32],
+        events: &[Event],
+    ) -> StoreResult<()> {
+        self.insert(drop, stock, None, events)
     }
 
     async fn drop_by_id(&self, id: DropId) -> StoreResult<Option<model::Drop>> {

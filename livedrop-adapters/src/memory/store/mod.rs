@@ -24,6 +24,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 mod catalog;
+mod fair;
 mod notifications;
 mod orders;
 mod users;
@@ -153,6 +154,39 @@ struct DropRow {
     ledger: BTreeMap<Key, LedgerEntry>,
     /// Who waits, for which variant: one entry per buyer.
     waiting: HashMap<UserId, Waiting>,
+    /// A draw drop's secret seed and entries.
+    draw: Option<DrawBook>,
+    /// A waiting room's queue.
+    queue: Queue,
+}
+
+/// A draw drop's secret seed and entries.
+#[derive(Debug, Default)]
+struct DrawBook {
+    seed: String,
+    entries: HashMap<UserId, model::DrawEntry>,
+    /// After the draw: the entrants in rank order.
+    ranked: Vec<UserId>,
+}
+
+/// A waiting room's queue.
+#[derive(Debug, Default)]
+struct Queue {
+    /// Who joined before the start, by `(shuffle key, user)`, with when.
+    pre: BTreeMap<(u64, UserId), Timestamp>,
+    /// Who joined from the start on, in join order: `(user, joined_at, admit_at)`.
+    post: Vec<(UserId, Timestamp, Timestamp)>,
+    /// Where each member is.
+    members: HashMap<UserId, Member>,
+}
+
+/// Where a buyer is in a queue.
+#[derive(Debug, Clone, Copy)]
+enum Member {
+    /// In the pre-queue, under this shuffle key.
+    Pre(u64),
+    /// At this index of the later arrivals.
+    Post(usize),
 }
 
 impl DropRow {
@@ -408,10 +442,11 @@ impl State {
     }
 
     /// Applies `change` to the stock of the drop's variant `variant`, hands what it
-    /// made available to the variant's waitlist when `hand_off` holds the offers'
-    /// hold (see [`State::hand_off`]), bumps the variant's stock version and appends
-    /// [`Event::stock_moved`] with the stock after both. Returns the stock after, or
-    /// `None` for an unknown drop.
+    /// made available to the variant's waitlist (or, for a drawn drop, to the entries
+    /// that have not won) when `hand_off` holds the offers' hold (see
+    /// [`State::hand_off`], [`State::draw_hand_off`]), bumps the variant's stock
+    /// version and appends [`Event::stock_moved`] with the stock after both. Returns
+    /// the stock after, or `None` for an unknown drop.
     fn move_stock(
         &mut self,
         drop: DropId,
@@ -423,9 +458,24 @@ impl State {
         let row = self.drops.get_mut(&drop)?;
         let before = row.variants[variant].stock;
         change(&mut row.variants[variant].stock);
-        if let Some(hold) = hand_off {
-            self.hand_off(drop, variant, at, hold);
+        let is_draw = row.draw.is_some();
+        match hand_off {
+            Some(hold) if is_draw => self.draw_hand_off(drop, variant, at, hold),
+            Some(hold) => self.hand_off(drop, variant, at, hold),
+            None => {}
         }
+        self.stock_moved(drop, variant, before, at)
+    }
+
+    /// Bumps the stock version of the drop's variant `variant`, which was `before`,
+    /// and appends [`Event::stock_moved`] with its stock now. Returns that stock.
+    fn stock_moved(
+        &mut self,
+        drop: DropId,
+        variant: usize,
+        before: Stock,
+        at: Timestamp,
+    ) -> Option<Stock> {
         let row = self.drops.get_mut(&drop)?;
         let v = &mut row.variants[variant];
         v.version += 1;
