@@ -1484,6 +1484,8 @@ mod tests {
             state: DropState::Scheduled,
             created_at: start,
             variants: Variant::only_default(),
+            draw: None,
+            waiting_room: None,
         }
     }
 
@@ -1579,6 +1581,105 @@ mod tests {
         for bad in ["", "a b", "é", "a/b", &"x".repeat(65), "a\0"] {
             assert!(!Variant::is_valid_sku(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_draw_commits_to_its_seed_and_ranks_by_it() {
+        let seed = Draw::new_seed();
+        assert_eq!(seed.len(), 64);
+        let commitment = Draw::commitment_of(&seed);
+        assert_eq!(commitment.len(), 64);
+        assert_ne!(commitment, Draw::commitment_of(&Draw::new_seed()));
+        // sha256("abc") in hex: the commitment is the digest of the seed's text.
+        assert_eq!(
+            Draw::commitment_of("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(Draw::rank_key("abc", "x"), Draw::commitment_of("abc:x"));
+        let entry = |token: &str| DrawEntry {
+            drop_id: DropId::new(),
+            user_id: UserId::new(),
+            sku: "m".into(),
+            quantity: 1,
+            token: token.into(),
+            entered_at: chrono::DateTime::UNIX_EPOCH,
+            result: DrawResult::Pending,
+            rank: None,
+            order_id: None,
+        };
+        let ranked = Draw::ranked("abc", vec![entry("a"), entry("b"), entry("c")]);
+        let mut want: Vec<(String, &str)> = ["a", "b", "c"]
+            .into_iter()
+            .map(|t| (Draw::rank_key("abc", t), t))
+            .collect();
+        want.sort();
+        assert_eq!(
+            ranked.iter().map(|e| e.token.as_str()).collect::<Vec<_>>(),
+            want.iter().map(|(_, t)| *t).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            ranked.iter().map(|e| e.rank).collect::<Vec<_>>(),
+            vec![Some(1), Some(2), Some(3)]
+        );
+    }
+
+    #[test]
+    fn a_draw_awards_whole_quantities_in_rank_order() {
+        let entry = |sku: &str, quantity: u32, result: DrawResult| DrawEntry {
+            drop_id: DropId::new(),
+            user_id: UserId::new(),
+            sku: sku.into(),
+            quantity,
+            token: String::new(),
+            entered_at: chrono::DateTime::UNIX_EPOCH,
+            result,
+            rank: None,
+            order_id: None,
+        };
+        let ranked = [
+            entry("s", 2, DrawResult::Pending),
+            entry("s", 2, DrawResult::Pending),
+            entry("s", 1, DrawResult::Pending),
+            entry("m", 1, DrawResult::Won),
+            entry("m", 1, DrawResult::Pending),
+            entry("xl", 1, DrawResult::Pending),
+        ];
+        let mut free = [3, 1];
+        let variant = |sku: &str| match sku {
+            "s" => Some(0),
+            "m" => Some(1),
+            _ => None,
+        };
+        assert_eq!(
+            plan_draw(&ranked, &mut free, variant),
+            vec![0, 2, 4],
+            "the second 2 does not fit in the 1 left; a won entry is passed over"
+        );
+        assert_eq!(free, [0, 0]);
+    }
+
+    #[test]
+    fn a_waiting_room_spaces_admissions_by_its_rate() {
+        let room = WaitingRoom {
+            admit_per_minute: 120,
+            token_seconds: 60,
+            opens_minutes_before: 10,
+        };
+        let t0 = chrono::DateTime::UNIX_EPOCH + Duration::days(1);
+        assert_eq!(room.interval(), Duration::milliseconds(500));
+        assert_eq!(room.opens_at(t0), t0 - Duration::minutes(10));
+        assert_eq!(room.pre_queue_slot(t0, 1), t0);
+        assert_eq!(room.pre_queue_slot(t0, 3), t0 + Duration::seconds(1));
+        assert_eq!(room.next_slot(None, t0, t0 - Duration::seconds(5)), t0);
+        assert_eq!(
+            room.next_slot(Some(t0 + Duration::seconds(1)), t0, t0),
+            t0 + Duration::milliseconds(1500)
+        );
+        assert_eq!(
+            room.next_slot(Some(t0), t0, t0 + Duration::seconds(9)),
+            t0 + Duration::seconds(9),
+            "not before the join"
+        );
     }
 
     #[test]
