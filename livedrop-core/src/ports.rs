@@ -336,6 +336,8 @@ pub trait DrawRepository: Send + Sync + 'static {
         after_rank: u64,
         limit: u32,
     ) -> StoreResult<Vec<DrawEntry>>;
+    /// How many entries the draw has, and how many of them won so far.
+    async fn draw_counts(&self, drop: DropId) -> StoreResult<(u64, u64)>;
     /// Draw drops not cancelled whose entries closed at or before `now` and that
     /// were not drawn yet; at most `limit`, earliest close first.
     async fn due_draws(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DropId>>;

@@ -186,6 +186,11 @@ impl Livedrop {
             .await?)
     }
 
+    /// How many entries a draw drop has, and how many won so far.
+    pub async fn draw_counts(&self, drop: DropId) -> Result<(u64, u64)> {
+        Ok(self.ports().draws.draw_counts(drop).await?)
+    }
+
     /// One draw step: runs every draw whose entries closed. Returns how many this
     /// process ran (a draw another process ran first is not counted).
     pub async fn run_due_draws(&self) -> Result<usize> {

@@ -211,6 +211,19 @@ impl DrawRepository for MemoryStore {
             .collect())
     }
 
+    async fn draw_counts(&self, drop: DropId) -> StoreResult<(u64, u64)> {
+        let state = self.lock();
+        let Some(book) = state.drops.get(&drop).and_then(|row| row.draw.as_ref()) else {
+            return Ok((0, 0));
+        };
+        let won = book
+            .entries
+            .values()
+            .filter(|e| e.result == DrawResult::Won)
+            .count();
+        Ok((book.entries.len() as u64, won as u64))
+    }
+
     async fn due_draws(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DropId>> {
         let state = self.lock();
         let mut due: Vec<(Timestamp, DropId)> = state

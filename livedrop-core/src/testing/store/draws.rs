@@ -184,6 +184,10 @@ pub async fn draws_run_once_ranked_by_the_revealed_seed(repos: &Repos) {
     }
     drain(repos).await;
     assert_eq!(
+        repos.draws.draw_counts(drop.id).await.expect("counts"),
+        (12, 0)
+    );
+    assert_eq!(
         repos.draws.due_draws(at(599), 10).await.expect("due"),
         Vec::<DropId>::new()
     );
@@ -241,6 +245,10 @@ pub async fn draws_run_once_ranked_by_the_revealed_seed(repos: &Repos) {
             Some(entry)
         );
     }
+    assert_eq!(
+        repos.draws.draw_counts(drop.id).await.expect("counts"),
+        (12, winners.len() as u64)
+    );
     let sold: u32 = entries
         .iter()
         .filter(|e| e.result == DrawResult::Won)
