@@ -3,7 +3,7 @@
 //!
 //! - [`rows`]: the rows both read and their conversion into the domain, generic over
 //!   how a point in time is stored ([`rows::Stamp`]);
-//! - [`catalog`], [`orders`], [`outbox`]: the bodies of the repository ports, written
+//! - [`catalog`], [`orders`], [`waitlist`], [`outbox`]: the bodies of the repository ports, written
 //!   once (SQL with `$n` parameters, which both dialects read) and expanded for each
 //!   store by a macro, where only the connection types and the store's `dialect`
 //!   module differ;
@@ -37,6 +37,7 @@ pub(crate) mod catalog;
 pub(crate) mod orders;
 pub(crate) mod outbox;
 pub(crate) mod rows;
+pub(crate) mod waitlist;
 
 /// A combiner that saw no order for this long retires (its drop cooled down).
 const IDLE: Duration = Duration::from_secs(2);
