@@ -64,7 +64,7 @@ fn live_drop(per_user_limit: u32) -> model::Drop {
 async fn new_drop(store: &PgStore, stock: u32, per_user_limit: u32) -> model::Drop {
     let drop = live_drop(per_user_limit);
     let events = [Event::drop(EventType::DropScheduled, &drop, t0())];
-    store.insert_drop(&drop, stock, &events).await.unwrap();
+    store.insert_drop(&drop, &[stock], &events).await.unwrap();
     drop
 }
 
@@ -252,6 +252,7 @@ fn summary(o: &PlaceOutcome) -> Summary {
         PlaceOutcome::NotLive => ("not_live", None, None),
         PlaceOutcome::LimitExceeded { limit, held } => ("limit", None, Some((*limit, *held))),
         PlaceOutcome::DropNotFound => ("not_found", None, None),
+        PlaceOutcome::UnknownVariant => ("unknown_variant", None, None),
     }
 }
 
@@ -352,7 +353,10 @@ async fn raw_sql_cannot_break_the_invariant() {
         let code = err.as_database_error().and_then(|e| e.code()).unwrap();
         assert_eq!(code, "23514", "{bad}");
     }
-    assert_eq!(store.stock(drop.id).await.unwrap(), Some(Stock::new(10)));
+    assert_eq!(
+        store.stock(drop.id).await.unwrap(),
+        Some(vec![Stock::new(10)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -403,7 +407,7 @@ async fn transition_has_one_winner_across_processes() {
     let stores = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::RowLock]).await;
     let mut drop = live_drop(1);
     drop.state = DropState::Scheduled;
-    stores[0].insert_drop(&drop, 5, &[]).await.unwrap();
+    stores[0].insert_drop(&drop, &[5], &[]).await.unwrap();
     let due = stores[0].due_transitions(t0(), 10).await.unwrap();
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![drop.id]);
     let mut tasks = Vec::new();
@@ -452,7 +456,7 @@ async fn concurrent_sweepers_return_each_hold_once() {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.expire_holds(later, 7).await.unwrap();
+                let batch = store.expire_holds(later, 7, fixtures::HOLD).await.unwrap();
                 if batch.is_empty() {
                     return mine;
                 }
@@ -556,6 +560,8 @@ async fn outbox_never_returns_rolled_back_events() {
     // A failing adjust (past u32 stock) rolls its events back too.
     let huge = Adjustment {
         drop_id: drop.id,
+        sku: model::DEFAULT_SKU.into(),
+        hold: fixtures::HOLD,
         delta: i64::from(u32::MAX),
         reason: "too much".into(),
         actor_id: None,
@@ -644,7 +650,7 @@ async fn wait_for_append_wakes_on_commit() {
     other
         .insert_drop(
             &drop,
-            1,
+            &[1],
             &[Event::drop(EventType::DropScheduled, &drop, t0())],
         )
         .await
@@ -950,7 +956,7 @@ async fn random_sequences_keep_the_invariant() {
                     } else {
                         Settlement::Cancel
                     };
-                    let got = store.settle_order(id, s, now).await.unwrap();
+                    let got = store.settle_order(id, s, now, fixtures::HOLD).await.unwrap();
                     let (kind, status) = m.settle(id, s, now);
                     assert_eq!(settle_kind(&got), (kind, Some(status)), "{at}: {s:?}");
                     settled += 1;
@@ -958,7 +964,7 @@ async fn random_sequences_keep_the_invariant() {
                 7 => {
                     now += chrono::Duration::minutes(rng.gen_range(1..8));
                     let due = m.due(now);
-                    let batch = store.expire_holds(now, 10).await.unwrap();
+                    let batch = store.expire_holds(now, 10, fixtures::HOLD).await.unwrap();
                     let ids: HashSet<OrderId> = batch.iter().map(|o| o.id).collect();
                     assert_eq!(ids.len(), batch.len(), "{at}: an order expired twice");
                     assert_eq!(batch.len(), due.len().min(10), "{at}");
@@ -976,6 +982,8 @@ async fn random_sequences_keep_the_invariant() {
                     let delta: i64 = rng.gen_range(-3..4);
                     let adj = Adjustment {
                         drop_id: drop.id,
+                        sku: model::DEFAULT_SKU.into(),
+                        hold: fixtures::HOLD,
                         delta,
                         reason: "random".into(),
                         actor_id: None,
@@ -1012,7 +1020,7 @@ async fn random_sequences_keep_the_invariant() {
         let end = t0() + chrono::Duration::days(1);
         let due = m.due(end);
         let ids: HashSet<OrderId> = store
-            .expire_holds(end, 1_000)
+            .expire_holds(end, 1_000, fixtures::HOLD)
             .await
             .unwrap()
             .iter()
@@ -1101,6 +1109,7 @@ async fn pruning_removes_only_published_events() {
 /// Two processes on one schema with no broker, each with its own in-process bus and
 /// cache: an order placed through one shows in the other's live feed, and the
 /// other's cached stock view is invalidated (its TTL is far away).
+#[cfg(feature = "memory")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_every_process_sees_every_committed_event() {
     use livedrop_adapters::memory::{MemoryBus, MemoryCache};
@@ -1164,6 +1173,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
                 starts_at: None,
                 ends_at: clock.now() + chrono::Duration::days(1),
                 total_stock: 5,
+                variants: vec![],
                 per_user_limit: None,
             },
         )
@@ -1179,6 +1189,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
             PlaceOrder {
                 drop_id: drop.drop.id,
                 quantity: 1,
+                sku: None,
             },
         )
         .await

@@ -369,7 +369,7 @@ impl<T: Stamp> WaitlistRow<T> {
     /// Columns of `waitlist w` for a whole line read in `seq` order, whose
     /// positions the reader counts (`position` reads 0).
     pub(crate) const LINE_COLUMNS: &'static str =
-        "w.drop_id, w.sku, w.user_id, w.quantity, w.joined_at, 0 AS position";
+        "w.drop_id, w.sku, w.user_id, w.quantity, w.joined_at, CAST(0 AS BIGINT) AS position";
 
     pub(crate) fn into_entry(self) -> StoreResult<model::WaitlistEntry> {
         Ok(model::WaitlistEntry {
