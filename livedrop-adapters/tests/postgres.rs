@@ -207,6 +207,162 @@ async fn per_user_limit_holds_across_two_processes() {
     }
 }
 
+/// A live drop selling `variants` (sku, units), with `per_user_limit`.
+async fn new_sized_drop(
+    store: &PgStore,
+    variants: &[(&str, u32)],
+    per_user_limit: u32,
+) -> model::Drop {
+    let skus: Vec<&str> = variants.iter().map(|(sku, _)| *sku).collect();
+    let drop = fixtures::with_variants(live_drop(per_user_limit), &skus);
+    let stock: Vec<u32> = variants.iter().map(|(_, n)| *n).collect();
+    let events = [Event::drop(EventType::DropScheduled, &drop, t0())];
+    store.insert_drop(&drop, &stock, &events).await.unwrap();
+    drop
+}
+
+fn sized_order(user: UserId, drop: &model::Drop, sku: &str, key: &str) -> Order {
+    Order {
+        sku: sku.to_owned(),
+        ..order(user, drop, 1, key)
+    }
+}
+
+/// Each variant row read with plain SQL, by sku, and whether the orders of that
+/// variant account for it (reserved and sold) and the CHECKed invariant holds.
+async fn audit_variants(db: &TestSchema, drop: DropId) -> Vec<(String, Stock, bool)> {
+    let mut conn = db.conn().await;
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT i.sku, i.total_stock, i.available, i.reserved, i.sold, \
+                COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'reserved'), 0)::int8, \
+                COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'confirmed'), 0)::int8 \
+         FROM inventory i LEFT JOIN orders o ON o.drop_id = i.drop_id AND o.sku = i.sku \
+         WHERE i.drop_id = $1 GROUP BY i.sku, i.total_stock, i.available, i.reserved, i.sold, \
+                                       i.position \
+         ORDER BY i.position",
+    )
+    .bind(drop.0)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(sku, total, available, reserved, sold, held_reserved, held_sold)| {
+            let stock = Stock {
+                total: total as u32,
+                available: available as u32,
+                reserved: reserved as u32,
+                sold: sold as u32,
+            };
+            let accounted = stock.is_consistent()
+                && available >= 0
+                && held_reserved == reserved
+                && held_sold == sold;
+            (sku, stock, accounted)
+        })
+        .collect()
+}
+
+/// One buyer with a limit of 1 orders two different sizes at once, one order through
+/// each of two processes (two pools on one schema), round after round, with every
+/// pair of strategies: exactly one of the two is placed each round, and no buyer
+/// ever holds more than one unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_buyer_across_sizes_and_processes_never_passes_the_limit() {
+    let Some(db) = fresh().await else {
+        return;
+    };
+    for strategies in [
+        [ReserveStrategy::RowLock, ReserveStrategy::RowLock],
+        [ReserveStrategy::group(), ReserveStrategy::RowLock],
+        [ReserveStrategy::group(), ReserveStrategy::group()],
+    ] {
+        let [a, b] = pools(&db, strategies).await;
+        let drop = new_sized_drop(&a, &[("s", 100), ("m", 100)], 1).await;
+        for round in 0..40 {
+            let buyer = UserId::new();
+            let tasks = [(a.clone(), "s"), (b.clone(), "m")].map(|(store, sku)| {
+                let o = sized_order(buyer, &drop, sku, &format!("{sku}-{round}"));
+                tokio::spawn(async move { store.place_order(&o, t0()).await })
+            });
+            let mut outcomes = Vec::new();
+            for t in tasks {
+                outcomes.push(t.await.unwrap().unwrap());
+            }
+            assert_eq!(count_placed(&outcomes), 1, "{strategies:?} round {round}");
+            assert!(
+                outcomes.iter().any(|o| matches!(
+                    o,
+                    PlaceOutcome::LimitExceeded { limit: 1, held: 1 }
+                )),
+                "{strategies:?} round {round}: {outcomes:?}"
+            );
+        }
+        let mut conn = db.conn().await;
+        let over: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT user_id FROM orders \
+             WHERE drop_id = $1 AND status IN ('reserved', 'confirmed') \
+             GROUP BY user_id HAVING SUM(quantity) > 1) AS t",
+        )
+        .bind(drop.id.0)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(over, 0, "{strategies:?}: a buyer passed the limit");
+        for (sku, stock, accounted) in audit_variants(&db, drop.id).await {
+            assert!(accounted, "{sku}: {stock:?}");
+            assert_eq!(stock.total, 100);
+        }
+    }
+}
+
+/// Many buyers race over ten sizes of 8 units from two processes with different
+/// strategies: every size sells exactly its stock, never more, and every variant
+/// row keeps its invariant and matches its orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buyers_over_ten_sizes_in_two_processes_never_oversell() {
+    let Some(db) = fresh().await else {
+        return;
+    };
+    let [a, b] = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
+    let skus: Vec<String> = (0..10).map(|i| format!("size-{i}")).collect();
+    let spec: Vec<(&str, u32)> = skus.iter().map(|s| (s.as_str(), 8)).collect();
+    let drop = new_sized_drop(&a, &spec, 2).await;
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let o = sized_order(UserId::new(), &drop, &skus[(i / 2) % 10], "k");
+        tasks.push(tokio::spawn(
+            async move { store.place_order(&o, t0()).await },
+        ));
+    }
+    let mut sold: std::collections::HashMap<String, u32> = Default::default();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            PlaceOutcome::Placed(o) => *sold.entry(o.sku).or_default() += 1,
+            PlaceOutcome::OutOfStock { available: 0 } => {}
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+    for sku in &skus {
+        assert_eq!(sold.get(sku), Some(&8), "{sku} sold exactly its stock");
+    }
+    let audited = audit_variants(&db, drop.id).await;
+    assert_eq!(audited.len(), 10);
+    for (sku, stock, accounted) in audited {
+        assert!(accounted, "{sku}: {stock:?}");
+        assert_eq!(
+            stock,
+            Stock {
+                total: 8,
+                available: 0,
+                reserved: 8,
+                sold: 0
+            },
+            "{sku}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_key_from_two_processes_places_once() {
     let Some(db) = fresh().await else {
