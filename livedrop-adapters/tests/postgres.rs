@@ -246,19 +246,21 @@ async fn audit_variants(db: &TestSchema, drop: DropId) -> Vec<(String, Stock, bo
     .await
     .unwrap();
     rows.into_iter()
-        .map(|(sku, total, available, reserved, sold, held_reserved, held_sold)| {
-            let stock = Stock {
-                total: total as u32,
-                available: available as u32,
-                reserved: reserved as u32,
-                sold: sold as u32,
-            };
-            let accounted = stock.is_consistent()
-                && available >= 0
-                && held_reserved == reserved
-                && held_sold == sold;
-            (sku, stock, accounted)
-        })
+        .map(
+            |(sku, total, available, reserved, sold, held_reserved, held_sold)| {
+                let stock = Stock {
+                    total: total as u32,
+                    available: available as u32,
+                    reserved: reserved as u32,
+                    sold: sold as u32,
+                };
+                let accounted = stock.is_consistent()
+                    && available >= 0
+                    && held_reserved == reserved
+                    && held_sold == sold;
+                (sku, stock, accounted)
+            },
+        )
         .collect()
 }
 
@@ -290,10 +292,9 @@ async fn one_buyer_across_sizes_and_processes_never_passes_the_limit() {
             }
             assert_eq!(count_placed(&outcomes), 1, "{strategies:?} round {round}");
             assert!(
-                outcomes.iter().any(|o| matches!(
-                    o,
-                    PlaceOutcome::LimitExceeded { limit: 1, held: 1 }
-                )),
+                outcomes
+                    .iter()
+                    .any(|o| matches!(o, PlaceOutcome::LimitExceeded { limit: 1, held: 1 })),
                 "{strategies:?} round {round}: {outcomes:?}"
             );
         }
@@ -1112,7 +1113,10 @@ async fn random_sequences_keep_the_invariant() {
                     } else {
                         Settlement::Cancel
                     };
-                    let got = store.settle_order(id, s, now, fixtures::HOLD).await.unwrap();
+                    let got = store
+                        .settle_order(id, s, now, fixtures::HOLD)
+                        .await
+                        .unwrap();
                     let (kind, status) = m.settle(id, s, now);
                     assert_eq!(settle_kind(&got), (kind, Some(status)), "{at}: {s:?}");
                     settled += 1;

@@ -121,12 +121,15 @@ async fn orders_survive_reopening_the_file() {
     store.migrate().await.unwrap();
     assert_eq!(store.order(placed.id).await.unwrap(), Some(placed.clone()));
     let stock = store.stock(drop.id).await.unwrap().unwrap();
-    assert_eq!(stock, vec![model::Stock {
-        total: 2,
-        available: 1,
-        reserved: 1,
-        sold: 0,
-    }]);
+    assert_eq!(
+        stock,
+        vec![model::Stock {
+            total: 2,
+            available: 1,
+            reserved: 1,
+            sold: 0,
+        }]
+    );
     let again = Order {
         id: OrderId::new(),
         ..placed.clone()

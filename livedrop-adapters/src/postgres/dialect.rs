@@ -66,7 +66,10 @@ pub(crate) const BUYER_LOCKS: bool = true;
 /// takers), and always before any variant row lock. Two orders of one buyer for two
 /// variants, in two processes, so never pass the per-user limit together, while
 /// orders of different buyers and variants do not wait for each other.
-pub(crate) async fn lock_buyers(conn: &mut PgConnection, pairs: &[(Uuid, Uuid)]) -> StoreResult<()> {
+pub(crate) async fn lock_buyers(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> StoreResult<()> {
     if pairs.is_empty() {
         return Ok(());
     }

@@ -247,8 +247,7 @@ pub(crate) struct VariantRow {
 }
 
 impl VariantRow {
-    pub(crate) const COLUMNS: &'static str =
-        "sku, total_stock, available, reserved, sold, version";
+    pub(crate) const COLUMNS: &'static str = "sku, total_stock, available, reserved, sold, version";
 }
 
 /// What a batch decided, to be written in its transaction.

@@ -378,8 +378,9 @@ impl<T: Stamp> WaitlistRow<T> {
             user_id: UserId(self.user_id),
             quantity: to_u32(self.quantity)?,
             joined_at: self.joined_at.time()?,
-            position: u64::try_from(self.position)
-                .map_err(|_| StoreError::backend(format!("position {} out of range", self.position)))?,
+            position: u64::try_from(self.position).map_err(|_| {
+                StoreError::backend(format!("position {} out of range", self.position))
+            })?,
         })
     }
 }
