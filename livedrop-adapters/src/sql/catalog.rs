@@ -529,10 +529,17 @@ macro_rules! catalog_ports {
                         .execute(&mut *tx)
                         .await
                         .map_err(dialect::map_sqlx_error)?;
-                    let at = events
-                        .first()
-                        .map(|e| e.occurred_at)
-                        .unwrap_or_else(::chrono::Utc::now);
+                    // At the transition's instant; with no event to say it, the
+                    // drop's end.
+                    let at = match events.first() {
+                        Some(e) => e.occurred_at,
+                        None => super::orders::drop_view_in(&mut tx, id.0)
+                            .await?
+                            .map(|v| v.drop.ends_at)
+                            .ok_or_else(|| {
+                                ::livedrop_core::StoreError::backend("a moved drop is gone")
+                            })?,
+                    };
                     for row in entries {
                         appended.push(::livedrop_core::event::Event::waitlist(
                             ::livedrop_core::event::EventType::WaitlistClosed,
@@ -696,13 +703,11 @@ macro_rules! catalog_ports {
                         ::livedrop_core::StoreError::backend("the adjusted drop is gone")
                     })?;
                     let none = ::std::collections::HashSet::new();
-                    let free = u32::try_from(adjustment.delta).unwrap_or(u32::MAX);
                     let served = o::serve_waitlist(
                         &mut tx,
                         &view.drop,
                         sku,
                         &mut row,
-                        free,
                         adjustment.at,
                         adjustment.hold,
                         locked.get(&drop).unwrap_or(&none),

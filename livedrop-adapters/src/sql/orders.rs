@@ -215,8 +215,9 @@ macro_rules! order_ports {
                 .collect()
         }
 
-        /// Serves variant `sku`'s waitlist with `free` units that just came back to
-        /// `stock` (the variant's row, held), in the caller's transaction, when the
+        /// Serves variant `sku`'s waitlist with the units available in `stock` (the
+        /// variant's row, held, just after a movement that freed units: while anyone
+        /// waits nothing else is available), in the caller's transaction, when the
         /// drop accepts orders at `now`: offers and skips as
         /// [`plan_waitlist`]($crate::sql::plan_waitlist) decides, their orders
         /// inserted and their entries ended. Returns the hand-off's events, or
@@ -228,11 +229,11 @@ macro_rules! order_ports {
             drop: &::livedrop_core::model::Drop,
             sku: &str,
             stock: &mut $crate::sql::StockRow,
-            free: u32,
             now: ::livedrop_core::clock::Timestamp,
             hold: ::chrono::Duration,
             locked: &::std::collections::HashSet<::uuid::Uuid>,
         ) -> ::livedrop_core::StoreResult<Option<Vec<::livedrop_core::event::Event>>> {
+            let free = $crate::sql::to_u32(stock.available)?;
             if free == 0 || !drop.accepts_orders_at(now) {
                 return Ok(Some(Vec::new()));
             }
@@ -450,7 +451,6 @@ macro_rules! order_ports {
                         &view.drop,
                         &settled.sku,
                         &mut stock,
-                        settled.quantity,
                         now,
                         hold,
                         locked,
@@ -568,7 +568,6 @@ macro_rules! order_ports {
                             definition,
                             &sku,
                             &mut stock,
-                            order.quantity,
                             now,
                             hold,
                             locked.get(&drop).unwrap_or(&none),
