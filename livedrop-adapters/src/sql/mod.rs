@@ -9,10 +9,11 @@
 //!   module differ;
 //! - keyset paging ([`keyset_page`]), one-row reads ([`optional_row`]) and the sorting
 //!   of sqlx errors ([`sort_error`]);
-//! - about orders: the stock row, the refusal rules checked under the drop's lock, the
-//!   decision of a batch in arrival order, and group reserve's combiner, which turns
-//!   the concurrent `place_order` calls of this process on one drop into one
-//!   transaction per batch.
+//! - about orders: a variant's stock row, the refusal rules checked under the
+//!   buyers' and variants' locks, the decision of a batch in arrival order, the
+//!   plan of a waitlist hand-off ([`plan_waitlist`]), and group reserve's combiner,
+//!   which turns the concurrent `place_order` calls of this process on one drop into
+//!   one transaction per batch.
 //!
 //! A store supplies the batch decision ([`Batcher::decide`]: one transaction that
 //! decides every order of the batch in arrival order against committed state); this
