@@ -364,6 +364,140 @@ async fn buyers_over_ten_sizes_in_two_processes_never_oversell() {
     }
 }
 
+/// Units come back to a size through two processes at once (cancels and restocks
+/// through both) while its waiting buyers, through both too, order another size:
+/// each waiting buyer is served at most once and never past the limit of 1 (an
+/// entry whose buyer got the other size first is skipped), no unit is lost or
+/// offered twice, and no one is left waiting while units are available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waitlist_hand_off_across_two_processes_keeps_every_guarantee() {
+    use livedrop_core::model::{JoinOutcome, WaitlistJoin};
+    use livedrop_core::ports::WaitlistRepository;
+
+    let Some(db) = fresh().await else {
+        return;
+    };
+    let [a, b] = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
+    let drop = new_sized_drop(&a, &[("s", 20), ("m", 10)], 1).await;
+    let mut holds = Vec::new();
+    for i in 0..20 {
+        let o = sized_order(UserId::new(), &drop, "s", &format!("h{i}"));
+        let PlaceOutcome::Placed(o) = a.place_order(&o, t0()).await.unwrap() else {
+            panic!("the hold is placed");
+        };
+        holds.push(o);
+    }
+    let mut waiting = Vec::new();
+    for i in 0..25 {
+        let user = UserId::new();
+        let store = if i % 2 == 0 { &a } else { &b };
+        let join = WaitlistJoin {
+            drop_id: drop.id,
+            sku: "s".into(),
+            user_id: user,
+            quantity: 1,
+            at: fixtures::at(1),
+        };
+        assert!(matches!(
+            store.join_waitlist(&join).await.unwrap(),
+            JoinOutcome::Joined(_)
+        ));
+        waiting.push(user);
+    }
+    let now = fixtures::at(10);
+    let mut tasks = Vec::new();
+    for (i, hold) in holds.iter().enumerate() {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let id = hold.id;
+        tasks.push(tokio::spawn(async move {
+            let out = store
+                .settle_order(id, Settlement::Cancel, now, fixtures::HOLD)
+                .await
+                .unwrap();
+            assert!(matches!(out, SettleOutcome::Settled(_)), "{out:?}");
+        }));
+    }
+    for i in 0..3 {
+        let store = if i % 2 == 0 { b.clone() } else { a.clone() };
+        let restock = Adjustment {
+            drop_id: drop.id,
+            sku: "s".into(),
+            delta: 2,
+            reason: "found more".into(),
+            actor_id: None,
+            entry_id: Uuid::now_v7(),
+            at: now,
+            hold: fixtures::HOLD,
+        };
+        tasks.push(tokio::spawn(async move {
+            let out = store.adjust(&restock).await.unwrap();
+            assert!(matches!(out, AdjustOutcome::Applied(_)), "{out:?}");
+        }));
+    }
+    for (i, user) in waiting.iter().take(10).enumerate() {
+        let store = if i % 2 == 0 { b.clone() } else { a.clone() };
+        let o = sized_order(*user, &drop, "m", "m");
+        tasks.push(tokio::spawn(async move {
+            let out = store.place_order(&o, now).await.unwrap();
+            assert!(
+                matches!(
+                    out,
+                    PlaceOutcome::Placed(_) | PlaceOutcome::LimitExceeded { limit: 1, held: 1 }
+                ),
+                "{out:?}"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let mut conn = db.conn().await;
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT user_id FROM orders \
+         WHERE drop_id = $1 AND status IN ('reserved', 'confirmed') \
+         GROUP BY user_id HAVING SUM(quantity) > 1) AS t",
+    )
+    .bind(drop.id.0)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(over, 0, "a buyer passed the limit");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM waitlist WHERE drop_id = $1")
+        .bind(drop.id.0)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "26 units came back for 25 entries: the line is served"
+    );
+    let offered: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM orders WHERE drop_id = $1 AND fingerprint = 'waitlist'",
+    )
+    .bind(drop.id.0)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let distinct: HashSet<Uuid> = offered.iter().copied().collect();
+    assert_eq!(distinct.len(), offered.len(), "each buyer served once");
+    assert!(distinct.iter().all(|u| waiting.contains(&UserId(*u))));
+    assert!(
+        offered.len() >= 15,
+        "the 15 waiting buyers who ordered nothing else"
+    );
+    let audited = audit_variants(&db, drop.id).await;
+    for (sku, stock, accounted) in &audited {
+        assert!(accounted, "{sku}: {stock:?}");
+    }
+    let s = audited[0].1;
+    assert_eq!(
+        (s.total, s.reserved, s.available),
+        (26, offered.len() as u32, 26 - offered.len() as u32),
+        "every unit that came back is offered or available, once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_key_from_two_processes_places_once() {
     let Some(db) = fresh().await else {
