@@ -83,7 +83,8 @@ async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
         fails_fast(
             "gate record",
             gate.record(drop, DEFAULT_SKU, &Stock::new(1), 1),
-        ).await;
+        )
+        .await;
     }
 
     server.start();

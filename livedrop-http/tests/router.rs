@@ -2207,10 +2207,18 @@ async fn drop_creation_refuses_malformed_variants() {
     for (case, variants, extra) in [
         ("no variants", json!([]), json!({})),
         ("101 variants", json!(many(101)), json!({})),
-        ("a repeated sku", json!([one("a"), one("b"), one("a")]), json!({})),
+        (
+            "a repeated sku",
+            json!([one("a"), one("b"), one("a")]),
+            json!({}),
+        ),
         ("an sku with a slash", json!([one("a/b")]), json!({})),
         ("an empty sku", json!([one("")]), json!({})),
-        ("an sku of 65 characters", json!([one(&"s".repeat(65))]), json!({})),
+        (
+            "an sku of 65 characters",
+            json!([one(&"s".repeat(65))]),
+            json!({}),
+        ),
         (
             "a variant of no stock",
             json!([{"sku": "a", "label": "", "total_stock": 0}]),
@@ -2226,8 +2234,16 @@ async fn drop_creation_refuses_malformed_variants() {
             json!([{"sku": "a", "total_stock": 1, "colour": "red"}]),
             json!({}),
         ),
-        ("both total_stock and variants", json!([one("a")]), json!({"total_stock": 5})),
-        ("both, total_stock 0", json!([one("a")]), json!({"total_stock": 0})),
+        (
+            "both total_stock and variants",
+            json!([one("a")]),
+            json!({"total_stock": 5}),
+        ),
+        (
+            "both, total_stock 0",
+            json!([one("a")]),
+            json!({"total_stock": 0}),
+        ),
     ] {
         let mut body = json!({"product_id": product["id"], "ends_at": ends, "variants": variants});
         for (k, v) in extra.as_object().unwrap() {
@@ -2291,7 +2307,12 @@ async fn a_waitlist_place_is_joined_kept_read_and_left() {
     let (_, cy) = app.user(Role::Customer, "cy").await;
 
     let r = app
-        .waitlist(Method::PUT, &drop, &ada, Some(json!({"sku": "s", "quantity": 1})))
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &ada,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
         .await;
     assert_error(&r, StatusCode::CONFLICT, "variant_available");
     assert_eq!(r.body["details"]["sku"], "s", "{}", r.body);
@@ -2337,14 +2358,24 @@ async fn a_waitlist_place_is_joined_kept_read_and_left() {
     }
     let uri = format!("/drops/{}/waitlist/me", drop["id"].as_str().unwrap());
     let r = app
-        .call(Method::PUT, &uri, None, Some(json!({"sku": "s", "quantity": 1})))
+        .call(
+            Method::PUT,
+            &uri,
+            None,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
         .await;
     assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
     let r = app.waitlist(Method::GET, &drop, &ada, None).await;
     assert_error(&r, StatusCode::NOT_FOUND, "not_found");
 
     let joined = app
-        .waitlist(Method::PUT, &drop, &ada, Some(json!({"sku": "s", "quantity": 1})))
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &ada,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
         .await;
     assert_eq!(joined.status, StatusCode::OK, "{}", joined.body);
     assert_eq!(
@@ -2355,7 +2386,12 @@ async fn a_waitlist_place_is_joined_kept_read_and_left() {
     assert_eq!(joined.body["sku"], "s");
     assert_eq!(joined.body["position"], 1);
     let second = app
-        .waitlist(Method::PUT, &drop, &bob, Some(json!({"sku": "s", "quantity": 1})))
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &bob,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
         .await;
     assert_eq!(second.status, StatusCode::OK, "{}", second.body);
     assert_eq!(second.body["position"], 2);
@@ -2363,7 +2399,12 @@ async fn a_waitlist_place_is_joined_kept_read_and_left() {
     // Joining again changes the quantity and keeps the place.
     app.clock.advance(chrono::Duration::seconds(5));
     let again = app
-        .waitlist(Method::PUT, &drop, &ada, Some(json!({"sku": "s", "quantity": 2})))
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &ada,
+            Some(json!({"sku": "s", "quantity": 2})),
+        )
         .await;
     assert_eq!(again.status, StatusCode::OK, "{}", again.body);
     assert_eq!(again.body["position"], 1);
@@ -2428,7 +2469,12 @@ async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_availa
     assert_eq!(held.status, StatusCode::CREATED, "{}", held.body);
     for (token, position) in [(&waiter_token, 1), (&next, 2)] {
         let r = app
-            .waitlist(Method::PUT, &drop, token, Some(json!({"sku": "s", "quantity": 1})))
+            .waitlist(
+                Method::PUT,
+                &drop,
+                token,
+                Some(json!({"sku": "s", "quantity": 1})),
+            )
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         assert_eq!(r.body["position"], position);
@@ -2469,7 +2515,13 @@ async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_availa
     let r = app.order_sku(&late, &drop, Some("s"), 1, "late-s").await;
     assert_error(&r, StatusCode::CONFLICT, "out_of_stock");
 
-    let offer = wait_for_notification(&app, &waiter_token, "waitlist_offer", Duration::from_secs(2)).await;
+    let offer = wait_for_notification(
+        &app,
+        &waiter_token,
+        "waitlist_offer",
+        Duration::from_secs(2),
+    )
+    .await;
     assert!(started.elapsed() <= Duration::from_secs(2));
     let orders = app.as_user(Method::GET, "/orders", &waiter_token).await;
     let given = items(&orders.body);
@@ -2497,7 +2549,10 @@ async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_availa
 
     // Nobody waits now: the next cancel makes the unit available.
     let next_orders = app.as_user(Method::GET, "/orders", &next).await;
-    let next_order = items(&next_orders.body)[0]["id"].as_str().unwrap().to_owned();
+    let next_order = items(&next_orders.body)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = app.order_action(&next_order, "cancel", &next).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     // Every stock event the stream sent before that showed size s with nothing
