@@ -605,6 +605,7 @@ async function orderPage(id) {
       { class: "panel", "data-testid": "order", "data-order": order.id },
       h("h1", {}, "Order: ", h("span", { "data-testid": "order-title" }, title)),
       h("p", {}, "Status: ", status, " · ", hold),
+      order.sku && order.sku !== "default" ? h("p", {}, "Size: ", h("span", { "data-testid": "order-sku" }, order.sku)) : null,
       h("p", {}, `${order.quantity} × ${money(order.unit_price_cents, order.currency)} = `, h("strong", {}, money(order.total_cents, order.currency))),
       h("p", {}, h("a", { href: `#/drops/${order.drop_id}` }, "Back to the drop")),
       actions,
