@@ -126,7 +126,8 @@ pub trait DropRepository: Send + Sync + 'static {
     /// `events` in the same step. Returns whether it moved: of several processes racing
     /// the same transition, exactly one sees `true`. A move to `ended` or `cancelled`
     /// closes the drop's waitlists in the same step: every entry ends, each with
-    /// `waitlist.closed` ([`Event::waitlist`]) appended after `events`.
+    /// `waitlist.closed` ([`Event::waitlist`], dated as the first of `events`, or at
+    /// the drop's end when there are none) appended after `events`.
     async fn transition(
         &self,
         id: DropId,
@@ -272,7 +273,11 @@ pub trait WaitlistRepository: Send + Sync + 'static {
     /// the order of the calls that created the places, even within one instant.
     async fn join_waitlist(&self, join: &WaitlistJoin) -> StoreResult<JoinOutcome>;
     /// The buyer's entry in the drop's waitlists, with its current position, if any.
-    async fn waitlist_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<WaitlistEntry>>;
+    async fn waitlist_entry(
+        &self,
+        drop: DropId,
+        user: UserId,
+    ) -> StoreResult<Option<WaitlistEntry>>;
     /// Ends the buyer's entry in the drop's waitlists. Returns whether there was one.
     async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool>;
 }
