@@ -1986,6 +1986,17 @@ impl App {
         self.call(method, &uri, Some(token), body).await
     }
 
+    /// The drop as `GET /drops/{id}` shows it once the displayed stock's documented
+    /// lag (at most `stock_ttl`) has passed, on the cache's own clock, paused and
+    /// moved past that lag.
+    async fn drop_settled(&self, drop: &Value) -> Value {
+        tokio::time::pause();
+        tokio::time::advance(Config::default().stock_ttl + Duration::from_millis(1)).await;
+        let view = self.drop_now(drop).await;
+        tokio::time::resume();
+        view
+    }
+
     /// The drop as `GET /drops/{id}` shows it now.
     async fn drop_now(&self, drop: &Value) -> Value {
         let r = self
@@ -2107,7 +2118,7 @@ async fn a_sized_drop_sells_each_size_on_its_own_stock_under_one_limit() {
     assert_error(&r, StatusCode::CONFLICT, "per_user_limit_exceeded");
     assert_eq!(r.body["details"]["held"], 2, "{}", r.body);
 
-    let now = app.drop_now(&drop).await;
+    let now = app.drop_settled(&drop).await;
     assert_eq!(variant(&now, "size-42")["stock"], stock(2, 1, 1, 0));
     assert_eq!(variant(&now, "size-43")["stock"], stock(1, 0, 1, 0));
     assert_eq!(now["stock"], stock(3, 1, 2, 0));
@@ -2162,7 +2173,7 @@ async fn a_sized_drop_is_restocked_per_size_and_its_ledger_names_the_size() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["sku"], "blue");
     assert_eq!(r.body["stock_after"], stock(5, 5, 0, 0), "blue's own stock");
-    let now = app.drop_now(&drop).await;
+    let now = app.drop_settled(&drop).await;
     assert_eq!(variant(&now, "red")["stock"], stock(2, 2, 0, 0));
     assert_eq!(variant(&now, "blue")["stock"], stock(5, 5, 0, 0));
     assert_eq!(now["stock"], stock(7, 7, 0, 0));
@@ -2509,12 +2520,9 @@ async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_availa
     let started = tokio::time::Instant::now();
 
     // The unit went straight to the first waiting buyer: nobody else may buy it.
-    let now = app.drop_now(&drop).await;
-    assert_eq!(variant(&now, "s")["stock"], stock(1, 0, 1, 0), "{now}");
     let (_, late) = app.user(Role::Customer, "late").await;
     let r = app.order_sku(&late, &drop, Some("s"), 1, "late-s").await;
     assert_error(&r, StatusCode::CONFLICT, "out_of_stock");
-
     let offer = wait_for_notification(
         &app,
         &waiter_token,
@@ -2523,6 +2531,8 @@ async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_availa
     )
     .await;
     assert!(started.elapsed() <= Duration::from_secs(2));
+    let now = app.drop_settled(&drop).await;
+    assert_eq!(variant(&now, "s")["stock"], stock(1, 0, 1, 0), "{now}");
     let orders = app.as_user(Method::GET, "/orders", &waiter_token).await;
     let given = items(&orders.body);
     assert_eq!(given.len(), 1, "{}", orders.body);
@@ -2570,7 +2580,7 @@ async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_availa
         }
         assert_eq!(small["stock"]["available"], 0, "{event}");
     }
-    let now = app.drop_now(&drop).await;
+    let now = app.drop_settled(&drop).await;
     assert_eq!(variant(&now, "s")["stock"], stock(1, 1, 0, 0), "{now}");
     app.state.shutdown_token().cancel();
     background.shutdown().await;
