@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use chrono::Duration as Span;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use livedrop::adapters::memory::{memory_ports, MemoryStore};
-use livedrop::core::model::{Actor, Drop, DropState, PlaceOutcome, Role};
+use livedrop::core::model::{Actor, Drop, DropState, PlaceOutcome, Role, Stock};
 use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
 use livedrop::core::service::{Livedrop, PlaceOrder};
 use livedrop::core::testing::fixtures;
@@ -81,7 +81,7 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
     let store = Arc::new(MemoryStore::new());
     let drop = hot_drop(&clock);
     store
-        .insert_drop(&drop, iters as u32, &[])
+        .insert_drop(&drop, &[iters as u32], &[])
         .await
         .expect("drop");
     let now = clock.now();
@@ -107,7 +107,7 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
         }
     })
     .await;
-    let stock = store.stock(drop.id).await.expect("stock").expect("drop");
+    let stock = Stock::sum(&store.stock(drop.id).await.expect("stock").expect("drop"));
     assert_eq!(
         (won, stock.available, stock.reserved),
         (iters, 0, iters as u32),
@@ -121,22 +121,23 @@ async fn memory_service(tasks: usize, iters: u64) -> Duration {
     let (ports, store, _bus) = memory_ports(clock.clone());
     let drop = hot_drop(&clock);
     store
-        .insert_drop(&drop, iters as u32, &[])
+        .insert_drop(&drop, &[iters as u32], &[])
         .await
         .expect("drop");
     let app = Livedrop::new(ports, Config::default());
     let request = PlaceOrder {
         drop_id: drop.id,
         quantity: 1,
+        sku: None,
     };
     let (elapsed, won) = race(tasks, |t| {
-        let app = app.clone();
+        let (app, request) = (app.clone(), request.clone());
         async move {
             let buyer = Actor::new(UserId::new(), Role::Customer);
             let mut won = 0u64;
             for i in 0.. {
                 match app
-                    .place_order(&buyer, Some(&format!("{t}-{i}")), request)
+                    .place_order(&buyer, Some(&format!("{t}-{i}")), request.clone())
                     .await
                 {
                     Ok(_) => won += 1,

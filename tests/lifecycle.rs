@@ -56,6 +56,7 @@ fn restock(delta: i64) -> StockAdjustment {
     StockAdjustment {
         delta,
         reason: "restock".into(),
+        sku: None,
     }
 }
 
@@ -169,7 +170,7 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
     let id = drop.drop.id;
     eventually("the stock to return", || {
         let inventory = inventory.clone();
-        async move { inventory.stock(id).await.unwrap().unwrap().available == 3 }
+        async move { inventory.stock(id).await.unwrap().unwrap()[0].available == 3 }
     })
     .await;
     let order = world.app.order(&buyer, order.id).await.unwrap();
@@ -250,6 +251,7 @@ async fn authorization_lives_in_the_core() {
         starts_at: None,
         ends_at: world.clock.now_ts() + Span::hours(1),
         total_stock: 1,
+        variants: Vec::new(),
         per_user_limit: None,
     };
     let adjustment = restock(1);
@@ -365,15 +367,17 @@ impl livedrop::core::ports::OrderRepository for AnswerLost {
         id: livedrop::core::OrderId,
         settlement: livedrop::core::model::Settlement,
         now: livedrop::core::Timestamp,
+        hold: chrono::Duration,
     ) -> livedrop::core::StoreResult<livedrop::core::model::SettleOutcome> {
-        self.0.settle_order(id, settlement, now).await
+        self.0.settle_order(id, settlement, now, hold).await
     }
     async fn expire_holds(
         &self,
         now: livedrop::core::Timestamp,
         limit: u32,
+        hold: chrono::Duration,
     ) -> livedrop::core::StoreResult<Vec<livedrop::core::model::Order>> {
-        self.0.expire_holds(now, limit).await
+        self.0.expire_holds(now, limit, hold).await
     }
     async fn extend_hold(
         &self,
@@ -398,6 +402,7 @@ impl livedrop::core::ports::AdmissionGate for SwitchedGate {
     async fn admit(
         &self,
         _: livedrop::core::DropId,
+        _: &str,
         _: u32,
     ) -> Result<bool, livedrop::core::ports::CacheError> {
         use std::sync::atomic::Ordering;
@@ -409,6 +414,7 @@ impl livedrop::core::ports::AdmissionGate for SwitchedGate {
     async fn record(
         &self,
         _: livedrop::core::DropId,
+        _: &str,
         _: &livedrop::core::model::Stock,
         _: i64,
     ) -> Result<(), livedrop::core::ports::CacheError> {
@@ -580,7 +586,7 @@ impl livedrop::core::ports::InventoryRepository for FirstAdjustLost {
     async fn stock(
         &self,
         drop: livedrop::core::DropId,
-    ) -> livedrop::core::StoreResult<Option<livedrop::core::model::Stock>> {
+    ) -> livedrop::core::StoreResult<Option<Vec<livedrop::core::model::Stock>>> {
         self.inner.stock(drop).await
     }
     async fn adjust(
@@ -633,7 +639,7 @@ async fn a_restock_whose_answer_was_lost_is_not_applied_twice_for_its_key() {
     assert_eq!(again.value, retry.value);
 
     let stock = world.ports.inventory.stock(drop.drop.id).await.unwrap();
-    assert_eq!(stock.unwrap().total, 15, "the restock applied once");
+    assert_eq!(stock.unwrap()[0].total, 15, "the restock applied once");
     let shown = world.app.displayed_stock(drop.drop.id).await.unwrap();
     assert_eq!(shown.total, 15, "and shows");
     let ledger = world
