@@ -317,7 +317,9 @@ impl EventPayload {
                 EventType::WaitlistSkipped => {
                     Self::WaitlistSkipped(Deserialize::deserialize(payload)?)
                 }
-                EventType::WaitlistClosed => Self::WaitlistClosed(Deserialize::deserialize(payload)?),
+                EventType::WaitlistClosed => {
+                    Self::WaitlistClosed(Deserialize::deserialize(payload)?)
+                }
             })
         };
         read().map_err(|source| PayloadError { kind, source })

@@ -492,10 +492,12 @@ impl DropView {
 
     /// Each variant with its stock.
     pub fn variants(&self) -> impl Iterator<Item = (&Variant, Stock)> {
-        self.drop
-            .variants
-            .iter()
-            .zip(self.variant_stock.iter().copied().chain(std::iter::repeat(Stock::default())))
+        self.drop.variants.iter().zip(
+            self.variant_stock
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(Stock::default())),
+        )
     }
 
     /// The stock of variant `sku`, if the drop sells it.

@@ -272,7 +272,11 @@ pub trait WaitlistRepository: Send + Sync + 'static {
     /// the order of the calls that created the places, even within one instant.
     async fn join_waitlist(&self, join: &WaitlistJoin) -> StoreResult<JoinOutcome>;
     /// The buyer's entry in the drop's waitlists, with its current position, if any.
-    async fn waitlist_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<WaitlistEntry>>;
+    async fn waitlist_entry(
+        &self,
+        drop: DropId,
+        user: UserId,
+    ) -> StoreResult<Option<WaitlistEntry>>;
     /// Ends the buyer's entry in the drop's waitlists. Returns whether there was one.
     async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool>;
 }

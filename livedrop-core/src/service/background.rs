@@ -387,7 +387,10 @@ impl Livedrop {
         let batch = self.config().sweep_batch.max(1);
         let mut total = 0;
         loop {
-            let expired = self.ports().orders.expire_holds(self.now(), batch, self.hold())
+            let expired = self
+                .ports()
+                .orders
+                .expire_holds(self.now(), batch, self.hold())
                 .await?;
             total += expired.len();
             for order in &expired {
@@ -587,7 +590,12 @@ impl Livedrop {
         if let Err(e) = self
             .ports()
             .gate
-            .record(DropId(stock.drop_id), &stock.sku, &stock.stock, event.version)
+            .record(
+                DropId(stock.drop_id),
+                &stock.sku,
+                &stock.stock,
+                event.version,
+            )
             .await
         {
             tracing::debug!(error = %e, "admission gate not updated");
@@ -695,7 +703,8 @@ impl Livedrop {
         } else {
             format!("{}:{}:{}", kind.as_str(), drop.id, moved.sku)
         };
-        self.notify_one(drop.creator_id, kind, body, dedup_key).await
+        self.notify_one(drop.creator_id, kind, body, dedup_key)
+            .await
     }
 
     /// Tells a waiting buyer how its entry ended (`waitlist_offer` names the order).

@@ -110,10 +110,7 @@ fn check_variants(new: &NewDrop) -> Result<(Vec<Variant>, Vec<u32>)> {
         }
     };
     if requested.len() > MAX_VARIANTS {
-        return Err(Error::invalid(
-            "variants",
-            "a drop has 1 to 100 variants",
-        ));
+        return Err(Error::invalid("variants", "a drop has 1 to 100 variants"));
     }
     let mut seen = std::collections::HashSet::new();
     let mut variants = Vec::with_capacity(requested.len());
@@ -131,13 +128,19 @@ fn check_variants(new: &NewDrop) -> Result<(Vec<Variant>, Vec<u32>)> {
         if !seen.insert(v.sku.clone()) {
             return Err(Error::invalid(
                 "variants",
-                format!("sku {:?} appears twice; skus are unique within a drop", v.sku),
+                format!(
+                    "sku {:?} appears twice; skus are unique within a drop",
+                    v.sku
+                ),
             ));
         }
         crate::text::check_line("label", &v.label)?;
         let label = v.label.trim();
         if label.chars().count() > 200 {
-            return Err(Error::invalid("label", "label must be at most 200 characters"));
+            return Err(Error::invalid(
+                "label",
+                "label must be at most 200 characters",
+            ));
         }
         if v.total_stock == 0 || v.total_stock > MAX_STOCK {
             return Err(Error::invalid(

@@ -294,8 +294,5 @@ impl Livedrop {
 /// The refusal of an order or adjustment that names no variant of a drop that has
 /// several.
 pub(crate) fn sku_required() -> Error {
-    Error::invalid(
-        "sku",
-        "sku is required: this drop has several variants",
-    )
+    Error::invalid("sku", "sku is required: this drop has several variants")
 }

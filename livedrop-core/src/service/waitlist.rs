@@ -81,7 +81,12 @@ impl Livedrop {
     /// Takes the actor off the drop's waitlists. Leaving when not waiting is not
     /// found.
     pub async fn leave_waitlist(&self, actor: &Actor, drop: DropId) -> Result<()> {
-        if self.ports().waitlists.leave_waitlist(drop, actor.id).await? {
+        if self
+            .ports()
+            .waitlists
+            .leave_waitlist(drop, actor.id)
+            .await?
+        {
             Ok(())
         } else {
             Err(Error::not_found("waitlist entry"))

@@ -187,9 +187,10 @@ impl Watcher {
                 let Some(i) = self.drop.variants.iter().position(|v| v.sku == moved.sku) else {
                     return true;
                 };
-                let (Some(stock), Some(version)) =
-                    (self.variant_stock.get_mut(i), self.stock_versions.get_mut(i))
-                else {
+                let (Some(stock), Some(version)) = (
+                    self.variant_stock.get_mut(i),
+                    self.stock_versions.get_mut(i),
+                ) else {
                     return true;
                 };
                 if event.version < *version || moved.stock == *stock {

@@ -57,7 +57,10 @@ pub async fn gate_keeps_each_variant_apart(gate: &Arc<dyn AdmissionGate>) {
     let drop = DropId::new();
     record_sku(gate, drop, "size-42", (5, 0), 9).await;
     record_sku(gate, drop, "size-43", (5, 2), 3).await;
-    assert!(!admit_sku(gate, drop, "size-42", 1).await, "a sold-out size");
+    assert!(
+        !admit_sku(gate, drop, "size-42", 1).await,
+        "a sold-out size"
+    );
     assert!(admit_sku(gate, drop, "size-43", 2).await);
     assert!(!admit_sku(gate, drop, "size-43", 3).await);
     assert!(

@@ -87,6 +87,17 @@ macro_rules! store_conformance {
             timestamps_keep_microseconds,
             restock_past_the_largest_stock_conflicts,
             batches_come_in_one_order_with_a_tie_break,
+            variants_keep_their_own_stock,
+            variants_limit_counts_every_variant,
+            variants_limit_race_across_variants,
+            variants_race_never_oversells,
+            variants_adjust_one_variant,
+            waitlist_join_rules,
+            waitlist_cancel_hands_units_to_the_line,
+            waitlist_expiry_and_restock_hand_off,
+            waitlist_skips_past_the_limit,
+            waitlist_closes_with_the_drop,
+            waitlist_races_hand_each_unit_once,
         }
     };
 }

@@ -274,3 +274,7 @@ mod outbox;
 pub use outbox::*;
 mod semantics;
 pub use semantics::*;
+mod variants;
+pub use variants::*;
+mod waitlists;
+pub use waitlists::*;

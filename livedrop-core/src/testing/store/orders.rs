@@ -522,7 +522,11 @@ pub async fn holds_expire_exactly_once(repos: &Repos) {
         .collect();
     let sweepers = (0..2).map(|_| {
         let repo = repos.orders.clone();
-        tokio::spawn(async move { repo.expire_holds(sweep_at, 1_000, fixtures::HOLD).await.expect("expire") })
+        tokio::spawn(async move {
+            repo.expire_holds(sweep_at, 1_000, fixtures::HOLD)
+                .await
+                .expect("expire")
+        })
     });
     let swept: Vec<Vec<Order>> = joined(sweepers).await;
     let total = swept[0].len() + swept[1].len();
@@ -570,7 +574,11 @@ pub async fn holds_expire_exactly_once(repos: &Repos) {
         .expect("expire")
         .is_empty());
 
-    let first = repos.orders.expire_holds(at(100), 5, fixtures::HOLD).await.expect("expire");
+    let first = repos
+        .orders
+        .expire_holds(at(100), 5, fixtures::HOLD)
+        .await
+        .expect("expire");
     assert_eq!(first.len(), 5, "at most limit");
     let rest = repos
         .orders
@@ -744,11 +752,19 @@ pub async fn orders_extend_races_the_sweeper(repos: &Repos) {
     });
     let sweepers = (0..2).map(|_| {
         let repo = repos.orders.clone();
-        tokio::spawn(async move { repo.expire_holds(at(10), 1, fixtures::HOLD).await.expect("expire") })
+        tokio::spawn(async move {
+            repo.expire_holds(at(10), 1, fixtures::HOLD)
+                .await
+                .expect("expire")
+        })
     });
     let sweepers_more = (0..2).map(|_| {
         let repo = repos.orders.clone();
-        tokio::spawn(async move { repo.expire_holds(at(10), 1_000, fixtures::HOLD).await.expect("expire") })
+        tokio::spawn(async move {
+            repo.expire_holds(at(10), 1_000, fixtures::HOLD)
+                .await
+                .expect("expire")
+        })
     });
     let (extended, swept, swept_more) = futures::join!(
         join_all(extensions),
