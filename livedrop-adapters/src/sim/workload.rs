@@ -11,7 +11,7 @@ use livedrop_core::event::{EventPayload, EventType};
 use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
     Actor, DropFilter, DropState, Notification, NotificationKind, Order, OrderStatus, Product,
-    ProductFilter, Role, Stock, User, WAITLIST_FINGERPRINT,
+    ProductFilter, Role, User, WAITLIST_FINGERPRINT,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::Clock;
