@@ -315,7 +315,10 @@ mod sized {
         let rt = super::common::runtime();
         let schema = rt.block_on(TestSchema::on(&super::common::database_url()));
         let strategies = [
-            ("group", rt.block_on(store(&schema, ReserveStrategy::group(), 8))),
+            (
+                "group",
+                rt.block_on(store(&schema, ReserveStrategy::group(), 8)),
+            ),
             (
                 "row_lock",
                 rt.block_on(store(&schema, ReserveStrategy::RowLock, 32)),
@@ -324,7 +327,10 @@ mod sized {
         let mut group = super::common::order_group(c, "sized_hot_drop");
         for (name, store) in &strategies {
             for sizes in [1usize, 10] {
-                let line = format!("{name}_{}", if sizes == 1 { "one_size" } else { "ten_sizes" });
+                let line = format!(
+                    "{name}_{}",
+                    if sizes == 1 { "one_size" } else { "ten_sizes" }
+                );
                 group.bench_with_input(BenchmarkId::new(line, BUYERS), &sizes, |b, &sizes| {
                     b.to_async(&rt)
                         .iter_custom(|iters| async move { run(store, sizes, iters).await })

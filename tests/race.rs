@@ -125,7 +125,11 @@ async fn units_coming_back_at_once_go_to_the_waitlist_once_each_in_join_order() 
                 let buyer = world.user(Role::Customer).await;
                 let order = world
                     .app
-                    .place_order(&buyer, Some(&format!("hold-{i}")), sized_order(&drop, sku, 1))
+                    .place_order(
+                        &buyer,
+                        Some(&format!("hold-{i}")),
+                        sized_order(&drop, sku, 1),
+                    )
                     .await
                     .unwrap();
                 batch.push((buyer, order));
@@ -162,11 +166,7 @@ async fn units_coming_back_at_once_go_to_the_waitlist_once_each_in_join_order() 
     // A watcher that fails on any unit seen available while the race runs.
     let racing = Arc::new(AtomicBool::new(true));
     let watcher = {
-        let (inventory, racing, id) = (
-            world.ports.inventory.clone(),
-            racing.clone(),
-            drop.drop.id,
-        );
+        let (inventory, racing, id) = (world.ports.inventory.clone(), racing.clone(), drop.drop.id);
         tokio::spawn(async move {
             let mut reads = 0u32;
             while racing.load(Ordering::SeqCst) {
@@ -190,9 +190,9 @@ async fn units_coming_back_at_once_go_to_the_waitlist_once_each_in_join_order() 
     }
     for _ in 0..4 {
         let app = world.app.clone();
-        tasks.push(tokio::spawn(async move {
-            app.sweep_holds().await.map(|_| ())
-        }));
+        tasks.push(tokio::spawn(
+            async move { app.sweep_holds().await.map(|_| ()) },
+        ));
     }
     for sku in SIZES {
         for _ in 0..RESTOCK {

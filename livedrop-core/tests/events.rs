@@ -135,7 +135,10 @@ fn a_waitlist_offer_names_its_order_and_ends_nothing_else() {
         position: 1,
     };
     let offered = Event::waitlist(EventType::WaitlistOffered, &entry, Some(&order), T0);
-    assert_eq!(offered.aggregate_id, drop.id.0, "one drop's stream stays ordered");
+    assert_eq!(
+        offered.aggregate_id, drop.id.0,
+        "one drop's stream stays ordered"
+    );
     assert_eq!(offered.payload["order"]["id"], json!(order.id));
     let closed = Event::waitlist(EventType::WaitlistClosed, &entry, None, T0);
     assert!(

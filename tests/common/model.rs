@@ -355,7 +355,9 @@ pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
         let skus: Vec<String> = if sizes.len() == 1 {
             vec![livedrop::core::model::DEFAULT_SKU.to_owned()]
         } else {
-            (0..sizes.len()).map(|i| format!("size-{}", 38 + i)).collect()
+            (0..sizes.len())
+                .map(|i| format!("size-{}", 38 + i))
+                .collect()
         };
         let starts_in = starts[d].map(Span::minutes);
         let view = if sizes.len() == 1 {
@@ -551,9 +553,7 @@ async fn step_once(
                     Ok(())
                 }
                 OrderStatus::Expired => Err("hold_expired".into()),
-                OrderStatus::Confirmed | OrderStatus::Cancelled => {
-                    Err("order_not_reserved".into())
-                }
+                OrderStatus::Confirmed | OrderStatus::Cancelled => Err("order_not_reserved".into()),
             };
             if let Ok(order) = &got {
                 prop_assert_eq!(order.reserved_until, model.orders[idx].reserved_until);
@@ -836,7 +836,12 @@ async fn learn_offers(
         };
         prop_assert_eq!(order.drop_id, model.drops[offer.drop].id);
         prop_assert_eq!(&order.sku, &model.drops[offer.drop].skus[offer.size]);
-        prop_assert_eq!(order.quantity, offer.quantity, "step {}: offered units", step);
+        prop_assert_eq!(
+            order.quantity,
+            offer.quantity,
+            "step {}: offered units",
+            step
+        );
         prop_assert_eq!(
             &order.fingerprint,
             livedrop::core::model::WAITLIST_FINGERPRINT
@@ -893,7 +898,10 @@ async fn check(
                         u,
                         d
                     );
-                    lines.entry(entry.sku.clone()).or_default().push(entry.position);
+                    lines
+                        .entry(entry.sku.clone())
+                        .or_default()
+                        .push(entry.position);
                 }
                 _ => prop_assert!(
                     false,
