@@ -189,16 +189,16 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     let world = World::new();
     let drop = world.creators_drop(2, None).await;
     let buyer = world.user(Role::Customer).await;
-    let one = order_of(&drop, 1);
+    let one = || order_of(&drop, 1);
     let by_buyer = |key: Option<&'static str>, request: PlaceOrder| {
         let app = world.app.clone();
         async move { app.place_order(&buyer, key, request).await }
     };
 
-    let missing = by_buyer(None, one).await.unwrap_err();
+    let missing = by_buyer(None, one()).await.unwrap_err();
     assert_eq!(missing, Error::IdempotencyKeyMissing);
-    let first = by_buyer(Some("a"), one).await.unwrap();
-    let again = by_buyer(Some("a"), one).await.unwrap();
+    let first = by_buyer(Some("a"), one()).await.unwrap();
+    let again = by_buyer(Some("a"), one()).await.unwrap();
     assert_eq!(first, again);
     let stock = world.stock(&drop).await;
     assert_eq!(stock.reserved, 1, "a replay reserves nothing");
@@ -210,28 +210,28 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     world.order(&someone, Some("a"), &drop, 1).await.unwrap();
 
     // A rejection is replayed too, even after stock comes back.
-    let err = by_buyer(Some("b"), one).await.unwrap_err();
+    let err = by_buyer(Some("b"), one()).await.unwrap_err();
     assert_eq!(err.code(), "out_of_stock");
     world
         .app
         .adjust_stock(None, drop.drop.id, restock(5))
         .await
         .unwrap();
-    assert_eq!(by_buyer(Some("b"), one).await.unwrap_err(), err);
+    assert_eq!(by_buyer(Some("b"), one()).await.unwrap_err(), err);
 
     // A key held by a request still running is in flight until its lease runs out.
     let now = world.clock.now_ts();
-    let fingerprint = one.fingerprint();
+    let fingerprint = one().fingerprint();
     world
         .ports
         .idempotency
         .begin(buyer.id, "c", &fingerprint, now, Duration::from_secs(30))
         .await
         .unwrap();
-    let in_flight = by_buyer(Some("c"), one).await.unwrap_err();
+    let in_flight = by_buyer(Some("c"), one()).await.unwrap_err();
     assert_eq!(in_flight, Error::IdempotencyKeyInFlight);
     world.clock.advance(Span::seconds(31));
-    by_buyer(Some("c"), one)
+    by_buyer(Some("c"), one())
         .await
         .expect("an abandoned key is taken over");
 }
@@ -548,14 +548,14 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
     let world = World::with_ports(Config::default(), |ports| ports.with_gate(gate.clone()));
     let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
-    let one = order_of(&drop, 1);
+    let one = || order_of(&drop, 1);
 
     // The client goes away while its order waits at an await inside the claim.
     gate.stall.store(true, Ordering::SeqCst);
     // The gate never answers, so this always times out.
     let abandoned = tokio::time::timeout(
         Duration::from_millis(50),
-        world.app.place_order(&buyer, Some("k"), one),
+        world.app.place_order(&buyer, Some("k"), one()),
     )
     .await;
     assert!(abandoned.is_err(), "the request was abandoned");
@@ -565,11 +565,11 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
     gate.stall.store(false, Ordering::SeqCst);
     let order = world
         .app
-        .place_order(&buyer, Some("k"), one)
+        .place_order(&buyer, Some("k"), one())
         .await
         .expect("the abandoned key was released");
     assert_eq!(
-        world.app.place_order(&buyer, Some("k"), one).await.unwrap(),
+        world.app.place_order(&buyer, Some("k"), one()).await.unwrap(),
         order,
         "and is then replayed"
     );
