@@ -1068,8 +1068,7 @@ pub fn plan_handoff(
 impl Order {
     /// The reserved order a waitlist hand-off gives `entry`'s buyer: `quantity` units
     /// of its variant at the drop's price, held for `hold` from `now`, under the
-    /// idempotency key `waitlist:<drop>:<joined_at micros>` (unique per buyer: one
-    /// entry per buyer and drop at a time, each ended by its hand-off).
+    /// idempotency key `waitlist:<order id>` (a fresh id, so never a buyer's own key).
     pub fn waitlist_offer(
         drop: &Drop,
         entry: &WaitlistEntry,
@@ -1077,8 +1076,9 @@ impl Order {
         now: Timestamp,
         hold: chrono::Duration,
     ) -> Order {
+        let id = OrderId::new();
         Order {
-            id: OrderId::new(),
+            id,
             user_id: entry.user_id,
             drop_id: drop.id,
             sku: entry.sku.clone(),
@@ -1087,11 +1087,7 @@ impl Order {
             total_cents: drop.price_cents.saturating_mul(i64::from(quantity)),
             currency: drop.currency.clone(),
             status: OrderStatus::Reserved,
-            idempotency_key: format!(
-                "waitlist:{}:{}",
-                drop.id,
-                entry.joined_at.timestamp_micros()
-            ),
+            idempotency_key: format!("waitlist:{id}"),
             fingerprint: WAITLIST_FINGERPRINT.to_owned(),
             reserved_until: crate::clock::truncate(now + hold),
             created_at: now,
@@ -1123,7 +1119,146 @@ mod tests {
             per_user_limit: 2,
             state: DropState::Scheduled,
             created_at: start,
+            variants: Variant::only_default(),
         }
+    }
+
+    fn waiting(quantity: u32) -> WaitlistEntry {
+        WaitlistEntry {
+            drop_id: DropId::new(),
+            sku: "m".into(),
+            user_id: UserId::new(),
+            quantity,
+            joined_at: chrono::DateTime::UNIX_EPOCH,
+            position: 1,
+        }
+    }
+
+    #[test]
+    fn a_hand_off_serves_in_line_until_no_unit_is_free() {
+        let (a, b, c, d) = (waiting(2), waiting(3), waiting(1), waiting(1));
+        let plan = plan_handoff(
+            4,
+            3,
+            [(a.clone(), 0), (b.clone(), 1), (c.clone(), 0), (d, 0)],
+        );
+        assert_eq!(
+            plan,
+            vec![
+                Handoff::Offer {
+                    entry: a,
+                    quantity: 2
+                },
+                // 2 free of the 3 wanted would take B to 3 held: within the limit.
+                Handoff::Offer {
+                    entry: b,
+                    quantity: 2
+                },
+            ],
+            "served in order, the last partly; C and D keep waiting"
+        );
+        assert!(plan_handoff(0, 5, [(c.clone(), 0)]).is_empty());
+    }
+
+    #[test]
+    fn a_hand_off_skips_an_entry_the_limit_refuses_and_goes_on() {
+        let (a, b) = (waiting(2), waiting(1));
+        let plan = plan_handoff(2, 2, [(a.clone(), 1), (b.clone(), 2), (waiting(1), 0)]);
+        assert_eq!(plan.len(), 3);
+        assert_eq!(
+            plan[0],
+            Handoff::Skip {
+                entry: a,
+                limit: 2,
+                held: 1
+            },
+            "2 more would make 3 held, past the limit of 2"
+        );
+        assert_eq!(
+            plan[1],
+            Handoff::Skip {
+                entry: b,
+                limit: 2,
+                held: 2
+            }
+        );
+        assert!(matches!(plan[2], Handoff::Offer { quantity: 1, .. }));
+        // Exactly at the limit is allowed.
+        let at_limit = plan_handoff(1, 2, [(waiting(1), 1)]);
+        assert!(matches!(at_limit[..], [Handoff::Offer { quantity: 1, .. }]));
+    }
+
+    #[test]
+    fn a_sku_resolves_to_the_named_or_the_only_variant() {
+        let one = drop_at(chrono::DateTime::UNIX_EPOCH);
+        assert_eq!(one.resolve_sku(None), SkuResolution::Found(DEFAULT_SKU));
+        assert_eq!(
+            one.resolve_sku(Some("default")),
+            SkuResolution::Found("default")
+        );
+        assert_eq!(one.resolve_sku(Some("m")), SkuResolution::Unknown);
+        let sized = Drop {
+            variants: vec![Variant::new("s", "Small"), Variant::new("m", "Medium")],
+            ..one
+        };
+        assert_eq!(sized.resolve_sku(None), SkuResolution::Required);
+        assert_eq!(sized.resolve_sku(Some("m")), SkuResolution::Found("m"));
+        assert_eq!(sized.resolve_sku(Some("xl")), SkuResolution::Unknown);
+        assert_eq!(sized.variant("s").map(|v| v.label.as_str()), Some("Small"));
+    }
+
+    #[test]
+    fn a_sku_is_one_to_64_of_letters_digits_dot_dash_underscore() {
+        for good in ["a", "EU-42.5_w", &"x".repeat(64)] {
+            assert!(Variant::is_valid_sku(good), "{good}");
+        }
+        for bad in ["", "a b", "é", "a/b", &"x".repeat(65), "a\0"] {
+            assert!(!Variant::is_valid_sku(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_drop_view_sums_its_variants() {
+        let drop = Drop {
+            variants: vec![Variant::new("s", ""), Variant::new("m", "")],
+            ..drop_at(chrono::DateTime::UNIX_EPOCH)
+        };
+        let s = Stock {
+            total: 3,
+            available: 1,
+            reserved: 1,
+            sold: 1,
+        };
+        let view = DropView::new(drop, vec![s, Stock::new(4)]);
+        assert_eq!(
+            view.stock,
+            Stock {
+                total: 7,
+                available: 5,
+                reserved: 1,
+                sold: 1
+            }
+        );
+        assert_eq!(view.stock_of("m"), Some(Stock::new(4)));
+        assert_eq!(view.stock_of("xl"), None);
+        assert_eq!(view.variants().count(), 2);
+    }
+
+    #[test]
+    fn a_waitlist_offer_is_a_fresh_reserved_order_at_the_drop_price() {
+        let t0 = crate::clock::truncate(chrono::Utc::now());
+        let drop = drop_at(t0);
+        let entry = waiting(3);
+        let order = Order::waitlist_offer(&drop, &entry, 2, t0, Duration::minutes(10));
+        assert_eq!(
+            (order.quantity, order.total_cents, order.status),
+            (2, 200, OrderStatus::Reserved)
+        );
+        assert_eq!((order.user_id, order.sku.as_str()), (entry.user_id, "m"));
+        assert_eq!(order.reserved_until, t0 + Duration::minutes(10));
+        assert_eq!(order.idempotency_key, format!("waitlist:{}", order.id));
+        let again = Order::waitlist_offer(&drop, &entry, 2, t0, Duration::minutes(10));
+        assert_ne!(again.idempotency_key, order.idempotency_key);
     }
 
     #[test]
@@ -1134,6 +1269,7 @@ mod tests {
             id: OrderId::new(),
             user_id: UserId::new(),
             drop_id: DropId::new(),
+            sku: DEFAULT_SKU.into(),
             quantity: 1,
             unit_price_cents: 100,
             total_cents: 100,

@@ -126,7 +126,8 @@ pub trait DropRepository: Send + Sync + 'static {
     /// `events` in the same step. Returns whether it moved: of several processes racing
     /// the same transition, exactly one sees `true`. A move to `ended` or `cancelled`
     /// closes the drop's waitlists in the same step: every entry ends, each with
-    /// `waitlist.closed` ([`Event::waitlist`]) appended after `events`.
+    /// `waitlist.closed` ([`Event::waitlist`], dated as the first of `events`, or at
+    /// the drop's end when there are none) appended after `events`.
     async fn transition(
         &self,
         id: DropId,

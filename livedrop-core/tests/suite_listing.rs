@@ -33,6 +33,11 @@ const STORE: &[(&str, &str)] = &[
         "semantics",
         include_str!("../src/testing/store/semantics.rs"),
     ),
+    ("variants", include_str!("../src/testing/store/variants.rs")),
+    (
+        "waitlists",
+        include_str!("../src/testing/store/waitlists.rs"),
+    ),
 ];
 const CACHE: &str = include_str!("../src/testing/cache.rs");
 const BUS: &str = include_str!("../src/testing/bus.rs");

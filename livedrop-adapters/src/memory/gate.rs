@@ -11,9 +11,9 @@ use livedrop_core::DropId;
 use tokio::time::Instant;
 
 /// An [`AdmissionGate`] in this process's memory, with the Redis gate's semantics:
-/// per drop, the last recorded stock version and its available units; a record of
+/// per variant of a drop, the last recorded stock version and its available units; a record of
 /// an older version than the one held is ignored; an entry expires `ttl` after its
-/// last record (5 s by default), and an unknown or expired drop is admitted.
+/// last record (5 s by default), and an unknown or expired variant is admitted.
 ///
 /// Time is tokio's, so a paused runtime (the simulator, tests) controls expiry.
 ///
@@ -26,17 +26,18 @@ use tokio::time::Instant;
 ///
 /// let gate = MemoryGate::new();
 /// let drop = DropId::new();
-/// assert!(gate.admit(drop, 1).await?, "unknown drops are admitted");
+/// assert!(gate.admit(drop, "m", 1).await?, "unknown drops are admitted");
 /// let sold_out = Stock { total: 5, available: 0, reserved: 1, sold: 4 };
-/// gate.record(drop, &sold_out, 9).await?;
-/// assert!(!gate.admit(drop, 1).await?);
+/// gate.record(drop, "m", &sold_out, 9).await?;
+/// assert!(!gate.admit(drop, "m", 1).await?);
+/// assert!(gate.admit(drop, "l", 1).await?, "each size is gated on its own");
 /// # Ok::<_, livedrop_core::ports::CacheError>(())
 /// # }).unwrap();
 /// ```
 #[derive(Debug)]
 pub struct MemoryGate {
     ttl: Duration,
-    entries: Mutex<HashMap<DropId, Entry>>,
+    entries: Mutex<HashMap<(DropId, String), Entry>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -66,7 +67,10 @@ impl MemoryGate {
         }
     }
 
-    fn entries(&self) -> Result<std::sync::MutexGuard<'_, HashMap<DropId, Entry>>, CacheError> {
+    #[allow(clippy::type_complexity)]
+    fn entries(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<(DropId, String), Entry>>, CacheError> {
         self.entries
             .lock()
             .map_err(|_| CacheError("the memory gate's lock is poisoned".into()))
@@ -75,25 +79,32 @@ impl MemoryGate {
 
 #[async_trait]
 impl AdmissionGate for MemoryGate {
-    async fn admit(&self, drop: DropId, quantity: u32) -> Result<bool, CacheError> {
+    async fn admit(&self, drop: DropId, sku: &str, quantity: u32) -> Result<bool, CacheError> {
         let now = Instant::now();
         let entries = self.entries()?;
-        Ok(match entries.get(&drop) {
+        Ok(match entries.get(&(drop, sku.to_owned())) {
             Some(entry) if entry.expires > now => entry.available >= quantity,
             _ => true,
         })
     }
 
-    async fn record(&self, drop: DropId, stock: &Stock, version: i64) -> Result<(), CacheError> {
+    async fn record(
+        &self,
+        drop: DropId,
+        sku: &str,
+        stock: &Stock,
+        version: i64,
+    ) -> Result<(), CacheError> {
         let now = Instant::now();
         let mut entries = self.entries()?;
         // Forget expired entries, so drops that ended do not accumulate.
         entries.retain(|_, entry| entry.expires > now);
-        if entries.get(&drop).is_some_and(|e| e.version > version) {
+        let key = (drop, sku.to_owned());
+        if entries.get(&key).is_some_and(|e| e.version > version) {
             return Ok(());
         }
         entries.insert(
-            drop,
+            key,
             Entry {
                 version,
                 available: stock.available,

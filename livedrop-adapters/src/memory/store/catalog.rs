@@ -1,9 +1,10 @@
 //! Products, drops and stock outside orders.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use livedrop_core::event::Event;
+use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, ProductId};
 use livedrop_core::model::{
     self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, LedgerEntry, LedgerKind,
@@ -14,7 +15,7 @@ use livedrop_core::ports::{DropRepository, InventoryRepository, ProductRepositor
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use uuid::Uuid;
 
-use super::{keyset_page, DropRow, MemoryStore, State};
+use super::{keyset_page, DropRow, MemoryStore, State, VariantRow};
 
 /// Whether the scheduler may still have to move a drop in this state.
 fn is_open(state: DropState) -> bool {
@@ -23,10 +24,9 @@ fn is_open(state: DropState) -> bool {
 
 impl State {
     fn drop_view(&self, id: DropId) -> Option<DropView> {
-        self.drops.get(&id).map(|row| DropView {
-            drop: row.drop.clone(),
-            stock: row.stock,
-        })
+        self.drops
+            .get(&id)
+            .map(|row| DropView::new(row.drop.clone(), row.variant_stock()))
     }
 }
 
@@ -103,25 +103,45 @@ impl DropRepository for MemoryStore {
     async fn insert_drop(
         &self,
         drop: &model::Drop,
-        total_stock: u32,
+        stock: &[u32],
         events: &[Event],
     ) -> StoreResult<()> {
+        if stock.len() != drop.variants.len() {
+            return Err(StoreError::backend(format!(
+                "drop {} has {} variants and {} stock figures",
+                drop.id,
+                drop.variants.len(),
+                stock.len()
+            )));
+        }
         self.write(|state| {
             if state.drops.contains_key(&drop.id) {
                 return Err(StoreError::Conflict(format!("drop {} exists", drop.id)));
             }
-            let stock = Stock::new(total_stock);
-            let entry = LedgerEntry {
-                id: Uuid::now_v7(),
-                drop_id: drop.id,
-                kind: LedgerKind::Initial,
-                delta: i64::from(total_stock),
-                reason: "initial stock".to_owned(),
-                actor_id: Some(drop.creator_id),
-                stock_after: stock,
-                created_at: drop.created_at,
-            };
-            state.ledger_ids.insert(entry.id);
+            let mut ledger = BTreeMap::new();
+            let mut variants = Vec::with_capacity(stock.len());
+            for (variant, total) in drop.variants.iter().zip(stock) {
+                let entry = LedgerEntry {
+                    id: Uuid::now_v7(),
+                    drop_id: drop.id,
+                    sku: variant.sku.clone(),
+                    kind: LedgerKind::Initial,
+                    delta: i64::from(*total),
+                    reason: "initial stock".to_owned(),
+                    actor_id: Some(drop.creator_id),
+                    stock_after: Stock::new(*total),
+                    created_at: drop.created_at,
+                };
+                state.ledger_ids.insert(entry.id);
+                ledger.insert((entry.created_at, entry.id), entry);
+                variants.push(VariantRow {
+                    sku: Arc::from(variant.sku.as_str()),
+                    stock: Stock::new(*total),
+                    // The initial stock is the variant's first stock version.
+                    version: 1,
+                    line: BTreeMap::new(),
+                });
+            }
             state.drop_index.insert((drop.created_at, drop.id.0));
             if is_open(drop.state) {
                 state.open_drops.insert((drop.starts_at, drop.id.0));
@@ -130,10 +150,9 @@ impl DropRepository for MemoryStore {
                 drop.id,
                 DropRow {
                     drop: drop.clone(),
-                    stock,
-                    // The initial stock is the drop's first stock version.
-                    version: 1,
-                    ledger: BTreeMap::from([((entry.created_at, entry.id), entry)]),
+                    variants,
+                    ledger,
+                    waiting: Default::default(),
                 },
             );
             state.append(events.iter().cloned());
@@ -184,12 +203,36 @@ impl DropRepository for MemoryStore {
             }
             row.drop.state = to;
             let key = (row.drop.starts_at, id.0);
+            let ends_at = row.drop.ends_at;
+            // Ending or cancelling closes the waitlists, in join order per variant.
+            let closed: Vec<_> = if matches!(to, DropState::Ended | DropState::Cancelled) {
+                let mut users: Vec<_> = row.waiting.iter().map(|(u, w)| (w.seq, *u)).collect();
+                users.sort_unstable();
+                users
+                    .into_iter()
+                    .filter_map(|(_, user)| row.entry(user))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !closed.is_empty() {
+                row.waiting.clear();
+                for variant in &mut row.variants {
+                    variant.line.clear();
+                }
+            }
             if is_open(to) {
                 state.open_drops.insert(key);
             } else {
                 state.open_drops.remove(&key);
             }
             state.append(events.iter().cloned());
+            let at = events.first().map_or(ends_at, |e| e.occurred_at);
+            state.append(
+                closed
+                    .iter()
+                    .map(|entry| Event::waitlist(EventType::WaitlistClosed, entry, None, at)),
+            );
             Ok(true)
         })
     }
@@ -216,8 +259,8 @@ impl DropRepository for MemoryStore {
 
 #[async_trait]
 impl InventoryRepository for MemoryStore {
-    async fn stock(&self, drop: DropId) -> StoreResult<Option<Stock>> {
-        Ok(self.lock().drops.get(&drop).map(|row| row.stock))
+    async fn stock(&self, drop: DropId) -> StoreResult<Option<Vec<Stock>>> {
+        Ok(self.lock().drops.get(&drop).map(DropRow::variant_stock))
     }
 
     async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome> {
@@ -225,13 +268,16 @@ impl InventoryRepository for MemoryStore {
             let Some(row) = state.drops.get(&adjustment.drop_id) else {
                 return Ok(AdjustOutcome::DropNotFound);
             };
+            let Some(variant) = row.variant(&adjustment.sku) else {
+                return Ok(AdjustOutcome::UnknownVariant);
+            };
             if state.ledger_ids.contains(&adjustment.entry_id) {
                 return Err(StoreError::Conflict(format!(
                     "ledger entry {} exists",
                     adjustment.entry_id
                 )));
             }
-            let stock = row.stock;
+            let stock = row.variants[variant].stock;
             let magnitude = u32::try_from(adjustment.delta.unsigned_abs()).ok();
             let after = if adjustment.delta >= 0 {
                 let grown = magnitude.and_then(|m| {
@@ -262,7 +308,14 @@ impl InventoryRepository for MemoryStore {
                     }
                 }
             };
-            state.move_stock(adjustment.drop_id, adjustment.at, |s| *s = after);
+            let restock = (adjustment.delta > 0).then_some(adjustment.hold);
+            let Some(after) =
+                state.move_stock(adjustment.drop_id, variant, adjustment.at, restock, |s| {
+                    *s = after
+                })
+            else {
+                return Ok(AdjustOutcome::DropNotFound);
+            };
             let entry = adjustment.ledger_entry(after);
             state.ledger_ids.insert(entry.id);
             if let Some(row) = state.drops.get_mut(&adjustment.drop_id) {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, EventId, NotificationId, OrderId, ProductId, UserId};
-use livedrop_core::model::{self, LedgerEntry, Notification, Order, Product, Stock, User};
+use livedrop_core::model::{
+    self, Handoff, LedgerEntry, Notification, Order, OrderStatus, Product, Stock, User,
+    WaitlistEntry,
+};
 use livedrop_core::page::{Cursor, Page, PageRequest};
 use livedrop_core::ports::{Claim, Outbox, OutboxRecord};
 use livedrop_core::{StoreResult, Timestamp};
@@ -24,6 +27,7 @@ mod catalog;
 mod notifications;
 mod orders;
 mod users;
+mod waitlists;
 
 /// A keyset sort key: `(timestamp, id)`, listed in descending order.
 type Key = (Timestamp, Uuid);
@@ -88,11 +92,13 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// The drop's stock version: incremented by every stock movement, and the
-    /// `version` of the [`Event::stock_moved`] events it appends. `None` for an
-    /// unknown drop.
-    pub fn stock_version(&self, drop: DropId) -> Option<i64> {
-        self.lock().drops.get(&drop).map(|row| row.version)
+    /// The stock version of the drop's variant `sku`: incremented by every movement
+    /// of its stock, and the `version` of the [`Event::stock_moved`] events it
+    /// appends. `None` for an unknown drop or variant.
+    pub fn stock_version(&self, drop: DropId, sku: &str) -> Option<i64> {
+        let state = self.lock();
+        let row = state.drops.get(&drop)?;
+        Some(row.variants[row.variant(sku)?].version)
     }
 
     /// Idempotency keys claimed and neither completed nor released, as `(user, key)`
@@ -138,13 +144,66 @@ impl MemoryStore {
     }
 }
 
-/// A drop with its stock, stock version and ledger.
+/// A drop with its variants' stock and waitlists, and its ledger.
 #[derive(Debug)]
 struct DropRow {
     drop: model::Drop,
+    /// One per `drop.variants`, in the same order.
+    variants: Vec<VariantRow>,
+    ledger: BTreeMap<Key, LedgerEntry>,
+    /// Who waits, for which variant: one entry per buyer.
+    waiting: HashMap<UserId, Waiting>,
+}
+
+impl DropRow {
+    /// The index of variant `sku` in `drop.variants`.
+    fn variant(&self, sku: &str) -> Option<usize> {
+        self.drop.variants.iter().position(|v| v.sku == sku)
+    }
+
+    fn variant_stock(&self) -> Vec<Stock> {
+        self.variants.iter().map(|v| v.stock).collect()
+    }
+
+    /// The entry of `user` as the port returns it, with its position in the line.
+    fn entry(&self, user: UserId) -> Option<WaitlistEntry> {
+        let waiting = self.waiting.get(&user)?;
+        let line = &self.variants[waiting.variant].line;
+        let ahead = line.range(..waiting.seq).count() as u64;
+        Some(waiting.entry(self, user, ahead + 1))
+    }
+}
+
+/// One variant's stock, stock version and waitlist.
+#[derive(Debug)]
+struct VariantRow {
+    sku: Arc<str>,
     stock: Stock,
     version: i64,
-    ledger: BTreeMap<Key, LedgerEntry>,
+    /// Join sequence → buyer, in join order.
+    line: BTreeMap<u64, UserId>,
+}
+
+/// A buyer's place in one variant's line.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    variant: usize,
+    seq: u64,
+    quantity: u32,
+    joined_at: Timestamp,
+}
+
+impl Waiting {
+    fn entry(&self, row: &DropRow, user: UserId, position: u64) -> WaitlistEntry {
+        WaitlistEntry {
+            drop_id: row.drop.id,
+            sku: row.variants[self.variant].sku.to_string(),
+            user_id: user,
+            quantity: self.quantity,
+            joined_at: self.joined_at,
+            position,
+        }
+    }
 }
 
 /// A claimed or completed idempotency key.
@@ -184,6 +243,8 @@ struct State {
     held: HashMap<(DropId, UserId), u32>,
     /// `(reserved_until, id)` of reserved orders.
     holds: BTreeSet<Key>,
+    /// The last waitlist join sequence handed out.
+    wait_seq: u64,
 
     idempotency: HashMap<UserId, HashMap<String, IdempotencyRecord>>,
 
@@ -260,11 +321,12 @@ enum Appended {
         order: Order,
         at: Timestamp,
     },
-    /// [`Event::stock`] of a drop's stock after a movement.
+    /// [`Event::stock`] of a variant's stock after a movement.
     Stock {
         id: EventId,
         kind: EventType,
         drop: DropId,
+        sku: Arc<str>,
         stock: Stock,
         version: i64,
         at: Timestamp,
@@ -298,12 +360,13 @@ impl Appended {
                 id,
                 kind,
                 drop,
+                sku,
                 stock,
                 version,
                 at,
             } => Event {
                 id: *id,
-                ..Event::stock(*kind, drop.0, stock, *version, *at)
+                ..Event::stock(*kind, drop.0, sku, stock, *version, *at)
             },
         }
     }
@@ -344,31 +407,117 @@ impl State {
         self.outbox.push(self.next_seq, entry);
     }
 
-    /// Applies `change` to the drop's stock, bumps its stock version and appends
-    /// [`Event::stock_moved`]. Returns the stock after, or `None` for an unknown drop.
+    /// Applies `change` to the stock of the drop's variant `variant`, hands what it
+    /// made available to the variant's waitlist when `hand_off` holds the offers'
+    /// hold (see [`State::hand_off`]), bumps the variant's stock version and appends
+    /// [`Event::stock_moved`] with the stock after both. Returns the stock after, or
+    /// `None` for an unknown drop.
     fn move_stock(
         &mut self,
         drop: DropId,
+        variant: usize,
         at: Timestamp,
+        hand_off: Option<chrono::Duration>,
         change: impl FnOnce(&mut Stock),
     ) -> Option<Stock> {
         let row = self.drops.get_mut(&drop)?;
-        let before = row.stock;
-        change(&mut row.stock);
-        row.version += 1;
-        let (after, version) = (row.stock, row.version);
+        let before = row.variants[variant].stock;
+        change(&mut row.variants[variant].stock);
+        if let Some(hold) = hand_off {
+            self.hand_off(drop, variant, at, hold);
+        }
+        let row = self.drops.get_mut(&drop)?;
+        let v = &mut row.variants[variant];
+        v.version += 1;
+        let (after, version, sku) = (v.stock, v.version, v.sku.clone());
         debug_assert!(after.is_consistent(), "stock invariant broken: {after:?}");
         for kind in Event::stock_moved_types(&before, &after) {
             self.push(Arc::new(Appended::Stock {
                 id: EventId::new(),
                 kind: *kind,
                 drop,
+                sku: sku.clone(),
                 stock: after,
                 version,
                 at,
             }));
         }
         Some(after)
+    }
+
+    /// Stores a new reserved order and its indexes, counting its units as held.
+    fn insert_order(&mut self, order: Order) {
+        self.order_keys
+            .entry(order.user_id)
+            .or_default()
+            .insert(order.idempotency_key.clone(), order.id);
+        self.user_orders
+            .entry(order.user_id)
+            .or_default()
+            .insert((order.created_at, order.id.0));
+        *self.held.entry((order.drop_id, order.user_id)).or_default() += order.quantity;
+        self.holds.insert((order.reserved_until, order.id.0));
+        self.orders.insert(order.id, order);
+    }
+
+    /// Serves variant `variant`'s waitlist with its available units, as
+    /// [`model::plan_handoff`] decides, if the drop takes orders at `now`: offers
+    /// become reserved orders (held for `hold`) with `order.placed` and
+    /// `waitlist.offered`, skips append `waitlist.skipped`; both end their entry.
+    fn hand_off(&mut self, drop: DropId, variant: usize, now: Timestamp, hold: chrono::Duration) {
+        let Some(row) = self.drops.get(&drop) else {
+            return;
+        };
+        let v = &row.variants[variant];
+        if v.line.is_empty() || v.stock.available == 0 || !row.drop.accepts_orders_at(now) {
+            return;
+        }
+        let held = &self.held;
+        let waiting = v.line.values().enumerate().filter_map(|(i, user)| {
+            let entry = row.waiting.get(user)?.entry(row, *user, i as u64 + 1);
+            let holds = held.get(&(drop, *user)).copied().unwrap_or(0);
+            Some((entry, holds))
+        });
+        let plan = model::plan_handoff(v.stock.available, row.drop.per_user_limit, waiting);
+        let definition = row.drop.clone();
+        for step in plan {
+            let (entry, offered) = match step {
+                Handoff::Offer { entry, quantity } => {
+                    let order = Order::waitlist_offer(&definition, &entry, quantity, now, hold);
+                    (entry, Some(order))
+                }
+                Handoff::Skip { entry, .. } => (entry, None),
+            };
+            if let Some(row) = self.drops.get_mut(&drop) {
+                if let Some(waiting) = row.waiting.remove(&entry.user_id) {
+                    row.variants[variant].line.remove(&waiting.seq);
+                }
+                if let Some(order) = &offered {
+                    let stock = &mut row.variants[variant].stock;
+                    stock.available -= order.quantity;
+                    stock.reserved += order.quantity;
+                }
+            }
+            match offered {
+                Some(order) => {
+                    debug_assert_eq!(order.status, OrderStatus::Reserved);
+                    self.insert_order(order.clone());
+                    self.append_order(EventType::OrderPlaced, &order, now);
+                    self.append([Event::waitlist(
+                        EventType::WaitlistOffered,
+                        &entry,
+                        Some(&order),
+                        now,
+                    )]);
+                }
+                None => self.append([Event::waitlist(
+                    EventType::WaitlistSkipped,
+                    &entry,
+                    None,
+                    now,
+                )]),
+            }
+        }
     }
 }
 
@@ -470,7 +619,7 @@ mod tests {
         let creator = fixtures::user("c", Role::Creator);
         let product = fixtures::product(creator.id, "P", "d", at(-100));
         let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
-        store.insert_drop(&drop, 5, &[]).await.expect("insert");
+        store.insert_drop(&drop, &[5], &[]).await.expect("insert");
         (store, drop)
     }
 
@@ -529,6 +678,7 @@ mod tests {
             first[1].event.decode().expect("stock"),
             livedrop_core::event::EventPayload::StockChanged(livedrop_core::event::StockPayload {
                 drop_id: drop.id.0,
+                sku: model::DEFAULT_SKU.into(),
                 stock: Stock {
                     available: 4,
                     reserved: 1,
@@ -542,19 +692,22 @@ mod tests {
     #[tokio::test]
     async fn stock_versions_count_every_movement() {
         let (store, drop) = live_drop_of_five().await;
-        assert_eq!(store.stock_version(drop.id), Some(1));
+        assert_eq!(store.stock_version(drop.id, model::DEFAULT_SKU), Some(1));
         let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
         store.place_order(&order, T0).await.expect("place");
         let adjustment = Adjustment {
             drop_id: drop.id,
+            sku: model::DEFAULT_SKU.into(),
             delta: 2,
             reason: "r".into(),
             actor_id: None,
             entry_id: Uuid::now_v7(),
             at: at(1),
+            hold: fixtures::HOLD,
         };
         store.adjust(&adjustment).await.expect("adjust");
-        assert_eq!(store.stock_version(drop.id), Some(3));
+        assert_eq!(store.stock_version(drop.id, model::DEFAULT_SKU), Some(3));
+        assert_eq!(store.stock_version(drop.id, "xl"), None);
         let pending = store.pending(100).await.expect("pending");
         let versions: Vec<i64> = pending.iter().map(|r| r.event.version).collect();
         assert_eq!(
@@ -562,7 +715,7 @@ mod tests {
             vec![1, 2, 3],
             "order.placed, then two stock.changed"
         );
-        assert_eq!(store.stock_version(DropId::new()), None);
+        assert_eq!(store.stock_version(DropId::new(), model::DEFAULT_SKU), None);
         let stored = store.order(order.id).await.expect("order").expect("exists");
         assert_eq!(stored.status, OrderStatus::Reserved);
     }

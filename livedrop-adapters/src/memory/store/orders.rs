@@ -17,11 +17,19 @@ use super::{keyset_page, lease_end, Appended, IdempotencyRecord, MemoryStore, St
 
 impl State {
     /// Moves a reserved order to `status` at `now`: releases its hold, moves its
-    /// units (to sold when confirmed, back to available otherwise) and appends the
-    /// order event then the stock events. Returns the updated order.
-    fn finish_hold(&mut self, id: OrderId, status: OrderStatus, now: Timestamp) -> Option<Order> {
+    /// units (to sold when confirmed, back to its variant's waitlist and then
+    /// available otherwise, offers held for `hold`) and appends the order event, the
+    /// hand-off's events, then the stock events. Returns the updated order.
+    fn finish_hold(
+        &mut self,
+        id: OrderId,
+        status: OrderStatus,
+        now: Timestamp,
+        hold: chrono::Duration,
+    ) -> Option<Order> {
         let order = self.orders.get_mut(&id)?;
         debug_assert_eq!(order.status, OrderStatus::Reserved);
+        let variant = self.drops.get(&order.drop_id)?.variant(&order.sku)?;
         self.holds.remove(&(order.reserved_until, id.0));
         order.status = status;
         order.updated_at = now;
@@ -38,9 +46,11 @@ impl State {
             }
         }
         self.append_order(kind, &order, now);
-        self.move_stock(order.drop_id, now, |s| {
+        let confirmed = status == OrderStatus::Confirmed;
+        let hand_off = (!confirmed).then_some(hold);
+        self.move_stock(order.drop_id, variant, now, hand_off, |s| {
             s.reserved -= q;
-            if status == OrderStatus::Confirmed {
+            if confirmed {
                 s.sold += q;
             } else {
                 s.available += q;
@@ -62,7 +72,6 @@ impl OrderRepository for MemoryStore {
             ..order.clone()
         };
         let indexed = stored.clone();
-        let key = stored.idempotency_key.clone();
         let placed = Appended::order(EventType::OrderPlaced, stored.clone(), now);
         self.write(move |state| {
             let existing = state
@@ -76,6 +85,9 @@ impl OrderRepository for MemoryStore {
             let Some(row) = state.drops.get(&stored.drop_id) else {
                 return Ok(PlaceOutcome::DropNotFound);
             };
+            let Some(variant) = row.variant(&stored.sku) else {
+                return Ok(PlaceOutcome::UnknownVariant);
+            };
             if !row.drop.accepts_orders_at(now) {
                 return Ok(PlaceOutcome::NotLive);
             }
@@ -88,34 +100,18 @@ impl OrderRepository for MemoryStore {
             if u64::from(held) + u64::from(stored.quantity) > u64::from(limit) {
                 return Ok(PlaceOutcome::LimitExceeded { limit, held });
             }
-            if row.stock.available < stored.quantity {
-                return Ok(PlaceOutcome::OutOfStock {
-                    available: row.stock.available,
-                });
+            let available = row.variants[variant].stock.available;
+            if available < stored.quantity {
+                return Ok(PlaceOutcome::OutOfStock { available });
             }
             if state.orders.contains_key(&stored.id) {
                 return Err(StoreError::Conflict(format!("order {} exists", stored.id)));
             }
 
             let q = stored.quantity;
-            state.orders.insert(stored.id, indexed);
-            state
-                .order_keys
-                .entry(stored.user_id)
-                .or_default()
-                .insert(key, stored.id);
-            state
-                .user_orders
-                .entry(stored.user_id)
-                .or_default()
-                .insert((stored.created_at, stored.id.0));
-            *state
-                .held
-                .entry((stored.drop_id, stored.user_id))
-                .or_default() += q;
-            state.holds.insert((stored.reserved_until, stored.id.0));
+            state.insert_order(indexed);
             state.push(placed);
-            state.move_stock(stored.drop_id, now, |s| {
+            state.move_stock(stored.drop_id, variant, now, None, |s| {
                 s.available -= q;
                 s.reserved += q;
             });
@@ -152,6 +148,7 @@ impl OrderRepository for MemoryStore {
         id: OrderId,
         settlement: Settlement,
         now: Timestamp,
+        hold: chrono::Duration,
     ) -> StoreResult<SettleOutcome> {
         self.write(|state| {
             let Some(order) = state.orders.get(&id) else {
@@ -173,7 +170,7 @@ impl OrderRepository for MemoryStore {
             } else {
                 target
             };
-            match state.finish_hold(id, status, now) {
+            match state.finish_hold(id, status, now, hold) {
                 Some(order) if expired => Ok(SettleOutcome::HoldExpired(order)),
                 Some(order) => Ok(SettleOutcome::Settled(order)),
                 None => Ok(SettleOutcome::NotFound),
@@ -181,7 +178,12 @@ impl OrderRepository for MemoryStore {
         })
     }
 
-    async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
+    async fn expire_holds(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: chrono::Duration,
+    ) -> StoreResult<Vec<Order>> {
         self.write(|state| {
             let due: Vec<OrderId> = state
                 .holds
@@ -192,7 +194,7 @@ impl OrderRepository for MemoryStore {
                 .collect();
             Ok(due
                 .into_iter()
-                .filter_map(|id| state.finish_hold(id, OrderStatus::Expired, now))
+                .filter_map(|id| state.finish_hold(id, OrderStatus::Expired, now, hold))
                 .collect())
         })
     }

@@ -359,12 +359,16 @@ pub async fn waitlist_closes_with_the_drop(repos: &Repos) {
             at(3000),
         )
         .await;
-        placed(
+        let paid = placed(
             repos,
             &sized_order(users[0].id, &drop, "m", 1, "a2", T0),
             T0,
         )
         .await;
+        assert!(matches!(
+            settle(repos, paid.id, Settlement::Confirm, at(1)).await,
+            SettleOutcome::Settled(_)
+        ));
         joined_entry(repos, &drop, users[1].id, "s", 1, at(1)).await;
         joined_entry(repos, &drop, users[2].id, "m", 2, at(2)).await;
 
