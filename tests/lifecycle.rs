@@ -569,7 +569,11 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
         .await
         .expect("the abandoned key was released");
     assert_eq!(
-        world.app.place_order(&buyer, Some("k"), one()).await.unwrap(),
+        world
+            .app
+            .place_order(&buyer, Some("k"), one())
+            .await
+            .unwrap(),
         order,
         "and is then replayed"
     );

@@ -209,15 +209,13 @@ struct MOrder {
     extended: bool,
 }
 
-/// A waitlist offer the model expects the store to have made: the order's key and
-/// what it holds.
+/// A waitlist offer the model expects the store to have made: to whom, of what.
 #[derive(Debug, Clone)]
 struct Offer {
     user: usize,
     drop: usize,
     size: usize,
     quantity: u32,
-    key: String,
 }
 
 type Recorded = Result<usize, String>;
@@ -231,9 +229,6 @@ struct Model {
     hold: Span,
     /// Offers made by the last step, waiting to be matched with the store's orders.
     offers: Vec<Offer>,
-    /// When each buyer's last served entry in each drop had joined: a new entry in
-    /// the same instant would get the same offer key.
-    served: HashMap<(usize, usize), Timestamp>,
 }
 
 impl Model {
@@ -275,7 +270,6 @@ impl Model {
                 return;
             };
             let entry = self.drops[drop].waiting.remove(at);
-            self.served.insert((entry.user, drop), entry.joined_at);
             let quantity = free.min(entry.quantity);
             if self.held(entry.user, drop) + quantity > self.drops[drop].limit {
                 continue;
@@ -283,11 +277,6 @@ impl Model {
             let s = &mut self.drops[drop].stock[size];
             s.available -= quantity;
             s.reserved += quantity;
-            let key = format!(
-                "waitlist:{}:{}",
-                self.drops[drop].id,
-                entry.joined_at.timestamp_micros()
-            );
             // The order's id is learnt from the store after the step.
             self.orders.push(MOrder {
                 id: OrderId(uuid::Uuid::nil()),
@@ -304,7 +293,6 @@ impl Model {
                 drop,
                 size,
                 quantity,
-                key,
             });
         }
     }
@@ -348,7 +336,6 @@ pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
         keys: HashMap::new(),
         hold,
         offers: vec![],
-        served: HashMap::new(),
     };
     for d in 0..DROPS {
         let sizes = &stocks[d];
@@ -737,17 +724,6 @@ async fn step_once(
             quantity,
         } => {
             let size = model.drops[drop].size(size);
-            // A new entry in the very instant the buyer's last entry of this drop was
-            // served would be offered under that entry's key: let a second pass.
-            if model.served.get(&(user, drop)) == Some(&now)
-                && model.drops[drop]
-                    .waiting
-                    .iter()
-                    .all(|e| e.user != user || e.size != size)
-            {
-                world.clock.advance(Span::seconds(1));
-            }
-            let now = world.clock.now_ts();
             let d = &model.drops[drop];
             let request = JoinWaitlist {
                 sku: (d.skus.len() > 1).then(|| d.skus[size].clone()),
@@ -810,8 +786,10 @@ async fn step_once(
     Ok(())
 }
 
-/// Finds the orders the step's waitlist offers made in the store, by their keys, and
-/// checks each holds what the model offered.
+/// Finds the orders the step's waitlist offers made in the store (each buyer's
+/// `waitlist`-fingerprinted orders of the drop the model does not know yet: a buyer
+/// has one entry per drop, so one offer per drop and step) and checks each holds
+/// what the model offered.
 async fn learn_offers(
     world: &World,
     model: &mut Model,
@@ -822,30 +800,36 @@ async fn learn_offers(
     // The offers' orders are the last ones the model pushed, in offer order.
     let first = model.orders.len() - offers.len();
     for (i, offer) in offers.iter().enumerate() {
+        let d = &model.drops[offer.drop];
         let stored = world
             .ports
             .orders
-            .order_by_key(users[offer.user].id, &offer.key)
+            .orders_for_user(users[offer.user].id, PageRequest::first(100))
             .await
-            .map_err(failed)?;
-        let Some(order) = stored else {
+            .map_err(failed)?
+            .items;
+        let new: Vec<_> = stored
+            .into_iter()
+            .filter(|o| {
+                o.drop_id == d.id
+                    && o.fingerprint == livedrop::core::model::WAITLIST_FINGERPRINT
+                    && model.orders.iter().all(|m| m.id != o.id)
+            })
+            .collect();
+        let [order] = new.as_slice() else {
+            let stock = world.ports.inventory.stock(d.id).await.map_err(failed)?;
             return Err(TestCaseError::fail(format!(
-                "step {step}: no waitlist offer {:?} in the store",
-                offer
+                "step {step}: expected one new waitlist offer {offer:?}, the store has {new:?} (stock {stock:?})"
             )));
         };
-        prop_assert_eq!(order.drop_id, model.drops[offer.drop].id);
-        prop_assert_eq!(&order.sku, &model.drops[offer.drop].skus[offer.size]);
+        prop_assert_eq!(&order.sku, &d.skus[offer.size]);
         prop_assert_eq!(
             order.quantity,
             offer.quantity,
             "step {}: offered units",
             step
         );
-        prop_assert_eq!(
-            &order.fingerprint,
-            livedrop::core::model::WAITLIST_FINGERPRINT
-        );
+        prop_assert_eq!(order.status, OrderStatus::Reserved);
         let m = &mut model.orders[first + i];
         prop_assert_eq!(order.reserved_until, m.reserved_until, "step {}", step);
         m.id = order.id;

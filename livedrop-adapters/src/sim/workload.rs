@@ -367,12 +367,13 @@ pub(super) async fn drive<S: Store>(
         world.start(i);
     }
 
+    let mut lines = Lines::default();
     for step in 0..config.steps {
         run_step(step, &mut world, &mut model, &timing).await;
         let think = faults.duration_up_to(timing.max_think);
         tokio::time::sleep(think).await;
         let latest = clock.latest();
-        step_checks(step, &*raw, &model, latest, &mut violations).await;
+        step_checks(step, &*raw, &model, latest, &mut lines, &mut violations).await;
         if violations.len() > 20 {
             break;
         }
@@ -1070,6 +1071,7 @@ async fn step_checks<S: Store>(
     raw: &S,
     model: &Model,
     latest: Timestamp,
+    lines: &mut Lines,
     out: &mut Vec<Violation>,
 ) {
     let mut fail = |check, message: String| {
@@ -1149,7 +1151,11 @@ async fn step_checks<S: Store>(
     // on three reads in a row.
     let mut found = Vec::new();
     for attempt in 0..3 {
-        found = units_and_waitlists(raw, model, latest).await;
+        let now;
+        (found, now) = units_and_waitlists(raw, model, latest, lines).await;
+        if found.is_empty() || attempt == 2 {
+            *lines = now;
+        }
         if found.is_empty() {
             break;
         }
@@ -1162,15 +1168,27 @@ async fn step_checks<S: Store>(
     }
 }
 
+/// The waitlists as the last step's checks read them: each variant's line (buyer and
+/// join time, in place order), and the waitlist offers each buyer had per drop.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Lines {
+    lines: HashMap<(DropId, String), Vec<(UserId, Timestamp)>>,
+    offers: HashMap<(DropId, UserId), usize>,
+}
+
 /// Every unit of each variant held by exactly the orders that hold it, no unit
 /// available while someone waits for its variant (on a drop taking orders whose end
 /// the clock's high-water mark `latest` has not reached), places 1, 2, … in join
-/// order: what is wrong, as read from the store.
+/// order, and no buyer offered units while one ahead of it in `before` (the last
+/// step's lines) still waits in the same place: what is wrong, as read from the
+/// store, and the lines now.
 async fn units_and_waitlists<S: Store>(
     raw: &S,
     model: &Model,
     latest: Timestamp,
-) -> Vec<(Check, String)> {
+    before: &Lines,
+) -> (Vec<(Check, String)>, Lines) {
+    let mut now = Lines::default();
     let mut found = Vec::new();
     let mut fail = |check, message: String| found.push((check, message));
     let mut views = Vec::new();
@@ -1187,6 +1205,9 @@ async fn units_and_waitlists<S: Store>(
             continue;
         };
         for order in &orders {
+            if order.fingerprint == WAITLIST_FINGERPRINT {
+                *now.offers.entry((order.drop_id, id)).or_default() += 1;
+            }
             let units = holding
                 .entry((order.drop_id, order.sku.clone()))
                 .or_default();
@@ -1199,14 +1220,15 @@ async fn units_and_waitlists<S: Store>(
     }
     for view in &views {
         let drop = view.drop.id;
-        let mut lines: HashMap<&str, Vec<(u64, Timestamp)>> = HashMap::new();
+        let mut lines: HashMap<&str, Vec<(u64, Timestamp, UserId)>> = HashMap::new();
         for user in &model.users {
             match raw.waitlist_entry(drop, user.actor.id).await {
                 Ok(Some(entry)) => match view.drop.variant(&entry.sku) {
-                    Some(variant) => lines
-                        .entry(variant.sku.as_str())
-                        .or_default()
-                        .push((entry.position, entry.joined_at)),
+                    Some(variant) => lines.entry(variant.sku.as_str()).or_default().push((
+                        entry.position,
+                        entry.joined_at,
+                        user.actor.id,
+                    )),
                     None => fail(
                         Check::WaitlistOrder,
                         format!(
@@ -1249,7 +1271,7 @@ async fn units_and_waitlists<S: Store>(
                     ),
                 );
             }
-            let mut positions: Vec<u64> = line.iter().map(|(p, _)| *p).collect();
+            let mut positions: Vec<u64> = line.iter().map(|(p, _, _)| *p).collect();
             positions.sort_unstable();
             if positions.iter().copied().ne(1..=line.len() as u64) {
                 fail(
@@ -1257,22 +1279,46 @@ async fn units_and_waitlists<S: Store>(
                     format!("drop {drop} variant {}: places {positions:?}", variant.sku),
                 );
             }
-            if !model.stepped_back {
-                let mut by_place = line.clone();
-                by_place.sort_unstable();
-                if by_place.windows(2).any(|w| w[0].1 > w[1].1) {
-                    fail(
-                        Check::WaitlistOrder,
-                        format!(
-                            "drop {drop} variant {}: places out of join order {by_place:?}",
-                            variant.sku
-                        ),
-                    );
-                }
+            let mut by_place = line.clone();
+            by_place.sort_unstable();
+            now.lines.insert(
+                (drop, variant.sku.clone()),
+                by_place.iter().map(|(_, at, user)| (*user, *at)).collect(),
+            );
+            if !model.stepped_back && by_place.windows(2).any(|w| w[0].1 > w[1].1) {
+                fail(
+                    Check::WaitlistOrder,
+                    format!(
+                        "drop {drop} variant {}: places out of join order {by_place:?}",
+                        variant.sku
+                    ),
+                );
             }
         }
     }
-    found
+    // A buyer offered units since the last step (its line left, a new offer made)
+    // while one ahead of it then still waits in the same place: served out of order.
+    for ((drop, sku), line) in &before.lines {
+        let current = now.lines.get(&(*drop, sku.clone()));
+        let waits = |who: &(UserId, Timestamp)| current.is_some_and(|l| l.contains(who));
+        for (i, served) in line.iter().enumerate() {
+            let was = before.offers.get(&(*drop, served.0)).copied().unwrap_or(0);
+            let is = now.offers.get(&(*drop, served.0)).copied().unwrap_or(0);
+            if waits(served) || is <= was {
+                continue;
+            }
+            if let Some(ahead) = line[..i].iter().find(|a| waits(a)) {
+                fail(
+                    Check::WaitlistOrder,
+                    format!(
+                        "drop {drop} variant {sku}: buyer {} was offered units while buyer {}, ahead of it, still waits",
+                        served.0, ahead.0
+                    ),
+                );
+            }
+        }
+    }
+    (found, now)
 }
 
 /// Stops faults and client traffic and lets the system settle: leases, holds, drops
@@ -1554,10 +1600,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         None
     };
     let mut extended_once = BTreeSet::new();
-    // Per variant, the join instant of the last entry offered units: offers follow
-    // join order (unless the clock stepped back, when instants do not).
-    let mut last_offered: HashMap<(DropId, String), i64> = HashMap::new();
-    let mut ended_entries = BTreeSet::new();
+    let mut offered_orders = BTreeSet::new();
     for event in &events {
         let payload = match event.decode() {
             Ok(payload) => payload,
@@ -1607,31 +1650,13 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                     );
                     continue;
                 };
-                let joined = joined_at_of(offer).unwrap_or_default();
-                if !ended_entries.insert((entry.drop_id, entry.user_id, joined)) {
+                if !offered_orders.insert(offer.id) {
                     fail(
                         Check::UnitsAccounted,
                         None,
-                        format!(
-                            "a waitlist entry of drop {} was served twice",
-                            entry.drop_id
-                        ),
+                        format!("order {} was offered twice", offer.id),
                     );
                 }
-                let last = last_offered
-                    .entry((entry.drop_id, entry.sku.clone()))
-                    .or_insert(joined);
-                if joined < *last && !model.stepped_back {
-                    fail(
-                        Check::WaitlistOrder,
-                        None,
-                        format!(
-                            "drop {} variant {}: an entry that joined at {joined} was offered units after one that joined at {last}",
-                            entry.drop_id, entry.sku
-                        ),
-                    );
-                }
-                *last = (*last).max(joined);
                 if offer.fingerprint != WAITLIST_FINGERPRINT
                     || offer.quantity == 0
                     || offer.quantity > entry.quantity
@@ -1827,10 +1852,4 @@ fn stock_versions(events: &[Event]) -> BTreeMap<(uuid::Uuid, String), i64> {
         *v = (*v).max(e.version);
     }
     last
-}
-
-/// The join instant a waitlist offer's idempotency key carries
-/// (`waitlist:<drop>:<joined_at micros>`, [`Order::waitlist_offer`]).
-fn joined_at_of(offer: &Order) -> Option<i64> {
-    offer.idempotency_key.rsplit(':').next()?.parse().ok()
 }
