@@ -10,6 +10,17 @@
 //!   cached drop lookup.
 //!
 //! Each iteration is one reservation; every run ends with zero oversell checked.
+//!
+//! With the `postgres` feature, a second group (`sized_hot_drop`) compares, in the same
+//! run, a hot drop of ten sizes with a hot drop of one size holding the same total
+//! stock on PostgreSQL: 64 buyers, orders spread over the sizes in turn, under group
+//! reserve and under the naive row lock. Each size is its own stock row, so buyers of
+//! different sizes need not queue on one lock.
+//!
+//! ```text
+//! LIVEDROP_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test \
+//!     cargo bench --features postgres --bench inventory -- sized_hot_drop
+//! ```
 
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
@@ -21,7 +32,7 @@ use std::time::{Duration, Instant};
 use chrono::Duration as Span;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use livedrop::adapters::memory::{memory_ports, MemoryStore};
-use livedrop::core::model::{Actor, Drop, DropState, PlaceOutcome, Role};
+use livedrop::core::model::{Actor, Drop, DropState, PlaceOutcome, Role, Stock};
 use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
 use livedrop::core::service::{Livedrop, PlaceOrder};
 use livedrop::core::testing::fixtures;
@@ -81,7 +92,7 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
     let store = Arc::new(MemoryStore::new());
     let drop = hot_drop(&clock);
     store
-        .insert_drop(&drop, iters as u32, &[])
+        .insert_drop(&drop, &[iters as u32], &[])
         .await
         .expect("drop");
     let now = clock.now();
@@ -107,7 +118,7 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
         }
     })
     .await;
-    let stock = store.stock(drop.id).await.expect("stock").expect("drop");
+    let stock = Stock::sum(&store.stock(drop.id).await.expect("stock").expect("drop"));
     assert_eq!(
         (won, stock.available, stock.reserved),
         (iters, 0, iters as u32),
@@ -121,22 +132,23 @@ async fn memory_service(tasks: usize, iters: u64) -> Duration {
     let (ports, store, _bus) = memory_ports(clock.clone());
     let drop = hot_drop(&clock);
     store
-        .insert_drop(&drop, iters as u32, &[])
+        .insert_drop(&drop, &[iters as u32], &[])
         .await
         .expect("drop");
     let app = Livedrop::new(ports, Config::default());
     let request = PlaceOrder {
         drop_id: drop.id,
         quantity: 1,
+        sku: None,
     };
     let (elapsed, won) = race(tasks, |t| {
-        let app = app.clone();
+        let (app, request) = (app.clone(), request.clone());
         async move {
             let buyer = Actor::new(UserId::new(), Role::Customer);
             let mut won = 0u64;
             for i in 0.. {
                 match app
-                    .place_order(&buyer, Some(&format!("{t}-{i}")), request)
+                    .place_order(&buyer, Some(&format!("{t}-{i}")), request.clone())
                     .await
                 {
                     Ok(_) => won += 1,
@@ -200,5 +212,137 @@ fn hot_drop_reservations(c: &mut Criterion) {
     group.finish();
 }
 
+#[cfg(feature = "postgres")]
+mod common;
+
+/// The same hot drop sold as one size or as ten, on PostgreSQL.
+#[cfg(feature = "postgres")]
+mod sized {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use criterion::{BenchmarkId, Criterion};
+    use livedrop::adapters::postgres::testing::TestSchema;
+    use livedrop::adapters::postgres::{PgStore, ReserveStrategy};
+    use livedrop::core::model::{self, DropState, Order, PlaceOutcome};
+    use livedrop::core::ports::{DropRepository, InventoryRepository, OrderRepository};
+    use livedrop::core::testing::fixtures;
+    use livedrop::core::UserId;
+
+    use super::common::{now, share_out, store};
+
+    /// Concurrent buyers.
+    const BUYERS: usize = 64;
+
+    /// A drop live since a minute ago selling `sizes` sizes that share `total` units
+    /// as evenly as they can; a per-user limit of one (every order its own buyer).
+    async fn sized_drop(store: &PgStore, sizes: usize, total: u32) -> (model::Drop, Vec<u32>) {
+        let at = now();
+        let product = fixtures::product(UserId::new(), "sized", "", at);
+        let drop = fixtures::drop_of(
+            &product,
+            at - chrono::Duration::minutes(1),
+            at + chrono::Duration::hours(1),
+            1,
+            DropState::Live,
+            at,
+        );
+        let skus: Vec<String> = (0..sizes).map(|i| format!("eu-{}", 36 + i)).collect();
+        let drop = if sizes == 1 {
+            drop
+        } else {
+            let names: Vec<&str> = skus.iter().map(String::as_str).collect();
+            fixtures::with_variants(drop, &names)
+        };
+        let n = u32::try_from(sizes).expect("a few sizes");
+        let stock: Vec<u32> = (0..n)
+            .map(|i| total / n + u32::from(i < total % n))
+            .collect();
+        store.insert_drop(&drop, &stock, &[]).await.expect("drop");
+        (drop, stock)
+    }
+
+    /// `iters` orders of one unit (stock slightly short of them, so sizes also sell
+    /// out), order `i` for size `i % sizes`, placed by [`BUYERS`] tasks; checks every
+    /// size sold exactly what was asked of it, up to its stock.
+    async fn run(store: &PgStore, sizes: usize, iters: u64) -> Duration {
+        let n = usize::try_from(iters).unwrap_or(usize::MAX).max(1);
+        let total = u32::try_from(n - n / 20).unwrap_or(u32::MAX);
+        let (drop, stock) = sized_drop(store, sizes, total).await;
+        let at = now();
+        let orders: Arc<Vec<Order>> = Arc::new(
+            (0..n)
+                .map(|i| Order {
+                    sku: drop.variants[i % sizes].sku.clone(),
+                    ..fixtures::order(UserId::new(), &drop, 1, &format!("sized-{i}"), at)
+                })
+                .collect(),
+        );
+        let placed: Arc<Vec<AtomicU32>> = Arc::new((0..sizes).map(|_| AtomicU32::new(0)).collect());
+        let took = share_out(BUYERS, n, {
+            let (store, placed) = (store.clone(), placed.clone());
+            move |i| {
+                let (store, orders, placed) = (store.clone(), orders.clone(), placed.clone());
+                async move {
+                    match store.place_order(&orders[i], now()).await.expect("place") {
+                        PlaceOutcome::Placed(_) => {
+                            placed[i % sizes].fetch_add(1, Ordering::Relaxed);
+                        }
+                        PlaceOutcome::OutOfStock { .. } => {}
+                        other => panic!("unexpected outcome {other:?}"),
+                    }
+                }
+            }
+        })
+        .await;
+        // Zero oversell, per size: each row balances and holds exactly what was
+        // placed, which is all that was asked of it up to its stock.
+        let rows = store.stock(drop.id).await.expect("stock").expect("drop");
+        assert_eq!(rows.len(), sizes);
+        for (v, s) in rows.iter().enumerate() {
+            let asked = u32::try_from((n + sizes - 1 - v) / sizes).unwrap_or(u32::MAX);
+            let got = placed[v].load(Ordering::Relaxed);
+            assert!(s.is_consistent(), "{s:?}");
+            assert_eq!(s.total, stock[v]);
+            assert_eq!(s.reserved, got, "size {v}: {s:?}");
+            assert_eq!(got, asked.min(stock[v]), "size {v}: every unit sold once");
+        }
+        took
+    }
+
+    pub(super) fn sized_hot_drop(c: &mut Criterion) {
+        let rt = super::common::runtime();
+        let schema = rt.block_on(TestSchema::on(&super::common::database_url()));
+        let strategies = [
+            (
+                "group",
+                rt.block_on(store(&schema, ReserveStrategy::group(), 8)),
+            ),
+            (
+                "row_lock",
+                rt.block_on(store(&schema, ReserveStrategy::RowLock, 32)),
+            ),
+        ];
+        let mut group = super::common::order_group(c, "sized_hot_drop");
+        for (name, store) in &strategies {
+            for sizes in [1usize, 10] {
+                let line = format!(
+                    "{name}_{}",
+                    if sizes == 1 { "one_size" } else { "ten_sizes" }
+                );
+                group.bench_with_input(BenchmarkId::new(line, BUYERS), &sizes, |b, &sizes| {
+                    b.to_async(&rt)
+                        .iter_custom(|iters| async move { run(store, sizes, iters).await })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+#[cfg(feature = "postgres")]
+criterion_group!(benches, hot_drop_reservations, sized::sized_hot_drop);
+#[cfg(not(feature = "postgres"))]
 criterion_group!(benches, hot_drop_reservations);
 criterion_main!(benches);

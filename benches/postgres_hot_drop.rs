@@ -60,7 +60,7 @@ async fn run(store: &PgStore, buyers: usize, iters: u64) -> Duration {
     })
     .await;
     // Zero oversell: the authoritative row balances and holds exactly what was placed.
-    let s = store.stock(drop.id).await.expect("stock").expect("drop");
+    let s = model::Stock::sum(&store.stock(drop.id).await.expect("stock").expect("drop"));
     let placed = placed.load(Ordering::Relaxed);
     assert!(s.is_consistent(), "{s:?}");
     assert_eq!(s.reserved as usize, placed, "{s:?}");

@@ -25,7 +25,7 @@ use livedrop::adapters::postgres::testing::TestSchema;
 use livedrop::adapters::postgres::{PgStore, ReserveStrategy};
 use livedrop::adapters::redis::{RedisGate, RedisOptions};
 use livedrop::core::id::UserId;
-use livedrop::core::model::{self, Order, PlaceOutcome, Stock};
+use livedrop::core::model::{self, Order, PlaceOutcome, Stock, DEFAULT_SKU};
 use livedrop::core::ports::{AdmissionGate, InventoryRepository, OrderRepository};
 use livedrop::core::testing::{env, fixtures};
 
@@ -43,9 +43,16 @@ async fn sold_out_drop(store: &PgStore) -> (model::Drop, Stock) {
         .await
         .expect("first order");
     assert!(matches!(outcome, PlaceOutcome::Placed(_)), "{outcome:?}");
-    let stock = store.stock(drop.id).await.expect("stock").expect("drop");
+    let stock = only_stock(store, &drop).await;
     assert_eq!(stock.available, 0);
     (drop, stock)
+}
+
+/// The stock of the drop's one variant.
+async fn only_stock(store: &PgStore, drop: &model::Drop) -> Stock {
+    let variants = store.stock(drop.id).await.expect("stock").expect("drop");
+    assert_eq!(variants.len(), 1, "a drop of one variant: {variants:?}");
+    variants[0]
 }
 
 #[derive(Clone, Copy)]
@@ -60,7 +67,9 @@ enum Path {
 async fn run(store: &PgStore, gate: &RedisGate, path: Path, buyers: usize, iters: u64) -> Duration {
     let n = usize::try_from(iters).unwrap_or(usize::MAX).max(1);
     let (drop, stock) = sold_out_drop(store).await;
-    gate.record(drop.id, &stock, 1).await.expect("record");
+    gate.record(drop.id, DEFAULT_SKU, &stock, 1)
+        .await
+        .expect("record");
     let orders = Arc::new((0..n).map(|i| order(&drop, i)).collect::<Vec<_>>());
     let took = share_out(buyers, n, {
         let (store, gate) = (store.clone(), gate.clone());
@@ -71,7 +80,7 @@ async fn run(store: &PgStore, gate: &RedisGate, path: Path, buyers: usize, iters
                 if let Path::Gate = path {
                     // Errors count as "admit", as in the order service.
                     if !gate
-                        .admit(order.drop_id, order.quantity)
+                        .admit(order.drop_id, &order.sku, order.quantity)
                         .await
                         .unwrap_or(true)
                     {
@@ -87,7 +96,7 @@ async fn run(store: &PgStore, gate: &RedisGate, path: Path, buyers: usize, iters
     })
     .await;
     // Nothing oversold: the one unit is still the only one reserved.
-    let after = store.stock(drop.id).await.expect("stock").expect("drop");
+    let after = only_stock(store, &drop).await;
     assert!(after.is_consistent(), "{after:?}");
     assert_eq!((after.available, after.reserved), (0, 1), "{after:?}");
     took

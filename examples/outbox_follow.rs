@@ -87,6 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 starts_at: None,
                 ends_at: clock.now() + chrono::Duration::hours(1),
                 total_stock: orders as u32,
+                variants: Vec::new(),
                 per_user_limit: None,
             },
         )
@@ -109,6 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let request = PlaceOrder {
             drop_id: drop.drop.id,
             quantity: 1,
+            sku: None,
         };
         let order = a
             .place_order(&buyer.actor(), Some(&format!("o-{i}")), request)

@@ -48,6 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 starts_at: None,
                 ends_at: clock.now() + Duration::minutes(30),
                 total_stock: 5,
+                variants: Vec::new(),
                 per_user_limit: Some(1),
             },
         )
@@ -76,10 +77,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let request = PlaceOrder {
             drop_id: drop.drop.id,
             quantity: 1,
+            sku: None,
         };
         async move {
             let key = format!("checkout-{}", buyer.id);
-            let first = app.place_order(buyer, Some(&key), request).await;
+            let first = app.place_order(buyer, Some(&key), request.clone()).await;
             // A retry with the same key replays the first outcome.
             let retry = app.place_order(buyer, Some(&key), request).await;
             assert_eq!(
@@ -108,12 +110,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             paid.id, paid.status, dropped.id, dropped.status
         );
     }
-    let stock = app
+    let variants = app
         .ports()
         .inventory
         .stock(drop.drop.id)
         .await?
         .ok_or("drop vanished")?;
+    let stock = livedrop::core::model::Stock::sum(&variants);
     println!(
         "stock: total {} = available {} + reserved {} + sold {}",
         stock.total, stock.available, stock.reserved, stock.sold

@@ -56,6 +56,7 @@ fn restock(delta: i64) -> StockAdjustment {
     StockAdjustment {
         delta,
         reason: "restock".into(),
+        sku: None,
     }
 }
 
@@ -169,7 +170,7 @@ async fn an_expired_hold_returns_its_stock_without_any_request() {
     let id = drop.drop.id;
     eventually("the stock to return", || {
         let inventory = inventory.clone();
-        async move { inventory.stock(id).await.unwrap().unwrap().available == 3 }
+        async move { inventory.stock(id).await.unwrap().unwrap()[0].available == 3 }
     })
     .await;
     let order = world.app.order(&buyer, order.id).await.unwrap();
@@ -188,16 +189,16 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     let world = World::new();
     let drop = world.creators_drop(2, None).await;
     let buyer = world.user(Role::Customer).await;
-    let one = order_of(&drop, 1);
+    let one = || order_of(&drop, 1);
     let by_buyer = |key: Option<&'static str>, request: PlaceOrder| {
         let app = world.app.clone();
         async move { app.place_order(&buyer, key, request).await }
     };
 
-    let missing = by_buyer(None, one).await.unwrap_err();
+    let missing = by_buyer(None, one()).await.unwrap_err();
     assert_eq!(missing, Error::IdempotencyKeyMissing);
-    let first = by_buyer(Some("a"), one).await.unwrap();
-    let again = by_buyer(Some("a"), one).await.unwrap();
+    let first = by_buyer(Some("a"), one()).await.unwrap();
+    let again = by_buyer(Some("a"), one()).await.unwrap();
     assert_eq!(first, again);
     let stock = world.stock(&drop).await;
     assert_eq!(stock.reserved, 1, "a replay reserves nothing");
@@ -209,28 +210,28 @@ async fn keys_replay_refuse_reuse_and_report_in_flight() {
     world.order(&someone, Some("a"), &drop, 1).await.unwrap();
 
     // A rejection is replayed too, even after stock comes back.
-    let err = by_buyer(Some("b"), one).await.unwrap_err();
+    let err = by_buyer(Some("b"), one()).await.unwrap_err();
     assert_eq!(err.code(), "out_of_stock");
     world
         .app
         .adjust_stock(None, drop.drop.id, restock(5))
         .await
         .unwrap();
-    assert_eq!(by_buyer(Some("b"), one).await.unwrap_err(), err);
+    assert_eq!(by_buyer(Some("b"), one()).await.unwrap_err(), err);
 
     // A key held by a request still running is in flight until its lease runs out.
     let now = world.clock.now_ts();
-    let fingerprint = one.fingerprint();
+    let fingerprint = one().fingerprint();
     world
         .ports
         .idempotency
         .begin(buyer.id, "c", &fingerprint, now, Duration::from_secs(30))
         .await
         .unwrap();
-    let in_flight = by_buyer(Some("c"), one).await.unwrap_err();
+    let in_flight = by_buyer(Some("c"), one()).await.unwrap_err();
     assert_eq!(in_flight, Error::IdempotencyKeyInFlight);
     world.clock.advance(Span::seconds(31));
-    by_buyer(Some("c"), one)
+    by_buyer(Some("c"), one())
         .await
         .expect("an abandoned key is taken over");
 }
@@ -250,6 +251,7 @@ async fn authorization_lives_in_the_core() {
         starts_at: None,
         ends_at: world.clock.now_ts() + Span::hours(1),
         total_stock: 1,
+        variants: Vec::new(),
         per_user_limit: None,
     };
     let adjustment = restock(1);
@@ -365,15 +367,17 @@ impl livedrop::core::ports::OrderRepository for AnswerLost {
         id: livedrop::core::OrderId,
         settlement: livedrop::core::model::Settlement,
         now: livedrop::core::Timestamp,
+        hold: chrono::Duration,
     ) -> livedrop::core::StoreResult<livedrop::core::model::SettleOutcome> {
-        self.0.settle_order(id, settlement, now).await
+        self.0.settle_order(id, settlement, now, hold).await
     }
     async fn expire_holds(
         &self,
         now: livedrop::core::Timestamp,
         limit: u32,
+        hold: chrono::Duration,
     ) -> livedrop::core::StoreResult<Vec<livedrop::core::model::Order>> {
-        self.0.expire_holds(now, limit).await
+        self.0.expire_holds(now, limit, hold).await
     }
     async fn extend_hold(
         &self,
@@ -398,6 +402,7 @@ impl livedrop::core::ports::AdmissionGate for SwitchedGate {
     async fn admit(
         &self,
         _: livedrop::core::DropId,
+        _: &str,
         _: u32,
     ) -> Result<bool, livedrop::core::ports::CacheError> {
         use std::sync::atomic::Ordering;
@@ -409,6 +414,7 @@ impl livedrop::core::ports::AdmissionGate for SwitchedGate {
     async fn record(
         &self,
         _: livedrop::core::DropId,
+        _: &str,
         _: &livedrop::core::model::Stock,
         _: i64,
     ) -> Result<(), livedrop::core::ports::CacheError> {
@@ -542,14 +548,14 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
     let world = World::with_ports(Config::default(), |ports| ports.with_gate(gate.clone()));
     let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
-    let one = order_of(&drop, 1);
+    let one = || order_of(&drop, 1);
 
     // The client goes away while its order waits at an await inside the claim.
     gate.stall.store(true, Ordering::SeqCst);
     // The gate never answers, so this always times out.
     let abandoned = tokio::time::timeout(
         Duration::from_millis(50),
-        world.app.place_order(&buyer, Some("k"), one),
+        world.app.place_order(&buyer, Some("k"), one()),
     )
     .await;
     assert!(abandoned.is_err(), "the request was abandoned");
@@ -559,11 +565,15 @@ async fn an_order_abandoned_mid_request_leaves_its_key_free() {
     gate.stall.store(false, Ordering::SeqCst);
     let order = world
         .app
-        .place_order(&buyer, Some("k"), one)
+        .place_order(&buyer, Some("k"), one())
         .await
         .expect("the abandoned key was released");
     assert_eq!(
-        world.app.place_order(&buyer, Some("k"), one).await.unwrap(),
+        world
+            .app
+            .place_order(&buyer, Some("k"), one())
+            .await
+            .unwrap(),
         order,
         "and is then replayed"
     );
@@ -580,7 +590,7 @@ impl livedrop::core::ports::InventoryRepository for FirstAdjustLost {
     async fn stock(
         &self,
         drop: livedrop::core::DropId,
-    ) -> livedrop::core::StoreResult<Option<livedrop::core::model::Stock>> {
+    ) -> livedrop::core::StoreResult<Option<Vec<livedrop::core::model::Stock>>> {
         self.inner.stock(drop).await
     }
     async fn adjust(
@@ -633,7 +643,7 @@ async fn a_restock_whose_answer_was_lost_is_not_applied_twice_for_its_key() {
     assert_eq!(again.value, retry.value);
 
     let stock = world.ports.inventory.stock(drop.drop.id).await.unwrap();
-    assert_eq!(stock.unwrap().total, 15, "the restock applied once");
+    assert_eq!(stock.unwrap()[0].total, 15, "the restock applied once");
     let shown = world.app.displayed_stock(drop.drop.id).await.unwrap();
     assert_eq!(shown.total, 15, "and shows");
     let ledger = world

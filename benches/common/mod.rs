@@ -79,7 +79,7 @@ pub async fn live_drop(store: &PgStore, title: &str, stock: u32) -> model::Drop 
         DropState::Live,
         at,
     );
-    store.insert_drop(&drop, stock, &[]).await.expect("drop");
+    store.insert_drop(&drop, &[stock], &[]).await.expect("drop");
     drop
 }
 

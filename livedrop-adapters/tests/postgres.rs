@@ -64,7 +64,7 @@ fn live_drop(per_user_limit: u32) -> model::Drop {
 async fn new_drop(store: &PgStore, stock: u32, per_user_limit: u32) -> model::Drop {
     let drop = live_drop(per_user_limit);
     let events = [Event::drop(EventType::DropScheduled, &drop, t0())];
-    store.insert_drop(&drop, stock, &events).await.unwrap();
+    store.insert_drop(&drop, &[stock], &events).await.unwrap();
     drop
 }
 
@@ -207,6 +207,297 @@ async fn per_user_limit_holds_across_two_processes() {
     }
 }
 
+/// A live drop selling `variants` (sku, units), with `per_user_limit`.
+async fn new_sized_drop(
+    store: &PgStore,
+    variants: &[(&str, u32)],
+    per_user_limit: u32,
+) -> model::Drop {
+    let skus: Vec<&str> = variants.iter().map(|(sku, _)| *sku).collect();
+    let drop = fixtures::with_variants(live_drop(per_user_limit), &skus);
+    let stock: Vec<u32> = variants.iter().map(|(_, n)| *n).collect();
+    let events = [Event::drop(EventType::DropScheduled, &drop, t0())];
+    store.insert_drop(&drop, &stock, &events).await.unwrap();
+    drop
+}
+
+fn sized_order(user: UserId, drop: &model::Drop, sku: &str, key: &str) -> Order {
+    Order {
+        sku: sku.to_owned(),
+        ..order(user, drop, 1, key)
+    }
+}
+
+/// Each variant row read with plain SQL, by sku, and whether the orders of that
+/// variant account for it (reserved and sold) and the CHECKed invariant holds.
+async fn audit_variants(db: &TestSchema, drop: DropId) -> Vec<(String, Stock, bool)> {
+    let mut conn = db.conn().await;
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT i.sku, i.total_stock, i.available, i.reserved, i.sold, \
+                COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'reserved'), 0)::int8, \
+                COALESCE(SUM(o.quantity) FILTER (WHERE o.status = 'confirmed'), 0)::int8 \
+         FROM inventory i LEFT JOIN orders o ON o.drop_id = i.drop_id AND o.sku = i.sku \
+         WHERE i.drop_id = $1 GROUP BY i.sku, i.total_stock, i.available, i.reserved, i.sold, \
+                                       i.position \
+         ORDER BY i.position",
+    )
+    .bind(drop.0)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(
+            |(sku, total, available, reserved, sold, held_reserved, held_sold)| {
+                let stock = Stock {
+                    total: total as u32,
+                    available: available as u32,
+                    reserved: reserved as u32,
+                    sold: sold as u32,
+                };
+                let accounted = stock.is_consistent()
+                    && available >= 0
+                    && held_reserved == reserved
+                    && held_sold == sold;
+                (sku, stock, accounted)
+            },
+        )
+        .collect()
+}
+
+/// One buyer with a limit of 1 orders two different sizes at once, one order through
+/// each of two processes (two pools on one schema), round after round, with every
+/// pair of strategies: exactly one of the two is placed each round, and no buyer
+/// ever holds more than one unit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_buyer_across_sizes_and_processes_never_passes_the_limit() {
+    let Some(db) = fresh().await else {
+        return;
+    };
+    for strategies in [
+        [ReserveStrategy::RowLock, ReserveStrategy::RowLock],
+        [ReserveStrategy::group(), ReserveStrategy::RowLock],
+        [ReserveStrategy::group(), ReserveStrategy::group()],
+    ] {
+        let [a, b] = pools(&db, strategies).await;
+        let drop = new_sized_drop(&a, &[("s", 100), ("m", 100)], 1).await;
+        for round in 0..40 {
+            let buyer = UserId::new();
+            let tasks = [(a.clone(), "s"), (b.clone(), "m")].map(|(store, sku)| {
+                let o = sized_order(buyer, &drop, sku, &format!("{sku}-{round}"));
+                tokio::spawn(async move { store.place_order(&o, t0()).await })
+            });
+            let mut outcomes = Vec::new();
+            for t in tasks {
+                outcomes.push(t.await.unwrap().unwrap());
+            }
+            assert_eq!(count_placed(&outcomes), 1, "{strategies:?} round {round}");
+            assert!(
+                outcomes
+                    .iter()
+                    .any(|o| matches!(o, PlaceOutcome::LimitExceeded { limit: 1, held: 1 })),
+                "{strategies:?} round {round}: {outcomes:?}"
+            );
+        }
+        let mut conn = db.conn().await;
+        let over: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT user_id FROM orders \
+             WHERE drop_id = $1 AND status IN ('reserved', 'confirmed') \
+             GROUP BY user_id HAVING SUM(quantity) > 1) AS t",
+        )
+        .bind(drop.id.0)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(over, 0, "{strategies:?}: a buyer passed the limit");
+        for (sku, stock, accounted) in audit_variants(&db, drop.id).await {
+            assert!(accounted, "{sku}: {stock:?}");
+            assert_eq!(stock.total, 100);
+        }
+    }
+}
+
+/// Many buyers race over ten sizes of 8 units from two processes with different
+/// strategies: every size sells exactly its stock, never more, and every variant
+/// row keeps its invariant and matches its orders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn buyers_over_ten_sizes_in_two_processes_never_oversell() {
+    let Some(db) = fresh().await else {
+        return;
+    };
+    let [a, b] = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
+    let skus: Vec<String> = (0..10).map(|i| format!("size-{i}")).collect();
+    let spec: Vec<(&str, u32)> = skus.iter().map(|s| (s.as_str(), 8)).collect();
+    let drop = new_sized_drop(&a, &spec, 2).await;
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let o = sized_order(UserId::new(), &drop, &skus[(i / 2) % 10], "k");
+        tasks.push(tokio::spawn(
+            async move { store.place_order(&o, t0()).await },
+        ));
+    }
+    let mut sold: std::collections::HashMap<String, u32> = Default::default();
+    for t in tasks {
+        match t.await.unwrap().unwrap() {
+            PlaceOutcome::Placed(o) => *sold.entry(o.sku).or_default() += 1,
+            PlaceOutcome::OutOfStock { available: 0 } => {}
+            other => panic!("unexpected outcome: {other:?}"),
+        }
+    }
+    for sku in &skus {
+        assert_eq!(sold.get(sku), Some(&8), "{sku} sold exactly its stock");
+    }
+    let audited = audit_variants(&db, drop.id).await;
+    assert_eq!(audited.len(), 10);
+    for (sku, stock, accounted) in audited {
+        assert!(accounted, "{sku}: {stock:?}");
+        assert_eq!(
+            stock,
+            Stock {
+                total: 8,
+                available: 0,
+                reserved: 8,
+                sold: 0
+            },
+            "{sku}"
+        );
+    }
+}
+
+/// Units come back to a size through two processes at once (cancels and restocks
+/// through both) while its waiting buyers, through both too, order another size:
+/// each waiting buyer is served at most once and never past the limit of 1 (an
+/// entry whose buyer got the other size first is skipped), no unit is lost or
+/// offered twice, and no one is left waiting while units are available.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn waitlist_hand_off_across_two_processes_keeps_every_guarantee() {
+    use livedrop_core::model::{JoinOutcome, WaitlistJoin};
+    use livedrop_core::ports::WaitlistRepository;
+
+    let Some(db) = fresh().await else {
+        return;
+    };
+    let [a, b] = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
+    let drop = new_sized_drop(&a, &[("s", 20), ("m", 10)], 1).await;
+    let mut holds = Vec::new();
+    for i in 0..20 {
+        let o = sized_order(UserId::new(), &drop, "s", &format!("h{i}"));
+        let PlaceOutcome::Placed(o) = a.place_order(&o, t0()).await.unwrap() else {
+            panic!("the hold is placed");
+        };
+        holds.push(o);
+    }
+    let mut waiting = Vec::new();
+    for i in 0..25 {
+        let user = UserId::new();
+        let store = if i % 2 == 0 { &a } else { &b };
+        let join = WaitlistJoin {
+            drop_id: drop.id,
+            sku: "s".into(),
+            user_id: user,
+            quantity: 1,
+            at: fixtures::at(1),
+        };
+        assert!(matches!(
+            store.join_waitlist(&join).await.unwrap(),
+            JoinOutcome::Joined(_)
+        ));
+        waiting.push(user);
+    }
+    let now = fixtures::at(10);
+    let mut tasks = Vec::new();
+    for (i, hold) in holds.iter().enumerate() {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let id = hold.id;
+        tasks.push(tokio::spawn(async move {
+            let out = store
+                .settle_order(id, Settlement::Cancel, now, fixtures::HOLD)
+                .await
+                .unwrap();
+            assert!(matches!(out, SettleOutcome::Settled(_)), "{out:?}");
+        }));
+    }
+    for i in 0..3 {
+        let store = if i % 2 == 0 { b.clone() } else { a.clone() };
+        let restock = Adjustment {
+            drop_id: drop.id,
+            sku: "s".into(),
+            delta: 2,
+            reason: "found more".into(),
+            actor_id: None,
+            entry_id: Uuid::now_v7(),
+            at: now,
+            hold: fixtures::HOLD,
+        };
+        tasks.push(tokio::spawn(async move {
+            let out = store.adjust(&restock).await.unwrap();
+            assert!(matches!(out, AdjustOutcome::Applied(_)), "{out:?}");
+        }));
+    }
+    for (i, user) in waiting.iter().take(10).enumerate() {
+        let store = if i % 2 == 0 { b.clone() } else { a.clone() };
+        let o = sized_order(*user, &drop, "m", "m");
+        tasks.push(tokio::spawn(async move {
+            let out = store.place_order(&o, now).await.unwrap();
+            assert!(
+                matches!(
+                    out,
+                    PlaceOutcome::Placed(_) | PlaceOutcome::LimitExceeded { limit: 1, held: 1 }
+                ),
+                "{out:?}"
+            );
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    let mut conn = db.conn().await;
+    let over: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT user_id FROM orders \
+         WHERE drop_id = $1 AND status IN ('reserved', 'confirmed') \
+         GROUP BY user_id HAVING SUM(quantity) > 1) AS t",
+    )
+    .bind(drop.id.0)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(over, 0, "a buyer passed the limit");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM waitlist WHERE drop_id = $1")
+        .bind(drop.id.0)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "26 units came back for 25 entries: the line is served"
+    );
+    let offered: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM orders WHERE drop_id = $1 AND fingerprint = 'waitlist'",
+    )
+    .bind(drop.id.0)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let distinct: HashSet<Uuid> = offered.iter().copied().collect();
+    assert_eq!(distinct.len(), offered.len(), "each buyer served once");
+    assert!(distinct.iter().all(|u| waiting.contains(&UserId(*u))));
+    assert!(
+        offered.len() >= 15,
+        "the 15 waiting buyers who ordered nothing else"
+    );
+    let audited = audit_variants(&db, drop.id).await;
+    for (sku, stock, accounted) in &audited {
+        assert!(accounted, "{sku}: {stock:?}");
+    }
+    let s = audited[0].1;
+    assert_eq!(
+        (s.total, s.reserved, s.available),
+        (26, offered.len() as u32, 26 - offered.len() as u32),
+        "every unit that came back is offered or available, once"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn same_key_from_two_processes_places_once() {
     let Some(db) = fresh().await else {
@@ -252,6 +543,7 @@ fn summary(o: &PlaceOutcome) -> Summary {
         PlaceOutcome::NotLive => ("not_live", None, None),
         PlaceOutcome::LimitExceeded { limit, held } => ("limit", None, Some((*limit, *held))),
         PlaceOutcome::DropNotFound => ("not_found", None, None),
+        PlaceOutcome::UnknownVariant => ("unknown_variant", None, None),
     }
 }
 
@@ -352,7 +644,10 @@ async fn raw_sql_cannot_break_the_invariant() {
         let code = err.as_database_error().and_then(|e| e.code()).unwrap();
         assert_eq!(code, "23514", "{bad}");
     }
-    assert_eq!(store.stock(drop.id).await.unwrap(), Some(Stock::new(10)));
+    assert_eq!(
+        store.stock(drop.id).await.unwrap(),
+        Some(vec![Stock::new(10)])
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -403,7 +698,7 @@ async fn transition_has_one_winner_across_processes() {
     let stores = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::RowLock]).await;
     let mut drop = live_drop(1);
     drop.state = DropState::Scheduled;
-    stores[0].insert_drop(&drop, 5, &[]).await.unwrap();
+    stores[0].insert_drop(&drop, &[5], &[]).await.unwrap();
     let due = stores[0].due_transitions(t0(), 10).await.unwrap();
     assert_eq!(due.iter().map(|d| d.id).collect::<Vec<_>>(), vec![drop.id]);
     let mut tasks = Vec::new();
@@ -452,7 +747,7 @@ async fn concurrent_sweepers_return_each_hold_once() {
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
-                let batch = store.expire_holds(later, 7).await.unwrap();
+                let batch = store.expire_holds(later, 7, fixtures::HOLD).await.unwrap();
                 if batch.is_empty() {
                     return mine;
                 }
@@ -556,6 +851,8 @@ async fn outbox_never_returns_rolled_back_events() {
     // A failing adjust (past u32 stock) rolls its events back too.
     let huge = Adjustment {
         drop_id: drop.id,
+        sku: model::DEFAULT_SKU.into(),
+        hold: fixtures::HOLD,
         delta: i64::from(u32::MAX),
         reason: "too much".into(),
         actor_id: None,
@@ -644,7 +941,7 @@ async fn wait_for_append_wakes_on_commit() {
     other
         .insert_drop(
             &drop,
-            1,
+            &[1],
             &[Event::drop(EventType::DropScheduled, &drop, t0())],
         )
         .await
@@ -950,7 +1247,10 @@ async fn random_sequences_keep_the_invariant() {
                     } else {
                         Settlement::Cancel
                     };
-                    let got = store.settle_order(id, s, now).await.unwrap();
+                    let got = store
+                        .settle_order(id, s, now, fixtures::HOLD)
+                        .await
+                        .unwrap();
                     let (kind, status) = m.settle(id, s, now);
                     assert_eq!(settle_kind(&got), (kind, Some(status)), "{at}: {s:?}");
                     settled += 1;
@@ -958,7 +1258,7 @@ async fn random_sequences_keep_the_invariant() {
                 7 => {
                     now += chrono::Duration::minutes(rng.gen_range(1..8));
                     let due = m.due(now);
-                    let batch = store.expire_holds(now, 10).await.unwrap();
+                    let batch = store.expire_holds(now, 10, fixtures::HOLD).await.unwrap();
                     let ids: HashSet<OrderId> = batch.iter().map(|o| o.id).collect();
                     assert_eq!(ids.len(), batch.len(), "{at}: an order expired twice");
                     assert_eq!(batch.len(), due.len().min(10), "{at}");
@@ -976,6 +1276,8 @@ async fn random_sequences_keep_the_invariant() {
                     let delta: i64 = rng.gen_range(-3..4);
                     let adj = Adjustment {
                         drop_id: drop.id,
+                        sku: model::DEFAULT_SKU.into(),
+                        hold: fixtures::HOLD,
                         delta,
                         reason: "random".into(),
                         actor_id: None,
@@ -1012,7 +1314,7 @@ async fn random_sequences_keep_the_invariant() {
         let end = t0() + chrono::Duration::days(1);
         let due = m.due(end);
         let ids: HashSet<OrderId> = store
-            .expire_holds(end, 1_000)
+            .expire_holds(end, 1_000, fixtures::HOLD)
             .await
             .unwrap()
             .iter()
@@ -1101,6 +1403,7 @@ async fn pruning_removes_only_published_events() {
 /// Two processes on one schema with no broker, each with its own in-process bus and
 /// cache: an order placed through one shows in the other's live feed, and the
 /// other's cached stock view is invalidated (its TTL is far away).
+#[cfg(feature = "memory")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_broker_every_process_sees_every_committed_event() {
     use livedrop_adapters::memory::{MemoryBus, MemoryCache};
@@ -1164,6 +1467,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
                 starts_at: None,
                 ends_at: clock.now() + chrono::Duration::days(1),
                 total_stock: 5,
+                variants: vec![],
                 per_user_limit: None,
             },
         )
@@ -1179,6 +1483,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
             PlaceOrder {
                 drop_id: drop.drop.id,
                 quantity: 1,
+                sku: None,
             },
         )
         .await

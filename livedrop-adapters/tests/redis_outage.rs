@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use livedrop_adapters::redis::testing::LocalRedis;
 use livedrop_adapters::redis::{RedisCache, RedisGate, RedisOptions};
-use livedrop_core::model::Stock;
+use livedrop_core::model::{Stock, DEFAULT_SKU};
 use livedrop_core::ports::{AdmissionGate, Cache};
 use livedrop_core::DropId;
 
@@ -79,8 +79,12 @@ async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
         fails_fast("fence", cache.fence("k")).await;
         fails_fast("invalidate", cache.invalidate(&["k".to_owned()])).await;
         fails_fast("invalidate_prefix", cache.invalidate_prefix("")).await;
-        fails_fast("gate admit", gate.admit(drop, 1)).await;
-        fails_fast("gate record", gate.record(drop, &Stock::new(1), 1)).await;
+        fails_fast("gate admit", gate.admit(drop, DEFAULT_SKU, 1)).await;
+        fails_fast(
+            "gate record",
+            gate.record(drop, DEFAULT_SKU, &Stock::new(1), 1),
+        )
+        .await;
     }
 
     server.start();
@@ -113,6 +117,8 @@ async fn calls_fail_fast_while_redis_is_down_and_the_same_instance_recovers() {
     );
     assert_eq!(cache.invalidate_prefix("").await.unwrap(), 1);
 
-    gate.record(drop, &Stock::new(0), 2).await.unwrap();
-    assert!(!gate.admit(drop, 1).await.unwrap());
+    gate.record(drop, DEFAULT_SKU, &Stock::new(0), 2)
+        .await
+        .unwrap();
+    assert!(!gate.admit(drop, DEFAULT_SKU, 1).await.unwrap());
 }

@@ -72,7 +72,7 @@ async fn the_invariant_is_a_check_constraint() {
     store
         .insert_drop(
             &drop,
-            3,
+            &[3],
             &[Event::drop(EventType::DropScheduled, &drop, t0())],
         )
         .await
@@ -105,7 +105,7 @@ async fn orders_survive_reopening_the_file() {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        store.insert_drop(&drop, 2, &[]).await.unwrap();
+        store.insert_drop(&drop, &[2], &[]).await.unwrap();
         let PlaceOutcome::Placed(placed) =
             store.place_order(&order(&drop, "k1"), t0()).await.unwrap()
         else {
@@ -121,7 +121,15 @@ async fn orders_survive_reopening_the_file() {
     store.migrate().await.unwrap();
     assert_eq!(store.order(placed.id).await.unwrap(), Some(placed.clone()));
     let stock = store.stock(drop.id).await.unwrap().unwrap();
-    assert_eq!((stock.available, stock.reserved), (1, 1));
+    assert_eq!(
+        stock,
+        vec![model::Stock {
+            total: 2,
+            available: 1,
+            reserved: 1,
+            sold: 0,
+        }]
+    );
     let again = Order {
         id: OrderId::new(),
         ..placed.clone()

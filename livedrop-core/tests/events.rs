@@ -6,8 +6,10 @@
 
 use serde_json::json;
 
-use livedrop_core::event::{Event, EventPayload, EventType, FollowPayload, StockPayload};
-use livedrop_core::model::{DropState, Stock};
+use livedrop_core::event::{
+    Event, EventPayload, EventType, FollowPayload, StockPayload, WaitlistPayload,
+};
+use livedrop_core::model::{DropState, Order, Stock, WaitlistEntry};
 use livedrop_core::testing::fixtures::{self, at, T0};
 use livedrop_core::UserId;
 
@@ -26,9 +28,28 @@ fn sample(kind: EventType) -> (Event, EventPayload) {
     };
     let stock = StockPayload {
         drop_id: drop.id.0,
+        sku: "size-42".to_owned(),
         stock: after,
     };
-    let moved = Event::stock_moved(drop.id.0, &before, &after, 7, T0);
+    let moved = Event::stock_moved(drop.id.0, "size-42", &before, &after, 7, T0);
+    let entry = WaitlistEntry {
+        drop_id: drop.id,
+        sku: "size-42".to_owned(),
+        user_id: order.user_id,
+        quantity: 2,
+        joined_at: T0,
+        position: 1,
+    };
+    let offered = Order {
+        quantity: 1,
+        ..order.clone()
+    };
+    let of_entry = |wrap: fn(_) -> EventPayload, with: Option<&Order>| {
+        (
+            Event::waitlist(kind, &entry, with, T0),
+            wrap(WaitlistPayload::of(&entry, with)),
+        )
+    };
     // Each payload variant with the event built for its subject.
     let of_product =
         |wrap: fn(_) -> EventPayload| (Event::product(kind, &product, T0), wrap(product.clone()));
@@ -49,6 +70,9 @@ fn sample(kind: EventType) -> (Event, EventPayload) {
         EventType::OrderCancelled => of_order(EventPayload::OrderCancelled),
         EventType::OrderExpired => of_order(EventPayload::OrderExpired),
         EventType::OrderExtended => of_order(EventPayload::OrderExtended),
+        EventType::WaitlistOffered => of_entry(EventPayload::WaitlistOffered, Some(&offered)),
+        EventType::WaitlistSkipped => of_entry(EventPayload::WaitlistSkipped, None),
+        EventType::WaitlistClosed => of_entry(EventPayload::WaitlistClosed, None),
         EventType::UserFollowed => {
             let follow = FollowPayload {
                 follower_id: UserId::new(),
@@ -78,6 +102,49 @@ fn every_event_type_decodes_to_its_own_variant() {
         let back: Event = serde_json::from_str(&wire).expect("deserialize");
         assert_eq!(back.decode().expect("decodes after the wire"), expected);
     }
+}
+
+#[test]
+fn a_stock_payload_written_before_variants_reads_as_the_default_variant() {
+    let drop = uuid::Uuid::now_v7();
+    let old = json!({
+        "drop_id": drop,
+        "stock": { "total": 3, "available": 1, "reserved": 2, "sold": 0 },
+    });
+    let event = Event::new(EventType::StockChanged, drop, 4, old, T0);
+    match event.decode().expect("an old stock payload decodes") {
+        EventPayload::StockChanged(moved) => {
+            assert_eq!(moved.sku, livedrop_core::model::DEFAULT_SKU);
+            assert_eq!(moved.stock.available, 1);
+        }
+        other => panic!("decoded as {other:?}"),
+    }
+}
+
+#[test]
+fn a_waitlist_offer_names_its_order_and_ends_nothing_else() {
+    let product = fixtures::product(UserId::new(), "Tee", "A shirt", T0);
+    let drop = fixtures::drop_of(&product, T0, at(3_600), 2, DropState::Live, T0);
+    let order = fixtures::order(UserId::new(), &drop, 1, "k", T0);
+    let entry = WaitlistEntry {
+        drop_id: drop.id,
+        sku: "default".to_owned(),
+        user_id: order.user_id,
+        quantity: 3,
+        joined_at: T0,
+        position: 1,
+    };
+    let offered = Event::waitlist(EventType::WaitlistOffered, &entry, Some(&order), T0);
+    assert_eq!(
+        offered.aggregate_id, drop.id.0,
+        "one drop's stream stays ordered"
+    );
+    assert_eq!(offered.payload["order"]["id"], json!(order.id));
+    let closed = Event::waitlist(EventType::WaitlistClosed, &entry, None, T0);
+    assert!(
+        closed.payload.get("order").is_none(),
+        "no order key on an entry that ended unserved"
+    );
 }
 
 #[test]

@@ -49,11 +49,17 @@ impl OrderRepository for Flaky {
         id: OrderId,
         settlement: Settlement,
         now: Timestamp,
+        hold: Duration,
     ) -> StoreResult<SettleOutcome> {
-        self.inner.settle_order(id, settlement, now).await
+        self.inner.settle_order(id, settlement, now, hold).await
     }
-    async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
-        self.inner.expire_holds(now, limit).await
+    async fn expire_holds(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: Duration,
+    ) -> StoreResult<Vec<Order>> {
+        self.inner.expire_holds(now, limit, hold).await
     }
     async fn extend_hold(
         &self,
@@ -70,10 +76,10 @@ struct Closed;
 
 #[async_trait]
 impl AdmissionGate for Closed {
-    async fn admit(&self, _: DropId, _: u32) -> Result<bool, CacheError> {
+    async fn admit(&self, _: DropId, _: &str, _: u32) -> Result<bool, CacheError> {
         Ok(false)
     }
-    async fn record(&self, _: DropId, _: &Stock, _: i64) -> Result<(), CacheError> {
+    async fn record(&self, _: DropId, _: &str, _: &Stock, _: i64) -> Result<(), CacheError> {
         Ok(())
     }
 }
@@ -124,23 +130,33 @@ impl World {
         PlaceOrder {
             drop_id: self.drop,
             quantity,
+            sku: None,
         }
     }
     async fn stock(&self) -> Stock {
-        self.app
+        let stock = self
+            .app
             .ports()
             .inventory
             .stock(self.drop)
             .await
             .unwrap()
-            .unwrap()
+            .unwrap();
+        Stock::sum(&stock)
     }
 }
 
 #[test]
 fn fingerprints_tell_requests_apart() {
     let (d1, d2) = (DropId::new(), DropId::new());
-    let f = |drop_id, quantity| PlaceOrder { drop_id, quantity }.fingerprint();
+    let f = |drop_id, quantity| {
+        PlaceOrder {
+            drop_id,
+            quantity,
+            sku: None,
+        }
+        .fingerprint()
+    };
     assert_eq!(f(d1, 1), f(d1, 1));
     assert_ne!(f(d1, 1), f(d1, 2));
     assert_ne!(f(d1, 1), f(d2, 1));
@@ -231,6 +247,7 @@ async fn a_replay_returns_the_first_outcome_and_a_reused_key_is_refused() {
     let restock = StockAdjustment {
         delta: 5,
         reason: "found more".into(),
+        sku: None,
     };
     w.app.adjust_stock(None, w.drop, restock).await.unwrap();
     assert_eq!(

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::Memory;
 use futures::StreamExt;
 use livedrop_adapters::memory::{MemoryBus, MemoryStore};
-use livedrop_core::model::{Actor, DropStatus, Role, Stock};
+use livedrop_core::model::{Actor, DropStatus, Role, Stock, DEFAULT_SKU};
 use livedrop_core::ports::EventBus;
 use livedrop_core::service::{DropUpdate, DropWatch, Livedrop, PlaceOrder};
 use livedrop_core::{Clock, Config, DropId, Event, EventType, ManualClock, Ports, UserId};
@@ -64,6 +64,7 @@ impl World {
         let request = PlaceOrder {
             drop_id: id,
             quantity: 2,
+            sku: None,
         };
         self.app
             .place_order(&buyer, Some(key), request)
@@ -86,6 +87,7 @@ async fn expect_sold_out(watch: &mut DropWatch, id: DropId) {
         DropUpdate::Stock {
             drop_id: id,
             stock: sold_out,
+            variants: vec![(DEFAULT_SKU.to_owned(), sold_out)],
             status: DropStatus::SoldOut
         }
     );
@@ -126,6 +128,7 @@ async fn the_snapshot_comes_first_then_statuses_the_clock_alone_changes() {
         DropUpdate::Stock {
             drop_id: id,
             stock: full,
+            variants: vec![(DEFAULT_SKU.to_owned(), full)],
             status: DropStatus::Scheduled
         }
     );

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use livedrop_core::model::{
     DropStatus, DropView, FollowEntry, LedgerEntry, LedgerKind, Notification, NotificationKind,
-    Order, OrderStatus, Product, Profile, Role, Stock, User,
+    Order, OrderStatus, Product, Profile, Role, Stock, User, WaitlistEntry,
 };
 use livedrop_core::page::Page;
 use livedrop_core::Timestamp;
@@ -237,7 +237,7 @@ impl From<Product> for ProductBody {
     }
 }
 
-/// `POST /drops`.
+/// `POST /drops`: either `total_stock` (one variant, sku `default`) or `variants`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewDropRequest {
@@ -248,11 +248,33 @@ pub(crate) struct NewDropRequest {
     pub(crate) starts_at: Option<DateTime<Utc>>,
     /// End (exclusive).
     pub(crate) ends_at: DateTime<Utc>,
-    /// Units, 1 to 10,000,000.
-    pub(crate) total_stock: u32,
-    /// Most units one buyer may hold; omitted means the whole stock.
+    /// Units of the drop's one variant (sku `default`), 1 to 10,000,000; leave out
+    /// when giving `variants`.
+    #[serde(default)]
+    pub(crate) total_stock: Option<u32>,
+    /// 1 to 100 variants (sizes, colours), each with its own stock; leave out when
+    /// giving `total_stock`.
+    #[serde(default)]
+    pub(crate) variants: Option<Vec<NewVariantRequest>>,
+    /// Most units one buyer may hold across all variants; omitted means the whole
+    /// stock.
     #[serde(default)]
     pub(crate) per_user_limit: Option<u32>,
+}
+
+/// A variant of `POST /drops`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewVariantRequest {
+    /// 1 to 64 characters of `[A-Za-z0-9._-]`, unique within the drop.
+    #[schema(example = "size-42")]
+    pub(crate) sku: String,
+    /// What buyers read, up to 200 characters; may be empty or left out.
+    #[serde(default)]
+    #[schema(example = "EU 42")]
+    pub(crate) label: String,
+    /// Units, 1 to 10,000,000.
+    pub(crate) total_stock: u32,
 }
 
 /// A drop's stock.
@@ -279,6 +301,18 @@ impl From<Stock> for StockBody {
     }
 }
 
+/// One variant of a drop with its own stock.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct VariantBody {
+    /// Unique within the drop; `default` for a drop created with one `total_stock`.
+    #[schema(example = "size-42")]
+    pub(crate) sku: String,
+    /// What buyers read, possibly empty.
+    pub(crate) label: String,
+    /// The variant's stock (`available + reserved + sold = total`).
+    pub(crate) stock: StockBody,
+}
+
 /// A drop with its stock; `status` is computed at response time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub(crate) struct DropBody {
@@ -297,8 +331,10 @@ pub(crate) struct DropBody {
     pub(crate) status: DropStatus,
     /// Most units one buyer may hold.
     pub(crate) per_user_limit: u32,
-    /// Stock.
+    /// Stock: the sum of the variants'.
     pub(crate) stock: StockBody,
+    /// What the drop sells, in the order defined, each with its stock.
+    pub(crate) variants: Vec<VariantBody>,
 }
 
 impl DropBody {
@@ -314,18 +350,30 @@ impl DropBody {
             status,
             per_user_limit: view.drop.per_user_limit,
             stock: view.stock.into(),
+            variants: view
+                .variants()
+                .map(|(variant, stock)| VariantBody {
+                    sku: variant.sku.clone(),
+                    label: variant.label.clone(),
+                    stock: stock.into(),
+                })
+                .collect(),
         }
     }
 }
 
 /// `POST /orders`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewOrderRequest {
     /// The drop to order from.
     pub(crate) drop_id: Uuid,
     /// Units, 1 to 10,000.
     pub(crate) quantity: u32,
+    /// The variant; required when the drop has several, may be left out otherwise.
+    #[serde(default)]
+    #[schema(example = "size-42")]
+    pub(crate) sku: Option<String>,
 }
 
 /// An order.
@@ -337,6 +385,8 @@ pub(crate) struct OrderBody {
     pub(crate) user_id: Uuid,
     /// The drop.
     pub(crate) drop_id: Uuid,
+    /// The variant ordered (`default` on a drop of one stock).
+    pub(crate) sku: String,
     /// Units.
     pub(crate) quantity: u32,
     /// Unit price in minor units.
@@ -364,6 +414,7 @@ impl From<Order> for OrderBody {
             id: o.id.0,
             user_id: o.user_id.0,
             drop_id: o.drop_id.0,
+            sku: o.sku,
             quantity: o.quantity,
             unit_price_cents: o.unit_price_cents,
             total_cents: o.total_cents,
@@ -381,7 +432,9 @@ impl From<Order> for OrderBody {
 pub(crate) struct NotificationBody {
     /// Id.
     pub(crate) id: Uuid,
-    /// `drop_scheduled`, `drop_live`, `low_stock`, `sold_out`, `order_confirmed`, `order_expired`.
+    /// `drop_scheduled`, `drop_live`, `low_stock`, `sold_out`, `order_confirmed`,
+    /// `order_expired`, `waitlist_offer` (payload `order_id` names the reserved order),
+    /// `waitlist_skipped`, `waitlist_closed`.
     #[schema(value_type = String, example = "drop_live")]
     pub(crate) kind: NotificationKind,
     /// Kind-specific data.
@@ -420,6 +473,9 @@ pub(crate) struct AdjustRequest {
     pub(crate) delta: i64,
     /// Why; kept in the ledger.
     pub(crate) reason: String,
+    /// The variant whose stock moves; required when the drop has several.
+    #[serde(default)]
+    pub(crate) sku: Option<String>,
 }
 
 /// An audit record of a stock movement outside orders.
@@ -429,6 +485,8 @@ pub(crate) struct LedgerEntryBody {
     pub(crate) id: Uuid,
     /// The drop.
     pub(crate) drop_id: Uuid,
+    /// The variant whose stock moved.
+    pub(crate) sku: String,
     /// `initial`, `restock` or `shrink`.
     #[schema(value_type = String, example = "restock")]
     pub(crate) kind: LedgerKind,
@@ -438,7 +496,7 @@ pub(crate) struct LedgerEntryBody {
     pub(crate) reason: String,
     /// Who, when known.
     pub(crate) actor_id: Option<Uuid>,
-    /// Stock right after.
+    /// The variant's stock right after.
     pub(crate) stock_after: StockBody,
     /// When.
     pub(crate) created_at: DateTime<Utc>,
@@ -449,12 +507,52 @@ impl From<LedgerEntry> for LedgerEntryBody {
         Self {
             id: e.id,
             drop_id: e.drop_id.0,
+            sku: e.sku,
             kind: e.kind,
             delta: e.delta,
             reason: e.reason,
             actor_id: e.actor_id.map(|a| a.0),
             stock_after: e.stock_after.into(),
             created_at: e.created_at,
+        }
+    }
+}
+
+/// `PUT /drops/{id}/waitlist/me`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitlistRequest {
+    /// The sold-out variant to wait for; required when the drop has several.
+    #[serde(default)]
+    #[schema(example = "size-42")]
+    pub(crate) sku: Option<String>,
+    /// Units wanted, 1 to 10,000 (an offer may hold fewer).
+    pub(crate) quantity: u32,
+}
+
+/// The caller's place on a drop's waitlist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct WaitlistBody {
+    /// The drop.
+    pub(crate) drop_id: Uuid,
+    /// The variant waited for.
+    pub(crate) sku: String,
+    /// Units wanted.
+    pub(crate) quantity: u32,
+    /// Place in the variant's line; 1 is served first.
+    pub(crate) position: u64,
+    /// When the place was taken (joining again with the same sku keeps it).
+    pub(crate) joined_at: DateTime<Utc>,
+}
+
+impl From<WaitlistEntry> for WaitlistBody {
+    fn from(e: WaitlistEntry) -> Self {
+        Self {
+            drop_id: e.drop_id.0,
+            sku: e.sku,
+            quantity: e.quantity,
+            position: e.position,
+            joined_at: e.joined_at,
         }
     }
 }

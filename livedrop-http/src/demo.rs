@@ -121,6 +121,7 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
                 starts_at: Some(Utc::now() + chrono::Duration::hours(1)),
                 ends_at: Utc::now() + chrono::Duration::hours(25),
                 total_stock: 50,
+                variants: Vec::new(),
                 per_user_limit: Some(2),
             },
         )
@@ -133,6 +134,7 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
                 starts_at: None,
                 ends_at: Utc::now() + chrono::Duration::hours(24),
                 total_stock: 100,
+                variants: Vec::new(),
                 per_user_limit: Some(5),
             },
         )

@@ -200,6 +200,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         | Error::OrderNotReserved { .. }
         | Error::HoldExpired
         | Error::AlreadyExtended { .. }
+        | Error::VariantAvailable { .. }
         | Error::EmailTaken
         | Error::VersionConflict { .. }
         | Error::Conflict { .. }

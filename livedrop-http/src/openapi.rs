@@ -13,15 +13,15 @@ use crate::error::ErrorBody;
     info(title = "livedrop", description = "Limited-inventory live drops: the reference HTTP server."),
     components(schemas(
         ErrorBody, RegisterRequest, RegisterRole, UserBody, ProfileBody, LoginRequest, SessionBody, FollowBody,
-        NewProductRequest, ProductPatchRequest, ProductBody, NewDropRequest, StockBody, DropBody,
-        NewOrderRequest, OrderBody, NotificationBody, MarkedBody, AdjustRequest, LedgerEntryBody,
+        NewProductRequest, ProductPatchRequest, ProductBody, NewDropRequest, NewVariantRequest,
+        StockBody, VariantBody, DropBody, WaitlistRequest, WaitlistBody, NewOrderRequest, OrderBody, NotificationBody, MarkedBody, AdjustRequest, LedgerEntryBody,
         InvalidateRequest, InvalidatedBody, HealthBody, CheckBody,
     )),
     modifiers(&Security),
     tags(
         (name = "users", description = "Registration, sessions, follows"),
         (name = "catalog", description = "Products"),
-        (name = "drops", description = "Drops and their live stock"),
+        (name = "drops", description = "Drops, their variants and live stock, waitlists"),
         (name = "orders", description = "Orders (Idempotency-Key required on POST /orders)"),
         (name = "notifications", description = "The caller's notifications"),
         (name = "internal", description = "Operator API, guarded by LIVEDROP_INTERNAL_TOKEN"),

@@ -22,7 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ShapedError};
-use crate::handlers::{catalog, events, internal, notifications, ops, orders, users};
+use crate::handlers::{catalog, events, internal, notifications, ops, orders, users, waitlist};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 use crate::{auth, idempotency, storefront, telemetry};
@@ -98,6 +98,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::get_drop))
         .routes(routes!(catalog::cancel_drop))
         .routes(routes!(events::drop_events))
+        .routes(routes!(waitlist::join, waitlist::read, waitlist::leave))
         .routes(routes!(orders::place_order, orders::my_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::confirm_order))

@@ -18,7 +18,9 @@ use anyhow::bail;
 ))]
 use anyhow::Context;
 use livedrop_core::ports::{AdmissionGate, Cache, Clock, EventBus};
-use livedrop_core::service::{Livedrop, Store};
+use livedrop_core::service::Livedrop;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use livedrop_core::service::Store;
 use livedrop_core::{Ports, SystemClock};
 
 use crate::settings::Settings;

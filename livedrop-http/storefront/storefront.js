@@ -1,5 +1,6 @@
 // The livedrop storefront: live and upcoming drops, a drop's page with its countdown
-// and live stock, buying with an Idempotency-Key that survives a retry, the buyer's
+// and live stock (per size when it has several), buying the chosen size with an
+// Idempotency-Key that survives a retry, a waitlist for a sold-out size, the buyer's
 // orders, and register / log in. Plain JavaScript over the public API.
 "use strict";
 
@@ -302,17 +303,73 @@ async function dropPage(id) {
   const buyButton = h("button", { type: "button", "data-testid": "buy" }, "Buy");
   const buyNote = h("p", { class: "muted", "data-testid": "buy-note" });
 
-  const setStock = (stock, newStatus) => {
+  // Sizes: a drop of several variants shows a picker with each one's stock; the
+  // chosen sku is what Buy orders and what the waitlist waits for.
+  const sized = drop.variants.length > 1;
+  let chosen = (drop.variants.find((v) => v.stock.available > 0) || drop.variants[0]).sku;
+  const variantOf = (sku) => drop.variants.find((v) => v.sku === sku);
+  const sizeStock = new Map();
+  const sizes = sized
+    ? h(
+        "fieldset",
+        { class: "sizes", "data-testid": "sizes" },
+        h("legend", {}, "Size"),
+        drop.variants.map((v) => {
+          const left = h("span", { class: "muted stock", "data-testid": "variant-available" });
+          sizeStock.set(v.sku, left);
+          const radio = h("input", {
+            type: "radio",
+            name: "sku",
+            value: v.sku,
+            checked: v.sku === chosen,
+            "data-testid": "size",
+            onchange: () => {
+              chosen = v.sku;
+              refreshBuy();
+            },
+          });
+          return h("label", { class: "size", "data-testid": "variant", "data-sku": v.sku }, radio, " ", v.label || v.sku, " ", left);
+        }),
+      )
+    : null;
+  const waitButton = h("button", { type: "button", class: "secondary", "data-testid": "join-waitlist", hidden: true }, "Join waitlist");
+  const waitNote = h("p", { class: "muted", "data-testid": "waitlist-position" });
+  // The buyer's place on this drop's waitlist, if any.
+  let place = null;
+
+  const paintSizes = () => {
+    for (const v of drop.variants) {
+      const left = sizeStock.get(v.sku);
+      if (left) left.textContent = v.stock.available > 0 ? `${v.stock.available} of ${v.stock.total} left` : "sold out";
+    }
+  };
+
+  const setStock = (stock, newStatus, variants) => {
     drop = { ...drop, stock, status: newStatus || drop.status };
+    if (variants) {
+      drop.variants = drop.variants.map((v) => {
+        const moved = variants.find((m) => m.sku === v.sku);
+        return moved ? { ...v, stock: moved.stock } : v;
+      });
+    }
     available.textContent = stock.available;
     total.textContent = stock.total;
     status.replaceChildren(statusBadge(drop.status));
+    paintSizes();
     refreshBuy();
   };
 
   function refreshBuy() {
     const p = pending.load(drop.id);
     const signedIn = session.load() !== null;
+    const variant = variantOf(chosen);
+    const open = drop.status === "live" || drop.status === "sold_out";
+    const waiting = place && place.sku === chosen;
+    waitButton.hidden = !(signedIn && open && variant.stock.available === 0);
+    waitButton.textContent = waiting ? "Update waitlist" : "Join waitlist";
+    waitNote.textContent = place
+      ? `You are #${place.position} in line for ${place.quantity} × ${variantOf(place.sku)?.label || place.sku}`
+      : "";
     if (p) {
       quantity.value = p.quantity;
       quantity.disabled = true;
@@ -322,7 +379,37 @@ async function dropPage(id) {
     }
     quantity.disabled = false;
     buyButton.textContent = signedIn ? "Buy" : "Log in to buy";
-    buyButton.disabled = signedIn && !(drop.status === "live" && drop.stock.available > 0);
+    buyButton.disabled = signedIn && !(drop.status === "live" && variant.stock.available > 0);
+  }
+
+  waitButton.addEventListener("click", async () => {
+    const n = Number.parseInt(quantity.value, 10);
+    if (!Number.isInteger(n) || n < 1) {
+      alertBox("Choose a quantity of at least 1.");
+      return;
+    }
+    waitButton.disabled = true;
+    try {
+      place = await api("PUT", `/drops/${drop.id}/waitlist/me`, { body: { sku: chosen, quantity: n } });
+      alertBox(null);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      alertBox(e.describe());
+    } finally {
+      waitButton.disabled = false;
+      refreshBuy();
+    }
+  });
+
+  async function readPlace() {
+    if (!session.load()) return;
+    try {
+      place = await api("GET", `/drops/${drop.id}/waitlist/me`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      place = null; // 404: not waiting (or served: the order is in "My orders")
+    }
+    refreshBuy();
   }
 
   buyButton.addEventListener("click", async () => {
@@ -338,14 +425,14 @@ async function dropPage(id) {
     }
     let attempt = pending.load(drop.id);
     if (!attempt) {
-      attempt = { key: newKey(), quantity: n };
+      attempt = { key: newKey(), quantity: n, sku: chosen };
       pending.save(drop.id, attempt);
     }
     buyButton.disabled = true;
     buyNote.textContent = "Ordering…";
     try {
       const order = await api("POST", "/orders", {
-        body: { drop_id: drop.id, quantity: attempt.quantity },
+        body: { drop_id: drop.id, quantity: attempt.quantity, sku: attempt.sku || chosen },
         key: attempt.key,
       });
       pending.clear(drop.id);
@@ -385,7 +472,7 @@ async function dropPage(id) {
     reloading = true;
     try {
       const fresh = await api("GET", `/drops/${drop.id}`);
-      setStock(fresh.stock, fresh.status);
+      setStock(fresh.stock, fresh.status, fresh.variants);
     } catch (_) {
       // The stream or the next tick brings it.
     } finally {
@@ -398,7 +485,9 @@ async function dropPage(id) {
   const stream = new EventSource(`/drops/${drop.id}/events`);
   stream.addEventListener("stock", (e) => {
     const data = JSON.parse(e.data);
-    setStock(data.stock, data.status);
+    setStock(data.stock, data.status, data.variants);
+    // A size that moved may have served (or moved) the buyer's place.
+    if (place) readPlace();
   });
   stream.addEventListener("status", (e) => {
     const data = JSON.parse(e.data);
@@ -410,7 +499,9 @@ async function dropPage(id) {
     view().removeAttribute("data-live");
   });
 
+  paintSizes();
   refreshBuy();
+  readPlace();
   show(
     h(
       "section",
@@ -419,8 +510,10 @@ async function dropPage(id) {
       p.description ? h("p", {}, p.description) : null,
       h("p", {}, status, " ", h("strong", {}, money(p.price_cents, p.currency)), " · ", countdown),
       h("p", { class: "stock" }, available, " of ", total, " available · at most ", drop.per_user_limit, " per buyer"),
-      h("div", { class: "row" }, h("label", {}, "Quantity", quantity), buyButton),
+      sizes,
+      h("div", { class: "row" }, h("label", {}, "Quantity", quantity), buyButton, waitButton),
       buyNote,
+      waitNote,
     ),
   );
 }
@@ -512,6 +605,7 @@ async function orderPage(id) {
       { class: "panel", "data-testid": "order", "data-order": order.id },
       h("h1", {}, "Order: ", h("span", { "data-testid": "order-title" }, title)),
       h("p", {}, "Status: ", status, " · ", hold),
+      order.sku && order.sku !== "default" ? h("p", {}, "Size: ", h("span", { "data-testid": "order-sku" }, order.sku)) : null,
       h("p", {}, `${order.quantity} × ${money(order.unit_price_cents, order.currency)} = `, h("strong", {}, money(order.total_cents, order.currency))),
       h("p", {}, h("a", { href: `#/drops/${order.drop_id}` }, "Back to the drop")),
       actions,

@@ -497,6 +497,232 @@ async fn walk(server: ServerGuard) {
     api.server.terminate();
 }
 
+/// The `items` of a page.
+fn items(page: &Value) -> &[Value] {
+    page["items"].as_array().unwrap()
+}
+
+/// Polls until the user has a notification of `kind` about `drop_id`; returns it
+/// and how long that took, or panics after `limit`.
+async fn await_notification(
+    api: &Api,
+    token: &str,
+    kind: &str,
+    drop_id: &str,
+    limit: Duration,
+) -> (Value, Duration) {
+    let started = Instant::now();
+    loop {
+        let page = api.get("/notifications", Some(token)).await;
+        if let Some(n) = items(&page)
+            .iter()
+            .find(|n| n["kind"] == kind && n["payload"]["drop_id"] == drop_id)
+        {
+            return (n.clone(), started.elapsed());
+        }
+        assert!(
+            started.elapsed() < limit,
+            "no {kind} notification for {drop_id} within {limit:?}: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A drop in two sizes, end to end: created with variants, ordered by size under
+/// one per-user limit, a waitlist on the sold-out size, and a cancelled unit that
+/// reaches the first waiting buyer (a reserved order and a `waitlist_offer`) within
+/// 2 s without ever showing as available, on the drop or on its event stream.
+async fn sized_walk(server: ServerGuard) {
+    let api = Api {
+        client: Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        server,
+    };
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let email = |who: &str| format!("{who}-{run}@e2e.example.com");
+    let (_, creator) = api.account(&email("creator"), "creator").await;
+    let (_, holder) = api.account(&email("holder"), "customer").await;
+    let (waiter_id, waiter) = api.account(&email("waiter"), "customer").await;
+
+    let (status, product) = api
+        .post(
+            "/products",
+            Some(&creator),
+            json!({"title": "E2E sneaker", "description": "two sizes", "price_cents": 9900, "currency": "EUR"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{product}");
+    let ends = chrono::Utc::now() + chrono::Duration::hours(1);
+    let (status, drop) = api
+        .post(
+            "/drops",
+            Some(&creator),
+            json!({
+                "product_id": product["id"],
+                "ends_at": ends,
+                "per_user_limit": 2,
+                "variants": [
+                    {"sku": "eu-42", "label": "EU 42", "total_stock": 1},
+                    {"sku": "eu-43", "label": "EU 43", "total_stock": 2},
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{drop}");
+    let drop_id = drop["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        drop["stock"],
+        json!({"total": 3, "available": 3, "reserved": 0, "sold": 0})
+    );
+    assert_eq!(drop["variants"][0]["sku"], "eu-42");
+    assert_eq!(drop["variants"][0]["label"], "EU 42");
+    assert_eq!(drop["variants"][1]["stock"]["total"], 2);
+
+    let mut frames = watch(api.server.url(&format!("/drops/{drop_id}/events")));
+    let first = frames.recv().await.unwrap();
+    assert_eq!(first.name, "stock");
+    assert_eq!(first.data["variants"][0]["sku"], "eu-42");
+    assert_eq!(first.data["variants"][0]["stock"]["available"], 1);
+
+    let order = |token: &str, sku: Option<&str>, key: &str| {
+        let mut body = json!({"drop_id": drop_id, "quantity": 1});
+        if let Some(sku) = sku {
+            body["sku"] = json!(sku);
+        }
+        let (token, key) = (token.to_owned(), key.to_owned());
+        let api = &api;
+        async move {
+            api.send(
+                reqwest::Method::POST,
+                "/orders",
+                Some(&token),
+                Some(body),
+                Some(&key),
+            )
+            .await
+        }
+    };
+    let (status, body) = order(&holder, None, "no-size").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["details"]["field"], "sku");
+    let (status, body) = order(&holder, Some("eu-44"), "unknown-size").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, held) = order(&holder, Some("eu-42"), "h-42").await;
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    assert_eq!(held["sku"], "eu-42");
+    let (status, body) = order(&holder, Some("eu-43"), "h-43").await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = order(&holder, Some("eu-43"), "h-43b").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "per_user_limit_exceeded", "across both sizes");
+
+    let waitlist = format!("/drops/{drop_id}/waitlist/me");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &waitlist,
+            Some(&waiter),
+            Some(json!({"sku": "eu-43", "quantity": 1})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["code"], "variant_available");
+    let (status, place) = api
+        .send(
+            reqwest::Method::PUT,
+            &waitlist,
+            Some(&waiter),
+            Some(json!({"sku": "eu-42", "quantity": 1})),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{place}");
+    assert_eq!(place["position"], 1);
+    assert_eq!(api.get(&waitlist, Some(&waiter)).await, place);
+
+    let (status, body) = api
+        .post(
+            &format!("/orders/{}/cancel", held["id"].as_str().unwrap()),
+            Some(&holder),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let view = api.get(&format!("/drops/{drop_id}"), None).await;
+    assert_eq!(
+        view["variants"][0]["stock"],
+        json!({"total": 1, "available": 0, "reserved": 1, "sold": 0}),
+        "the unit went to the waiting buyer, not to the shelf: {view}"
+    );
+    let (offer, took) = await_notification(
+        &api,
+        &waiter,
+        "waitlist_offer",
+        &drop_id,
+        Duration::from_secs(2),
+    )
+    .await;
+    eprintln!("waitlist_offer delivered in {took:?} (contract: 2 s)");
+    let mine = api.get("/orders", Some(&waiter)).await;
+    let mine = items(&mine);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(mine[0]["status"], "reserved");
+    assert_eq!(mine[0]["sku"], "eu-42");
+    assert_eq!(mine[0]["user_id"], waiter_id.as_str());
+    assert_eq!(offer["payload"]["order_id"], mine[0]["id"]);
+    let (status, _) = api
+        .send(reqwest::Method::GET, &waitlist, Some(&waiter), None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "served: no longer waiting");
+
+    // The stream never showed size 42 available; it ends (for this walk) at the
+    // drop's stock now.
+    let expected = api.get(&format!("/drops/{drop_id}"), None).await["stock"].clone();
+    let mut last = first.data.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while last["stock"] != expected {
+        let frame = tokio::time::timeout_at(deadline, frames.recv())
+            .await
+            .unwrap_or_else(|_| panic!("SSE did not reach {expected}; last {last}"))
+            .unwrap();
+        if frame.name == "stock" {
+            let small = &frame.data["variants"][0];
+            assert_eq!(small["sku"], "eu-42");
+            assert!(
+                small["stock"]["available"] == 0 || frame.data == first.data,
+                "size 42 shown available while someone waited: {}",
+                frame.data
+            );
+            last = frame.data;
+        }
+    }
+    api.server.terminate();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_sized_walk() {
+    sized_walk(ServerGuard::start(&[])).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_sized_walk() {
+    use livedrop_core::testing::env;
+    let Some([database]) = env::service_vars([env::DATABASE_URL], "postgres_sized_walk") else {
+        return;
+    };
+    let schema = livedrop_adapters::postgres::testing::TestSchema::on(&database).await;
+    let server = ServerGuard::start(&[
+        ("LIVEDROP_DATABASE_URL", database.clone()),
+        ("LIVEDROP_DATABASE_SCHEMA", schema.name().to_owned()),
+    ]);
+    sized_walk(server).await;
+    drop(schema);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_memory_walk() {
     let server = ServerGuard::start(&[]);

@@ -143,4 +143,143 @@ async fn two_processes_share_a_hot_drop_without_oversell_or_duplicates() {
     b.stop().await;
 }
 
+/// One buyer with a limit of 1 races the two sizes of a drop through two server
+/// processes on one PostgreSQL schema, many rounds, each order sent to both
+/// processes at once: the limit counts both sizes across processes, so the buyer
+/// never holds more than one unit, and each size's stock stays consistent.
+/// Needs `LIVEDROP_TEST_DATABASE_URL` and `LIVEDROP_TEST_REDIS_URL` (no broker:
+/// each process follows the outbox itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_buyer_racing_two_sizes_through_two_processes_holds_at_most_its_limit() {
+    use livedrop_core::testing::env;
+    let Some([db, redis]) = env::service_vars(
+        [env::DATABASE_URL, env::REDIS_URL],
+        "one_buyer_racing_two_sizes_through_two_processes",
+    ) else {
+        return;
+    };
+    let services = Services {
+        db,
+        redis,
+        kafka: String::new(),
+    };
+    assert_tcp("PostgreSQL", &host_port(&services.db, 5432)).await;
+    assert_tcp("Redis", &host_port(&services.redis, 6379)).await;
+    let db = TestSchema::on(&services.db).await;
+    let schema = db.name();
+    let people = seed_people(&db, 1).await;
+    let mut env = server_env(&services, schema, schema, &[]);
+    env.retain(|(k, _)| !k.starts_with("LIVEDROP_KAFKA_"));
+    let a = Server::start("sizes-a", &env).await;
+    let b = Server::start("sizes-b", &env).await;
+    let bases = vec![a.base.clone(), b.base.clone()];
+    let api = Api::new();
+    let buyer = &people.buyers[0];
+    let creator = &people.creator.token;
+
+    let product = api
+        .expect(
+            &a.base,
+            "POST",
+            "/products",
+            Some(creator),
+            Some(&json!({"title": "Sneaker", "description": "two sizes", "price_cents": 9900, "currency": "EUR"})),
+            201,
+        )
+        .await;
+    let mut rounds = 0;
+    for round in 0..8 {
+        let body = json!({
+            "product_id": product["id"],
+            "ends_at": chrono::Utc::now() + chrono::Duration::hours(1),
+            "per_user_limit": 1,
+            "variants": [
+                {"sku": "eu-42", "label": "EU 42", "total_stock": 5},
+                {"sku": "eu-43", "label": "EU 43", "total_stock": 5},
+            ],
+        });
+        let drop = api
+            .expect(
+                &bases[round % 2],
+                "POST",
+                "/drops",
+                Some(creator),
+                Some(&body),
+                201,
+            )
+            .await;
+        let drop_id = drop["id"].as_str().unwrap().to_owned();
+        // Both sizes at once, each through both processes, with its own key.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let order = |sku: &str| json!({"drop_id": drop_id, "quantity": 1, "sku": sku});
+        let (b42, b43) = (order("eu-42"), order("eu-43"));
+        let (k42, k43) = (format!("r{round}-42"), format!("r{round}-43"));
+        let (x42, y42, x43, y43) = tokio::join!(
+            place(&api, &bases, 0, &buyer.token, &k42, &b42, deadline),
+            place(&api, &bases, 1, &buyer.token, &k42, &b42, deadline),
+            place(&api, &bases, 1, &buyer.token, &k43, &b43, deadline),
+            place(&api, &bases, 0, &buyer.token, &k43, &b43, deadline),
+        );
+        let mut placed = 0;
+        for (sku, x, y) in [("eu-42", &x42, &y42), ("eu-43", &x43, &y43)] {
+            for outcome in [x, y] {
+                assert!(outcome.status < 500, "{sku}: {outcome:?}");
+            }
+            assert_eq!(
+                (x.status, &x.code, &x.order_id),
+                (y.status, &y.code, &y.order_id),
+                "{sku}: one key, two answers ({:?} / {:?})",
+                x.seen,
+                y.seen
+            );
+            match x.status {
+                201 => placed += 1,
+                409 => assert_eq!(x.code.as_deref(), Some("per_user_limit_exceeded"), "{x:?}"),
+                other => panic!("{sku}: unexpected {other}: {x:?}"),
+            }
+        }
+        assert_eq!(placed, 1, "round {round}: limit 1 across both sizes");
+
+        // Both processes agree; the buyer holds one unit, each size is consistent.
+        for base in &bases {
+            let orders = buyer_orders(&api, base, &buyer.token, &drop_id).await;
+            let held: u64 = orders
+                .iter()
+                .filter(|o| matches!(o["status"].as_str(), Some("reserved" | "confirmed")))
+                .map(|o| o["quantity"].as_u64().unwrap())
+                .sum();
+            assert_eq!(held, 1, "round {round}: {orders:?}");
+            let held_sku = orders[0]["sku"].as_str().unwrap().to_owned();
+            wait_for(Duration::from_secs(15), "each size's stock", || async {
+                let view = api
+                    .expect(base, "GET", &format!("/drops/{drop_id}"), None, None, 200)
+                    .await;
+                let mut reserved = 0;
+                for v in view["variants"].as_array().unwrap() {
+                    let s = &v["stock"];
+                    let get = |f: &str| s[f].as_u64().unwrap();
+                    assert_eq!(
+                        get("available") + get("reserved") + get("sold"),
+                        get("total"),
+                        "{v}"
+                    );
+                    assert_eq!(get("total"), 5, "{v}");
+                    let expected = u64::from(v["sku"] == held_sku.as_str());
+                    if get("reserved") != expected {
+                        return Err(format!("{base}: {view}"));
+                    }
+                    reserved += get("reserved");
+                }
+                assert_eq!(view["stock"]["reserved"], reserved, "{view}");
+                Ok(())
+            })
+            .await;
+        }
+        rounds += 1;
+    }
+    assert_eq!(rounds, 8);
+    a.stop().await;
+    b.stop().await;
+}
+
 mod harness;

@@ -651,7 +651,8 @@ async fn drops_create_list_filter_get_and_cancel() {
             "product_id",
             "starts_at",
             "status",
-            "stock"
+            "stock",
+            "variants"
         ]
     );
     assert_eq!(live["status"], "live");
@@ -659,6 +660,11 @@ async fn drops_create_list_filter_get_and_cancel() {
     assert_eq!(
         live["stock"],
         json!({"total": 10, "available": 10, "reserved": 0, "sold": 0})
+    );
+    assert_eq!(
+        live["variants"],
+        json!([{"sku": "default", "label": "", "stock": {"total": 10, "available": 10, "reserved": 0, "sold": 0}}]),
+        "a drop of one stock sells one variant, `default`"
     );
 
     let product = app.product(&token).await;
@@ -782,12 +788,14 @@ async fn orders_place_replay_reject_confirm_cancel() {
             "id",
             "quantity",
             "reserved_until",
+            "sku",
             "status",
             "total_cents",
             "unit_price_cents",
             "user_id"
         ]
     );
+    assert_eq!(first.body["sku"], "default");
     assert_eq!(first.body["status"], "reserved");
     assert_eq!(first.body["user_id"], buyer.id.to_string());
     assert_eq!(first.body["total_cents"], 4900);
@@ -1316,6 +1324,7 @@ async fn internal_api_needs_its_token() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["kind"], "restock");
+    assert_eq!(r.body["sku"], "default");
     assert_eq!(
         r.body["stock_after"],
         json!({"total": 8, "available": 8, "reserved": 0, "sold": 0})
@@ -1726,6 +1735,7 @@ async fn health_readiness_metrics_and_openapi() {
         "/drops/{id}",
         "/drops/{id}/cancel",
         "/drops/{id}/events",
+        "/drops/{id}/waitlist/me",
         "/orders",
         "/orders/{id}",
         "/orders/{id}/confirm",
@@ -1752,8 +1762,40 @@ async fn health_readiness_metrics_and_openapi() {
         "UserBody",
         "ProductBody",
         "NotificationBody",
+        "VariantBody",
+        "NewVariantRequest",
+        "WaitlistRequest",
+        "WaitlistBody",
     ] {
         assert!(schemas.contains_key(schema), "missing {schema}");
+    }
+    let waitlist = &paths["/drops/{id}/waitlist/me"];
+    for method in ["put", "get", "delete"] {
+        assert!(waitlist.get(method).is_some(), "waitlist {method} missing");
+    }
+    for (path, method, status) in [
+        ("/drops/{id}/waitlist/me", "put", "409"),
+        ("/drops/{id}/waitlist/me", "get", "404"),
+        ("/drops/{id}/waitlist/me", "delete", "204"),
+        ("/orders", "post", "404"),
+    ] {
+        assert!(
+            paths[path][method]["responses"].get(status).is_some(),
+            "{method} {path} documents {status}"
+        );
+    }
+    for (schema, field) in [
+        ("DropBody", "variants"),
+        ("OrderBody", "sku"),
+        ("NewOrderRequest", "sku"),
+        ("NewDropRequest", "variants"),
+        ("AdjustRequest", "sku"),
+        ("LedgerEntryBody", "sku"),
+    ] {
+        assert!(
+            schemas[schema]["properties"].get(field).is_some(),
+            "{schema} has {field}"
+        );
     }
     assert!(schemas["UserBody"]["properties"]
         .get("password_hash")
@@ -1876,6 +1918,674 @@ async fn drop_events_stream_snapshot_then_changes() {
     background.shutdown().await;
 }
 
+/// The variant `sku` of a drop body.
+fn variant<'a>(drop: &'a Value, sku: &str) -> &'a Value {
+    drop["variants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["sku"] == sku)
+        .unwrap_or_else(|| panic!("no variant {sku} in {drop}"))
+}
+
+/// `{"total", "available", "reserved", "sold"}`.
+fn stock(total: u32, available: u32, reserved: u32, sold: u32) -> Value {
+    json!({"total": total, "available": available, "reserved": reserved, "sold": sold})
+}
+
+impl App {
+    /// A live drop of `variants` (`(sku, label, stock)`), with `limit` if any.
+    async fn sized_drop(
+        &self,
+        token: &str,
+        variants: &[(&str, &str, u32)],
+        limit: Option<u32>,
+    ) -> Value {
+        let product = self.product(token).await;
+        let ends = self.clock_now() + chrono::Duration::hours(2);
+        let variants: Vec<Value> = variants
+            .iter()
+            .map(|(sku, label, stock)| json!({"sku": sku, "label": label, "total_stock": stock}))
+            .collect();
+        let mut body = json!({"product_id": product["id"], "ends_at": ends, "variants": variants});
+        if let Some(limit) = limit {
+            body["per_user_limit"] = json!(limit);
+        }
+        let r = self
+            .call(Method::POST, "/drops", Some(token), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body
+    }
+
+    /// `POST /orders` of `quantity` units of `sku` (none: the field left out).
+    async fn order_sku(
+        &self,
+        token: &str,
+        drop: &Value,
+        sku: Option<&str>,
+        quantity: u32,
+        key: &str,
+    ) -> Reply {
+        let mut body = json!({"drop_id": drop["id"], "quantity": quantity});
+        if let Some(sku) = sku {
+            body["sku"] = json!(sku);
+        }
+        self.post_keyed("/orders", Some(token), body, key).await
+    }
+
+    /// `method` on `/drops/{drop}/waitlist/me` with `body`.
+    async fn waitlist(
+        &self,
+        method: Method,
+        drop: &Value,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let uri = format!("/drops/{}/waitlist/me", drop["id"].as_str().unwrap());
+        self.call(method, &uri, Some(token), body).await
+    }
+
+    /// The drop as `GET /drops/{id}` shows it once the displayed stock's documented
+    /// lag (at most `stock_ttl`) has passed, on the cache's own clock, paused and
+    /// moved past that lag.
+    async fn drop_settled(&self, drop: &Value) -> Value {
+        tokio::time::pause();
+        tokio::time::advance(Config::default().stock_ttl + Duration::from_millis(1)).await;
+        let view = self.drop_now(drop).await;
+        tokio::time::resume();
+        view
+    }
+
+    /// The drop as `GET /drops/{id}` shows it now.
+    async fn drop_now(&self, drop: &Value) -> Value {
+        let r = self
+            .get(&format!("/drops/{}", drop["id"].as_str().unwrap()))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body
+    }
+}
+
+#[tokio::test]
+async fn a_sized_drop_sells_each_size_on_its_own_stock_under_one_limit() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let drop = app
+        .sized_drop(
+            &creator,
+            &[("size-42", "EU 42", 2), ("size-43", "EU 43", 1)],
+            Some(2),
+        )
+        .await;
+    assert_eq!(drop["status"], "live");
+    assert_eq!(drop["stock"], stock(3, 3, 0, 0), "the sum of the variants");
+    assert_eq!(
+        drop["variants"],
+        json!([
+            {"sku": "size-42", "label": "EU 42", "stock": stock(2, 2, 0, 0)},
+            {"sku": "size-43", "label": "EU 43", "stock": stock(1, 1, 0, 0)},
+        ])
+    );
+    assert_eq!(drop["per_user_limit"], 2);
+
+    let (_, buyer) = app.user(Role::Customer, "buyer").await;
+    for (i, (case, sku, status, code, field)) in [
+        (
+            "no sku on a drop of several variants",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            Some("sku"),
+        ),
+        (
+            "an sku the drop does not sell",
+            Some("size-99"),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            None,
+        ),
+        (
+            "an sku with a space",
+            Some("size 42"),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            Some("sku"),
+        ),
+        (
+            "an empty sku",
+            Some(""),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            Some("sku"),
+        ),
+        (
+            "an sku of 65 characters",
+            Some(&*"x".repeat(65)),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            Some("sku"),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = app
+            .order_sku(&buyer, &drop, sku, 1, &format!("bad-{i}"))
+            .await;
+        assert_error_for(case, &r, status, code);
+        if let Some(field) = field {
+            assert_eq!(r.body["details"]["field"], field, "{case}: {}", r.body);
+        }
+    }
+    let r = app
+        .order_sku(&buyer, &drop, Some("size-99"), 1, "unknown-sku")
+        .await;
+    assert_eq!(r.body["details"]["resource"], "variant", "{}", r.body);
+
+    let first = app
+        .order_sku(&buyer, &drop, Some("size-43"), 1, "s-1")
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.body["sku"], "size-43");
+    let replay = app
+        .order_sku(&buyer, &drop, Some("size-43"), 1, "s-1")
+        .await;
+    assert_eq!(replay.body, first.body, "a retry replays the order");
+    let other_size = app
+        .order_sku(&buyer, &drop, Some("size-42"), 1, "s-1")
+        .await;
+    assert_error(
+        &other_size,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+    );
+    let (_, second_buyer) = app.user(Role::Customer, "second").await;
+    let sold_out = app
+        .order_sku(&second_buyer, &drop, Some("size-43"), 1, "s-2")
+        .await;
+    assert_error(&sold_out, StatusCode::CONFLICT, "out_of_stock");
+
+    // The limit counts every size: one more unit passes, a third is refused.
+    let r = app
+        .order_sku(&buyer, &drop, Some("size-42"), 1, "s-3")
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["sku"], "size-42");
+    let r = app
+        .order_sku(&buyer, &drop, Some("size-42"), 1, "s-4")
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "per_user_limit_exceeded");
+    assert_eq!(r.body["details"]["held"], 2, "{}", r.body);
+
+    let now = app.drop_settled(&drop).await;
+    assert_eq!(variant(&now, "size-42")["stock"], stock(2, 1, 1, 0));
+    assert_eq!(variant(&now, "size-43")["stock"], stock(1, 0, 1, 0));
+    assert_eq!(now["stock"], stock(3, 1, 2, 0));
+    assert_eq!(now["status"], "live", "one size left keeps the drop live");
+    let orders = app.as_user(Method::GET, "/orders", &buyer).await;
+    let mut skus: Vec<_> = items(&orders.body)
+        .iter()
+        .map(|o| o["sku"].as_str().unwrap().to_owned())
+        .collect();
+    skus.sort();
+    assert_eq!(skus, ["size-42", "size-43"]);
+}
+
+#[tokio::test]
+async fn a_sized_drop_is_restocked_per_size_and_its_ledger_names_the_size() {
+    const INTERNAL: &str = "variant-internal";
+    let app = app_with(|o| o.internal_token = Some(INTERNAL.into()), |p| p);
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let drop = app
+        .sized_drop(&creator, &[("red", "Red", 2), ("blue", "Blue", 3)], None)
+        .await;
+    assert_eq!(drop["per_user_limit"], 5, "no limit: the whole stock");
+    let id = drop["id"].as_str().unwrap();
+    let adjust = format!("/internal/inventory/{id}/adjust");
+    let r = app
+        .call(
+            Method::POST,
+            &adjust,
+            Some(INTERNAL),
+            Some(json!({"delta": 2, "reason": "restock"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(r.body["details"]["field"], "sku");
+    let r = app
+        .call(
+            Method::POST,
+            &adjust,
+            Some(INTERNAL),
+            Some(json!({"delta": 2, "reason": "restock", "sku": "green"})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app
+        .call(
+            Method::POST,
+            &adjust,
+            Some(INTERNAL),
+            Some(json!({"delta": 2, "reason": "restock", "sku": "blue"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["sku"], "blue");
+    assert_eq!(r.body["stock_after"], stock(5, 5, 0, 0), "blue's own stock");
+    let now = app.drop_settled(&drop).await;
+    assert_eq!(variant(&now, "red")["stock"], stock(2, 2, 0, 0));
+    assert_eq!(variant(&now, "blue")["stock"], stock(5, 5, 0, 0));
+    assert_eq!(now["stock"], stock(7, 7, 0, 0));
+
+    let r = app
+        .call(
+            Method::GET,
+            &format!("/internal/inventory/{id}/ledger"),
+            Some(INTERNAL),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let mut entries: Vec<(String, String)> = items(&r.body)
+        .iter()
+        .map(|e| {
+            (
+                e["sku"].as_str().unwrap().to_owned(),
+                e["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("blue".to_owned(), "initial".to_owned()),
+            ("blue".to_owned(), "restock".to_owned()),
+            ("red".to_owned(), "initial".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn drop_creation_refuses_malformed_variants() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let product = app.product(&creator).await;
+    let ends = app.clock_now() + chrono::Duration::hours(2);
+    let one = |sku: &str| json!({"sku": sku, "label": "", "total_stock": 1});
+    let many = |n: usize| -> Vec<Value> { (0..n).map(|i| one(&format!("v{i}"))).collect() };
+    for (case, variants, extra) in [
+        ("no variants", json!([]), json!({})),
+        ("101 variants", json!(many(101)), json!({})),
+        (
+            "a repeated sku",
+            json!([one("a"), one("b"), one("a")]),
+            json!({}),
+        ),
+        ("an sku with a slash", json!([one("a/b")]), json!({})),
+        ("an empty sku", json!([one("")]), json!({})),
+        (
+            "an sku of 65 characters",
+            json!([one(&"s".repeat(65))]),
+            json!({}),
+        ),
+        (
+            "a variant of no stock",
+            json!([{"sku": "a", "label": "", "total_stock": 0}]),
+            json!({}),
+        ),
+        (
+            "a variant without an sku",
+            json!([{"label": "A", "total_stock": 1}]),
+            json!({}),
+        ),
+        (
+            "an unknown field in a variant",
+            json!([{"sku": "a", "total_stock": 1, "colour": "red"}]),
+            json!({}),
+        ),
+        (
+            "both total_stock and variants",
+            json!([one("a")]),
+            json!({"total_stock": 5}),
+        ),
+        (
+            "both, total_stock 0",
+            json!([one("a")]),
+            json!({"total_stock": 0}),
+        ),
+    ] {
+        let mut body = json!({"product_id": product["id"], "ends_at": ends, "variants": variants});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = app
+            .call(Method::POST, "/drops", Some(&creator), Some(body))
+            .await;
+        assert_error_for(case, &r, StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&creator),
+            Some(json!({"product_id": product["id"], "ends_at": ends})),
+        )
+        .await;
+    assert_error_for(
+        "neither total_stock nor variants",
+        &r,
+        StatusCode::BAD_REQUEST,
+        "invalid_input",
+    );
+    // 100 variants are fine; a label may be left out.
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&creator),
+            Some(json!({"product_id": product["id"], "ends_at": ends, "variants": many(100)})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["variants"].as_array().unwrap().len(), 100);
+    assert_eq!(r.body["stock"], stock(100, 100, 0, 0));
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&creator),
+            Some(json!({"product_id": product["id"], "ends_at": ends, "variants": [{"sku": "only", "total_stock": 2}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(
+        r.body["variants"],
+        json!([{"sku": "only", "label": "", "stock": stock(2, 2, 0, 0)}])
+    );
+}
+
+#[tokio::test]
+async fn a_waitlist_place_is_joined_kept_read_and_left() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let drop = app
+        .sized_drop(&creator, &[("s", "Small", 1), ("m", "Medium", 5)], None)
+        .await;
+    let (_, ada) = app.user(Role::Customer, "ada").await;
+    let (_, bob) = app.user(Role::Customer, "bob").await;
+    let (_, cy) = app.user(Role::Customer, "cy").await;
+
+    let r = app
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &ada,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::CONFLICT, "variant_available");
+    assert_eq!(r.body["details"]["sku"], "s", "{}", r.body);
+    assert_eq!(r.body["details"]["available"], 1, "{}", r.body);
+
+    let r = app.order_sku(&cy, &drop, Some("s"), 1, "buy-s").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+
+    for (case, body, status, code) in [
+        (
+            "no sku on a drop of several variants",
+            json!({"quantity": 1}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "an unknown sku",
+            json!({"sku": "xl", "quantity": 1}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "no units",
+            json!({"sku": "s", "quantity": 0}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "no quantity",
+            json!({"sku": "s"}),
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+        ),
+        (
+            "a size still available",
+            json!({"sku": "m", "quantity": 1}),
+            StatusCode::CONFLICT,
+            "variant_available",
+        ),
+    ] {
+        let r = app.waitlist(Method::PUT, &drop, &ada, Some(body)).await;
+        assert_error_for(case, &r, status, code);
+    }
+    let uri = format!("/drops/{}/waitlist/me", drop["id"].as_str().unwrap());
+    let r = app
+        .call(
+            Method::PUT,
+            &uri,
+            None,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::UNAUTHORIZED, "unauthenticated");
+    let r = app.waitlist(Method::GET, &drop, &ada, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    let joined = app
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &ada,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
+        .await;
+    assert_eq!(joined.status, StatusCode::OK, "{}", joined.body);
+    assert_eq!(
+        sorted_keys(&joined.body),
+        ["drop_id", "joined_at", "position", "quantity", "sku"]
+    );
+    assert_eq!(joined.body["drop_id"], drop["id"]);
+    assert_eq!(joined.body["sku"], "s");
+    assert_eq!(joined.body["position"], 1);
+    let second = app
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &bob,
+            Some(json!({"sku": "s", "quantity": 1})),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(second.body["position"], 2);
+
+    // Joining again changes the quantity and keeps the place.
+    app.clock.advance(chrono::Duration::seconds(5));
+    let again = app
+        .waitlist(
+            Method::PUT,
+            &drop,
+            &ada,
+            Some(json!({"sku": "s", "quantity": 2})),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["position"], 1);
+    assert_eq!(again.body["quantity"], 2);
+    assert_eq!(again.body["joined_at"], joined.body["joined_at"]);
+    let read = app.waitlist(Method::GET, &drop, &ada, None).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body, again.body);
+
+    let left = app.waitlist(Method::DELETE, &drop, &ada, None).await;
+    assert_eq!(left.status, StatusCode::NO_CONTENT, "{}", left.body);
+    let r = app.waitlist(Method::GET, &drop, &ada, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app.waitlist(Method::DELETE, &drop, &ada, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app.waitlist(Method::GET, &drop, &bob, None).await;
+    assert_eq!(r.body["position"], 1, "bob moves up: {}", r.body);
+
+    let r = app
+        .call(
+            Method::PUT,
+            &format!("/drops/{}/waitlist/me", uuid::Uuid::new_v4()),
+            Some(&ada),
+            Some(json!({"quantity": 1})),
+        )
+        .await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Waits ≤ `limit` until `token`'s notifications hold one of `kind`; returns it.
+async fn wait_for_notification(app: &App, token: &str, kind: &str, limit: Duration) -> Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let r = app.as_user(Method::GET, "/notifications", token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        if let Some(n) = items(&r.body).iter().find(|n| n["kind"] == kind) {
+            return n.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {kind} notification within {limit:?}: {}",
+            r.body
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_unit_goes_to_the_first_waiting_buyer_and_never_shows_available() {
+    let app = app();
+    let background = app.livedrop().spawn_background();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    wait_for_live_feed(&app, &creator).await;
+    let drop = app
+        .sized_drop(&creator, &[("s", "Small", 1), ("m", "Medium", 3)], Some(3))
+        .await;
+    let id = drop["id"].as_str().unwrap();
+    let (_, holder) = app.user(Role::Customer, "holder").await;
+    let (waiter, waiter_token) = app.user(Role::Customer, "waiter").await;
+    let (_, next) = app.user(Role::Customer, "next").await;
+    let held = app.order_sku(&holder, &drop, Some("s"), 1, "hold-s").await;
+    assert_eq!(held.status, StatusCode::CREATED, "{}", held.body);
+    for (token, position) in [(&waiter_token, 1), (&next, 2)] {
+        let r = app
+            .waitlist(
+                Method::PUT,
+                &drop,
+                token,
+                Some(json!({"sku": "s", "quantity": 1})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["position"], position);
+    }
+
+    // Watch the drop's stream from before the cancel.
+    let response = app
+        .router
+        .clone()
+        .oneshot(
+            Request::get(format!("/drops/{id}/events"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let mut buffer = String::new();
+    let (_, first) = next_matching(&mut stream, &mut buffer, |n, _| n == "stock").await;
+    assert_eq!(
+        first["variants"],
+        json!([{"sku": "s", "stock": stock(1, 0, 1, 0)}, {"sku": "m", "stock": stock(3, 3, 0, 0)}]),
+        "the stock event carries each variant: {first}"
+    );
+    assert_eq!(first["stock"], stock(4, 3, 1, 0));
+
+    let cancelled = app
+        .order_action(held.body["id"].as_str().unwrap(), "cancel", &holder)
+        .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    let started = tokio::time::Instant::now();
+
+    // The unit went straight to the first waiting buyer: nobody else may buy it.
+    let (_, late) = app.user(Role::Customer, "late").await;
+    let r = app.order_sku(&late, &drop, Some("s"), 1, "late-s").await;
+    assert_error(&r, StatusCode::CONFLICT, "out_of_stock");
+    let offer = wait_for_notification(
+        &app,
+        &waiter_token,
+        "waitlist_offer",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(started.elapsed() <= Duration::from_secs(2));
+    let now = app.drop_settled(&drop).await;
+    assert_eq!(variant(&now, "s")["stock"], stock(1, 0, 1, 0), "{now}");
+    let orders = app.as_user(Method::GET, "/orders", &waiter_token).await;
+    let given = items(&orders.body);
+    assert_eq!(given.len(), 1, "{}", orders.body);
+    assert_eq!(given[0]["status"], "reserved");
+    assert_eq!(given[0]["sku"], "s");
+    assert_eq!(given[0]["quantity"], 1);
+    assert_eq!(given[0]["user_id"], waiter.id.to_string());
+    assert_eq!(offer["payload"]["order_id"], given[0]["id"], "{offer}");
+    assert_eq!(offer["payload"]["sku"], "s");
+    assert_eq!(offer["payload"]["drop_id"], drop["id"]);
+    let r = app.waitlist(Method::GET, &drop, &waiter_token, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app.waitlist(Method::GET, &drop, &next, None).await;
+    assert_eq!(r.body["position"], 1, "{}", r.body);
+
+    // The waiter cancels in turn: the unit passes on to the next in line.
+    let r = app
+        .order_action(given[0]["id"].as_str().unwrap(), "cancel", &waiter_token)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    wait_for_notification(&app, &next, "waitlist_offer", Duration::from_secs(2)).await;
+    let r = app.waitlist(Method::GET, &drop, &next, None).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    // Nobody waits now: the next cancel makes the unit available.
+    let next_orders = app.as_user(Method::GET, "/orders", &next).await;
+    let next_order = items(&next_orders.body)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app.order_action(&next_order, "cancel", &next).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    // Every stock event the stream sent before that showed size s with nothing
+    // available, while someone waited.
+    loop {
+        let (name, event) = next_matching(&mut stream, &mut buffer, |_, _| true).await;
+        if name != "stock" {
+            continue;
+        }
+        let small = &event["variants"][0];
+        assert_eq!(small["sku"], "s", "{event}");
+        if small["stock"]["available"] == 1 {
+            assert_eq!(small["stock"], stock(1, 1, 0, 0), "{event}");
+            break;
+        }
+        assert_eq!(small["stock"]["available"], 0, "{event}");
+    }
+    let now = app.drop_settled(&drop).await;
+    assert_eq!(variant(&now, "s")["stock"], stock(1, 1, 0, 0), "{now}");
+    app.state.shutdown_token().cancel();
+    background.shutdown().await;
+}
+
 mod arbitrary_input {
     use super::*;
     use proptest::prelude::*;
@@ -1900,6 +2610,8 @@ mod arbitrary_input {
                         Just("title".to_owned()),
                         Just("price_cents".to_owned()),
                         Just("ends_at".to_owned()),
+                        Just("sku".to_owned()),
+                        Just("variants".to_owned()),
                         "[a-z_]{1,8}",
                     ],
                     inner,
@@ -1949,6 +2661,7 @@ mod arbitrary_input {
                 "/drops",
                 "/drops/{}",
                 "/drops/{}/cancel",
+                "/drops/{}/waitlist/me",
                 "/orders",
                 "/orders/{}",
                 "/orders/{}/confirm",

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use livedrop::adapters::memory::{memory_ports, MemoryBus, MemoryStore};
 use livedrop::core::model::{Actor, DropView, Order, Product, Role, Stock};
-use livedrop::core::service::{Livedrop, NewDrop, NewProduct, PlaceOrder};
+use livedrop::core::service::{Livedrop, NewDrop, NewProduct, NewVariant, PlaceOrder};
 use livedrop::core::testing::fixtures;
 use livedrop::core::{Config, ManualClock, Ports};
 
@@ -173,14 +173,26 @@ impl World {
             .await
     }
 
-    /// The drop's stock as the inventory holds it.
+    /// The drop's stock as the inventory holds it: the sum of its variants', each
+    /// checked against the invariant.
     pub async fn stock(&self, drop: &DropView) -> Stock {
-        self.ports
+        Stock::sum(&self.variant_stock(drop).await)
+    }
+
+    /// The stock of each of the drop's variants as the inventory holds it, each
+    /// checked against the invariant.
+    pub async fn variant_stock(&self, drop: &DropView) -> Vec<Stock> {
+        let stock = self
+            .ports
             .inventory
             .stock(drop.drop.id)
             .await
             .unwrap()
-            .expect("the drop's stock")
+            .expect("the drop's stock");
+        for s in &stock {
+            assert!(s.is_consistent(), "stock invariant broken: {s:?}");
+        }
+        stock
     }
 
     /// A live drop of `stock` units lasting one hour, by a new creator.
@@ -220,6 +232,42 @@ impl World {
                     starts_at,
                     ends_at: start + Duration::hours(1),
                     total_stock: stock,
+                    variants: Vec::new(),
+                    per_user_limit,
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    /// A drop selling `variants` (sku, units), lasting one hour from its start:
+    /// `starts_in` from now, or now when `None`.
+    pub async fn sized_drop(
+        &self,
+        creator: &Actor,
+        variants: &[(&str, u32)],
+        per_user_limit: Option<u32>,
+        starts_in: Option<Duration>,
+    ) -> DropView {
+        let product = self.product(creator).await;
+        let starts_at = starts_in.map(|d| self.clock.now_ts() + d);
+        let start = starts_at.unwrap_or_else(|| self.clock.now_ts());
+        self.app
+            .schedule_drop(
+                creator,
+                NewDrop {
+                    product_id: product.id,
+                    starts_at,
+                    ends_at: start + Duration::hours(1),
+                    total_stock: 0,
+                    variants: variants
+                        .iter()
+                        .map(|(sku, units)| NewVariant {
+                            sku: (*sku).to_owned(),
+                            label: sku.to_uppercase(),
+                            total_stock: *units,
+                        })
+                        .collect(),
                     per_user_limit,
                 },
             )
@@ -233,6 +281,16 @@ pub fn order_of(drop: &DropView, quantity: u32) -> PlaceOrder {
     PlaceOrder {
         drop_id: drop.drop.id,
         quantity,
+        sku: None,
+    }
+}
+
+/// An order of `quantity` units of variant `sku` of `drop`.
+pub fn sized_order(drop: &DropView, sku: &str, quantity: u32) -> PlaceOrder {
+    PlaceOrder {
+        drop_id: drop.drop.id,
+        quantity,
+        sku: Some(sku.to_owned()),
     }
 }
 

@@ -4,7 +4,7 @@
 //! write shares (events into the outbox, placed orders, a batch's reads and write)
 //! as `UNNEST` of column arrays.
 
-pub(crate) use crate::sql::StockRow;
+pub(crate) use crate::sql::VariantRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
 use livedrop_core::model::{Order, OrderStatus};
@@ -47,11 +47,6 @@ pub(crate) const FOR_UPDATE: &str = " FOR UPDATE";
 /// [`FOR_UPDATE`], passing over rows another transaction holds.
 pub(crate) const FOR_UPDATE_SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 
-/// Locks the rows of table `alias` only, in a read that joins tables.
-pub(crate) fn lock_of(alias: &str) -> String {
-    format!(" FOR UPDATE OF {alias}")
-}
-
 /// The most holds one `expire_holds` call takes: its `limit`, unbounded here.
 pub(crate) const MAX_SWEEP: u32 = u32::MAX;
 
@@ -59,6 +54,42 @@ pub(crate) const MAX_SWEEP: u32 = u32::MAX;
 pub(crate) type Conn = PgConnection;
 
 pub(crate) use super::group::{held_units, known_orders, write_batch};
+pub(crate) use super::orders::insert_orders;
+
+/// Whether [`lock_buyers`] takes locks (a hand-off must then have locked every buyer
+/// it serves).
+pub(crate) const BUYER_LOCKS: bool = true;
+
+/// Serializes this transaction with every other that decides on what the buyers of
+/// `pairs` (drop, buyer) hold in their drops: a transaction-scoped advisory lock per
+/// pair, on a hash of both, taken in ascending key order (no deadlock between
+/// takers), and always before any variant row lock. Two orders of one buyer for two
+/// variants, in two processes, so never pass the per-user limit together, while
+/// orders of different buyers and variants do not wait for each other.
+pub(crate) async fn lock_buyers(
+    conn: &mut PgConnection,
+    pairs: &[(Uuid, Uuid)],
+) -> StoreResult<()> {
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let drops: Vec<Uuid> = pairs.iter().map(|(d, _)| *d).collect();
+    let users: Vec<Uuid> = pairs.iter().map(|(_, u)| *u).collect();
+    // The sorted subquery feeds the locking projection in key order.
+    sqlx::query(
+        "SELECT count(*) FROM ( \
+             SELECT pg_advisory_xact_lock(k.key) FROM ( \
+                 SELECT DISTINCT hashtextextended(p.d::text || ':' || p.u::text, 0) AS key \
+                 FROM UNNEST($1::uuid[], $2::uuid[]) AS p(d, u) \
+                 ORDER BY key) AS k) AS locked",
+    )
+    .bind(&drops)
+    .bind(&users)
+    .execute(conn)
+    .await
+    .map_err(map_sqlx_error)?;
+    Ok(())
+}
 
 /// Sets the status of the orders `ids`.
 pub(crate) async fn set_status(
@@ -144,6 +175,7 @@ impl<'a> EventColumns<'a> {
 pub(crate) struct OrderColumns<'a> {
     ids: Vec<Uuid>,
     users: Vec<Uuid>,
+    skus: Vec<&'a str>,
     quantities: Vec<i64>,
     units: Vec<i64>,
     totals: Vec<i64>,
@@ -160,6 +192,7 @@ impl<'a> OrderColumns<'a> {
         Self {
             ids: orders.iter().map(|o| o.id.0).collect(),
             users: orders.iter().map(|o| o.user_id.0).collect(),
+            skus: orders.iter().map(|o| o.sku.as_str()).collect(),
             quantities: orders.iter().map(|o| i64::from(o.quantity)).collect(),
             units: orders.iter().map(|o| o.unit_price_cents).collect(),
             totals: orders.iter().map(|o| o.total_cents).collect(),
@@ -173,23 +206,25 @@ impl<'a> OrderColumns<'a> {
     }
 
     /// The insert of the orders (status `reserved`, on the drop `$1`), skipping any
-    /// whose (buyer, key) exists, reading their eleven arrays from parameter `$first`
+    /// whose (buyer, key) exists, reading their twelve arrays from parameter `$first`
     /// on.
     pub(crate) fn insert(first: usize) -> String {
         format!(
-            "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
+            "INSERT INTO orders (id, user_id, drop_id, sku, quantity, unit_price_cents, \
                                  total_cents, currency, status, idempotency_key, fingerprint, \
                                  reserved_until, created_at, updated_at) \
-             SELECT o.id, o.user_id, $1, o.q, o.unit, o.total, o.cur, 'reserved', o.key, \
-                    o.fp, o.until, o.created, o.updated \
+             SELECT o.id, o.user_id, $1, o.sku, o.q, o.unit, o.total, o.cur, 'reserved', \
+                    o.key, o.fp, o.until, o.created, o.updated \
              FROM UNNEST({}) \
-                  AS o(id, user_id, q, unit, total, cur, key, fp, until, created, updated) \
+                  AS o(id, user_id, sku, q, unit, total, cur, key, fp, until, created, \
+                       updated) \
              ON CONFLICT (user_id, idempotency_key) DO NOTHING",
             arrays(
                 first,
                 &[
                     "uuid",
                     "uuid",
+                    "text",
                     "int8",
                     "int8",
                     "int8",
@@ -209,6 +244,7 @@ impl<'a> OrderColumns<'a> {
         query
             .bind(&self.ids)
             .bind(&self.users)
+            .bind(&self.skus)
             .bind(&self.quantities)
             .bind(&self.units)
             .bind(&self.totals)

@@ -1,9 +1,10 @@
 //! Group reserve: one combiner task per hot drop turns the concurrent `place_order`
 //! calls of this process into one transaction per batch.
 //!
-//! Every decision is still made under the drop's inventory row lock, against what is
-//! committed, so other processes (with either strategy) stay correct alongside; the
-//! batch only shares the lock, the round trips and the commit. The batch's
+//! Every decision is still made under the buyers' locks and the rows of the variants
+//! ordered, against what is committed, so other processes (with either strategy)
+//! stay correct alongside; the batch only shares the locks, the round trips and the
+//! commit. The batch's
 //! transaction is the one both SQL stores run (`sql::orders`); here are its
 //! PostgreSQL statements: the batch's known keys, the units its buyers hold, and the
 //! write of stock, orders and events in one round trip.
@@ -17,7 +18,7 @@ use livedrop_core::StoreResult;
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::dialect::{EventColumns, OrderColumns, OrderRow, StockRow};
+use super::dialect::{EventColumns, OrderColumns, OrderRow, VariantRow};
 use super::{map_sqlx_error, PgStore};
 use crate::sql::orders::HOLDING;
 use crate::sql::rows::HeldRow;
@@ -64,51 +65,59 @@ pub(crate) async fn known_orders(
     OrderRow::by_key(rows)
 }
 
-/// Units each buyer of `batch` holds in `drop` (reserved + confirmed).
+/// Units each of `users` holds in `drop`, all variants (reserved + confirmed).
 pub(crate) async fn held_units(
     conn: &mut PgConnection,
     drop: Uuid,
-    batch: &[Placement],
+    users: &[Uuid],
 ) -> StoreResult<HashMap<Uuid, i64>> {
-    let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
     let sql = format!(
         "SELECT user_id, COALESCE(SUM(quantity), 0)::int8 AS held FROM orders \
          WHERE drop_id = $1 AND user_id = ANY($2) AND status IN {HOLDING} GROUP BY user_id"
     );
     let rows = sqlx::query_as::<_, HeldRow>(&sql)
         .bind(drop)
-        .bind(&users)
+        .bind(users)
         .fetch_all(conn)
         .await
         .map_err(map_sqlx_error)?;
     Ok(HeldRow::by_user(rows))
 }
 
-/// Sets the locked stock row, inserts `orders` (skipping any whose key exists) and
-/// appends `events`, in one round trip. Returns how many orders were inserted.
+/// Sets the held variant rows `stock`, inserts `orders` (skipping any whose key
+/// exists) and appends `events`, in one round trip. Returns how many orders were
+/// inserted.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     drop: DropId,
-    stock: &StockRow,
+    stock: &[VariantRow],
     orders: &[Order],
     events: &[Event],
 ) -> StoreResult<u64> {
     let o = OrderColumns::new(orders);
     let e = EventColumns::new(events);
+    let skus: Vec<&str> = stock.iter().map(|v| v.sku.as_str()).collect();
+    let available: Vec<i64> = stock.iter().map(|v| v.stock.available).collect();
+    let reserved: Vec<i64> = stock.iter().map(|v| v.stock.reserved).collect();
+    let versions: Vec<i64> = stock.iter().map(|v| v.stock.version).collect();
     let sql = format!(
         "WITH stock AS ( \
-             UPDATE inventory SET available = $2, reserved = $3, version = $4 \
-             WHERE drop_id = $1 \
+             UPDATE inventory AS i SET available = s.available, reserved = s.reserved, \
+                 version = s.version \
+             FROM UNNEST($2::text[], $3::int8[], $4::int8[], $5::int8[]) \
+                  AS s(sku, available, reserved, version) \
+             WHERE i.drop_id = $1 AND i.sku = s.sku \
          ), placed AS ({} RETURNING 1), appended AS ({}) \
          SELECT count(*) FROM placed",
-        OrderColumns::insert(5),
-        EventColumns::insert(16)
+        OrderColumns::insert(6),
+        EventColumns::insert(18)
     );
     let query = sqlx::query(&sql)
         .bind(drop.0)
-        .bind(stock.available)
-        .bind(stock.reserved)
-        .bind(stock.version);
+        .bind(&skus)
+        .bind(&available)
+        .bind(&reserved)
+        .bind(&versions);
     let inserted: i64 = e
         .bind(o.bind(query))
         .fetch_one(conn)

@@ -5,6 +5,7 @@
 //! [`DropRepository`](livedrop_core::ports::DropRepository),
 //! [`InventoryRepository`](livedrop_core::ports::InventoryRepository),
 //! [`OrderRepository`](livedrop_core::ports::OrderRepository),
+//! [`WaitlistRepository`](livedrop_core::ports::WaitlistRepository),
 //! [`IdempotencyStore`](livedrop_core::ports::IdempotencyStore),
 //! [`NotificationRepository`](livedrop_core::ports::NotificationRepository) and
 //! [`Outbox`](livedrop_core::ports::Outbox), so
@@ -12,9 +13,15 @@
 //!
 //! Guarantees, each enforced by the database so they hold across processes:
 //!
-//! - the stock invariant is a set of `CHECK` constraints on the `inventory` row;
-//! - every reservation decides under the drop's inventory row lock (stock, per-user
-//!   limit and duplicate key are all read under it), see [`ReserveStrategy`];
+//! - the stock invariant is a set of `CHECK` constraints on each variant's
+//!   `inventory` row (one row per variant, so buyers of different sizes never queue
+//!   on one row lock);
+//! - every reservation decides under its buyer's lock (a transaction-scoped advisory
+//!   lock on the (drop, buyer) pair: one buyer's orders for several sizes, from any
+//!   number of processes, never pass the per-user limit together) and the row locks
+//!   of the variants it orders, taken in sku order; see [`ReserveStrategy`];
+//! - units that come back (a cancel, an expired hold, a restock) go to the variant's
+//!   waitlist in the same transaction, under the waiting buyers' locks;
 //! - every write appends its events to the `outbox` table in the same transaction;
 //! - only one process at a time relays the outbox (a session advisory lock), so
 //!   per-aggregate order survives several relays.
@@ -53,12 +60,14 @@ pub use error::map_sqlx_error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ReserveStrategy {
-    /// The baseline: one transaction per order that locks the drop's inventory row
-    /// (`SELECT … FOR UPDATE`), decides, writes the order and its events, commits.
+    /// The baseline: one transaction per order that takes its buyer's lock, locks
+    /// its variant's inventory row (`SELECT … FOR UPDATE`), decides, writes the
+    /// order and its events, commits.
     RowLock,
     /// Group reserve: concurrent orders for the same drop in this process are queued
-    /// to one combiner task per drop, which takes up to `max_batch` of them, locks the
-    /// inventory row once, decides each in arrival order (duplicate key, liveness,
+    /// to one combiner task per drop, which takes up to `max_batch` of them, takes
+    /// their buyers' locks and the rows of the variants they order once (in sorted
+    /// order), decides each in arrival order (duplicate key, variant, liveness,
     /// per-user limit, stock), writes every order row and outbox event with multi-row
     /// inserts, commits once and answers each caller. Same guarantees as
     /// [`RowLock`](Self::RowLock), one commit per batch instead of per order.

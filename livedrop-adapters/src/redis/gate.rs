@@ -33,13 +33,15 @@ return 1
 
 /// An [`AdmissionGate`] in Redis, shared by every server process.
 ///
-/// Each drop has one hash at `<ns>:gate:<drop id>` holding the last recorded stock
-/// version and available units. [`record`](AdmissionGate::record) and
+/// Each variant of a drop has its own hash at `<ns>:gate:<drop id>:<sku>` holding the
+/// variant's last recorded stock version and available units (a sku is
+/// `[A-Za-z0-9._-]`, so no two variants share a key), and versions of one variant
+/// never order another's. [`record`](AdmissionGate::record) and
 /// [`admit`](AdmissionGate::admit) are one Lua script each, so a recorded version
 /// never goes backwards under concurrent writers. Entries expire after
 /// [`RedisOptions::gate_ttl`] (5 s by default): that is the longest a stale
 /// "sold out" (for instance after a restock whose record was lost) can refuse
-/// orders. Unknown or expired drops are admitted.
+/// orders. Unknown or expired drops and variants are admitted.
 ///
 /// Errors (Redis down, timeout) surface as [`CacheError`]; callers admit on error.
 #[derive(Clone)]
@@ -65,16 +67,16 @@ impl RedisGate {
         }
     }
 
-    fn key(&self, drop: DropId) -> String {
-        format!("{}:gate:{drop}", self.namespace)
+    fn key(&self, drop: DropId, sku: &str) -> String {
+        format!("{}:gate:{drop}:{sku}", self.namespace)
     }
 }
 
 #[async_trait]
 impl AdmissionGate for RedisGate {
-    async fn admit(&self, drop: DropId, quantity: u32) -> Result<bool, CacheError> {
+    async fn admit(&self, drop: DropId, sku: &str, quantity: u32) -> Result<bool, CacheError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.admit.key(self.key(drop));
+        let mut invocation = self.admit.key(self.key(drop, sku));
         invocation.arg(quantity);
         let admitted: i64 = bounded(
             self.options.command_timeout,
@@ -85,10 +87,16 @@ impl AdmissionGate for RedisGate {
         Ok(admitted == 1)
     }
 
-    async fn record(&self, drop: DropId, stock: &Stock, version: i64) -> Result<(), CacheError> {
+    async fn record(
+        &self,
+        drop: DropId,
+        sku: &str,
+        stock: &Stock,
+        version: i64,
+    ) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
         let ttl_ms = self.options.gate_ttl.as_millis().max(1) as u64;
-        let mut invocation = self.record.key(self.key(drop));
+        let mut invocation = self.record.key(self.key(drop, sku));
         invocation.arg(version).arg(stock.available).arg(ttl_ms);
         let stored: i64 = bounded(
             self.options.command_timeout,
@@ -97,7 +105,7 @@ impl AdmissionGate for RedisGate {
         )
         .await?;
         if stored == 0 {
-            tracing::trace!(%drop, version, "gate kept a newer stock version");
+            tracing::trace!(%drop, sku, version, "gate kept a newer stock version");
         }
         Ok(())
     }

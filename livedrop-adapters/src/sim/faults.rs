@@ -17,14 +17,15 @@ use livedrop_core::event::Event;
 use livedrop_core::id::{DropId, NotificationId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
     self, AdjustOutcome, Adjustment, DropFilter, DropState, DropView, ExtendOutcome, FanOutBatch,
-    FanOutProgress, FollowEntry, LedgerEntry, Notification, Order, PlaceOutcome, Product,
-    ProductFilter, SettleOutcome, Settlement, Stock, User,
+    FanOutProgress, FollowEntry, JoinOutcome, LedgerEntry, Notification, Order, PlaceOutcome,
+    Product, ProductFilter, SettleOutcome, Settlement, Stock, User, WaitlistEntry, WaitlistJoin,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{
     AdmissionGate, BeginOutcome, Cache, CacheError, Claim, DropRepository, EventBus,
     IdempotencyStore, InventoryRepository, NotificationRepository, OrderRepository, Outbox,
     OutboxRecord, ProductRepository, Subscription, UpdateOutcome, UserRepository,
+    WaitlistRepository,
 };
 use livedrop_core::service::Store;
 use livedrop_core::{StoreError, StoreResult, Timestamp};
@@ -495,10 +496,10 @@ impl<S: Store> DropRepository for FaultyStore<S> {
     async fn insert_drop(
         &self,
         drop: &model::Drop,
-        total_stock: u32,
+        stock: &[u32],
         events: &[Event],
     ) -> StoreResult<()> {
-        let call = self.inner.insert_drop(drop, total_stock, events);
+        let call = self.inner.insert_drop(drop, stock, events);
         self.faults.guard(WRITE, call).await
     }
     async fn drop_by_id(&self, id: DropId) -> StoreResult<Option<model::Drop>> {
@@ -534,7 +535,7 @@ impl<S: Store> DropRepository for FaultyStore<S> {
 
 #[async_trait]
 impl<S: Store> InventoryRepository for FaultyStore<S> {
-    async fn stock(&self, drop: DropId) -> StoreResult<Option<Stock>> {
+    async fn stock(&self, drop: DropId) -> StoreResult<Option<Vec<Stock>>> {
         self.faults.guard(READ, self.inner.stock(drop)).await
     }
     async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome> {
@@ -570,12 +571,18 @@ impl<S: Store> OrderRepository for FaultyStore<S> {
         id: OrderId,
         settlement: Settlement,
         now: Timestamp,
+        hold: chrono::Duration,
     ) -> StoreResult<SettleOutcome> {
-        let call = self.inner.settle_order(id, settlement, now);
+        let call = self.inner.settle_order(id, settlement, now, hold);
         self.faults.guard(WRITE, call).await
     }
-    async fn expire_holds(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<Order>> {
-        let call = self.inner.expire_holds(now, limit);
+    async fn expire_holds(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        hold: chrono::Duration,
+    ) -> StoreResult<Vec<Order>> {
+        let call = self.inner.expire_holds(now, limit, hold);
         self.faults.guard(WRITE, call).await
     }
     async fn extend_hold(
@@ -585,6 +592,27 @@ impl<S: Store> OrderRepository for FaultyStore<S> {
         now: Timestamp,
     ) -> StoreResult<ExtendOutcome> {
         let call = self.inner.extend_hold(id, by, now);
+        self.faults.guard(WRITE, call).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> WaitlistRepository for FaultyStore<S> {
+    async fn join_waitlist(&self, join: &WaitlistJoin) -> StoreResult<JoinOutcome> {
+        self.faults
+            .guard(WRITE, self.inner.join_waitlist(join))
+            .await
+    }
+    async fn waitlist_entry(
+        &self,
+        drop: DropId,
+        user: UserId,
+    ) -> StoreResult<Option<WaitlistEntry>> {
+        let call = self.inner.waitlist_entry(drop, user);
+        self.faults.guard(READ, call).await
+    }
+    async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool> {
+        let call = self.inner.leave_waitlist(drop, user);
         self.faults.guard(WRITE, call).await
     }
 }
@@ -731,13 +759,19 @@ decorator! {
 
 #[async_trait]
 impl AdmissionGate for FaultyGate {
-    async fn admit(&self, drop: DropId, quantity: u32) -> Result<bool, CacheError> {
+    async fn admit(&self, drop: DropId, sku: &str, quantity: u32) -> Result<bool, CacheError> {
         self.faults
-            .guard_cache(READ, self.inner.admit(drop, quantity))
+            .guard_cache(READ, self.inner.admit(drop, sku, quantity))
             .await
     }
-    async fn record(&self, drop: DropId, stock: &Stock, version: i64) -> Result<(), CacheError> {
-        let call = self.inner.record(drop, stock, version);
+    async fn record(
+        &self,
+        drop: DropId,
+        sku: &str,
+        stock: &Stock,
+        version: i64,
+    ) -> Result<(), CacheError> {
+        let call = self.inner.record(drop, sku, stock, version);
         self.faults.guard_cache(WRITE, call).await
     }
 }

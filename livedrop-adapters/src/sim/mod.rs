@@ -5,8 +5,11 @@
 //! [`Livedrop`](livedrop_core::service::Livedrop) processes (each with its background
 //! tasks and caching layer) over one [`MemoryStore`], wraps every port in a
 //! fault-injecting decorator ([`faults`]), and drives a workload of concurrent
-//! clients for a number of steps. After every step it checks the stock invariant and
-//! the per-user limit in the store; at the end, once faults stop and the system has
+//! clients for a number of steps: drops of one stock or of several sizes, orders
+//! naming a size, restocks per size, waitlist joins and leaves. After every step it
+//! checks the stock invariant of every variant, the per-user limit across sizes, that
+//! every unit is held by exactly the orders that hold it, and the waitlists (no unit
+//! available while someone waits, places in join order) in the store; at the end, once faults stop and the system has
 //! settled, it checks what clients were told against the store, the notifications
 //! every committed event calls for, every process's cached views and live feed, and
 //! that nothing stayed behind (single-flight loads, idempotency claims, bus
@@ -54,10 +57,22 @@ pub use world::Deployment;
 /// A guarantee the simulator checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Check {
-    /// After every step: `available + reserved + sold = total`, each ≥ 0, per drop.
+    /// After every step: `available + reserved + sold = total`, each ≥ 0, per variant.
     StockInvariant,
-    /// After every step: no buyer holds more than the drop's per-user limit.
+    /// After every step: no buyer holds more than the drop's per-user limit, counted
+    /// across its variants.
     PerUserLimit,
+    /// After every step: each variant's reserved and sold units are exactly those its
+    /// reserved and confirmed orders hold, waitlist offers included: no unit offered
+    /// twice, none lost.
+    UnitsAccounted,
+    /// After every step: no unit of a variant is available while someone waits for
+    /// it (on a drop that takes orders and has not reached its end).
+    WaitlistHandoff,
+    /// Waitlist places are 1, 2, … in join order after every step, and units that
+    /// come back are offered in join order (waitlist offers in the outbox follow
+    /// the entries' join times).
+    WaitlistOrder,
     /// No idempotency key made two orders.
     OneOrderPerKey,
     /// Every order a client was told about exists, in a status consistent with what

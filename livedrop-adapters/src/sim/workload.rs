@@ -10,13 +10,14 @@ use std::time::Duration;
 use livedrop_core::event::{EventPayload, EventType};
 use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
-    Actor, DropFilter, Notification, NotificationKind, Order, OrderStatus, Product, ProductFilter,
-    Role, User,
+    Actor, DropFilter, DropState, Notification, NotificationKind, Order, OrderStatus, Product,
+    ProductFilter, Role, User, WAITLIST_FINGERPRINT,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::Clock;
 use livedrop_core::service::{
-    Livedrop, NewDrop, NewProduct, PlaceOrder, ProductPatch, Registration, StockAdjustment, Store,
+    JoinWaitlist, Livedrop, NewDrop, NewProduct, NewVariant, PlaceOrder, ProductPatch,
+    Registration, StockAdjustment, Store,
 };
 use livedrop_core::{Error, Event, StoreResult, Timestamp};
 use tokio_util::sync::CancellationToken;
@@ -101,6 +102,8 @@ struct Model {
     users: Vec<SimUser>,
     products: Vec<(ProductId, usize)>,
     drops: Vec<(DropId, usize)>,
+    /// The skus of each drop, in the drop's order.
+    skus: BTreeMap<DropId, Vec<String>>,
     keys: BTreeMap<String, KeyLog>,
     next_key: u64,
     told: BTreeMap<OrderId, (usize, Told)>,
@@ -110,6 +113,8 @@ struct Model {
     trace: DefaultHasher,
     requests: u64,
     graceful_shutdowns: u32,
+    /// The clock stepped back at least once: instants no longer follow call order.
+    stepped_back: bool,
 }
 
 impl Model {
@@ -159,7 +164,19 @@ enum Action {
         later: Duration,
         length: Duration,
         stock: u32,
+        /// Sizes with their units; none for a drop of one stock (`stock`).
+        variants: Vec<(String, u32)>,
         limit: Option<u32>,
+    },
+    JoinWaitlist {
+        user: usize,
+        drop: DropId,
+        sku: Option<String>,
+        quantity: u32,
+    },
+    LeaveWaitlist {
+        user: usize,
+        drop: DropId,
     },
     CancelDrop {
         creator: usize,
@@ -167,6 +184,7 @@ enum Action {
     },
     Adjust {
         drop: DropId,
+        sku: Option<String>,
         delta: i64,
     },
     Read {
@@ -210,7 +228,7 @@ enum Outcome {
     },
     Drop {
         creator: usize,
-        reply: Reply<DropId>,
+        reply: Reply<(DropId, Vec<String>)>,
     },
     Other {
         what: &'static str,
@@ -272,6 +290,7 @@ pub(super) async fn drive<S: Store>(
         users: Vec::new(),
         products: Vec::new(),
         drops: Vec::new(),
+        skus: BTreeMap::new(),
         keys: BTreeMap::new(),
         next_key: 0,
         told: BTreeMap::new(),
@@ -280,6 +299,7 @@ pub(super) async fn drive<S: Store>(
         trace: DefaultHasher::new(),
         requests: 0,
         graceful_shutdowns: 0,
+        stepped_back: false,
     };
     let mut violations = Vec::new();
 
@@ -347,11 +367,13 @@ pub(super) async fn drive<S: Store>(
         world.start(i);
     }
 
+    let mut lines = Lines::default();
     for step in 0..config.steps {
         run_step(step, &mut world, &mut model, &timing).await;
         let think = faults.duration_up_to(timing.max_think);
         tokio::time::sleep(think).await;
-        step_checks(step, &*raw, &model, &mut violations).await;
+        let latest = clock.latest();
+        step_checks(step, &*raw, &model, latest, &mut lines, &mut violations).await;
         if violations.len() > 20 {
             break;
         }
@@ -427,6 +449,7 @@ async fn run_step<S: Store>(step: u32, world: &mut World<S>, model: &mut Model, 
             .clock
             .jump(-chrono::Duration::from_std(by).unwrap_or_default());
         model.record(step, "clock_step_back", "ok");
+        model.stepped_back = true;
     }
     if faults.roll(rates.cache_outage) {
         faults.cache_outage(faults.duration_up_to(timing.max_outage));
@@ -537,6 +560,17 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
         .collect();
     let n = faults.pick(1_000_000) as u64;
     let drop = || model.drops.get(faults.pick(model.drops.len())).map(|d| d.0);
+    // A sku of `drop` as a client names it: always one of several, sometimes none
+    // (or, rarely, one the drop does not sell).
+    let sku_of = |drop: DropId| -> Option<String> {
+        let skus = model.skus.get(&drop).map(Vec::as_slice).unwrap_or_default();
+        match (skus.len(), faults.pick(20)) {
+            (_, 0) => Some("no-such-size".to_owned()),
+            (0, _) => None,
+            (1, n) if n < 10 => None,
+            (n, _) => Some(skus[faults.pick(n)].clone()),
+        }
+    };
     match roll {
         _ if model.products.is_empty() => Action::CreateProduct { creator, n },
         _ if model.drops.is_empty() || (roll < 6 && model.drops.len() < 8) => {
@@ -552,6 +586,13 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
                 later,
                 length: timing.max_drop / 4 + faults.duration_up_to(timing.max_drop),
                 stock: 1 + faults.pick(20) as u32,
+                variants: if faults.roll(0.5) {
+                    (0..1 + faults.pick(4))
+                        .map(|i| (format!("size-{}", 40 + i), 1 + faults.pick(6) as u32))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
                 limit: faults.roll(0.7).then(|| 1 + faults.pick(5) as u32),
             }
         }
@@ -566,6 +607,7 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
                     request: PlaceOrder {
                         drop_id: drop,
                         quantity: 1 + faults.pick(3) as u32,
+                        sku: sku_of(drop),
                     },
                     decisions: Vec::new(),
                 },
@@ -608,17 +650,34 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
                 drop,
             }
         }
-        74..=78 => Action::Adjust {
-            drop: drop().unwrap_or_default(),
-            delta: if faults.roll(0.6) {
-                1 + faults.pick(5) as i64
-            } else {
-                -(1 + faults.pick(3) as i64)
-            },
-        },
+        74..=78 => {
+            let drop = drop().unwrap_or_default();
+            Action::Adjust {
+                drop,
+                sku: sku_of(drop),
+                delta: if faults.roll(0.6) {
+                    1 + faults.pick(5) as i64
+                } else {
+                    -(1 + faults.pick(3) as i64)
+                },
+            }
+        }
         79..=83 => Action::Notifications {
             user,
             mark: faults.pick(3) as u8,
+        },
+        84..=90 => {
+            let drop = drop().unwrap_or_default();
+            Action::JoinWaitlist {
+                user,
+                drop,
+                sku: sku_of(drop),
+                quantity: 1 + faults.pick(3) as u32,
+            }
+        }
+        91..=92 => Action::LeaveWaitlist {
+            user,
+            drop: drop().unwrap_or_default(),
         },
         _ => {
             let product = model
@@ -652,7 +711,7 @@ async fn execute(
                 };
             };
             let buyer = actor(log.user);
-            let request = log.request;
+            let request = log.request.clone();
             let reply = client(kill, patience, app.place_order(&buyer, Some(&key), request)).await;
             Outcome::Place { key, reply }
         }
@@ -738,6 +797,7 @@ async fn execute(
             later,
             length,
             stock,
+            variants,
             limit,
         } => {
             let now = clock.now();
@@ -749,13 +809,26 @@ async fn execute(
                 product_id: product,
                 starts_at,
                 ends_at,
-                total_stock: stock,
+                total_stock: if variants.is_empty() { stock } else { 0 },
+                variants: variants
+                    .into_iter()
+                    .map(|(sku, total_stock)| NewVariant {
+                        label: sku.to_uppercase(),
+                        sku,
+                        total_stock,
+                    })
+                    .collect(),
                 per_user_limit: limit,
             };
             let reply = client(kill, patience, app.schedule_drop(&actor(creator), new)).await;
             Outcome::Drop {
                 creator,
-                reply: reply.map(|r| r.map(|view| view.drop.id)),
+                reply: reply.map(|r| {
+                    r.map(|view| {
+                        let skus = view.drop.variants.iter().map(|v| v.sku.clone()).collect();
+                        (view.drop.id, skus)
+                    })
+                }),
             }
         }
         Action::CancelDrop { creator, drop } => {
@@ -765,7 +838,7 @@ async fn execute(
                 code: code(&reply),
             }
         }
-        Action::Adjust { drop, delta } => {
+        Action::Adjust { drop, sku, delta } => {
             let adjustment = StockAdjustment {
                 delta,
                 reason: if delta > 0 {
@@ -773,11 +846,42 @@ async fn execute(
                 } else {
                     "damaged".into()
                 },
+                sku,
             };
             let reply = client(kill, patience, app.adjust_stock(None, drop, adjustment)).await;
             Outcome::Other {
                 what: "adjust",
                 code: code(&reply),
+            }
+        }
+        Action::JoinWaitlist {
+            user,
+            drop,
+            sku,
+            quantity,
+        } => {
+            let request = JoinWaitlist { sku, quantity };
+            let reply = client(
+                kill,
+                patience,
+                app.join_waitlist(&actor(user), drop, request),
+            )
+            .await;
+            Outcome::Other {
+                what: "join_waitlist",
+                code: code(&reply),
+            }
+        }
+        Action::LeaveWaitlist { user, drop } => {
+            let who = actor(user);
+            let reply = client(kill.clone(), patience, app.waitlist_entry(&who, drop)).await;
+            let code = match reply {
+                Ok(Ok(_)) => code(&client(kill, patience, app.leave_waitlist(&who, drop)).await),
+                other => code(&other),
+            };
+            Outcome::Other {
+                what: "leave_waitlist",
+                code,
             }
         }
         Action::Notifications { user, mark } => {
@@ -925,8 +1029,9 @@ fn apply(step: u32, model: &mut Model, outcome: Outcome) {
         }
         Outcome::Drop { creator, reply } => {
             model.record(step, "schedule_drop", code(&reply));
-            if let Ok(Ok(drop)) = reply {
+            if let Ok(Ok((drop, skus))) = reply {
                 model.drops.push((drop, creator));
+                model.skus.insert(drop, skus);
             }
         }
         Outcome::Other { what, code } => model.record(step, what, code),
@@ -955,8 +1060,20 @@ where
     }
 }
 
-/// After every step: the stock invariant and the per-user limit, from the store.
-async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<Violation>) {
+/// After every step, from the store: the stock invariant of every variant, the
+/// per-user limit across a drop's variants, every unit of a variant held by exactly
+/// the orders that hold it (none offered twice, none lost), and the waitlists: no
+/// unit available while someone waits for its variant, places numbered 1, 2, … in
+/// join order. `latest` is the clock's high-water mark: a drop whose end it has not
+/// reached has handed every unit that came back to its waitlist.
+async fn step_checks<S: Store>(
+    step: u32,
+    raw: &S,
+    model: &Model,
+    latest: Timestamp,
+    lines: &mut Lines,
+    out: &mut Vec<Violation>,
+) {
     let mut fail = |check, message: String| {
         out.push(Violation {
             check,
@@ -969,10 +1086,22 @@ async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<
     for (drop, _) in &model.drops {
         match raw.drop_view(*drop).await {
             Ok(Some(view)) => {
-                if !view.stock.is_consistent() {
+                for (variant, stock) in view.variants() {
+                    if !stock.is_consistent() {
+                        fail(
+                            Check::StockInvariant,
+                            format!("drop {drop} variant {}: {stock:?}", variant.sku),
+                        );
+                    }
+                }
+                if view.variant_stock.len() != view.drop.variants.len() {
                     fail(
                         Check::StockInvariant,
-                        format!("drop {drop}: {:?}", view.stock),
+                        format!(
+                            "drop {drop}: {} variants, {} stocks",
+                            view.drop.variants.len(),
+                            view.variant_stock.len()
+                        ),
                     );
                 }
                 limits.insert(*drop, view.drop.per_user_limit);
@@ -1017,6 +1146,179 @@ async fn step_checks<S: Store>(step: u32, raw: &S, model: &Model, out: &mut Vec<
             }
         }
     }
+    // What follows reads several rows one after another, which a background sweep
+    // on a real database may change in between: a finding stands only if it is seen
+    // on three reads in a row.
+    let mut found = Vec::new();
+    for attempt in 0..3 {
+        let now;
+        (found, now) = units_and_waitlists(raw, model, latest, lines).await;
+        if found.is_empty() || attempt == 2 {
+            *lines = now;
+        }
+        if found.is_empty() {
+            break;
+        }
+        if attempt < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    for (check, message) in found {
+        fail(check, message);
+    }
+}
+
+/// The waitlists as the last step's checks read them: each variant's line (buyer and
+/// join time, in place order), and the waitlist offers each buyer had per drop.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Lines {
+    lines: HashMap<(DropId, String), Vec<(UserId, Timestamp)>>,
+    offers: HashMap<(DropId, UserId), usize>,
+}
+
+/// Every unit of each variant held by exactly the orders that hold it, no unit
+/// available while someone waits for its variant (on a drop taking orders whose end
+/// the clock's high-water mark `latest` has not reached), places 1, 2, … in join
+/// order, and no buyer offered units while one ahead of it in `before` (the last
+/// step's lines) still waits in the same place: what is wrong, as read from the
+/// store, and the lines now.
+async fn units_and_waitlists<S: Store>(
+    raw: &S,
+    model: &Model,
+    latest: Timestamp,
+    before: &Lines,
+) -> (Vec<(Check, String)>, Lines) {
+    let mut now = Lines::default();
+    let mut found = Vec::new();
+    let mut fail = |check, message: String| found.push((check, message));
+    let mut views = Vec::new();
+    for (drop, _) in &model.drops {
+        if let Ok(Some(view)) = raw.drop_view(*drop).await {
+            views.push(view);
+        }
+    }
+    // Units held per variant by the orders, (reserved, sold).
+    let mut holding: HashMap<(DropId, String), (u32, u32)> = HashMap::new();
+    for user in &model.users {
+        let id = user.actor.id;
+        let Ok(orders) = all_pages(|p| raw.orders_for_user(id, p)).await else {
+            continue;
+        };
+        for order in &orders {
+            if order.fingerprint == WAITLIST_FINGERPRINT {
+                *now.offers.entry((order.drop_id, id)).or_default() += 1;
+            }
+            let units = holding
+                .entry((order.drop_id, order.sku.clone()))
+                .or_default();
+            match order.status {
+                OrderStatus::Reserved => units.0 += order.quantity,
+                OrderStatus::Confirmed => units.1 += order.quantity,
+                OrderStatus::Cancelled | OrderStatus::Expired => {}
+            }
+        }
+    }
+    for view in &views {
+        let drop = view.drop.id;
+        let mut lines: HashMap<&str, Vec<(u64, Timestamp, UserId)>> = HashMap::new();
+        for user in &model.users {
+            match raw.waitlist_entry(drop, user.actor.id).await {
+                Ok(Some(entry)) => match view.drop.variant(&entry.sku) {
+                    Some(variant) => lines.entry(variant.sku.as_str()).or_default().push((
+                        entry.position,
+                        entry.joined_at,
+                        user.actor.id,
+                    )),
+                    None => fail(
+                        Check::WaitlistOrder,
+                        format!(
+                            "drop {drop}: a buyer waits for {}, which it does not sell",
+                            entry.sku
+                        ),
+                    ),
+                },
+                Ok(None) => {}
+                Err(e) => fail(
+                    Check::WaitlistOrder,
+                    format!("cannot read a waitlist entry of drop {drop}: {e}"),
+                ),
+            }
+        }
+        let handing_off = view.drop.state != DropState::Cancelled && latest < view.drop.ends_at;
+        for (variant, stock) in view.variants() {
+            let (reserved, sold) = holding
+                .get(&(drop, variant.sku.clone()))
+                .copied()
+                .unwrap_or_default();
+            if (reserved, sold) != (stock.reserved, stock.sold) {
+                fail(
+                    Check::UnitsAccounted,
+                    format!(
+                        "drop {drop} variant {}: orders hold {reserved} reserved and {sold} sold, stock says {stock:?}",
+                        variant.sku
+                    ),
+                );
+            }
+            let line = lines.get(variant.sku.as_str()).cloned().unwrap_or_default();
+            if handing_off && stock.available > 0 && !line.is_empty() {
+                fail(
+                    Check::WaitlistHandoff,
+                    format!(
+                        "drop {drop} variant {}: {} unit(s) available while {} buyer(s) wait",
+                        variant.sku,
+                        stock.available,
+                        line.len()
+                    ),
+                );
+            }
+            let mut positions: Vec<u64> = line.iter().map(|(p, _, _)| *p).collect();
+            positions.sort_unstable();
+            if positions.iter().copied().ne(1..=line.len() as u64) {
+                fail(
+                    Check::WaitlistOrder,
+                    format!("drop {drop} variant {}: places {positions:?}", variant.sku),
+                );
+            }
+            let mut by_place = line.clone();
+            by_place.sort_unstable();
+            now.lines.insert(
+                (drop, variant.sku.clone()),
+                by_place.iter().map(|(_, at, user)| (*user, *at)).collect(),
+            );
+            if !model.stepped_back && by_place.windows(2).any(|w| w[0].1 > w[1].1) {
+                fail(
+                    Check::WaitlistOrder,
+                    format!(
+                        "drop {drop} variant {}: places out of join order {by_place:?}",
+                        variant.sku
+                    ),
+                );
+            }
+        }
+    }
+    // A buyer offered units since the last step (its line left, a new offer made)
+    // while one ahead of it then still waits in the same place: served out of order.
+    for ((drop, sku), line) in &before.lines {
+        let current = now.lines.get(&(*drop, sku.clone()));
+        let waits = |who: &(UserId, Timestamp)| current.is_some_and(|l| l.contains(who));
+        for (i, served) in line.iter().enumerate() {
+            let was = before.offers.get(&(*drop, served.0)).copied().unwrap_or(0);
+            let is = now.offers.get(&(*drop, served.0)).copied().unwrap_or(0);
+            if waits(served) || is <= was {
+                continue;
+            }
+            if let Some(ahead) = line[..i].iter().find(|a| waits(a)) {
+                fail(
+                    Check::WaitlistOrder,
+                    format!(
+                        "drop {drop} variant {sku}: buyer {} was offered units while buyer {}, ahead of it, still waits",
+                        served.0, ahead.0
+                    ),
+                );
+            }
+        }
+    }
+    (found, now)
 }
 
 /// Stops faults and client traffic and lets the system settle: leases, holds, drops
@@ -1077,7 +1379,7 @@ async fn settle<S: Store>(
                 break;
             };
             let buyer = model.users[log.user].actor;
-            let request = log.request;
+            let request = log.request.clone();
             let reply: Reply<Order> = Ok(app.place_order(&buyer, Some(&key), request).await);
             let retry = Decision::of(&reply) == Decision::Retry;
             apply(
@@ -1114,12 +1416,16 @@ async fn settle<S: Store>(
     if let Some(app) = world.procs[0].app.clone() {
         let drops: Vec<DropId> = model.drops.iter().map(|d| d.0).collect();
         for drop in drops {
-            let restock = StockAdjustment {
-                delta: 1,
-                reason: "final restock".into(),
-            };
-            let reply: Reply<_> = Ok(app.adjust_stock(None, drop, restock).await);
-            model.record(u32::MAX, "final_restock", code(&reply));
+            let skus = model.skus.get(&drop).cloned().unwrap_or_default();
+            for sku in skus {
+                let restock = StockAdjustment {
+                    delta: 1,
+                    reason: "final restock".into(),
+                    sku: Some(sku),
+                };
+                let reply: Reply<_> = Ok(app.adjust_stock(None, drop, restock).await);
+                model.record(u32::MAX, "final_restock", code(&reply));
+            }
         }
     }
     let ttl = config.stock_ttl.max(config.listing_ttl);
@@ -1294,6 +1600,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         None
     };
     let mut extended_once = BTreeSet::new();
+    let mut offered_orders = BTreeSet::new();
     for event in &events {
         let payload = match event.decode() {
             Ok(payload) => payload,
@@ -1334,6 +1641,35 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 Some((order.id, NotificationKind::OrderConfirmed))
             }
             EventPayload::OrderExpired(order) => Some((order.id, NotificationKind::OrderExpired)),
+            EventPayload::WaitlistOffered(entry) => {
+                let Some(offer) = entry.order.as_ref() else {
+                    fail(
+                        Check::WaitlistOrder,
+                        None,
+                        format!("waitlist offer {} names no order", event.id),
+                    );
+                    continue;
+                };
+                if !offered_orders.insert(offer.id) {
+                    fail(
+                        Check::UnitsAccounted,
+                        None,
+                        format!("order {} was offered twice", offer.id),
+                    );
+                }
+                if offer.fingerprint != WAITLIST_FINGERPRINT
+                    || offer.quantity == 0
+                    || offer.quantity > entry.quantity
+                    || offer.sku != entry.sku
+                {
+                    fail(
+                        Check::WaitlistOrder,
+                        None,
+                        format!("waitlist offer {} does not fit its entry", offer.id),
+                    );
+                }
+                Some((offer.id, NotificationKind::WaitlistOffer))
+            }
             EventPayload::OrderExtended(order) => {
                 if !extended_once.insert(order.id) {
                     fail(
@@ -1355,6 +1691,8 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             | EventPayload::StockChanged(_)
             | EventPayload::OrderPlaced(_)
             | EventPayload::OrderCancelled(_)
+            | EventPayload::WaitlistSkipped(_)
+            | EventPayload::WaitlistClosed(_)
             | EventPayload::UserFollowed(_) => None,
         };
         let Some((id, kind)) = order_notice else {
@@ -1416,18 +1754,22 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                     format!("process {i} cannot read drop {}: {e}", view.drop.id),
                 ),
             }
-            if let Some(&v) = last_version.get(&view.drop.id.0) {
+            for variant in &view.drop.variants {
+                let key = (view.drop.id.0, variant.sku.clone());
+                let Some(&v) = last_version.get(&key) else {
+                    continue;
+                };
                 let seen = p
                     .live
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .get(&view.drop.id.0)
+                    .get(&key)
                     .copied()
                     .unwrap_or(0);
                 if seen < v {
                     let class =
                         (!world.deployment.shared_bus).then_some(KnownIssue::NoSharedBroker);
-                    fail(Check::LiveFeedsComplete, class, format!("process {i}'s live feed shows stock version {seen} of drop {}, last is {v}", view.drop.id));
+                    fail(Check::LiveFeedsComplete, class, format!("process {i}'s live feed shows stock version {seen} of drop {} variant {}, last is {v}", view.drop.id, variant.sku));
                 }
             }
         }
@@ -1499,11 +1841,14 @@ fn leftover_checks<S: Store>(world: &World<S>, leftovers: &Leftovers, out: &mut 
     }
 }
 
-/// The last stock version per drop among `events`.
-fn stock_versions(events: &[Event]) -> BTreeMap<uuid::Uuid, i64> {
+/// The last stock version per drop and variant among `events`.
+fn stock_versions(events: &[Event]) -> BTreeMap<(uuid::Uuid, String), i64> {
     let mut last = BTreeMap::new();
     for e in events.iter().filter(|e| e.kind == EventType::StockChanged) {
-        let v = last.entry(e.aggregate_id).or_insert(0);
+        let Ok(EventPayload::StockChanged(moved)) = e.decode() else {
+            continue;
+        };
+        let v = last.entry((e.aggregate_id, moved.sku)).or_insert(0);
         *v = (*v).max(e.version);
     }
     last

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use livedrop_core::event::EventType;
+use livedrop_core::event::{EventPayload, EventType};
 use livedrop_core::ports::{Cache, EventBus, OpenGate};
 use livedrop_core::service::{Background, Livedrop, Store};
 use livedrop_core::{Config, Ports};
@@ -56,9 +56,9 @@ pub(crate) struct Process<S> {
     background: Option<Background>,
     /// Cancelled when the process dies: in-flight requests on it are dropped.
     pub(crate) kill: CancellationToken,
-    /// Highest stock version per drop seen on this process's live feed (what its
-    /// Server-Sent Events would show).
-    pub(crate) live: Arc<Mutex<HashMap<Uuid, i64>>>,
+    /// Highest stock version per drop and variant seen on this process's live feed
+    /// (what its Server-Sent Events would show).
+    pub(crate) live: Arc<Mutex<HashMap<(Uuid, String), i64>>>,
     recorder: Option<JoinHandle<()>>,
     /// Every bus this process had of its own (one per start).
     buses: Vec<Arc<MemoryBus>>,
@@ -163,8 +163,11 @@ impl<S: Store> World<S> {
             loop {
                 match feed.recv().await {
                     Ok(event) if event.kind == EventType::StockChanged => {
+                        let Ok(EventPayload::StockChanged(moved)) = event.decode() else {
+                            continue;
+                        };
                         let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                        let v = seen.entry(event.aggregate_id).or_insert(0);
+                        let v = seen.entry((event.aggregate_id, moved.sku)).or_insert(0);
                         *v = (*v).max(event.version);
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}

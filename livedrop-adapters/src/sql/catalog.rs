@@ -332,9 +332,17 @@ macro_rules! catalog_ports {
             async fn insert_drop(
                 &self,
                 drop: &::livedrop_core::model::Drop,
-                total_stock: u32,
+                stock: &[u32],
                 events: &[::livedrop_core::event::Event],
             ) -> ::livedrop_core::StoreResult<()> {
+                if stock.len() != drop.variants.len() || stock.is_empty() {
+                    return Err(::livedrop_core::StoreError::backend(format!(
+                        "drop {} has {} variant(s) but {} stock figure(s)",
+                        drop.id,
+                        drop.variants.len(),
+                        stock.len()
+                    )));
+                }
                 let mut tx = self.inner.write().await?;
                 ::sqlx::query(
                     "INSERT INTO drops (id, product_id, creator_id, title, price_cents, \
@@ -356,31 +364,38 @@ macro_rules! catalog_ports {
                 .execute(&mut *tx)
                 .await
                 .map_err(dialect::map_sqlx_error)?;
-                let total = i64::from(total_stock);
-                ::sqlx::query(
-                    "INSERT INTO inventory (drop_id, total_stock, available, reserved, sold, \
-                                            version) \
-                     VALUES ($1, $2, $2, 0, 0, 0)",
-                )
-                .bind(drop.id.0)
-                .bind(total)
-                .execute(&mut *tx)
-                .await
-                .map_err(dialect::map_sqlx_error)?;
-                ::sqlx::query(
-                    "INSERT INTO inventory_ledger (id, drop_id, kind, delta, reason, actor_id, \
-                                                   total, available, reserved, sold, \
-                                                   created_at) \
-                     VALUES ($1, $2, 'initial', $3, 'initial stock', $4, $3, $3, 0, 0, $5)",
-                )
-                .bind(::uuid::Uuid::now_v7())
-                .bind(drop.id.0)
-                .bind(total)
-                .bind(drop.creator_id.0)
-                .bind(dialect::stamp(drop.created_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(dialect::map_sqlx_error)?;
+                for (position, (variant, units)) in drop.variants.iter().zip(stock).enumerate() {
+                    let total = i64::from(*units);
+                    ::sqlx::query(
+                        "INSERT INTO inventory (drop_id, sku, label, position, total_stock, \
+                                                available, reserved, sold, version) \
+                         VALUES ($1, $2, $3, $4, $5, $5, 0, 0, 0)",
+                    )
+                    .bind(drop.id.0)
+                    .bind(&variant.sku)
+                    .bind(&variant.label)
+                    .bind(position as i64)
+                    .bind(total)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(dialect::map_sqlx_error)?;
+                    ::sqlx::query(
+                        "INSERT INTO inventory_ledger (id, drop_id, sku, kind, delta, reason, \
+                                                       actor_id, total, available, reserved, \
+                                                       sold, created_at) \
+                         VALUES ($1, $2, $3, 'initial', $4, 'initial stock', $5, $4, $4, 0, 0, \
+                                 $6)",
+                    )
+                    .bind(::uuid::Uuid::now_v7())
+                    .bind(drop.id.0)
+                    .bind(&variant.sku)
+                    .bind(total)
+                    .bind(drop.creator_id.0)
+                    .bind(dialect::stamp(drop.created_at))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(dialect::map_sqlx_error)?;
+                }
                 dialect::append_events(&mut tx, events).await?;
                 self.inner.commit(tx, !events.is_empty()).await
             }
@@ -397,10 +412,16 @@ macro_rules! catalog_ports {
                 id: ::livedrop_core::id::DropId,
             ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::DropView>> {
                 let sql = format!(
-                    "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1",
+                    "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1 \
+                     ORDER BY i.position",
                     dialect::DropRow::COLUMNS
                 );
-                self.one(&sql, id.0, dialect::DropRow::into_view).await
+                let rows = ::sqlx::query_as::<_, dialect::DropRow>(&sql)
+                    .bind(id.0)
+                    .fetch_all(self.inner.reader())
+                    .await
+                    .map_err(dialect::map_sqlx_error)?;
+                dialect::DropRow::view(rows)
             }
 
             async fn list_drops(
@@ -412,36 +433,41 @@ macro_rules! catalog_ports {
                 ::livedrop_core::page::Page<::livedrop_core::model::DropView>,
             > {
                 let (at, id) = dialect::after(&page);
-                // The status expression is `Drop::status_at` in SQL.
+                // The page's drops (one more than the limit), each read with all its
+                // variants. The status expression is `Drop::status_at` in SQL, on the
+                // drop's stock: the sum of its variants'.
                 let sql = format!(
                     "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id \
-                     WHERE ($1 IS NULL OR d.creator_id = $1) \
-                       AND ($2 IS NULL OR (d.created_at, d.id) < ($2, $3)) \
-                       AND ($4 IS NULL OR $4 = CASE \
-                             WHEN d.state = 'cancelled' THEN 'cancelled' \
-                             WHEN $5 >= d.ends_at THEN 'ended' \
-                             WHEN $5 < d.starts_at THEN 'scheduled' \
-                             WHEN i.available = 0 THEN 'sold_out' \
-                             ELSE 'live' END) \
-                     ORDER BY d.created_at DESC, d.id DESC LIMIT $6",
+                     WHERE d.id IN ( \
+                         SELECT p.id FROM drops p \
+                         WHERE ($1 IS NULL OR p.creator_id = $1) \
+                           AND ($2 IS NULL OR (p.created_at, p.id) < ($2, $3)) \
+                           AND ($4 IS NULL OR $4 = CASE \
+                                 WHEN p.state = 'cancelled' THEN 'cancelled' \
+                                 WHEN $5 >= p.ends_at THEN 'ended' \
+                                 WHEN $5 < p.starts_at THEN 'scheduled' \
+                                 WHEN (SELECT SUM(v.available) FROM inventory v \
+                                       WHERE v.drop_id = p.id) = 0 THEN 'sold_out' \
+                                 ELSE 'live' END) \
+                         ORDER BY p.created_at DESC, p.id DESC LIMIT $6) \
+                     ORDER BY d.created_at DESC, d.id DESC, i.position",
                     dialect::DropRow::COLUMNS
                 );
-                let query = ::sqlx::query_as(&sql)
+                let rows = ::sqlx::query_as::<_, dialect::DropRow>(&sql)
                     .bind(filter.creator_id.map(|c| c.0))
                     .bind(at)
                     .bind(id)
                     .bind(filter.status.map(|s| s.as_str()))
-                    .bind(dialect::stamp(now));
-                $crate::sql::keyset_page(
-                    self.inner.reader(),
-                    query,
-                    &page,
-                    (dialect::DropRow::into_view, |v: &::livedrop_core::model::DropView| {
-                        v.drop.cursor()
-                    }),
-                    dialect::map_sqlx_error,
-                )
-                .await
+                    .bind(dialect::stamp(now))
+                    .bind($crate::sql::overfetch(&page))
+                    .fetch_all(self.inner.reader())
+                    .await
+                    .map_err(dialect::map_sqlx_error)?;
+                Ok(::livedrop_core::page::Page::from_overfetch(
+                    dialect::DropRow::views(rows)?,
+                    page.limit,
+                    |v: &::livedrop_core::model::DropView| v.drop.cursor(),
+                ))
             }
 
             async fn transition(
@@ -451,8 +477,23 @@ macro_rules! catalog_ports {
                 to: ::livedrop_core::model::DropState,
                 events: &[::livedrop_core::event::Event],
             ) -> ::livedrop_core::StoreResult<bool> {
+                use ::livedrop_core::model::DropState;
+                let closes = matches!(to, DropState::Ended | DropState::Cancelled);
                 let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
                 let mut tx = self.inner.write().await?;
+                if closes {
+                    // The variant rows, in sku order like every writer: a hand-off
+                    // under way finishes first, and none starts on the closed drop.
+                    let sql = format!(
+                        "SELECT sku FROM inventory WHERE drop_id = $1 ORDER BY sku{}",
+                        dialect::FOR_UPDATE
+                    );
+                    ::sqlx::query_scalar::<_, String>(&sql)
+                        .bind(id.0)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(dialect::map_sqlx_error)?;
+                }
                 let sql = format!(
                     "UPDATE drops SET state = $2 \
                      WHERE id = $1 AND state IN (SELECT value FROM {})",
@@ -467,13 +508,50 @@ macro_rules! catalog_ports {
                     .map_err(dialect::map_sqlx_error)?
                     .rows_affected()
                     == 1;
-                if moved {
-                    dialect::append_events(&mut tx, events).await?;
-                    self.inner.commit(tx, !events.is_empty()).await?;
-                } else {
+                if !moved {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(false);
                 }
-                Ok(moved)
+                let mut appended = events.to_vec();
+                if closes {
+                    // Every entry ends, in join order, after the transition's events.
+                    let sql = format!(
+                        "SELECT {} FROM waitlist w WHERE w.drop_id = $1 ORDER BY w.seq",
+                        dialect::WaitlistRow::COLUMNS
+                    );
+                    let entries = ::sqlx::query_as::<_, dialect::WaitlistRow>(&sql)
+                        .bind(id.0)
+                        .fetch_all(&mut *tx)
+                        .await
+                        .map_err(dialect::map_sqlx_error)?;
+                    ::sqlx::query("DELETE FROM waitlist WHERE drop_id = $1")
+                        .bind(id.0)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(dialect::map_sqlx_error)?;
+                    // At the transition's instant; with no event to say it, the
+                    // drop's end.
+                    let at = match events.first() {
+                        Some(e) => e.occurred_at,
+                        None => super::orders::drop_view_in(&mut tx, id.0)
+                            .await?
+                            .map(|v| v.drop.ends_at)
+                            .ok_or_else(|| {
+                                ::livedrop_core::StoreError::backend("a moved drop is gone")
+                            })?,
+                    };
+                    for row in entries {
+                        appended.push(::livedrop_core::event::Event::waitlist(
+                            ::livedrop_core::event::EventType::WaitlistClosed,
+                            &row.into_entry()?,
+                            None,
+                            at,
+                        ));
+                    }
+                }
+                dialect::append_events(&mut tx, &appended).await?;
+                self.inner.commit(tx, !appended.is_empty()).await?;
+                Ok(true)
             }
 
             async fn due_transitions(
@@ -483,18 +561,20 @@ macro_rules! catalog_ports {
             ) -> ::livedrop_core::StoreResult<Vec<::livedrop_core::model::Drop>> {
                 // One indexed scan per lagging state, merged; each side picks by the
                 // merged order (start, then id), so a short `limit` keeps the same
-                // drops every store does.
+                // drops every store does. Each drop is read with all its variants.
                 let sql = format!(
                     "SELECT {cols} FROM drops d JOIN inventory i ON i.drop_id = d.id \
                      WHERE d.id IN ( \
-                         SELECT id FROM (SELECT id FROM drops \
-                                         WHERE state = 'scheduled' AND starts_at <= $1 \
-                                         ORDER BY starts_at, id LIMIT $2) AS due_start \
-                         UNION ALL \
-                         SELECT id FROM (SELECT id FROM drops \
-                                         WHERE state = 'live' AND ends_at <= $1 \
-                                         ORDER BY starts_at, id LIMIT $2) AS due_end) \
-                     ORDER BY d.starts_at, d.id LIMIT $2",
+                         SELECT id FROM ( \
+                             SELECT id, starts_at FROM (SELECT id, starts_at FROM drops \
+                                 WHERE state = 'scheduled' AND starts_at <= $1 \
+                                 ORDER BY starts_at, id LIMIT $2) AS due_start \
+                             UNION ALL \
+                             SELECT id, starts_at FROM (SELECT id, starts_at FROM drops \
+                                 WHERE state = 'live' AND ends_at <= $1 \
+                                 ORDER BY starts_at, id LIMIT $2) AS due_end) AS due \
+                         ORDER BY starts_at, id LIMIT $2) \
+                     ORDER BY d.starts_at, d.id, i.position",
                     cols = dialect::DropRow::COLUMNS
                 );
                 let rows = ::sqlx::query_as::<_, dialect::DropRow>(&sql)
@@ -503,7 +583,10 @@ macro_rules! catalog_ports {
                     .fetch_all(self.inner.reader())
                     .await
                     .map_err(dialect::map_sqlx_error)?;
-                rows.iter().map(dialect::DropRow::to_drop).collect()
+                Ok(dialect::DropRow::views(rows)?
+                    .into_iter()
+                    .map(|v| v.drop)
+                    .collect())
             }
         }
 
@@ -512,90 +595,37 @@ macro_rules! catalog_ports {
             async fn stock(
                 &self,
                 drop: ::livedrop_core::id::DropId,
-            ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::Stock>> {
+            ) -> ::livedrop_core::StoreResult<Option<Vec<::livedrop_core::model::Stock>>> {
                 let sql = format!(
-                    "SELECT {} FROM inventory WHERE drop_id = $1",
+                    "SELECT {} FROM inventory WHERE drop_id = $1 ORDER BY position",
                     $crate::sql::StockRow::COLUMNS
                 );
-                self.one(&sql, drop.0, |r: $crate::sql::StockRow| r.stock())
+                let rows = ::sqlx::query_as::<_, $crate::sql::StockRow>(&sql)
+                    .bind(drop.0)
+                    .fetch_all(self.inner.reader())
                     .await
+                    .map_err(dialect::map_sqlx_error)?;
+                if rows.is_empty() {
+                    return Ok(None);
+                }
+                rows.iter()
+                    .map($crate::sql::StockRow::stock)
+                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()
+                    .map(Some)
             }
 
             async fn adjust(
                 &self,
                 adjustment: &::livedrop_core::model::Adjustment,
             ) -> ::livedrop_core::StoreResult<::livedrop_core::model::AdjustOutcome> {
-                use ::livedrop_core::model::AdjustOutcome;
-                let mut tx = self.inner.write().await?;
-                let sql = format!(
-                    "SELECT {} FROM inventory WHERE drop_id = $1{}",
-                    $crate::sql::StockRow::COLUMNS,
-                    dialect::FOR_UPDATE
-                );
-                let Some(row) = ::sqlx::query_as::<_, $crate::sql::StockRow>(&sql)
-                    .bind(adjustment.drop_id.0)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(dialect::map_sqlx_error)?
-                else {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Ok(AdjustOutcome::DropNotFound);
-                };
-                let before = row.stock()?;
-                if let Some(refusal) = $crate::sql::restock_overflow(adjustment, row.total_stock) {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Err(refusal);
+                for _ in 0..$crate::sql::HANDOFF_ATTEMPTS {
+                    if let Some(outcome) = self.adjust_once(adjustment).await? {
+                        return Ok(outcome);
+                    }
                 }
-                if adjustment.delta < 0 && row.available < -adjustment.delta {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Ok(AdjustOutcome::Insufficient {
-                        available: before.available,
-                    });
-                }
-                let sql = format!(
-                    "UPDATE inventory SET total_stock = total_stock + $2, \
-                         available = available + $2, version = version + 1 \
-                     WHERE drop_id = $1 RETURNING {}",
-                    $crate::sql::StockRow::COLUMNS
-                );
-                let after_row = ::sqlx::query_as::<_, $crate::sql::StockRow>(&sql)
-                    .bind(adjustment.drop_id.0)
-                    .bind(adjustment.delta)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(dialect::map_sqlx_error)?;
-                let after = after_row.stock()?;
-                let entry = adjustment.ledger_entry(after);
-                ::sqlx::query(
-                    "INSERT INTO inventory_ledger (id, drop_id, kind, delta, reason, actor_id, \
-                                                   total, available, reserved, sold, \
-                                                   created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(entry.id)
-                .bind(entry.drop_id.0)
-                .bind(entry.kind.as_str())
-                .bind(entry.delta)
-                .bind(&entry.reason)
-                .bind(entry.actor_id.map(|a| a.0))
-                .bind(after_row.total_stock)
-                .bind(after_row.available)
-                .bind(after_row.reserved)
-                .bind(after_row.sold)
-                .bind(dialect::stamp(entry.created_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(dialect::map_sqlx_error)?;
-                let events = ::livedrop_core::event::Event::stock_moved(
-                    adjustment.drop_id.0,
-                    &before,
-                    &after,
-                    after_row.version,
-                    adjustment.at,
-                );
-                dialect::append_events(&mut tx, &events).await?;
-                self.inner.commit(tx, !events.is_empty()).await?;
-                Ok(AdjustOutcome::Applied(entry))
+                Err(::livedrop_core::StoreError::Conflict(
+                    "the waitlist kept changing under a restock".into(),
+                ))
             }
 
             async fn ledger(
@@ -624,6 +654,106 @@ macro_rules! catalog_ports {
                     dialect::map_sqlx_error,
                 )
                 .await
+            }
+        }
+
+        impl $store {
+            /// One attempt at `adjust`; `None` when a restock's hand-off met a buyer
+            /// it had not locked (nothing written).
+            async fn adjust_once(
+                &self,
+                adjustment: &::livedrop_core::model::Adjustment,
+            ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::AdjustOutcome>> {
+                use ::livedrop_core::model::AdjustOutcome;
+                use super::orders as o;
+                let drop = adjustment.drop_id.0;
+                let sku = adjustment.sku.as_str();
+                let mut tx = self.inner.write().await?;
+                let locked = if adjustment.delta > 0 {
+                    o::lock_waiting(&mut tx, &[(drop, sku)]).await?
+                } else {
+                    Default::default()
+                };
+                let Some(mut row) = o::variant_row(&mut tx, drop, sku).await? else {
+                    let exists = o::drop_exists(&mut tx, drop).await?;
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(Some(if exists {
+                        AdjustOutcome::UnknownVariant
+                    } else {
+                        AdjustOutcome::DropNotFound
+                    }));
+                };
+                let before = row.stock()?;
+                if let Some(refusal) = $crate::sql::restock_overflow(adjustment, row.total_stock) {
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Err(refusal);
+                }
+                if adjustment.delta < 0 && row.available < -adjustment.delta {
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(Some(AdjustOutcome::Insufficient {
+                        available: before.available,
+                    }));
+                }
+                row.total_stock += adjustment.delta;
+                row.available += adjustment.delta;
+                row.version += 1;
+                let mut events = Vec::new();
+                if adjustment.delta > 0 {
+                    let view = o::drop_view_in(&mut tx, drop).await?.ok_or_else(|| {
+                        ::livedrop_core::StoreError::backend("the adjusted drop is gone")
+                    })?;
+                    let none = ::std::collections::HashSet::new();
+                    let served = o::serve_waitlist(
+                        &mut tx,
+                        &view.drop,
+                        sku,
+                        &mut row,
+                        adjustment.at,
+                        adjustment.hold,
+                        locked.get(&drop).unwrap_or(&none),
+                    )
+                    .await?;
+                    let Some(served) = served else {
+                        tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                        return Ok(None);
+                    };
+                    events = served;
+                }
+                o::write_stock(&mut tx, drop, sku, &row).await?;
+                let after = row.stock()?;
+                let entry = adjustment.ledger_entry(after);
+                ::sqlx::query(
+                    "INSERT INTO inventory_ledger (id, drop_id, sku, kind, delta, reason, \
+                                                   actor_id, total, available, reserved, sold, \
+                                                   created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(entry.id)
+                .bind(entry.drop_id.0)
+                .bind(&entry.sku)
+                .bind(entry.kind.as_str())
+                .bind(entry.delta)
+                .bind(&entry.reason)
+                .bind(entry.actor_id.map(|a| a.0))
+                .bind(row.total_stock)
+                .bind(row.available)
+                .bind(row.reserved)
+                .bind(row.sold)
+                .bind(dialect::stamp(entry.created_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(dialect::map_sqlx_error)?;
+                events.extend(::livedrop_core::event::Event::stock_moved(
+                    drop,
+                    sku,
+                    &before,
+                    &after,
+                    row.version,
+                    adjustment.at,
+                ));
+                dialect::append_events(&mut tx, &events).await?;
+                self.inner.commit(tx, !events.is_empty()).await?;
+                Ok(Some(AdjustOutcome::Applied(entry)))
             }
         }
     };

@@ -3,23 +3,24 @@
 //!
 //! - [`rows`]: the rows both read and their conversion into the domain, generic over
 //!   how a point in time is stored ([`rows::Stamp`]);
-//! - [`catalog`], [`orders`], [`outbox`]: the bodies of the repository ports, written
+//! - [`catalog`], [`orders`], [`waitlist`], [`outbox`]: the bodies of the repository ports, written
 //!   once (SQL with `$n` parameters, which both dialects read) and expanded for each
 //!   store by a macro, where only the connection types and the store's `dialect`
 //!   module differ;
 //! - keyset paging ([`keyset_page`]), one-row reads ([`optional_row`]) and the sorting
 //!   of sqlx errors ([`sort_error`]);
-//! - about orders: the stock row, the refusal rules checked under the drop's lock, the
-//!   decision of a batch in arrival order, and group reserve's combiner, which turns
-//!   the concurrent `place_order` calls of this process on one drop into one
-//!   transaction per batch.
+//! - about orders: a variant's stock row, the refusal rules checked under the
+//!   buyers' and variants' locks, the decision of a batch in arrival order, the
+//!   plan of a waitlist hand-off ([`plan_waitlist`]), and group reserve's combiner,
+//!   which turns the concurrent `place_order` calls of this process on one drop into
+//!   one transaction per batch.
 //!
 //! A store supplies the batch decision ([`Batcher::decide`]: one transaction that
 //! decides every order of the batch in arrival order against committed state); this
 //! module queues the calls, runs one combiner task per hot drop, answers each caller
 //! and retires the task when its drop cools down.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,12 +38,17 @@ pub(crate) mod catalog;
 pub(crate) mod orders;
 pub(crate) mod outbox;
 pub(crate) mod rows;
+pub(crate) mod waitlist;
 
 /// A combiner that saw no order for this long retires (its drop cooled down).
 const IDLE: Duration = Duration::from_secs(2);
 /// Attempts at a batch that lost an idempotency-key race to another transaction,
 /// and at handing an order to a combiner that was retiring.
 const ATTEMPTS: usize = 3;
+
+/// Attempts at a settlement, sweep or restock whose waitlist hand-off met a buyer
+/// who joined after the buyers' locks were taken.
+pub(crate) const HANDOFF_ATTEMPTS: usize = 8;
 
 static NEXT_QUEUE: AtomicU64 = AtomicU64::new(1);
 
@@ -178,8 +184,8 @@ where
         .transpose()
 }
 
-/// An inventory row's counts and version.
-#[derive(sqlx::FromRow, Clone, Copy)]
+/// An inventory row's counts and version: one variant's stock.
+#[derive(sqlx::FromRow, Clone, Copy, Debug)]
 pub(crate) struct StockRow {
     pub(crate) total_stock: i64,
     pub(crate) available: i64,
@@ -204,11 +210,17 @@ impl StockRow {
     /// the stock before and after.
     pub(crate) fn reserve(&mut self, quantity: u32) -> StoreResult<(Stock, Stock)> {
         let before = self.stock()?;
+        self.take(quantity);
+        self.version += 1;
+        Ok((before, self.stock()?))
+    }
+
+    /// Moves `quantity` available units to reserved within a movement already
+    /// counted in the version (a waitlist hand-off).
+    pub(crate) fn take(&mut self, quantity: u32) {
         let q = i64::from(quantity);
         self.available -= q;
         self.reserved += q;
-        self.version += 1;
-        Ok((before, self.stock()?))
     }
 
     /// Moves `quantity` reserved units back to available (or to sold when `sell`),
@@ -227,6 +239,18 @@ impl StockRow {
     }
 }
 
+/// One variant's inventory row: its sku and stock.
+#[derive(sqlx::FromRow, Clone, Debug)]
+pub(crate) struct VariantRow {
+    pub(crate) sku: String,
+    #[sqlx(flatten)]
+    pub(crate) stock: StockRow,
+}
+
+impl VariantRow {
+    pub(crate) const COLUMNS: &'static str = "sku, total_stock, available, reserved, sold, version";
+}
+
 /// What a batch decided, to be written in its transaction.
 pub(crate) struct BatchDecision {
     /// One outcome per order of the batch, in order.
@@ -235,17 +259,18 @@ pub(crate) struct BatchDecision {
     pub(crate) placed: Vec<Order>,
     /// `order.placed` and stock events, in order.
     pub(crate) events: Vec<Event>,
-    /// The drop's stock row after the batch.
-    pub(crate) stock: StockRow,
+    /// The variant rows the batch moved, after the batch, in sku order.
+    pub(crate) stock: Vec<VariantRow>,
 }
 
-/// Decides `batch` on a locked drop in arrival order: an order whose (buyer, key) is
-/// in `known` (any drop) is a duplicate; otherwise liveness, the per-user limit
-/// (`held`: units each buyer holds in the drop) and stock, each order seeing the
-/// ones placed before it.
+/// Decides `batch` on a drop whose touched variant rows (`stock`, by sku) are held,
+/// in arrival order: an order whose (buyer, key) is in `known` (any drop) is a
+/// duplicate; otherwise the variant, liveness, the per-user limit (`held`: units
+/// each buyer holds in the drop, all variants) and the variant's stock, each order
+/// seeing the ones placed before it.
 pub(crate) fn decide_batch(
     drop: &model::Drop,
-    mut stock: StockRow,
+    mut stock: BTreeMap<String, StockRow>,
     mut known: HashMap<(Uuid, String), Order>,
     mut held: HashMap<Uuid, i64>,
     batch: &[Placement],
@@ -253,38 +278,53 @@ pub(crate) fn decide_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut placed: Vec<Order> = Vec::new();
     let mut events = Vec::new();
+    let mut moved = std::collections::BTreeSet::new();
     for r in batch {
         let key = (r.order.user_id.0, r.order.idempotency_key.clone());
         if let Some(existing) = known.get(&key) {
             outcomes.push(PlaceOutcome::Duplicate(existing.clone()));
             continue;
         }
+        let row = match stock.get_mut(&r.order.sku) {
+            Some(row) if drop.variant(&r.order.sku).is_some() => row,
+            _ => {
+                outcomes.push(PlaceOutcome::UnknownVariant);
+                continue;
+            }
+        };
         let units = held.entry(key.0).or_insert(0);
         if let Some(no) = refusal(
             drop,
             r.now,
             to_u32(*units)?,
-            to_u32(stock.available)?,
+            to_u32(row.available)?,
             r.order.quantity,
         ) {
             outcomes.push(no);
             continue;
         }
-        let (before, after) = stock.reserve(r.order.quantity)?;
+        let (before, after) = row.reserve(r.order.quantity)?;
         *units += i64::from(r.order.quantity);
         let order = reserved(&r.order);
         events.push(Event::order(EventType::OrderPlaced, &order, r.now));
         events.extend(Event::stock_moved(
             drop.id.0,
+            &order.sku,
             &before,
             &after,
-            stock.version,
+            row.version,
             r.now,
         ));
+        moved.insert(order.sku.clone());
         known.insert(key, order.clone());
         placed.push(order.clone());
         outcomes.push(PlaceOutcome::Placed(order));
     }
+    let stock = stock
+        .into_iter()
+        .filter(|(sku, _)| moved.contains(sku))
+        .map(|(sku, stock)| VariantRow { sku, stock })
+        .collect();
     Ok(BatchDecision {
         outcomes,
         placed,
@@ -293,8 +333,8 @@ pub(crate) fn decide_batch(
     })
 }
 
-/// Why an order cannot be placed on a locked drop, checked in the contract's order
-/// (liveness, per-user limit, stock); `None` when it can.
+/// Why an order cannot be placed on a drop whose variant row is held, checked in
+/// the contract's order (liveness, per-user limit, stock); `None` when it can.
 pub(crate) fn refusal(
     drop: &model::Drop,
     now: Timestamp,
@@ -314,6 +354,64 @@ pub(crate) fn refusal(
     } else {
         None
     }
+}
+
+/// What serving a variant's waitlist decided ([`plan_waitlist`]).
+pub(crate) struct HandoffPlan {
+    /// The orders the offers place (status `reserved`).
+    pub(crate) orders: Vec<Order>,
+    /// The buyers whose entries end (served or skipped).
+    pub(crate) ended: Vec<Uuid>,
+    /// `order.placed` and `waitlist.offered` per offer, `waitlist.skipped` per skip,
+    /// in line order.
+    pub(crate) events: Vec<Event>,
+}
+
+/// Serves variant `sku`'s line (`waiting`, in join order, each with the units its
+/// buyer holds in the drop) with `free` units that just came back, as
+/// [`model::plan_handoff`] decides, moving the offered units from available to
+/// reserved in `stock` (within the movement that freed them: no version bump).
+pub(crate) fn plan_waitlist(
+    drop: &model::Drop,
+    stock: &mut StockRow,
+    free: u32,
+    waiting: Vec<(model::WaitlistEntry, u32)>,
+    now: Timestamp,
+    hold: chrono::Duration,
+) -> HandoffPlan {
+    let mut plan = HandoffPlan {
+        orders: Vec::new(),
+        ended: Vec::new(),
+        events: Vec::new(),
+    };
+    for step in model::plan_handoff(free, drop.per_user_limit, waiting) {
+        match step {
+            model::Handoff::Offer { entry, quantity } => {
+                let order = Order::waitlist_offer(drop, &entry, quantity, now, hold);
+                stock.take(quantity);
+                plan.events
+                    .push(Event::order(EventType::OrderPlaced, &order, now));
+                plan.events.push(Event::waitlist(
+                    EventType::WaitlistOffered,
+                    &entry,
+                    Some(&order),
+                    now,
+                ));
+                plan.ended.push(entry.user_id.0);
+                plan.orders.push(order);
+            }
+            model::Handoff::Skip { entry, .. } => {
+                plan.events.push(Event::waitlist(
+                    EventType::WaitlistSkipped,
+                    &entry,
+                    None,
+                    now,
+                ));
+                plan.ended.push(entry.user_id.0);
+            }
+        }
+    }
+    plan
 }
 
 /// The order as stored when placed.
@@ -554,8 +652,8 @@ pub(crate) fn restock_overflow(
     // Only a restock can pass the ceiling: the stock never starts above it.
     (total_stock.saturating_add(adjustment.delta) > i64::from(u32::MAX)).then(|| {
         StoreError::Conflict(format!(
-            "a restock of {} overflows the stock of drop {}",
-            adjustment.delta, adjustment.drop_id
+            "a restock of {} overflows the stock of variant {} of drop {}",
+            adjustment.delta, adjustment.sku, adjustment.drop_id
         ))
     })
 }

@@ -7,13 +7,23 @@
 pub(crate) const HOLDING: &str = "('reserved', 'confirmed')";
 
 /// Implements `OrderRepository` for the store type `$store` and `Batcher` for its
-/// `$inner`, and writes the order queries they share (`order_row`, `order_by_key`,
-/// `drop_row`, `stock_row`, `write_stock`) into the calling module.
+/// `$inner`, and writes the queries they share with the catalog and the waitlists
+/// (`order_row`, `order_by_key`, `drop_view_in`, `drop_exists`, `variant_rows`,
+/// `variant_row`, `write_stock`, `waiting_users`, `serve_waitlist`,
+/// `lock_waiting`) into the calling module.
 ///
 /// Besides what [`catalog_ports!`](super::catalog::catalog_ports) names, the
 /// expansion takes `self.place(order, now)` (the store's placement) and, from
-/// `dialect`: `Conn`, `known_orders`, `held_units`, `write_batch`, `set_status`,
-/// `lock_of`, `FOR_UPDATE_SKIP_LOCKED` and `MAX_SWEEP`.
+/// `dialect`: `Conn`, `known_orders`, `held_units`, `insert_orders`, `write_batch`,
+/// `set_status`, `lock_buyers`, `BUYER_LOCKS`, `FOR_UPDATE_SKIP_LOCKED` and
+/// `MAX_SWEEP`.
+///
+/// **Lock order.** Every write transaction takes its locks in one order, so none
+/// waits for another in a cycle: an order row (settlement, extension; sweepers skip
+/// locked ones), then the buyers' locks (`dialect::lock_buyers`, sorted), then
+/// variant rows in (drop, sku) order. A hand-off reads the line without a lock,
+/// locks its buyers, then the variant row, and starts again (`None` from
+/// `serve_waitlist`) if a buyer it did not lock joined meanwhile.
 macro_rules! order_ports {
     ($store:ty, $inner:ty) => {
         /// The order `id`, read through `conn` (a reader, or the caller's write
@@ -60,52 +70,99 @@ macro_rules! order_ports {
             .await
         }
 
-        /// The drop and its inventory, the inventory row held for the caller's
-        /// write transaction.
-        pub(crate) async fn drop_row(
+        /// The drop with its variants (and their stock, unlocked), read in the
+        /// caller's transaction.
+        pub(crate) async fn drop_view_in(
             conn: &mut dialect::Conn,
             drop: ::uuid::Uuid,
-        ) -> ::livedrop_core::StoreResult<Option<dialect::DropRow>> {
+        ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::DropView>> {
             let sql = format!(
-                "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1{}",
-                dialect::DropRow::COLUMNS,
-                dialect::lock_of("i")
+                "SELECT {} FROM drops d JOIN inventory i ON i.drop_id = d.id WHERE d.id = $1 \
+                 ORDER BY i.position",
+                dialect::DropRow::COLUMNS
             );
-            ::sqlx::query_as::<_, dialect::DropRow>(&sql)
+            let rows = ::sqlx::query_as::<_, dialect::DropRow>(&sql)
                 .bind(drop)
-                .fetch_optional(conn)
+                .fetch_all(conn)
                 .await
-                .map_err(dialect::map_sqlx_error)
+                .map_err(dialect::map_sqlx_error)?;
+            dialect::DropRow::view(rows)
         }
 
-        /// The drop's inventory row, held for the caller's write transaction.
-        async fn stock_row(
+        /// Whether the drop exists.
+        pub(crate) async fn drop_exists(
             conn: &mut dialect::Conn,
             drop: ::uuid::Uuid,
-        ) -> ::livedrop_core::StoreResult<$crate::sql::StockRow> {
+        ) -> ::livedrop_core::StoreResult<bool> {
+            let found: i64 = ::sqlx::query_scalar("SELECT count(*) FROM drops WHERE id = $1")
+                .bind(drop)
+                .fetch_one(conn)
+                .await
+                .map_err(dialect::map_sqlx_error)?;
+            Ok(found > 0)
+        }
+
+        /// The inventory rows of the drop's variants `skus` that exist, held for the
+        /// caller's write transaction, locked in sku order (every transaction that
+        /// holds several variant rows takes them in (drop, sku) order: no deadlock).
+        pub(crate) async fn variant_rows(
+            conn: &mut dialect::Conn,
+            drop: ::uuid::Uuid,
+            skus: &[&str],
+        ) -> ::livedrop_core::StoreResult<
+            ::std::collections::BTreeMap<String, $crate::sql::StockRow>,
+        > {
             let sql = format!(
-                "SELECT {} FROM inventory WHERE drop_id = $1{}",
+                "SELECT {} FROM inventory \
+                 WHERE drop_id = $1 AND sku IN (SELECT value FROM {}) ORDER BY sku{}",
+                $crate::sql::VariantRow::COLUMNS,
+                dialect::each("$2", "text"),
+                dialect::FOR_UPDATE
+            );
+            let rows = ::sqlx::query_as::<_, $crate::sql::VariantRow>(&sql)
+                .bind(drop)
+                .bind(dialect::list(skus))
+                .fetch_all(conn)
+                .await
+                .map_err(dialect::map_sqlx_error)?;
+            Ok(rows.into_iter().map(|r| (r.sku, r.stock)).collect())
+        }
+
+        /// The inventory row of variant `sku`, held for the caller's write
+        /// transaction, if the drop has it.
+        pub(crate) async fn variant_row(
+            conn: &mut dialect::Conn,
+            drop: ::uuid::Uuid,
+            sku: &str,
+        ) -> ::livedrop_core::StoreResult<Option<$crate::sql::StockRow>> {
+            let sql = format!(
+                "SELECT {} FROM inventory WHERE drop_id = $1 AND sku = $2{}",
                 $crate::sql::StockRow::COLUMNS,
                 dialect::FOR_UPDATE
             );
             ::sqlx::query_as::<_, $crate::sql::StockRow>(&sql)
                 .bind(drop)
-                .fetch_one(conn)
+                .bind(sku)
+                .fetch_optional(conn)
                 .await
                 .map_err(dialect::map_sqlx_error)
         }
 
-        /// Writes `row`'s counts and version to the drop's inventory row.
+        /// Writes `row`'s counts and version to variant `sku`'s inventory row.
         pub(crate) async fn write_stock(
             conn: &mut dialect::Conn,
             drop: ::uuid::Uuid,
+            sku: &str,
             row: &$crate::sql::StockRow,
         ) -> ::livedrop_core::StoreResult<()> {
             ::sqlx::query(
-                "UPDATE inventory SET available = $2, reserved = $3, sold = $4, version = $5 \
-                 WHERE drop_id = $1",
+                "UPDATE inventory SET total_stock = $3, available = $4, reserved = $5, \
+                     sold = $6, version = $7 \
+                 WHERE drop_id = $1 AND sku = $2",
             )
             .bind(drop)
+            .bind(sku)
+            .bind(row.total_stock)
             .bind(row.available)
             .bind(row.reserved)
             .bind(row.sold)
@@ -114,6 +171,135 @@ macro_rules! order_ports {
             .await
             .map_err(dialect::map_sqlx_error)?;
             Ok(())
+        }
+
+        /// The buyers waiting for variant `sku`, read without a lock: whose locks a
+        /// hand-off takes before the variant row's.
+        pub(crate) async fn waiting_users(
+            conn: &mut dialect::Conn,
+            drop: ::uuid::Uuid,
+            sku: &str,
+        ) -> ::livedrop_core::StoreResult<Vec<::uuid::Uuid>> {
+            ::sqlx::query_scalar("SELECT user_id FROM waitlist WHERE drop_id = $1 AND sku = $2")
+                .bind(drop)
+                .bind(sku)
+                .fetch_all(conn)
+                .await
+                .map_err(dialect::map_sqlx_error)
+        }
+
+        /// Variant `sku`'s line, in join order (positions from 1).
+        async fn line(
+            conn: &mut dialect::Conn,
+            drop: ::uuid::Uuid,
+            sku: &str,
+        ) -> ::livedrop_core::StoreResult<Vec<::livedrop_core::model::WaitlistEntry>> {
+            let sql = format!(
+                "SELECT {} FROM waitlist w WHERE w.drop_id = $1 AND w.sku = $2 ORDER BY w.seq",
+                dialect::WaitlistRow::LINE_COLUMNS
+            );
+            let rows = ::sqlx::query_as::<_, dialect::WaitlistRow>(&sql)
+                .bind(drop)
+                .bind(sku)
+                .fetch_all(conn)
+                .await
+                .map_err(dialect::map_sqlx_error)?;
+            rows.into_iter()
+                .enumerate()
+                .map(|(i, row)| {
+                    row.into_entry().map(|e| ::livedrop_core::model::WaitlistEntry {
+                        position: i as u64 + 1,
+                        ..e
+                    })
+                })
+                .collect()
+        }
+
+        /// Serves variant `sku`'s waitlist with the units available in `stock` (the
+        /// variant's row, held, just after a movement that freed units: while anyone
+        /// waits nothing else is available), in the caller's transaction, when the
+        /// drop accepts orders at `now`: offers and skips as
+        /// [`plan_waitlist`]($crate::sql::plan_waitlist) decides, their orders
+        /// inserted and their entries ended. Returns the hand-off's events, or
+        /// `None` when an entry reached belongs to a buyer not in `locked` (whose
+        /// orders the caller has not serialized with this one, see
+        /// `dialect::lock_buyers`): the caller rolls back and tries again.
+        pub(crate) async fn serve_waitlist(
+            conn: &mut dialect::Conn,
+            drop: &::livedrop_core::model::Drop,
+            sku: &str,
+            stock: &mut $crate::sql::StockRow,
+            now: ::livedrop_core::clock::Timestamp,
+            hold: ::chrono::Duration,
+            locked: &::std::collections::HashSet<::uuid::Uuid>,
+        ) -> ::livedrop_core::StoreResult<Option<Vec<::livedrop_core::event::Event>>> {
+            let free = $crate::sql::to_u32(stock.available)?;
+            if free == 0 || !drop.accepts_orders_at(now) {
+                return Ok(Some(Vec::new()));
+            }
+            let line = line(&mut *conn, drop.id.0, sku).await?;
+            if line.is_empty() {
+                return Ok(Some(Vec::new()));
+            }
+            let users: Vec<::uuid::Uuid> = line.iter().map(|e| e.user_id.0).collect();
+            let held = dialect::held_units(&mut *conn, drop.id.0, &users).await?;
+            let waiting = line
+                .into_iter()
+                .map(|e| {
+                    let units = held.get(&e.user_id.0).copied().unwrap_or(0);
+                    $crate::sql::to_u32(units).map(|units| (e, units))
+                })
+                .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
+            let mut planned = *stock;
+            let plan = $crate::sql::plan_waitlist(drop, &mut planned, free, waiting, now, hold);
+            if dialect::BUYER_LOCKS && plan.ended.iter().any(|u| !locked.contains(u)) {
+                return Ok(None);
+            }
+            *stock = planned;
+            for user in &plan.ended {
+                ::sqlx::query("DELETE FROM waitlist WHERE drop_id = $1 AND user_id = $2")
+                    .bind(drop.id.0)
+                    .bind(*user)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(dialect::map_sqlx_error)?;
+            }
+            if !plan.orders.is_empty() {
+                let inserted = dialect::insert_orders(&mut *conn, &plan.orders).await?;
+                if inserted != plan.orders.len() as u64 {
+                    return Err(::livedrop_core::StoreError::Conflict(
+                        "a waitlist offer's idempotency key is taken".into(),
+                    ));
+                }
+            }
+            Ok(Some(plan.events))
+        }
+
+        /// Takes the locks that serialize the orders of the buyers waiting for the
+        /// variants `variants` (by drop) with this transaction, before any variant
+        /// row lock; returns the buyers locked, by drop.
+        pub(crate) async fn lock_waiting(
+            conn: &mut dialect::Conn,
+            variants: &[(::uuid::Uuid, &str)],
+        ) -> ::livedrop_core::StoreResult<
+            ::std::collections::HashMap<::uuid::Uuid, ::std::collections::HashSet<::uuid::Uuid>>,
+        > {
+            let mut locked: ::std::collections::HashMap<
+                ::uuid::Uuid,
+                ::std::collections::HashSet<::uuid::Uuid>,
+            > = ::std::collections::HashMap::new();
+            if !dialect::BUYER_LOCKS {
+                return Ok(locked);
+            }
+            let mut pairs = Vec::new();
+            for (drop, sku) in variants {
+                for user in waiting_users(&mut *conn, *drop, sku).await? {
+                    pairs.push((*drop, user));
+                    locked.entry(*drop).or_default().insert(user);
+                }
+            }
+            dialect::lock_buyers(&mut *conn, &pairs).await?;
+            Ok(locked)
         }
 
         #[::async_trait::async_trait]
@@ -134,11 +320,21 @@ macro_rules! order_ports {
             {
                 use ::livedrop_core::model::PlaceOutcome;
                 let mut tx = self.write().await?;
-                // 1. Orders that already exist under a key of the batch (any drop).
+                // 1. Each buyer's orders on the drop serialized with this batch, across
+                //    variants and processes (before any variant row lock).
+                let buyers: Vec<(::uuid::Uuid, ::uuid::Uuid)> =
+                    batch.iter().map(|r| (drop.0, r.order.user_id.0)).collect();
+                dialect::lock_buyers(&mut tx, &buyers).await?;
+                // 2. Orders that already exist under a key of the batch (any drop).
                 let known = dialect::known_orders(&mut tx, batch).await?;
-                // 2. The drop's inventory row held: from here on the batch sees every
-                //    committed order of the drop.
-                let Some(row) = drop_row(&mut tx, drop.0).await? else {
+                // 3. The rows of the variants the batch orders, held in sku order: from
+                //    here on the batch sees every committed order of those variants.
+                let mut skus: Vec<&str> = batch.iter().map(|r| r.order.sku.as_str()).collect();
+                skus.sort_unstable();
+                skus.dedup();
+                let stock = variant_rows(&mut tx, drop.0, &skus).await?;
+                let view = drop_view_in(&mut tx, drop.0).await?;
+                let Some(view) = view else {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
                     let key = |r: &$crate::sql::Placement| {
                         (r.order.user_id.0, r.order.idempotency_key.clone())
@@ -153,16 +349,16 @@ macro_rules! order_ports {
                             .collect(),
                     ));
                 };
-                // 3. Units each buyer of the batch holds in the drop.
-                let held = dialect::held_units(&mut tx, drop.0, batch).await?;
-                // 4. Decide in arrival order.
-                let decision =
-                    $crate::sql::decide_batch(&row.to_drop()?, row.stock, known, held, batch)?;
+                // 4. Units each buyer of the batch holds in the drop, all variants.
+                let users: Vec<::uuid::Uuid> = buyers.iter().map(|(_, u)| *u).collect();
+                let held = dialect::held_units(&mut tx, drop.0, &users).await?;
+                // 5. Decide in arrival order.
+                let decision = $crate::sql::decide_batch(&view.drop, stock, known, held, batch)?;
                 if decision.placed.is_empty() {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
                     return Ok(Some(decision.outcomes));
                 }
-                // 5. Write the stock once, every order, every event.
+                // 6. Write the stock rows, every order, every event.
                 let inserted = dialect::write_batch(
                     &mut tx,
                     drop,
@@ -177,6 +373,230 @@ macro_rules! order_ports {
                 }
                 self.commit(tx, true).await?;
                 Ok(Some(decision.outcomes))
+            }
+        }
+
+        impl $store {
+            /// One attempt at [`settle_order`]; `None` when a hand-off met a buyer it
+            /// had not locked (nothing written).
+            async fn settle_once(
+                &self,
+                id: ::livedrop_core::id::OrderId,
+                settlement: ::livedrop_core::model::Settlement,
+                now: ::livedrop_core::clock::Timestamp,
+                hold: ::chrono::Duration,
+            ) -> ::livedrop_core::StoreResult<Option<::livedrop_core::model::SettleOutcome>> {
+                use ::livedrop_core::event::{Event, EventType};
+                use ::livedrop_core::model::{Order, OrderStatus, SettleOutcome, Settlement};
+                let mut tx = self.inner.write().await?;
+                let Some(order) = order_row(&mut *tx, id, dialect::FOR_UPDATE).await? else {
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(Some(SettleOutcome::NotFound));
+                };
+                let target = match settlement {
+                    Settlement::Confirm => OrderStatus::Confirmed,
+                    Settlement::Cancel => OrderStatus::Cancelled,
+                };
+                if order.status == target {
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(Some(SettleOutcome::Unchanged(order)));
+                }
+                if order.status != OrderStatus::Reserved {
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(Some(SettleOutcome::Conflict(order)));
+                }
+                let drop = order.drop_id.0;
+                let expired = settlement == Settlement::Confirm && now >= order.reserved_until;
+                let (status, kind) = if expired {
+                    (OrderStatus::Expired, EventType::OrderExpired)
+                } else if settlement == Settlement::Confirm {
+                    (OrderStatus::Confirmed, EventType::OrderConfirmed)
+                } else {
+                    (OrderStatus::Cancelled, EventType::OrderCancelled)
+                };
+                let sell = status == OrderStatus::Confirmed;
+                // Order row, then the waiting buyers' locks, then the variant row:
+                // the lock order of every writer.
+                let locked = if sell {
+                    Default::default()
+                } else {
+                    lock_waiting(&mut tx, &[(drop, order.sku.as_str())]).await?
+                };
+                let mut stock = variant_row(&mut tx, drop, &order.sku)
+                    .await?
+                    .ok_or_else(|| {
+                        ::livedrop_core::StoreError::backend(format!(
+                            "order {} holds variant {} that has no stock row",
+                            order.id, order.sku
+                        ))
+                    })?;
+                let (before, _) = stock.release(order.quantity, sell)?;
+                // The order stops counting toward its buyer's limit before a hand-off
+                // reads what buyers hold.
+                dialect::set_status(&mut tx, &[order.id.0], status, now).await?;
+                let settled = Order {
+                    status,
+                    updated_at: now,
+                    ..order
+                };
+                let mut events = vec![Event::order(kind, &settled, now)];
+                if !sell {
+                    let view = drop_view_in(&mut tx, drop).await?.ok_or_else(|| {
+                        ::livedrop_core::StoreError::backend("an order's drop is gone")
+                    })?;
+                    let none = ::std::collections::HashSet::new();
+                    let locked = locked.get(&drop).unwrap_or(&none);
+                    let served = serve_waitlist(
+                        &mut tx,
+                        &view.drop,
+                        &settled.sku,
+                        &mut stock,
+                        now,
+                        hold,
+                        locked,
+                    )
+                    .await?;
+                    let Some(served) = served else {
+                        tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                        return Ok(None);
+                    };
+                    events.extend(served);
+                }
+                write_stock(&mut tx, drop, &settled.sku, &stock).await?;
+                events.extend(Event::stock_moved(
+                    drop,
+                    &settled.sku,
+                    &before,
+                    &stock.stock()?,
+                    stock.version,
+                    now,
+                ));
+                dialect::append_events(&mut tx, &events).await?;
+                self.inner.commit(tx, true).await?;
+                Ok(Some(if expired {
+                    SettleOutcome::HoldExpired(settled)
+                } else {
+                    SettleOutcome::Settled(settled)
+                }))
+            }
+
+            /// One attempt at [`expire_holds`]; `None` when a hand-off met a buyer it
+            /// had not locked (nothing written).
+            async fn expire_once(
+                &self,
+                now: ::livedrop_core::clock::Timestamp,
+                limit: u32,
+                hold: ::chrono::Duration,
+            ) -> ::livedrop_core::StoreResult<Option<Vec<::livedrop_core::model::Order>>> {
+                use ::livedrop_core::event::{Event, EventType};
+                use ::livedrop_core::model::{Order, OrderStatus};
+                let mut tx = self.inner.write().await?;
+                // Rows another sweeper (or a settlement) holds are skipped, so each hold
+                // is returned by exactly one transaction.
+                let sql = format!(
+                    "SELECT {} FROM orders WHERE status = 'reserved' AND reserved_until <= $1 \
+                     ORDER BY reserved_until, id LIMIT $2{}",
+                    dialect::OrderRow::COLUMNS,
+                    dialect::FOR_UPDATE_SKIP_LOCKED
+                );
+                let due = ::sqlx::query_as::<_, dialect::OrderRow>(&sql)
+                    .bind(dialect::stamp(now))
+                    .bind(i64::from(limit.min(dialect::MAX_SWEEP)))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(dialect::map_sqlx_error)?
+                    .into_iter()
+                    .map(dialect::OrderRow::into_order)
+                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
+                if due.is_empty() {
+                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    return Ok(Some(Vec::new()));
+                }
+                // The expired orders stop counting toward their buyers' limits before
+                // a hand-off reads what buyers hold.
+                let ids: Vec<::uuid::Uuid> = due.iter().map(|o| o.id.0).collect();
+                dialect::set_status(&mut tx, &ids, OrderStatus::Expired, now).await?;
+                let mut by_variant: ::std::collections::BTreeMap<
+                    (::uuid::Uuid, String),
+                    Vec<Order>,
+                > = ::std::collections::BTreeMap::new();
+                for order in due {
+                    by_variant
+                        .entry((order.drop_id.0, order.sku.clone()))
+                        .or_default()
+                        .push(order);
+                }
+                let variants: Vec<(::uuid::Uuid, &str)> = by_variant
+                    .keys()
+                    .map(|(drop, sku)| (*drop, sku.as_str()))
+                    .collect();
+                let locked = lock_waiting(&mut tx, &variants).await?;
+                let none = ::std::collections::HashSet::new();
+                let mut drops: ::std::collections::HashMap<
+                    ::uuid::Uuid,
+                    ::livedrop_core::model::Drop,
+                > = ::std::collections::HashMap::new();
+                let mut expired = Vec::new();
+                let mut events = Vec::new();
+                // Variant rows in (drop, sku) order, so concurrent sweepers and
+                // placements never deadlock.
+                for ((drop, sku), orders) in by_variant {
+                    let mut stock = variant_row(&mut tx, drop, &sku).await?.ok_or_else(|| {
+                        ::livedrop_core::StoreError::backend(format!(
+                            "variant {sku} of drop {drop} has no stock row"
+                        ))
+                    })?;
+                    if !drops.contains_key(&drop) {
+                        let view = drop_view_in(&mut tx, drop).await?.ok_or_else(|| {
+                            ::livedrop_core::StoreError::backend("an order's drop is gone")
+                        })?;
+                        drops.insert(drop, view.drop);
+                    }
+                    let Some(definition) = drops.get(&drop) else {
+                        continue;
+                    };
+                    for order in orders {
+                        let (before, _) = stock.release(order.quantity, false)?;
+                        let order = Order {
+                            status: OrderStatus::Expired,
+                            updated_at: now,
+                            ..order
+                        };
+                        events.push(Event::order(EventType::OrderExpired, &order, now));
+                        let served = serve_waitlist(
+                            &mut tx,
+                            definition,
+                            &sku,
+                            &mut stock,
+                            now,
+                            hold,
+                            locked.get(&drop).unwrap_or(&none),
+                        )
+                        .await?;
+                        let Some(served) = served else {
+                            tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                            return Ok(None);
+                        };
+                        events.extend(served);
+                        events.extend(Event::stock_moved(
+                            drop,
+                            &sku,
+                            &before,
+                            &stock.stock()?,
+                            stock.version,
+                            now,
+                        ));
+                        expired.push(order);
+                    }
+                    write_stock(&mut tx, drop, &sku, &stock).await?;
+                }
+                dialect::append_events(&mut tx, &events).await?;
+                self.inner.commit(tx, true).await?;
+                ::tracing::debug!(count = expired.len(), "expired holds");
+                // The order every store returns: by hold end, then id (locking went by
+                // variant).
+                expired.sort_by_key(|o: &Order| (o.reserved_until, o.id.0));
+                Ok(Some(expired))
             }
         }
 
@@ -244,129 +664,32 @@ macro_rules! order_ports {
                 id: ::livedrop_core::id::OrderId,
                 settlement: ::livedrop_core::model::Settlement,
                 now: ::livedrop_core::clock::Timestamp,
+                hold: ::chrono::Duration,
             ) -> ::livedrop_core::StoreResult<::livedrop_core::model::SettleOutcome> {
-                use ::livedrop_core::event::{Event, EventType};
-                use ::livedrop_core::model::{Order, OrderStatus, SettleOutcome, Settlement};
-                let mut tx = self.inner.write().await?;
-                let Some(order) = order_row(&mut *tx, id, dialect::FOR_UPDATE).await? else {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Ok(SettleOutcome::NotFound);
-                };
-                let target = match settlement {
-                    Settlement::Confirm => OrderStatus::Confirmed,
-                    Settlement::Cancel => OrderStatus::Cancelled,
-                };
-                if order.status == target {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Ok(SettleOutcome::Unchanged(order));
+                for _ in 0..$crate::sql::HANDOFF_ATTEMPTS {
+                    if let Some(outcome) = self.settle_once(id, settlement, now, hold).await? {
+                        return Ok(outcome);
+                    }
                 }
-                if order.status != OrderStatus::Reserved {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Ok(SettleOutcome::Conflict(order));
-                }
-                // Order row, then inventory row: the same lock order as the sweeper.
-                let mut stock = stock_row(&mut tx, order.drop_id.0).await?;
-                let expired = settlement == Settlement::Confirm && now >= order.reserved_until;
-                let (status, kind) = if expired {
-                    (OrderStatus::Expired, EventType::OrderExpired)
-                } else if settlement == Settlement::Confirm {
-                    (OrderStatus::Confirmed, EventType::OrderConfirmed)
-                } else {
-                    (OrderStatus::Cancelled, EventType::OrderCancelled)
-                };
-                let sell = status == OrderStatus::Confirmed;
-                let (before, after) = stock.release(order.quantity, sell)?;
-                write_stock(&mut tx, order.drop_id.0, &stock).await?;
-                dialect::set_status(&mut tx, &[order.id.0], status, now).await?;
-                let settled = Order {
-                    status,
-                    updated_at: now,
-                    ..order
-                };
-                let mut events = vec![Event::order(kind, &settled, now)];
-                events.extend(Event::stock_moved(
-                    settled.drop_id.0,
-                    &before,
-                    &after,
-                    stock.version,
-                    now,
-                ));
-                dialect::append_events(&mut tx, &events).await?;
-                self.inner.commit(tx, true).await?;
-                Ok(if expired {
-                    SettleOutcome::HoldExpired(settled)
-                } else {
-                    SettleOutcome::Settled(settled)
-                })
+                Err(::livedrop_core::StoreError::Conflict(
+                    "the waitlist kept changing under a settlement".into(),
+                ))
             }
 
             async fn expire_holds(
                 &self,
                 now: ::livedrop_core::clock::Timestamp,
                 limit: u32,
+                hold: ::chrono::Duration,
             ) -> ::livedrop_core::StoreResult<Vec<::livedrop_core::model::Order>> {
-                use ::livedrop_core::event::{Event, EventType};
-                use ::livedrop_core::model::{Order, OrderStatus};
-                let mut tx = self.inner.write().await?;
-                // Rows another sweeper (or a settlement) holds are skipped, so each hold
-                // is returned by exactly one transaction.
-                let sql = format!(
-                    "SELECT {} FROM orders WHERE status = 'reserved' AND reserved_until <= $1 \
-                     ORDER BY reserved_until, id LIMIT $2{}",
-                    dialect::OrderRow::COLUMNS,
-                    dialect::FOR_UPDATE_SKIP_LOCKED
-                );
-                let due = ::sqlx::query_as::<_, dialect::OrderRow>(&sql)
-                    .bind(dialect::stamp(now))
-                    .bind(i64::from(limit.min(dialect::MAX_SWEEP)))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(dialect::map_sqlx_error)?
-                    .into_iter()
-                    .map(dialect::OrderRow::into_order)
-                    .collect::<::livedrop_core::StoreResult<Vec<_>>>()?;
-                if due.is_empty() {
-                    tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    return Ok(Vec::new());
-                }
-                let mut by_drop: ::std::collections::BTreeMap<::uuid::Uuid, Vec<Order>> =
-                    ::std::collections::BTreeMap::new();
-                for order in due {
-                    by_drop.entry(order.drop_id.0).or_default().push(order);
-                }
-                let mut expired = Vec::new();
-                let mut events = Vec::new();
-                // Inventory rows in id order, so concurrent sweepers never deadlock.
-                for (drop, orders) in by_drop {
-                    let mut stock = stock_row(&mut tx, drop).await?;
-                    for order in orders {
-                        let (before, after) = stock.release(order.quantity, false)?;
-                        let order = Order {
-                            status: OrderStatus::Expired,
-                            updated_at: now,
-                            ..order
-                        };
-                        events.push(Event::order(EventType::OrderExpired, &order, now));
-                        events.extend(Event::stock_moved(
-                            drop,
-                            &before,
-                            &after,
-                            stock.version,
-                            now,
-                        ));
-                        expired.push(order);
+                for _ in 0..$crate::sql::HANDOFF_ATTEMPTS {
+                    if let Some(expired) = self.expire_once(now, limit, hold).await? {
+                        return Ok(expired);
                     }
-                    write_stock(&mut tx, drop, &stock).await?;
                 }
-                let ids: Vec<::uuid::Uuid> = expired.iter().map(|o| o.id.0).collect();
-                dialect::set_status(&mut tx, &ids, OrderStatus::Expired, now).await?;
-                dialect::append_events(&mut tx, &events).await?;
-                self.inner.commit(tx, true).await?;
-                ::tracing::debug!(count = expired.len(), "expired holds");
-                // The order every store returns: by hold end, then id (locking went by
-                // drop).
-                expired.sort_by_key(|o: &Order| (o.reserved_until, o.id.0));
-                Ok(expired)
+                Err(::livedrop_core::StoreError::Conflict(
+                    "the waitlist kept changing under the sweeper".into(),
+                ))
             }
 
             async fn extend_hold(

@@ -72,6 +72,7 @@ macro_rules! rows_at_time {
         pub(crate) type LedgerRow = $crate::sql::rows::LedgerRow<Time>;
         pub(crate) type NotificationRow = $crate::sql::rows::NotificationRow<Time>;
         pub(crate) type OutboxRow = $crate::sql::rows::OutboxRow<Time>;
+        pub(crate) type WaitlistRow = $crate::sql::rows::WaitlistRow<Time>;
 
         /// The keyset bounds of a page as stored.
         pub(crate) fn after(
@@ -180,7 +181,8 @@ impl<T: Stamp> ProductRow<T> {
     }
 }
 
-/// A drop joined with its inventory row (`d` and `i` in queries).
+/// A drop joined with one of its variants' inventory rows (`d` and `i` in
+/// queries): a drop reads as one row per variant, ordered by `i.position`.
 #[derive(sqlx::FromRow)]
 pub(crate) struct DropRow<T> {
     id: Uuid,
@@ -194,6 +196,8 @@ pub(crate) struct DropRow<T> {
     per_user_limit: i64,
     state: String,
     created_at: T,
+    pub(crate) sku: String,
+    label: String,
     #[sqlx(flatten)]
     pub(crate) stock: StockRow,
 }
@@ -202,9 +206,11 @@ impl<T: Stamp> DropRow<T> {
     /// Columns of `drops d JOIN inventory i`.
     pub(crate) const COLUMNS: &'static str = "d.id, d.product_id, d.creator_id, d.title, \
          d.price_cents, d.currency, d.starts_at, d.ends_at, d.per_user_limit, d.state, \
-         d.created_at, i.total_stock, i.available, i.reserved, i.sold, i.version";
+         d.created_at, i.sku, i.label, i.total_stock, i.available, i.reserved, i.sold, \
+         i.version";
 
-    pub(crate) fn to_drop(&self) -> StoreResult<model::Drop> {
+    /// The drop of this row, selling `variants`.
+    fn to_drop(&self, variants: Vec<model::Variant>) -> StoreResult<model::Drop> {
         Ok(model::Drop {
             id: DropId(self.id),
             product_id: ProductId(self.product_id),
@@ -217,14 +223,30 @@ impl<T: Stamp> DropRow<T> {
             per_user_limit: to_u32(self.per_user_limit)?,
             state: DropState::parse(&self.state).ok_or_else(|| bad("drop state", &self.state))?,
             created_at: self.created_at.time()?,
+            variants,
         })
     }
 
-    pub(crate) fn into_view(self) -> StoreResult<DropView> {
-        Ok(DropView {
-            drop: self.to_drop()?,
-            stock: self.stock.stock()?,
-        })
+    /// The drops of `rows` (each drop's rows together, its variants in position
+    /// order), with each variant's stock, in the rows' order.
+    pub(crate) fn views(rows: Vec<Self>) -> StoreResult<Vec<DropView>> {
+        let mut views = Vec::new();
+        let mut rows = rows.into_iter().peekable();
+        while let Some(first) = rows.next() {
+            let mut variants = vec![model::Variant::new(&first.sku, &first.label)];
+            let mut stock = vec![first.stock.stock()?];
+            while let Some(next) = rows.next_if(|r| r.id == first.id) {
+                variants.push(model::Variant::new(next.sku, next.label));
+                stock.push(next.stock.stock()?);
+            }
+            views.push(DropView::new(first.to_drop(variants)?, stock));
+        }
+        Ok(views)
+    }
+
+    /// The one drop of `rows`, if any (see [`DropRow::views`]).
+    pub(crate) fn view(rows: Vec<Self>) -> StoreResult<Option<DropView>> {
+        Ok(Self::views(rows)?.into_iter().next())
     }
 }
 
@@ -233,6 +255,7 @@ pub(crate) struct OrderRow<T> {
     id: Uuid,
     user_id: Uuid,
     drop_id: Uuid,
+    sku: String,
     quantity: i64,
     unit_price_cents: i64,
     total_cents: i64,
@@ -247,8 +270,8 @@ pub(crate) struct OrderRow<T> {
 }
 
 impl<T: Stamp> OrderRow<T> {
-    pub(crate) const COLUMNS: &'static str = "id, user_id, drop_id, quantity, unit_price_cents, \
-         total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
+    pub(crate) const COLUMNS: &'static str = "id, user_id, drop_id, sku, quantity, \
+         unit_price_cents, total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
          created_at, updated_at, extended_at";
 
     pub(crate) fn into_order(self) -> StoreResult<Order> {
@@ -256,6 +279,7 @@ impl<T: Stamp> OrderRow<T> {
             id: OrderId(self.id),
             user_id: UserId(self.user_id),
             drop_id: DropId(self.drop_id),
+            sku: self.sku,
             quantity: to_u32(self.quantity)?,
             unit_price_cents: self.unit_price_cents,
             total_cents: self.total_cents,
@@ -286,6 +310,7 @@ impl<T: Stamp> OrderRow<T> {
 pub(crate) struct LedgerRow<T> {
     id: Uuid,
     drop_id: Uuid,
+    sku: String,
     kind: String,
     delta: i64,
     reason: String,
@@ -299,12 +324,14 @@ pub(crate) struct LedgerRow<T> {
 
 impl<T: Stamp> LedgerRow<T> {
     pub(crate) const COLUMNS: &'static str =
-        "id, drop_id, kind, delta, reason, actor_id, total, available, reserved, sold, created_at";
+        "id, drop_id, sku, kind, delta, reason, actor_id, total, available, reserved, sold, \
+         created_at";
 
     pub(crate) fn into_entry(self) -> StoreResult<LedgerEntry> {
         Ok(LedgerEntry {
             id: self.id,
             drop_id: DropId(self.drop_id),
+            sku: self.sku,
             kind: LedgerKind::parse(&self.kind).ok_or_else(|| bad("ledger kind", &self.kind))?,
             delta: self.delta,
             reason: self.reason,
@@ -316,6 +343,44 @@ impl<T: Stamp> LedgerRow<T> {
                 sold: to_u32(self.sold)?,
             },
             created_at: self.created_at.time()?,
+        })
+    }
+}
+
+/// A waitlist entry (`w` in queries) with its place in its variant's line.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WaitlistRow<T> {
+    drop_id: Uuid,
+    sku: String,
+    user_id: Uuid,
+    quantity: i64,
+    joined_at: T,
+    position: i64,
+}
+
+impl<T: Stamp> WaitlistRow<T> {
+    /// Columns of `waitlist w`, and `position`: 1 plus the entries of the same
+    /// variant with a lower `seq`.
+    pub(crate) const COLUMNS: &'static str = "w.drop_id, w.sku, w.user_id, w.quantity, \
+         w.joined_at, (SELECT count(*) FROM waitlist b \
+                       WHERE b.drop_id = w.drop_id AND b.sku = w.sku AND b.seq < w.seq) + 1 \
+         AS position";
+
+    /// Columns of `waitlist w` for a whole line read in `seq` order, whose
+    /// positions the reader counts (`position` reads 0).
+    pub(crate) const LINE_COLUMNS: &'static str =
+        "w.drop_id, w.sku, w.user_id, w.quantity, w.joined_at, CAST(0 AS BIGINT) AS position";
+
+    pub(crate) fn into_entry(self) -> StoreResult<model::WaitlistEntry> {
+        Ok(model::WaitlistEntry {
+            drop_id: DropId(self.drop_id),
+            sku: self.sku,
+            user_id: UserId(self.user_id),
+            quantity: to_u32(self.quantity)?,
+            joined_at: self.joined_at.time()?,
+            position: u64::try_from(self.position).map_err(|_| {
+                StoreError::backend(format!("position {} out of range", self.position))
+            })?,
         })
     }
 }

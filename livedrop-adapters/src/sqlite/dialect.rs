@@ -5,7 +5,6 @@
 //! (events into the outbox, placed orders, a batch's reads and write).
 
 use crate::sql::rows::Stamp;
-pub(crate) use crate::sql::StockRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
 use livedrop_core::model::{Order, OrderStatus};
@@ -51,11 +50,6 @@ pub(crate) const FOR_UPDATE: &str = "";
 /// [`FOR_UPDATE`]: nothing, sweepers are serialized by the write lock.
 pub(crate) const FOR_UPDATE_SKIP_LOCKED: &str = "";
 
-/// Nothing: see [`FOR_UPDATE`].
-pub(crate) fn lock_of(_alias: &str) -> String {
-    String::new()
-}
-
 /// The most holds one `expire_holds` call takes, so that its status update stays
 /// within SQLite's parameters.
 pub(crate) const MAX_SWEEP: u32 = 10_000;
@@ -64,6 +58,18 @@ pub(crate) const MAX_SWEEP: u32 = 10_000;
 pub(crate) type Conn = SqliteConnection;
 
 pub(crate) use super::orders::{held_units, known_orders, write_batch};
+
+/// Whether [`lock_buyers`] takes locks: no, every write transaction already holds
+/// the database's one write lock.
+pub(crate) const BUYER_LOCKS: bool = false;
+
+/// Nothing: the write lock serializes every buyer's orders already.
+pub(crate) async fn lock_buyers(
+    _conn: &mut SqliteConnection,
+    _pairs: &[(Uuid, Uuid)],
+) -> StoreResult<()> {
+    Ok(())
+}
 
 /// Sets the status of the orders `ids`.
 pub(crate) async fn set_status(
@@ -127,7 +133,7 @@ pub(crate) async fn insert_orders(
     let mut inserted = 0;
     for chunk in orders.chunks(ROWS_PER_INSERT / 2) {
         let mut insert = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO orders (id, user_id, drop_id, quantity, unit_price_cents, \
+            "INSERT INTO orders (id, user_id, drop_id, sku, quantity, unit_price_cents, \
              total_cents, currency, status, idempotency_key, fingerprint, reserved_until, \
              created_at, updated_at) ",
         );
@@ -135,6 +141,7 @@ pub(crate) async fn insert_orders(
             row.push_bind(o.id.0)
                 .push_bind(o.user_id.0)
                 .push_bind(o.drop_id.0)
+                .push_bind(o.sku.as_str())
                 .push_bind(i64::from(o.quantity))
                 .push_bind(o.unit_price_cents)
                 .push_bind(o.total_cents)

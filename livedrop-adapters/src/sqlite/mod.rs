@@ -5,10 +5,13 @@
 //! with the same guarantees, so
 //! `Ports::from_store(Arc::new(store), cache, bus, clock)` wires it in one line:
 //!
-//! - the stock invariant is a set of `CHECK` constraints on the `inventory` row;
+//! - the stock invariant is a set of `CHECK` constraints on each variant's
+//!   `inventory` row;
 //! - every write is one `BEGIN IMMEDIATE` transaction on the store's single writer
 //!   connection, so each decision (stock, per-user limit, idempotency key, expiry)
-//!   reads and writes with the database's write lock held;
+//!   reads and writes with the database's write lock held (so one buyer's orders
+//!   for several variants never pass the per-user limit together, and units that
+//!   come back go to the variant's waitlist in the same transaction);
 //! - every write appends its events to the `outbox` table in the same transaction,
 //!   and wakes the relay in process once committed;
 //! - the file runs in WAL mode (readers never wait for the writer) with a busy

@@ -14,13 +14,14 @@ use livedrop_core::{StoreError, StoreResult};
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use uuid::Uuid;
 
-use super::dialect::{self, append_events, insert_orders, OrderRow, StockRow};
+use super::dialect::{self, append_events, insert_orders, OrderRow};
 use super::{map_sqlx_error, Inner, SqliteStore};
 use crate::sql::orders::HOLDING;
 use crate::sql::rows::HeldRow;
-use crate::sql::{self, Batcher, Placement};
+use crate::sql::{self, Batcher, Placement, VariantRow};
 
 crate::sql::orders::order_ports!(SqliteStore, Inner);
+crate::sql::waitlist::waitlist_ports!(SqliteStore);
 
 impl SqliteStore {
     /// Places `order`: through its drop's combiner when batching, else alone.
@@ -73,20 +74,20 @@ pub(crate) async fn known_orders(
     OrderRow::by_key(rows)
 }
 
-/// Units each buyer of `batch` holds in `drop` (reserved + confirmed).
+/// Units each of `users` holds in `drop`, all variants (reserved + confirmed).
 pub(crate) async fn held_units(
     conn: &mut SqliteConnection,
     drop: Uuid,
-    batch: &[Placement],
+    users: &[Uuid],
 ) -> StoreResult<HashMap<Uuid, i64>> {
     let mut query = QueryBuilder::<Sqlite>::new(format!(
         "SELECT user_id, SUM(quantity) AS held FROM orders \
          WHERE status IN {HOLDING} AND drop_id = "
     ));
     query.push_bind(drop).push(" AND user_id IN (");
-    let mut users = query.separated(", ");
-    for r in batch {
-        users.push_bind(r.order.user_id.0);
+    let mut list = query.separated(", ");
+    for user in users {
+        list.push_bind(*user);
     }
     query.push(") GROUP BY user_id");
     let rows = query
@@ -97,17 +98,19 @@ pub(crate) async fn held_units(
     Ok(HeldRow::by_user(rows))
 }
 
-/// Writes a decided batch in the caller's write transaction: the stock, every order
-/// (skipping any whose key exists), every event. Returns how many orders were
-/// inserted.
+/// Writes a decided batch in the caller's write transaction: the variant rows it
+/// moved, every order (skipping any whose key exists), every event. Returns how many
+/// orders were inserted.
 pub(crate) async fn write_batch(
     conn: &mut SqliteConnection,
     drop: DropId,
-    stock: &StockRow,
+    stock: &[VariantRow],
     orders: &[Order],
     events: &[Event],
 ) -> StoreResult<u64> {
-    write_stock(conn, drop.0, stock).await?;
+    for variant in stock {
+        write_stock(conn, drop.0, &variant.sku, &variant.stock).await?;
+    }
     let inserted = insert_orders(conn, orders).await?;
     append_events(conn, events).await?;
     Ok(inserted)

@@ -71,6 +71,7 @@ pub async fn drop(
                 starts_at: (starts_in > Duration::zero()).then_some(starts_at),
                 ends_at: starts_at + Duration::hours(1),
                 total_stock: stock,
+                variants: Vec::new(),
                 per_user_limit,
             },
         )

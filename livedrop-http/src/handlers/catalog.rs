@@ -3,7 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use livedrop_core::model::{DropFilter, DropStatus, ProductFilter};
-use livedrop_core::service::{NewDrop, NewProduct, ProductPatch};
+use livedrop_core::service::{NewDrop, NewProduct, NewVariant, ProductPatch};
 use livedrop_core::{DropId, ProductId, UserId};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -12,7 +12,7 @@ use crate::auth::Auth;
 use crate::body::{
     DropBody, ListBody, NewDropRequest, NewProductRequest, ProductBody, ProductPatchRequest,
 };
-use crate::error::{ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{page_request, Json, Path, Query};
 use crate::state::AppState;
 
@@ -146,13 +146,14 @@ pub(crate) async fn patch_product(
     Ok(Json(product.into()))
 }
 
-/// Schedules a drop of one of the caller's products.
+/// Schedules a drop of one of the caller's products: either `total_stock` units of
+/// one variant (sku `default`), or `variants`, each with its own stock.
 #[utoipa::path(post, path = "/drops", tag = "drops", security(("bearer" = [])),
     request_body = NewDropRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Optional; replays the first response")),
     responses(
         (status = 201, description = "Scheduled (live at once when starts_at is omitted)", body = DropBody),
-        (status = 400, description = "invalid_input", body = ErrorBody),
+        (status = 400, description = "invalid_input (both or neither of total_stock and variants, 0 or more than 100 variants, a malformed or repeated sku)", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 404, description = "not_found (product)", body = ErrorBody),
     ))]
@@ -161,6 +162,23 @@ pub(crate) async fn create_drop(
     Auth(actor): Auth,
     Json(body): Json<NewDropRequest>,
 ) -> ApiResult<(StatusCode, Json<DropBody>)> {
+    // The body's shape (which of the two stock forms) is the transport's to check;
+    // the core validates what the forms hold.
+    let variants = match (body.total_stock, body.variants) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "variants",
+                "give either total_stock or variants, not both",
+            ))
+        }
+        (_, Some(variants)) if variants.is_empty() => {
+            return Err(ApiError::invalid(
+                "variants",
+                "a drop has 1 to 100 variants",
+            ))
+        }
+        (_, variants) => variants.unwrap_or_default(),
+    };
     let livedrop = state.livedrop();
     let view = livedrop
         .schedule_drop(
@@ -169,7 +187,15 @@ pub(crate) async fn create_drop(
                 product_id: ProductId(body.product_id),
                 starts_at: body.starts_at,
                 ends_at: body.ends_at,
-                total_stock: body.total_stock,
+                total_stock: body.total_stock.unwrap_or(0),
+                variants: variants
+                    .into_iter()
+                    .map(|v| NewVariant {
+                        sku: v.sku,
+                        label: v.label,
+                        total_stock: v.total_stock,
+                    })
+                    .collect(),
                 per_user_limit: body.per_user_limit,
             },
         )

@@ -18,7 +18,8 @@ use crate::extract::Path;
 use crate::state::AppState;
 
 /// The drop's stock and status as they change: first the current `stock` and
-/// `status`, then a `stock` event (`{"drop_id","stock","status"}`) per stock change
+/// `status`, then a `stock` event (`{"drop_id","stock","variants","status"}`, where
+/// `stock` is the sum and `variants` is `[{"sku","stock"}]`) per stock change
 /// and a `status` event (`{"drop_id","status"}`) per status change, with keep-alive
 /// comments. Ends when the server shuts down.
 #[utoipa::path(get, path = "/drops/{id}/events", tag = "drops",
@@ -43,11 +44,23 @@ fn sse_event(update: DropUpdate) -> SseEvent {
         DropUpdate::Stock {
             drop_id,
             stock,
+            variants,
             status,
-        } => (
-            "stock",
-            json!({ "drop_id": drop_id, "stock": StockBody::from(stock), "status": status }),
-        ),
+        } => {
+            let variants: Vec<_> = variants
+                .into_iter()
+                .map(|(sku, stock)| json!({ "sku": sku, "stock": StockBody::from(stock) }))
+                .collect();
+            (
+                "stock",
+                json!({
+                    "drop_id": drop_id,
+                    "stock": StockBody::from(stock),
+                    "variants": variants,
+                    "status": status,
+                }),
+            )
+        }
         DropUpdate::Status { drop_id, status } => {
             ("status", json!({ "drop_id": drop_id, "status": status }))
         }

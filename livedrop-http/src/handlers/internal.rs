@@ -11,7 +11,9 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Json, PageParams, Path, Query};
 use crate::state::AppState;
 
-/// Restocks (positive delta) or shrinks (negative delta) a drop, with a reason.
+/// Restocks (positive delta) or shrinks (negative delta) a variant of a drop, with a
+/// reason (`sku` required when the drop has several). A restock serves the variant's
+/// waitlist first.
 #[utoipa::path(post, path = "/internal/inventory/{drop_id}/adjust", tag = "internal",
     security(("internal" = [])), request_body = AdjustRequest,
     params(("drop_id" = Uuid, Path, description = "Drop id")),
@@ -19,7 +21,8 @@ use crate::state::AppState;
         (status = 200, description = "The ledger entry written", body = LedgerEntryBody),
         (status = 401, description = "unauthenticated (token missing or wrong)", body = ErrorBody),
         (status = 403, description = "forbidden (internal API disabled)", body = ErrorBody),
-        (status = 404, description = "not_found", body = ErrorBody),
+        (status = 400, description = "invalid_input (no sku on a drop of several variants, a bad delta or reason)", body = ErrorBody),
+        (status = 404, description = "not_found (drop or variant)", body = ErrorBody),
         (status = 409, description = "insufficient_stock", body = ErrorBody),
     ))]
 pub(crate) async fn adjust(
@@ -35,6 +38,7 @@ pub(crate) async fn adjust(
             StockAdjustment {
                 delta: body.delta,
                 reason: body.reason,
+                sku: body.sku,
             },
         )
         .await?;

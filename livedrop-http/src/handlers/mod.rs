@@ -7,3 +7,4 @@ pub(crate) mod notifications;
 pub(crate) mod ops;
 pub(crate) mod orders;
 pub(crate) mod users;
+pub(crate) mod waitlist;

@@ -41,8 +41,8 @@ pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
     params(("Idempotency-Key" = String, Header, description = "Required; scoped to the user, kept 24 h")),
     responses(
         (status = 201, description = "Reserved (a retry with the same key replays this)", body = OrderBody),
-        (status = 400, description = "idempotency_key_missing, invalid_input", body = ErrorBody),
-        (status = 404, description = "not_found (drop)", body = ErrorBody),
+        (status = 400, description = "idempotency_key_missing, invalid_input (a malformed sku, or none on a drop of several variants)", body = ErrorBody),
+        (status = 404, description = "not_found (drop, or variant: an sku the drop does not sell)", body = ErrorBody),
         (status = 409, description = "out_of_stock, drop_not_live, per_user_limit_exceeded, idempotency_key_in_flight", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 429, description = "rate_limited (see Retry-After)", body = ErrorBody),
@@ -67,6 +67,7 @@ pub(crate) async fn place_order(
     let request = PlaceOrder {
         drop_id: DropId(body.drop_id),
         quantity: body.quantity,
+        sku: body.sku,
     };
     // Counted per answer: an idempotent replay counts again (the core does not say
     // whether a result was replayed).
@@ -128,7 +129,8 @@ pub(crate) async fn confirm_order(
     Ok(Json(order.into()))
 }
 
-/// Cancels a reserved order; its units return to the drop.
+/// Cancels a reserved order; its units return to the variant (to its first waiting
+/// buyers, if any, as a reserved order each).
 #[utoipa::path(post, path = "/orders/{id}/cancel", tag = "orders", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Order id")),
     responses(

@@ -1,8 +1,9 @@
 // A buyer's first-come journey through the storefront in headless Chromium:
 // the drop list, a drop's live stock over its event stream, register and log in,
 // a purchase whose answer is lost and that is retried with the same Idempotency-Key
-// (one order, not two), extending and paying the hold, the buyer's orders, and the
-// drop selling out while the page watches.
+// (one order, not two), extending and paying the hold, the buyer's orders, the
+// drop selling out while the page watches, and a drop in sizes: the picker's
+// per-size stock, a waitlist place on the sold-out size, an order of the chosen one.
 //
 // Run by livedrop-http/tests/storefront.rs with BASE (the server), CHROMIUM (the
 // browser binary) and ARTIFACTS (where a failure's screenshot and HTML go).
@@ -202,6 +203,52 @@ try {
   await until("sold out on the page", async () => (await textOf(page, "available")) === "0");
   await until("the sold-out badge", async () => (await textOf(page, "status")) === "sold out");
   check(await page.getByTestId("buy").isDisabled(), "nothing left to buy");
+
+  step = "a drop in sizes shows each size's stock, waits for a sold-out one and orders the chosen one";
+  const sized = await api("POST", "/drops", {
+    token: creator.token,
+    body: {
+      product_id: product.id,
+      ends_at: new Date(now + 3_600_000).toISOString(),
+      per_user_limit: 2,
+      variants: [
+        { sku: "s", label: "Small", total_stock: 1 },
+        { sku: "m", label: "Medium", total_stock: 2 },
+      ],
+    },
+  });
+  await api("POST", "/orders", {
+    token: rival.token,
+    key: `rival-s-${run}`,
+    body: { drop_id: sized.id, quantity: 1, sku: "s" },
+  });
+  await page.goto(`${BASE}/#/drops/${sized.id}`);
+  await page.getByTestId("sizes").waitFor();
+  await until("the event stream is open", async () => (await page.locator("#view[data-live]").count()) === 1);
+  const small = page.locator('[data-testid=variant][data-sku="s"]');
+  const medium = page.locator('[data-testid=variant][data-sku="m"]');
+  check((await small.textContent()).includes("Small"), "the picker names the size by its label");
+  check((await small.getByTestId("variant-available").textContent()) === "sold out", "Small is sold out");
+  check((await medium.getByTestId("variant-available").textContent()) === "2 of 2 left", "Medium has 2 left");
+  check((await textOf(page, "available")) === "2", "the drop's stock is the sum of its sizes");
+  check(await medium.getByTestId("size").isChecked(), "a size with stock is chosen first");
+  check(await page.getByTestId("join-waitlist").isHidden(), "no waitlist for a size in stock");
+  await small.getByTestId("size").check();
+  check(await page.getByTestId("buy").isDisabled(), "a sold-out size cannot be bought");
+  await page.getByTestId("join-waitlist").click();
+  await until("the place in line", async () => (await textOf(page, "waitlist-position")).startsWith("You are #1 in line"));
+  const place = await api("GET", `/drops/${sized.id}/waitlist/me`, { token });
+  check(place.sku === "s" && place.position === 1 && place.quantity === 1, `waiting for Small (${JSON.stringify(place)})`);
+  await medium.getByTestId("size").check();
+  check(!(await page.getByTestId("buy").isDisabled()), "Medium can be bought");
+  await page.getByTestId("buy").click();
+  await page.waitForURL(/#\/orders\/[0-9a-f-]+$/);
+  const sizedOrder = await api("GET", `/orders/${page.url().split("/").pop()}`, { token });
+  check(sizedOrder.sku === "m" && sizedOrder.drop_id === sized.id, `the order is for Medium (${sizedOrder.sku})`);
+  check(
+    (await api("GET", `/drops/${sized.id}`)).variants.find((v) => v.sku === "m").stock.available === 1,
+    "one Medium left",
+  );
 
   check(consoleErrors.length === 0, `no script errors (${consoleErrors.join("; ")})`);
   console.log("journey: done");
