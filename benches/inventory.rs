@@ -137,6 +137,7 @@ async fn memory_service(tasks: usize, iters: u64) -> Duration {
         .expect("drop");
     let app = Livedrop::new(ports, Config::default());
     let request = PlaceOrder {
+        admission_token: None,
         drop_id: drop.id,
         quantity: 1,
         sku: None,

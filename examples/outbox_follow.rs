@@ -83,6 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .schedule_drop(
             &creator.actor(),
             NewDrop {
+                allocation: Default::default(),
+                entries_close_at: None,
+                waiting_room: None,
                 product_id: product.id,
                 starts_at: None,
                 ends_at: clock.now() + chrono::Duration::hours(1),
@@ -108,6 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut sent = HashMap::new();
     for i in 0..orders {
         let request = PlaceOrder {
+            admission_token: None,
             drop_id: drop.drop.id,
             quantity: 1,
             sku: None,

@@ -44,6 +44,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .schedule_drop(
             &creator,
             NewDrop {
+                allocation: Default::default(),
+                entries_close_at: None,
+                waiting_room: None,
                 product_id: product.id,
                 starts_at: None,
                 ends_at: clock.now() + Duration::minutes(30),
@@ -75,6 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let races = buyers.iter().map(|buyer| {
         let app = app.clone();
         let request = PlaceOrder {
+            admission_token: None,
             drop_id: drop.drop.id,
             quantity: 1,
             sku: None,

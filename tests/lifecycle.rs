@@ -247,6 +247,9 @@ async fn authorization_lives_in_the_core() {
 
     let product = world.app.product(drop.drop.product_id).await.unwrap();
     let new_drop = NewDrop {
+        allocation: Default::default(),
+        entries_close_at: None,
+        waiting_room: None,
         product_id: product.id,
         starts_at: None,
         ends_at: world.clock.now_ts() + Span::hours(1),

@@ -128,6 +128,7 @@ fn buyer() -> Actor {
 impl World {
     fn req(&self, quantity: u32) -> PlaceOrder {
         PlaceOrder {
+            admission_token: None,
             drop_id: self.drop,
             quantity,
             sku: None,
@@ -151,6 +152,7 @@ fn fingerprints_tell_requests_apart() {
     let (d1, d2) = (DropId::new(), DropId::new());
     let f = |drop_id, quantity| {
         PlaceOrder {
+            admission_token: None,
             drop_id,
             quantity,
             sku: None,

@@ -62,6 +62,7 @@ impl World {
     async fn buy_both(&self, id: DropId, key: &str) {
         let buyer = Actor::new(UserId::new(), Role::Customer);
         let request = PlaceOrder {
+            admission_token: None,
             drop_id: id,
             quantity: 2,
             sku: None,

@@ -228,6 +228,9 @@ impl World {
             .schedule_drop(
                 creator,
                 NewDrop {
+                    allocation: Default::default(),
+                    entries_close_at: None,
+                    waiting_room: None,
                     product_id: product.id,
                     starts_at,
                     ends_at: start + Duration::hours(1),
@@ -256,6 +259,9 @@ impl World {
             .schedule_drop(
                 creator,
                 NewDrop {
+                    allocation: Default::default(),
+                    entries_close_at: None,
+                    waiting_room: None,
                     product_id: product.id,
                     starts_at,
                     ends_at: start + Duration::hours(1),
@@ -279,6 +285,7 @@ impl World {
 /// An order of `quantity` units of `drop`.
 pub fn order_of(drop: &DropView, quantity: u32) -> PlaceOrder {
     PlaceOrder {
+        admission_token: None,
         drop_id: drop.drop.id,
         quantity,
         sku: None,
@@ -288,6 +295,7 @@ pub fn order_of(drop: &DropView, quantity: u32) -> PlaceOrder {
 /// An order of `quantity` units of variant `sku` of `drop`.
 pub fn sized_order(drop: &DropView, sku: &str, quantity: u32) -> PlaceOrder {
     PlaceOrder {
+        admission_token: None,
         drop_id: drop.drop.id,
         quantity,
         sku: Some(sku.to_owned()),

@@ -415,6 +415,7 @@ async fn step_once(
             let size = d.size(size);
             let sku = (named || d.skus.len() > 1).then(|| d.skus[size].clone());
             let request = PlaceOrder {
+                admission_token: None,
                 drop_id: d.id,
                 quantity,
                 sku: sku.clone(),
@@ -559,6 +560,7 @@ async fn step_once(
             let results = futures::future::join_all(sends.iter().map(|(u, d, size, q, k)| {
                 let md = &model.drops[*d];
                 let request = PlaceOrder {
+                    admission_token: None,
                     drop_id: md.id,
                     quantity: *q,
                     sku: Some(md.skus[*size].clone()),

@@ -20,6 +20,9 @@ use livedrop_core::model::{
     FanOutProgress, FollowEntry, JoinOutcome, LedgerEntry, Notification, Order, PlaceOutcome,
     Product, ProductFilter, SettleOutcome, Settlement, Stock, User, WaitlistEntry, WaitlistJoin,
 };
+use livedrop_core::model::{
+    DrawEntry, DrawEntryRequest, DrawOutcome, EntryOutcome, QueueEntry, QueueOutcome,
+};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{
     AdmissionGate, BeginOutcome, Cache, CacheError, Claim, DropRepository, EventBus,
@@ -27,6 +30,7 @@ use livedrop_core::ports::{
     OutboxRecord, ProductRepository, Subscription, UpdateOutcome, UserRepository,
     WaitlistRepository,
 };
+use livedrop_core::ports::{DrawRepository, QueueRepository};
 use livedrop_core::service::Store;
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use rand::rngs::StdRng;
@@ -614,6 +618,86 @@ impl<S: Store> WaitlistRepository for FaultyStore<S> {
     async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool> {
         let call = self.inner.leave_waitlist(drop, user);
         self.faults.guard(WRITE, call).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> DrawRepository for FaultyStore<S> {
+    async fn insert_draw_drop(
+        &self,
+        drop: &model::Drop,
+        stock: &[u32],
+        seed: &str,
+        events: &[Event],
+    ) -> StoreResult<()> {
+        let call = self.inner.insert_draw_drop(drop, stock, seed, events);
+        self.faults.guard(WRITE, call).await
+    }
+    async fn enter_draw(&self, request: &DrawEntryRequest) -> StoreResult<EntryOutcome> {
+        self.faults
+            .guard(WRITE, self.inner.enter_draw(request))
+            .await
+    }
+    async fn withdraw_entry(
+        &self,
+        drop: DropId,
+        user: UserId,
+        now: Timestamp,
+    ) -> StoreResult<EntryOutcome> {
+        let call = self.inner.withdraw_entry(drop, user, now);
+        self.faults.guard(WRITE, call).await
+    }
+    async fn draw_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<DrawEntry>> {
+        let call = self.inner.draw_entry(drop, user);
+        self.faults.guard(READ, call).await
+    }
+    async fn draw_entries(
+        &self,
+        drop: DropId,
+        after_rank: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<DrawEntry>> {
+        let call = self.inner.draw_entries(drop, after_rank, limit);
+        self.faults.guard(READ, call).await
+    }
+    async fn draw_counts(&self, drop: DropId) -> StoreResult<(u64, u64)> {
+        self.faults.guard(READ, self.inner.draw_counts(drop)).await
+    }
+    async fn due_draws(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DropId>> {
+        self.faults
+            .guard(READ, self.inner.due_draws(now, limit))
+            .await
+    }
+    async fn run_draw(
+        &self,
+        id: DropId,
+        now: Timestamp,
+        hold: chrono::Duration,
+    ) -> StoreResult<DrawOutcome> {
+        let call = self.inner.run_draw(id, now, hold);
+        self.faults.guard(WRITE, call).await
+    }
+}
+
+#[async_trait]
+impl<S: Store> QueueRepository for FaultyStore<S> {
+    async fn join_queue(
+        &self,
+        drop: DropId,
+        user: UserId,
+        now: Timestamp,
+        shuffle_key: u64,
+    ) -> StoreResult<QueueOutcome> {
+        let call = self.inner.join_queue(drop, user, now, shuffle_key);
+        self.faults.guard(WRITE, call).await
+    }
+    async fn queue_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<QueueEntry>> {
+        let call = self.inner.queue_entry(drop, user);
+        self.faults.guard(READ, call).await
+    }
+    async fn admitted_through(&self, drop: DropId, now: Timestamp) -> StoreResult<u64> {
+        let call = self.inner.admitted_through(drop, now);
+        self.faults.guard(READ, call).await
     }
 }
 

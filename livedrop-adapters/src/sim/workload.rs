@@ -605,6 +605,7 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
                 KeyLog {
                     user,
                     request: PlaceOrder {
+                        admission_token: None,
                         drop_id: drop,
                         quantity: 1 + faults.pick(3) as u32,
                         sku: sku_of(drop),
@@ -806,6 +807,9 @@ async fn execute(
             let ends_at =
                 starts_at.unwrap_or(now) + chrono::Duration::from_std(length).unwrap_or_default();
             let new = NewDrop {
+                allocation: Default::default(),
+                entries_close_at: None,
+                waiting_room: None,
                 product_id: product,
                 starts_at,
                 ends_at,
@@ -1693,7 +1697,10 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
             | EventPayload::OrderCancelled(_)
             | EventPayload::WaitlistSkipped(_)
             | EventPayload::WaitlistClosed(_)
-            | EventPayload::UserFollowed(_) => None,
+            | EventPayload::UserFollowed(_)
+            | EventPayload::DropDrawn(_)
+            | EventPayload::DrawWon(_)
+            | EventPayload::DrawLost(_) => None,
         };
         let Some((id, kind)) = order_notice else {
             continue;

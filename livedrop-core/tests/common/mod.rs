@@ -67,6 +67,9 @@ pub async fn drop(
         .schedule_drop(
             creator,
             NewDrop {
+                allocation: Default::default(),
+                entries_close_at: None,
+                waiting_room: None,
                 product_id: product.id,
                 starts_at: (starts_in > Duration::zero()).then_some(starts_at),
                 ends_at: starts_at + Duration::hours(1),
