@@ -2956,7 +2956,8 @@ async fn a_draw_takes_entries_draws_once_at_close_and_publishes_a_checkable_rank
         "a replacement keeps its token"
     );
     let over = app.enter(&buyers[1].0, &drop, json!({"quantity": 3})).await;
-    assert_error(&over, StatusCode::CONFLICT, "per_user_limit_exceeded");
+    assert_error(&over, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(over.body["details"]["field"], "quantity");
     let me = format!("/drops/{id}/entries/me");
     let (withdrawn_token, _) = buyers.pop().unwrap();
     let r = app.as_user(Method::DELETE, &me, &withdrawn_token).await;

@@ -32,10 +32,10 @@ pub(crate) struct RankQuery {
     params(("id" = Uuid, Path, description = "Drop id")),
     responses(
         (status = 200, description = "Entered, result pending", body = EntryBody),
-        (status = 400, description = "invalid_input (quantity, or no sku on a drop of several variants)", body = ErrorBody),
+        (status = 400, description = "invalid_input (quantity: 0 or above the per-user limit; or no sku on a drop of several variants)", body = ErrorBody),
         (status = 401, description = "unauthenticated", body = ErrorBody),
         (status = 404, description = "not_found (drop or variant)", body = ErrorBody),
-        (status = 409, description = "entries_closed, per_user_limit_exceeded, conflict (not a draw)", body = ErrorBody),
+        (status = 409, description = "entries_closed, conflict (not a draw)", body = ErrorBody),
     ))]
 pub(crate) async fn enter(
     State(state): State<AppState>,
