@@ -644,6 +644,7 @@ async fn drops_create_list_filter_get_and_cancel() {
     assert_eq!(
         sorted_keys(&live),
         [
+            "allocation",
             "creator_id",
             "ends_at",
             "id",
