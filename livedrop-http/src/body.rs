@@ -3,10 +3,12 @@
 
 use chrono::{DateTime, Utc};
 use livedrop_core::model::{
-    DropStatus, DropView, FollowEntry, LedgerEntry, LedgerKind, Notification, NotificationKind,
-    Order, OrderStatus, Product, Profile, Role, Stock, User, WaitlistEntry,
+    Allocation, DrawEntry, DrawResult, DropStatus, DropView, FollowEntry, LedgerEntry, LedgerKind,
+    Notification, NotificationKind, Order, OrderStatus, Product, Profile, Role, Stock, User,
+    WaitingRoom, WaitlistEntry,
 };
 use livedrop_core::page::Page;
+use livedrop_core::service::{Livedrop, QueueState, QueueStatus};
 use livedrop_core::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -260,6 +262,175 @@ pub(crate) struct NewDropRequest {
     /// stock.
     #[serde(default)]
     pub(crate) per_user_limit: Option<u32>,
+    /// `first_come` (default) or `draw`.
+    #[serde(default)]
+    #[schema(value_type = Option<String>, example = "draw")]
+    pub(crate) allocation: Option<Allocation>,
+    /// A draw's entry close: after `starts_at`, before `ends_at`; draws only.
+    #[serde(default)]
+    pub(crate) entries_close_at: Option<DateTime<Utc>>,
+    /// A waiting room in front of a first-come drop.
+    #[serde(default)]
+    pub(crate) waiting_room: Option<WaitingRoomBody>,
+}
+
+/// A waiting room's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WaitingRoomBody {
+    /// Buyers admitted per minute, spread evenly (1 to 60,000).
+    pub(crate) admit_per_minute: u32,
+    /// How long an admission token is valid (10 to 86,400 seconds).
+    pub(crate) token_seconds: u32,
+    /// How long before the start buyers may join; everyone who joined before the
+    /// start is shuffled at the start.
+    pub(crate) opens_minutes_before: u32,
+}
+
+impl From<WaitingRoomBody> for WaitingRoom {
+    fn from(r: WaitingRoomBody) -> Self {
+        Self {
+            admit_per_minute: r.admit_per_minute,
+            token_seconds: r.token_seconds,
+            opens_minutes_before: r.opens_minutes_before,
+        }
+    }
+}
+
+impl From<WaitingRoom> for WaitingRoomBody {
+    fn from(r: WaitingRoom) -> Self {
+        Self {
+            admit_per_minute: r.admit_per_minute,
+            token_seconds: r.token_seconds,
+            opens_minutes_before: r.opens_minutes_before,
+        }
+    }
+}
+
+/// A draw drop's public record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct DrawBody {
+    /// Lower-case hex SHA-256 of the seed's lower-case hex text, published at
+    /// scheduling.
+    pub(crate) commitment: String,
+    /// The seed (64 lower-case hex characters); null until the draw.
+    pub(crate) seed: Option<String>,
+    /// When entries close and the draw runs.
+    pub(crate) entries_close_at: DateTime<Utc>,
+    /// When the draw ran; null before.
+    pub(crate) drawn_at: Option<DateTime<Utc>>,
+    /// Entries taken.
+    pub(crate) entries: u64,
+    /// Entries that won so far.
+    pub(crate) winners: u64,
+}
+
+/// `PUT /drops/{id}/entries/me`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EntryRequest {
+    /// The variant; required when the drop has several.
+    #[serde(default)]
+    pub(crate) sku: Option<String>,
+    /// Units wanted (all or nothing), default 1, within the per-user limit.
+    #[serde(default)]
+    pub(crate) quantity: Option<u32>,
+}
+
+/// The caller's draw entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct EntryBody {
+    /// The drop.
+    pub(crate) drop_id: Uuid,
+    /// The variant wanted.
+    pub(crate) sku: String,
+    /// Units wanted.
+    pub(crate) quantity: u32,
+    /// The random public entry token (32 lower-case hex), kept on replacement.
+    pub(crate) token: String,
+    /// When entered (or last replaced).
+    pub(crate) entered_at: DateTime<Utc>,
+    /// `pending`, `won` or `lost`.
+    #[schema(value_type = String, example = "pending")]
+    pub(crate) result: DrawResult,
+    /// Rank once drawn (1 first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) rank: Option<u64>,
+    /// The reserved order a win placed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) order_id: Option<Uuid>,
+}
+
+impl From<DrawEntry> for EntryBody {
+    fn from(e: DrawEntry) -> Self {
+        Self {
+            drop_id: e.drop_id.0,
+            sku: e.sku,
+            quantity: e.quantity,
+            token: e.token,
+            entered_at: e.entered_at,
+            result: e.result,
+            rank: e.rank,
+            order_id: e.order_id.map(|o| o.0),
+        }
+    }
+}
+
+/// One entry of a drawn draw, public.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct RankedEntryBody {
+    /// The entry's public token.
+    pub(crate) token: String,
+    /// The variant wanted.
+    pub(crate) sku: String,
+    /// Units wanted.
+    pub(crate) quantity: u32,
+    /// Rank (1 first): by lower-case hex SHA-256 of `seed + ":" + token`, ascending.
+    pub(crate) rank: u64,
+    /// `won` or `lost`.
+    #[schema(value_type = String, example = "won")]
+    pub(crate) result: DrawResult,
+}
+
+impl From<DrawEntry> for RankedEntryBody {
+    fn from(e: DrawEntry) -> Self {
+        Self {
+            token: e.token,
+            sku: e.sku,
+            quantity: e.quantity,
+            rank: e.rank.unwrap_or(0),
+            result: e.result,
+        }
+    }
+}
+
+/// A buyer's place in a waiting room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub(crate) struct QueueBody {
+    /// `waiting`, `admitted` or `expired` (the admission ran out).
+    #[schema(value_type = String, example = "waiting")]
+    pub(crate) status: QueueState,
+    /// Place in the queue (1 first); before the start it may change until the
+    /// shuffle.
+    pub(crate) position: u64,
+    /// Seconds until admission (0 once admitted).
+    pub(crate) estimated_wait_seconds: u64,
+    /// Once admitted: the token to send as `Admission-Token` on `POST /orders`.
+    pub(crate) admission_token: Option<String>,
+    /// When the admission (or the token once admitted) expires.
+    pub(crate) expires_at: DateTime<Utc>,
+}
+
+impl From<QueueStatus> for QueueBody {
+    fn from(q: QueueStatus) -> Self {
+        Self {
+            status: q.status,
+            position: q.position,
+            estimated_wait_seconds: q.estimated_wait_seconds,
+            admission_token: q.admission_token,
+            expires_at: q.expires_at,
+        }
+    }
 }
 
 /// A variant of `POST /drops`.
@@ -335,6 +506,15 @@ pub(crate) struct DropBody {
     pub(crate) stock: StockBody,
     /// What the drop sells, in the order defined, each with its stock.
     pub(crate) variants: Vec<VariantBody>,
+    /// `first_come` or `draw`.
+    #[schema(value_type = String, example = "first_come")]
+    pub(crate) allocation: Allocation,
+    /// A draw drop's commitment, seed (once drawn) and counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) draw: Option<DrawBody>,
+    /// A waiting room's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) waiting_room: Option<WaitingRoomBody>,
 }
 
 impl DropBody {
@@ -349,6 +529,16 @@ impl DropBody {
             ends_at: view.drop.ends_at,
             status,
             per_user_limit: view.drop.per_user_limit,
+            allocation: view.drop.allocation(),
+            draw: view.drop.draw.as_ref().map(|d| DrawBody {
+                commitment: d.commitment.clone(),
+                seed: d.seed.clone(),
+                entries_close_at: d.entries_close_at,
+                drawn_at: d.drawn_at,
+                entries: 0,
+                winners: 0,
+            }),
+            waiting_room: view.drop.waiting_room.map(Into::into),
             stock: view.stock.into(),
             variants: view
                 .variants()
@@ -359,6 +549,18 @@ impl DropBody {
                 })
                 .collect(),
         }
+    }
+}
+
+impl DropBody {
+    /// Fills a draw drop's entry and winner counts.
+    pub(crate) async fn counted(mut self, livedrop: &Livedrop) -> livedrop_core::Result<Self> {
+        if let Some(draw) = &mut self.draw {
+            let (entries, winners) = livedrop.draw_counts(livedrop_core::DropId(self.id)).await?;
+            draw.entries = entries;
+            draw.winners = winners;
+        }
+        Ok(self)
     }
 }
 

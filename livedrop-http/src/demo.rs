@@ -1,11 +1,13 @@
-//! The demo data `--demo` seeds: a creator, a buyer following them, and two products
-//! with a drop each — one live now, one starting in an hour (the storefront shows
-//! both) — with bearer tokens for the curl walk-through the binary prints.
+//! The demo data `--demo` seeds: a creator, a buyer following them, and products
+//! with a drop each — a hoodie live now, a cap starting in an hour, a sneaker in
+//! sizes live now, a raffle (a draw whose entries are open now and close in a few
+//! minutes) and a console behind a waiting room starting in a few minutes (open to
+//! join now) — with bearer tokens for the curl walk-through the binary prints.
 
 use chrono::Utc;
-use livedrop_core::model::{Actor, DropFilter, DropStatus, Role, User};
+use livedrop_core::model::{Actor, Allocation, DropFilter, DropStatus, Role, User, WaitingRoom};
 use livedrop_core::page::PageRequest;
-use livedrop_core::service::{Livedrop, NewDrop, NewProduct, Registration};
+use livedrop_core::service::{Livedrop, NewDrop, NewProduct, NewVariant, Registration};
 
 use crate::state::AppState;
 
@@ -123,9 +125,13 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
                 total_stock: 50,
                 variants: Vec::new(),
                 per_user_limit: Some(2),
+                allocation: Allocation::FirstCome,
+                entries_close_at: None,
+                waiting_room: None,
             },
         )
         .await?;
+    seed_fair_drops(livedrop, &actor).await?;
     let view = livedrop
         .schedule_drop(
             &actor,
@@ -136,6 +142,9 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
                 total_stock: 100,
                 variants: Vec::new(),
                 per_user_limit: Some(5),
+                allocation: Allocation::FirstCome,
+                entries_close_at: None,
+                waiting_room: None,
             },
         )
         .await?;
@@ -147,6 +156,110 @@ pub async fn seed_demo(state: &AppState) -> Result<Demo, livedrop_core::Error> {
         product_id: product.id.0,
         drop_id: view.drop.id.0,
     })
+}
+
+/// The demo's sized, draw and waiting-room drops (the storefront finds them by
+/// their products' titles).
+async fn seed_fair_drops(livedrop: &Livedrop, actor: &Actor) -> Result<(), livedrop_core::Error> {
+    let now = Utc::now();
+    let product = |title: &str, description: &str, price_cents: i64| NewProduct {
+        title: title.into(),
+        description: description.into(),
+        price_cents,
+        currency: "EUR".into(),
+        image_url: None,
+    };
+    let first_come = |product_id| NewDrop {
+        product_id,
+        starts_at: None,
+        ends_at: now + chrono::Duration::hours(24),
+        total_stock: 0,
+        variants: Vec::new(),
+        per_user_limit: Some(1),
+        allocation: Allocation::FirstCome,
+        entries_close_at: None,
+        waiting_room: None,
+    };
+    let sneaker = livedrop
+        .create_product(
+            actor,
+            product(
+                "Demo sneaker (sizes)",
+                "Leather runner in five EU sizes",
+                12_900,
+            ),
+        )
+        .await?;
+    livedrop
+        .schedule_drop(
+            actor,
+            NewDrop {
+                variants: [
+                    ("eu-40", "EU 40", 5),
+                    ("eu-41", "EU 41", 8),
+                    ("eu-42", "EU 42", 10),
+                    ("eu-43", "EU 43", 8),
+                    ("eu-44", "EU 44", 3),
+                ]
+                .into_iter()
+                .map(|(sku, label, total_stock)| NewVariant {
+                    sku: sku.into(),
+                    label: label.into(),
+                    total_stock,
+                })
+                .collect(),
+                per_user_limit: Some(2),
+                ..first_come(sneaker.id)
+            },
+        )
+        .await?;
+    let raffle = livedrop
+        .create_product(
+            actor,
+            product(
+                "Demo raffle (draw)",
+                "Twenty signed prints, allocated by a verifiable draw",
+                8_000,
+            ),
+        )
+        .await?;
+    livedrop
+        .schedule_drop(
+            actor,
+            NewDrop {
+                total_stock: 20,
+                allocation: Allocation::Draw,
+                entries_close_at: Some(now + chrono::Duration::minutes(5)),
+                ..first_come(raffle.id)
+            },
+        )
+        .await?;
+    let console = livedrop
+        .create_product(
+            actor,
+            product(
+                "Demo console (waiting room)",
+                "The launch batch, sold through a waiting room",
+                49_900,
+            ),
+        )
+        .await?;
+    livedrop
+        .schedule_drop(
+            actor,
+            NewDrop {
+                starts_at: Some(now + chrono::Duration::minutes(5)),
+                total_stock: 30,
+                waiting_room: Some(WaitingRoom {
+                    admit_per_minute: 30,
+                    token_seconds: 300,
+                    opens_minutes_before: 15,
+                }),
+                ..first_come(console.id)
+            },
+        )
+        .await?;
+    Ok(())
 }
 
 async fn demo_user(

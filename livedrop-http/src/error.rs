@@ -192,7 +192,7 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::InvalidInput { .. } | Error::IdempotencyKeyMissing => StatusCode::BAD_REQUEST,
         Error::InvalidCredentials => StatusCode::UNAUTHORIZED,
-        Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+        Error::Forbidden { .. } | Error::AdmissionRequired => StatusCode::FORBIDDEN,
         Error::NotFound { .. } => StatusCode::NOT_FOUND,
         Error::OutOfStock { .. }
         | Error::DropNotLive { .. }
@@ -201,6 +201,8 @@ pub(crate) fn status_of(error: &Error) -> StatusCode {
         | Error::HoldExpired
         | Error::AlreadyExtended { .. }
         | Error::VariantAvailable { .. }
+        | Error::DropIsDraw
+        | Error::EntriesClosed
         | Error::EmailTaken
         | Error::VersionConflict { .. }
         | Error::Conflict { .. }

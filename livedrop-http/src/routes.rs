@@ -22,7 +22,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::{ApiError, ShapedError};
-use crate::handlers::{catalog, events, internal, notifications, ops, orders, users, waitlist};
+use crate::handlers::{
+    catalog, events, fair, internal, notifications, ops, orders, users, waitlist,
+};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 use crate::{auth, idempotency, storefront, telemetry};
@@ -99,6 +101,10 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::cancel_drop))
         .routes(routes!(events::drop_events))
         .routes(routes!(waitlist::join, waitlist::read, waitlist::leave))
+        .routes(routes!(fair::enter, fair::read, fair::withdraw))
+        .routes(routes!(fair::results))
+        .routes(routes!(fair::join_queue))
+        .routes(routes!(fair::queue_me))
         .routes(routes!(orders::place_order, orders::my_orders))
         .routes(routes!(orders::get_order))
         .routes(routes!(orders::confirm_order))

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
+use livedrop_core::service::AdmissionKey;
 use livedrop_core::Config;
 
 use crate::auth::TokenKeys;
@@ -171,7 +172,19 @@ impl Settings {
         Config {
             hold: Duration::from_secs(self.hold_seconds),
             follow_outbox: shared_database && self.kafka_brokers.is_none(),
+            admission_key: self.admission_key(),
             ..Config::default()
+        }
+    }
+
+    /// The key signing waiting-room admission tokens: derived from
+    /// `LIVEDROP_TOKEN_SECRET` with a domain-separating hash (never the raw secret,
+    /// which also signs bearer tokens), so servers sharing the secret accept each
+    /// other's admissions; random per process when unset.
+    pub(crate) fn admission_key(&self) -> AdmissionKey {
+        match &self.token_secret {
+            Some(secret) => AdmissionKey::new(&admission_key_bytes(secret)),
+            None => AdmissionKey::random(),
         }
     }
 
@@ -219,4 +232,14 @@ impl Settings {
             storefront: self.storefront,
         }
     }
+}
+
+/// The admission key's bytes for `secret`: SHA-256 over a domain label and the
+/// secret, so the bearer-token key and the admission key never coincide.
+fn admission_key_bytes(secret: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(b"livedrop:admission-key:v1\0");
+    hash.update(secret.as_bytes());
+    hash.finalize().into()
 }

@@ -644,6 +644,7 @@ async fn drops_create_list_filter_get_and_cancel() {
     assert_eq!(
         sorted_keys(&live),
         [
+            "allocation",
             "creator_id",
             "ends_at",
             "id",
@@ -2868,4 +2869,468 @@ async fn server_build_bootstraps_the_admin_seeds_the_demo_and_shuts_down() {
         client.get(format!("{base}/healthz")).send().await.is_err(),
         "stopped listening"
     );
+}
+
+// ---- fair allocation: draws and waiting rooms ----
+
+/// Lower-case hex SHA-256 of `text`, computed here independently of the core.
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl App {
+    /// A draw drop live now with `stock` units whose entries close in 10 minutes.
+    async fn draw_drop(&self, token: &str, stock: u32, limit: u32) -> Value {
+        let product = self.product(token).await;
+        let now = self.clock_now();
+        let body = json!({
+            "product_id": product["id"],
+            "ends_at": now + chrono::Duration::hours(2),
+            "total_stock": stock,
+            "per_user_limit": limit,
+            "allocation": "draw",
+            "entries_close_at": now + chrono::Duration::minutes(10),
+        });
+        let r = self
+            .call(Method::POST, "/drops", Some(token), Some(body))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        r.body
+    }
+
+    async fn enter(&self, token: &str, drop: &Value, body: Value) -> Reply {
+        let uri = format!("/drops/{}/entries/me", drop["id"].as_str().unwrap());
+        self.call(Method::PUT, &uri, Some(token), Some(body)).await
+    }
+
+    async fn notification_kinds(&self, token: &str) -> Vec<String> {
+        let r = self.as_user(Method::GET, "/notifications", token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["kind"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn a_draw_takes_entries_draws_once_at_close_and_publishes_a_checkable_ranking() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let drop = app.draw_drop(&creator, 2, 2).await;
+    let id = drop["id"].as_str().unwrap().to_owned();
+    assert_eq!(drop["allocation"], "draw");
+    let commitment = drop["draw"]["commitment"].as_str().unwrap().to_owned();
+    assert_eq!(commitment.len(), 64);
+    assert!(drop["draw"]["seed"].is_null(), "{drop}");
+    assert!(drop["draw"]["drawn_at"].is_null());
+    assert_eq!(drop["draw"]["entries"], 0);
+    assert_eq!(drop["draw"]["winners"], 0);
+    assert!(drop.get("waiting_room").is_none());
+
+    // Five buyers enter; one replaces, one withdraws.
+    let mut buyers = Vec::new();
+    for i in 0..5 {
+        let (_, token) = app.user(Role::Customer, &format!("buyer{i}")).await;
+        let r = app.enter(&token, &drop, json!({})).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["result"], "pending");
+        assert_eq!(r.body["quantity"], 1);
+        assert_eq!(r.body["sku"], "default");
+        assert_eq!(r.body["drop_id"], id.as_str());
+        let entry_token = r.body["token"].as_str().unwrap().to_owned();
+        assert_eq!(entry_token.len(), 32);
+        assert!(entry_token
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        buyers.push((token, entry_token));
+    }
+    let replaced = app.enter(&buyers[0].0, &drop, json!({"quantity": 2})).await;
+    assert_eq!(replaced.status, StatusCode::OK, "{}", replaced.body);
+    assert_eq!(replaced.body["quantity"], 2);
+    assert_eq!(
+        replaced.body["token"],
+        buyers[0].1.as_str(),
+        "a replacement keeps its token"
+    );
+    let over = app.enter(&buyers[1].0, &drop, json!({"quantity": 3})).await;
+    assert_error(&over, StatusCode::BAD_REQUEST, "invalid_input");
+    assert_eq!(over.body["details"]["field"], "quantity");
+    let me = format!("/drops/{id}/entries/me");
+    let (withdrawn_token, _) = buyers.pop().unwrap();
+    let r = app.as_user(Method::DELETE, &me, &withdrawn_token).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    let r = app.as_user(Method::GET, &me, &withdrawn_token).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+    let r = app.as_user(Method::GET, &me, &buyers[2].0).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["result"], "pending");
+
+    // Orders come only from the draw; results are empty before it.
+    let order = app.order(&buyers[1].0, &drop, 1, "draw-order").await;
+    assert_error(&order, StatusCode::CONFLICT, "drop_is_draw");
+    let early = app.get(&format!("/drops/{id}/draw/entries")).await;
+    assert_eq!(early.status, StatusCode::OK, "{}", early.body);
+    assert_eq!(early.body["items"], json!([]));
+    let counted = app.get(&format!("/drops/{id}")).await;
+    assert_eq!(counted.body["draw"]["entries"], 4);
+
+    // At the close, entries are refused and the draw runs exactly once.
+    app.clock.advance(chrono::Duration::minutes(10));
+    let late = app.enter(&withdrawn_token, &drop, json!({})).await;
+    assert_error(&late, StatusCode::CONFLICT, "entries_closed");
+    let r = app.as_user(Method::DELETE, &me, &buyers[1].0).await;
+    assert_error(&r, StatusCode::CONFLICT, "entries_closed");
+    assert_eq!(app.livedrop().run_due_draws().await.unwrap(), 1);
+    assert_eq!(app.livedrop().run_due_draws().await.unwrap(), 0, "once");
+
+    let drawn = app.get(&format!("/drops/{id}")).await.body;
+    let seed = drawn["draw"]["seed"].as_str().unwrap().to_owned();
+    assert_eq!(seed.len(), 64);
+    assert_eq!(
+        sha256_hex(&seed),
+        commitment,
+        "the seed is the one committed to"
+    );
+    assert!(drawn["draw"]["drawn_at"].is_string());
+    assert_eq!(drawn["draw"]["entries"], 4);
+
+    // The ranking, recomputed here from the seed and the entry tokens.
+    let mut expected: Vec<(String, String)> = buyers
+        .iter()
+        .map(|(_, t)| (sha256_hex(&format!("{seed}:{t}")), t.clone()))
+        .collect();
+    expected.sort();
+    let expected: Vec<String> = expected.into_iter().map(|(_, t)| t).collect();
+    let first = app
+        .get(&format!("/drops/{id}/draw/entries?limit=3"))
+        .await
+        .body;
+    assert_eq!(first["next_cursor"], "3");
+    let rest = app
+        .get(&format!("/drops/{id}/draw/entries?limit=3&cursor=3"))
+        .await
+        .body;
+    assert!(rest["next_cursor"].is_null());
+    let published: Vec<Value> = first["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .cloned()
+        .collect();
+    assert_eq!(
+        published
+            .iter()
+            .map(|e| e["rank"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(
+        published
+            .iter()
+            .map(|e| e["token"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>(),
+        expected
+    );
+    // Winners in rank order while units last: 2 units, quantities from the entries.
+    let mut free = 2u32;
+    for entry in &published {
+        let quantity = entry["quantity"].as_u64().unwrap() as u32;
+        let won = quantity <= free;
+        if won {
+            free -= quantity;
+        }
+        assert_eq!(entry["result"], if won { "won" } else { "lost" }, "{entry}");
+        assert_eq!(entry.as_object().unwrap().len(), 5, "{entry}");
+    }
+    let winners = published.iter().filter(|e| e["result"] == "won").count();
+    assert_eq!(drawn["draw"]["winners"], winners as u64);
+
+    // Each buyer reads the result, rank and order; winners hold reserved orders.
+    app.deliver_events().await;
+    for (token, entry_token) in &buyers {
+        let mine = app.as_user(Method::GET, &me, token).await.body;
+        let rank = expected.iter().position(|t| t == entry_token).unwrap() as u64 + 1;
+        assert_eq!(mine["rank"], rank, "{mine}");
+        let published_entry = &published[rank as usize - 1];
+        assert_eq!(mine["result"], published_entry["result"]);
+        let kinds = app.notification_kinds(token).await;
+        if mine["result"] == "won" {
+            let order_id = mine["order_id"].as_str().unwrap();
+            let order = app
+                .as_user(Method::GET, &format!("/orders/{order_id}"), token)
+                .await;
+            assert_eq!(order.status, StatusCode::OK, "{}", order.body);
+            assert_eq!(order.body["status"], "reserved");
+            assert_eq!(order.body["quantity"], mine["quantity"]);
+            assert!(kinds.contains(&"draw_won".to_owned()), "{kinds:?}");
+        } else {
+            assert!(mine.get("order_id").is_none(), "{mine}");
+            assert!(kinds.contains(&"draw_lost".to_owned()), "{kinds:?}");
+        }
+    }
+    let stock = &drawn["stock"];
+    assert_eq!(
+        stock["reserved"].as_u64().unwrap() + stock["available"].as_u64().unwrap(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn draw_entries_open_at_the_start_and_draw_fields_are_checked() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let product = app.product(&creator).await;
+    let now = app.clock_now();
+    let body = json!({
+        "product_id": product["id"],
+        "starts_at": now + chrono::Duration::minutes(5),
+        "ends_at": now + chrono::Duration::hours(2),
+        "total_stock": 3,
+        "allocation": "draw",
+        "entries_close_at": now + chrono::Duration::minutes(30),
+    });
+    let drop = app
+        .call(Method::POST, "/drops", Some(&creator), Some(body))
+        .await;
+    assert_eq!(drop.status, StatusCode::CREATED, "{}", drop.body);
+    let (_, buyer) = app.user(Role::Customer, "buyer").await;
+    let r = app.enter(&buyer, &drop.body, json!({})).await;
+    assert_error(&r, StatusCode::CONFLICT, "entries_closed");
+    app.clock.advance(chrono::Duration::minutes(5));
+    let r = app.enter(&buyer, &drop.body, json!({"quantity": 1})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    let ends = now + chrono::Duration::hours(2);
+    for (case, extra) in [
+        (
+            "a draw without entries_close_at",
+            json!({"allocation": "draw"}),
+        ),
+        (
+            "entries_close_at after the end",
+            json!({"allocation": "draw", "entries_close_at": ends + chrono::Duration::minutes(1)}),
+        ),
+        (
+            "entries_close_at on a first-come drop",
+            json!({"entries_close_at": now + chrono::Duration::minutes(1)}),
+        ),
+        (
+            "a waiting room on a draw",
+            json!({"allocation": "draw", "entries_close_at": now + chrono::Duration::minutes(20),
+                   "waiting_room": {"admit_per_minute": 10, "token_seconds": 60, "opens_minutes_before": 5}}),
+        ),
+        (
+            "a waiting room admitting nobody",
+            json!({"waiting_room": {"admit_per_minute": 0, "token_seconds": 60, "opens_minutes_before": 5}}),
+        ),
+    ] {
+        let mut body = json!({"product_id": product["id"], "ends_at": ends, "total_stock": 1});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = app
+            .call(Method::POST, "/drops", Some(&creator), Some(body))
+            .await;
+        assert_error_for(case, &r, StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    let r = app
+        .call(
+            Method::POST,
+            "/drops",
+            Some(&creator),
+            Some(json!({"product_id": product["id"], "ends_at": ends, "total_stock": 1, "allocation": "lottery"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_waiting_room_shuffles_its_pre_queue_admits_at_its_rate_and_gates_orders() {
+    let app = app();
+    let (_, creator) = app.user(Role::Creator, "creator").await;
+    let product = app.product(&creator).await;
+    let now = app.clock_now();
+    let starts = now + chrono::Duration::minutes(10);
+    let body = json!({
+        "product_id": product["id"],
+        "starts_at": starts,
+        "ends_at": starts + chrono::Duration::hours(1),
+        "total_stock": 10,
+        "waiting_room": {"admit_per_minute": 60, "token_seconds": 30, "opens_minutes_before": 5},
+    });
+    let drop = app
+        .call(Method::POST, "/drops", Some(&creator), Some(body))
+        .await;
+    assert_eq!(drop.status, StatusCode::CREATED, "{}", drop.body);
+    let drop = drop.body;
+    let id = drop["id"].as_str().unwrap().to_owned();
+    assert_eq!(drop["allocation"], "first_come");
+    assert_eq!(
+        drop["waiting_room"],
+        json!({"admit_per_minute": 60, "token_seconds": 30, "opens_minutes_before": 5})
+    );
+    let queue = format!("/drops/{id}/queue");
+    let queue_me = format!("/drops/{id}/queue/me");
+
+    let (_, early) = app.user(Role::Customer, "early").await;
+    let r = app.as_user(Method::POST, &queue, &early).await;
+    assert_error(&r, StatusCode::CONFLICT, "conflict");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("opens"),
+        "{}",
+        r.body
+    );
+    let r = app.as_user(Method::GET, &queue_me, &early).await;
+    assert_error(&r, StatusCode::NOT_FOUND, "not_found");
+
+    // Six buyers join before the start, in order; positions are shuffled.
+    app.clock.advance(chrono::Duration::minutes(6));
+    let mut buyers = Vec::new();
+    for i in 0..6 {
+        let (user, token) = app.user(Role::Customer, &format!("b{i}")).await;
+        let r = app.as_user(Method::POST, &queue, &token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert_eq!(r.body["status"], "waiting");
+        assert!(r.body["admission_token"].is_null());
+        assert!(r.body["estimated_wait_seconds"].as_u64().unwrap() > 0);
+        let again = app.as_user(Method::POST, &queue, &token).await;
+        assert_eq!(
+            again.status,
+            StatusCode::OK,
+            "joining twice keeps the place"
+        );
+        buyers.push((user, token));
+    }
+    // Not live yet, no admission: orders are refused.
+    app.clock.set(starts);
+    let mut positions = Vec::new();
+    for (_, token) in &buyers {
+        let r = app.as_user(Method::GET, &queue_me, token).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        positions.push(r.body["position"].as_u64().unwrap());
+    }
+    let mut sorted = positions.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 2, 3, 4, 5, 6], "{positions:?}");
+    let by_position = |p: u64| &buyers[positions.iter().position(|&x| x == p).unwrap()];
+
+    // At the start, position 1 is admitted; one more each second.
+    let (first_user, first) = by_position(1);
+    let status = app.as_user(Method::GET, &queue_me, first).await.body;
+    assert_eq!(status["status"], "admitted", "{status}");
+    let admission = status["admission_token"].as_str().unwrap().to_owned();
+    let second = &by_position(2).1;
+    let waiting = app.as_user(Method::GET, &queue_me, second).await.body;
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    assert_eq!(waiting["estimated_wait_seconds"], 1);
+    assert_eq!(
+        app.livedrop()
+            .admitted_through(livedrop_core::DropId(uuid::Uuid::parse_str(&id).unwrap()))
+            .await
+            .unwrap(),
+        1
+    );
+
+    // Orders need this buyer's admission.
+    let no_token = app.order(first, &drop, 1, "room-1").await;
+    assert_error(&no_token, StatusCode::FORBIDDEN, "admission_required");
+    let order_body = json!({"drop_id": id, "quantity": 1});
+    let bad = app
+        .call_with(
+            Method::POST,
+            "/orders",
+            Some(first),
+            Some(order_body.clone()),
+            &[
+                ("idempotency-key", "room-2"),
+                ("admission-token", "v1.99999999999.00"),
+            ],
+        )
+        .await;
+    assert_error(&bad, StatusCode::FORBIDDEN, "admission_required");
+    let stolen = app
+        .call_with(
+            Method::POST,
+            "/orders",
+            Some(second),
+            Some(order_body.clone()),
+            &[
+                ("idempotency-key", "room-3"),
+                ("admission-token", admission.as_str()),
+            ],
+        )
+        .await;
+    assert_error(&stolen, StatusCode::FORBIDDEN, "admission_required");
+    let placed = app
+        .call_with(
+            Method::POST,
+            "/orders",
+            Some(first),
+            Some(order_body.clone()),
+            &[
+                ("idempotency-key", "room-4"),
+                ("admission-token", admission.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
+    assert_eq!(placed.body["user_id"], first_user.id.0.to_string());
+
+    // The rate: one more per second; a late arrival queues behind the pre-queue.
+    app.clock.advance(chrono::Duration::seconds(1));
+    let now_admitted = app.as_user(Method::GET, &queue_me, second).await.body;
+    assert_eq!(now_admitted["status"], "admitted", "{now_admitted}");
+    let third = app
+        .as_user(Method::GET, &queue_me, &by_position(3).1)
+        .await
+        .body;
+    assert_eq!(third["status"], "waiting", "{third}");
+    let (_, late) = app.user(Role::Customer, "late").await;
+    let r = app.as_user(Method::POST, &queue, &late).await.body;
+    assert_eq!(r["position"], 7, "{r}");
+    assert_eq!(r["status"], "waiting");
+    app.clock.advance(chrono::Duration::seconds(5));
+    let r = app.as_user(Method::GET, &queue_me, &late).await.body;
+    assert_eq!(r["status"], "admitted", "{r}");
+
+    // The SSE stream tells waiting pages how far admissions went.
+    let response = app
+        .router
+        .clone()
+        .oneshot(request(
+            Method::GET,
+            &format!("/drops/{id}/events"),
+            None,
+            None,
+            &[],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut stream = response.into_body().into_data_stream();
+    let mut buffer = String::new();
+    let (_, queued) = next_matching(&mut stream, &mut buffer, |n, _| n == "queue").await;
+    assert_eq!(queued["admitted_through"], 7, "{queued}");
+    assert_eq!(queued["drop_id"], id.as_str());
+
+    // A token runs out after token_seconds.
+    app.clock.advance(chrono::Duration::seconds(60));
+    let expired = app
+        .call_with(
+            Method::POST,
+            "/orders",
+            Some(first),
+            Some(json!({"drop_id": id, "quantity": 1})),
+            &[
+                ("idempotency-key", "room-5"),
+                ("admission-token", admission.as_str()),
+            ],
+        )
+        .await;
+    assert_error(&expired, StatusCode::FORBIDDEN, "admission_required");
 }

@@ -153,7 +153,7 @@ pub(crate) async fn patch_product(
     params(("Idempotency-Key" = Option<String>, Header, description = "Optional; replays the first response")),
     responses(
         (status = 201, description = "Scheduled (live at once when starts_at is omitted)", body = DropBody),
-        (status = 400, description = "invalid_input (both or neither of total_stock and variants, 0 or more than 100 variants, a malformed or repeated sku)", body = ErrorBody),
+        (status = 400, description = "invalid_input (both or neither of total_stock and variants, 0 or more than 100 variants, a malformed or repeated sku, a draw without entries_close_at in (starts_at, ends_at), entries_close_at on a first-come drop, a waiting room on a draw or out of bounds)", body = ErrorBody),
         (status = 403, description = "forbidden", body = ErrorBody),
         (status = 404, description = "not_found (product)", body = ErrorBody),
     ))]
@@ -197,11 +197,15 @@ pub(crate) async fn create_drop(
                     })
                     .collect(),
                 per_user_limit: body.per_user_limit,
+                allocation: body.allocation.unwrap_or_default(),
+                entries_close_at: body.entries_close_at,
+                waiting_room: body.waiting_room.map(Into::into),
             },
         )
         .await?;
     let now = livedrop.now();
-    Ok((StatusCode::CREATED, Json(DropBody::at(view, now))))
+    let body = DropBody::at(view, now).counted(livedrop).await?;
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
 /// Lists drops, newest first.
@@ -222,7 +226,11 @@ pub(crate) async fn list_drops(
     let livedrop = state.livedrop();
     let page = livedrop.list_drops(filter, page).await?;
     let now = livedrop.now();
-    Ok(Json(ListBody::from_page(page, |v| DropBody::at(v, now))))
+    let mut list = ListBody::from_page(page, |v| DropBody::at(v, now));
+    for item in &mut list.items {
+        *item = item.clone().counted(livedrop).await?;
+    }
+    Ok(Json(list))
 }
 
 /// A drop with its live stock.
@@ -239,7 +247,7 @@ pub(crate) async fn get_drop(
     let livedrop = state.livedrop();
     let view = livedrop.drop_view(DropId(id)).await?;
     let now = livedrop.now();
-    Ok(Json(DropBody::at(view, now)))
+    Ok(Json(DropBody::at(view, now).counted(livedrop).await?))
 }
 
 /// Cancels a drop (its creator or an admin); cancelling again changes nothing.
@@ -259,5 +267,5 @@ pub(crate) async fn cancel_drop(
     let livedrop = state.livedrop();
     let view = livedrop.cancel_drop(&actor, DropId(id)).await?;
     let now = livedrop.now();
-    Ok(Json(DropBody::at(view, now)))
+    Ok(Json(DropBody::at(view, now).counted(livedrop).await?))
 }

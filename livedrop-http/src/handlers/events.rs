@@ -20,12 +20,14 @@ use crate::state::AppState;
 /// The drop's stock and status as they change: first the current `stock` and
 /// `status`, then a `stock` event (`{"drop_id","stock","variants","status"}`, where
 /// `stock` is the sum and `variants` is `[{"sku","stock"}]`) per stock change
-/// and a `status` event (`{"drop_id","status"}`) per status change, with keep-alive
-/// comments. Ends when the server shuts down.
+/// and a `status` event (`{"drop_id","status"}`) per status change; on a drop
+/// behind a waiting room, a `queue` event (`{"drop_id","admitted_through"}`) when
+/// the stream begins and whenever more buyers are admitted, so a waiting page knows
+/// when to ask `GET /drops/{id}/queue/me` again; with keep-alive comments. Ends when the server shuts down.
 #[utoipa::path(get, path = "/drops/{id}/events", tag = "drops",
     params(("id" = Uuid, Path, description = "Drop id")),
     responses(
-        (status = 200, description = "text/event-stream of `stock` and `status` events", content_type = "text/event-stream"),
+        (status = 200, description = "text/event-stream of `stock`, `status` and `queue` events", content_type = "text/event-stream"),
         (status = 404, description = "not_found", body = ErrorBody),
     ))]
 pub(crate) async fn drop_events(
@@ -64,6 +66,13 @@ fn sse_event(update: DropUpdate) -> SseEvent {
         DropUpdate::Status { drop_id, status } => {
             ("status", json!({ "drop_id": drop_id, "status": status }))
         }
+        DropUpdate::Queue {
+            drop_id,
+            admitted_through,
+        } => (
+            "queue",
+            json!({ "drop_id": drop_id, "admitted_through": admitted_through }),
+        ),
     };
     SseEvent::default().event(name).data(data.to_string())
 }

@@ -2,6 +2,7 @@
 
 pub(crate) mod catalog;
 pub(crate) mod events;
+pub(crate) mod fair;
 pub(crate) mod internal;
 pub(crate) mod notifications;
 pub(crate) mod ops;

@@ -35,15 +35,22 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 /// The `Idempotency-Key` header.
 pub(crate) const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+/// The header carrying a waiting room's admission token on `POST /orders`.
+pub(crate) const ADMISSION_TOKEN: &str = "admission-token";
+
 /// Places an order, reserving stock for the hold period.
 #[utoipa::path(post, path = "/orders", tag = "orders", security(("bearer" = [])),
     request_body = NewOrderRequest,
-    params(("Idempotency-Key" = String, Header, description = "Required; scoped to the user, kept 24 h")),
+    params(
+        ("Idempotency-Key" = String, Header, description = "Required; scoped to the user, kept 24 h"),
+        ("Admission-Token" = Option<String>, Header, description = "Required on a drop behind a waiting room: the `admission_token` of `POST /drops/{id}/queue` for this buyer and drop"),
+    ),
     responses(
         (status = 201, description = "Reserved (a retry with the same key replays this)", body = OrderBody),
         (status = 400, description = "idempotency_key_missing, invalid_input (a malformed sku, or none on a drop of several variants)", body = ErrorBody),
+        (status = 403, description = "admission_required (a waiting-room drop, without a valid Admission-Token for this buyer and drop)", body = ErrorBody),
         (status = 404, description = "not_found (drop, or variant: an sku the drop does not sell)", body = ErrorBody),
-        (status = 409, description = "out_of_stock, drop_not_live, per_user_limit_exceeded, idempotency_key_in_flight", body = ErrorBody),
+        (status = 409, description = "out_of_stock, drop_not_live, drop_is_draw (enter its draw instead), per_user_limit_exceeded, idempotency_key_in_flight", body = ErrorBody),
         (status = 422, description = "idempotency_key_reused", body = ErrorBody),
         (status = 429, description = "rate_limited (see Retry-After)", body = ErrorBody),
     ))]
@@ -64,10 +71,24 @@ pub(crate) async fn place_order(
             )
         })?),
     };
+    let admission_token = match headers.get(ADMISSION_TOKEN) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| {
+                    ApiError::invalid(
+                        "Admission-Token",
+                        "Admission-Token must be visible ASCII characters",
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
     let request = PlaceOrder {
         drop_id: DropId(body.drop_id),
         quantity: body.quantity,
         sku: body.sku,
+        admission_token,
     };
     // Counted per answer: an idempotent replay counts again (the core does not say
     // whether a result was replayed).
