@@ -493,6 +493,9 @@ async function dropPage(id) {
 
   every(1000, () => {
     const now = Date.now();
+    // A hand-over may leave the stock as it was (reserved for the rival, then for
+    // this buyer), so no stock event says it happened: ask now and then too.
+    if (place && now % 5000 < 1000) readPlace();
     if (drop.status === "scheduled") {
       const left = new Date(drop.starts_at) - now;
       countdown.textContent = `Starts in ${duration(left)}`;

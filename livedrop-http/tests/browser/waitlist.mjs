@@ -1,7 +1,7 @@
 // A buyer's waitlist journey: a size is sold out, the buyer joins its waitlist from
 // the drop page, another buyer cancels elsewhere, and the unit is handed over: the
 // offer appears in the buyer's notifications and orders, and is paid.
-import { api, at, check, journey, logIn, openDrop, person, product, run, textOf, until, BASE } from "./lib.mjs";
+import { api, at, check, journey, logIn, openDrop, person, product, run, textOf, until } from "./lib.mjs";
 
 const creator = await person("creator", "creator");
 const item = await product(creator, "Waitlist boot");
@@ -51,8 +51,7 @@ await journey("waitlist", async (page, state) => {
   const offer = page.locator('[data-testid=notification][data-kind="waitlist_offer"]');
   await until("the waitlist offer", async () => {
     if ((await offer.count()) === 1) return true;
-    await page.goto(`${BASE}/#/`);
-    await page.goto(`${BASE}/#/notifications`);
+    await page.reload();
     await page.getByTestId("notifications").waitFor({ timeout: 2000 }).catch(() => {});
     return (await offer.count()) === 1;
   });
