@@ -106,19 +106,54 @@ async fn the_storefront_flag_leaves_root_unrouted_and_the_api_unchanged() {
 }
 
 #[tokio::test]
-async fn the_demo_gives_the_storefront_a_live_and_an_upcoming_drop() {
+async fn the_demo_gives_the_storefront_a_drop_in_every_mode() {
     let server = Server::start("storefront-demo", &settings(&[("LIVEDROP_DEMO", "1")])).await;
-    for (status, title) in [("live", "Demo hoodie"), ("scheduled", "Demo cap")] {
+    for (status, expected) in [
+        (
+            "live",
+            &[
+                ("Demo hoodie", "first_come"),
+                ("Demo raffle (draw)", "draw"),
+                ("Demo sneaker (sizes)", "first_come"),
+            ][..],
+        ),
+        (
+            "scheduled",
+            &[
+                ("Demo cap", "first_come"),
+                ("Demo console (waiting room)", "first_come"),
+            ][..],
+        ),
+    ] {
         let page = get_json(format!("{}/drops?status={status}", server.base)).await;
-        let drops = page["items"].as_array().unwrap();
-        assert_eq!(drops.len(), 1, "{status}: {page}");
-        let product = get_json(format!(
-            "{}/products/{}",
-            server.base,
-            drops[0]["product_id"].as_str().unwrap()
-        ))
-        .await;
-        assert_eq!(product["title"], title, "{status}");
+        let mut found = Vec::new();
+        for drop in page["items"].as_array().unwrap() {
+            let product = get_json(format!(
+                "{}/products/{}",
+                server.base,
+                drop["product_id"].as_str().unwrap()
+            ))
+            .await;
+            let title = product["title"].as_str().unwrap().to_owned();
+            let allocation = drop["allocation"].as_str().unwrap().to_owned();
+            match title.as_str() {
+                "Demo raffle (draw)" => assert!(drop["draw"]["commitment"].is_string(), "{drop}"),
+                "Demo console (waiting room)" => {
+                    assert!(drop["waiting_room"]["admit_per_minute"].is_u64(), "{drop}")
+                }
+                "Demo sneaker (sizes)" => {
+                    assert!(drop["variants"].as_array().unwrap().len() > 1, "{drop}")
+                }
+                _ => {}
+            }
+            found.push((title, allocation));
+        }
+        found.sort();
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(t, a)| ((*t).to_owned(), (*a).to_owned()))
+            .collect();
+        assert_eq!(found, expected, "{status}: {page}");
     }
     server.stop().await;
 }
