@@ -260,6 +260,7 @@ function renderNav() {
 }
 
 async function homePage() {
+  const hash = location.hash;
   show(h("p", { class: "muted" }, "Loading drops…"));
   const lists = await Promise.all(
     ["live", "sold_out", "scheduled"].map((status) => api("GET", `/drops?status=${status}&limit=100`)),
@@ -270,6 +271,8 @@ async function homePage() {
     return;
   }
   const cards = await Promise.all(drops.map(dropCard));
+  // The buyer may have moved on while the drops loaded (e.g. right after logging in).
+  if (location.hash !== hash) return;
   show(h("h1", {}, "Drops"), h("div", { class: "grid", "data-testid": "drops" }, cards));
 }
 
@@ -297,9 +300,11 @@ async function dropCard(drop) {
 }
 
 async function dropPage(id) {
+  const hash = location.hash;
   show(h("p", { class: "muted" }, "Loading…"));
   let drop = await api("GET", `/drops/${id}`);
   const p = await product(drop.product_id);
+  if (location.hash !== hash) return;
 
   const status = h("span", {}, statusBadge(drop.status));
   const available = h("strong", { "data-testid": "available" }, drop.stock.available);

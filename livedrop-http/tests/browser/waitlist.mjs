@@ -1,7 +1,7 @@
 // A buyer's waitlist journey: a size is sold out, the buyer joins its waitlist from
 // the drop page, another buyer cancels elsewhere, and the unit is handed over: the
 // offer appears in the buyer's notifications and orders, and is paid.
-import { api, at, check, journey, logIn, openDrop, person, product, run, textOf, until } from "./lib.mjs";
+import { api, at, check, journey, logIn, openDrop, person, product, run, textOf, until, BASE } from "./lib.mjs";
 
 const creator = await person("creator", "creator");
 const item = await product(creator, "Waitlist boot");
