@@ -3,6 +3,11 @@
 //! upcoming drops; a drop's page shows a countdown, live stock from
 //! `GET /drops/{id}/events`, and a buy button that keeps its `Idempotency-Key` until
 //! the order's answer arrives, so a retry after a lost answer cannot order twice.
+//! Each allocation mode has its panel: a sold-out size's waitlist; a draw's entry
+//! (enter, replace, withdraw), its commitment, result and revealed seed, and the
+//! public results, re-ranked in the browser; a waiting room's place and estimated
+//! wait, refreshed by the stream's `queue` events, and a buy button that sends the
+//! `Admission-Token`. `#/notifications` lists offers and draw results.
 //! `HttpOptions::storefront` (`--storefront false`) leaves `/` unrouted.
 
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};

@@ -2,6 +2,10 @@
 // and live stock (per size when it has several), buying the chosen size with an
 // Idempotency-Key that survives a retry, a waitlist for a sold-out size, the buyer's
 // orders, and register / log in. Plain JavaScript over the public API.
+// Every allocation mode has its own panel: first come (buy), a draw (enter, replace,
+// withdraw, the commitment, the result and the revealed seed, the public results
+// recomputed in the browser) and a waiting room (join, the place and estimated wait
+// from the `queue` events, then a buy that carries the Admission-Token).
 "use strict";
 
 const SESSION = "livedrop.session";
@@ -89,8 +93,8 @@ class ApiError extends Error {
   }
 }
 
-async function api(method, path, { body, key } = {}) {
-  const headers = { Accept: "application/json" };
+async function api(method, path, { body, key, headers: extra } = {}) {
+  const headers = { Accept: "application/json", ...extra };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const s = session.load();
   if (s) headers.Authorization = `Bearer ${s.token}`;
@@ -235,6 +239,7 @@ function renderNav() {
     nav.replaceChildren(
       h("span", { "data-testid": "who" }, s.user.display_name),
       h("a", { href: "#/orders" }, "My orders"),
+      h("a", { href: "#/notifications" }, "Notifications"),
       h(
         "button",
         {
@@ -255,6 +260,7 @@ function renderNav() {
 }
 
 async function homePage() {
+  const hash = location.hash;
   show(h("p", { class: "muted" }, "Loading drops…"));
   const lists = await Promise.all(
     ["live", "sold_out", "scheduled"].map((status) => api("GET", `/drops?status=${status}&limit=100`)),
@@ -265,6 +271,8 @@ async function homePage() {
     return;
   }
   const cards = await Promise.all(drops.map(dropCard));
+  // The buyer may have moved on while the drops loaded (e.g. right after logging in).
+  if (location.hash !== hash) return;
   show(h("h1", {}, "Drops"), h("div", { class: "grid", "data-testid": "drops" }, cards));
 }
 
@@ -278,15 +286,25 @@ async function dropCard(drop) {
     "a",
     { class: "card", href: `#/drops/${drop.id}`, "data-testid": "drop-card", "data-drop": drop.id },
     h("h3", {}, p.title),
-    h("p", {}, statusBadge(drop.status), " ", money(p.price_cents, p.currency)),
+    h(
+      "p",
+      {},
+      statusBadge(drop.status),
+      " ",
+      money(p.price_cents, p.currency),
+      drop.draw ? h("span", { class: "mode-tag", "data-testid": "mode" }, "draw") : null,
+      drop.waiting_room ? h("span", { class: "mode-tag", "data-testid": "mode" }, "waiting room") : null,
+    ),
     h("p", { class: "stock muted" }, `${drop.stock.available} of ${drop.stock.total} left · ${when}`),
   );
 }
 
 async function dropPage(id) {
+  const hash = location.hash;
   show(h("p", { class: "muted" }, "Loading…"));
   let drop = await api("GET", `/drops/${id}`);
   const p = await product(drop.product_id);
+  if (location.hash !== hash) return;
 
   const status = h("span", {}, statusBadge(drop.status));
   const available = h("strong", { "data-testid": "available" }, drop.stock.available);
@@ -336,6 +354,18 @@ async function dropPage(id) {
   const waitNote = h("p", { class: "muted", "data-testid": "waitlist-position" });
   // The buyer's place on this drop's waitlist, if any.
   let place = null;
+  // The allocation mode's own panel: a draw's entry and result, or a waiting room's
+  // queue. A first-come drop without a waiting room has neither.
+  const ctx = {
+    drop: () => drop,
+    chosen: () => chosen,
+    quantity: () => Number.parseInt(quantity.value, 10),
+    label: (sku) => variantOf(sku)?.label || sku,
+    refresh: () => refreshBuy(),
+    update: (fresh) => setStock(fresh.stock, fresh.status, fresh.variants, fresh),
+  };
+  const draw = drop.draw ? drawPanel(ctx) : null;
+  const room = drop.waiting_room ? queuePanel(ctx) : null;
 
   const paintSizes = () => {
     for (const v of drop.variants) {
@@ -344,8 +374,8 @@ async function dropPage(id) {
     }
   };
 
-  const setStock = (stock, newStatus, variants) => {
-    drop = { ...drop, stock, status: newStatus || drop.status };
+  const setStock = (stock, newStatus, variants, fresh) => {
+    drop = { ...drop, ...(fresh || {}), stock, status: newStatus || drop.status };
     if (variants) {
       drop.variants = drop.variants.map((v) => {
         const moved = variants.find((m) => m.sku === v.sku);
@@ -370,6 +400,14 @@ async function dropPage(id) {
     waitNote.textContent = place
       ? `You are #${place.position} in line for ${place.quantity} × ${variantOf(place.sku)?.label || place.sku}`
       : "";
+    if (draw) {
+      // A draw is entered, not bought: its panel has the buttons.
+      buyButton.hidden = true;
+      waitButton.hidden = true;
+      draw.paint();
+      return;
+    }
+    if (room) room.paint();
     if (p) {
       quantity.value = p.quantity;
       quantity.disabled = true;
@@ -380,6 +418,10 @@ async function dropPage(id) {
     quantity.disabled = false;
     buyButton.textContent = signedIn ? "Buy" : "Log in to buy";
     buyButton.disabled = signedIn && !(drop.status === "live" && variant.stock.available > 0);
+    if (room && signedIn && !room.token()) {
+      buyButton.textContent = "Buy when admitted";
+      buyButton.disabled = true;
+    }
   }
 
   waitButton.addEventListener("click", async () => {
@@ -431,15 +473,18 @@ async function dropPage(id) {
     buyButton.disabled = true;
     buyNote.textContent = "Ordering…";
     try {
+      const admission = room ? room.token() : null;
       const order = await api("POST", "/orders", {
         body: { drop_id: drop.id, quantity: attempt.quantity, sku: attempt.sku || chosen },
         key: attempt.key,
+        headers: admission ? { "Admission-Token": admission } : undefined,
       });
       pending.clear(drop.id);
       buyNote.textContent = "";
       location.hash = `#/orders/${order.id}`;
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
+      if (room && e.code === "admission_required") room.read();
       if (e.retryable) {
         buyNote.textContent = "The order may have gone through: Retry sends the same request, and never orders twice.";
       } else {
@@ -453,6 +498,9 @@ async function dropPage(id) {
 
   every(1000, () => {
     const now = Date.now();
+    // A hand-over may leave the stock as it was (reserved for the rival, then for
+    // this buyer), so no stock event says it happened: ask now and then too.
+    if (place && now % 5000 < 1000) readPlace();
     if (drop.status === "scheduled") {
       const left = new Date(drop.starts_at) - now;
       countdown.textContent = `Starts in ${duration(left)}`;
@@ -472,7 +520,7 @@ async function dropPage(id) {
     reloading = true;
     try {
       const fresh = await api("GET", `/drops/${drop.id}`);
-      setStock(fresh.stock, fresh.status, fresh.variants);
+      setStock(fresh.stock, fresh.status, fresh.variants, fresh);
     } catch (_) {
       // The stream or the next tick brings it.
     } finally {
@@ -488,6 +536,11 @@ async function dropPage(id) {
     setStock(data.stock, data.status, data.variants);
     // A size that moved may have served (or moved) the buyer's place.
     if (place) readPlace();
+    // Units a winner gave back may have gone to this buyer's entry.
+    if (draw) draw.moved();
+  });
+  stream.addEventListener("queue", (e) => {
+    if (room) room.moved(JSON.parse(e.data));
   });
   stream.addEventListener("status", (e) => {
     const data = JSON.parse(e.data);
@@ -501,7 +554,9 @@ async function dropPage(id) {
 
   paintSizes();
   refreshBuy();
-  readPlace();
+  if (!draw) readPlace();
+  if (draw) draw.read();
+  if (room) room.read();
   show(
     h(
       "section",
@@ -514,8 +569,250 @@ async function dropPage(id) {
       h("div", { class: "row" }, h("label", {}, "Quantity", quantity), buyButton, waitButton),
       buyNote,
       waitNote,
+      draw ? draw.node : null,
+      room ? room.node : null,
     ),
   );
+}
+
+function sendToLogin() {
+  sessionStorage.setItem(RETURN_TO, location.hash);
+  location.hash = "#/login";
+}
+
+/// A draw drop's panel: the commitment, the countdown to entries close, entering
+/// (or replacing) with the chosen size and quantity, withdrawing, and after the draw
+/// the buyer's result, the revealed seed and the public results.
+function drawPanel(ctx) {
+  const id = ctx.drop().id;
+  // The buyer's entry (`GET /drops/{id}/entries/me`), null when not entered.
+  let entry = null;
+  let polling = false;
+  const closes = h("span", { class: "countdown", "data-testid": "entries-countdown" });
+  const commitment = h("code", { class: "hash", "data-testid": "commitment" });
+  const seed = h("code", { class: "hash", "data-testid": "seed" });
+  const seedLine = h("p", { hidden: true }, "Seed revealed: ", seed);
+  const note = h("p", { "data-testid": "entry" });
+  const result = h("p", { class: "result", "data-testid": "draw-result" });
+  const results = h("a", { href: `#/drops/${id}/results`, "data-testid": "results-link", hidden: true }, "Public results");
+  const enter = h("button", { type: "button", "data-testid": "enter" }, "Enter the draw");
+  const withdraw = h("button", { type: "button", class: "secondary", "data-testid": "withdraw", hidden: true }, "Withdraw");
+
+  const drawn = () => Boolean(ctx.drop().draw.seed);
+  const open = () => {
+    const d = ctx.drop();
+    const now = Date.now();
+    return !drawn() && d.status !== "cancelled" && now >= new Date(d.starts_at) && now < new Date(d.draw.entries_close_at);
+  };
+
+  async function read() {
+    if (!session.load()) return paint();
+    try {
+      entry = await api("GET", `/drops/${id}/entries/me`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      entry = null; // 404: not entered
+    }
+    paint();
+  }
+
+  function paint() {
+    const d = ctx.drop();
+    const signedIn = session.load() !== null;
+    commitment.textContent = d.draw.commitment;
+    enter.hidden = !open();
+    enter.textContent = !signedIn ? "Log in to enter" : entry ? "Replace entry" : "Enter the draw";
+    withdraw.hidden = !(open() && entry);
+    note.textContent = entry
+      ? `Your entry: ${entry.quantity} × ${ctx.label(entry.sku)} · token ${entry.token}`
+      : signedIn && open()
+        ? "You have not entered yet. Entering reserves nothing: winners are drawn when entries close."
+        : "";
+    seedLine.hidden = !drawn();
+    seed.textContent = d.draw.seed || "";
+    results.hidden = !drawn();
+    if (!entry || !drawn() || entry.result === "pending") {
+      result.replaceChildren(entry && drawn() ? "Your entry is being drawn…" : "");
+    } else if (entry.result === "won") {
+      result.replaceChildren(
+        `You won (rank ${entry.rank}). `,
+        h("a", { href: `#/orders/${entry.order_id}`, "data-testid": "won-order" }, "Pay for your order"),
+      );
+    } else {
+      result.replaceChildren(`You did not win this time (rank ${entry.rank}). If a winner does not pay, the units go to the next in line.`);
+    }
+  }
+
+  async function send(method) {
+    const n = ctx.quantity();
+    if (method === "PUT" && (!Number.isInteger(n) || n < 1)) {
+      alertBox("Choose a quantity of at least 1.");
+      return;
+    }
+    enter.disabled = true;
+    withdraw.disabled = true;
+    try {
+      if (method === "PUT") {
+        entry = await api("PUT", `/drops/${id}/entries/me`, { body: { sku: ctx.chosen(), quantity: n } });
+      } else {
+        await api("DELETE", `/drops/${id}/entries/me`);
+        entry = null;
+      }
+      alertBox(null);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      alertBox(e.describe());
+    } finally {
+      enter.disabled = false;
+      withdraw.disabled = false;
+      paint();
+    }
+  }
+
+  enter.addEventListener("click", () => (session.load() ? send("PUT") : sendToLogin()));
+  withdraw.addEventListener("click", () => send("DELETE"));
+
+  // Once entries close, ask for the drop until its seed is out, then for the result.
+  async function poll() {
+    if (polling) return;
+    polling = true;
+    try {
+      const fresh = await api("GET", `/drops/${id}`);
+      ctx.update(fresh);
+      if (drawn()) await read();
+    } catch (_) {
+      // The next tick asks again.
+    } finally {
+      polling = false;
+    }
+  }
+
+  every(1000, () => {
+    const d = ctx.drop();
+    const now = Date.now();
+    if (drawn()) closes.textContent = `Drawn ${new Date(d.draw.drawn_at).toLocaleString()}`;
+    else if (now < new Date(d.starts_at)) closes.textContent = `Entries open in ${duration(new Date(d.starts_at) - now)}`;
+    else if (now < new Date(d.draw.entries_close_at)) closes.textContent = `Entries close in ${duration(new Date(d.draw.entries_close_at) - now)}`;
+    else {
+      closes.textContent = "Drawing…";
+      poll();
+    }
+    // The window opening or closing changes the buttons.
+    paint();
+  });
+
+  const node = h(
+    "div",
+    { class: "mode", "data-testid": "draw" },
+    h("h2", {}, "Draw"),
+    h("p", {}, closes),
+    h("p", { class: "muted" }, "Commitment (SHA-256 of the secret seed, published before any entry): ", commitment),
+    h("div", { class: "row" }, enter, withdraw),
+    note,
+    result,
+    seedLine,
+    h("p", {}, results),
+  );
+  return {
+    node,
+    paint,
+    read,
+    moved: () => {
+      if (drawn() && entry && entry.result !== "won") read();
+    },
+  };
+}
+
+/// A waiting-room drop's panel: joining the queue, the place and estimated wait
+/// (asked again when a `queue` event says the admitted part reached it), and the
+/// admission token that Buy sends while it is valid.
+function queuePanel(ctx) {
+  const id = ctx.drop().id;
+  // The buyer's place (`GET /drops/{id}/queue/me`), null when not in the queue.
+  let place = null;
+  let reading = false;
+  const join = h("button", { type: "button", class: "secondary", "data-testid": "join-queue" }, "Join the queue");
+  const note = h("p", { "data-testid": "queue-status" });
+
+  const opensAt = () => {
+    const d = ctx.drop();
+    return new Date(new Date(d.starts_at) - d.waiting_room.opens_minutes_before * 60_000);
+  };
+  const token = () =>
+    place && place.status === "admitted" && place.admission_token && new Date(place.expires_at) > new Date()
+      ? place.admission_token
+      : null;
+
+  async function read() {
+    if (!session.load() || reading) return paint();
+    reading = true;
+    try {
+      place = await api("GET", `/drops/${id}/queue/me`);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      place = null; // 404: not in the queue
+    } finally {
+      reading = false;
+    }
+    ctx.refresh();
+  }
+
+  function paint() {
+    const d = ctx.drop();
+    const signedIn = session.load() !== null;
+    const joinable = ["scheduled", "live"].includes(d.status) && new Date() >= opensAt();
+    join.hidden = !joinable || (place !== null && (place.status === "waiting" || token() !== null));
+    join.textContent = signedIn ? "Join the queue" : "Log in to join the queue";
+    if (token()) {
+      note.textContent = `Admitted: buy before ${new Date(place.expires_at).toLocaleTimeString()}`;
+    } else if (place && place.status === "waiting") {
+      const wait = place.estimated_wait_seconds;
+      note.textContent =
+        new Date() < new Date(d.starts_at)
+          ? `In the queue: the order is drawn at random when the sale opens (for now #${place.position})`
+          : `You are #${place.position} in the queue · about ${duration((wait || 0) * 1000)} to wait`;
+    } else if (place) {
+      note.textContent = "Your admission ran out: join the queue again.";
+    } else if (new Date() < opensAt()) {
+      note.textContent = `The queue opens ${opensAt().toLocaleString()}`;
+    } else {
+      note.textContent = "This drop has a waiting room: join the queue to buy.";
+    }
+  }
+
+  join.addEventListener("click", async () => {
+    if (!session.load()) return sendToLogin();
+    join.disabled = true;
+    try {
+      place = await api("POST", `/drops/${id}/queue`);
+      alertBox(null);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      alertBox(e.describe());
+    } finally {
+      join.disabled = false;
+      ctx.refresh();
+    }
+  });
+
+  // While waiting, the place and the wait are asked for now and then too: the
+  // shuffle at the start moves every place at once.
+  every(1000, () => {
+    paint();
+    if (place && place.status === "waiting" && Date.now() % 5000 < 1000) read();
+    if (place && place.status === "admitted" && !token()) ctx.refresh();
+  });
+
+  const node = h("div", { class: "mode", "data-testid": "waiting-room" }, h("h2", {}, "Waiting room"), note, h("div", { class: "row" }, join));
+  return {
+    node,
+    paint,
+    read,
+    token,
+    moved: (queue) => {
+      if (place && place.status === "waiting" && place.position <= queue.admitted_through) read();
+    },
+  };
 }
 
 function orderRow(order, title) {
@@ -610,6 +907,132 @@ async function orderPage(id) {
       h("p", {}, h("a", { href: `#/drops/${order.drop_id}` }, "Back to the drop")),
       actions,
     ),
+  );
+}
+
+/// Lower-case hex SHA-256 of a text, or null where the browser offers no digest
+/// (outside a secure context).
+async function sha256(text) {
+  if (!globalThis.crypto || !crypto.subtle) return null;
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/// A drawn drop's public results: the seed, its commitment and every entry in rank
+/// order, checked here in the browser (the commitment is the seed's hash; the ranks
+/// follow SHA-256(seed + ":" + token) ascending).
+async function resultsPage(id) {
+  const drop = await api("GET", `/drops/${id}`);
+  const title = (await product(drop.product_id)).title;
+  if (!drop.draw || !drop.draw.seed) {
+    show(h("h1", {}, `Draw: ${title}`), h("p", { "data-testid": "verdict" }, "Not drawn yet."));
+    return;
+  }
+  const entries = [];
+  let cursor = null;
+  do {
+    const page = await api("GET", `/drops/${id}/draw/entries?limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`);
+    entries.push(...page.items);
+    cursor = page.next_cursor;
+  } while (cursor);
+  const committed = await sha256(drop.draw.seed);
+  const keyed = await Promise.all(entries.map(async (e) => ({ e, key: await sha256(`${drop.draw.seed}:${e.token}`) })));
+  let verdict;
+  if (committed === null) verdict = "This browser cannot compute SHA-256 here; check with examples/verify_draw.rs.";
+  else {
+    const sorted = [...keyed].sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    const ranked = sorted.every((k, i) => k.e.rank === i + 1);
+    const sameOrder = sorted.every((k, i) => k.e.token === entries[i].token);
+    verdict =
+      committed === drop.draw.commitment && ranked && sameOrder
+        ? `Verified: the seed matches the commitment, and the ${entries.length} ranks follow from the seed.`
+        : "Mismatch: the published result is not the one the seed gives.";
+  }
+  show(
+    h("h1", {}, `Draw: ${title}`),
+    h("p", { "data-testid": "verdict" }, verdict),
+    h("p", { class: "muted" }, "Commitment: ", h("code", { class: "hash" }, drop.draw.commitment)),
+    h("p", { class: "muted" }, "Seed: ", h("code", { class: "hash" }, drop.draw.seed)),
+    h(
+      "table",
+      { "data-testid": "results" },
+      h("thead", {}, h("tr", {}, ["Rank", "Entry token", "Size", "Units", "Result"].map((t) => h("th", {}, t)))),
+      h(
+        "tbody",
+        {},
+        entries.map((e) =>
+          h(
+            "tr",
+            { "data-testid": "result-row", "data-token": e.token },
+            h("td", {}, e.rank),
+            h("td", {}, h("code", {}, e.token)),
+            h("td", {}, e.sku),
+            h("td", {}, e.quantity),
+            h("td", {}, e.result),
+          ),
+        ),
+      ),
+    ),
+    h("p", {}, h("a", { href: `/drops/${id}/draw/entries?limit=100` }, "The same list as JSON"), " · ", h("a", { href: `#/drops/${id}` }, "Back to the drop")),
+  );
+}
+
+const NOTICE_TEXT = {
+  waitlist_offer: "A unit you waited for is yours: pay for it before the hold runs out",
+  waitlist_skipped: "Your waitlist place was skipped (the per-buyer limit)",
+  waitlist_closed: "The drop ended before your waitlist turn",
+  draw_won: "You won a draw: pay for your order",
+  draw_lost: "You did not win a draw",
+  drop_live: "A drop you follow is live",
+  drop_scheduled: "A drop you follow is scheduled",
+  order_confirmed: "Your order is confirmed",
+  order_expired: "Your hold ran out",
+};
+
+/// The order a notification names, if any (its payload's `order` or `order_id`).
+function noticeOrder(payload) {
+  if (!payload) return null;
+  if (payload.order && payload.order.id) return payload.order.id;
+  return payload.order_id || null;
+}
+
+async function notificationsPage() {
+  if (!requireSession()) return;
+  const page = await api("GET", "/notifications?limit=100");
+  show(
+    h("h1", {}, "Notifications"),
+    page.items.length === 0
+      ? h("p", { class: "muted" }, "Nothing yet.")
+      : h(
+          "ul",
+          { class: "notices", "data-testid": "notifications" },
+          page.items.map((n) => {
+            const order = noticeOrder(n.payload);
+            return h(
+              "li",
+              { "data-testid": "notification", "data-kind": n.kind, class: n.read_at ? "read" : "unread" },
+              NOTICE_TEXT[n.kind] || n.kind,
+              " · ",
+              h("span", { class: "muted" }, new Date(n.created_at).toLocaleString()),
+              order ? [" · ", h("a", { href: `#/orders/${order}`, "data-testid": "notification-order" }, "Open the order")] : null,
+            );
+          }),
+        ),
+    page.items.some((n) => !n.read_at)
+      ? h(
+          "button",
+          {
+            type: "button",
+            class: "secondary",
+            "data-testid": "read-all",
+            onclick: async () => {
+              await api("POST", "/notifications/read-all");
+              route();
+            },
+          },
+          "Mark all read",
+        )
+      : null,
   );
 }
 
@@ -710,7 +1133,9 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   try {
     if (parts.length === 0) await homePage();
+    else if (parts[0] === "drops" && parts[1] && parts[2] === "results") await resultsPage(parts[1]);
     else if (parts[0] === "drops" && parts[1]) await dropPage(parts[1]);
+    else if (parts[0] === "notifications") await notificationsPage();
     else if (parts[0] === "orders" && parts[1]) await orderPage(parts[1]);
     else if (parts[0] === "orders") await ordersPage();
     else if (parts[0] === "login") loginPage();

@@ -1,6 +1,9 @@
 //! The storefront page at `/`: served by the binary with its script and style, off
-//! with `LIVEDROP_STOREFRONT=0`, and a buyer's whole first-come journey through it in
-//! headless Chromium (`tests/browser/journey.mjs`, playwright-core).
+//! with `LIVEDROP_STOREFRONT=0`, and a buyer's whole journey through it in headless
+//! Chromium (playwright-core), one per allocation mode: first come
+//! (`tests/browser/journey.mjs`), a waitlist hand-over (`waitlist.mjs`), a draw
+//! (`draw.mjs`, entries closing a few seconds after the start) and a waiting room
+//! (`waiting_room.mjs`, the sale starting a few seconds after the queue is joined).
 //!
 //! The browser test needs `LIVEDROP_TEST_BROWSER` (the Chromium binary) and
 //! `scripts/browser.sh` run once (it installs both and prints the path); unset, it
@@ -103,19 +106,54 @@ async fn the_storefront_flag_leaves_root_unrouted_and_the_api_unchanged() {
 }
 
 #[tokio::test]
-async fn the_demo_gives_the_storefront_a_live_and_an_upcoming_drop() {
+async fn the_demo_gives_the_storefront_a_drop_in_every_mode() {
     let server = Server::start("storefront-demo", &settings(&[("LIVEDROP_DEMO", "1")])).await;
-    for (status, title) in [("live", "Demo hoodie"), ("scheduled", "Demo cap")] {
+    for (status, expected) in [
+        (
+            "live",
+            &[
+                ("Demo hoodie", "first_come"),
+                ("Demo raffle (draw)", "draw"),
+                ("Demo sneaker (sizes)", "first_come"),
+            ][..],
+        ),
+        (
+            "scheduled",
+            &[
+                ("Demo cap", "first_come"),
+                ("Demo console (waiting room)", "first_come"),
+            ][..],
+        ),
+    ] {
         let page = get_json(format!("{}/drops?status={status}", server.base)).await;
-        let drops = page["items"].as_array().unwrap();
-        assert_eq!(drops.len(), 1, "{status}: {page}");
-        let product = get_json(format!(
-            "{}/products/{}",
-            server.base,
-            drops[0]["product_id"].as_str().unwrap()
-        ))
-        .await;
-        assert_eq!(product["title"], title, "{status}");
+        let mut found = Vec::new();
+        for drop in page["items"].as_array().unwrap() {
+            let product = get_json(format!(
+                "{}/products/{}",
+                server.base,
+                drop["product_id"].as_str().unwrap()
+            ))
+            .await;
+            let title = product["title"].as_str().unwrap().to_owned();
+            let allocation = drop["allocation"].as_str().unwrap().to_owned();
+            match title.as_str() {
+                "Demo raffle (draw)" => assert!(drop["draw"]["commitment"].is_string(), "{drop}"),
+                "Demo console (waiting room)" => {
+                    assert!(drop["waiting_room"]["admit_per_minute"].is_u64(), "{drop}")
+                }
+                "Demo sneaker (sizes)" => {
+                    assert!(drop["variants"].as_array().unwrap().len() > 1, "{drop}")
+                }
+                _ => {}
+            }
+            found.push((title, allocation));
+        }
+        found.sort();
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(t, a)| ((*t).to_owned(), (*a).to_owned()))
+            .collect();
+        assert_eq!(found, expected, "{status}: {page}");
     }
     server.stop().await;
 }
@@ -132,9 +170,12 @@ fn browser(test: &str) -> Option<String> {
     Some(path)
 }
 
-#[tokio::test]
-async fn a_buyer_journey_through_the_storefront_in_chromium() {
-    let Some(chromium) = browser("a_buyer_journey_through_the_storefront_in_chromium") else {
+/// Runs `tests/browser/<script>` in headless Chromium against a fresh in-memory
+/// server started with `extra` settings, and asserts it reached `<name>: done`.
+/// Skips (saying why) without a browser; a failed journey leaves its screenshot and
+/// HTML in `target/browser-artifacts/`.
+async fn journey(test: &str, script: &str, name: &str, extra: &[(&str, &str)]) {
+    let Some(chromium) = browser(test) else {
         return;
     };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
@@ -145,16 +186,13 @@ async fn a_buyer_journey_through_the_storefront_in_chromium() {
     );
     let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/browser-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let server = Server::start(
-        "storefront-journey",
-        &settings(&[("LIVEDROP_HOLD_SECONDS", "300")]),
-    )
-    .await;
+    let server = Server::start(test, &settings(extra)).await;
 
     let base = server.base.clone();
+    let script = dir.join(script);
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
-            .arg(dir.join("journey.mjs"))
+            .arg(script)
             .env("BASE", base)
             .env("CHROMIUM", chromium)
             .env("ARTIFACTS", artifacts)
@@ -168,13 +206,57 @@ async fn a_buyer_journey_through_the_storefront_in_chromium() {
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "the journey failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
+        "the {name} journey failed ({}):\n{stdout}\n{stderr}\nserver log:\n{}",
         output.status,
         server.log_tail()
     );
     assert!(
-        stdout.contains("journey: done"),
-        "the journey did not reach its end:\n{stdout}"
+        stdout.contains(&format!("{name}: done")),
+        "the {name} journey did not reach its end:\n{stdout}"
     );
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_buyer_journey_through_the_storefront_in_chromium() {
+    journey(
+        "a_buyer_journey_through_the_storefront_in_chromium",
+        "journey.mjs",
+        "journey",
+        &[("LIVEDROP_HOLD_SECONDS", "300")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_waitlisted_buyer_is_handed_a_cancelled_unit_in_chromium() {
+    journey(
+        "a_waitlisted_buyer_is_handed_a_cancelled_unit_in_chromium",
+        "waitlist.mjs",
+        "waitlist",
+        &[("LIVEDROP_HOLD_SECONDS", "300")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_buyer_enters_a_draw_wins_and_pays_in_chromium() {
+    journey(
+        "a_buyer_enters_a_draw_wins_and_pays_in_chromium",
+        "draw.mjs",
+        "draw",
+        &[("LIVEDROP_HOLD_SECONDS", "300")],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_buyer_waits_in_the_queue_and_buys_with_the_token_in_chromium() {
+    journey(
+        "a_buyer_waits_in_the_queue_and_buys_with_the_token_in_chromium",
+        "waiting_room.mjs",
+        "waiting-room",
+        &[("LIVEDROP_HOLD_SECONDS", "300")],
+    )
+    .await;
 }
