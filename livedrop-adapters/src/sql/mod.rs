@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub(crate) mod catalog;
+pub(crate) mod fair;
 pub(crate) mod orders;
 pub(crate) mod outbox;
 pub(crate) mod rows;
@@ -757,4 +758,9 @@ mod tests {
         tokio::time::sleep(IDLE * 2).await;
         assert_eq!(batcher.combiners.len(), 0, "an idle combiner retires");
     }
+}
+
+/// `key` as a stored `i64` in the same order (the sign bit flipped).
+pub(crate) fn shuffle_key(key: u64) -> i64 {
+    (key ^ (1 << 63)) as i64
 }
