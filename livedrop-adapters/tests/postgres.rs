@@ -1469,6 +1469,9 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
                 total_stock: 5,
                 variants: vec![],
                 per_user_limit: None,
+                allocation: Default::default(),
+                entries_close_at: None,
+                waiting_room: None,
             },
         )
         .await
@@ -1484,6 +1487,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
                 drop_id: drop.drop.id,
                 quantity: 1,
                 sku: None,
+                admission_token: None,
             },
         )
         .await

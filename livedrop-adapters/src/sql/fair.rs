@@ -609,8 +609,8 @@ macro_rules! fair_ports {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
                     return Ok(QueueOutcome::NoWaitingRoom);
                 };
-                let member: Option<i64> = ::sqlx::query_scalar(
-                    "SELECT 1 FROM queue_entries WHERE drop_id = $1 AND user_id = $2",
+                let member: Option<::uuid::Uuid> = ::sqlx::query_scalar(
+                    "SELECT user_id FROM queue_entries WHERE drop_id = $1 AND user_id = $2",
                 )
                 .bind(drop.0)
                 .bind(user.0)
