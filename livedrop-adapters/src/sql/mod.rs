@@ -659,6 +659,11 @@ pub(crate) fn restock_overflow(
     })
 }
 
+/// `key` as a stored `i64` in the same order (the sign bit flipped).
+pub(crate) fn shuffle_key(key: u64) -> i64 {
+    (key ^ (1 << 63)) as i64
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -758,9 +763,4 @@ mod tests {
         tokio::time::sleep(IDLE * 2).await;
         assert_eq!(batcher.combiners.len(), 0, "an idle combiner retires");
     }
-}
-
-/// `key` as a stored `i64` in the same order (the sign bit flipped).
-pub(crate) fn shuffle_key(key: u64) -> i64 {
-    (key ^ (1 << 63)) as i64
 }
