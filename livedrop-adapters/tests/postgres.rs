@@ -1469,6 +1469,9 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
                 total_stock: 5,
                 variants: vec![],
                 per_user_limit: None,
+                allocation: Default::default(),
+                entries_close_at: None,
+                waiting_room: None,
             },
         )
         .await
@@ -1484,6 +1487,7 @@ async fn without_a_broker_every_process_sees_every_committed_event() {
                 drop_id: drop.drop.id,
                 quantity: 1,
                 sku: None,
+                admission_token: None,
             },
         )
         .await
@@ -1661,4 +1665,244 @@ async fn simulated_workload_with_terminated_backends_keeps_every_guarantee() {
     );
     assert!(report.requests > 60);
     assert!(killed.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
+
+/// A live draw drop (entries close at `at(600)`) of sizes s (3 units) and m (2),
+/// limit 2, stored through `store`; with its secret seed.
+async fn new_draw_drop(store: &PgStore) -> (model::Drop, String) {
+    use livedrop_core::ports::DrawRepository;
+    let seed = model::Draw::new_seed();
+    let mut drop = fixtures::with_variants(live_drop(2), &["s", "m"]);
+    drop.draw = Some(model::Draw {
+        entries_close_at: fixtures::at(600),
+        commitment: model::Draw::commitment_of(&seed),
+        seed: None,
+        drawn_at: None,
+    });
+    let events = [Event::drop(EventType::DropScheduled, &drop, t0())];
+    store
+        .insert_draw_drop(&drop, &[3, 2], &seed, &events)
+        .await
+        .unwrap();
+    (drop, seed)
+}
+
+/// Two processes race `run_draw` on one drop, round after round: exactly one call
+/// draws, the others find it drawn; the orders are exactly the winners' and the
+/// stock accounts for them; the ranking is the one the revealed seed gives.
+#[tokio::test]
+async fn a_draw_runs_exactly_once_across_two_processes() {
+    use livedrop_core::model::{DrawEntryRequest, DrawOutcome, DrawResult, EntryOutcome};
+    use livedrop_core::ports::DrawRepository;
+
+    let Some(db) = fresh().await else {
+        return;
+    };
+    let [a, b] = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
+    for round in 0..6 {
+        let (drop, seed) = new_draw_drop(&a).await;
+        for i in 0..12u32 {
+            let store = if i % 2 == 0 { &a } else { &b };
+            let request = DrawEntryRequest {
+                drop_id: drop.id,
+                user_id: UserId::new(),
+                sku: if i % 3 == 0 { "m" } else { "s" }.into(),
+                quantity: 1 + i % 2,
+                token: model::DrawEntry::new_token(),
+                at: fixtures::at(i64::from(i)),
+            };
+            let outcome = store.enter_draw(&request).await.unwrap();
+            assert!(matches!(outcome, EntryOutcome::Done(_)), "{outcome:?}");
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let id = drop.id;
+                tokio::spawn(async move {
+                    store
+                        .run_draw(id, fixtures::at(601), fixtures::HOLD)
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut drawn = Vec::new();
+        for task in tasks {
+            match task.await.unwrap() {
+                DrawOutcome::Drawn { drop, entries } => drawn.push((drop, entries)),
+                DrawOutcome::AlreadyDrawn => {}
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(drawn.len(), 1, "round {round}: exactly one call draws");
+        let (drawn_drop, entries) = drawn.pop().unwrap();
+        let draw = drawn_drop.draw.unwrap();
+        assert_eq!(draw.seed.as_deref(), Some(seed.as_str()));
+        assert_eq!(model::Draw::commitment_of(&seed), draw.commitment);
+        // The ranking, recomputed from the published seed and tokens alone.
+        let mut keyed: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                let key = model::Draw::commitment_of(&format!("{seed}:{}", e.token));
+                (key, e.token.clone())
+            })
+            .collect();
+        keyed.sort();
+        assert_eq!(
+            entries.iter().map(|e| e.token.clone()).collect::<Vec<_>>(),
+            keyed.into_iter().map(|(_, t)| t).collect::<Vec<_>>()
+        );
+        // Winners' orders, and nothing else, were placed.
+        let winners: HashSet<Uuid> = entries
+            .iter()
+            .filter(|e| e.result == DrawResult::Won)
+            .map(|e| e.order_id.unwrap().0)
+            .collect();
+        assert!(!winners.is_empty());
+        let mut conn = db.conn().await;
+        let placed: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orders WHERE drop_id = $1")
+            .bind(drop.id.0)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(placed.into_iter().collect::<HashSet<_>>(), winners);
+        let drawn_events: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE aggregate_id = $1 AND event_type = 'drop.drawn'",
+        )
+        .bind(drop.id.0)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(drawn_events, 1);
+        for (sku, _, accounted) in audit_variants(&db, drop.id).await {
+            assert!(
+                accounted,
+                "round {round}: variant {sku} accounts for its orders"
+            );
+        }
+        let (count, won) = b.draw_counts(drop.id).await.unwrap();
+        assert_eq!((count, won), (12, winners.len() as u64));
+    }
+}
+
+/// Forty buyers join one waiting room at once through two processes, ten before
+/// the start and thirty after: positions are 1..=40, each once, and no two
+/// admissions are closer than the room's interval.
+#[tokio::test]
+async fn queue_joins_across_two_processes_keep_the_rate() {
+    use livedrop_core::model::{QueueOutcome, WaitingRoom};
+    use livedrop_core::ports::QueueRepository;
+
+    let Some(db) = fresh().await else {
+        return;
+    };
+    let [a, b] = pools(&db, [ReserveStrategy::RowLock, ReserveStrategy::group()]).await;
+    let product = fixtures::product(UserId::new(), "Console", "", fixtures::at(-7_200));
+    let mut drop = fixtures::drop_of(
+        &product,
+        fixtures::at(600),
+        fixtures::at(7_200),
+        1,
+        DropState::Scheduled,
+        fixtures::at(-7_200),
+    );
+    let room = WaitingRoom {
+        admit_per_minute: 120,
+        token_seconds: 60,
+        opens_minutes_before: 30,
+    };
+    drop.waiting_room = Some(room);
+    a.insert_drop(&drop, &[5], &[]).await.unwrap();
+    assert_eq!(
+        a.drop_by_id(drop.id).await.unwrap().unwrap().waiting_room,
+        Some(room)
+    );
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let join_all = |users: Vec<(UserId, Timestamp, u64)>| {
+        let tasks: Vec<_> = users
+            .into_iter()
+            .enumerate()
+            .map(|(i, (user, now, key))| {
+                let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+                let id = drop.id;
+                tokio::spawn(async move { store.join_queue(id, user, now, key).await.unwrap() })
+            })
+            .collect();
+        async move {
+            let mut out = Vec::new();
+            for task in tasks {
+                match task.await.unwrap() {
+                    QueueOutcome::Joined(entry) => out.push(entry),
+                    other => panic!("expected Joined, got {other:?}"),
+                }
+            }
+            out
+        }
+    };
+    let early: Vec<_> = (0..10)
+        .map(|i| (UserId::new(), fixtures::at(i), rng.gen::<u64>()))
+        .collect();
+    join_all(early).await;
+    let late: Vec<_> = (0..30)
+        .map(|i| {
+            let now = fixtures::at(600) + chrono::Duration::milliseconds(200 * i);
+            (UserId::new(), now, rng.gen::<u64>())
+        })
+        .collect();
+    join_all(late.clone()).await;
+
+    let users: Vec<UserId> = {
+        let mut conn = db.conn().await;
+        sqlx::query_scalar::<_, Uuid>("SELECT user_id FROM queue_entries WHERE drop_id = $1")
+            .bind(drop.id.0)
+            .fetch_all(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(UserId)
+            .collect()
+    };
+    assert_eq!(users.len(), 40);
+    let mut entries = Vec::new();
+    for (i, user) in users.iter().enumerate() {
+        let store = if i % 2 == 0 { &a } else { &b };
+        entries.push(store.queue_entry(drop.id, *user).await.unwrap().unwrap());
+    }
+    entries.sort_by_key(|e| e.position);
+    assert_eq!(
+        entries.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=40).collect::<Vec<u64>>()
+    );
+    assert_eq!(entries[0].admit_at, fixtures::at(600));
+    for pair in entries.windows(2) {
+        assert!(
+            pair[1].admit_at - pair[0].admit_at >= room.interval(),
+            "admissions {} and {} closer than the interval",
+            pair[0].position,
+            pair[1].position
+        );
+    }
+    for entry in &entries[10..] {
+        assert!(
+            entry.admit_at >= entry.joined_at,
+            "not admitted before joining"
+        );
+    }
+    // Joining again keeps the place.
+    let (user, now, key) = late[0];
+    let before = a.queue_entry(drop.id, user).await.unwrap().unwrap();
+    let again = b
+        .join_queue(drop.id, user, now + chrono::Duration::seconds(5), key)
+        .await
+        .unwrap();
+    assert_eq!(again, QueueOutcome::Joined(before));
+    let last = entries[39].admit_at;
+    assert_eq!(a.admitted_through(drop.id, last).await.unwrap(), 40);
+    assert_eq!(
+        b.admitted_through(drop.id, last - chrono::Duration::milliseconds(1))
+            .await
+            .unwrap(),
+        39
+    );
 }

@@ -271,3 +271,7 @@ pub(crate) async fn append_events(conn: &mut PgConnection, events: &[Event]) -> 
         .map_err(map_sqlx_error)?;
     Ok(())
 }
+
+/// Locks a drop's row for the caller's write transaction (draws, waiting rooms):
+/// `NO KEY UPDATE`, so inserts referencing the drop (orders) do not wait for it.
+pub(crate) const LOCK_DROP: &str = " FOR NO KEY UPDATE";

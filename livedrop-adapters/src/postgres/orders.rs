@@ -13,6 +13,7 @@ use crate::sql::{Batcher, Placement};
 
 crate::sql::orders::order_ports!(PgStore, Inner);
 crate::sql::waitlist::waitlist_ports!(PgStore);
+crate::sql::fair::fair_ports!(PgStore);
 
 impl PgStore {
     /// Places `order` with the store's [`ReserveStrategy`].

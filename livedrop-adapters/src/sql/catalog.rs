@@ -327,12 +327,14 @@ macro_rules! catalog_ports {
             }
         }
 
-        #[::async_trait::async_trait]
-        impl ::livedrop_core::ports::DropRepository for $store {
-            async fn insert_drop(
+        impl $store {
+            /// Stores a new drop as `DropRepository::insert_drop` documents, with
+            /// its draw record and waiting room, and a draw drop's secret `seed`.
+            pub(crate) async fn insert_drop_row(
                 &self,
                 drop: &::livedrop_core::model::Drop,
                 stock: &[u32],
+                seed: Option<&str>,
                 events: &[::livedrop_core::event::Event],
             ) -> ::livedrop_core::StoreResult<()> {
                 if stock.len() != drop.variants.len() || stock.is_empty() {
@@ -347,8 +349,11 @@ macro_rules! catalog_ports {
                 ::sqlx::query(
                     "INSERT INTO drops (id, product_id, creator_id, title, price_cents, \
                                         currency, starts_at, ends_at, per_user_limit, state, \
-                                        created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                        created_at, draw_entries_close_at, draw_commitment, \
+                                        draw_seed, drawn_at, room_admit_per_minute, \
+                                        room_token_seconds, room_opens_minutes_before) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                             $16, $17, $18)",
                 )
                 .bind(drop.id.0)
                 .bind(drop.product_id.0)
@@ -361,9 +366,24 @@ macro_rules! catalog_ports {
                 .bind(i64::from(drop.per_user_limit))
                 .bind(drop.state.as_str())
                 .bind(dialect::stamp(drop.created_at))
+                .bind(drop.draw.as_ref().map(|d| dialect::stamp(d.entries_close_at)))
+                .bind(drop.draw.as_ref().map(|d| d.commitment.as_str()))
+                .bind(drop.draw.as_ref().and_then(|d| d.seed.as_deref()))
+                .bind(drop.draw.as_ref().and_then(|d| d.drawn_at).map(dialect::stamp))
+                .bind(drop.waiting_room.map(|r| i64::from(r.admit_per_minute)))
+                .bind(drop.waiting_room.map(|r| i64::from(r.token_seconds)))
+                .bind(drop.waiting_room.map(|r| i64::from(r.opens_minutes_before)))
                 .execute(&mut *tx)
                 .await
                 .map_err(dialect::map_sqlx_error)?;
+                if let Some(seed) = seed {
+                    ::sqlx::query("INSERT INTO draw_secrets (drop_id, seed) VALUES ($1, $2)")
+                        .bind(drop.id.0)
+                        .bind(seed)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(dialect::map_sqlx_error)?;
+                }
                 for (position, (variant, units)) in drop.variants.iter().zip(stock).enumerate() {
                     let total = i64::from(*units);
                     ::sqlx::query(
@@ -398,6 +418,18 @@ macro_rules! catalog_ports {
                 }
                 dialect::append_events(&mut tx, events).await?;
                 self.inner.commit(tx, !events.is_empty()).await
+            }
+        }
+
+        #[::async_trait::async_trait]
+        impl ::livedrop_core::ports::DropRepository for $store {
+            async fn insert_drop(
+                &self,
+                drop: &::livedrop_core::model::Drop,
+                stock: &[u32],
+                events: &[::livedrop_core::event::Event],
+            ) -> ::livedrop_core::StoreResult<()> {
+                self.insert_drop_row(drop, stock, None, events).await
             }
 
             async fn drop_by_id(

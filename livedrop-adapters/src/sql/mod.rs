@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 pub(crate) mod catalog;
+pub(crate) mod fair;
 pub(crate) mod orders;
 pub(crate) mod outbox;
 pub(crate) mod rows;
@@ -656,6 +657,11 @@ pub(crate) fn restock_overflow(
             adjustment.delta, adjustment.sku, adjustment.drop_id
         ))
     })
+}
+
+/// `key` as a stored `i64` in the same order (the sign bit flipped).
+pub(crate) fn shuffle_key(key: u64) -> i64 {
+    (key ^ (1 << 63)) as i64
 }
 
 #[cfg(test)]

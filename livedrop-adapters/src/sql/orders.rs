@@ -233,6 +233,14 @@ macro_rules! order_ports {
             hold: ::chrono::Duration,
             locked: &::std::collections::HashSet<::uuid::Uuid>,
         ) -> ::livedrop_core::StoreResult<Option<Vec<::livedrop_core::event::Event>>> {
+            // A draw drop has no waitlist: once drawn, its units go to the entries
+            // that have not won.
+            if let Some(draw) = &drop.draw {
+                if draw.drawn_at.is_none() {
+                    return Ok(Some(Vec::new()));
+                }
+                return serve_draw(conn, drop, sku, stock, now, hold).await.map(Some);
+            }
             let free = $crate::sql::to_u32(stock.available)?;
             if free == 0 || !drop.accepts_orders_at(now) {
                 return Ok(Some(Vec::new()));

@@ -73,6 +73,7 @@ macro_rules! rows_at_time {
         pub(crate) type NotificationRow = $crate::sql::rows::NotificationRow<Time>;
         pub(crate) type OutboxRow = $crate::sql::rows::OutboxRow<Time>;
         pub(crate) type WaitlistRow = $crate::sql::rows::WaitlistRow<Time>;
+        pub(crate) type DrawEntryRow = $crate::sql::rows::DrawEntryRow<Time>;
 
         /// The keyset bounds of a page as stored.
         pub(crate) fn after(
@@ -196,6 +197,13 @@ pub(crate) struct DropRow<T> {
     per_user_limit: i64,
     state: String,
     created_at: T,
+    draw_entries_close_at: Option<T>,
+    draw_commitment: Option<String>,
+    draw_seed: Option<String>,
+    drawn_at: Option<T>,
+    room_admit_per_minute: Option<i64>,
+    room_token_seconds: Option<i64>,
+    room_opens_minutes_before: Option<i64>,
     pub(crate) sku: String,
     label: String,
     #[sqlx(flatten)]
@@ -206,7 +214,9 @@ impl<T: Stamp> DropRow<T> {
     /// Columns of `drops d JOIN inventory i`.
     pub(crate) const COLUMNS: &'static str = "d.id, d.product_id, d.creator_id, d.title, \
          d.price_cents, d.currency, d.starts_at, d.ends_at, d.per_user_limit, d.state, \
-         d.created_at, i.sku, i.label, i.total_stock, i.available, i.reserved, i.sold, \
+         d.created_at, d.draw_entries_close_at, d.draw_commitment, d.draw_seed, d.drawn_at, \
+         d.room_admit_per_minute, d.room_token_seconds, d.room_opens_minutes_before, \
+         i.sku, i.label, i.total_stock, i.available, i.reserved, i.sold, \
          i.version";
 
     /// The drop of this row, selling `variants`.
@@ -224,7 +234,40 @@ impl<T: Stamp> DropRow<T> {
             state: DropState::parse(&self.state).ok_or_else(|| bad("drop state", &self.state))?,
             created_at: self.created_at.time()?,
             variants,
+            draw: self.draw()?,
+            waiting_room: self.waiting_room()?,
         })
+    }
+
+    /// The draw record of a draw drop (its close time and commitment are set).
+    fn draw(&self) -> StoreResult<Option<model::Draw>> {
+        let (Some(close), Some(commitment)) =
+            (self.draw_entries_close_at, self.draw_commitment.as_ref())
+        else {
+            return Ok(None);
+        };
+        Ok(Some(model::Draw {
+            entries_close_at: close.time()?,
+            commitment: commitment.clone(),
+            seed: self.draw_seed.clone(),
+            drawn_at: time_opt(self.drawn_at)?,
+        }))
+    }
+
+    /// The waiting room's settings, when the drop has one.
+    fn waiting_room(&self) -> StoreResult<Option<model::WaitingRoom>> {
+        let (Some(rate), Some(token), Some(opens)) = (
+            self.room_admit_per_minute,
+            self.room_token_seconds,
+            self.room_opens_minutes_before,
+        ) else {
+            return Ok(None);
+        };
+        Ok(Some(model::WaitingRoom {
+            admit_per_minute: to_u32(rate)?,
+            token_seconds: to_u32(token)?,
+            opens_minutes_before: to_u32(opens)?,
+        }))
     }
 
     /// The drops of `rows` (each drop's rows together, its variants in position
@@ -451,6 +494,47 @@ impl<T: Stamp> OutboxRow<T> {
                 version: self.version,
                 payload: self.payload,
             },
+        })
+    }
+}
+
+/// A draw entry (`e` in queries).
+#[derive(sqlx::FromRow)]
+pub(crate) struct DrawEntryRow<T> {
+    drop_id: Uuid,
+    user_id: Uuid,
+    sku: String,
+    quantity: i64,
+    token: String,
+    entered_at: T,
+    result: String,
+    rank: Option<i64>,
+    order_id: Option<Uuid>,
+}
+
+impl<T: Stamp> DrawEntryRow<T> {
+    /// Columns of `draw_entries e`.
+    pub(crate) const COLUMNS: &'static str = "e.drop_id, e.user_id, e.sku, e.quantity, e.token, \
+         e.entered_at, e.result, e.rank, e.order_id";
+
+    pub(crate) fn into_entry(self) -> StoreResult<model::DrawEntry> {
+        Ok(model::DrawEntry {
+            drop_id: DropId(self.drop_id),
+            user_id: UserId(self.user_id),
+            sku: self.sku,
+            quantity: to_u32(self.quantity)?,
+            token: self.token,
+            entered_at: self.entered_at.time()?,
+            result: model::DrawResult::parse(&self.result)
+                .ok_or_else(|| bad("draw result", &self.result))?,
+            rank: self
+                .rank
+                .map(|r| {
+                    u64::try_from(r)
+                        .map_err(|_| StoreError::backend(format!("rank {r} out of range")))
+                })
+                .transpose()?,
+            order_id: self.order_id.map(OrderId),
         })
     }
 }

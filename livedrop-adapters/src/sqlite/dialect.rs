@@ -163,3 +163,7 @@ pub(crate) async fn insert_orders(
     }
     Ok(inserted)
 }
+
+/// Locks a drop's row for the caller's write transaction: nothing to add, the
+/// transaction holds the database's one write lock.
+pub(crate) const LOCK_DROP: &str = "";

@@ -22,6 +22,7 @@ use crate::sql::{self, Batcher, Placement, VariantRow};
 
 crate::sql::orders::order_ports!(SqliteStore, Inner);
 crate::sql::waitlist::waitlist_ports!(SqliteStore);
+crate::sql::fair::fair_ports!(SqliteStore);
 
 impl SqliteStore {
     /// Places `order`: through its drop's combiner when batching, else alone.
