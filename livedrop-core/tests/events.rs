@@ -7,9 +7,9 @@
 use serde_json::json;
 
 use livedrop_core::event::{
-    Event, EventPayload, EventType, FollowPayload, StockPayload, WaitlistPayload,
+    DrawPayload, Event, EventPayload, EventType, FollowPayload, StockPayload, WaitlistPayload,
 };
-use livedrop_core::model::{DropState, Order, Stock, WaitlistEntry};
+use livedrop_core::model::{DrawEntry, DrawResult, DropState, Order, Stock, WaitlistEntry};
 use livedrop_core::testing::fixtures::{self, at, T0};
 use livedrop_core::UserId;
 
@@ -73,6 +73,32 @@ fn sample(kind: EventType) -> (Event, EventPayload) {
         EventType::WaitlistOffered => of_entry(EventPayload::WaitlistOffered, Some(&offered)),
         EventType::WaitlistSkipped => of_entry(EventPayload::WaitlistSkipped, None),
         EventType::WaitlistClosed => of_entry(EventPayload::WaitlistClosed, None),
+        EventType::DropDrawn => of_drop(EventPayload::DropDrawn),
+        EventType::DrawWon | EventType::DrawLost => {
+            let entry = DrawEntry {
+                drop_id: drop.id,
+                user_id: UserId::new(),
+                sku: "default".into(),
+                quantity: 1,
+                token: DrawEntry::new_token(),
+                entered_at: T0,
+                result: DrawResult::Won,
+                rank: Some(1),
+                order_id: None,
+            };
+            let won = fixtures::order(entry.user_id, &drop, 1, "draw", T0);
+            let order = (kind == EventType::DrawWon).then_some(&won);
+            let payload = DrawPayload {
+                entry: entry.clone(),
+                order: order.cloned(),
+            };
+            let wrap = if kind == EventType::DrawWon {
+                EventPayload::DrawWon
+            } else {
+                EventPayload::DrawLost
+            };
+            (Event::draw(kind, &entry, order, T0), wrap(payload))
+        }
         EventType::UserFollowed => {
             let follow = FollowPayload {
                 follower_id: UserId::new(),
