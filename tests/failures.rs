@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::World;
+use common::{sized_order, World};
 use livedrop::adapters::memory::MemoryBus;
 use livedrop::core::event::EventType;
 use livedrop::core::model::Role;
@@ -147,7 +147,9 @@ async fn an_unavailable_repository_is_a_clear_error_and_frees_the_key() {
 }
 
 #[tokio::test]
-async fn an_unavailable_idempotency_store_refuses_the_order_before_reserving() {
+async fn an_unavailable_idempotency_store_fails_only_what_it_must_keep() {
+    // An order's key is kept by the order store in the order's own step: an
+    // unavailable key store does not stop orders, and a retry still replays.
     let mut idempotency = MockIdempotencyStore::new();
     idempotency
         .expect_begin()
@@ -158,8 +160,19 @@ async fn an_unavailable_idempotency_store_refuses_the_order_before_reserving() {
     });
     let drop = world.creators_drop(5, None).await;
     let buyer = world.user(Role::Customer).await;
-    let err = world.order(&buyer, Some("k"), &drop, 1).await.unwrap_err();
-    assert_eq!(err.code(), "unavailable");
+    let first = world.order(&buyer, Some("k"), &drop, 1).await.unwrap();
+    let again = world.order(&buyer, Some("k"), &drop, 1).await.unwrap();
+    assert_eq!(again, first, "the retry replays the order");
     let stock = world.stock(&drop).await;
-    assert_eq!(stock.available, 5, "nothing was reserved");
+    assert_eq!(stock.reserved, 1, "one reservation");
+    // A refusal decided before the order store (no such variant) is kept through
+    // the key store: while it is unavailable the answer is `unavailable`, never a
+    // refusal a retry might not meet again.
+    let err = world
+        .app
+        .place_order(&buyer, Some("other"), sized_order(&drop, "no-such-size", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "unavailable");
+    assert_eq!(world.stock(&drop).await, stock, "nothing else moved");
 }

@@ -6,7 +6,7 @@
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -544,6 +544,9 @@ fn summary(o: &PlaceOutcome) -> Summary {
         PlaceOutcome::LimitExceeded { limit, held } => ("limit", None, Some((*limit, *held))),
         PlaceOutcome::DropNotFound => ("not_found", None, None),
         PlaceOutcome::UnknownVariant => ("unknown_variant", None, None),
+        PlaceOutcome::Replayed(_) => ("replayed", None, None),
+        PlaceOutcome::KeyReused => ("key_reused", None, None),
+        PlaceOutcome::KeyInFlight => ("key_in_flight", None, None),
     }
 }
 
@@ -1081,6 +1084,8 @@ struct StockModel {
     drop: model::Drop,
     stock: Stock,
     orders: Vec<Order>,
+    /// Refusals kept under their keys: (buyer, key) → (fingerprint, record).
+    kept: HashMap<(UserId, String), (String, serde_json::Value)>,
 }
 
 impl StockModel {
@@ -1094,6 +1099,7 @@ impl StockModel {
                 sold: 0,
             },
             orders: Vec::new(),
+            kept: HashMap::new(),
         }
     }
 
@@ -1117,20 +1123,34 @@ impl StockModel {
         {
             return PlaceOutcome::Duplicate(o.clone());
         }
+        let key = (order.user_id, order.idempotency_key.clone());
+        if let Some((fingerprint, record)) = self.kept.get(&key) {
+            return if *fingerprint == order.fingerprint {
+                PlaceOutcome::Replayed(record.clone())
+            } else {
+                PlaceOutcome::KeyReused
+            };
+        }
         let held = self.held(order.user_id);
         if !self.drop.accepts_orders_at(now) {
             return PlaceOutcome::NotLive;
         }
-        if held + order.quantity > self.drop.per_user_limit {
-            return PlaceOutcome::LimitExceeded {
+        let refused = if held + order.quantity > self.drop.per_user_limit {
+            Some(PlaceOutcome::LimitExceeded {
                 limit: self.drop.per_user_limit,
                 held,
-            };
-        }
-        if self.stock.available < order.quantity {
-            return PlaceOutcome::OutOfStock {
+            })
+        } else if self.stock.available < order.quantity {
+            Some(PlaceOutcome::OutOfStock {
                 available: self.stock.available,
-            };
+            })
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            let record = livedrop_core::service::order_record(&refused, order.quantity).unwrap();
+            self.kept.insert(key, (order.fingerprint.clone(), record));
+            return refused;
         }
         self.stock.available -= order.quantity;
         self.stock.reserved += order.quantity;

@@ -828,6 +828,18 @@ pub enum PlaceOutcome {
     DropNotFound,
     /// The drop does not sell `order.sku`.
     UnknownVariant,
+    /// The buyer's idempotency key holds a finished outcome of a request with the
+    /// order's fingerprint (a refusal the store recorded, or another operation's
+    /// stored response): its record, as
+    /// [`Livedrop::idempotently`](crate::service::Livedrop::idempotently) stores it.
+    /// Nothing changed.
+    Replayed(serde_json::Value),
+    /// The buyer's idempotency key belongs to a request with another fingerprint.
+    /// Nothing changed.
+    KeyReused,
+    /// The buyer's idempotency key is claimed by a request still running (its lease
+    /// has not run out). Nothing changed.
+    KeyInFlight,
 }
 
 /// A buyer's or payment's decision on a reserved order.

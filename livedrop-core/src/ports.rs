@@ -167,6 +167,11 @@ pub trait OrderRepository: Send + Sync + 'static {
     /// Places `order` (status `reserved`) as one atomic step, checking in this order:
     ///
     /// 1. the buyer already has an order with `order.idempotency_key` → `Duplicate`;
+    ///    else the buyer's [idempotency key](IdempotencyStore) `order.idempotency_key`
+    ///    is finished with `order.fingerprint` → `Replayed` with its stored response,
+    ///    finished or claimed with another fingerprint → `KeyReused`, claimed under a
+    ///    lease that has not run out at `now` → `KeyInFlight` (a claim whose lease ran
+    ///    out is taken over by this decision);
     /// 2. no such drop → `DropNotFound`;
     /// 3. the drop has no variant `order.sku` → `UnknownVariant`;
     /// 4. the drop does not [accept orders](model::Drop::accepts_orders_at) at `now` → `NotLive`;
@@ -177,6 +182,14 @@ pub trait OrderRepository: Send + Sync + 'static {
     /// 7. otherwise the variant's `available -= q`, `reserved += q`, the order is
     ///    stored, and `order.placed` then [`Event::stock_moved`] are appended →
     ///    `Placed`.
+    ///
+    /// The outcomes `Placed`, `LimitExceeded` and `OutOfStock` are the key's final
+    /// answer: in the same atomic step the store finishes the buyer's idempotency
+    /// key with `order.fingerprint` and the response
+    /// [`order_record`](crate::service::order_record) gives, as
+    /// [`IdempotencyStore::complete`] would, so the order path needs no claim of its
+    /// own and every later request under the key (an order, or any other operation
+    /// through [`IdempotencyStore::begin`]) meets that answer.
     ///
     /// Correct under any concurrency and across processes sharing the store: two
     /// orders of one buyer for two variants never pass the limit together. Orders of

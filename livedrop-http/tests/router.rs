@@ -16,7 +16,7 @@ use futures::StreamExt;
 use livedrop_adapters::memory::memory_ports;
 use livedrop_core::model::{Role, User};
 use livedrop_core::ports::{BeginOutcome, MockIdempotencyStore};
-use livedrop_core::service::Livedrop;
+use livedrop_core::service::{Livedrop, PlaceOrder};
 use livedrop_core::{Config, ManualClock, Ports, UserId};
 use livedrop_http::auth::TokenKeys;
 use livedrop_http::state::ReadinessCheck;
@@ -1027,6 +1027,41 @@ async fn a_hold_is_extended_once_while_reserved_and_not_expired() {
 
 #[tokio::test]
 async fn an_order_while_the_first_with_its_key_runs_is_409() {
+    // The key of an order is claimed by a request still running (its lease live):
+    // the order decides nothing.
+    let app = app();
+    let (_, drop) = app.creator_with_drop(3, None).await;
+    let (buyer, token) = app.user(Role::Customer, "buyer").await;
+    let request = PlaceOrder {
+        drop_id: drop["id"].as_str().unwrap().parse().unwrap(),
+        quantity: 1,
+        sku: None,
+        admission_token: None,
+    };
+    let store = &app.livedrop().ports().idempotency;
+    let claimed = store
+        .begin(
+            buyer.id,
+            "busy",
+            &request.fingerprint(),
+            app.clock_now(),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(claimed, BeginOutcome::Started(_)), "{claimed:?}");
+    let r = app.order(&token, &drop, 1, "busy").await;
+    assert_error(&r, StatusCode::CONFLICT, "idempotency_key_in_flight");
+    let r = app
+        .get(&format!("/drops/{}", drop["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(
+        r.body["stock"]["available"], 3,
+        "nothing reserved: {}",
+        r.body
+    );
+
+    // The optional key on other POSTs goes through the same store.
     let mut mock = MockIdempotencyStore::new();
     mock.expect_begin()
         .returning(|_, _, _, _, _| Ok(BeginOutcome::InFlight));
@@ -1037,11 +1072,7 @@ async fn an_order_while_the_first_with_its_key_runs_is_409() {
             p
         },
     );
-    let (creator, drop) = app.creator_with_drop(3, None).await;
-    let (_, token) = app.user(Role::Customer, "buyer").await;
-    let r = app.order(&token, &drop, 1, "busy").await;
-    assert_error(&r, StatusCode::CONFLICT, "idempotency_key_in_flight");
-    // The optional key on other POSTs goes through the same store.
+    let (creator, _) = app.creator_with_drop(3, None).await;
     let product = json!({"title": "t", "description": "", "price_cents": 1, "currency": "EUR"});
     let r = app
         .post_keyed("/products", Some(&creator), product, "busy")

@@ -53,7 +53,7 @@ pub(crate) const MAX_SWEEP: u32 = u32::MAX;
 /// A connection (or a transaction's).
 pub(crate) type Conn = PgConnection;
 
-pub(crate) use super::group::{held_units, known_orders, write_batch};
+pub(crate) use super::group::{held_units, known_keys, known_orders, write_batch};
 pub(crate) use super::orders::insert_orders;
 
 /// Whether [`lock_buyers`] takes locks (a hand-off must then have locked every buyer

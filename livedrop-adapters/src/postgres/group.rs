@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
-use livedrop_core::StoreResult;
+use livedrop_core::{StoreResult, Timestamp};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
@@ -22,7 +22,7 @@ use super::dialect::{EventColumns, OrderColumns, OrderRow, VariantRow};
 use super::{map_sqlx_error, PgStore};
 use crate::sql::orders::HOLDING;
 use crate::sql::rows::HeldRow;
-use crate::sql::{self, Placement};
+use crate::sql::{self, FinishedKey, KeyRow, Placement};
 
 impl PgStore {
     /// [`ReserveStrategy::Group`](super::ReserveStrategy::Group): queues the order to
@@ -65,6 +65,42 @@ pub(crate) async fn known_orders(
     OrderRow::by_key(rows)
 }
 
+/// The idempotency keys of the batch's buyers as stored, by (buyer, key).
+pub(crate) async fn known_keys(
+    conn: &mut PgConnection,
+    batch: &[Placement],
+) -> StoreResult<HashMap<(Uuid, String), KeyRow>> {
+    let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
+    let keys: Vec<&str> = batch
+        .iter()
+        .map(|r| r.order.idempotency_key.as_str())
+        .collect();
+    let rows = sqlx::query(
+        "SELECT user_id, key, fingerprint, state, lease_until, response FROM idempotency_keys \
+         WHERE (user_id, key) IN (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
+    )
+    .bind(&users)
+    .bind(&keys)
+    .fetch_all(conn)
+    .await
+    .map_err(map_sqlx_error)?;
+    rows.into_iter()
+        .map(|row| {
+            let state: String = row.try_get("state")?;
+            Ok((
+                (row.try_get("user_id")?, row.try_get("key")?),
+                KeyRow {
+                    fingerprint: row.try_get("fingerprint")?,
+                    completed: state == "completed",
+                    lease_until: row.try_get("lease_until")?,
+                    response: row.try_get("response")?,
+                },
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_sqlx_error)
+}
+
 /// Units each of `users` holds in `drop`, all variants (reserved + confirmed).
 pub(crate) async fn held_units(
     conn: &mut PgConnection,
@@ -85,17 +121,24 @@ pub(crate) async fn held_units(
 }
 
 /// Sets the held variant rows `stock`, inserts `orders` (skipping any whose key
-/// exists) and appends `events`, in one round trip. Returns how many orders were
-/// inserted.
+/// exists), appends `events` and finishes `keys` (taking over claims whose lease
+/// ended, leaving any other key as it is), in one round trip. Returns how many
+/// orders were inserted and how many keys finished.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     drop: DropId,
     stock: &[VariantRow],
     orders: &[Order],
     events: &[Event],
-) -> StoreResult<u64> {
+    keys: &[FinishedKey],
+) -> StoreResult<(u64, u64)> {
     let o = OrderColumns::new(orders);
     let e = EventColumns::new(events);
+    let key_users: Vec<Uuid> = keys.iter().map(|k| k.user).collect();
+    let key_names: Vec<&str> = keys.iter().map(|k| k.key.as_str()).collect();
+    let key_prints: Vec<&str> = keys.iter().map(|k| k.fingerprint.as_str()).collect();
+    let key_answers: Vec<&serde_json::Value> = keys.iter().map(|k| &k.response).collect();
+    let key_times: Vec<Timestamp> = keys.iter().map(|k| k.at).collect();
     let skus: Vec<&str> = stock.iter().map(|v| v.sku.as_str()).collect();
     let available: Vec<i64> = stock.iter().map(|v| v.stock.available).collect();
     let reserved: Vec<i64> = stock.iter().map(|v| v.stock.reserved).collect();
@@ -107,8 +150,20 @@ pub(crate) async fn write_batch(
              FROM UNNEST($2::text[], $3::int8[], $4::int8[], $5::int8[]) \
                   AS s(sku, available, reserved, version) \
              WHERE i.drop_id = $1 AND i.sku = s.sku \
-         ), placed AS ({} RETURNING 1), appended AS ({}) \
-         SELECT count(*) FROM placed",
+         ), placed AS ({} RETURNING 1), appended AS ({}), finished AS ( \
+             INSERT INTO idempotency_keys AS k (user_id, key, fingerprint, state, \
+                                                lease_until, response, created_at, claim) \
+             SELECT u, n, f, 'completed', NULL, r, t, NULL \
+             FROM UNNEST($24::uuid[], $25::text[], $26::text[], $27::jsonb[], \
+                         $28::timestamptz[]) AS x(u, n, f, r, t) \
+             ON CONFLICT (user_id, key) DO UPDATE \
+                 SET state = 'completed', lease_until = NULL, claim = NULL, \
+                     response = EXCLUDED.response \
+                 WHERE k.state = 'in_flight' AND k.fingerprint = EXCLUDED.fingerprint \
+                   AND k.lease_until <= EXCLUDED.created_at \
+             RETURNING 1 \
+         ) \
+         SELECT (SELECT count(*) FROM placed), (SELECT count(*) FROM finished)",
         OrderColumns::insert(6),
         EventColumns::insert(18)
     );
@@ -118,11 +173,20 @@ pub(crate) async fn write_batch(
         .bind(&available)
         .bind(&reserved)
         .bind(&versions);
-    let inserted: i64 = e
+    let row = e
         .bind(o.bind(query))
+        .bind(&key_users)
+        .bind(&key_names)
+        .bind(&key_prints)
+        .bind(&key_answers)
+        .bind(&key_times)
         .fetch_one(conn)
         .await
-        .and_then(|row| row.try_get(0))
         .map_err(map_sqlx_error)?;
-    Ok(u64::try_from(inserted).unwrap_or(0))
+    let inserted: i64 = row.try_get(0).map_err(map_sqlx_error)?;
+    let finished: i64 = row.try_get(1).map_err(map_sqlx_error)?;
+    Ok((
+        u64::try_from(inserted).unwrap_or(0),
+        u64::try_from(finished).unwrap_or(0),
+    ))
 }

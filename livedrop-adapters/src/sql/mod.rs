@@ -252,6 +252,62 @@ impl VariantRow {
     pub(crate) const COLUMNS: &'static str = "sku, total_stock, available, reserved, sold, version";
 }
 
+/// A batch buyer's idempotency key as stored (`idempotency_keys`).
+#[derive(Debug, Clone)]
+pub(crate) struct KeyRow {
+    /// The fingerprint of the request that claimed or finished it.
+    pub(crate) fingerprint: String,
+    /// Finished, with `response`; else claimed until `lease_until`.
+    pub(crate) completed: bool,
+    /// The claim's lease.
+    pub(crate) lease_until: Option<Timestamp>,
+    /// The finished key's response.
+    pub(crate) response: Option<serde_json::Value>,
+}
+
+/// A key a batch finishes in its transaction: the answer of its order
+/// ([`livedrop_core::service::order_record`]).
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedKey {
+    /// The buyer.
+    pub(crate) user: Uuid,
+    /// The key.
+    pub(crate) key: String,
+    /// The order's fingerprint.
+    pub(crate) fingerprint: String,
+    /// The answer kept under the key.
+    pub(crate) response: serde_json::Value,
+    /// When: a claim whose lease ended by then is taken over.
+    pub(crate) at: Timestamp,
+}
+
+/// What the keys already hold decide for `r`, before its drop is looked at: an
+/// order under its key (`known`) → `Duplicate`; a key finished or claimed (`keys`)
+/// → `Replayed`, `KeyReused` or `KeyInFlight` (a claim whose lease ended by `r.now`
+/// decides nothing: the batch takes it over).
+pub(crate) fn prior_outcome(
+    known: &HashMap<(Uuid, String), Order>,
+    keys: &HashMap<(Uuid, String), KeyRow>,
+    r: &Placement,
+) -> Option<PlaceOutcome> {
+    let key = (r.order.user_id.0, r.order.idempotency_key.clone());
+    if let Some(existing) = known.get(&key) {
+        return Some(PlaceOutcome::Duplicate(existing.clone()));
+    }
+    let row = keys.get(&key)?;
+    if row.fingerprint != r.order.fingerprint {
+        Some(PlaceOutcome::KeyReused)
+    } else if row.completed {
+        Some(PlaceOutcome::Replayed(
+            row.response.clone().unwrap_or(serde_json::Value::Null),
+        ))
+    } else if row.lease_until.is_some_and(|until| until > r.now) {
+        Some(PlaceOutcome::KeyInFlight)
+    } else {
+        None
+    }
+}
+
 /// What a batch decided, to be written in its transaction.
 pub(crate) struct BatchDecision {
     /// One outcome per order of the batch, in order.
@@ -262,30 +318,57 @@ pub(crate) struct BatchDecision {
     pub(crate) events: Vec<Event>,
     /// The variant rows the batch moved, after the batch, in sku order.
     pub(crate) stock: Vec<VariantRow>,
+    /// The keys the batch finishes, one per decided order.
+    pub(crate) keys: Vec<FinishedKey>,
 }
 
 /// Decides `batch` on a drop whose touched variant rows (`stock`, by sku) are held,
-/// in arrival order: an order whose (buyer, key) is in `known` (any drop) is a
-/// duplicate; otherwise the variant, liveness, the per-user limit (`held`: units
-/// each buyer holds in the drop, all variants) and the variant's stock, each order
-/// seeing the ones placed before it.
+/// in arrival order: first what the buyer's key holds ([`prior_outcome`]: `known`
+/// orders on any drop, `keys` as stored); otherwise the variant, liveness, the
+/// per-user limit (`held`: units each buyer holds in the drop, all variants) and the
+/// variant's stock, each order seeing the ones decided before it. Each `Placed`,
+/// `LimitExceeded` and `OutOfStock` finishes its key.
 pub(crate) fn decide_batch(
     drop: &model::Drop,
     mut stock: BTreeMap<String, StockRow>,
     mut known: HashMap<(Uuid, String), Order>,
+    mut keys: HashMap<(Uuid, String), KeyRow>,
     mut held: HashMap<Uuid, i64>,
     batch: &[Placement],
 ) -> StoreResult<BatchDecision> {
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut placed: Vec<Order> = Vec::new();
     let mut events = Vec::new();
+    let mut finished = Vec::new();
     let mut moved = std::collections::BTreeSet::new();
     for r in batch {
-        let key = (r.order.user_id.0, r.order.idempotency_key.clone());
-        if let Some(existing) = known.get(&key) {
-            outcomes.push(PlaceOutcome::Duplicate(existing.clone()));
+        if let Some(outcome) = prior_outcome(&known, &keys, r) {
+            outcomes.push(outcome);
             continue;
         }
+        let key = (r.order.user_id.0, r.order.idempotency_key.clone());
+        let mut finish = |outcome: &PlaceOutcome| {
+            let Some(response) = livedrop_core::service::order_record(outcome, r.order.quantity)
+            else {
+                return;
+            };
+            keys.insert(
+                key.clone(),
+                KeyRow {
+                    fingerprint: r.order.fingerprint.clone(),
+                    completed: true,
+                    lease_until: None,
+                    response: Some(response.clone()),
+                },
+            );
+            finished.push(FinishedKey {
+                user: key.0,
+                key: key.1.clone(),
+                fingerprint: r.order.fingerprint.clone(),
+                response,
+                at: r.now,
+            });
+        };
         let row = match stock.get_mut(&r.order.sku) {
             Some(row) if drop.variant(&r.order.sku).is_some() => row,
             _ => {
@@ -301,6 +384,7 @@ pub(crate) fn decide_batch(
             to_u32(row.available)?,
             r.order.quantity,
         ) {
+            finish(&no);
             outcomes.push(no);
             continue;
         }
@@ -317,9 +401,11 @@ pub(crate) fn decide_batch(
             r.now,
         ));
         moved.insert(order.sku.clone());
+        let outcome = PlaceOutcome::Placed(order.clone());
+        finish(&outcome);
         known.insert(key, order.clone());
-        placed.push(order.clone());
-        outcomes.push(PlaceOutcome::Placed(order));
+        placed.push(order);
+        outcomes.push(outcome);
     }
     let stock = stock
         .into_iter()
@@ -331,6 +417,7 @@ pub(crate) fn decide_batch(
         placed,
         events,
         stock,
+        keys: finished,
     })
 }
 

@@ -14,7 +14,7 @@ pub(crate) const HOLDING: &str = "('reserved', 'confirmed')";
 ///
 /// Besides what [`catalog_ports!`](super::catalog::catalog_ports) names, the
 /// expansion takes `self.place(order, now)` (the store's placement) and, from
-/// `dialect`: `Conn`, `known_orders`, `held_units`, `insert_orders`, `write_batch`,
+/// `dialect`: `Conn`, `known_orders`, `known_keys`, `held_units`, `insert_orders`, `write_batch`,
 /// `set_status`, `lock_buyers`, `BUYER_LOCKS`, `FOR_UPDATE_SKIP_LOCKED` and
 /// `MAX_SWEEP`.
 ///
@@ -333,8 +333,10 @@ macro_rules! order_ports {
                 let buyers: Vec<(::uuid::Uuid, ::uuid::Uuid)> =
                     batch.iter().map(|r| (drop.0, r.order.user_id.0)).collect();
                 dialect::lock_buyers(&mut tx, &buyers).await?;
-                // 2. Orders that already exist under a key of the batch (any drop).
+                // 2. Orders that already exist under a key of the batch (any drop),
+                //    and the keys as stored.
                 let known = dialect::known_orders(&mut tx, batch).await?;
+                let keys = dialect::known_keys(&mut tx, batch).await?;
                 // 3. The rows of the variants the batch orders, held in sku order: from
                 //    here on the batch sees every committed order of those variants.
                 let mut skus: Vec<&str> = batch.iter().map(|r| r.order.sku.as_str()).collect();
@@ -344,15 +346,12 @@ macro_rules! order_ports {
                 let view = drop_view_in(&mut tx, drop.0).await?;
                 let Some(view) = view else {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
-                    let key = |r: &$crate::sql::Placement| {
-                        (r.order.user_id.0, r.order.idempotency_key.clone())
-                    };
                     return Ok(Some(
                         batch
                             .iter()
-                            .map(|r| match known.get(&key(r)) {
-                                Some(o) => PlaceOutcome::Duplicate(o.clone()),
-                                None => PlaceOutcome::DropNotFound,
+                            .map(|r| {
+                                $crate::sql::prior_outcome(&known, &keys, r)
+                                    .unwrap_or(PlaceOutcome::DropNotFound)
                             })
                             .collect(),
                     ));
@@ -361,21 +360,26 @@ macro_rules! order_ports {
                 let users: Vec<::uuid::Uuid> = buyers.iter().map(|(_, u)| *u).collect();
                 let held = dialect::held_units(&mut tx, drop.0, &users).await?;
                 // 5. Decide in arrival order.
-                let decision = $crate::sql::decide_batch(&view.drop, stock, known, held, batch)?;
-                if decision.placed.is_empty() {
+                let decision =
+                    $crate::sql::decide_batch(&view.drop, stock, known, keys, held, batch)?;
+                if decision.placed.is_empty() && decision.keys.is_empty() {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
                     return Ok(Some(decision.outcomes));
                 }
-                // 6. Write the stock rows, every order, every event.
-                let inserted = dialect::write_batch(
+                // 6. Write the stock rows, every order, every event, every key's
+                //    answer.
+                let (inserted, finished) = dialect::write_batch(
                     &mut tx,
                     drop,
                     &decision.stock,
                     &decision.placed,
                     &decision.events,
+                    &decision.keys,
                 )
                 .await?;
-                if inserted != decision.placed.len() as u64 {
+                if inserted != decision.placed.len() as u64
+                    || finished != decision.keys.len() as u64
+                {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
                     return Ok(None);
                 }

@@ -57,7 +57,7 @@ pub(crate) const MAX_SWEEP: u32 = 10_000;
 /// A connection (or a transaction's).
 pub(crate) type Conn = SqliteConnection;
 
-pub(crate) use super::orders::{held_units, known_orders, write_batch};
+pub(crate) use super::orders::{held_units, known_keys, known_orders, write_batch};
 
 /// Whether [`lock_buyers`] takes locks: no, every write transaction already holds
 /// the database's one write lock.

@@ -131,6 +131,7 @@ impl Livedrop {
         if quantity == 0 || quantity > super::orders::MAX_QUANTITY {
             return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
         }
+        super::orders::check_sku(request.sku.as_deref())?;
         let definition = self.drop_definition(drop).await?;
         Self::draw_drop_checked(&definition)?;
         let sku = match definition.resolve_sku(request.sku.as_deref()) {

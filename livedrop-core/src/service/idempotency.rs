@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::Livedrop;
 use crate::error::{Error, Result};
 use crate::id::UserId;
+use crate::model::PlaceOutcome;
 use crate::ports::{BeginOutcome, Claim, IdempotencyStore};
 
 /// The key an operation runs under, for the ids it creates.
@@ -64,6 +65,34 @@ enum Recorded<T> {
     Done(T),
     /// A refusal a retry would meet again.
     Rejected(Error),
+}
+
+/// The response an order's idempotency key is finished with when the store decides
+/// `outcome` for a request of `quantity` units: the order for `Placed`, the refusal
+/// for `LimitExceeded` and `OutOfStock`, in the form [`Livedrop::idempotently`]
+/// stores and replays. `None` for the outcomes the store does not finish a key with.
+/// Stores write it in the transaction that decides the order (see
+/// [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order)).
+pub fn order_record(outcome: &PlaceOutcome, quantity: u32) -> Option<serde_json::Value> {
+    let record = match outcome {
+        PlaceOutcome::Placed(order) => serde_json::to_value(Recorded::Done(order)),
+        other => {
+            let refusal = super::orders::store_refusal(other, quantity)?;
+            serde_json::to_value(Recorded::<()>::Rejected(refusal))
+        }
+    };
+    record.ok()
+}
+
+/// Decodes a finished key's response (see [`order_record`]).
+pub(crate) fn replay<T: DeserializeOwned>(record: serde_json::Value) -> Result<T> {
+    match serde_json::from_value::<Recorded<T>>(record) {
+        Ok(Recorded::Done(value)) => Ok(value),
+        Ok(Recorded::Rejected(error)) => Err(error),
+        Err(e) => Err(Error::internal(format!(
+            "undecodable idempotency record: {e}"
+        ))),
+    }
 }
 
 /// Holds a claim until its outcome is stored or released; releases it when dropped
@@ -185,16 +214,10 @@ impl Livedrop {
             BeginOutcome::Mismatch => return Err(Error::IdempotencyKeyReused),
             BeginOutcome::InFlight => return Err(Error::IdempotencyKeyInFlight),
             BeginOutcome::Replay(value) => {
-                return match serde_json::from_value::<Recorded<T>>(value) {
-                    Ok(Recorded::Done(value)) => Ok(Idempotent {
-                        value,
-                        replayed: true,
-                    }),
-                    Ok(Recorded::Rejected(error)) => Err(error),
-                    Err(e) => Err(Error::internal(format!(
-                        "undecodable idempotency record: {e}"
-                    ))),
-                };
+                return replay(value).map(|value| Idempotent {
+                    value,
+                    replayed: true,
+                });
             }
         };
         let guard = ClaimGuard {

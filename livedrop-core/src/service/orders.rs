@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::idempotency::replay;
 use super::Livedrop;
 use crate::error::{Error, Result};
 use crate::id::{DropId, OrderId};
@@ -77,48 +78,42 @@ impl Livedrop {
         if request.quantity == 0 || request.quantity > MAX_QUANTITY {
             return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
         }
-        if let Some(sku) = &request.sku {
-            if !Variant::is_valid_sku(sku) {
-                return Err(Error::invalid(
-                    "sku",
-                    "sku must be 1 to 64 characters of letters, digits, '.', '_' and '-'",
-                ));
-            }
-        }
+        check_sku(request.sku.as_deref())?;
         let fingerprint = request.fingerprint();
-        let placed = self
-            .idempotently(actor.id, key, &fingerprint, || {
-                self.reserve(actor, key, &fingerprint, &request)
-            })
-            .await?;
-        Ok(placed.value)
+        match self.reserve(actor, key, &fingerprint, &request).await? {
+            Decided::Kept(answer) => answer,
+            // Kept under the key through the idempotency protocol; an order an
+            // earlier attempt placed under the key (its answer lost) wins over it.
+            Decided::Refused(refusal) => self
+                .idempotently(actor.id, key, &fingerprint, || {
+                    self.placed_under_key(actor, key, &fingerprint, refusal)
+                })
+                .await
+                .map(|placed| placed.value),
+        }
     }
 
+    /// Decides an order request. The store decides and keeps the answer under the
+    /// key in one step (see [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order)):
+    /// an order costs one share of one store transaction. What is refused before the
+    /// store decides comes back to be kept under the key.
     async fn reserve(
         &self,
         actor: &Actor,
         key: &str,
         fingerprint: &str,
         request: &PlaceOrder,
-    ) -> Result<Order> {
+    ) -> Result<Decided> {
         let ports = self.ports();
         let drop = match self.drop_definition(request.drop_id).await {
             Ok(drop) => drop,
-            Err(refusal) => {
-                return self
-                    .placed_under_key(actor, key, fingerprint, refusal)
-                    .await
-            }
+            Err(refusal) if !refusal.is_transient() => return Ok(Decided::Refused(refusal)),
+            Err(e) => return Err(e),
         };
         let sku = match drop.resolve_sku(request.sku.as_deref()) {
             SkuResolution::Found(sku) => sku.to_owned(),
-            SkuResolution::Unknown => {
-                let refusal = Error::not_found("variant");
-                return self
-                    .placed_under_key(actor, key, fingerprint, refusal)
-                    .await;
-            }
-            SkuResolution::Required => return Err(sku_required()),
+            SkuResolution::Unknown => return Ok(Decided::Refused(Error::not_found("variant"))),
+            SkuResolution::Required => return Ok(Decided::Refused(sku_required())),
         };
         let admitted = if drop.draw.is_some() {
             Err(Error::DropIsDraw)
@@ -126,19 +121,14 @@ impl Livedrop {
             self.check_admission(&drop, actor.id, request.admission_token.as_deref())
         };
         if let Err(refusal) = admitted {
-            return self
-                .placed_under_key(actor, key, fingerprint, refusal)
-                .await;
+            return Ok(Decided::Refused(refusal));
         }
         let now = self.now();
         if !drop.accepts_orders_at(now) {
             let stock = self.displayed_stock(drop.id).await?;
-            let refusal = Error::DropNotLive {
+            return Ok(Decided::Refused(Error::DropNotLive {
                 status: drop.status_at(now, &stock),
-            };
-            return self
-                .placed_under_key(actor, key, fingerprint, refusal)
-                .await;
+            }));
         }
         match ports.gate.admit(drop.id, &sku, request.quantity).await {
             Ok(true) => {}
@@ -149,13 +139,10 @@ impl Livedrop {
                         .map_or(0, |s| s.available.min(request.quantity - 1)),
                     Err(_) => 0,
                 };
-                let refusal = Error::OutOfStock {
+                return Ok(Decided::Refused(Error::OutOfStock {
                     available,
                     requested: request.quantity,
-                };
-                return self
-                    .placed_under_key(actor, key, fingerprint, refusal)
-                    .await;
+                }));
             }
             Err(e) => tracing::debug!(error = %e, "admission gate unavailable; admitting"),
         }
@@ -176,34 +163,35 @@ impl Livedrop {
             updated_at: now,
             extended_at: None,
         };
-        match ports.orders.place_order(&order, now).await? {
+        Ok(match ports.orders.place_order(&order, now).await? {
             PlaceOutcome::Placed(order) => {
                 tracing::debug!(order = %order.id, drop = %order.drop_id, "order placed");
-                Ok(order)
+                Decided::Kept(Ok(order))
             }
             PlaceOutcome::Duplicate(existing) if existing.fingerprint == fingerprint => {
-                Ok(existing)
+                Decided::Kept(Ok(existing))
             }
-            PlaceOutcome::Duplicate(_) => Err(Error::IdempotencyKeyReused),
-            PlaceOutcome::OutOfStock { available } => Err(Error::OutOfStock {
-                available,
-                requested: request.quantity,
-            }),
-            PlaceOutcome::LimitExceeded { limit, held } => Err(Error::PerUserLimitExceeded {
-                limit,
-                held,
-                requested: request.quantity,
-            }),
+            PlaceOutcome::Duplicate(_) | PlaceOutcome::KeyReused => {
+                Decided::Kept(Err(Error::IdempotencyKeyReused))
+            }
+            PlaceOutcome::KeyInFlight => Decided::Kept(Err(Error::IdempotencyKeyInFlight)),
+            PlaceOutcome::Replayed(record) => Decided::Kept(replay(record)),
             PlaceOutcome::NotLive => {
                 let view = ports.drops.drop_view(drop.id).await?;
                 let status = view
                     .map(|v| v.status_at(now))
                     .unwrap_or(crate::model::DropStatus::Ended);
-                Err(Error::DropNotLive { status })
+                Decided::Refused(Error::DropNotLive { status })
             }
-            PlaceOutcome::DropNotFound => Err(Error::not_found("drop")),
-            PlaceOutcome::UnknownVariant => Err(Error::not_found("variant")),
-        }
+            PlaceOutcome::DropNotFound => Decided::Refused(Error::not_found("drop")),
+            PlaceOutcome::UnknownVariant => Decided::Refused(Error::not_found("variant")),
+            refused @ (PlaceOutcome::OutOfStock { .. } | PlaceOutcome::LimitExceeded { .. }) => {
+                Decided::Kept(Err(store_refusal(&refused, request.quantity)
+                    .unwrap_or_else(|| {
+                        Error::internal("a store refusal without its error")
+                    })))
+            }
+        })
     }
 
     /// Before an early refusal (drop not live, the sold-out gate, no such drop): the
@@ -302,6 +290,43 @@ impl Livedrop {
             SettleOutcome::HoldExpired(_) => Err(Error::HoldExpired),
             SettleOutcome::NotFound => Err(Error::not_found("order")),
         }
+    }
+}
+
+/// How an order request was answered by [`Livedrop::reserve`].
+enum Decided {
+    /// Final and kept under the key by the store (or replayed from it).
+    Kept(Result<Order>),
+    /// Refused before the store kept an answer under the key.
+    Refused(Error),
+}
+
+/// The refusal of a request of `requested` units that the store decided and keeps
+/// under the order's key: `LimitExceeded` and `OutOfStock`.
+pub(crate) fn store_refusal(outcome: &PlaceOutcome, requested: u32) -> Option<Error> {
+    match *outcome {
+        PlaceOutcome::OutOfStock { available } => Some(Error::OutOfStock {
+            available,
+            requested,
+        }),
+        PlaceOutcome::LimitExceeded { limit, held } => Some(Error::PerUserLimitExceeded {
+            limit,
+            held,
+            requested,
+        }),
+        _ => None,
+    }
+}
+
+/// Checks a requested sku, when there is one: 1 to 64 characters of letters,
+/// digits, `.`, `_` and `-` (`400`, not `404`: no sku could be spelled so).
+pub(crate) fn check_sku(sku: Option<&str>) -> Result<()> {
+    match sku {
+        Some(sku) if !Variant::is_valid_sku(sku) => Err(Error::invalid(
+            "sku",
+            "sku must be 1 to 64 characters of letters, digits, '.', '_' and '-'",
+        )),
+        _ => Ok(()),
     }
 }
 

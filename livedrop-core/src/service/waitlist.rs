@@ -33,6 +33,7 @@ impl Livedrop {
         if request.quantity == 0 || request.quantity > MAX_QUANTITY {
             return Err(Error::invalid("quantity", "quantity must be 1 to 10000"));
         }
+        super::orders::check_sku(request.sku.as_deref())?;
         let definition = self.drop_definition(drop).await?;
         if definition.draw.is_some() {
             return Err(Error::DropIsDraw);

@@ -62,6 +62,7 @@ macro_rules! store_conformance {
             orders_limit_counts_reserved_and_confirmed,
             orders_race_never_oversells,
             orders_same_key_race_places_once,
+            orders_keep_their_answer_under_the_key,
             orders_user_limit_race,
             orders_settle_outcomes,
             orders_list_for_user,

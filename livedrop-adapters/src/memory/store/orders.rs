@@ -10,6 +10,7 @@ use livedrop_core::model::{
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{BeginOutcome, Claim, IdempotencyStore, OrderRepository};
+use livedrop_core::service::order_record;
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
@@ -60,6 +61,26 @@ impl State {
     }
 }
 
+impl State {
+    /// Finishes the buyer's key of `order` with the answer `outcome` (a refusal:
+    /// a placed order is its own record, see [`IdempotencyStore::begin`] here).
+    fn finish_order_key(&mut self, order: &Order, outcome: &PlaceOutcome, now: Timestamp) {
+        let Some(response) = order_record(outcome, order.quantity) else {
+            return;
+        };
+        self.idempotency.entry(order.user_id).or_default().insert(
+            order.idempotency_key.clone(),
+            IdempotencyRecord {
+                fingerprint: order.fingerprint.clone(),
+                claim: Claim::new(),
+                response: Some(response),
+                lease_until: now,
+                created_at: now,
+            },
+        );
+    }
+}
+
 #[async_trait]
 impl OrderRepository for MemoryStore {
     async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome> {
@@ -82,6 +103,19 @@ impl OrderRepository for MemoryStore {
             if let Some(existing) = existing {
                 return Ok(PlaceOutcome::Duplicate(existing.clone()));
             }
+            let user_keys = state.idempotency.get(&stored.user_id);
+            if let Some(record) = user_keys.and_then(|keys| keys.get(&stored.idempotency_key)) {
+                if record.fingerprint != stored.fingerprint {
+                    return Ok(PlaceOutcome::KeyReused);
+                }
+                if let Some(response) = &record.response {
+                    return Ok(PlaceOutcome::Replayed(response.clone()));
+                }
+                if record.lease_until > now {
+                    return Ok(PlaceOutcome::KeyInFlight);
+                }
+                // A claim whose owner died: this decision takes the key over.
+            }
             let Some(row) = state.drops.get(&stored.drop_id) else {
                 return Ok(PlaceOutcome::DropNotFound);
             };
@@ -98,16 +132,24 @@ impl OrderRepository for MemoryStore {
                 .unwrap_or(0);
             let limit = row.drop.per_user_limit;
             if u64::from(held) + u64::from(stored.quantity) > u64::from(limit) {
-                return Ok(PlaceOutcome::LimitExceeded { limit, held });
+                let refused = PlaceOutcome::LimitExceeded { limit, held };
+                state.finish_order_key(&stored, &refused, now);
+                return Ok(refused);
             }
             let available = row.variants[variant].stock.available;
             if available < stored.quantity {
-                return Ok(PlaceOutcome::OutOfStock { available });
+                let refused = PlaceOutcome::OutOfStock { available };
+                state.finish_order_key(&stored, &refused, now);
+                return Ok(refused);
             }
             if state.orders.contains_key(&stored.id) {
                 return Err(StoreError::Conflict(format!("order {} exists", stored.id)));
             }
 
+            // The order is the key's record: a claim it took over goes.
+            if let Some(keys) = state.idempotency.get_mut(&stored.user_id) {
+                keys.remove(stored.idempotency_key.as_str());
+            }
             let q = stored.quantity;
             state.insert_order(indexed);
             state.push(placed);
@@ -234,6 +276,21 @@ impl IdempotencyStore for MemoryStore {
     ) -> StoreResult<BeginOutcome> {
         let claim = Claim::new();
         self.write(|state| {
+            // An order placed under the key is its record.
+            let order = state
+                .order_keys
+                .get(&user)
+                .and_then(|keys| keys.get(key))
+                .and_then(|id| state.orders.get(id));
+            if let Some(order) = order {
+                if order.fingerprint != fingerprint {
+                    return Ok(BeginOutcome::Mismatch);
+                }
+                let placed = PlaceOutcome::Placed(order.clone());
+                if let Some(record) = order_record(&placed, order.quantity) {
+                    return Ok(BeginOutcome::Replay(record));
+                }
+            }
             let keys = state.idempotency.entry(user).or_default();
             let Some(record) = keys.get_mut(key) else {
                 keys.insert(

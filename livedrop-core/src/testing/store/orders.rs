@@ -307,6 +307,146 @@ pub async fn orders_same_key_race_places_once(repos: &Repos) {
     assert_eq!(mine.items.len(), 1);
 }
 
+/// An order's answer is kept under its key in the step that decides it: a placed
+/// order and the refusals `LimitExceeded` and `OutOfStock` are what every later
+/// request under the key meets (an order: `Duplicate` or `Replayed`, another
+/// fingerprint `KeyReused`; any operation through `begin`: `Replay` or `Mismatch`),
+/// even after the stock changes. A live claim of the key is `KeyInFlight` and
+/// decides nothing; a claim whose lease ran out is taken over, its holder fenced.
+pub async fn orders_keep_their_answer_under_the_key(repos: &Repos) {
+    const LEASE: Duration = Duration::from_secs(30);
+    let drop = live_drop(repos, 3, 5).await;
+    let buyer = seed_user(repos, "Buyer", Role::Customer).await;
+    let record = |outcome: &PlaceOutcome, q: u32| {
+        crate::service::order_record(outcome, q).expect("a kept answer")
+    };
+
+    // Out of stock: kept, and met again after units come back.
+    let big = fixtures::order(buyer.id, &drop, 4, "big", T0);
+    let refused = place(repos, &big, T0).await;
+    assert_eq!(refused, PlaceOutcome::OutOfStock { available: 3 });
+    let kept = record(&refused, 4);
+    let again = fixtures::order(buyer.id, &drop, 4, "big", at(1));
+    assert_eq!(
+        place(repos, &again, at(1)).await,
+        PlaceOutcome::Replayed(kept.clone())
+    );
+    let other = fixtures::order(buyer.id, &drop, 1, "big", at(1));
+    assert_eq!(place(repos, &other, at(1)).await, PlaceOutcome::KeyReused);
+    assert_eq!(
+        repos
+            .idempotency
+            .begin(buyer.id, "big", &big.fingerprint, at(1), LEASE)
+            .await
+            .expect("begin"),
+        BeginOutcome::Replay(kept)
+    );
+    assert_eq!(
+        repos
+            .idempotency
+            .begin(buyer.id, "big", "another request", at(1), LEASE)
+            .await
+            .expect("begin"),
+        BeginOutcome::Mismatch
+    );
+
+    // Placed: the order is the answer for any operation under the key.
+    let first = placed(
+        repos,
+        &fixtures::order(buyer.id, &drop, 1, "ok", at(2)),
+        at(2),
+    )
+    .await;
+    assert_eq!(
+        repos
+            .idempotency
+            .begin(buyer.id, "ok", &first.fingerprint, at(3), LEASE)
+            .await
+            .expect("begin"),
+        BeginOutcome::Replay(record(&PlaceOutcome::Placed(first.clone()), 1))
+    );
+    assert_eq!(
+        repos
+            .idempotency
+            .begin(buyer.id, "ok", "another request", at(3), LEASE)
+            .await
+            .expect("begin"),
+        BeginOutcome::Mismatch
+    );
+
+    // Over the limit: kept, and met again after the held unit is cancelled.
+    let greedy = fixtures::order(buyer.id, &drop, 5, "greedy", at(4));
+    let refused = place(repos, &greedy, at(4)).await;
+    assert_eq!(refused, PlaceOutcome::LimitExceeded { limit: 5, held: 1 });
+    let kept = record(&refused, 5);
+    repos
+        .orders
+        .settle_order(first.id, Settlement::Cancel, at(5), fixtures::HOLD)
+        .await
+        .expect("cancel");
+    assert_eq!(
+        place(repos, &greedy, at(6)).await,
+        PlaceOutcome::Replayed(kept)
+    );
+    let stock = repos
+        .inventory
+        .stock(drop.id)
+        .await
+        .expect("stock")
+        .expect("the drop's stock");
+    assert_eq!(
+        (stock[0].available, stock[0].reserved),
+        (3, 0),
+        "refusals and replays reserve nothing"
+    );
+
+    // A live claim: in flight, nothing decided; once its lease ran out, taken over.
+    let claim = match repos
+        .idempotency
+        .begin(
+            buyer.id,
+            "claimed",
+            &format!("{}:1", drop.id),
+            at(10),
+            LEASE,
+        )
+        .await
+        .expect("begin")
+    {
+        BeginOutcome::Started(claim) => claim,
+        other => panic!("expected Started, got {other:?}"),
+    };
+    let waiting = fixtures::order(buyer.id, &drop, 1, "claimed", at(11));
+    assert_eq!(
+        place(repos, &waiting, at(11)).await,
+        PlaceOutcome::KeyInFlight
+    );
+    assert_eq!(repos.orders.order(waiting.id).await.expect("order"), None);
+    let foreign = fixtures::order(buyer.id, &drop, 2, "claimed", at(11));
+    assert_eq!(
+        place(repos, &foreign, at(11)).await,
+        PlaceOutcome::KeyReused
+    );
+    let late = fixtures::order(buyer.id, &drop, 1, "claimed", at(45));
+    let taken = placed(repos, &late, at(45)).await;
+    assert!(
+        !repos
+            .idempotency
+            .complete(buyer.id, "claimed", claim, &json!("stale"))
+            .await
+            .expect("complete"),
+        "the dead claim's holder is fenced"
+    );
+    assert_eq!(
+        repos
+            .idempotency
+            .begin(buyer.id, "claimed", &late.fingerprint, at(46), LEASE)
+            .await
+            .expect("begin"),
+        BeginOutcome::Replay(record(&PlaceOutcome::Placed(taken), 1))
+    );
+}
+
 /// One buyer's concurrent orders never exceed the per-user limit.
 pub async fn orders_user_limit_race(repos: &Repos) {
     let drop = live_drop(repos, 100, 3).await;
