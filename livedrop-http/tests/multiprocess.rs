@@ -367,7 +367,7 @@ async fn a_draw_entered_through_two_processes_runs_once_and_verifies() {
                     {"sku": "m", "label": "M", "total_stock": stock["m"]},
                 ],
                 "allocation": "draw",
-                "entries_close_at": now + chrono::Duration::seconds(6),
+                "entries_close_at": now + chrono::Duration::seconds(8),
             })),
             201,
         )
@@ -501,7 +501,7 @@ async fn a_draw_entered_through_two_processes_runs_once_and_verifies() {
     let mut by_rank: Vec<usize> = (0..16).collect();
     by_rank.sort_by_key(|&i| results[i].0);
     let mut left = stock.clone();
-    let mut awarded: HashMap<&str, u64> = HashMap::new();
+    let mut awarded: HashMap<String, u64> = HashMap::new();
     for &i in &by_rank {
         let entry = &entered[i];
         let free = left.get_mut(entry.sku.as_str()).unwrap();
@@ -514,16 +514,14 @@ async fn a_draw_entered_through_two_processes_runs_once_and_verifies() {
         );
         if wins {
             *free -= entry.quantity;
-            *awarded
-                .entry(if entry.sku == "s" { "s" } else { "m" })
-                .or_default() += entry.quantity;
+            *awarded.entry(entry.sku.clone()).or_default() += entry.quantity;
         }
     }
     for (sku, units) in &awarded {
         assert!(
-            *units <= stock[sku],
+            *units <= stock[sku.as_str()],
             "{sku}: {units} units awarded of {}",
-            stock[sku]
+            stock[sku.as_str()]
         );
     }
     let winners = results.iter().filter(|r| r.1 == "won").count();
@@ -547,15 +545,26 @@ async fn a_draw_entered_through_two_processes_runs_once_and_verifies() {
         }
     }
     for base in &bases {
-        let view = api
-            .expect(base, "GET", &format!("/drops/{drop_id}"), None, None, 200)
-            .await;
-        for v in view["variants"].as_array().unwrap() {
-            let sku = v["sku"].as_str().unwrap();
-            let reserved = awarded.get(sku).copied().unwrap_or(0);
-            assert_eq!(v["stock"]["reserved"], reserved, "{v}");
-            assert_eq!(v["stock"]["available"], stock[sku] - reserved, "{v}");
-        }
+        wait_for(Duration::from_secs(15), "each size's stock", || async {
+            let view = api
+                .expect(base, "GET", &format!("/drops/{drop_id}"), None, None, 200)
+                .await;
+            for v in view["variants"].as_array().unwrap() {
+                let sku = v["sku"].as_str().unwrap();
+                let reserved = awarded.get(sku).copied().unwrap_or(0);
+                let want = json!({
+                    "total": stock[sku],
+                    "available": stock[sku] - reserved,
+                    "reserved": reserved,
+                    "sold": 0,
+                });
+                if v["stock"] != want {
+                    return Err(format!("{base}: {v}, expected {want}"));
+                }
+            }
+            Ok(())
+        })
+        .await;
     }
     let won = |i: usize| usize::from(results[i].1 == "won");
     assert_notifications(&api, &a.base, &drop_id, &people.buyers, "draw_won", won).await;
@@ -669,6 +678,18 @@ async fn run_verifier_binary(base: &str, drop_id: &str, entries: usize, winners:
     );
 }
 
+/// A waiting-room buyer, admitted.
+#[derive(Debug, Clone)]
+struct Admitted {
+    position: u64,
+    /// When the store admits it.
+    slot: chrono::DateTime<chrono::Utc>,
+    /// Its admission token.
+    token: String,
+    /// When the test first saw it admitted.
+    seen: chrono::DateTime<chrono::Utc>,
+}
+
 /// When a waiting-room buyer is admitted: its admission token's expiry less the
 /// token's lifetime.
 fn admitted_at(queue: &serde_json::Value, token_seconds: i64) -> chrono::DateTime<chrono::Utc> {
@@ -778,85 +799,67 @@ async fn a_waiting_room_served_by_two_processes_admits_at_its_rate() {
         );
     }
     // Per buyer: position, slot, token, and when it was first seen admitted.
-    let mut admitted: Vec<
-        Option<(
-            u64,
-            chrono::DateTime<chrono::Utc>,
-            String,
-            chrono::DateTime<chrono::Utc>,
-        )>,
-    > = vec![None; EARLY + LATE];
-    wait_for(
-        Duration::from_secs(60),
-        "every buyer to be admitted",
-        || {
-            let (api, bases, people, admitted) = (&api, &bases, &people, &mut admitted);
-            let me = &me;
-            async move {
-                for (i, buyer) in people.buyers.iter().enumerate() {
-                    if admitted[i].is_some() {
-                        continue;
-                    }
-                    let x = api
-                        .expect(&bases[i % 2], "GET", me, Some(&buyer.token), None, 200)
-                        .await;
-                    let y = api
-                        .expect(
-                            &bases[(i + 1) % 2],
-                            "GET",
-                            me,
-                            Some(&buyer.token),
-                            None,
-                            200,
-                        )
-                        .await;
-                    let seen = chrono::Utc::now();
-                    assert_eq!(x["position"], y["position"], "buyer {i}: {x} / {y}");
-                    assert_eq!(x["expires_at"], y["expires_at"], "buyer {i}: {x} / {y}");
-                    let slot = admitted_at(&x, TOKEN_SECONDS);
-                    assert_ne!(x["status"], "expired", "buyer {i}: {x}");
-                    if x["status"] == "admitted" {
-                        // Admitted no earlier than its slot, whichever process says so.
-                        assert!(seen >= slot, "buyer {i} admitted before its slot: {x}");
-                        let token = x["admission_token"].as_str().unwrap().to_owned();
-                        admitted[i] = Some((x["position"].as_u64().unwrap(), slot, token, seen));
-                    } else {
-                        assert_eq!(x["status"], "waiting", "buyer {i}: {x}");
-                        assert!(x["admission_token"].is_null(), "{x}");
-                    }
-                }
-                let missing = admitted.iter().filter(|a| a.is_none()).count();
-                if missing == 0 {
-                    Ok(())
-                } else {
-                    Err(format!("{missing} buyers still waiting"))
-                }
+    let mut admitted: Vec<Option<Admitted>> = vec![None; EARLY + LATE];
+    let polling = Instant::now();
+    while admitted.iter().any(Option::is_none) {
+        assert!(
+            polling.elapsed() < Duration::from_secs(60),
+            "waited 60 s for every buyer to be admitted: {admitted:?}"
+        );
+        for (i, buyer) in people.buyers.iter().enumerate() {
+            if admitted[i].is_some() {
+                continue;
             }
-        },
-    )
-    .await;
-    let admitted: Vec<_> = admitted.into_iter().map(Option::unwrap).collect();
+            let token = Some(buyer.token.as_str());
+            let x = api
+                .expect(&bases[i % 2], "GET", &me, token, None, 200)
+                .await;
+            let y = api
+                .expect(&bases[(i + 1) % 2], "GET", &me, token, None, 200)
+                .await;
+            let seen = chrono::Utc::now();
+            assert_eq!(x["position"], y["position"], "buyer {i}: {x} / {y}");
+            assert_eq!(x["expires_at"], y["expires_at"], "buyer {i}: {x} / {y}");
+            let slot = admitted_at(&x, TOKEN_SECONDS);
+            match x["status"].as_str() {
+                Some("admitted") => {
+                    // Admitted no earlier than its slot, whichever process says so.
+                    assert!(seen >= slot, "buyer {i} admitted before its slot: {x}");
+                    admitted[i] = Some(Admitted {
+                        position: x["position"].as_u64().unwrap(),
+                        slot,
+                        token: x["admission_token"].as_str().unwrap().to_owned(),
+                        seen,
+                    });
+                }
+                Some("waiting") => assert!(x["admission_token"].is_null(), "{x}"),
+                _ => panic!("buyer {i}: {x}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let admitted: Vec<Admitted> = admitted.into_iter().map(Option::unwrap).collect();
 
     // Positions: the early buyers shuffled into 1..=EARLY, the late ones behind.
-    let mut early_positions: Vec<u64> = admitted[..EARLY].iter().map(|a| a.0).collect();
+    let mut early_positions: Vec<u64> = admitted[..EARLY].iter().map(|a| a.position).collect();
     early_positions.sort_unstable();
     assert_eq!(early_positions, (1..=EARLY as u64).collect::<Vec<_>>());
-    let mut late_positions: Vec<u64> = admitted[EARLY..].iter().map(|a| a.0).collect();
+    let mut late_positions: Vec<u64> = admitted[EARLY..].iter().map(|a| a.position).collect();
     late_positions.sort_unstable();
     assert_eq!(
         late_positions,
         (EARLY as u64 + 1..=(EARLY + LATE) as u64).collect::<Vec<_>>()
     );
     // Each early buyer's slot is its position's: one interval apart from the start.
-    for (position, slot, _, _) in &admitted[..EARLY] {
-        let steps = i32::try_from(position - 1).unwrap();
-        assert_eq!(*slot, starts + interval * steps, "position {position}");
+    for a in &admitted[..EARLY] {
+        let steps = i32::try_from(a.position - 1).unwrap();
+        assert_eq!(a.slot, starts + interval * steps, "{a:?}");
     }
     // The rate, over every slot handed out by either process: in queue order, each
     // at least one interval after the one before and never before the start, so by
     // any time t at most (t - start) / interval + 1 are admitted.
     let mut slots: Vec<(u64, chrono::DateTime<chrono::Utc>)> =
-        admitted.iter().map(|a| (a.0, a.1)).collect();
+        admitted.iter().map(|a| (a.position, a.slot)).collect();
     slots.sort_unstable();
     assert!(slots[0].1 >= starts);
     for pair in slots.windows(2) {
@@ -870,8 +873,8 @@ async fn a_waiting_room_served_by_two_processes_admits_at_its_rate() {
     }
     // The same seen from outside: by the moment each buyer was first seen admitted,
     // no more buyers had been admitted than the rate allows.
-    for (_, _, _, seen) in &admitted {
-        let by_then = admitted.iter().filter(|a| a.1 <= *seen).count() as i64;
+    for Admitted { seen, .. } in &admitted {
+        let by_then = admitted.iter().filter(|a| a.slot <= *seen).count() as i64;
         let allowed =
             (*seen - starts).num_microseconds().unwrap() / interval.num_microseconds().unwrap() + 1;
         assert!(
@@ -898,7 +901,7 @@ async fn a_waiting_room_served_by_two_processes_admits_at_its_rate() {
         "{}",
         r.body
     );
-    let r = order(1, 0, Some(&admitted[0].2), "room-stolen").await;
+    let r = order(1, 0, Some(&admitted[0].token), "room-stolen").await;
     assert_eq!(
         (r.status, r.code()),
         (403, Some("admission_required")),
@@ -907,7 +910,13 @@ async fn a_waiting_room_served_by_two_processes_admits_at_its_rate() {
     );
     for i in [0, EARLY] {
         // Buyer i's token was read through bases[i % 2]; order through the other.
-        let r = order(i, (i + 1) % 2, Some(&admitted[i].2), &format!("room-{i}")).await;
+        let r = order(
+            i,
+            (i + 1) % 2,
+            Some(&admitted[i].token),
+            &format!("room-{i}"),
+        )
+        .await;
         assert_eq!(r.status, 201, "buyer {i}: {}", r.body);
         assert_eq!(r.body["user_id"], people.buyers[i].id.as_str());
     }
