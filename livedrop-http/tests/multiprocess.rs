@@ -792,7 +792,7 @@ async fn a_waiting_room_served_by_two_processes_admits_at_its_rate() {
                 .await
         }
     });
-    for r in futures_join_all(joins).await {
+    for r in spawn_all(joins).await {
         assert!(
             matches!(r["status"].as_str(), Some("waiting" | "admitted")),
             "{r}"
@@ -949,12 +949,10 @@ async fn order_with_admission(
     .unwrap()
 }
 
-/// Runs `futures` concurrently; their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
+/// Runs `futures` concurrently, each on its own task; their outputs in order.
+async fn spawn_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
