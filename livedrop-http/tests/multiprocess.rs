@@ -8,6 +8,12 @@
 //! Needs `LIVEDROP_TEST_DATABASE_URL`, `LIVEDROP_TEST_REDIS_URL` and
 //! `LIVEDROP_TEST_KAFKA_BROKERS` (`scripts/test.sh` sets them): unset, the test says
 //! why and returns; set but unreachable, it fails.
+//!
+//! The other tests run two processes without a broker (each follows the outbox
+//! itself) and need only PostgreSQL and Redis: one buyer racing two sizes, a draw
+//! whose two schedulers race for it (it runs once, and its published ranking
+//! verifies with the `verify_draw` example), and a waiting room whose admissions
+//! through both processes keep its rate.
 
 #![allow(clippy::unwrap_used)]
 
