@@ -171,6 +171,22 @@ impl App {
         self.post_keyed("/orders", Some(token), body, key).await
     }
 
+    /// `POST /orders` of `quantity` units of `drop` with an `idempotency-key` and
+    /// this `admission-token` header.
+    async fn order_admitted(
+        &self,
+        token: &str,
+        drop: &Value,
+        quantity: u32,
+        key: &str,
+        admission: &str,
+    ) -> Reply {
+        let body = json!({"drop_id": drop["id"], "quantity": quantity});
+        let headers = [("idempotency-key", key), ("admission-token", admission)];
+        self.call_with(Method::POST, "/orders", Some(token), Some(body), &headers)
+            .await
+    }
+
     /// A `POST` with an `idempotency-key`.
     async fn post_keyed(&self, uri: &str, token: Option<&str>, body: Value, key: &str) -> Reply {
         let headers = [("idempotency-key", key)];
@@ -3270,44 +3286,16 @@ async fn a_waiting_room_shuffles_its_pre_queue_admits_at_its_rate_and_gates_orde
     // Orders need this buyer's admission.
     let no_token = app.order(first, &drop, 1, "room-1").await;
     assert_error(&no_token, StatusCode::FORBIDDEN, "admission_required");
-    let order_body = json!({"drop_id": id, "quantity": 1});
     let bad = app
-        .call_with(
-            Method::POST,
-            "/orders",
-            Some(first),
-            Some(order_body.clone()),
-            &[
-                ("idempotency-key", "room-2"),
-                ("admission-token", "v1.99999999999.00"),
-            ],
-        )
+        .order_admitted(first, &drop, 1, "room-2", "v1.99999999999.00")
         .await;
     assert_error(&bad, StatusCode::FORBIDDEN, "admission_required");
     let stolen = app
-        .call_with(
-            Method::POST,
-            "/orders",
-            Some(second),
-            Some(order_body.clone()),
-            &[
-                ("idempotency-key", "room-3"),
-                ("admission-token", admission.as_str()),
-            ],
-        )
+        .order_admitted(second, &drop, 1, "room-3", &admission)
         .await;
     assert_error(&stolen, StatusCode::FORBIDDEN, "admission_required");
     let placed = app
-        .call_with(
-            Method::POST,
-            "/orders",
-            Some(first),
-            Some(order_body.clone()),
-            &[
-                ("idempotency-key", "room-4"),
-                ("admission-token", admission.as_str()),
-            ],
-        )
+        .order_admitted(first, &drop, 1, "room-4", &admission)
         .await;
     assert_eq!(placed.status, StatusCode::CREATED, "{}", placed.body);
     assert_eq!(placed.body["user_id"], first_user.id.0.to_string());
@@ -3352,16 +3340,7 @@ async fn a_waiting_room_shuffles_its_pre_queue_admits_at_its_rate_and_gates_orde
     // A token runs out after token_seconds.
     app.clock.advance(chrono::Duration::seconds(60));
     let expired = app
-        .call_with(
-            Method::POST,
-            "/orders",
-            Some(first),
-            Some(json!({"drop_id": id, "quantity": 1})),
-            &[
-                ("idempotency-key", "room-5"),
-                ("admission-token", admission.as_str()),
-            ],
-        )
+        .order_admitted(first, &drop, 1, "room-5", &admission)
         .await;
     assert_error(&expired, StatusCode::FORBIDDEN, "admission_required");
 }
