@@ -295,17 +295,16 @@ pub(crate) fn prior_outcome(
         return Some(PlaceOutcome::Duplicate(existing.clone()));
     }
     let row = keys.get(&key)?;
-    if row.fingerprint != r.order.fingerprint {
-        Some(PlaceOutcome::KeyReused)
-    } else if row.completed {
-        Some(PlaceOutcome::Replayed(
-            row.response.clone().unwrap_or(serde_json::Value::Null),
-        ))
-    } else if row.lease_until.is_some_and(|until| until > r.now) {
-        Some(PlaceOutcome::KeyInFlight)
-    } else {
-        None
-    }
+    let response = row
+        .completed
+        .then(|| row.response.clone().unwrap_or(serde_json::Value::Null));
+    livedrop_core::service::key_outcome(
+        &row.fingerprint,
+        response.as_ref(),
+        row.lease_until,
+        &r.order.fingerprint,
+        r.now,
+    )
 }
 
 /// What a batch decided, to be written in its transaction.

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::Livedrop;
+use crate::clock::Timestamp;
 use crate::error::{Error, Result};
 use crate::id::UserId;
 use crate::model::PlaceOutcome;
@@ -82,6 +83,30 @@ pub fn order_record(outcome: &PlaceOutcome, quantity: u32) -> Option<serde_json:
         }
     };
     record.ok()
+}
+
+/// What a buyer's stored idempotency key decides for an order with `fingerprint`
+/// at `now` (step 1 of
+/// [`OrderRepository::place_order`](crate::ports::OrderRepository::place_order)):
+/// claimed or finished with another fingerprint → `KeyReused`; finished with
+/// `response` → `Replayed`; claimed under a lease past `now` → `KeyInFlight`; a
+/// claim whose lease ran out decides nothing (the order's step takes it over).
+pub fn key_outcome(
+    stored_fingerprint: &str,
+    response: Option<&serde_json::Value>,
+    lease_until: Option<Timestamp>,
+    fingerprint: &str,
+    now: Timestamp,
+) -> Option<PlaceOutcome> {
+    if stored_fingerprint != fingerprint {
+        Some(PlaceOutcome::KeyReused)
+    } else if let Some(response) = response {
+        Some(PlaceOutcome::Replayed(response.clone()))
+    } else if lease_until.is_some_and(|until| until > now) {
+        Some(PlaceOutcome::KeyInFlight)
+    } else {
+        None
+    }
 }
 
 /// Decodes a finished key's response (see [`order_record`]).

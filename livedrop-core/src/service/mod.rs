@@ -194,7 +194,7 @@ mod watch;
 pub use background::{Background, OutboxFollower, OutboxRelay, CACHE_GROUP, NOTIFY_GROUP};
 pub use catalog::{NewDrop, NewProduct, NewVariant, ProductPatch, MAX_VARIANTS};
 pub use fair::{AdmissionKey, EnterDraw, QueueState, QueueStatus};
-pub use idempotency::{order_record, Idempotent};
+pub use idempotency::{key_outcome, order_record, Idempotent};
 pub use inventory::StockAdjustment;
 pub use orders::{check_idempotency_key, PlaceOrder};
 pub use users::Registration;

@@ -10,7 +10,7 @@ use livedrop_core::model::{
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::{BeginOutcome, Claim, IdempotencyStore, OrderRepository};
-use livedrop_core::service::order_record;
+use livedrop_core::service::{key_outcome, order_record};
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
@@ -105,16 +105,16 @@ impl OrderRepository for MemoryStore {
             }
             let user_keys = state.idempotency.get(&stored.user_id);
             if let Some(record) = user_keys.and_then(|keys| keys.get(&stored.idempotency_key)) {
-                if record.fingerprint != stored.fingerprint {
-                    return Ok(PlaceOutcome::KeyReused);
+                let decided = key_outcome(
+                    &record.fingerprint,
+                    record.response.as_ref(),
+                    Some(record.lease_until),
+                    &stored.fingerprint,
+                    now,
+                );
+                if let Some(outcome) = decided {
+                    return Ok(outcome);
                 }
-                if let Some(response) = &record.response {
-                    return Ok(PlaceOutcome::Replayed(response.clone()));
-                }
-                if record.lease_until > now {
-                    return Ok(PlaceOutcome::KeyInFlight);
-                }
-                // A claim whose owner died: this decision takes the key over.
             }
             let Some(row) = state.drops.get(&stored.drop_id) else {
                 return Ok(PlaceOutcome::DropNotFound);
