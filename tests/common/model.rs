@@ -20,8 +20,8 @@ use std::collections::HashMap;
 use super::{ClockExt, World};
 use chrono::Duration as Span;
 use livedrop::core::model::{
-    Actor, Allocation, DrawResult, DropState, OrderStatus, Role, Stock, WaitingRoom,
-    WaitlistEntry, DRAW_FINGERPRINT,
+    Actor, Allocation, DrawResult, DropState, OrderStatus, Role, Stock, WaitingRoom, WaitlistEntry,
+    DRAW_FINGERPRINT,
 };
 use livedrop::core::page::PageRequest;
 use livedrop::core::service::{
@@ -681,8 +681,12 @@ pub async fn run(world: World, case: Case) -> Result<(), TestCaseError> {
             room: None,
         });
     }
-    model.drops.push(schedule_draw(&world, &creator, &draw).await?);
-    model.drops.push(schedule_room(&world, &creator, &room).await?);
+    model
+        .drops
+        .push(schedule_draw(&world, &creator, &draw).await?);
+    model
+        .drops
+        .push(schedule_room(&world, &creator, &room).await?);
 
     for (step, op) in ops.into_iter().enumerate() {
         step_once(&world, &mut model, &users, &creator, step, op).await?;
@@ -785,10 +789,17 @@ async fn schedule_draw(
     case: &DrawCase,
 ) -> Result<MDrop, TestCaseError> {
     let close_after = Span::minutes(case.close_after);
-    let d = schedule(world, creator, &case.sizes, Some(case.limit), case.starts, |new, start| {
-        new.allocation = Allocation::Draw;
-        new.entries_close_at = Some(start + close_after);
-    })
+    let d = schedule(
+        world,
+        creator,
+        &case.sizes,
+        Some(case.limit),
+        case.starts,
+        |new, start| {
+            new.allocation = Allocation::Draw;
+            new.entries_close_at = Some(start + close_after);
+        },
+    )
     .await?;
     let draw = d.draw.as_ref();
     prop_assert!(draw.is_some(), "a draw drop has its draw");
@@ -810,9 +821,16 @@ async fn schedule_room(
         token_seconds: case.token_seconds,
         opens_minutes_before: case.opens_before,
     };
-    let d = schedule(world, creator, &[case.stock], case.limit, Some(case.starts_in), |new, _| {
-        new.waiting_room = Some(room);
-    })
+    let d = schedule(
+        world,
+        creator,
+        &[case.stock],
+        case.limit,
+        Some(case.starts_in),
+        |new, _| {
+            new.waiting_room = Some(room);
+        },
+    )
     .await?;
     prop_assert_eq!(d.room.as_ref().map(|r| r.room), Some(room));
     Ok(d)
@@ -1074,8 +1092,7 @@ async fn step_once(
             for d in 0..model.drops.len() {
                 let md = &model.drops[d];
                 let Some(draw) = &md.draw else { continue };
-                if draw.drawn_at.is_some() || md.state == DropState::Cancelled || now < draw.close
-                {
+                if draw.drawn_at.is_some() || md.state == DropState::Cancelled || now < draw.close {
                     continue;
                 }
                 expected += 1;
@@ -1464,7 +1481,12 @@ async fn learn_wins(
         prop_assert_eq!(&order.sku, &d.skus[m.size], "step {}: won size", step);
         prop_assert_eq!(order.quantity, m.quantity, "step {}: won units", step);
         prop_assert_eq!(order.status, OrderStatus::Reserved);
-        prop_assert_eq!(order.reserved_until, m.reserved_until, "step {}: hold", step);
+        prop_assert_eq!(
+            order.reserved_until,
+            m.reserved_until,
+            "step {}: hold",
+            step
+        );
         prop_assert_eq!(&order.fingerprint, DRAW_FINGERPRINT);
         prop_assert_eq!(&order.idempotency_key, &format!("draw:{}", order.id));
         model.orders[idx].id = order.id;
@@ -1486,7 +1508,11 @@ async fn check_draw(
     let draw = d.draw.as_ref().unwrap_or_else(|| unreachable!());
     let stored = world.ports.drops.drop_by_id(d.id).await.map_err(failed)?;
     let stored = stored.and_then(|s| s.draw);
-    prop_assert!(stored.is_some(), "step {}: the draw drop lost its draw", step);
+    prop_assert!(
+        stored.is_some(),
+        "step {}: the draw drop lost its draw",
+        step
+    );
     let stored = stored.unwrap_or_else(|| unreachable!());
     prop_assert_eq!(&stored.commitment, &draw.commitment);
     prop_assert_eq!(&stored.seed, &draw.seed, "step {}: seed", step);
@@ -1629,7 +1655,13 @@ async fn check_room(
             Some(slot)
         };
         let admit_at = admit_at.unwrap_or_else(|| unreachable!());
-        prop_assert_eq!(entry.admit_at, admit_at, "step {}: admission of {}", step, u);
+        prop_assert_eq!(
+            entry.admit_at,
+            admit_at,
+            "step {}: admission of {}",
+            step,
+            u
+        );
         if admit_at <= now {
             admitted += 1;
         }
@@ -1657,7 +1689,11 @@ async fn check_room(
     let last_pre = pre_admits.iter().flatten().max();
     let first_post = post_admits.iter().min();
     if let (Some(a), Some(b)) = (last_pre, first_post) {
-        prop_assert!(a < b, "step {}: a later arrival admitted before the pre-queue", step);
+        prop_assert!(
+            a < b,
+            "step {}: a later arrival admitted before the pre-queue",
+            step
+        );
     }
     post_admits.sort_unstable();
     for pair in post_admits.windows(2) {
@@ -1667,11 +1703,7 @@ async fn check_room(
             step
         );
     }
-    let through = world
-        .app
-        .admitted_through(id)
-        .await
-        .map_err(failed)?;
+    let through = world.app.admitted_through(id).await.map_err(failed)?;
     prop_assert_eq!(through, admitted, "step {}: admitted so far", step);
     let allowed = if now < starts_at {
         0

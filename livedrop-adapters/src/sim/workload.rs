@@ -1626,7 +1626,10 @@ async fn draw_findings<S: Store>(raw: &S, model: &Model, orders: &[Order]) -> Ve
         let entries = match ranked_entries(raw, id).await {
             Ok(entries) => entries,
             Err(e) => {
-                fail(Check::DrawRanking, format!("cannot read drop {id}'s ranking: {e}"));
+                fail(
+                    Check::DrawRanking,
+                    format!("cannot read drop {id}'s ranking: {e}"),
+                );
                 continue;
             }
         };
@@ -1688,7 +1691,10 @@ async fn draw_findings<S: Store>(raw: &S, model: &Model, orders: &[Order]) -> Ve
                 (DrawResult::Lost, None) => {}
                 (DrawResult::Lost, Some(_)) | (DrawResult::Won, None) => fail(
                     Check::DrawWinOrders,
-                    format!("drop {id}: entry {} is {:?} with order {:?}", e.token, e.result, e.order_id),
+                    format!(
+                        "drop {id}: entry {} is {:?} with order {:?}",
+                        e.token, e.result, e.order_id
+                    ),
                 ),
                 (DrawResult::Won, Some(order)) => {
                     if !wins.insert(order) {
@@ -1700,7 +1706,10 @@ async fn draw_findings<S: Store>(raw: &S, model: &Model, orders: &[Order]) -> Ve
                     let Some(o) = orders.iter().find(|o| o.id == order) else {
                         fail(
                             Check::DrawWinOrders,
-                            format!("drop {id}: entry {} won order {order}, which is missing", e.token),
+                            format!(
+                                "drop {id}: entry {} won order {order}, which is missing",
+                                e.token
+                            ),
                         );
                         continue;
                     };
@@ -1770,7 +1779,10 @@ async fn queue_findings<S: Store>(
             _ => continue,
         };
         let Some(room) = drop.waiting_room else {
-            fail(Check::QueueOrder, format!("drop {id} lost its waiting room"));
+            fail(
+                Check::QueueOrder,
+                format!("drop {id} lost its waiting room"),
+            );
             continue;
         };
         let interval = room.interval();
@@ -1850,7 +1862,9 @@ async fn queue_findings<S: Store>(
                 let allowed = if latest < drop.starts_at {
                     0
                 } else {
-                    let elapsed = (latest - drop.starts_at).num_microseconds().unwrap_or(i64::MAX);
+                    let elapsed = (latest - drop.starts_at)
+                        .num_microseconds()
+                        .unwrap_or(i64::MAX);
                     let step = interval.num_microseconds().unwrap_or(1).max(1);
                     u64::try_from(elapsed / step + 1).unwrap_or(u64::MAX)
                 };
@@ -1871,7 +1885,8 @@ async fn queue_findings<S: Store>(
             .filter(|o| o.drop_id == id && o.fingerprint != WAITLIST_FINGERPRINT)
         {
             let admitted = entries.get(&o.user_id).is_some_and(|e| {
-                model.stepped_back || (e.admit_at <= o.created_at && o.created_at < e.admit_at + lasts)
+                model.stepped_back
+                    || (e.admit_at <= o.created_at && o.created_at < e.admit_at + lasts)
             });
             if !admitted {
                 fail(
@@ -2291,8 +2306,7 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         match event.kind {
             EventType::DropDrawn => *drawn.entry(event.aggregate_id).or_default() += 1,
             EventType::DrawWon | EventType::DrawLost => {
-                let Ok(EventPayload::DrawWon(draw) | EventPayload::DrawLost(draw)) =
-                    event.decode()
+                let Ok(EventPayload::DrawWon(draw) | EventPayload::DrawLost(draw)) = event.decode()
                 else {
                     continue;
                 };
@@ -2333,7 +2347,9 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
         let Some(draw) = &drop.draw else { continue };
         let events = drawn.get(&id.0).copied().unwrap_or(0);
         let due = drop.state != DropState::Cancelled && draw.entries_close_at <= now;
-        if events > 1 || (draw.drawn_at.is_some() && events != 1) || (due && draw.drawn_at.is_none())
+        if events > 1
+            || (draw.drawn_at.is_some() && events != 1)
+            || (due && draw.drawn_at.is_none())
         {
             fail(
                 Check::DrawOnce,
