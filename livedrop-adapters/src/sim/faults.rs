@@ -228,6 +228,12 @@ impl Injector {
         lock(&self.rng).gen_range(0..n.max(1))
     }
 
+    /// A uniform `u64`: what a run uses where the services would draw their own
+    /// randomness (a waiting room's shuffle keys), so the seed decides it too.
+    pub fn random_u64(&self) -> u64 {
+        lock(&self.rng).gen()
+    }
+
     /// A uniform duration up to `max`.
     pub fn duration_up_to(&self, max: Duration) -> Duration {
         let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -686,8 +692,11 @@ impl<S: Store> QueueRepository for FaultyStore<S> {
         drop: DropId,
         user: UserId,
         now: Timestamp,
-        shuffle_key: u64,
+        _shuffle_key: u64,
     ) -> StoreResult<QueueOutcome> {
+        // The pre-queue's order follows from the run's seed, like every other random
+        // choice, so a seed replays the same admissions.
+        let shuffle_key = self.faults.random_u64();
         let call = self.inner.join_queue(drop, user, now, shuffle_key);
         self.faults.guard(WRITE, call).await
     }

@@ -1850,7 +1850,8 @@ async fn queue_findings<S: Store>(
                 fail(
                     Check::QueueRate,
                     format!(
-                        "drop {id}: place {position} admitted at {admit_at}, less than an interval after the one before"
+                        "drop {id} (starting {}, one every {interval}): place {position} admitted at {admit_at}, less than an interval after the one before (queue before the start {pre:?}, after {post:?})",
+                        drop.starts_at
                     ),
                 );
             }
