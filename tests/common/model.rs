@@ -14,6 +14,16 @@
 //! checks each size's stock, each buyer's place, each order, and the guarantees the
 //! model stands for: the invariant per size, the limit across sizes, no unit
 //! `available` while someone waits for its size, places in join order.
+//!
+//! Beside the first-come drops, a draw drop and a waiting-room drop. Buyers enter the
+//! draw (replacing keeps the token) and withdraw while entries are open; the
+//! scheduler's tick past `entries_close_at` runs it, and the model ranks the entries
+//! itself from the revealed seed (SHA-256 of `seed:token`, ascending), awards whole
+//! quantities in rank order while the size has units, and gives units a winner's
+//! cancel or expiry frees to the next-ranked entries that did not win. Buyers join
+//! the waiting room before the start (the pre-queue, in the store's shuffled order,
+//! fixed from the start) or after it (one interval after the slot before, not before
+//! the join), and order with no token, someone else's, or their own once admitted.
 
 use std::collections::HashMap;
 
