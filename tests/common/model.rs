@@ -20,7 +20,8 @@
 //! scheduler's tick past `entries_close_at` runs it, and the model ranks the entries
 //! itself from the revealed seed (SHA-256 of `seed:token`, ascending), awards whole
 //! quantities in rank order while the size has units, and gives units a winner's
-//! cancel or expiry frees to the next-ranked entries that did not win. Buyers join
+//! cancel or expiry (or a restock) frees to the next-ranked entries that did not
+//! win. Buyers join
 //! the waiting room before the start (the pre-queue, in the store's shuffled order,
 //! fixed from the start) or after it (one interval after the slot before, not before
 //! the join), and order with no token, someone else's, or their own once admitted.
@@ -118,6 +119,12 @@ pub enum Op {
     Withdraw {
         user: usize,
     },
+    /// The draw drop's size `size` is restocked (or shrunk): once drawn, units go to
+    /// the entries that have not won, in rank order.
+    AdjustDraw {
+        size: usize,
+        delta: i64,
+    },
     /// A buyer joins the waiting-room drop's queue.
     QueueJoin {
         user: usize,
@@ -155,6 +162,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (0..USERS, 0..DROPS).prop_map(|(user, drop)| Op::Leave { user, drop }),
         8 => (0..USERS, 0..SIZES, prop::bool::weighted(0.1), prop::bool::weighted(0.85), 1u32..5).prop_map(|(user, size, unknown, named, quantity)| Op::Enter { user, size, unknown, named, quantity }),
         1 => (0..USERS).prop_map(|user| Op::Withdraw { user }),
+        2 => (0..SIZES, prop_oneof![-2i64..0, 1i64..4]).prop_map(|(size, delta)| Op::AdjustDraw { size, delta }),
         4 => (0..USERS).prop_map(|user| Op::QueueJoin { user }),
         5 => (0..USERS, 1u32..3, prop_oneof![1 => Just(Token::None), 4 => Just(Token::Own), 1 => Just(Token::Other)]).prop_map(|(user, quantity, token)| Op::RoomOrder { user, quantity, token }),
     ]
@@ -1355,6 +1363,36 @@ async fn step_once(
                 Ok(())
             };
             prop_assert_eq!(code(&got), expected, "step {}: {:?}", step, op);
+        }
+        Op::AdjustDraw { size, delta } => {
+            let d = &model.drops[DRAW];
+            let size = d.size(size);
+            let got = world
+                .app
+                .adjust_stock(
+                    None,
+                    d.id,
+                    StockAdjustment {
+                        delta,
+                        reason: "model".into(),
+                        sku: Some(d.skus[size].clone()),
+                    },
+                )
+                .await;
+            let s = &mut model.drops[DRAW].stock[size];
+            let magnitude = delta.unsigned_abs() as u32;
+            if delta > 0 {
+                s.total += magnitude;
+                s.available += magnitude;
+                prop_assert!(got.is_ok(), "step {}: restock refused: {:?}", step, got);
+                model.draw_hand_off(DRAW, size, now);
+            } else if s.available >= magnitude {
+                s.total -= magnitude;
+                s.available -= magnitude;
+                prop_assert!(got.is_ok(), "step {}: shrink refused: {:?}", step, got);
+            } else {
+                prop_assert_eq!(code(&got), Err("insufficient_stock".to_owned()));
+            }
         }
         Op::QueueJoin { user } => {
             let d = &mut model.drops[ROOM];
