@@ -375,7 +375,9 @@ pub trait DrawRepository: Send + Sync + 'static {
 /// Waiting rooms: who waits for a first-come drop, in which order, admitted when.
 ///
 /// Order: those who joined before `starts_at` by their `shuffle_key` (then user id):
-/// a uniformly random order, fixed at the start; then later arrivals in join order.
+/// a uniformly random order, fixed at the start; then later arrivals in join order
+/// (a join stamped before the start once a later arrival holds a slot, from a
+/// process whose clock is behind, is a later arrival too).
 /// Admission times: the pre-queue's `position` is admitted at
 /// [`WaitingRoom::pre_queue_slot`](model::WaitingRoom::pre_queue_slot); a later
 /// arrival gets [`WaitingRoom::next_slot`](model::WaitingRoom::next_slot) after the

@@ -228,6 +228,20 @@ impl Injector {
         lock(&self.rng).gen_range(0..n.max(1))
     }
 
+    /// A uniform `u64`: what a run uses where the services would draw their own
+    /// randomness (a waiting room's shuffle keys), so the seed decides it too.
+    pub fn random_u64(&self) -> u64 {
+        lock(&self.rng).gen()
+    }
+
+    /// `bytes` uniform random bytes as lower-case hex, from the run's seed.
+    pub fn random_hex(&self, bytes: usize) -> String {
+        let mut rng = lock(&self.rng);
+        (0..bytes)
+            .map(|_| format!("{:02x}", rng.gen::<u8>()))
+            .collect()
+    }
+
     /// A uniform duration up to `max`.
     pub fn duration_up_to(&self, max: Duration) -> Duration {
         let micros = u64::try_from(max.as_micros()).unwrap_or(u64::MAX).max(1);
@@ -627,15 +641,39 @@ impl<S: Store> DrawRepository for FaultyStore<S> {
         &self,
         drop: &model::Drop,
         stock: &[u32],
-        seed: &str,
+        _seed: &str,
         events: &[Event],
     ) -> StoreResult<()> {
-        let call = self.inner.insert_draw_drop(drop, stock, seed, events);
+        // The draw's seed (and so its winners) follows from the run's seed, like
+        // every other random choice, so a seed replays the same run; the stored drop
+        // and its `drop.scheduled` commit to it.
+        let seed = self.faults.random_hex(32);
+        let commitment = model::Draw::commitment_of(&seed);
+        let mut drop = drop.clone();
+        if let Some(draw) = &mut drop.draw {
+            draw.commitment.clone_from(&commitment);
+        }
+        let events: Vec<Event> = events
+            .iter()
+            .cloned()
+            .map(|mut e| {
+                if let Some(draw) = e.payload.get_mut("draw") {
+                    draw["commitment"] = serde_json::Value::String(commitment.clone());
+                }
+                e
+            })
+            .collect();
+        let call = self.inner.insert_draw_drop(&drop, stock, &seed, &events);
         self.faults.guard(WRITE, call).await
     }
     async fn enter_draw(&self, request: &DrawEntryRequest) -> StoreResult<EntryOutcome> {
+        // Entry tokens too (they rank the entries under the seed).
+        let request = DrawEntryRequest {
+            token: self.faults.random_hex(16),
+            ..request.clone()
+        };
         self.faults
-            .guard(WRITE, self.inner.enter_draw(request))
+            .guard(WRITE, self.inner.enter_draw(&request))
             .await
     }
     async fn withdraw_entry(
@@ -686,8 +724,11 @@ impl<S: Store> QueueRepository for FaultyStore<S> {
         drop: DropId,
         user: UserId,
         now: Timestamp,
-        shuffle_key: u64,
+        _shuffle_key: u64,
     ) -> StoreResult<QueueOutcome> {
+        // The pre-queue's order follows from the run's seed, like every other random
+        // choice, so a seed replays the same admissions.
+        let shuffle_key = self.faults.random_u64();
         let call = self.inner.join_queue(drop, user, now, shuffle_key);
         self.faults.guard(WRITE, call).await
     }

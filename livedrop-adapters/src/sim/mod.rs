@@ -5,11 +5,17 @@
 //! [`Livedrop`](livedrop_core::service::Livedrop) processes (each with its background
 //! tasks and caching layer) over one [`MemoryStore`], wraps every port in a
 //! fault-injecting decorator ([`faults`]), and drives a workload of concurrent
-//! clients for a number of steps: drops of one stock or of several sizes, orders
-//! naming a size, restocks per size, waitlist joins and leaves. After every step it
-//! checks the stock invariant of every variant, the per-user limit across sizes, that
-//! every unit is held by exactly the orders that hold it, and the waitlists (no unit
-//! available while someone waits, places in join order) in the store; at the end, once faults stop and the system has
+//! clients for a number of steps: drops of one stock or of several sizes, draw drops
+//! and drops behind a waiting room, orders naming a size (with an admission token,
+//! none or a forged one on a waiting-room drop), restocks per size, waitlist joins
+//! and leaves, draw entries replaced and withdrawn, queue joins; draws run from the
+//! scheduler's tick under the same faults. After every step it checks the stock
+//! invariant of every variant, the per-user limit across sizes, that every unit is
+//! held by exactly the orders that hold it, the waitlists (no unit available while
+//! someone waits, places in join order), the draws (run once, ranking recomputed
+//! from the seed, every entry decided, one order per win) and the waiting rooms
+//! (admissions within the rate, the pre-queue first, no order without an
+//! admission) in the store; at the end, once faults stop and the system has
 //! settled, it checks what clients were told against the store, the notifications
 //! every committed event calls for, every process's cached views and live feed, and
 //! that nothing stayed behind (single-flight loads, idempotency claims, bus
@@ -62,6 +68,37 @@ pub enum Check {
     /// After every step: no buyer holds more than the drop's per-user limit, counted
     /// across its variants.
     PerUserLimit,
+    /// After every step: no drop has more than one `drop.drawn` event in the outbox;
+    /// at the end, every draw whose entries closed (not cancelled first) ran, once.
+    DrawOnce,
+    /// After every step: a drawn drop's seed matches its commitment, and its
+    /// published ranking is the one recomputed from the seed (SHA-256 of
+    /// `seed:token`, ascending), ranks 1, 2, …
+    DrawRanking,
+    /// After every step: before the draw every entry is pending and nothing is
+    /// published; after it, every entry is won or lost.
+    DrawResults,
+    /// After every step: each win has exactly one order (its entry's units of its
+    /// variant, for its buyer, keyed `draw:<order id>`), and every order of a draw
+    /// drop is a win's.
+    DrawWinOrders,
+    /// After every step: the units a draw's wins hold per variant are within the
+    /// variant's stock, whose invariant holds.
+    DrawAwards,
+    /// At the end: one `draw_won` / `draw_lost` notification per `draw.won` /
+    /// `draw.lost` event, and each entry of a drawn drop has one result event (a
+    /// winner that first lost, two: `draw.lost` then `draw.won`).
+    DrawNotices,
+    /// After every step: waiting-room admissions are one interval apart at least
+    /// (the pre-queue at its slots from the start), and no more are admitted than
+    /// the rate allows for the time since the start.
+    QueueRate,
+    /// After every step: the pre-queue holds the first places and is admitted before
+    /// any later arrival; later arrivals follow in join order.
+    QueueOrder,
+    /// After every step: every order on a waiting-room drop (waitlist offers aside)
+    /// was placed by a buyer admitted at that time.
+    AdmissionRequired,
     /// After every step: each variant's reserved and sold units are exactly those its
     /// reserved and confirmed orders hold, waitlist offers included: no unit offered
     /// twice, none lost.

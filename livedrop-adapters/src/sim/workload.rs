@@ -10,14 +10,15 @@ use std::time::Duration;
 use livedrop_core::event::{EventPayload, EventType};
 use livedrop_core::id::{DropId, OrderId, ProductId, UserId};
 use livedrop_core::model::{
-    Actor, DropFilter, DropState, Notification, NotificationKind, Order, OrderStatus, Product,
-    ProductFilter, Role, User, WAITLIST_FINGERPRINT,
+    Actor, Allocation, Draw, DrawResult, DropFilter, DropState, Notification, NotificationKind,
+    Order, OrderStatus, Product, ProductFilter, Role, User, WaitingRoom, DRAW_FINGERPRINT,
+    WAITLIST_FINGERPRINT,
 };
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::Clock;
 use livedrop_core::service::{
-    JoinWaitlist, Livedrop, NewDrop, NewProduct, NewVariant, PlaceOrder, ProductPatch,
-    Registration, StockAdjustment, Store,
+    EnterDraw, JoinWaitlist, Livedrop, NewDrop, NewProduct, NewVariant, PlaceOrder, ProductPatch,
+    QueueState, Registration, StockAdjustment, Store,
 };
 use livedrop_core::{Error, Event, StoreResult, Timestamp};
 use tokio_util::sync::CancellationToken;
@@ -104,6 +105,10 @@ struct Model {
     drops: Vec<(DropId, usize)>,
     /// The skus of each drop, in the drop's order.
     skus: BTreeMap<DropId, Vec<String>>,
+    /// Draw drops.
+    draws: Vec<DropId>,
+    /// Drops behind a waiting room.
+    rooms: Vec<DropId>,
     keys: BTreeMap<String, KeyLog>,
     next_key: u64,
     told: BTreeMap<OrderId, (usize, Told)>,
@@ -134,6 +139,8 @@ impl Model {
 enum Action {
     Place {
         key: String,
+        /// How the buyer gets an admission token (see [`with_admission`]).
+        admission: usize,
     },
     Settle {
         order: OrderId,
@@ -167,6 +174,21 @@ enum Action {
         /// Sizes with their units; none for a drop of one stock (`stock`).
         variants: Vec<(String, u32)>,
         limit: Option<u32>,
+        fair: Fair,
+    },
+    EnterDraw {
+        user: usize,
+        drop: DropId,
+        sku: Option<String>,
+        quantity: u32,
+    },
+    WithdrawEntry {
+        user: usize,
+        drop: DropId,
+    },
+    JoinQueue {
+        user: usize,
+        drop: DropId,
     },
     JoinWaitlist {
         user: usize,
@@ -199,6 +221,40 @@ enum Action {
     },
 }
 
+/// How a drop the workload schedules allocates its units.
+#[derive(Debug, Clone, Copy)]
+enum Fair {
+    FirstCome,
+    /// A draw whose entries close this long after the start.
+    Draw(Duration),
+    /// First come, behind a waiting room.
+    Room(WaitingRoom),
+}
+
+/// The admission token a buyer sends with an order: its own when admitted (asked
+/// for just before), nothing, or a forged one, as `how` says (0 to 9: mostly its
+/// own). Off a waiting-room drop, what the request had.
+async fn with_admission(
+    app: &Livedrop,
+    model: &Model,
+    buyer: &Actor,
+    mut request: PlaceOrder,
+    how: usize,
+) -> PlaceOrder {
+    if !model.rooms.contains(&request.drop_id) {
+        return request;
+    }
+    request.admission_token = match how {
+        0 => None,
+        1 => Some(format!("v1.{}.00", i64::MAX)),
+        _ => match app.queue_status(buyer, request.drop_id).await {
+            Ok(status) if status.status == QueueState::Admitted => status.admission_token,
+            _ => None,
+        },
+    };
+    request
+}
+
 /// What a finished request tells the model.
 enum Outcome {
     Place {
@@ -228,7 +284,7 @@ enum Outcome {
     },
     Drop {
         creator: usize,
-        reply: Reply<(DropId, Vec<String>)>,
+        reply: Reply<(DropId, Vec<String>, Allocation, bool)>,
     },
     Other {
         what: &'static str,
@@ -291,6 +347,8 @@ pub(super) async fn drive<S: Store>(
         products: Vec::new(),
         drops: Vec::new(),
         skus: BTreeMap::new(),
+        draws: Vec::new(),
+        rooms: Vec::new(),
         keys: BTreeMap::new(),
         next_key: 0,
         told: BTreeMap::new(),
@@ -368,12 +426,21 @@ pub(super) async fn drive<S: Store>(
     }
 
     let mut lines = Lines::default();
+    let mut fair = FairLog::default();
     for step in 0..config.steps {
         run_step(step, &mut world, &mut model, &timing).await;
         let think = faults.duration_up_to(timing.max_think);
         tokio::time::sleep(think).await;
         let latest = clock.latest();
         step_checks(step, &*raw, &model, latest, &mut lines, &mut violations).await;
+        for (check, message) in fair_step_checks(&*raw, &model, latest, &mut fair).await {
+            violations.push(Violation {
+                check,
+                class: None,
+                step: Some(step),
+                message,
+            });
+        }
         if violations.len() > 20 {
             break;
         }
@@ -571,6 +638,47 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
             (n, _) => Some(skus[faults.pick(n)].clone()),
         }
     };
+    // Draw entries and waiting rooms, when there are such drops.
+    let fair = (!model.draws.is_empty() || !model.rooms.is_empty()) && faults.roll(0.25);
+    if fair && !model.products.is_empty() {
+        let draw = (!model.draws.is_empty() && (model.rooms.is_empty() || faults.roll(0.5)))
+            .then(|| model.draws[faults.pick(model.draws.len())]);
+        if let Some(drop) = draw {
+            return if faults.roll(0.85) {
+                Action::EnterDraw {
+                    user,
+                    drop,
+                    sku: sku_of(drop),
+                    quantity: 1 + faults.pick(3) as u32,
+                }
+            } else {
+                Action::WithdrawEntry { user, drop }
+            };
+        }
+        let drop = model.rooms[faults.pick(model.rooms.len())];
+        if faults.roll(0.5) {
+            return Action::JoinQueue { user, drop };
+        }
+        let key = format!("k{}", model.next_key);
+        model.next_key += 1;
+        model.keys.insert(
+            key.clone(),
+            KeyLog {
+                user,
+                request: PlaceOrder {
+                    admission_token: None,
+                    drop_id: drop,
+                    quantity: 1 + faults.pick(2) as u32,
+                    sku: sku_of(drop),
+                },
+                decisions: Vec::new(),
+            },
+        );
+        return Action::Place {
+            key,
+            admission: faults.pick(10),
+        };
+    }
     match roll {
         _ if model.products.is_empty() => Action::CreateProduct { creator, n },
         _ if model.drops.is_empty() || (roll < 6 && model.drops.len() < 8) => {
@@ -594,6 +702,17 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
                     Vec::new()
                 },
                 limit: faults.roll(0.7).then(|| 1 + faults.pick(5) as u32),
+                fair: match faults.pick(10) {
+                    0..=2 => Fair::Draw(
+                        Duration::from_millis(100) + faults.duration_up_to(timing.max_drop / 4),
+                    ),
+                    3..=4 => Fair::Room(WaitingRoom {
+                        admit_per_minute: [6, 20, 60, 120, 600][faults.pick(5)],
+                        token_seconds: 10 + faults.pick(50) as u32,
+                        opens_minutes_before: faults.pick(2) as u32,
+                    }),
+                    _ => Fair::FirstCome,
+                },
             }
         }
         6..=35 => {
@@ -613,10 +732,14 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
                     decisions: Vec::new(),
                 },
             );
-            Action::Place { key }
+            Action::Place {
+                key,
+                admission: faults.pick(10),
+            }
         }
         36..=50 if !retry.is_empty() => Action::Place {
             key: retry[faults.pick(retry.len())].clone(),
+            admission: faults.pick(10),
         },
         51..=57 if !held.is_empty() => {
             let (order, user) = held[faults.pick(held.len())];
@@ -653,13 +776,20 @@ fn plan(model: &mut Model, faults: &Injector, timing: &Timing) -> Action {
         }
         74..=78 => {
             let drop = drop().unwrap_or_default();
+            let delta = if faults.roll(0.6) {
+                1 + faults.pick(5) as i64
+            } else {
+                -(1 + faults.pick(3) as i64)
+            };
             Action::Adjust {
                 drop,
                 sku: sku_of(drop),
-                delta: if faults.roll(0.6) {
-                    1 + faults.pick(5) as i64
+                // A draw's winners come from its random seed, which a run does not
+                // decide: whether a shrink finds its units would not replay.
+                delta: if model.draws.contains(&drop) {
+                    delta.abs()
                 } else {
-                    -(1 + faults.pick(3) as i64)
+                    delta
                 },
             }
         }
@@ -705,15 +835,19 @@ async fn execute(
 ) -> Outcome {
     let actor = |i: usize| model.users[i].actor;
     match action {
-        Action::Place { key } => {
+        Action::Place { key, admission } => {
             let Some(log) = model.keys.get(&key) else {
                 return Outcome::Fault {
                     what: "no such key",
                 };
             };
             let buyer = actor(log.user);
-            let request = log.request.clone();
-            let reply = client(kill, patience, app.place_order(&buyer, Some(&key), request)).await;
+            let place = async {
+                let request =
+                    with_admission(&app, model, &buyer, log.request.clone(), admission).await;
+                app.place_order(&buyer, Some(&key), request).await
+            };
+            let reply = client(kill, patience, place).await;
             Outcome::Place { key, reply }
         }
         Action::Settle {
@@ -800,16 +934,30 @@ async fn execute(
             stock,
             variants,
             limit,
+            fair,
         } => {
             let now = clock.now();
             let starts_at = (!later.is_zero())
                 .then(|| now + chrono::Duration::from_std(later).unwrap_or_default());
             let ends_at =
                 starts_at.unwrap_or(now) + chrono::Duration::from_std(length).unwrap_or_default();
+            let (allocation, entries_close_at, waiting_room) = match fair {
+                Fair::FirstCome => (Allocation::FirstCome, None, None),
+                Fair::Draw(after) => (
+                    Allocation::Draw,
+                    Some(
+                        (starts_at.unwrap_or(now)
+                            + chrono::Duration::from_std(after).unwrap_or_default())
+                        .min(ends_at - chrono::Duration::milliseconds(1)),
+                    ),
+                    None,
+                ),
+                Fair::Room(room) => (Allocation::FirstCome, None, Some(room)),
+            };
             let new = NewDrop {
-                allocation: Default::default(),
-                entries_close_at: None,
-                waiting_room: None,
+                allocation,
+                entries_close_at,
+                waiting_room,
                 product_id: product,
                 starts_at,
                 ends_at,
@@ -830,7 +978,8 @@ async fn execute(
                 reply: reply.map(|r| {
                     r.map(|view| {
                         let skus = view.drop.variants.iter().map(|v| v.sku.clone()).collect();
-                        (view.drop.id, skus)
+                        let room = view.drop.waiting_room.is_some();
+                        (view.drop.id, skus, view.drop.allocation(), room)
                     })
                 }),
             }
@@ -873,6 +1022,36 @@ async fn execute(
             .await;
             Outcome::Other {
                 what: "join_waitlist",
+                code: code(&reply),
+            }
+        }
+        Action::EnterDraw {
+            user,
+            drop,
+            sku,
+            quantity,
+        } => {
+            let request = EnterDraw {
+                sku,
+                quantity: Some(quantity),
+            };
+            let reply = client(kill, patience, app.enter_draw(&actor(user), drop, request)).await;
+            Outcome::Other {
+                what: "enter_draw",
+                code: code(&reply),
+            }
+        }
+        Action::WithdrawEntry { user, drop } => {
+            let reply = client(kill, patience, app.withdraw_entry(&actor(user), drop)).await;
+            Outcome::Other {
+                what: "withdraw_entry",
+                code: code(&reply),
+            }
+        }
+        Action::JoinQueue { user, drop } => {
+            let reply = client(kill, patience, app.join_queue(&actor(user), drop)).await;
+            Outcome::Other {
+                what: "join_queue",
                 code: code(&reply),
             }
         }
@@ -1033,9 +1212,15 @@ fn apply(step: u32, model: &mut Model, outcome: Outcome) {
         }
         Outcome::Drop { creator, reply } => {
             model.record(step, "schedule_drop", code(&reply));
-            if let Ok(Ok((drop, skus))) = reply {
+            if let Ok(Ok((drop, skus, allocation, room))) = reply {
                 model.drops.push((drop, creator));
                 model.skus.insert(drop, skus);
+                if allocation == Allocation::Draw {
+                    model.draws.push(drop);
+                }
+                if room {
+                    model.rooms.push(drop);
+                }
             }
         }
         Outcome::Other { what, code } => model.record(step, what, code),
@@ -1325,6 +1510,410 @@ async fn units_and_waitlists<S: Store>(
     (found, now)
 }
 
+/// What the fair-allocation checks carry from step to step: how far they read the
+/// outbox, and how many `drop.drawn` events each drop has there.
+#[derive(Debug, Default, Clone)]
+pub(super) struct FairLog {
+    read: i64,
+    drawn: HashMap<DropId, u32>,
+}
+
+/// After every step: each draw ran at most once (one `drop.drawn` in the outbox),
+/// and, read from the store until three reads in a row agree (background tasks
+/// run meanwhile on a real database), the draws and the waiting rooms as
+/// [`draw_findings`] and [`queue_findings`] check them.
+async fn fair_step_checks<S: Store>(
+    raw: &S,
+    model: &Model,
+    latest: Timestamp,
+    log: &mut FairLog,
+) -> Vec<(Check, String)> {
+    let mut found = Vec::new();
+    loop {
+        match raw.appended_since(log.read, &[], 1_000).await {
+            Ok(records) if records.is_empty() => break,
+            Ok(records) => {
+                for r in &records {
+                    log.read = log.read.max(r.seq);
+                    if r.event.kind != EventType::DropDrawn {
+                        continue;
+                    }
+                    let drop = DropId(r.event.aggregate_id);
+                    let n = log.drawn.entry(drop).or_default();
+                    *n += 1;
+                    if *n > 1 {
+                        found.push((
+                            Check::DrawOnce,
+                            format!("drop {drop}: {n} drop.drawn events in the outbox"),
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                found.push((Check::DrawOnce, format!("cannot read the outbox: {e}")));
+                break;
+            }
+        }
+    }
+    let mut orders = Vec::new();
+    for user in &model.users {
+        let id = user.actor.id;
+        match all_pages(|p| raw.orders_for_user(id, p)).await {
+            Ok(list) => orders.extend(list),
+            Err(e) => found.push((Check::DrawWinOrders, format!("cannot list orders: {e}"))),
+        }
+    }
+    let mut findings = Vec::new();
+    for attempt in 0..3 {
+        findings = draw_findings(raw, model, &orders).await;
+        findings.extend(queue_findings(raw, model, latest, &orders).await);
+        if findings.is_empty() {
+            break;
+        }
+        if attempt < 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            orders.clear();
+            for user in &model.users {
+                let id = user.actor.id;
+                if let Ok(list) = all_pages(|p| raw.orders_for_user(id, p)).await {
+                    orders.extend(list);
+                }
+            }
+        }
+    }
+    found.extend(findings);
+    found
+}
+
+/// A draw drop's entries in rank order, every page.
+async fn ranked_entries<S: Store>(
+    raw: &S,
+    drop: DropId,
+) -> StoreResult<Vec<livedrop_core::model::DrawEntry>> {
+    let mut all = Vec::new();
+    loop {
+        let after = all
+            .last()
+            .and_then(|e: &livedrop_core::model::DrawEntry| e.rank)
+            .unwrap_or(0);
+        let page = raw.draw_entries(drop, after, 100).await?;
+        let done = page.len() < 100;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
+}
+
+/// Each drawn draw: the revealed seed matches the commitment; the published ranking
+/// is the one recomputed from the seed (SHA-256 of `seed:token`, ascending), ranks
+/// 1, 2, …; every entry won or lost; each win has exactly one order (its whole
+/// quantity of its variant, reserved for its buyer under `draw:<order id>`) and
+/// every draw order of the drop is a win's; the units wins hold per variant are
+/// within its stock. Before the draw: no seed, nothing published, entries pending.
+async fn draw_findings<S: Store>(raw: &S, model: &Model, orders: &[Order]) -> Vec<(Check, String)> {
+    let mut found = Vec::new();
+    let mut fail = |check, message: String| found.push((check, message));
+    for &id in &model.draws {
+        let view = match raw.drop_view(id).await {
+            Ok(Some(view)) => view,
+            Ok(None) => {
+                fail(Check::DrawResults, format!("draw drop {id} vanished"));
+                continue;
+            }
+            Err(e) => {
+                fail(Check::DrawResults, format!("cannot read drop {id}: {e}"));
+                continue;
+            }
+        };
+        let Some(draw) = &view.drop.draw else {
+            fail(Check::DrawResults, format!("drop {id} lost its draw"));
+            continue;
+        };
+        let entries = match ranked_entries(raw, id).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                fail(
+                    Check::DrawRanking,
+                    format!("cannot read drop {id}'s ranking: {e}"),
+                );
+                continue;
+            }
+        };
+        let Some(seed) = &draw.seed else {
+            if draw.drawn_at.is_some() || !entries.is_empty() {
+                fail(
+                    Check::DrawRanking,
+                    format!("drop {id}: results published before the seed"),
+                );
+            }
+            for user in &model.users {
+                if let Ok(Some(e)) = raw.draw_entry(id, user.actor.id).await {
+                    if e.result != DrawResult::Pending || e.order_id.is_some() {
+                        fail(
+                            Check::DrawResults,
+                            format!("drop {id}: an entry is {:?} before the draw", e.result),
+                        );
+                    }
+                }
+            }
+            continue;
+        };
+        if Draw::commitment_of(seed) != draw.commitment {
+            fail(
+                Check::DrawRanking,
+                format!("drop {id}: the seed does not match the commitment"),
+            );
+        }
+        let mut recomputed: Vec<(String, String)> = entries
+            .iter()
+            .map(|e| {
+                (
+                    Draw::commitment_of(&format!("{seed}:{}", e.token)),
+                    e.token.clone(),
+                )
+            })
+            .collect();
+        recomputed.sort();
+        let published: Vec<&str> = entries.iter().map(|e| e.token.as_str()).collect();
+        let expected: Vec<&str> = recomputed.iter().map(|(_, t)| t.as_str()).collect();
+        let ranks_ok = entries
+            .iter()
+            .enumerate()
+            .all(|(i, e)| e.rank == Some(i as u64 + 1));
+        if published != expected || !ranks_ok {
+            fail(
+                Check::DrawRanking,
+                format!("drop {id}: the published ranking is not the seed's"),
+            );
+        }
+        let mut held: HashMap<&str, u32> = HashMap::new();
+        let mut wins = BTreeSet::new();
+        for e in &entries {
+            match (e.result, e.order_id) {
+                (DrawResult::Pending, _) => fail(
+                    Check::DrawResults,
+                    format!("drop {id}: entry {} still pending after the draw", e.token),
+                ),
+                (DrawResult::Lost, None) => {}
+                (DrawResult::Lost, Some(_)) | (DrawResult::Won, None) => fail(
+                    Check::DrawWinOrders,
+                    format!(
+                        "drop {id}: entry {} is {:?} with order {:?}",
+                        e.token, e.result, e.order_id
+                    ),
+                ),
+                (DrawResult::Won, Some(order)) => {
+                    if !wins.insert(order) {
+                        fail(
+                            Check::DrawWinOrders,
+                            format!("drop {id}: order {order} won twice"),
+                        );
+                    }
+                    let Some(o) = orders.iter().find(|o| o.id == order) else {
+                        fail(
+                            Check::DrawWinOrders,
+                            format!(
+                                "drop {id}: entry {} won order {order}, which is missing",
+                                e.token
+                            ),
+                        );
+                        continue;
+                    };
+                    if o.user_id != e.user_id
+                        || o.drop_id != id
+                        || o.sku != e.sku
+                        || o.quantity != e.quantity
+                        || o.fingerprint != DRAW_FINGERPRINT
+                        || o.idempotency_key != format!("draw:{}", o.id)
+                    {
+                        fail(
+                            Check::DrawWinOrders,
+                            format!("drop {id}: order {order} does not fit entry {}", e.token),
+                        );
+                    }
+                    if o.status.holds_stock() {
+                        *held.entry(e.sku.as_str()).or_default() += o.quantity;
+                    }
+                }
+            }
+        }
+        for o in orders.iter().filter(|o| o.drop_id == id) {
+            if !wins.contains(&o.id) {
+                fail(
+                    Check::DrawWinOrders,
+                    format!(
+                        "drop {id}: order {} ({}) is no entry's win",
+                        o.id, o.fingerprint
+                    ),
+                );
+            }
+        }
+        for (variant, stock) in view.variants() {
+            let units = held.get(variant.sku.as_str()).copied().unwrap_or(0);
+            if units > stock.total || !stock.is_consistent() {
+                fail(
+                    Check::DrawAwards,
+                    format!(
+                        "drop {id} variant {}: wins hold {units} units of {stock:?}",
+                        variant.sku
+                    ),
+                );
+            }
+        }
+    }
+    found
+}
+
+/// Each waiting room: the pre-queue (who joined before the start) holds places 1
+/// to k, admitted one interval apart from the start; later arrivals hold the next
+/// places in join order, each admitted at least one interval after the one before
+/// and after the whole pre-queue; the admissions so far (`admitted_through` at the
+/// clock's high-water mark `latest`) are those times and never more than the rate
+/// allows since the start. Every order on a room's drop (waitlist offers aside)
+/// was placed by an admitted buyer while the admission lasted.
+async fn queue_findings<S: Store>(
+    raw: &S,
+    model: &Model,
+    latest: Timestamp,
+    orders: &[Order],
+) -> Vec<(Check, String)> {
+    let mut found = Vec::new();
+    let mut fail = |check, message: String| found.push((check, message));
+    for &id in &model.rooms {
+        let drop = match raw.drop_by_id(id).await {
+            Ok(Some(drop)) => drop,
+            _ => continue,
+        };
+        let Some(room) = drop.waiting_room else {
+            fail(
+                Check::QueueOrder,
+                format!("drop {id} lost its waiting room"),
+            );
+            continue;
+        };
+        let interval = room.interval();
+        let mut queue = Vec::new();
+        let mut entries = HashMap::new();
+        for user in &model.users {
+            match raw.queue_entry(id, user.actor.id).await {
+                Ok(Some(e)) => {
+                    queue.push((e.position, e.admit_at, e.joined_at));
+                    entries.insert(user.actor.id, e);
+                }
+                Ok(None) => {}
+                Err(e) => fail(Check::QueueOrder, format!("cannot read a queue entry: {e}")),
+            }
+        }
+        queue.sort();
+        // The pre-queue: who joined before the start, ahead of every later arrival
+        // (a join stamped before the start that came after a later arrival, from a
+        // process whose clock is behind, queues behind as one).
+        let k = queue
+            .iter()
+            .take_while(|(_, _, joined)| *joined < drop.starts_at)
+            .count();
+        let (pre, post) = queue.split_at(k);
+        if queue.iter().map(|p| p.0).ne(1..=queue.len() as u64) {
+            fail(
+                Check::QueueOrder,
+                format!(
+                    "drop {id}: places {:?}",
+                    queue.iter().map(|p| p.0).collect::<Vec<_>>()
+                ),
+            );
+        }
+        // Joins reach the store in their own order (a delayed request comes late),
+        // so a later arrival's slot is checked against its join, not its neighbours'.
+        for (position, admit_at, joined) in post {
+            if admit_at < joined {
+                fail(
+                    Check::QueueOrder,
+                    format!("drop {id}: place {position} admitted at {admit_at}, before it joined at {joined}"),
+                );
+            }
+        }
+        for (position, admit_at, _) in pre {
+            if *admit_at != room.pre_queue_slot(drop.starts_at, *position) {
+                fail(
+                    Check::QueueRate,
+                    format!("drop {id}: place {position} of the pre-queue admitted at {admit_at}"),
+                );
+            }
+        }
+        if let (Some(last), Some(first)) = (pre.last(), post.first()) {
+            if first.1 <= last.1 {
+                fail(
+                    Check::QueueOrder,
+                    format!(
+                        "drop {id}: place {} (a later arrival) admitted at {} before place {} of the pre-queue at {}",
+                        first.0, first.1, last.0, last.1
+                    ),
+                );
+            }
+        }
+        let mut previous = pre.last().map(|p| p.1);
+        for (position, admit_at, _) in post {
+            let earliest = previous.map_or(drop.starts_at, |p| p + interval);
+            if *admit_at < earliest {
+                fail(
+                    Check::QueueRate,
+                    format!(
+                        "drop {id} (starting {}, one every {interval}): place {position} admitted at {admit_at}, less than an interval after the one before (queue before the start {pre:?}, after {post:?})",
+                        drop.starts_at
+                    ),
+                );
+            }
+            previous = Some(*admit_at);
+        }
+        let admitted = queue.iter().filter(|p| p.1 <= latest).count() as u64;
+        match raw.admitted_through(id, latest).await {
+            Ok(n) => {
+                let allowed = if latest < drop.starts_at {
+                    0
+                } else {
+                    let elapsed = (latest - drop.starts_at)
+                        .num_microseconds()
+                        .unwrap_or(i64::MAX);
+                    let step = interval.num_microseconds().unwrap_or(1).max(1);
+                    u64::try_from(elapsed / step + 1).unwrap_or(u64::MAX)
+                };
+                if n != admitted || n > allowed {
+                    fail(
+                        Check::QueueRate,
+                        format!(
+                            "drop {id}: {n} admitted by {latest} ({admitted} by their times), the rate allows {allowed}"
+                        ),
+                    );
+                }
+            }
+            Err(e) => fail(Check::QueueRate, format!("cannot count admissions: {e}")),
+        }
+        let lasts = chrono::Duration::seconds(i64::from(room.token_seconds));
+        for o in orders
+            .iter()
+            .filter(|o| o.drop_id == id && o.fingerprint != WAITLIST_FINGERPRINT)
+        {
+            let admitted = entries.get(&o.user_id).is_some_and(|e| {
+                model.stepped_back
+                    || (e.admit_at <= o.created_at && o.created_at < e.admit_at + lasts)
+            });
+            if !admitted {
+                fail(
+                    Check::AdmissionRequired,
+                    format!(
+                        "drop {id}: order {} placed at {} without an admission ({:?})",
+                        o.id,
+                        o.created_at,
+                        entries.get(&o.user_id).map(|e| e.admit_at)
+                    ),
+                );
+            }
+        }
+    }
+    found
+}
+
 /// Stops faults and client traffic and lets the system settle: leases, holds, drops
 /// and TTLs all run out; then one last stock change per drop that every live feed
 /// must see.
@@ -1383,7 +1972,7 @@ async fn settle<S: Store>(
                 break;
             };
             let buyer = model.users[log.user].actor;
-            let request = log.request.clone();
+            let request = with_admission(&app, model, &buyer, log.request.clone(), 9).await;
             let reply: Reply<Order> = Ok(app.place_order(&buyer, Some(&key), request).await);
             let retry = Decision::of(&reply) == Decision::Retry;
             apply(
@@ -1715,6 +2304,90 @@ async fn end_checks<S: Store>(world: &World<S>, model: &Model, out: &mut Vec<Vio
                 event_class,
                 format!("order {} has {n} {} notifications", order.id, kind.as_str()),
             );
+        }
+    }
+
+    // Draws: each ran once, if its entries closed (and it was not cancelled first);
+    // each entry told its result once per `draw.won` / `draw.lost`, and every entry
+    // of a drawn drop has one of them, a winner its `draw.won`.
+    let mut drawn: HashMap<uuid::Uuid, usize> = HashMap::new();
+    let mut results: HashMap<String, (usize, usize)> = HashMap::new();
+    for event in &events {
+        match event.kind {
+            EventType::DropDrawn => *drawn.entry(event.aggregate_id).or_default() += 1,
+            EventType::DrawWon | EventType::DrawLost => {
+                let Ok(EventPayload::DrawWon(draw) | EventPayload::DrawLost(draw)) = event.decode()
+                else {
+                    continue;
+                };
+                let (kind, counts) = (
+                    if event.kind == EventType::DrawWon {
+                        NotificationKind::DrawWon
+                    } else {
+                        NotificationKind::DrawLost
+                    },
+                    results.entry(draw.entry.token.clone()).or_default(),
+                );
+                if kind == NotificationKind::DrawWon {
+                    counts.0 += 1;
+                } else {
+                    counts.1 += 1;
+                }
+                let n = count(draw.entry.user_id, kind, "token", draw.entry.token.clone());
+                if n != 1 {
+                    fail(
+                        Check::DrawNotices,
+                        event_class,
+                        format!(
+                            "entry {} of drop {} has {n} {} notifications",
+                            draw.entry.token,
+                            draw.entry.drop_id,
+                            kind.as_str()
+                        ),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    for &id in &model.draws {
+        let Ok(Some(drop)) = raw.drop_by_id(id).await else {
+            continue;
+        };
+        let Some(draw) = &drop.draw else { continue };
+        let events = drawn.get(&id.0).copied().unwrap_or(0);
+        let due = drop.state != DropState::Cancelled && draw.entries_close_at <= now;
+        if events > 1
+            || (draw.drawn_at.is_some() && events != 1)
+            || (due && draw.drawn_at.is_none())
+        {
+            fail(
+                Check::DrawOnce,
+                None,
+                format!(
+                    "drop {id}: drawn at {:?} with {events} drop.drawn event(s), entries closed at {}",
+                    draw.drawn_at, draw.entries_close_at
+                ),
+            );
+        }
+        let entries = ranked_entries(raw, id).await.unwrap_or_default();
+        for e in &entries {
+            let (won, lost) = results.get(&e.token).copied().unwrap_or_default();
+            let fits = match e.result {
+                DrawResult::Won => won == 1 && lost <= 1,
+                DrawResult::Lost => won == 0 && lost == 1,
+                DrawResult::Pending => false,
+            };
+            if !fits {
+                fail(
+                    Check::DrawNotices,
+                    None,
+                    format!(
+                        "entry {} of drop {id} is {:?} after {won} draw.won and {lost} draw.lost",
+                        e.token, e.result
+                    ),
+                );
+            }
         }
     }
 

@@ -619,17 +619,20 @@ macro_rules! fair_ports {
                 .map_err(dialect::map_sqlx_error)?;
                 let mut wrote = false;
                 if member.is_none() {
-                    let (seq, slot) = if now < d.starts_at {
+                    let last: Option<(i64, dialect::Time)> = ::sqlx::query_as(
+                        "SELECT seq, admit_at FROM queue_entries \
+                         WHERE drop_id = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                    )
+                    .bind(drop.0)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(dialect::map_sqlx_error)?;
+                    // A join stamped before the start once later arrivals hold slots
+                    // (a process whose clock is behind) queues behind them: the
+                    // pre-queue's slots are taken.
+                    let (seq, slot) = if now < d.starts_at && last.is_none() {
                         (None, None)
                     } else {
-                        let last: Option<(i64, dialect::Time)> = ::sqlx::query_as(
-                            "SELECT seq, admit_at FROM queue_entries \
-                             WHERE drop_id = $1 AND seq IS NOT NULL ORDER BY seq DESC LIMIT 1",
-                        )
-                        .bind(drop.0)
-                        .fetch_optional(&mut *tx)
-                        .await
-                        .map_err(dialect::map_sqlx_error)?;
                         let (seq, previous) = match last {
                             Some((seq, slot)) => (seq + 1, Some(slot.time()?)),
                             None => {
@@ -648,10 +651,7 @@ macro_rules! fair_ports {
                                 (1, previous)
                             }
                         };
-                        (
-                            Some(seq),
-                            Some(room.next_slot(previous, d.starts_at, now)),
-                        )
+                        (Some(seq), Some(room.next_slot(previous, d.starts_at, now)))
                     };
                     ::sqlx::query(
                         "INSERT INTO queue_entries (drop_id, user_id, joined_at, shuffle_key, \

@@ -104,6 +104,7 @@ macro_rules! store_conformance {
             draws_run_exactly_once_under_races,
             draws_hand_units_back_in_rank_order,
             queues_order_the_pre_queue_and_space_admissions,
+            queues_a_late_join_stamped_before_the_start_queues_behind,
             queues_refuse_without_an_open_room,
             queues_space_concurrent_joins,
         }

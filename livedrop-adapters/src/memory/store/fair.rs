@@ -331,7 +331,10 @@ impl QueueRepository for MemoryStore {
                 return Ok(QueueOutcome::NotOpen { opens_at });
             }
             if !row.queue.members.contains_key(&user) {
-                if now < row.drop.starts_at {
+                // A join stamped before the start once later arrivals hold slots
+                // (a process whose clock is behind) queues behind them: the
+                // pre-queue's slots are taken.
+                if now < row.drop.starts_at && row.queue.post.is_empty() {
                     row.queue.pre.insert((shuffle_key, user), now);
                     row.queue.members.insert(user, Member::Pre(shuffle_key));
                 } else {

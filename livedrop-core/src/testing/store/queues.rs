@@ -128,6 +128,42 @@ pub async fn queues_order_the_pre_queue_and_space_admissions(repos: &Repos) {
     );
 }
 
+/// A join stamped before the start that comes once later arrivals hold slots (its
+/// process's clock is behind) queues behind them, one interval after the last: the
+/// pre-queue's slots are taken, so it cannot be slotted among them and admit two
+/// buyers less than an interval apart.
+pub async fn queues_a_late_join_stamped_before_the_start_queues_behind(repos: &Repos) {
+    let drop = room_drop(repos, 10).await;
+    let early = seed_user(repos, "early", Role::Customer).await.id;
+    let skewed = seed_user(repos, "skewed", Role::Customer).await.id;
+    let first = joined_queue(repos, &drop, early, at(601), 5).await;
+    assert_eq!((first.position, first.admit_at), (1, at(601)));
+    let behind = joined_queue(repos, &drop, skewed, at(599), 1).await;
+    assert_eq!(
+        (behind.position, behind.admit_at),
+        (2, at(602)),
+        "queued behind the later arrival, one interval after it"
+    );
+    let again = repos
+        .queues
+        .queue_entry(drop.id, early)
+        .await
+        .expect("entry")
+        .expect("queued");
+    assert_eq!((again.position, again.admit_at), (1, at(601)));
+    for (t, admitted) in [(601, 1), (602, 2)] {
+        assert_eq!(
+            repos
+                .queues
+                .admitted_through(drop.id, at(t))
+                .await
+                .expect("admitted"),
+            admitted,
+            "at {t}"
+        );
+    }
+}
+
 /// A drop without a waiting room, an unknown drop, and a room whose drop ended or
 /// was cancelled refuse joins.
 pub async fn queues_refuse_without_an_open_room(repos: &Repos) {
