@@ -37,23 +37,24 @@ impl AdmissionKey {
         // A key of any length is accepted by HMAC.
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
-        mac.update(format!("livedrop-admission:v1:{drop}:{user}:{expires}").as_bytes());
+        mac.update(format!("livedrop-admission:v2:{drop}:{user}:{expires}").as_bytes());
         mac
     }
 
-    /// A token admitting `user` to order from `drop` until `expires` (unix seconds):
-    /// `v1.<expires>.<hex HMAC>`.
+    /// A token admitting `user` to order from `drop` until `expires` (unix
+    /// microseconds, the precision of every stored time, so the token ends exactly
+    /// when the queue status says): `v2.<expires>.<hex HMAC>`.
     pub fn sign(&self, drop: DropId, user: UserId, expires: Timestamp) -> String {
-        let at = expires.timestamp();
+        let at = expires.timestamp_micros();
         let tag = self.mac(drop, user, at).finalize().into_bytes();
-        format!("v1.{at}.{}", hex::encode(tag))
+        format!("v2.{at}.{}", hex::encode(tag))
     }
 
     /// Whether `token` admits `user` to `drop` at `now`: signed by this key for
     /// them, and not expired.
     pub fn verify(&self, token: &str, drop: DropId, user: UserId, now: Timestamp) -> bool {
         let mut parts = token.split('.');
-        let (Some("v1"), Some(at), Some(tag), None) =
+        let (Some("v2"), Some(at), Some(tag), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return false;
@@ -61,7 +62,7 @@ impl AdmissionKey {
         let (Ok(at), Ok(tag)) = (at.parse::<i64>(), hex::decode(tag)) else {
             return false;
         };
-        now.timestamp() < at && self.mac(drop, user, at).verify_slice(&tag).is_ok()
+        now.timestamp_micros() < at && self.mac(drop, user, at).verify_slice(&tag).is_ok()
     }
 }
 
@@ -374,12 +375,18 @@ mod tests {
             "another key"
         );
         let later = token.replacen(
-            &expires.timestamp().to_string(),
-            &(expires.timestamp() + 999).to_string(),
+            &expires.timestamp_micros().to_string(),
+            &(expires.timestamp_micros() + 999).to_string(),
             1,
         );
         assert!(!key.verify(&later, drop, user, now), "a forged expiry");
-        for junk in ["", "v1", "v1.x.y", "v2.1.00", &format!("{token}.x")] {
+        let just_before = expires - chrono::Duration::microseconds(1);
+        assert!(
+            key.verify(&token, drop, user, just_before),
+            "valid to its last microsecond"
+        );
+        let v1 = token.replacen("v2.", "v1.", 1);
+        for junk in ["", "v2", "v2.x.y", "v2.1.00", &v1, &format!("{token}.x")] {
             assert!(!key.verify(junk, drop, user, now), "{junk:?}");
         }
     }
