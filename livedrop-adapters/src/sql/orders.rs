@@ -356,9 +356,14 @@ macro_rules! order_ports {
                             .collect(),
                     ));
                 };
-                // 4. Units each buyer of the batch holds in the drop, all variants.
-                let users: Vec<::uuid::Uuid> = buyers.iter().map(|(_, u)| *u).collect();
-                let held = dialect::held_units(&mut tx, drop.0, &users).await?;
+                // 4. Units each buyer of the batch holds in the drop, all variants,
+                //    unless no buyer could reach the limit anyway.
+                let held = if $crate::sql::limit_out_of_reach(&view, batch) {
+                    ::std::collections::HashMap::new()
+                } else {
+                    let users: Vec<::uuid::Uuid> = buyers.iter().map(|(_, u)| *u).collect();
+                    dialect::held_units(&mut tx, drop.0, &users).await?
+                };
                 // 5. Decide in arrival order.
                 let decision =
                     $crate::sql::decide_batch(&view.drop, stock, known, keys, held, batch)?;
