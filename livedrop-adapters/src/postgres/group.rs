@@ -41,16 +41,20 @@ impl PgStore {
     }
 }
 
+/// The (buyer, key) pairs of `batch` as two columns, for `UNNEST`.
+fn key_columns(batch: &[Placement]) -> (Vec<Uuid>, Vec<&str>) {
+    batch
+        .iter()
+        .map(|r| (r.order.user_id.0, r.order.idempotency_key.as_str()))
+        .unzip()
+}
+
 /// Orders that exist under the (buyer, key) pairs of `batch`, on any drop.
 pub(crate) async fn known_orders(
     conn: &mut PgConnection,
     batch: &[Placement],
 ) -> StoreResult<HashMap<(Uuid, String), Order>> {
-    let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
-    let keys: Vec<&str> = batch
-        .iter()
-        .map(|r| r.order.idempotency_key.as_str())
-        .collect();
+    let (users, keys) = key_columns(batch);
     let sql = format!(
         "SELECT {} FROM orders WHERE (user_id, idempotency_key) IN \
              (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",
@@ -70,11 +74,7 @@ pub(crate) async fn known_keys(
     conn: &mut PgConnection,
     batch: &[Placement],
 ) -> StoreResult<HashMap<(Uuid, String), KeyRow>> {
-    let users: Vec<Uuid> = batch.iter().map(|r| r.order.user_id.0).collect();
-    let keys: Vec<&str> = batch
-        .iter()
-        .map(|r| r.order.idempotency_key.as_str())
-        .collect();
+    let (users, keys) = key_columns(batch);
     let rows = sqlx::query(
         "SELECT user_id, key, fingerprint, state, lease_until, response FROM idempotency_keys \
          WHERE (user_id, key) IN (SELECT * FROM UNNEST($1::uuid[], $2::text[]))",

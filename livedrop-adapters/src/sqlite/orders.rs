@@ -50,15 +50,8 @@ impl SqliteStore {
     }
 }
 
-/// Orders that exist under the (buyer, key) pairs of `batch`, on any drop.
-pub(crate) async fn known_orders(
-    conn: &mut SqliteConnection,
-    batch: &[Placement],
-) -> StoreResult<HashMap<(Uuid, String), Order>> {
-    let mut query = QueryBuilder::<Sqlite>::new(format!(
-        "SELECT {} FROM orders WHERE (user_id, idempotency_key) IN (VALUES ",
-        OrderRow::COLUMNS
-    ));
+/// Appends the (buyer, key) pairs of `batch` as `VALUES` rows and closes the list.
+fn push_key_pairs<'q>(query: &mut QueryBuilder<'q, Sqlite>, batch: &'q [Placement]) {
     let mut pairs = query.separated(", ");
     for r in batch {
         pairs.push("(");
@@ -68,6 +61,18 @@ pub(crate) async fn known_orders(
         pairs.push_unseparated(")");
     }
     query.push(")");
+}
+
+/// Orders that exist under the (buyer, key) pairs of `batch`, on any drop.
+pub(crate) async fn known_orders(
+    conn: &mut SqliteConnection,
+    batch: &[Placement],
+) -> StoreResult<HashMap<(Uuid, String), Order>> {
+    let mut query = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {} FROM orders WHERE (user_id, idempotency_key) IN (VALUES ",
+        OrderRow::COLUMNS
+    ));
+    push_key_pairs(&mut query, batch);
     let rows = query
         .build_query_as::<OrderRow>()
         .fetch_all(&mut *conn)
@@ -85,15 +90,7 @@ pub(crate) async fn known_keys(
         "SELECT user_id, key, fingerprint, state, lease_until, response FROM idempotency_keys \
          WHERE (user_id, key) IN (VALUES ",
     );
-    let mut pairs = query.separated(", ");
-    for r in batch {
-        pairs.push("(");
-        pairs.push_bind_unseparated(r.order.user_id.0);
-        pairs.push_unseparated(", ");
-        pairs.push_bind_unseparated(r.order.idempotency_key.as_str());
-        pairs.push_unseparated(")");
-    }
-    query.push(")");
+    push_key_pairs(&mut query, batch);
     let rows = query
         .build()
         .fetch_all(&mut *conn)

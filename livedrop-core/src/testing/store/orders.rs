@@ -320,6 +320,13 @@ pub async fn orders_keep_their_answer_under_the_key(repos: &Repos) {
     let record = |outcome: &PlaceOutcome, q: u32| {
         crate::service::order_record(outcome, q).expect("a kept answer")
     };
+    let begin = |key: &'static str, fingerprint: String, now: Timestamp| async move {
+        repos
+            .idempotency
+            .begin(buyer.id, key, &fingerprint, now, LEASE)
+            .await
+            .expect("begin")
+    };
 
     // Out of stock: kept, and met again after units come back.
     let big = fixtures::order(buyer.id, &drop, 4, "big", T0);
@@ -334,19 +341,11 @@ pub async fn orders_keep_their_answer_under_the_key(repos: &Repos) {
     let other = fixtures::order(buyer.id, &drop, 1, "big", at(1));
     assert_eq!(place(repos, &other, at(1)).await, PlaceOutcome::KeyReused);
     assert_eq!(
-        repos
-            .idempotency
-            .begin(buyer.id, "big", &big.fingerprint, at(1), LEASE)
-            .await
-            .expect("begin"),
+        begin("big", big.fingerprint.clone(), at(1)).await,
         BeginOutcome::Replay(kept)
     );
     assert_eq!(
-        repos
-            .idempotency
-            .begin(buyer.id, "big", "another request", at(1), LEASE)
-            .await
-            .expect("begin"),
+        begin("big", "another request".into(), at(1)).await,
         BeginOutcome::Mismatch
     );
 
@@ -358,19 +357,11 @@ pub async fn orders_keep_their_answer_under_the_key(repos: &Repos) {
     )
     .await;
     assert_eq!(
-        repos
-            .idempotency
-            .begin(buyer.id, "ok", &first.fingerprint, at(3), LEASE)
-            .await
-            .expect("begin"),
+        begin("ok", first.fingerprint.clone(), at(3)).await,
         BeginOutcome::Replay(record(&PlaceOutcome::Placed(first.clone()), 1))
     );
     assert_eq!(
-        repos
-            .idempotency
-            .begin(buyer.id, "ok", "another request", at(3), LEASE)
-            .await
-            .expect("begin"),
+        begin("ok", "another request".into(), at(3)).await,
         BeginOutcome::Mismatch
     );
 
@@ -401,18 +392,7 @@ pub async fn orders_keep_their_answer_under_the_key(repos: &Repos) {
     );
 
     // A live claim: in flight, nothing decided; once its lease ran out, taken over.
-    let claim = match repos
-        .idempotency
-        .begin(
-            buyer.id,
-            "claimed",
-            &format!("{}:1", drop.id),
-            at(10),
-            LEASE,
-        )
-        .await
-        .expect("begin")
-    {
+    let claim = match begin("claimed", format!("{}:1", drop.id), at(10)).await {
         BeginOutcome::Started(claim) => claim,
         other => panic!("expected Started, got {other:?}"),
     };
@@ -438,11 +418,7 @@ pub async fn orders_keep_their_answer_under_the_key(repos: &Repos) {
         "the dead claim's holder is fenced"
     );
     assert_eq!(
-        repos
-            .idempotency
-            .begin(buyer.id, "claimed", &late.fingerprint, at(46), LEASE)
-            .await
-            .expect("begin"),
+        begin("claimed", late.fingerprint.clone(), at(46)).await,
         BeginOutcome::Replay(record(&PlaceOutcome::Placed(taken), 1))
     );
 }
