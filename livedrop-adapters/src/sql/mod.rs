@@ -380,12 +380,10 @@ pub(crate) fn decide_batch(
                 at: r.now,
             });
         };
-        let row = match stock.get_mut(&r.order.sku) {
-            Some(row) if drop.variant(&r.order.sku).is_some() => row,
-            _ => {
-                outcomes.push(PlaceOutcome::UnknownVariant);
-                continue;
-            }
+        // The drop's variants are its inventory rows: a sku without a row is not one.
+        let Some(row) = stock.get_mut(&r.order.sku) else {
+            outcomes.push(PlaceOutcome::UnknownVariant);
+            continue;
         };
         let units = held.entry(key.0).or_insert(0);
         if let Some(no) = refusal(
