@@ -149,6 +149,9 @@ impl OrderRepository for MemoryStore {
             // The order is the key's record: a claim it took over goes.
             if let Some(keys) = state.idempotency.get_mut(&stored.user_id) {
                 keys.remove(stored.idempotency_key.as_str());
+                if keys.is_empty() {
+                    state.idempotency.remove(&stored.user_id);
+                }
             }
             let q = stored.quantity;
             state.insert_order(indexed);
