@@ -305,6 +305,61 @@ fn buyers_chart(
     )
 }
 
+/// From `batch_profile` lines (one per buyer count): milliseconds per batch against
+/// buyers for the whole group-reserve batch, the time it held the variant rows, its
+/// steps before the rows, its wait for the rows, its commit, and the raw ceiling's
+/// whole batch and commit.
+fn batch_profile_series(lines: &[Value]) -> Vec<Series> {
+    let ms = |v: &Value, steps: &[&str]| -> Option<f64> {
+        steps
+            .iter()
+            .map(|s| v["steps"][s]["ms_per_batch"].as_f64())
+            .sum()
+    };
+    type Pick = fn(&Value, &dyn Fn(&Value, &[&str]) -> Option<f64>) -> Option<f64>;
+    let lines_of: [(&str, Pick); 7] = [
+        ("group reserve: whole batch", |v, _| {
+            v["group"]["ms_per_batch"].as_f64()
+        }),
+        (
+            "group reserve: variant rows held (lock to commit)",
+            |v, _| v["group"]["rows_held_ms_per_batch"].as_f64(),
+        ),
+        ("group reserve: begin, buyers' locks, key reads", |v, ms| {
+            ms(&v["group"], &["begin", "buyer_locks", "known"])
+        }),
+        (
+            "group reserve: waiting for and locking the rows",
+            |v, ms| ms(&v["group"], &["stock_rows"]),
+        ),
+        ("group reserve: commit", |v, ms| {
+            ms(&v["group"], &["commit"])
+        }),
+        ("raw ceiling: whole batch", |v, _| {
+            v["raw_ceiling"]["ms_per_batch"].as_f64()
+        }),
+        ("raw ceiling: commit", |v, ms| {
+            ms(&v["raw_ceiling"], &["commit"])
+        }),
+    ];
+    lines_of
+        .iter()
+        .filter_map(|(name, pick)| {
+            let mut points: Vec<(f64, f64)> = lines
+                .iter()
+                .filter(|v| v["bench"] == "batch_profile")
+                .filter_map(|v| Some((v["buyers"].as_f64()?, pick(v, &ms)?)))
+                .filter(|p| p.1 > 0.0)
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (!points.is_empty()).then(|| Series {
+                name: (*name).to_owned(),
+                points,
+            })
+        })
+        .collect()
+}
+
 fn write_csv(path: &Path, rows: &[(String, String, f64, f64)]) -> anyhow::Result<()> {
     let mut csv = String::from("chart,series,x,y\n");
     for (chart, series, x, y) in rows {
@@ -359,12 +414,18 @@ fn main() -> anyhow::Result<()> {
         ],
     );
 
-    // PostgreSQL: the two strategies.
+    // PostgreSQL: the two strategies, group reserve with one batch in flight, and
+    // the raw ceiling of its writes.
     let pg = series_of(
         &found,
         "postgres_hot_drop",
         &[
-            ("group", "group reserve"),
+            (
+                "raw_ceiling",
+                "raw ceiling: the batches' writes alone, same sizes",
+            ),
+            ("group", "group reserve (two batches in flight)"),
+            ("group_one_in_flight", "group reserve, one batch in flight"),
             ("row_lock", "row lock (SELECT … FOR UPDATE)"),
         ],
     );
@@ -421,6 +482,21 @@ fn main() -> anyhow::Result<()> {
             &series,
         )?;
         charted(name, &series);
+        written.push(name);
+    }
+
+    // Group reserve's batch transactions, step by step, beside the raw ceiling's.
+    let profile = batch_profile_series(&json_lines(&args.results.join("batch_profile.jsonl"))?);
+    if !profile.is_empty() {
+        let name = "batch_profile";
+        buyers_chart(
+            &args.out.join(format!("{name}.svg")),
+            "PostgreSQL group reserve: where a batch transaction's time goes",
+            &run.footer("benches/postgres_hot_drop.rs (PgStore::batch_profile)"),
+            "ms per batch transaction (log)",
+            &profile,
+        )?;
+        charted(name, &profile);
         written.push(name);
     }
 
@@ -632,6 +708,48 @@ mod tests {
                 ("row lock", vec![(16.0, 500.0)]),
             ]
         );
+    }
+
+    #[test]
+    fn a_batch_profile_becomes_milliseconds_per_batch_against_buyers() {
+        let line = |buyers: u32, commit: f64| {
+            serde_json::json!({
+                "bench": "batch_profile",
+                "buyers": buyers,
+                "group": {
+                    "ms_per_batch": 10.0,
+                    "rows_held_ms_per_batch": 6.0,
+                    "steps": {
+                        "begin": {"ms_per_batch": 1.0},
+                        "buyer_locks": {"ms_per_batch": 0.5},
+                        "known": {"ms_per_batch": 0.25},
+                        "stock_rows": {"ms_per_batch": 2.0},
+                        "commit": {"ms_per_batch": commit}
+                    }
+                },
+                "raw_ceiling": null
+            })
+        };
+        let series = batch_profile_series(&[line(64, 4.0), line(1, 3.0)]);
+        let named = |n: &str| {
+            series
+                .iter()
+                .find(|s| s.name.starts_with(n))
+                .map(|s| s.points.clone())
+        };
+        assert_eq!(
+            named("group reserve: commit"),
+            Some(vec![(1.0, 3.0), (64.0, 4.0)])
+        );
+        assert_eq!(
+            named("group reserve: begin"),
+            Some(vec![(1.0, 1.75), (64.0, 1.75)])
+        );
+        assert_eq!(
+            named("group reserve: variant rows held"),
+            Some(vec![(1.0, 6.0), (64.0, 6.0)])
+        );
+        assert_eq!(named("raw ceiling"), None, "no ceiling measured, no line");
     }
 
     #[test]

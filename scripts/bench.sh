@@ -28,7 +28,8 @@ printf '{"command":"%s","commit":"%s","cores":%s,"mem_gib":%s,"load":"%s","start
   >"$results/run.json"
 
 echo "== machine: $cores cores, $gib GiB; load: $load; commit $commit"
-cargo bench --features postgres,redis --bench inventory --bench postgres_hot_drop --bench redis_gate "$@"
+BENCH_RESULTS="$PWD/$results" \
+  cargo bench --features postgres,redis --bench inventory --bench postgres_hot_drop --bench redis_gate "$@"
 cargo test --release -p livedrop-adapters --features postgres,testing --test postgres fan_out_ \
   -- --ignored --nocapture --test-threads 1 | tee "$results/fan_out.log"
 sed -n 's/.*bench-result //p' "$results/fan_out.log" >"$results/fan_out.jsonl"

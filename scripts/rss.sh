@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # Resident memory of the reference server (VmRSS from /proc/PID/status), with the
-# in-memory store, with SQLite (the default store) and with PostgreSQL (a fresh
-# schema in LIVEDROP_TEST_DATABASE_URL's database; cache and bus in-process): at rest a few seconds after
+# in-memory store, with SQLite (the default store), with PostgreSQL (a fresh
+# schema in LIVEDROP_TEST_DATABASE_URL's database; cache and bus in-process) and with
+# PostgreSQL, Redis and Kafka as operators run it (`postgres-redis-kafka`: a fresh
+# schema, Redis namespace and topic prefix; needs the broker of scripts/kafka.sh on
+# LIVEDROP_TEST_KAFKA_BROKERS, default 127.0.0.1:19092): at rest a few seconds after
 # start, when the load generator's set-up (registering 200 buyers and a creator,
 # which hashes their passwords) is done, the highest sample while examples/loadgen.rs
 # drives orders on one hot drop (64 in flight, 10 s, the per-user rate limit off),
 # and at rest 3 s after. Samples every 0.2 s. Writes one JSON line per store (with the
 # samples) to target/bench/rss.jsonl and the load generator's summary to
 # target/bench/http_<store>.json; exits non-zero if a load run fails its checks
-# (oversell, duplicate orders).
+# (oversell, duplicate orders). RSS_STORES picks the stores (default: all four, in
+# that order).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 out="${BENCH_RESULTS:-target/bench}"
 port="${RSS_PORT:-18095}"
 mkdir -p "$out"
-cargo build --release -p livedrop-http --no-default-features --features sqlite,postgres --bin livedrop-http
+cargo build --release -p livedrop-http --bin livedrop-http
 cargo build --release --features postgres,redis --example loadgen
 server=target/release/livedrop-http
 loadgen=target/release/examples/loadgen
@@ -32,11 +36,19 @@ status_kib() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
 
 : >"$out/rss.jsonl"
 pg_url="${LIVEDROP_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
-for store in memory sqlite postgres; do
+redis_url="${LIVEDROP_TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+brokers="${LIVEDROP_TEST_KAFKA_BROKERS:-127.0.0.1:19092}"
+for store in ${RSS_STORES:-memory sqlite postgres postgres-redis-kafka}; do
+  run_id="ld_rss_$(date +%s)"
   case "$store" in
     memory) store_env=(LIVEDROP_IN_MEMORY=1) ;;
     sqlite) store_env=(LIVEDROP_DATABASE_URL="sqlite://$tmp/livedrop.db") ;;
-    postgres) store_env=(LIVEDROP_DATABASE_URL="$pg_url" LIVEDROP_DATABASE_SCHEMA="ld_rss_$(date +%s)") ;;
+    postgres) store_env=(LIVEDROP_DATABASE_URL="$pg_url" LIVEDROP_DATABASE_SCHEMA="$run_id") ;;
+    postgres-redis-kafka)
+      store_env=(LIVEDROP_DATABASE_URL="$pg_url" LIVEDROP_DATABASE_SCHEMA="$run_id"
+        LIVEDROP_REDIS_URL="$redis_url" LIVEDROP_REDIS_NAMESPACE="$run_id"
+        LIVEDROP_KAFKA_BROKERS="$brokers" LIVEDROP_KAFKA_TOPIC_PREFIX="$run_id") ;;
+    *) echo "rss: unknown store $store" >&2; exit 2 ;;
   esac
   env LIVEDROP_ADDR="127.0.0.1:$port" LIVEDROP_LOG=warn LIVEDROP_ORDER_RATE_PER_USER=0 \
     "${store_env[@]}" "$server" &

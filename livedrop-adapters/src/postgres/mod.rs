@@ -54,6 +54,7 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Connection, PgConnection, Postgres, Transaction};
 use tokio::sync::OnceCell;
 
+pub use crate::sql::{BatchProfile, BatchStep};
 pub use error::map_sqlx_error;
 
 /// How `place_order` takes stock on a drop.
@@ -74,13 +75,21 @@ pub enum ReserveStrategy {
     Group {
         /// The most orders decided in one transaction.
         max_batch: usize,
+        /// The most batches of one drop in flight at once. With two, the next
+        /// batch takes its connection, its buyers' locks and its reads while the
+        /// one ahead holds the variant rows, and queues on the rows right behind
+        /// it; batches still lock the rows in the order they formed.
+        in_flight: usize,
     },
 }
 
 impl ReserveStrategy {
-    /// [`ReserveStrategy::Group`] with batches of up to 256 orders.
+    /// [`ReserveStrategy::Group`] with batches of up to 256 orders, two in flight.
     pub fn group() -> Self {
-        ReserveStrategy::Group { max_batch: 256 }
+        ReserveStrategy::Group {
+            max_batch: 256,
+            in_flight: 2,
+        }
     }
 }
 
@@ -151,6 +160,12 @@ impl PgStore {
     /// diagnostics and the simulator's leftover check.
     pub fn combiner_queues(&self) -> usize {
         self.inner.combiners.len()
+    }
+
+    /// Where this store's group-reserve batch transactions spent their time so far,
+    /// by step (see [`BatchProfile::since`] for an interval).
+    pub fn batch_profile(&self) -> BatchProfile {
+        self.inner.combiners.profile()
     }
 
     /// Connects a pool to `url` with `options`, creating `options.schema` if set.
@@ -268,6 +283,14 @@ impl Inner {
     }
 
     /// A write transaction. Dropped without commit, it rolls back.
+    /// Batches of one drop in flight at once ([`ReserveStrategy::Group`]).
+    pub(crate) fn batches_in_flight(&self) -> usize {
+        match self.strategy {
+            ReserveStrategy::Group { in_flight, .. } => in_flight,
+            ReserveStrategy::RowLock => 1,
+        }
+    }
+
     pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(map_sqlx_error)
     }

@@ -20,7 +20,9 @@ impl PgStore {
     async fn place(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome> {
         match self.inner.strategy {
             ReserveStrategy::RowLock => self.place_row_lock(order, now).await,
-            ReserveStrategy::Group { max_batch } => self.place_grouped(order, now, max_batch).await,
+            ReserveStrategy::Group { max_batch, .. } => {
+                self.place_grouped(order, now, max_batch).await
+            }
         }
     }
 
@@ -38,7 +40,11 @@ impl PgStore {
         for _ in 0..crate::sql::HANDOFF_ATTEMPTS {
             // `None`: the same key was just used on another drop by a concurrent
             // transaction; deciding again finds it.
-            if let Some(mut outcomes) = self.inner.decide(order.drop_id, &one).await? {
+            if let Some(mut outcomes) = self
+                .inner
+                .decide(order.drop_id, &one, &mut crate::sql::Turn::first())
+                .await?
+            {
                 return outcomes
                     .pop()
                     .ok_or_else(|| StoreError::backend("no outcome for the order"));

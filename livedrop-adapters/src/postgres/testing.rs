@@ -182,3 +182,72 @@ impl Drop for TestSchema {
         let _ = dropping.join();
     }
 }
+
+/// The raw ceiling of group reserve on one drop: `orders` (each for one unit of a
+/// variant of `drop`, under keys not used before) written in batches of `batch`,
+/// one after another, each in a transaction of its own holding nothing but the
+/// statement a batch transaction writes with (stock rows, order rows, their events,
+/// their idempotency keys). No lock, no read, no combiner; the writes are prepared
+/// before each transaction starts and not timed. What PostgreSQL costs for the
+/// writes alone, for benchmarks beside [`PgStore::batch_profile`]: the answer
+/// counts the `Begin`, `Write` and `Commit` steps only.
+pub async fn raw_batches(
+    store: &PgStore,
+    drop: &livedrop_core::model::Drop,
+    orders: &[livedrop_core::model::Order],
+    batch: usize,
+    now: livedrop_core::Timestamp,
+) -> livedrop_core::StoreResult<super::BatchProfile> {
+    use crate::sql::{self, BatchStep, BatchSteps, Combiners, Placement};
+
+    let profile = Combiners::default();
+    let mut skus: Vec<&str> = orders.iter().map(|o| o.sku.as_str()).collect();
+    skus.sort_unstable();
+    skus.dedup();
+    let mut stock = {
+        let mut conn = store
+            .inner
+            .pool
+            .acquire()
+            .await
+            .map_err(super::map_sqlx_error)?;
+        super::orders::variant_rows(&mut conn, drop.id.0, &skus).await?
+    };
+    for chunk in orders.chunks(batch.max(1)) {
+        let placements: Vec<Placement> = chunk
+            .iter()
+            .map(|o| Placement {
+                order: o.clone(),
+                now,
+            })
+            .collect();
+        let decision = sql::decide_batch(
+            drop,
+            stock.clone(),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            &placements,
+        )?;
+        for row in &decision.stock {
+            stock.insert(row.sku.clone(), row.stock);
+        }
+        let mut steps = BatchSteps::start();
+        let mut tx = store.inner.write().await?;
+        steps.done(BatchStep::Begin);
+        super::group::write_batch(
+            &mut tx,
+            drop.id,
+            &decision.stock,
+            &decision.placed,
+            &decision.events,
+            &decision.keys,
+        )
+        .await?;
+        steps.done(BatchStep::Write);
+        store.inner.commit(tx, true).await?;
+        steps.done(BatchStep::Commit);
+        profile.record(chunk.len(), &steps);
+    }
+    Ok(profile.profile())
+}

@@ -31,7 +31,7 @@ use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::DropId;
 use livedrop_core::model::{self, Order, OrderStatus, PlaceOutcome, Stock};
 use livedrop_core::{StoreError, StoreResult};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use uuid::Uuid;
 
 pub(crate) mod catalog;
@@ -539,16 +539,158 @@ struct Queue {
     tx: mpsc::UnboundedSender<Request>,
 }
 
-/// The combiner queues of one store, one per drop with orders in flight.
+/// The combiner queues of one store, one per drop with orders in flight, and where
+/// their batches spent their time.
 #[derive(Default)]
 pub(crate) struct Combiners {
     queues: Mutex<HashMap<DropId, Queue>>,
+    profile: Mutex<BatchProfile>,
 }
 
 impl Combiners {
     /// Queues registered now: one per drop whose combiner has not retired.
     pub(crate) fn len(&self) -> usize {
         self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The time of every batch transaction decided so far, by step.
+    pub(crate) fn profile(&self) -> BatchProfile {
+        *self.profile.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds one batch transaction's steps to the profile.
+    pub(crate) fn record(&self, orders: usize, steps: &BatchSteps) {
+        let mut p = self.profile.lock().unwrap_or_else(|p| p.into_inner());
+        p.batches += 1;
+        p.orders += orders as u64;
+        for (total, took) in p.steps.iter_mut().zip(steps.took) {
+            *total += took;
+        }
+        p.rows_held += steps.rows_held();
+    }
+}
+
+/// The steps of one batch transaction, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStep {
+    /// A pooled connection and `BEGIN`.
+    Begin,
+    /// The buyers' locks (waiting for another transaction's buyers included).
+    BuyerLocks,
+    /// The orders and idempotency keys already stored under the batch's keys.
+    Known,
+    /// The variant rows, locked (waiting for another writer included).
+    StockRows,
+    /// The drop and its variants, and the units the batch's buyers hold.
+    DropView,
+    /// Deciding every order in arrival order, in this process.
+    Decide,
+    /// The one statement writing stock, orders, events and keys.
+    Write,
+    /// `COMMIT` (or the rollback of a batch with nothing to write).
+    Commit,
+}
+
+impl BatchStep {
+    /// Every step, in the order a batch runs them.
+    pub const ALL: [BatchStep; 8] = [
+        BatchStep::Begin,
+        BatchStep::BuyerLocks,
+        BatchStep::Known,
+        BatchStep::StockRows,
+        BatchStep::DropView,
+        BatchStep::Decide,
+        BatchStep::Write,
+        BatchStep::Commit,
+    ];
+
+    /// The step's name, in `snake_case`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStep::Begin => "begin",
+            BatchStep::BuyerLocks => "buyer_locks",
+            BatchStep::Known => "known",
+            BatchStep::StockRows => "stock_rows",
+            BatchStep::DropView => "drop_view",
+            BatchStep::Decide => "decide",
+            BatchStep::Write => "write",
+            BatchStep::Commit => "commit",
+        }
+    }
+}
+
+/// Where a store's group-reserve batch transactions spent their time, summed over
+/// every batch since the store was built (wall time, so a step that waits for a
+/// lock or a round trip counts its wait). For diagnostics and benchmarks:
+/// `later.since(&earlier)` is what happened in between.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BatchProfile {
+    /// Batch transactions run (retried ones count each attempt).
+    pub batches: u64,
+    /// Orders in those batches.
+    pub orders: u64,
+    /// Time per step, indexed like [`BatchStep::ALL`].
+    pub steps: [Duration; 8],
+    /// Time the variant rows were held locked: from the moment they were locked
+    /// until the commit returned.
+    pub rows_held: Duration,
+}
+
+impl BatchProfile {
+    /// The time spent in `step`.
+    pub fn step(&self, step: BatchStep) -> Duration {
+        self.steps[step as usize]
+    }
+
+    /// The time of every step together.
+    pub fn total(&self) -> Duration {
+        self.steps.iter().sum()
+    }
+
+    /// What was added between `earlier` and `self`.
+    pub fn since(&self, earlier: &BatchProfile) -> BatchProfile {
+        let mut steps = self.steps;
+        for (s, e) in steps.iter_mut().zip(earlier.steps) {
+            *s = s.saturating_sub(e);
+        }
+        BatchProfile {
+            batches: self.batches.saturating_sub(earlier.batches),
+            orders: self.orders.saturating_sub(earlier.orders),
+            steps,
+            rows_held: self.rows_held.saturating_sub(earlier.rows_held),
+        }
+    }
+}
+
+/// A stopwatch over the steps of one batch transaction.
+pub(crate) struct BatchSteps {
+    took: [Duration; 8],
+    lap: std::time::Instant,
+    locked: Option<std::time::Instant>,
+}
+
+impl BatchSteps {
+    /// Starts timing the first step.
+    pub(crate) fn start() -> Self {
+        BatchSteps {
+            took: [Duration::ZERO; 8],
+            lap: std::time::Instant::now(),
+            locked: None,
+        }
+    }
+
+    /// Ends `step` now (and starts timing the next).
+    pub(crate) fn done(&mut self, step: BatchStep) {
+        let now = std::time::Instant::now();
+        self.took[step as usize] += now - self.lap;
+        self.lap = now;
+        if step == BatchStep::StockRows {
+            self.locked = Some(now);
+        }
+    }
+
+    fn rows_held(&self) -> Duration {
+        self.locked.map_or(Duration::ZERO, |at| self.lap - at)
     }
 }
 
@@ -558,15 +700,74 @@ pub(crate) trait Batcher: Send + Sync + 'static {
     /// The store's combiner queues.
     fn combiners(&self) -> &Combiners;
 
+    /// How many batches of one drop may be in flight at once: more than one only
+    /// where another transaction can do its first steps while one holds the
+    /// variant rows (not SQLite, whose one writer holds the whole database).
+    fn in_flight(&self) -> usize {
+        1
+    }
+
     /// Decides and writes `batch` (orders on `drop`, in arrival order) in one
-    /// transaction, returning one outcome per order. `Ok(None)`: a concurrent
+    /// transaction, returning one outcome per order, taking the buyers' locks and
+    /// then the variant rows only in its `turn`. `Ok(None)`: a concurrent
     /// transaction took one of the batch's idempotency keys first and nothing was
     /// written; the batch is tried again.
     async fn decide(
         &self,
         drop: DropId,
         batch: &[Placement],
+        turn: &mut Turn,
     ) -> StoreResult<Option<Vec<PlaceOutcome>>>;
+}
+
+/// How far a batch transaction has gone, for the batch behind it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Stage {
+    /// Not locked anything yet.
+    Started,
+    /// Holds its buyers' locks.
+    Buyers,
+    /// Holds its variant rows (and its buyers' locks).
+    Rows,
+}
+
+/// A batch's place behind the batch of the same drop started before it, when
+/// several are in flight ([`Batcher::in_flight`]): it takes its buyers' locks only
+/// once the one ahead holds its own, and locks the variant rows only once the one
+/// ahead holds them. So the orders of one drop are decided in the order their
+/// batches formed (the database queues the row lock in request order), and no
+/// batch waits for one behind it: the batch ahead never needs a lock the batch
+/// behind holds, so the two cannot deadlock. The batch ahead ending, however it
+/// ends, lets the batch behind go on.
+pub(crate) struct Turn {
+    ahead: Option<watch::Receiver<Stage>>,
+    own: watch::Sender<Stage>,
+}
+
+impl Turn {
+    /// A batch with none ahead of it (one decided on its own).
+    pub(crate) fn first() -> Self {
+        Turn::behind(None).0
+    }
+
+    /// A batch behind `ahead`, and what the batch behind it waits on.
+    fn behind(ahead: Option<watch::Receiver<Stage>>) -> (Self, watch::Receiver<Stage>) {
+        let (own, rx) = watch::channel(Stage::Started);
+        (Turn { ahead, own }, rx)
+    }
+
+    /// Waits until the batch ahead has reached `stage` or ended.
+    pub(crate) async fn wait(&mut self, stage: Stage) {
+        if let Some(ahead) = &mut self.ahead {
+            // `Err`: the batch ahead ended (its sender dropped).
+            let _ = ahead.wait_for(|s| *s >= stage).await;
+        }
+    }
+
+    /// This batch has reached `stage`.
+    pub(crate) fn reached(&self, stage: Stage) {
+        self.own.send_replace(stage);
+    }
 }
 
 /// A copy of an error for each caller of a failed batch.
@@ -638,8 +839,9 @@ fn queue<B: Batcher>(
     tx
 }
 
-/// The combiner of one drop: takes whatever queued while the previous batch ran (up
-/// to `max_batch`), decides it in one transaction, answers, repeats.
+/// The combiner of one drop: takes whatever queued while the batches in flight ran
+/// (up to `max_batch`), decides it in one transaction (up to
+/// [`Batcher::in_flight`] at once, each in its [`Turn`]), answers, repeats.
 async fn combine<B: Batcher>(
     batcher: Arc<B>,
     drop: DropId,
@@ -647,6 +849,8 @@ async fn combine<B: Batcher>(
     mut rx: mpsc::UnboundedReceiver<Request>,
     max_batch: usize,
 ) {
+    let slots = Arc::new(Semaphore::new(batcher.in_flight().max(1)));
+    let mut ahead: Option<watch::Receiver<Stage>> = None;
     loop {
         let first = match tokio::time::timeout(IDLE, rx.recv()).await {
             Ok(Some(r)) => r,
@@ -668,13 +872,19 @@ async fn combine<B: Batcher>(
                 while let Ok(r) = rx.try_recv() {
                     rest.push(r);
                 }
+                // Behind whatever is still in flight.
+                let _all = slots.acquire_many(batcher.in_flight().max(1) as u32).await;
                 while !rest.is_empty() {
                     let tail = rest.split_off(rest.len().min(max_batch));
-                    run_batch(batcher.as_ref(), drop, rest).await;
+                    run_batch(batcher.as_ref(), drop, rest, Turn::first()).await;
                     rest = tail;
                 }
                 return;
             }
+        };
+        // A free slot; what queues meanwhile joins this batch.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
         };
         // Let callers just answered by the previous batch queue their next order.
         tokio::task::yield_now().await;
@@ -686,11 +896,17 @@ async fn combine<B: Batcher>(
                 Err(_) => break,
             }
         }
-        run_batch(batcher.as_ref(), drop, batch).await;
+        let (turn, next) = Turn::behind(ahead.take());
+        ahead = Some(next);
+        let batcher = Arc::clone(&batcher);
+        tokio::spawn(async move {
+            let _slot = slot;
+            run_batch(batcher.as_ref(), drop, batch, turn).await;
+        });
     }
 }
 
-async fn run_batch<B: Batcher>(batcher: &B, drop: DropId, batch: Vec<Request>) {
+async fn run_batch<B: Batcher>(batcher: &B, drop: DropId, batch: Vec<Request>, mut turn: Turn) {
     // A caller whose future was dropped while its order queued (its client went
     // away) leaves no work behind: its order is not placed, and its key, released
     // by the caller's guard, places it on a retry.
@@ -711,7 +927,7 @@ async fn run_batch<B: Batcher>(batcher: &B, drop: DropId, batch: Vec<Request>) {
         batch.into_iter().map(|r| (r.placement, r.reply)).unzip();
     let mut result = Err(StoreError::backend("no attempt"));
     for attempt in 0..ATTEMPTS {
-        result = batcher.decide(drop, &placements).await;
+        result = batcher.decide(drop, &placements, &mut turn).await;
         match &result {
             Ok(Some(_)) | Err(_) => break,
             Ok(None) => tracing::debug!(attempt, %drop, "idempotency key race; batch retried"),
@@ -787,6 +1003,7 @@ mod tests {
             &self,
             _drop: DropId,
             batch: &[Placement],
+            _turn: &mut Turn,
         ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
             let n = {
                 let mut batches = self.batches.lock().unwrap();
@@ -896,5 +1113,107 @@ mod tests {
         assert_eq!(*batcher.batches.lock().unwrap(), vec![1, 4, 4, 1]);
         tokio::time::sleep(IDLE * 2).await;
         assert_eq!(batcher.combiners.len(), 0, "an idle combiner retires");
+    }
+
+    /// Two batches in flight, each logging the locks it takes in its turn; the first
+    /// stops before its rows until the test lets it go.
+    struct Lined {
+        combiners: Combiners,
+        log: Mutex<Vec<(&'static str, usize)>>,
+        started: AtomicU64,
+        rows: Semaphore,
+    }
+
+    #[async_trait]
+    impl Batcher for Lined {
+        fn combiners(&self) -> &Combiners {
+            &self.combiners
+        }
+
+        fn in_flight(&self) -> usize {
+            2
+        }
+
+        async fn decide(
+            &self,
+            _drop: DropId,
+            batch: &[Placement],
+            turn: &mut Turn,
+        ) -> StoreResult<Option<Vec<PlaceOutcome>>> {
+            let n = self.started.fetch_add(1, Ordering::SeqCst) as usize + 1;
+            turn.wait(Stage::Buyers).await;
+            self.log.lock().unwrap().push(("buyers", n));
+            turn.reached(Stage::Buyers);
+            if n == 1 {
+                self.rows.acquire().await.unwrap().forget();
+            }
+            turn.wait(Stage::Rows).await;
+            self.log.lock().unwrap().push(("rows", n));
+            turn.reached(Stage::Rows);
+            Ok(Some(
+                batch
+                    .iter()
+                    .map(|p| PlaceOutcome::Placed(reserved(&p.order)))
+                    .collect(),
+            ))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_in_flight_behind_another_takes_the_rows_after_it() {
+        let batcher = Arc::new(Lined {
+            combiners: Combiners::default(),
+            log: Mutex::new(Vec::new()),
+            started: AtomicU64::new(0),
+            rows: Semaphore::new(0),
+        });
+        let settle = || async {
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let mut calls = Vec::new();
+        for order in orders(3) {
+            let b = Arc::clone(&batcher);
+            calls.push(tokio::spawn(async move { place(&b, &order, T0, 4).await }));
+            settle().await;
+        }
+        // The first batch holds its buyers and waits before its rows; the second
+        // took its buyers behind it and waits for its turn at the rows; the third
+        // order queues, as both slots are taken.
+        assert_eq!(batcher.started.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            *batcher.log.lock().unwrap(),
+            vec![("buyers", 1), ("buyers", 2)]
+        );
+        batcher.rows.add_permits(1);
+        for call in calls {
+            assert!(matches!(
+                call.await.unwrap(),
+                Some(Ok(PlaceOutcome::Placed(_)))
+            ));
+        }
+        assert_eq!(
+            *batcher.log.lock().unwrap(),
+            vec![
+                ("buyers", 1),
+                ("buyers", 2),
+                ("rows", 1),
+                ("rows", 2),
+                ("buyers", 3),
+                ("rows", 3)
+            ]
+        );
+    }
+
+    /// A batch whose batch ahead ended without reaching a stage (it failed) goes on.
+    #[tokio::test]
+    async fn the_batch_ahead_ending_lets_the_next_go() {
+        let (ahead, rx) = Turn::behind(None);
+        let (mut next, _) = Turn::behind(Some(rx));
+        ahead.reached(Stage::Buyers);
+        next.wait(Stage::Buyers).await;
+        drop(ahead);
+        next.wait(Stage::Rows).await;
     }
 }

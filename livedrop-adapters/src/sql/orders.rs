@@ -316,6 +316,10 @@ macro_rules! order_ports {
                 &self.combiners
             }
 
+            fn in_flight(&self) -> usize {
+                self.batches_in_flight()
+            }
+
             /// Decides and writes one batch in one transaction. `Ok(None)`: a
             /// concurrent transaction took one of the batch's idempotency keys first
             /// (never on SQLite, whose write lock keeps other writers out); nothing
@@ -324,25 +328,36 @@ macro_rules! order_ports {
                 &self,
                 drop: ::livedrop_core::id::DropId,
                 batch: &[$crate::sql::Placement],
+                turn: &mut $crate::sql::Turn,
             ) -> ::livedrop_core::StoreResult<Option<Vec<::livedrop_core::model::PlaceOutcome>>>
             {
+                use $crate::sql::{BatchStep, Stage};
                 use ::livedrop_core::model::PlaceOutcome;
+                let mut steps = $crate::sql::BatchSteps::start();
                 let mut tx = self.write().await?;
+                steps.done(BatchStep::Begin);
                 // 1. Each buyer's orders on the drop serialized with this batch, across
                 //    variants and processes (before any variant row lock).
                 let buyers: Vec<(::uuid::Uuid, ::uuid::Uuid)> =
                     batch.iter().map(|r| (drop.0, r.order.user_id.0)).collect();
+                turn.wait(Stage::Buyers).await;
                 dialect::lock_buyers(&mut tx, &buyers).await?;
+                turn.reached(Stage::Buyers);
+                steps.done(BatchStep::BuyerLocks);
                 // 2. Orders that already exist under a key of the batch (any drop),
                 //    and the keys as stored.
                 let known = dialect::known_orders(&mut tx, batch).await?;
                 let keys = dialect::known_keys(&mut tx, batch).await?;
+                steps.done(BatchStep::Known);
                 // 3. The rows of the variants the batch orders, held in sku order: from
                 //    here on the batch sees every committed order of those variants.
                 let mut skus: Vec<&str> = batch.iter().map(|r| r.order.sku.as_str()).collect();
                 skus.sort_unstable();
                 skus.dedup();
+                turn.wait(Stage::Rows).await;
                 let stock = variant_rows(&mut tx, drop.0, &skus).await?;
+                turn.reached(Stage::Rows);
+                steps.done(BatchStep::StockRows);
                 let view = drop_view_in(&mut tx, drop.0).await?;
                 let Some(view) = view else {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
@@ -364,11 +379,15 @@ macro_rules! order_ports {
                     let users: Vec<::uuid::Uuid> = buyers.iter().map(|(_, u)| *u).collect();
                     dialect::held_units(&mut tx, drop.0, &users).await?
                 };
+                steps.done(BatchStep::DropView);
                 // 5. Decide in arrival order.
                 let decision =
                     $crate::sql::decide_batch(&view.drop, stock, known, keys, held, batch)?;
+                steps.done(BatchStep::Decide);
                 if decision.placed.is_empty() && decision.keys.is_empty() {
                     tx.rollback().await.map_err(dialect::map_sqlx_error)?;
+                    steps.done(BatchStep::Commit);
+                    self.combiners.record(batch.len(), &steps);
                     return Ok(Some(decision.outcomes));
                 }
                 // 6. Write the stock rows, every order, every event, every key's
@@ -382,6 +401,7 @@ macro_rules! order_ports {
                     &decision.keys,
                 )
                 .await?;
+                steps.done(BatchStep::Write);
                 if inserted != decision.placed.len() as u64
                     || finished != decision.keys.len() as u64
                 {
@@ -389,6 +409,8 @@ macro_rules! order_ports {
                     return Ok(None);
                 }
                 self.commit(tx, true).await?;
+                steps.done(BatchStep::Commit);
+                self.combiners.record(batch.len(), &steps);
                 Ok(Some(decision.outcomes))
             }
         }

@@ -56,6 +56,7 @@ use tokio::sync::Notify;
 use crate::sql::rows::Stamp;
 use crate::sql::Combiners;
 
+pub use crate::sql::{BatchProfile, BatchStep};
 pub use error::map_sqlx_error;
 
 /// Settings of [`SqliteStore::open`].
@@ -134,6 +135,12 @@ impl SqliteStore {
     /// simulator's leftover check.
     pub fn combiner_queues(&self) -> usize {
         self.inner.combiners.len()
+    }
+
+    /// Where this store's group-reserve batch transactions spent their time so far,
+    /// by step (see [`BatchProfile::since`] for an interval).
+    pub fn batch_profile(&self) -> BatchProfile {
+        self.inner.combiners.profile()
     }
 
     /// Opens (creating it if missing) the database file at `path`, after taking the
@@ -270,6 +277,12 @@ impl Inner {
     /// Where a write of one statement goes: the writer connection.
     pub(crate) fn writer(&self) -> &SqlitePool {
         &self.writer
+    }
+
+    /// Batches of one drop in flight at once: one, as the one writer holds the
+    /// whole database for its transaction.
+    pub(crate) fn batches_in_flight(&self) -> usize {
+        1
     }
 
     /// A write transaction: `BEGIN IMMEDIATE` on the writer connection, so the

@@ -41,7 +41,7 @@ impl SqliteStore {
         }];
         let mut outcomes = self
             .inner
-            .decide(order.drop_id, &one)
+            .decide(order.drop_id, &one, &mut crate::sql::Turn::first())
             .await?
             .ok_or_else(|| StoreError::Conflict("idempotency key raced".into()))?;
         outcomes
