@@ -16,7 +16,7 @@ use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, OrderId, UserId};
 use livedrop_core::model::{
-    self, AdjustOutcome, Adjustment, DropState, FanOutBatch, NotificationKind, Order, OrderStatus,
+    self, AdjustOutcome, Adjustment, DropState, FanOutBatch, FanOutShard, NotificationKind, Order, OrderStatus,
     PlaceOutcome, SettleOutcome, Settlement, Stock, User,
 };
 use livedrop_core::ports::{
@@ -985,6 +985,7 @@ fn fan_out_batch(creator: UserId, limit: u32) -> FanOutBatch {
         after: None,
         limit,
         at: t0(),
+        shard: FanOutShard::WHOLE,
     }
 }
 
@@ -1023,45 +1024,76 @@ async fn fan_out_resumes_after_a_crash() {
     assert_eq!(stored, 2_500);
 }
 
-/// Fans a notification out to `followers` followers in batches of 1,000, timed end
-/// to end, and checks every follower got exactly one. Prints the time, and one
-/// `bench-result` JSON line (followers notified after each batch, with the seconds
-/// since the start) that `scripts/bench.sh` collects for its charts.
+/// Fans a notification out to `followers` followers the way the service does with
+/// the default [`Config`](livedrop_core::Config) (its shards walked side by side,
+/// each batch twice the one before from `fan_out_batch` up to `fan_out_max_batch`),
+/// timed end to end, and checks every follower got exactly one. Prints the time, and
+/// one `bench-result` JSON line (followers notified after each batch, with the
+/// seconds since the start) that `scripts/bench.sh` collects for its charts.
 async fn measure_fan_out(followers: u64) {
     let Some(db) = fresh().await else {
         return;
     };
-    let store = pool(&db, ReserveStrategy::RowLock).await;
+    let config = livedrop_core::Config::default();
+    let shards = config.fan_out_shards.max(1);
+    let store = db
+        .connect(PgOptions {
+            max_connections: shards + 1,
+            ..db.options()
+        })
+        .await;
     let creator = UserId::new();
     add_followers(&db, creator, followers as i64).await;
+    let progress = std::sync::Mutex::new((0u64, 0u32, Vec::new()));
     let started = Instant::now();
-    let mut batch = fan_out_batch(creator, 1_000);
-    let (mut total, mut batches) = (0u64, 0u32);
-    let mut progress = Vec::new();
-    loop {
-        let p = store.fan_out(&batch).await.unwrap();
-        total += u64::from(p.inserted);
-        batches += 1;
-        progress.push(serde_json::json!([total, started.elapsed().as_secs_f64()]));
-        match p.next {
-            Some(next) => batch.after = Some(next),
-            None => break,
+    let walks = FanOutShard::split(shards).map(|shard| {
+        let (store, progress) = (&store, &progress);
+        let mut batch = FanOutBatch {
+            shard,
+            ..fan_out_batch(creator, config.fan_out_batch)
+        };
+        let most = config.fan_out_max_batch.max(batch.limit);
+        async move {
+            loop {
+                let p = store.fan_out(&batch).await.unwrap();
+                {
+                    let mut seen = progress.lock().unwrap();
+                    seen.0 += u64::from(p.inserted);
+                    seen.1 += 1;
+                    let point = serde_json::json!([seen.0, started.elapsed().as_secs_f64()]);
+                    seen.2.push(point);
+                }
+                match p.next {
+                    Some(next) => batch.after = Some(next),
+                    None => break,
+                }
+                batch.limit = batch.limit.saturating_mul(2).min(most);
+            }
         }
-    }
+    });
+    futures::future::join_all(walks).await;
     let took = started.elapsed();
-    println!("fan-out: {total} notifications in {batches} batches, {took:?}");
+    let (total, batches, progress) = progress.into_inner().unwrap();
+    println!("fan-out: {total} notifications in {batches} batches over {shards} shards, {took:?}");
     println!(
         "bench-result {}",
         serde_json::json!({
             "bench": "fan_out",
             "followers": followers,
-            "batch_size": batch.limit,
+            "batch_size": config.fan_out_batch,
+            "max_batch": config.fan_out_max_batch,
+            "shards": shards,
             "batches": batches,
             "seconds": took.as_secs_f64(),
             "progress": progress,
         })
     );
     assert_eq!(total, followers);
+    let stored: i64 = sqlx::query_scalar("SELECT count(DISTINCT user_id) FROM notifications")
+        .fetch_one(&mut db.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, followers as i64, "every follower notified once");
 }
 
 /// 10,000 followers, timed. Run with `--ignored`.
