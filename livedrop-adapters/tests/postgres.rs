@@ -1024,6 +1024,24 @@ async fn fan_out_resumes_after_a_crash() {
     assert_eq!(stored, 2_500);
 }
 
+/// `config` with the fan-out knobs the environment overrides, for comparing
+/// settings: `LIVEDROP_FAN_OUT_SHARDS`, `LIVEDROP_FAN_OUT_BATCH`,
+/// `LIVEDROP_FAN_OUT_MAX_BATCH`.
+fn tuned(config: livedrop_core::Config) -> livedrop_core::Config {
+    let knob = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
+            .unwrap_or(default)
+    };
+    livedrop_core::Config {
+        fan_out_shards: knob("LIVEDROP_FAN_OUT_SHARDS", config.fan_out_shards),
+        fan_out_batch: knob("LIVEDROP_FAN_OUT_BATCH", config.fan_out_batch),
+        fan_out_max_batch: knob("LIVEDROP_FAN_OUT_MAX_BATCH", config.fan_out_max_batch),
+        ..config
+    }
+}
+
 /// Fans a notification out to `followers` followers the way the service does with
 /// the default [`Config`](livedrop_core::Config) (its shards walked side by side,
 /// each batch twice the one before from `fan_out_batch` up to `fan_out_max_batch`),
@@ -1034,7 +1052,7 @@ async fn measure_fan_out(followers: u64) {
     let Some(db) = fresh().await else {
         return;
     };
-    let config = livedrop_core::Config::default();
+    let config = tuned(livedrop_core::Config::default());
     let shards = config.fan_out_shards.max(1);
     let store = db
         .connect(PgOptions {
@@ -1108,6 +1126,13 @@ async fn fan_out_10k_followers() {
 #[ignore = "a measurement; run with --ignored"]
 async fn fan_out_100k_followers() {
     measure_fan_out(100_000).await;
+}
+
+/// 1,000,000 followers, timed, the store alone. Run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored"]
+async fn store_fan_out_1m_followers() {
+    measure_fan_out(1_000_000).await;
 }
 
 /// The drop-live fan-out as the service runs it, against the order path: see
@@ -1300,7 +1325,7 @@ mod fan_out_service {
         let Some(db) = fresh().await else {
             return;
         };
-        let config = Config::default();
+        let config = super::tuned(Config::default());
         // One process's pool: the production default size, group reserve.
         let store = db
             .connect(PgOptions {
