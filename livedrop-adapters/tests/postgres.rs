@@ -1043,7 +1043,8 @@ fn tuned(config: livedrop_core::Config) -> livedrop_core::Config {
 }
 
 /// Fans a notification out to `followers` followers the way the service does with
-/// the default [`Config`](livedrop_core::Config) (its shards walked side by side,
+/// the default [`Config`](livedrop_core::Config), or the knobs [`tuned`] reads (its
+/// shards walked side by side,
 /// each batch twice the one before from `fan_out_batch` up to `fan_out_max_batch`),
 /// timed end to end, and checks every follower got exactly one. Prints the time, and
 /// one `bench-result` JSON line (followers notified after each batch, with the
