@@ -16,8 +16,8 @@ use livedrop_core::clock::Timestamp;
 use livedrop_core::event::{Event, EventType};
 use livedrop_core::id::{DropId, OrderId, UserId};
 use livedrop_core::model::{
-    self, AdjustOutcome, Adjustment, DropState, FanOutBatch, NotificationKind, Order, OrderStatus,
-    PlaceOutcome, SettleOutcome, Settlement, Stock, User,
+    self, AdjustOutcome, Adjustment, DropState, FanOutBatch, FanOutShard, NotificationKind, Order,
+    OrderStatus, PlaceOutcome, SettleOutcome, Settlement, Stock, User,
 };
 use livedrop_core::ports::{
     BeginOutcome, DropRepository, IdempotencyStore, InventoryRepository, NotificationRepository,
@@ -993,6 +993,7 @@ fn fan_out_batch(creator: UserId, limit: u32) -> FanOutBatch {
         after: None,
         limit,
         at: t0(),
+        shard: FanOutShard::WHOLE,
     }
 }
 
@@ -1031,45 +1032,95 @@ async fn fan_out_resumes_after_a_crash() {
     assert_eq!(stored, 2_500);
 }
 
-/// Fans a notification out to `followers` followers in batches of 1,000, timed end
-/// to end, and checks every follower got exactly one. Prints the time, and one
-/// `bench-result` JSON line (followers notified after each batch, with the seconds
-/// since the start) that `scripts/bench.sh` collects for its charts.
+/// `config` with the fan-out knobs the environment overrides, for comparing
+/// settings: `LIVEDROP_FAN_OUT_SHARDS`, `LIVEDROP_FAN_OUT_BATCH`,
+/// `LIVEDROP_FAN_OUT_MAX_BATCH`.
+fn tuned(config: livedrop_core::Config) -> livedrop_core::Config {
+    let knob = |name: &str, default: u32| {
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
+            .unwrap_or(default)
+    };
+    livedrop_core::Config {
+        fan_out_shards: knob("LIVEDROP_FAN_OUT_SHARDS", config.fan_out_shards),
+        fan_out_batch: knob("LIVEDROP_FAN_OUT_BATCH", config.fan_out_batch),
+        fan_out_max_batch: knob("LIVEDROP_FAN_OUT_MAX_BATCH", config.fan_out_max_batch),
+        ..config
+    }
+}
+
+/// Fans a notification out to `followers` followers the way the service does with
+/// the default [`Config`](livedrop_core::Config), or the knobs [`tuned`] reads (its
+/// shards walked side by side,
+/// each batch twice the one before from `fan_out_batch` up to `fan_out_max_batch`),
+/// timed end to end, and checks every follower got exactly one. Prints the time, and
+/// one `bench-result` JSON line (followers notified after each batch, with the
+/// seconds since the start) that `scripts/bench.sh` collects for its charts.
 async fn measure_fan_out(followers: u64) {
     let Some(db) = fresh().await else {
         return;
     };
-    let store = pool(&db, ReserveStrategy::RowLock).await;
+    let config = tuned(livedrop_core::Config::default());
+    let shards = config.fan_out_shards.max(1);
+    let store = db
+        .connect(PgOptions {
+            max_connections: shards + 1,
+            ..db.options()
+        })
+        .await;
     let creator = UserId::new();
     add_followers(&db, creator, followers as i64).await;
+    let progress = std::sync::Mutex::new((0u64, 0u32, Vec::new()));
     let started = Instant::now();
-    let mut batch = fan_out_batch(creator, 1_000);
-    let (mut total, mut batches) = (0u64, 0u32);
-    let mut progress = Vec::new();
-    loop {
-        let p = store.fan_out(&batch).await.unwrap();
-        total += u64::from(p.inserted);
-        batches += 1;
-        progress.push(serde_json::json!([total, started.elapsed().as_secs_f64()]));
-        match p.next {
-            Some(next) => batch.after = Some(next),
-            None => break,
+    let walks = FanOutShard::split(shards).map(|shard| {
+        let (store, progress) = (&store, &progress);
+        let mut batch = FanOutBatch {
+            shard,
+            ..fan_out_batch(creator, config.fan_out_batch)
+        };
+        let most = config.fan_out_max_batch.max(batch.limit);
+        async move {
+            loop {
+                let p = store.fan_out(&batch).await.unwrap();
+                {
+                    let mut seen = progress.lock().unwrap();
+                    seen.0 += u64::from(p.inserted);
+                    seen.1 += 1;
+                    let point = serde_json::json!([seen.0, started.elapsed().as_secs_f64()]);
+                    seen.2.push(point);
+                }
+                match p.next {
+                    Some(next) => batch.after = Some(next),
+                    None => break,
+                }
+                batch.limit = batch.limit.saturating_mul(2).min(most);
+            }
         }
-    }
+    });
+    futures::future::join_all(walks).await;
     let took = started.elapsed();
-    println!("fan-out: {total} notifications in {batches} batches, {took:?}");
+    let (total, batches, progress) = progress.into_inner().unwrap();
+    println!("fan-out: {total} notifications in {batches} batches over {shards} shards, {took:?}");
     println!(
         "bench-result {}",
         serde_json::json!({
             "bench": "fan_out",
             "followers": followers,
-            "batch_size": batch.limit,
+            "batch_size": config.fan_out_batch,
+            "max_batch": config.fan_out_max_batch,
+            "shards": shards,
             "batches": batches,
             "seconds": took.as_secs_f64(),
             "progress": progress,
         })
     );
     assert_eq!(total, followers);
+    let stored: i64 = sqlx::query_scalar("SELECT count(DISTINCT user_id) FROM notifications")
+        .fetch_one(&mut db.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(stored, followers as i64, "every follower notified once");
 }
 
 /// 10,000 followers, timed. Run with `--ignored`.
@@ -1084,6 +1135,366 @@ async fn fan_out_10k_followers() {
 #[ignore = "a measurement; run with --ignored"]
 async fn fan_out_100k_followers() {
     measure_fan_out(100_000).await;
+}
+
+/// 1,000,000 followers, timed, the store alone. Run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored"]
+async fn store_fan_out_1m_followers() {
+    measure_fan_out(1_000_000).await;
+}
+
+/// The drop-live fan-out as the service runs it, against the order path: see
+/// [`fan_out_service_1m_followers`].
+#[cfg(feature = "memory")]
+mod fan_out_service {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Mutex, OnceLock};
+
+    use async_trait::async_trait;
+    use livedrop_adapters::memory::{MemoryBus, MemoryCache};
+    use livedrop_core::id::NotificationId;
+    use livedrop_core::model::{Actor, FanOutProgress, Notification, Role};
+    use livedrop_core::page::{Page, PageRequest};
+    use livedrop_core::ports::{EventBus, Subscription};
+    use livedrop_core::service::{Livedrop, PlaceOrder, NOTIFY_GROUP};
+    use livedrop_core::{Config, ManualClock, Ports, StoreResult};
+
+    use super::*;
+
+    /// How long the order path runs alone before the drop goes live.
+    const QUIET: Duration = Duration::from_secs(5);
+    /// Concurrent buyers.
+    const BUYERS: usize = 64;
+
+    /// The notification store, noting when each fan-out batch came back (its
+    /// notifications committed) and how many it wrote.
+    struct Recorded {
+        inner: PgStore,
+        batches: Mutex<Vec<(Instant, u32)>>,
+    }
+
+    impl Recorded {
+        fn notified(&self) -> u64 {
+            let batches = self.batches.lock().unwrap();
+            batches.iter().map(|(_, n)| u64::from(*n)).sum()
+        }
+    }
+
+    #[async_trait]
+    impl NotificationRepository for Recorded {
+        async fn insert_notification(&self, notification: &Notification) -> StoreResult<bool> {
+            self.inner.insert_notification(notification).await
+        }
+        async fn fan_out(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
+            let progress = self.inner.fan_out(batch).await?;
+            let done = Instant::now();
+            self.batches.lock().unwrap().push((done, progress.inserted));
+            Ok(progress)
+        }
+        async fn notifications(
+            &self,
+            user: UserId,
+            unread_only: bool,
+            page: PageRequest,
+        ) -> StoreResult<Page<Notification>> {
+            self.inner.notifications(user, unread_only, page).await
+        }
+        async fn mark_read(
+            &self,
+            user: UserId,
+            id: NotificationId,
+            at: Timestamp,
+        ) -> StoreResult<Option<Notification>> {
+            self.inner.mark_read(user, id, at).await
+        }
+        async fn mark_all_read(&self, user: UserId, at: Timestamp) -> StoreResult<u64> {
+            self.inner.mark_all_read(user, at).await
+        }
+    }
+
+    /// The bus, noting when the notification consumer is handed `drop`'s
+    /// `drop.started`: the moment the background path starts handling it.
+    struct Watched {
+        inner: MemoryBus,
+        drop: Uuid,
+        handed: Arc<OnceLock<Instant>>,
+    }
+
+    struct WatchedSubscription {
+        inner: Box<dyn Subscription>,
+        drop: Uuid,
+        handed: Arc<OnceLock<Instant>>,
+    }
+
+    #[async_trait]
+    impl EventBus for Watched {
+        async fn publish(&self, events: &[Event]) -> StoreResult<()> {
+            self.inner.publish(events).await
+        }
+        async fn subscribe(&self, group: &str) -> StoreResult<Box<dyn Subscription>> {
+            let inner = self.inner.subscribe(group).await?;
+            if group != NOTIFY_GROUP {
+                return Ok(inner);
+            }
+            Ok(Box::new(WatchedSubscription {
+                inner,
+                drop: self.drop,
+                handed: self.handed.clone(),
+            }))
+        }
+        async fn subscribe_live(&self) -> StoreResult<Box<dyn Subscription>> {
+            self.inner.subscribe_live().await
+        }
+    }
+
+    #[async_trait]
+    impl Subscription for WatchedSubscription {
+        async fn next(&mut self, timeout: Duration) -> StoreResult<Option<Event>> {
+            let event = self.inner.next(timeout).await?;
+            if let Some(e) = &event {
+                if e.kind == EventType::DropStarted && e.aggregate_id == self.drop {
+                    let _ = self.handed.set(Instant::now());
+                }
+            }
+            Ok(event)
+        }
+        async fn commit(&mut self) -> StoreResult<()> {
+            self.inner.commit().await
+        }
+        async fn close(self: Box<Self>) {
+            self.inner.close().await
+        }
+    }
+
+    /// Order latencies: when each order started and how long it took.
+    type Samples = Vec<(Instant, Duration)>;
+
+    /// `BUYERS` tasks placing one-unit orders in `drop` through the service, each
+    /// order by a new buyer, until `stop` is set.
+    async fn place_orders(app: &Livedrop, drop: DropId, stop: Arc<AtomicBool>) -> Samples {
+        let tasks = (0..BUYERS).map(|_| {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let buyer = Actor::new(UserId::new(), Role::Customer);
+                    let started = Instant::now();
+                    let order = app
+                        .place_order(
+                            &buyer,
+                            Some("k"),
+                            PlaceOrder {
+                                drop_id: drop,
+                                quantity: 1,
+                                sku: None,
+                                admission_token: None,
+                            },
+                        )
+                        .await;
+                    samples.push((started, started.elapsed()));
+                    order.expect("an order is placed");
+                }
+                samples
+            })
+        });
+        let mut all = Vec::new();
+        for samples in futures::future::join_all(tasks).await {
+            all.extend(samples.unwrap());
+        }
+        all
+    }
+
+    /// p50, p99 (milliseconds) and orders per second of the orders started in
+    /// `[from, to]`.
+    fn summary(samples: &Samples, from: Instant, to: Instant) -> (f64, f64, f64, usize) {
+        let mut took: Vec<Duration> = samples
+            .iter()
+            .filter(|(at, _)| *at >= from && *at <= to)
+            .map(|(_, d)| *d)
+            .collect();
+        assert!(!took.is_empty(), "orders were placed");
+        took.sort();
+        let at = |q: usize| took[(took.len() - 1) * q / 100].as_secs_f64() * 1e3;
+        let rate = took.len() as f64 / (to - from).as_secs_f64();
+        (at(50), at(99), rate, took.len())
+    }
+
+    /// A creator with `followers` followers (inserted with `generate_series`) and a
+    /// hot drop of another creator taking orders through [`Livedrop::place_order`]
+    /// (PostgreSQL store, group reserve, `BUYERS` concurrent buyers), with every
+    /// background task running. The orders run `QUIET` alone, then a drop of the
+    /// creator goes live (its `drop.started` written to the outbox, relayed to the
+    /// bus, handled by the notification consumer) while they go on. Times the
+    /// fan-out from the moment the consumer is handed the event: when the first
+    /// 1,000 notifications were committed, when all were. Checks every follower got
+    /// exactly one, and prints the order latencies without and during the fan-out,
+    /// with one `bench-result` JSON line (`"bench": "fan_out_service"`).
+    pub(super) async fn measure(followers: u64) {
+        let Some(db) = fresh().await else {
+            return;
+        };
+        let config = super::tuned(Config::default());
+        // One process's pool: the production default size, group reserve.
+        let store = db
+            .connect(PgOptions {
+                strategy: ReserveStrategy::group(),
+                acquire_timeout: Duration::from_secs(30),
+                ..PgOptions::default()
+            })
+            .await;
+        let creator = UserId::new();
+        add_followers(&db, creator, followers as i64).await;
+        sqlx::query("VACUUM ANALYZE follows")
+            .execute(&mut db.conn().await)
+            .await
+            .unwrap();
+
+        let hot = live_drop(1);
+        store.insert_drop(&hot, &[10_000_000], &[]).await.unwrap();
+        let mut live = live_drop(1);
+        live.creator_id = creator;
+
+        let recorded = Arc::new(Recorded {
+            inner: store.clone(),
+            batches: Mutex::new(Vec::new()),
+        });
+        let handed = Arc::new(OnceLock::new());
+        let bus = Arc::new(Watched {
+            inner: MemoryBus::new(),
+            drop: live.id.0,
+            handed: handed.clone(),
+        });
+        let mut ports = Ports::from_store(
+            Arc::new(store.clone()),
+            Arc::new(MemoryCache::new()),
+            bus,
+            Arc::new(ManualClock::fixed()),
+        );
+        ports.notifications = recorded.clone();
+        let app = Livedrop::new(ports, config.clone());
+        let background = app.spawn_background();
+
+        // The order path alone.
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move { place_orders(&app, hot.id, stop).await })
+        };
+        let quiet_from = Instant::now();
+        tokio::time::sleep(QUIET).await;
+        stop.store(true, Ordering::Relaxed);
+        let quiet_to = Instant::now();
+        let quiet = load.await.unwrap();
+
+        // The order path again, and the drop goes live.
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move { place_orders(&app, hot.id, stop).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        store
+            .insert_drop(
+                &live,
+                &[1],
+                &[Event::drop(EventType::DropStarted, &live, t0())],
+            )
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while recorded.notified() < followers {
+            assert!(Instant::now() < deadline, "the fan-out finishes");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let done = Instant::now();
+        stop.store(true, Ordering::Relaxed);
+        let busy = load.await.unwrap();
+        background.shutdown().await;
+
+        let start = *handed.get().expect("the consumer was handed drop.started");
+        let batches = recorded.batches.lock().unwrap().clone();
+        let mut notified = 0u64;
+        let mut first_1000 = None;
+        let mut last = start;
+        for (at, n) in &batches {
+            notified += u64::from(*n);
+            if first_1000.is_none() && notified >= 1_000.min(followers) {
+                first_1000 = Some(*at - start);
+            }
+            last = last.max(*at);
+        }
+        let first_1000 = first_1000.expect("a thousand were notified");
+        let all = last - start;
+
+        let dedup_key = format!("drop_live:{}", live.id);
+        let mut conn = db.conn().await;
+        let (rows, users): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT user_id) FROM notifications WHERE dedup_key = $1",
+        )
+        .bind(&dedup_key)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        let missed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM follows f WHERE creator_id = $1 AND NOT EXISTS \
+             (SELECT 1 FROM notifications n WHERE n.user_id = f.follower_id AND n.dedup_key = $2)",
+        )
+        .bind(creator.0)
+        .bind(&dedup_key)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(
+            (rows, users, missed),
+            (followers as i64, followers as i64, 0)
+        );
+        assert_eq!(notified, followers, "each follower notified by one batch");
+
+        let (q50, q99, q_rate, q_n) = summary(&quiet, quiet_from, quiet_to);
+        let (b50, b99, b_rate, b_n) = summary(&busy, start, done);
+        println!(
+            "fan-out to {followers} followers: first 1,000 after {:.1} ms, all after {:.2} s \
+             ({} batches, {} shards, batches {} to {})",
+            first_1000.as_secs_f64() * 1e3,
+            all.as_secs_f64(),
+            batches.len(),
+            config.fan_out_shards,
+            config.fan_out_batch,
+            config.fan_out_max_batch,
+        );
+        println!(
+            "orders without the fan-out: p50 {q50:.2} ms, p99 {q99:.2} ms, {q_rate:.0}/s ({q_n} orders)"
+        );
+        println!(
+            "orders during the fan-out:  p50 {b50:.2} ms, p99 {b99:.2} ms, {b_rate:.0}/s ({b_n} orders)"
+        );
+        println!(
+            "bench-result {}",
+            serde_json::json!({
+                "bench": "fan_out_service",
+                "followers": followers,
+                "first_1000_ms": first_1000.as_secs_f64() * 1e3,
+                "all_seconds": all.as_secs_f64(),
+                "batches": batches.len(),
+                "shards": config.fan_out_shards,
+                "first_batch": config.fan_out_batch,
+                "max_batch": config.fan_out_max_batch,
+                "buyers": BUYERS,
+                "orders_without": {"p50_ms": q50, "p99_ms": q99, "per_second": q_rate, "orders": q_n},
+                "orders_during": {"p50_ms": b50, "p99_ms": b99, "per_second": b_rate, "orders": b_n},
+            })
+        );
+    }
+}
+
+/// A million followers notified by the service while a hot drop takes orders:
+/// [`fan_out_service::measure`]. Run with `--release -- --ignored --nocapture`.
+#[cfg(feature = "memory")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored"]
+async fn fan_out_service_1m_followers() {
+    fan_out_service::measure(1_000_000).await;
 }
 
 /// What a store must answer for one drop, kept by hand: stock, orders by id and by

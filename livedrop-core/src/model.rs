@@ -960,7 +960,7 @@ impl Notification {
 }
 
 /// One batch of a fan-out: a notification for each of up to `limit` followers of
-/// `creator_id`, in follower keyset order, starting after `after`.
+/// `creator_id` in `shard`, in follower keyset order, starting after `after`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FanOutBatch {
     /// Whose followers.
@@ -977,6 +977,54 @@ pub struct FanOutBatch {
     pub limit: u32,
     /// Creation time of the notifications.
     pub at: Timestamp,
+    /// The part of the audience the batch walks ([`FanOutShard::WHOLE`]: every
+    /// follower). `after` is a position in this shard's walk.
+    pub shard: FanOutShard,
+}
+
+/// A part of a creator's audience that a fan-out walks on its own, with its own
+/// cursor: the followers whose [`FanOutShard::of`] is this shard's index. The shards
+/// of one [`FanOutShard::split`] are disjoint and together hold every follower, so
+/// they can be walked at once without two batches ever visiting the same follower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FanOutShard {
+    index: u32,
+    count: u32,
+}
+
+impl FanOutShard {
+    /// The whole audience, one walk.
+    pub const WHOLE: Self = Self { index: 0, count: 1 };
+
+    /// The audience cut in `count` shards (`0` counts as `1`), in index order.
+    pub fn split(count: u32) -> impl Iterator<Item = Self> {
+        let count = count.max(1);
+        (0..count).map(move |index| Self { index, count })
+    }
+
+    /// Which shard this is, `0..count`.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// How many shards the audience is cut in.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The index of the shard holding `follower` when the audience is cut in `count`
+    /// (`0` counts as `1`): the last two bytes of its id read as a big-endian number,
+    /// modulo `count`. Every store computes exactly this (PostgreSQL in SQL), so the
+    /// shards mean the same followers whichever store walks them.
+    pub fn of(follower: UserId, count: u32) -> u32 {
+        let bytes = follower.0.as_bytes();
+        u32::from(u16::from_be_bytes([bytes[14], bytes[15]])) % count.max(1)
+    }
+
+    /// Whether `follower` is in this shard.
+    pub fn contains(&self, follower: UserId) -> bool {
+        self.count <= 1 || Self::of(follower, self.count) == self.index
+    }
 }
 
 /// How far a fan-out batch went.

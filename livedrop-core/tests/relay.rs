@@ -94,8 +94,10 @@ impl NotificationRepository for StallMidFanOut {
 fn config() -> Config {
     Config {
         follow_outbox: true,
-        // Several fan-out batches per drop, so a relay can die between two of them.
+        // Several fan-out batches per drop, so a relay can die between two of them;
+        // one walk, so the batches written before it dies are known.
         fan_out_batch: 2,
+        fan_out_shards: 1,
         ..Config::default()
     }
 }

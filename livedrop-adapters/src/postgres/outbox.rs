@@ -220,27 +220,41 @@ impl PgStore {
 
     /// The next batch of a fan-out, in one statement.
     async fn fan_out_batch(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
-        // One statement, so one short transaction: the next `limit` followers in the
-        // followers listing's keyset order (one extra tells whether more exist), a
-        // notification for each not yet notified under the key.
+        // One statement, so one short transaction: the shard's next `limit` followers
+        // in the followers listing's keyset order (one extra tells whether more
+        // exist), a notification for each not yet notified under the key.
+        //
+        // The shard test is `FanOutShard::of` in SQL, read off the index entries. The
+        // ids come from here, time-ordered like every other notification id: each
+        // batch's ids land at the right edge of the primary key instead of all over
+        // it, and cost less than `gen_random_uuid()` row by row. Rows go in by
+        // recipient, so two fan-outs of one drop racing over the same followers
+        // meet them in one order and never deadlock.
+        let limit = batch.limit.max(1);
+        let ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
         let row = sqlx::query(
             "WITH candidates AS ( \
-                 SELECT follower_id, followed_at FROM follows \
-                 WHERE creator_id = $1 \
-                   AND ($2::timestamptz IS NULL \
-                        OR (followed_at, follower_id) < ($2::timestamptz, $3::uuid)) \
-                 ORDER BY followed_at DESC, follower_id DESC LIMIT $4 + 1 \
+                 SELECT follower_id, followed_at, \
+                        row_number() OVER (ORDER BY followed_at DESC, follower_id DESC) AS n \
+                 FROM ( \
+                     SELECT follower_id, followed_at FROM follows \
+                     WHERE creator_id = $1 \
+                       AND ($2::timestamptz IS NULL \
+                            OR (followed_at, follower_id) < ($2::timestamptz, $3::uuid)) \
+                       AND ((get_byte(uuid_send(follower_id), 14) << 8) \
+                            | get_byte(uuid_send(follower_id), 15)) % $9 = $10 \
+                     ORDER BY followed_at DESC, follower_id DESC LIMIT $4 + 1 \
+                 ) c \
              ), batch AS ( \
-                 SELECT follower_id, followed_at FROM candidates \
-                 ORDER BY followed_at DESC, follower_id DESC LIMIT $4 \
+                 SELECT follower_id, followed_at, n FROM candidates WHERE n <= $4 \
              ), inserted AS ( \
                  INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at) \
-                 SELECT gen_random_uuid(), follower_id, $5, $6, $7, $8 FROM batch \
+                 SELECT ($11::uuid[])[n], follower_id, $5, $6, $7, $8 FROM batch \
+                 ORDER BY follower_id \
                  ON CONFLICT (user_id, dedup_key) DO NOTHING \
                  RETURNING 1 \
              ), last AS ( \
-                 SELECT follower_id, followed_at FROM batch \
-                 ORDER BY followed_at ASC, follower_id ASC LIMIT 1 \
+                 SELECT follower_id, followed_at FROM batch ORDER BY n DESC LIMIT 1 \
              ) \
              SELECT (SELECT count(*) FROM batch) AS scanned, \
                     (SELECT count(*) FROM inserted) AS inserted, \
@@ -251,11 +265,14 @@ impl PgStore {
         .bind(batch.creator_id.0)
         .bind(batch.after.map(|c| c.at))
         .bind(batch.after.map(|c| c.id))
-        .bind(i64::from(batch.limit.max(1)))
+        .bind(i64::from(limit))
         .bind(batch.kind.as_str())
         .bind(&batch.payload)
         .bind(&batch.dedup_key)
         .bind(batch.at)
+        .bind(i32::try_from(batch.shard.count()).unwrap_or(i32::MAX))
+        .bind(i32::try_from(batch.shard.index()).unwrap_or(i32::MAX))
+        .bind(&ids)
         .fetch_one(&self.inner.pool)
         .await
         .map_err(map_sqlx_error)?;

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use livedrop_core::id::UserId;
 use livedrop_core::model::{FanOutBatch, FanOutProgress};
 use livedrop_core::page::Cursor;
 use livedrop_core::ports::{BeginOutcome, OutboxRecord};
@@ -134,30 +135,47 @@ impl SqliteStore {
 
     /// The next batch of a fan-out, in one short write transaction.
     async fn fan_out_batch(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
-        // One short write transaction: the next `limit` followers in the followers
-        // listing's keyset order (one extra tells whether more exist), a notification
-        // for each not yet notified under the key.
-        let limit = batch.limit.clamp(1, 4_000);
+        // One short write transaction: the shard's next `limit` followers in the
+        // followers listing's keyset order (one extra tells whether more exist), a
+        // notification for each not yet notified under the key. The followers are
+        // read in keyset chunks and those of other shards passed over: the shard is a
+        // function of the id SQLite cannot compute on a blob.
+        let limit = batch.limit.clamp(1, 4_000) as usize;
+        let chunk = ((limit + 1) * batch.shard.count() as usize).min(16_000);
         let mut tx = self.inner.write().await?;
-        let rows = sqlx::query(
-            "SELECT follower_id, followed_at FROM follows \
-             WHERE creator_id = ?1 AND (?2 IS NULL OR (followed_at, follower_id) < (?2, ?3)) \
-             ORDER BY followed_at DESC, follower_id DESC LIMIT ?4",
-        )
-        .bind(batch.creator_id.0)
-        .bind(batch.after.map(|c| micros(c.at)))
-        .bind(batch.after.map(|c| c.id))
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(map_sqlx_error)?;
-        let more = rows.len() > limit as usize;
-        let mut followers = Vec::with_capacity(rows.len());
-        for r in rows.iter().take(limit as usize) {
-            let id: Uuid = r.try_get("follower_id").map_err(map_sqlx_error)?;
-            let at: i64 = r.try_get("followed_at").map_err(map_sqlx_error)?;
-            followers.push((id, at));
+        let mut followers: Vec<(Uuid, i64)> = Vec::with_capacity(limit + 1);
+        let mut after = batch.after.map(|c| (micros(c.at), c.id));
+        'walk: loop {
+            let rows = sqlx::query(
+                "SELECT follower_id, followed_at FROM follows \
+                 WHERE creator_id = ?1 AND (?2 IS NULL OR (followed_at, follower_id) < (?2, ?3)) \
+                 ORDER BY followed_at DESC, follower_id DESC LIMIT ?4",
+            )
+            .bind(batch.creator_id.0)
+            .bind(after.map(|(at, _)| at))
+            .bind(after.map(|(_, id)| id))
+            .bind(chunk as i64)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_sqlx_error)?;
+            let last_chunk = rows.len() < chunk;
+            for r in &rows {
+                let id: Uuid = r.try_get("follower_id").map_err(map_sqlx_error)?;
+                let at: i64 = r.try_get("followed_at").map_err(map_sqlx_error)?;
+                after = Some((at, id));
+                if batch.shard.contains(UserId(id)) {
+                    followers.push((id, at));
+                    if followers.len() > limit {
+                        break 'walk;
+                    }
+                }
+            }
+            if last_chunk {
+                break;
+            }
         }
+        let more = followers.len() > limit;
+        followers.truncate(limit);
         let mut inserted = 0;
         if !followers.is_empty() {
             let mut insert = QueryBuilder::<Sqlite>::new(

@@ -12,7 +12,7 @@ use super::Livedrop;
 use crate::error::{Result, StoreResult};
 use crate::event::{DrawPayload, Event, EventPayload, StockPayload, WaitlistPayload};
 use crate::id::{DropId, NotificationId, UserId};
-use crate::model::{Drop, FanOutBatch, Notification, NotificationKind, Order};
+use crate::model::{Drop, FanOutBatch, FanOutShard, Notification, NotificationKind, Order};
 use crate::ports::{EventBus, Outbox, Subscription};
 
 /// Consumer group that keeps caches and the admission gate fresh.
@@ -796,9 +796,15 @@ impl Livedrop {
         Ok(())
     }
 
-    /// Notifies every follower of the drop's creator, one batch at a time.
+    /// Notifies every follower of the drop's creator:
+    /// [`fan_out_shards`](super::Config::fan_out_shards) walks at once, each over its
+    /// own shard of the audience, one batch at a time, each batch twice the one before
+    /// (from [`fan_out_batch`](super::Config::fan_out_batch) to
+    /// [`fan_out_max_batch`](super::Config::fan_out_max_batch)). Every batch is its
+    /// own short step and skips followers notified already, so a fan-out cut short
+    /// (an error, a dead process) is simply run again from the start.
     async fn fan_out(&self, drop: &Drop, kind: NotificationKind) -> Result<()> {
-        let mut batch = FanOutBatch {
+        let batch = FanOutBatch {
             creator_id: drop.creator_id,
             kind,
             payload: serde_json::json!({
@@ -812,18 +818,34 @@ impl Livedrop {
             after: None,
             limit: self.config().fan_out_batch.max(1),
             at: self.now(),
+            shard: FanOutShard::WHOLE,
         };
+        let walks = FanOutShard::split(self.config().fan_out_shards).map(|shard| {
+            self.fan_out_walk(FanOutBatch {
+                shard,
+                ..batch.clone()
+            })
+        });
+        let notified: u64 = futures::future::try_join_all(walks).await?.iter().sum();
+        tracing::info!(drop = %drop.id, kind = kind.as_str(), notified, "fan-out done");
+        Ok(())
+    }
+
+    /// Walks `batch.shard` of the audience from `batch`, each batch twice the one
+    /// before up to [`fan_out_max_batch`](super::Config::fan_out_max_batch). Returns
+    /// how many notifications it wrote.
+    async fn fan_out_walk(&self, mut batch: FanOutBatch) -> Result<u64> {
+        let most = self.config().fan_out_max_batch.max(batch.limit);
         let mut notified = 0u64;
         loop {
             let progress = self.ports().notifications.fan_out(&batch).await?;
             notified += u64::from(progress.inserted);
             match progress.next {
                 Some(next) => batch.after = Some(next),
-                None => break,
+                None => return Ok(notified),
             }
+            batch.limit = batch.limit.saturating_mul(2).min(most);
         }
-        tracing::info!(drop = %drop.id, kind = kind.as_str(), notified, "fan-out done");
-        Ok(())
     }
 
     /// This process's live feed and cache invalidation, from the outbox itself

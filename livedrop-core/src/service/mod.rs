@@ -124,8 +124,20 @@ pub struct Config {
     pub stock_ttl: Duration,
     /// TTL of cached listings and search results (default 2 s).
     pub listing_ttl: Duration,
-    /// Followers notified per fan-out batch (default 1,000).
+    /// Followers notified by the first batch of each fan-out walk (default 1,000):
+    /// small, so the first followers hear of a drop at once. Each later batch of the
+    /// walk is twice the one before, up to [`fan_out_max_batch`](Self::fan_out_max_batch).
     pub fan_out_batch: u32,
+    /// The most followers one fan-out batch notifies (default 10,000; never below
+    /// [`fan_out_batch`](Self::fan_out_batch)). Larger batches spend less per
+    /// follower on round trips and commits; each is still one short transaction
+    /// (about a tenth of a second on PostgreSQL at the default).
+    pub fan_out_max_batch: u32,
+    /// How many walks of one fan-out run at once (default 2), each over its own
+    /// [`FanOutShard`](crate::model::FanOutShard) of the audience with its own store
+    /// connection while it runs. Inserting notifications keeps a database core busy
+    /// per walk: more walks finish sooner and leave less of the database to orders.
+    pub fan_out_shards: u32,
     /// How often the drop scheduler and, separately, the hold sweeper look for due
     /// work (default 200 ms).
     pub tick: Duration,
@@ -166,6 +178,8 @@ impl Default for Config {
             stock_ttl: Duration::from_secs(1),
             listing_ttl: Duration::from_secs(2),
             fan_out_batch: 1_000,
+            fan_out_max_batch: 10_000,
+            fan_out_shards: 2,
             tick: Duration::from_millis(200),
             scheduler_batch: 100,
             sweep_batch: 500,

@@ -52,8 +52,9 @@ impl NotificationRepository for MemoryStore {
                     limit: batch.limit.max(1),
                     after: batch.after,
                 },
+                // Followers outside the batch's shard are passed over, not counted.
                 |(at, id)| {
-                    Some(FollowEntry {
+                    batch.shard.contains(UserId(*id)).then(|| FollowEntry {
                         user_id: UserId(*id),
                         display_name: String::new(),
                         followed_at: *at,

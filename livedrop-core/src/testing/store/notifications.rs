@@ -1,6 +1,7 @@
 //! Notifications: deduplicated insertion, reading, pagination and fan-out batches.
 
 use super::*;
+use crate::model::FanOutShard;
 
 /// Insert deduplicates per (user, key); read marks keep the first `read_at`.
 pub async fn notifications_insert_dedup_and_read(repos: &Repos) {
@@ -119,7 +120,9 @@ pub async fn notifications_paginate(repos: &Repos) {
 }
 
 /// A fan-out of 2,500 followers in batches of 1,000 notifies each exactly once;
-/// batches resume from their cursor and re-running one inserts nothing.
+/// batches resume from their cursor and re-running one inserts nothing. Cut in
+/// shards walked side by side, each with its own cursor, a fan-out notifies each
+/// follower once too, every shard exactly the followers [`FanOutShard::of`] puts there.
 pub async fn fan_out_batches(repos: &Repos) {
     let creator = seed_user(repos, "Star", Role::Creator).await;
     let mut followers = Vec::new();
@@ -153,6 +156,7 @@ pub async fn fan_out_batches(repos: &Repos) {
         after: None,
         limit: 1_000,
         at: at(5_000),
+        shard: FanOutShard::WHOLE,
     };
     let fan_out = |after: Option<Cursor>| {
         let batch = FanOutBatch {
@@ -210,4 +214,84 @@ pub async fn fan_out_batches(repos: &Repos) {
         .await
         .expect("fan out");
     assert_eq!((empty.scanned, empty.inserted, empty.next), (0, 0, None));
+
+    // The same audience cut in three shards, under another key: shards 0 and 1 walked
+    // side by side, batch for batch, then shard 2 alone.
+    let sharded = FanOutBatch {
+        dedup_key: format!("drop-scheduled:{}", Uuid::new_v4()),
+        kind: NotificationKind::DropScheduled,
+        limit: 300,
+        ..batch.clone()
+    };
+    let shards: Vec<FanOutShard> = FanOutShard::split(3).collect();
+    assert_eq!(shards.len(), 3);
+    let members = |shard: FanOutShard| {
+        followers
+            .iter()
+            .filter(|f| FanOutShard::of(**f, 3) == shard.index())
+            .count() as u32
+    };
+    let step = |shard: FanOutShard, after: Option<Cursor>| {
+        let batch = FanOutBatch {
+            shard,
+            after,
+            ..sharded.clone()
+        };
+        async move { repos.notifications.fan_out(&batch).await.expect("fan out") }
+    };
+    let mut walked = [(0u32, 0u32); 3];
+    let mut cursors: [Option<Cursor>; 2] = [None, None];
+    let mut open = [true, true];
+    while open.iter().any(|o| *o) {
+        for i in 0..2 {
+            if !open[i] {
+                continue;
+            }
+            let p = step(shards[i], cursors[i]).await;
+            assert!(p.scanned <= 300, "a batch visits at most its limit");
+            walked[i].0 += p.scanned;
+            walked[i].1 += p.inserted;
+            cursors[i] = p.next;
+            open[i] = p.next.is_some();
+        }
+    }
+    for fan in &followers {
+        let got = repos
+            .notifications
+            .notifications(*fan, false, PageRequest::first(10))
+            .await
+            .expect("notifications");
+        let notified = got
+            .items
+            .iter()
+            .filter(|n| n.dedup_key == sharded.dedup_key)
+            .count();
+        let expected = usize::from(FanOutShard::of(*fan, 3) != 2);
+        assert_eq!(
+            notified, expected,
+            "follower {fan}: notified by shards 0 and 1 exactly when it is theirs"
+        );
+    }
+    let mut after = None;
+    loop {
+        let p = step(shards[2], after).await;
+        walked[2].0 += p.scanned;
+        walked[2].1 += p.inserted;
+        after = p.next;
+        if after.is_none() {
+            break;
+        }
+    }
+    for (i, shard) in shards.iter().enumerate() {
+        let n = members(*shard);
+        assert!(n > 0, "shard {i} holds followers");
+        assert_eq!(walked[i], (n, n), "shard {i} visits and notifies its own");
+    }
+    assert_eq!(walked.iter().map(|w| w.1).sum::<u32>(), 2_500);
+    let rerun = step(shards[2], None).await;
+    assert_eq!(
+        (rerun.scanned, rerun.inserted),
+        (members(shards[2]).min(300), 0),
+        "re-running a shard's batch inserts nothing"
+    );
 }
