@@ -503,19 +503,32 @@ fn main() -> anyhow::Result<()> {
     // Fan-out: followers notified against time since the first batch started.
     let mut fan_out: Vec<Series> = json_lines(&args.results.join("fan_out.jsonl"))?
         .iter()
-        .filter(|v| v["bench"] == "fan_out")
+        .filter(|v| v["bench"] == "fan_out" || v["bench"] == "fan_out_service")
         .map(|v| -> anyhow::Result<Series> {
             let followers = v["followers"].as_f64().context("followers")?;
-            let seconds = v["seconds"].as_f64().context("seconds")?;
-            let mut points = vec![(0.0, 0.0)];
+            let service = v["bench"] == "fan_out_service";
+            let seconds = if service {
+                v["all_seconds"].as_f64().context("all_seconds")?
+            } else {
+                v["seconds"].as_f64().context("seconds")?
+            };
+            let mut points = Vec::new();
             for p in v["progress"].as_array().context("progress")? {
                 let (Some(n), Some(t)) = (p[0].as_f64(), p[1].as_f64()) else {
                     bail!("a progress point is not [followers, seconds]");
                 };
-                points.push((t, n));
+                // Both axes are logarithmic.
+                if t > 0.0 && n > 0.0 {
+                    points.push((t, n));
+                }
             }
+            let how = if service {
+                ", service, orders on another drop meanwhile"
+            } else {
+                ", store"
+            };
             Ok(Series {
-                name: format!("{} followers: {seconds:.2} s", si(followers)),
+                name: format!("{} followers{how}: {seconds:.2} s", si(followers)),
                 points,
             })
         })
@@ -523,18 +536,24 @@ fn main() -> anyhow::Result<()> {
     fan_out.sort_by_key(|s| s.points.len());
     if !fan_out.is_empty() {
         let name = "fan_out";
-        let (_, t_hi) = bounds(&fan_out, |p| p.0)?;
-        let (_, n_hi) = bounds(&fan_out, |p| p.1)?;
+        let (t_lo, t_hi) = bounds(&fan_out, |p| p.0)?;
+        let (n_lo, n_hi) = bounds(&fan_out, |p| p.1)?;
         draw(
             &args.out.join(format!("{name}.svg")),
             "Drop-live fan-out on PostgreSQL: followers notified against time",
             &run.footer(
                 "cargo test --release -p livedrop-adapters --features postgres,testing --test postgres fan_out_ -- --ignored",
             ),
-            (0.0..t_hi * 1.05, "seconds since the fan-out started (batches of 1,000)", &|v| {
-                format!("{v:.1}")
-            }),
-            (0.0..n_hi * 1.05, "followers notified", &|v| si(*v)),
+            (
+                (t_lo * 0.8..t_hi * 1.25).log_scale(),
+                "seconds since the fan-out started (log)",
+                &|v| format!("{v}"),
+            ),
+            (
+                (n_lo * 0.8..n_hi * 2.0).log_scale(),
+                "followers notified (log)",
+                &|v| si(*v),
+            ),
             &fan_out,
             SeriesLabelPosition::LowerRight,
         )?;

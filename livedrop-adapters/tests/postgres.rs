@@ -1417,12 +1417,16 @@ mod fan_out_service {
         let mut notified = 0u64;
         let mut first_1000 = None;
         let mut last = start;
-        for (at, n) in &batches {
+        let mut in_order = batches.clone();
+        in_order.sort_by_key(|(at, _)| *at);
+        let mut progress = Vec::new();
+        for (at, n) in &in_order {
             notified += u64::from(*n);
             if first_1000.is_none() && notified >= 1_000.min(followers) {
                 first_1000 = Some(*at - start);
             }
             last = last.max(*at);
+            progress.push(serde_json::json!([notified, (*at - start).as_secs_f64()]));
         }
         let first_1000 = first_1000.expect("a thousand were notified");
         let all = last - start;
@@ -1483,6 +1487,7 @@ mod fan_out_service {
                 "buyers": BUYERS,
                 "orders_without": {"p50_ms": q50, "p99_ms": q99, "per_second": q_rate, "orders": q_n},
                 "orders_during": {"p50_ms": b50, "p99_ms": b99, "per_second": b_rate, "orders": b_n},
+                "progress": progress,
             })
         );
     }
