@@ -270,7 +270,10 @@ struct State {
     open_drops: BTreeSet<Key>,
     ledger_ids: HashSet<Uuid>,
 
-    orders: HashMap<OrderId, Order>,
+    /// Shared with the events that carry them: an order placed is allocated once for
+    /// both, and a later change copies it (`Arc::make_mut`) while its event keeps the
+    /// order as it was.
+    orders: HashMap<OrderId, Arc<Order>>,
     order_keys: HashMap<UserId, HashMap<String, OrderId>>,
     user_orders: HashMap<UserId, BTreeSet<Key>>,
     /// Units each buyer holds (reserved plus confirmed) per drop.
@@ -352,7 +355,7 @@ enum Appended {
     Order {
         id: EventId,
         kind: EventType,
-        order: Order,
+        order: Arc<Order>,
         at: Timestamp,
     },
     /// [`Event::stock`] of a variant's stock after a movement.
@@ -369,7 +372,7 @@ enum Appended {
 
 impl Appended {
     /// [`Event::order`] of `order`, with its id drawn now.
-    fn order(kind: EventType, order: Order, at: Timestamp) -> Arc<Self> {
+    fn order(kind: EventType, order: Arc<Order>, at: Timestamp) -> Arc<Self> {
         Arc::new(Appended::Order {
             id: EventId::new(),
             kind,
@@ -429,7 +432,7 @@ impl State {
 
     /// Appends [`Event::order`] of `order`.
     fn append_order(&mut self, kind: EventType, order: &Order, at: Timestamp) {
-        self.push(Appended::order(kind, order.clone(), at));
+        self.push(Appended::order(kind, Arc::new(order.clone()), at));
     }
 
     fn push(&mut self, entry: Arc<Appended>) {
@@ -497,10 +500,18 @@ impl State {
 
     /// Stores a new reserved order and its indexes, counting its units as held.
     fn insert_order(&mut self, order: Order) {
+        let key = order.idempotency_key.clone();
+        self.insert_shared(Arc::new(order), key);
+    }
+
+    /// [`State::insert_order`] of an order already shared, with its idempotency key
+    /// (built by the caller, outside the critical section).
+    fn insert_shared(&mut self, order: Arc<Order>, key: String) {
+        debug_assert_eq!(key, order.idempotency_key);
         self.order_keys
             .entry(order.user_id)
             .or_default()
-            .insert(order.idempotency_key.clone(), order.id);
+            .insert(key, order.id);
         self.user_orders
             .entry(order.user_id)
             .or_default()
