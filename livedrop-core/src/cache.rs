@@ -18,7 +18,7 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -131,6 +131,9 @@ pub struct CacheLayer {
     /// read still asks it, and other bytes are decoded afresh.
     decoded: Mutex<HashMap<String, Decoded>>,
     open_until: Mutex<Option<Instant>>,
+    /// Whether `open_until` may be set: while the cache has not failed, a read
+    /// checks this flag instead of taking the lock and reading the clock.
+    tripped: AtomicBool,
     stats: Arc<CacheStats>,
 }
 
@@ -167,6 +170,7 @@ impl CacheLayer {
             flights: Mutex::new(HashMap::new()),
             decoded: Mutex::new(HashMap::new()),
             open_until: Mutex::new(None),
+            tripped: AtomicBool::new(false),
             stats: Arc::new(CacheStats::default()),
         }
     }
@@ -183,11 +187,15 @@ impl CacheLayer {
     }
 
     fn available(&self) -> bool {
+        if !self.tripped.load(Ordering::Acquire) {
+            return true;
+        }
         let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
         match *open {
             Some(until) if Instant::now() < until => false,
             Some(_) => {
                 *open = None;
+                self.tripped.store(false, Ordering::Release);
                 true
             }
             None => true,
@@ -197,7 +205,9 @@ impl CacheLayer {
     fn failed(&self, op: &str, error: &dyn std::fmt::Display) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(op, %error, "cache failed; serving from the store");
-        *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BREAKER);
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        *open = Some(Instant::now() + BREAKER);
+        self.tripped.store(true, Ordering::Release);
     }
 
     /// The value under `key`, loading it with `load` on a miss. Concurrent misses of

@@ -58,8 +58,19 @@ impl PlaceOrder {
             h.update(b"\nsku=");
             h.update(sku.as_bytes());
         }
-        hex::encode(h.finalize())
+        lower_hex(&h.finalize())
     }
+}
+
+/// `bytes` in lower-case hex, as [`hex::encode`] spells them, by table.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 /// Checks an idempotency key: 1 to 255 visible ASCII characters.
@@ -393,5 +404,7 @@ mod tests {
             ..one.clone()
         };
         assert_ne!(one.fingerprint(), eleven.fingerprint());
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,6 +86,10 @@ type Key = (Timestamp, Uuid);
 pub struct MemoryStore {
     state: Mutex<State>,
     appended: Notify,
+    /// Relays inside [`Outbox::wait_for_append`]: with none, an append skips
+    /// `notify_waiters` (which takes the notifier's own lock) and leaves only the
+    /// permit of `notify_one`.
+    waiting: AtomicUsize,
 }
 
 impl MemoryStore {
@@ -135,10 +140,13 @@ impl MemoryStore {
             (result, state.next_seq != before)
         };
         if appended {
-            // `notify_waiters` wakes every relay waiting now; `notify_one` leaves a
-            // permit for a relay between `pending` and `wait_for_append`, so no
-            // append goes unnoticed (a spurious wake-up at worst).
-            self.appended.notify_waiters();
+            // `notify_waiters` wakes every relay waiting now (a relay counts itself
+            // in `waiting` before it starts to wait, so none is missed); `notify_one`
+            // leaves a permit for a relay between `pending` and `wait_for_append`, so
+            // no append goes unnoticed (a spurious wake-up at worst).
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                self.appended.notify_waiters();
+            }
             self.appended.notify_one();
         }
         result
@@ -662,6 +670,15 @@ impl Outbox for MemoryStore {
     }
 
     async fn wait_for_append(&self, timeout: Duration) {
+        /// Counts a relay in `waiting` until it stops waiting, however it stops.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         // A timeout is the documented way out: nothing to report.
         let _ = tokio::time::timeout(timeout, self.appended.notified()).await;
     }
