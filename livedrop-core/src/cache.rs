@@ -15,9 +15,10 @@
 //! Displayed stock therefore lags the store by at most the event delivery time, and
 //! never more than `stock_ttl` after the last change; listings by at most `listing_ttl`.
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,11 +111,29 @@ pub struct CacheStats {
 
 type Flight = Arc<OnceCell<Result<Option<Arc<Vec<u8>>>>>>;
 
+/// A value decoded from a key's cached bytes, kept with those bytes.
+struct Decoded {
+    bytes: Vec<u8>,
+    value: Arc<dyn Any + Send + Sync>,
+}
+
+/// How many keys keep their last decoded value; past it, the memo starts over.
+const MEMO_KEYS: usize = 1024;
+
 /// Cache-aside reads over a [`Cache`] port with single flight and a breaker.
 pub struct CacheLayer {
     cache: Arc<dyn Cache>,
     flights: Mutex<HashMap<String, Flight>>,
+    /// Per key, the value last decoded from a hit and the bytes it came from. A hot
+    /// key (a drop under an order rush) returns the same bytes on every hit; decoding
+    /// is deterministic, so bytes equal to the remembered ones answer the remembered
+    /// value and the JSON is not parsed again. The cache stays the authority: every
+    /// read still asks it, and other bytes are decoded afresh.
+    decoded: Mutex<HashMap<String, Decoded>>,
     open_until: Mutex<Option<Instant>>,
+    /// Whether `open_until` may be set: while the cache has not failed, a read
+    /// checks this flag instead of taking the lock and reading the clock.
+    tripped: AtomicBool,
     stats: Arc<CacheStats>,
 }
 
@@ -149,7 +168,9 @@ impl CacheLayer {
         Self {
             cache,
             flights: Mutex::new(HashMap::new()),
+            decoded: Mutex::new(HashMap::new()),
             open_until: Mutex::new(None),
+            tripped: AtomicBool::new(false),
             stats: Arc::new(CacheStats::default()),
         }
     }
@@ -166,11 +187,15 @@ impl CacheLayer {
     }
 
     fn available(&self) -> bool {
+        if !self.tripped.load(Ordering::Acquire) {
+            return true;
+        }
         let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
         match *open {
             Some(until) if Instant::now() < until => false,
             Some(_) => {
                 *open = None;
+                self.tripped.store(false, Ordering::Release);
                 true
             }
             None => true,
@@ -180,7 +205,9 @@ impl CacheLayer {
     fn failed(&self, op: &str, error: &dyn std::fmt::Display) {
         self.stats.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(op, %error, "cache failed; serving from the store");
-        *self.open_until.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BREAKER);
+        let mut open = self.open_until.lock().unwrap_or_else(|p| p.into_inner());
+        *open = Some(Instant::now() + BREAKER);
+        self.tripped.store(true, Ordering::Release);
     }
 
     /// The value under `key`, loading it with `load` on a miss. Concurrent misses of
@@ -192,14 +219,14 @@ impl CacheLayer {
         load: F,
     ) -> Result<Option<T>>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Option<T>>>,
     {
         let use_cache = self.available();
         if use_cache {
             match self.cache.get(key).await {
-                Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(Some(bytes)) => match self.decode(key, bytes) {
                     Ok(value) => {
                         self.stats.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok(Some(value));
@@ -260,6 +287,37 @@ impl CacheLayer {
                 .map(Some)
                 .map_err(|e| Error::internal(format!("cannot decode a loaded value: {e}"))),
         }
+    }
+
+    /// `bytes` read under `key`, decoded: the remembered value when they are the
+    /// bytes it was decoded from, else parsed (and remembered).
+    fn decode<T>(&self, key: &str, bytes: Vec<u8>) -> serde_json::Result<T>
+    where
+        T: DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        let remembered = {
+            let decoded = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+            decoded
+                .get(key)
+                .filter(|d| d.bytes == bytes)
+                .map(|d| d.value.clone())
+        };
+        if let Some(value) = remembered.as_deref().and_then(|v| v.downcast_ref::<T>()) {
+            return Ok(value.clone());
+        }
+        let value: T = serde_json::from_slice(&bytes)?;
+        let mut decoded = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if decoded.len() >= MEMO_KEYS && !decoded.contains_key(key) {
+            decoded.clear();
+        }
+        decoded.insert(
+            key.to_owned(),
+            Decoded {
+                bytes,
+                value: Arc::new(value.clone()),
+            },
+        );
+        Ok(value)
     }
 
     /// Writes `value` through under `key`. Failures are logged, never returned.
@@ -343,6 +401,35 @@ mod tests {
             "one load for the whole stampede"
         );
         assert_eq!(layer.stats().misses.load(Ordering::Relaxed), 1);
+    }
+
+    /// Hits decode what the cache holds now: the same bytes answer the value decoded
+    /// before, other bytes (or another type asked of them) are decoded afresh.
+    #[tokio::test]
+    async fn hits_answer_what_the_cache_holds_now() {
+        let mut cache = MockCache::new();
+        let reads = Arc::new(AtomicUsize::new(0));
+        let held = ["7", "7", "8", "8", "8"];
+        let seen = reads.clone();
+        cache.expect_get().returning(move |_| {
+            let at = seen.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(held[at].as_bytes().to_vec()))
+        });
+        let layer = CacheLayer::new(Arc::new(cache));
+        let no_load = || async { panic!("every read is a hit") };
+        let ttl = Duration::from_secs(5);
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(layer.get_or_load::<u32, _, _>("k", ttl, no_load).await);
+        }
+        let got: Vec<Option<u32>> = got.into_iter().map(|r| r.expect("hit")).collect();
+        assert_eq!(got, [Some(7), Some(7), Some(8), Some(8)]);
+        let wider = layer
+            .get_or_load::<u64, _, _>("k", ttl, || async { panic!("a hit") })
+            .await;
+        assert_eq!(wider.expect("hit"), Some(8), "same bytes, another type");
+        assert_eq!(reads.load(Ordering::SeqCst), 5, "every read asks the cache");
+        assert_eq!(layer.stats().hits.load(Ordering::Relaxed), 5);
     }
 
     /// A reader whose future is dropped at each await of a load (the cache read, the

@@ -37,7 +37,8 @@ use tokio::time::Instant;
 #[derive(Debug)]
 pub struct MemoryGate {
     ttl: Duration,
-    entries: Mutex<HashMap<(DropId, String), Entry>>,
+    /// Per drop, per variant: looked up by `&str`, so admitting allocates nothing.
+    entries: Mutex<HashMap<DropId, HashMap<String, Entry>>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +71,8 @@ impl MemoryGate {
     #[allow(clippy::type_complexity)]
     fn entries(
         &self,
-    ) -> Result<std::sync::MutexGuard<'_, HashMap<(DropId, String), Entry>>, CacheError> {
+    ) -> Result<std::sync::MutexGuard<'_, HashMap<DropId, HashMap<String, Entry>>>, CacheError>
+    {
         self.entries
             .lock()
             .map_err(|_| CacheError("the memory gate's lock is poisoned".into()))
@@ -82,7 +84,7 @@ impl AdmissionGate for MemoryGate {
     async fn admit(&self, drop: DropId, sku: &str, quantity: u32) -> Result<bool, CacheError> {
         let now = Instant::now();
         let entries = self.entries()?;
-        Ok(match entries.get(&(drop, sku.to_owned())) {
+        Ok(match entries.get(&drop).and_then(|skus| skus.get(sku)) {
             Some(entry) if entry.expires > now => entry.available >= quantity,
             _ => true,
         })
@@ -98,13 +100,16 @@ impl AdmissionGate for MemoryGate {
         let now = Instant::now();
         let mut entries = self.entries()?;
         // Forget expired entries, so drops that ended do not accumulate.
-        entries.retain(|_, entry| entry.expires > now);
-        let key = (drop, sku.to_owned());
-        if entries.get(&key).is_some_and(|e| e.version > version) {
+        entries.retain(|_, skus| {
+            skus.retain(|_, entry| entry.expires > now);
+            !skus.is_empty()
+        });
+        let skus = entries.entry(drop).or_default();
+        if skus.get(sku).is_some_and(|e| e.version > version) {
             return Ok(());
         }
-        entries.insert(
-            key,
+        skus.insert(
+            sku.to_owned(),
             Entry {
                 version,
                 available: stock.available,

@@ -649,7 +649,7 @@ impl Livedrop {
         load: impl FnOnce() -> Fut,
     ) -> Result<T>
     where
-        T: Serialize + serde::de::DeserializeOwned,
+        T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
         Fut: std::future::Future<Output = crate::error::StoreResult<Option<T>>>,
     {
         self.cache()

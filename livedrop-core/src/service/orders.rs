@@ -35,17 +35,42 @@ pub struct PlaceOrder {
 impl PlaceOrder {
     /// The request fingerprint stored with its idempotency key.
     pub fn fingerprint(&self) -> String {
+        // The id and the quantity are written in their display form, from stack
+        // buffers: no allocation but the hex digest's.
         let mut h = Sha256::new();
         h.update(b"POST /orders\n");
-        h.update(self.drop_id.to_string().as_bytes());
+        let mut id = uuid::Uuid::encode_buffer();
+        h.update(self.drop_id.0.hyphenated().encode_lower(&mut id).as_bytes());
         h.update(b"\n");
-        h.update(self.quantity.to_string().as_bytes());
+        let mut digits = [0u8; 10];
+        let mut at = digits.len();
+        let mut n = self.quantity;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        h.update(&digits[at..]);
         if let Some(sku) = &self.sku {
             h.update(b"\nsku=");
             h.update(sku.as_bytes());
         }
-        hex::encode(h.finalize())
+        lower_hex(&h.finalize())
     }
+}
+
+/// `bytes` in lower-case hex, as [`hex::encode`] spells them, by table.
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        text.push(char::from(DIGITS[usize::from(b >> 4)]));
+        text.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 /// Checks an idempotency key: 1 to 255 visible ASCII characters.
@@ -334,4 +359,52 @@ pub(crate) fn check_sku(sku: Option<&str>) -> Result<()> {
 /// several.
 pub(crate) fn sku_required() -> Error {
     Error::invalid("sku", "sku is required: this drop has several variants")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The digest of the request as text: what fingerprints kept by earlier versions
+    /// were computed from.
+    fn spelled_out(request: &PlaceOrder) -> String {
+        let mut text = format!("POST /orders\n{}\n{}", request.drop_id, request.quantity);
+        if let Some(sku) = &request.sku {
+            text.push_str(&format!("\nsku={sku}"));
+        }
+        hex::encode(Sha256::digest(text.as_bytes()))
+    }
+
+    #[test]
+    fn a_fingerprint_digests_the_request_as_text() {
+        let drop_id = DropId::new();
+        for (quantity, sku) in [
+            (1, None),
+            (10, Some("eu-42")),
+            (907, None),
+            (MAX_QUANTITY, Some("m")),
+            (u32::MAX, None),
+        ] {
+            let request = PlaceOrder {
+                drop_id,
+                quantity,
+                sku: sku.map(str::to_owned),
+                admission_token: Some("t".into()),
+            };
+            assert_eq!(request.fingerprint(), spelled_out(&request), "{request:?}");
+        }
+        let one = PlaceOrder {
+            drop_id,
+            quantity: 1,
+            sku: None,
+            admission_token: None,
+        };
+        let eleven = PlaceOrder {
+            quantity: 11,
+            ..one.clone()
+        };
+        assert_ne!(one.fingerprint(), eleven.fingerprint());
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(lower_hex(&bytes), hex::encode(&bytes));
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -85,6 +86,10 @@ type Key = (Timestamp, Uuid);
 pub struct MemoryStore {
     state: Mutex<State>,
     appended: Notify,
+    /// Relays inside [`Outbox::wait_for_append`]: with none, an append skips
+    /// `notify_waiters` (which takes the notifier's own lock) and leaves only the
+    /// permit of `notify_one`.
+    waiting: AtomicUsize,
 }
 
 impl MemoryStore {
@@ -135,10 +140,13 @@ impl MemoryStore {
             (result, state.next_seq != before)
         };
         if appended {
-            // `notify_waiters` wakes every relay waiting now; `notify_one` leaves a
-            // permit for a relay between `pending` and `wait_for_append`, so no
-            // append goes unnoticed (a spurious wake-up at worst).
-            self.appended.notify_waiters();
+            // `notify_waiters` wakes every relay waiting now (a relay counts itself
+            // in `waiting` before it starts to wait, so none is missed); `notify_one`
+            // leaves a permit for a relay between `pending` and `wait_for_append`, so
+            // no append goes unnoticed (a spurious wake-up at worst).
+            if self.waiting.load(Ordering::SeqCst) > 0 {
+                self.appended.notify_waiters();
+            }
             self.appended.notify_one();
         }
         result
@@ -270,7 +278,10 @@ struct State {
     open_drops: BTreeSet<Key>,
     ledger_ids: HashSet<Uuid>,
 
-    orders: HashMap<OrderId, Order>,
+    /// Shared with the events that carry them: an order placed is allocated once for
+    /// both, and a later change copies it (`Arc::make_mut`) while its event keeps the
+    /// order as it was.
+    orders: HashMap<OrderId, Arc<Order>>,
     order_keys: HashMap<UserId, HashMap<String, OrderId>>,
     user_orders: HashMap<UserId, BTreeSet<Key>>,
     /// Units each buyer holds (reserved plus confirmed) per drop.
@@ -352,7 +363,7 @@ enum Appended {
     Order {
         id: EventId,
         kind: EventType,
-        order: Order,
+        order: Arc<Order>,
         at: Timestamp,
     },
     /// [`Event::stock`] of a variant's stock after a movement.
@@ -369,7 +380,7 @@ enum Appended {
 
 impl Appended {
     /// [`Event::order`] of `order`, with its id drawn now.
-    fn order(kind: EventType, order: Order, at: Timestamp) -> Arc<Self> {
+    fn order(kind: EventType, order: Arc<Order>, at: Timestamp) -> Arc<Self> {
         Arc::new(Appended::Order {
             id: EventId::new(),
             kind,
@@ -429,7 +440,7 @@ impl State {
 
     /// Appends [`Event::order`] of `order`.
     fn append_order(&mut self, kind: EventType, order: &Order, at: Timestamp) {
-        self.push(Appended::order(kind, order.clone(), at));
+        self.push(Appended::order(kind, Arc::new(order.clone()), at));
     }
 
     fn push(&mut self, entry: Arc<Appended>) {
@@ -497,10 +508,18 @@ impl State {
 
     /// Stores a new reserved order and its indexes, counting its units as held.
     fn insert_order(&mut self, order: Order) {
+        let key = order.idempotency_key.clone();
+        self.insert_shared(Arc::new(order), key);
+    }
+
+    /// [`State::insert_order`] of an order already shared, with its idempotency key
+    /// (built by the caller, outside the critical section).
+    fn insert_shared(&mut self, order: Arc<Order>, key: String) {
+        debug_assert_eq!(key, order.idempotency_key);
         self.order_keys
             .entry(order.user_id)
             .or_default()
-            .insert(order.idempotency_key.clone(), order.id);
+            .insert(key, order.id);
         self.user_orders
             .entry(order.user_id)
             .or_default()
@@ -651,6 +670,15 @@ impl Outbox for MemoryStore {
     }
 
     async fn wait_for_append(&self, timeout: Duration) {
+        /// Counts a relay in `waiting` until it stops waiting, however it stops.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         // A timeout is the documented way out: nothing to report.
         let _ = tokio::time::timeout(timeout, self.appended.notified()).await;
     }

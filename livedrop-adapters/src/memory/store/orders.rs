@@ -1,5 +1,6 @@
 //! Orders, the reservations they hold, and idempotency keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,13 +29,15 @@ impl State {
         now: Timestamp,
         hold: chrono::Duration,
     ) -> Option<Order> {
-        let order = self.orders.get_mut(&id)?;
-        debug_assert_eq!(order.status, OrderStatus::Reserved);
-        let variant = self.drops.get(&order.drop_id)?.variant(&order.sku)?;
-        self.holds.remove(&(order.reserved_until, id.0));
+        let shared = self.orders.get_mut(&id)?;
+        debug_assert_eq!(shared.status, OrderStatus::Reserved);
+        let variant = self.drops.get(&shared.drop_id)?.variant(&shared.sku)?;
+        self.holds.remove(&(shared.reserved_until, id.0));
+        let order = Arc::make_mut(shared);
         order.status = status;
         order.updated_at = now;
-        let order = order.clone();
+        let shared = shared.clone();
+        let order = Order::clone(&shared);
         let q = order.quantity;
         let kind = match status {
             OrderStatus::Confirmed => EventType::OrderConfirmed,
@@ -46,7 +49,7 @@ impl State {
                 *held = held.saturating_sub(q);
             }
         }
-        self.append_order(kind, &order, now);
+        self.push(Appended::order(kind, shared, now));
         let confirmed = status == OrderStatus::Confirmed;
         let hand_off = (!confirmed).then_some(hold);
         self.move_stock(order.drop_id, variant, now, hand_off, |s| {
@@ -85,15 +88,17 @@ impl State {
 impl OrderRepository for MemoryStore {
     async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome> {
         // What a placement writes is built before the lock, so the critical section
-        // only checks and moves: the stored order, its copy for the index, its key
-        // and its `order.placed` event (unused when the order is refused).
+        // only checks and moves: the stored order (one copy, shared by the index and
+        // the `order.placed` event, which go unused when the order is refused) and
+        // its key.
         let stored = Order {
             status: OrderStatus::Reserved,
             extended_at: None,
             ..order.clone()
         };
-        let indexed = stored.clone();
-        let placed = Appended::order(EventType::OrderPlaced, stored.clone(), now);
+        let indexed = Arc::new(stored.clone());
+        let key = stored.idempotency_key.clone();
+        let placed = Appended::order(EventType::OrderPlaced, indexed.clone(), now);
         self.write(move |state| {
             let existing = state
                 .order_keys
@@ -101,7 +106,7 @@ impl OrderRepository for MemoryStore {
                 .and_then(|keys| keys.get(stored.idempotency_key.as_str()))
                 .and_then(|id| state.orders.get(id));
             if let Some(existing) = existing {
-                return Ok(PlaceOutcome::Duplicate(existing.clone()));
+                return Ok(PlaceOutcome::Duplicate(Order::clone(existing)));
             }
             let user_keys = state.idempotency.get(&stored.user_id);
             if let Some(record) = user_keys.and_then(|keys| keys.get(&stored.idempotency_key)) {
@@ -154,7 +159,7 @@ impl OrderRepository for MemoryStore {
                 }
             }
             let q = stored.quantity;
-            state.insert_order(indexed);
+            state.insert_shared(indexed, key);
             state.push(placed);
             state.move_stock(stored.drop_id, variant, now, None, |s| {
                 s.available -= q;
@@ -165,7 +170,7 @@ impl OrderRepository for MemoryStore {
     }
 
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {
-        Ok(self.lock().orders.get(&id).cloned())
+        Ok(self.lock().orders.get(&id).map(|o| Order::clone(o)))
     }
 
     async fn order_by_key(&self, user: UserId, key: &str) -> StoreResult<Option<Order>> {
@@ -175,7 +180,7 @@ impl OrderRepository for MemoryStore {
             .get(&user)
             .and_then(|keys| keys.get(key))
             .and_then(|id| state.orders.get(id))
-            .cloned())
+            .map(|o| Order::clone(o)))
     }
 
     async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>> {
@@ -183,7 +188,7 @@ impl OrderRepository for MemoryStore {
         Ok(keyset_page(
             state.user_orders.get(&user),
             page,
-            |(_, id)| state.orders.get(&OrderId(*id)).cloned(),
+            |(_, id)| state.orders.get(&OrderId(*id)).map(|o| Order::clone(o)),
             Order::cursor,
         ))
     }
@@ -204,10 +209,10 @@ impl OrderRepository for MemoryStore {
                 Settlement::Cancel => OrderStatus::Cancelled,
             };
             if order.status == target {
-                return Ok(SettleOutcome::Unchanged(order.clone()));
+                return Ok(SettleOutcome::Unchanged(Order::clone(order)));
             }
             if order.status != OrderStatus::Reserved {
-                return Ok(SettleOutcome::Conflict(order.clone()));
+                return Ok(SettleOutcome::Conflict(Order::clone(order)));
             }
             let expired = settlement == Settlement::Confirm && now >= order.reserved_until;
             let status = if expired {
@@ -257,10 +262,11 @@ impl OrderRepository for MemoryStore {
             let outcome = order.extension(by, now);
             if let ExtendOutcome::Extended(extended) = &outcome {
                 let was = order.reserved_until;
-                *order = extended.clone();
+                let shared = Arc::new(extended.clone());
+                *order = shared.clone();
                 state.holds.remove(&(was, id.0));
                 state.holds.insert((extended.reserved_until, id.0));
-                state.append_order(EventType::OrderExtended, extended, now);
+                state.push(Appended::order(EventType::OrderExtended, shared, now));
             }
             Ok(outcome)
         })
@@ -289,7 +295,7 @@ impl IdempotencyStore for MemoryStore {
                 if order.fingerprint != fingerprint {
                     return Ok(BeginOutcome::Mismatch);
                 }
-                let placed = PlaceOutcome::Placed(order.clone());
+                let placed = PlaceOutcome::Placed(Order::clone(order));
                 if let Some(record) = order_record(&placed, order.quantity) {
                     return Ok(BeginOutcome::Replay(record));
                 }
