@@ -1,8 +1,8 @@
 //! The hot drop on PostgreSQL: one drop, 1/4/16/64 concurrent buyers, each order
 //! writing its order row, outbox events and idempotency key; the naive row-lock
 //! strategy and group reserve side by side in the same run (group reserve as
-//! configured by default, two batches in flight, and with one at a time:
-//! `group_one_in_flight`), and group reserve's raw
+//! configured by default, one batch of the drop at a time, and with two in flight:
+//! `group_two_in_flight`), and group reserve's raw
 //! ceiling (`raw_ceiling`): the same orders written with the same multi-row
 //! statement, in batches of the size group reserve formed at that level, one
 //! transaction each, with no lock, read, decision or combiner. Asserts zero oversell
@@ -188,11 +188,11 @@ fn hot_drop_bench(c: &mut Criterion) {
     let schema = rt.block_on(TestSchema::on(&common::database_url()));
     let row_lock = rt.block_on(store(&schema, ReserveStrategy::RowLock, 32));
     let group_store = rt.block_on(store(&schema, ReserveStrategy::group(), 8));
-    let serial = ReserveStrategy::Group {
+    let pipelined = ReserveStrategy::Group {
         max_batch: 256,
-        in_flight: 1,
+        in_flight: 2,
     };
-    let serial_store = rt.block_on(store(&schema, serial, 8));
+    let pipelined_store = rt.block_on(store(&schema, pipelined, 8));
     let profiles: Profiles = Arc::default();
     let ceiling: Profiles = Arc::default();
     let mut group = common::order_group(c, "postgres_hot_drop");
@@ -206,11 +206,11 @@ fn hot_drop_bench(c: &mut Criterion) {
             },
         );
         group.bench_with_input(
-            BenchmarkId::new("group_one_in_flight", buyers),
+            BenchmarkId::new("group_two_in_flight", buyers),
             &buyers,
             |b, &buyers| {
                 b.to_async(&rt)
-                    .iter_custom(|iters| run(&serial_store, buyers, iters))
+                    .iter_custom(|iters| run(&pipelined_store, buyers, iters))
             },
         );
         group.bench_with_input(BenchmarkId::new("group", buyers), &buyers, |b, &buyers| {

@@ -414,7 +414,7 @@ fn main() -> anyhow::Result<()> {
         ],
     );
 
-    // PostgreSQL: the two strategies, group reserve with one batch in flight, and
+    // PostgreSQL: the two strategies, group reserve with two batches in flight, and
     // the raw ceiling of its writes.
     let pg = series_of(
         &found,
@@ -424,8 +424,11 @@ fn main() -> anyhow::Result<()> {
                 "raw_ceiling",
                 "raw ceiling: the batches' writes alone, same sizes",
             ),
-            ("group", "group reserve (two batches in flight)"),
-            ("group_one_in_flight", "group reserve, one batch in flight"),
+            ("group", "group reserve (one batch in flight)"),
+            (
+                "group_two_in_flight",
+                "group reserve, two batches in flight",
+            ),
             ("row_lock", "row lock (SELECT … FOR UPDATE)"),
         ],
     );

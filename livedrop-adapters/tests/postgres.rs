@@ -47,6 +47,14 @@ async fn pool(db: &TestSchema, strategy: ReserveStrategy) -> PgStore {
     .await
 }
 
+/// Group reserve with two batches of a drop in flight at once.
+fn two_in_flight() -> ReserveStrategy {
+    ReserveStrategy::Group {
+        max_batch: 256,
+        in_flight: 2,
+    }
+}
+
 /// Two pools on the schema (two processes), deciding orders with `strategies`.
 async fn pools(db: &TestSchema, strategies: [ReserveStrategy; 2]) -> [PgStore; 2] {
     let [a, b] = strategies;
@@ -186,7 +194,7 @@ async fn per_user_limit_holds_across_two_processes() {
     for (sa, sb) in [
         (ReserveStrategy::RowLock, ReserveStrategy::RowLock),
         (ReserveStrategy::group(), ReserveStrategy::RowLock),
-        (ReserveStrategy::group(), ReserveStrategy::group()),
+        (ReserveStrategy::group(), two_in_flight()),
     ] {
         let stores = pools(&db, [sa, sb]).await;
         let drop = new_drop(&stores[0], 100, 3).await;
@@ -283,7 +291,7 @@ async fn one_buyer_across_sizes_and_processes_never_passes_the_limit() {
     for strategies in [
         [ReserveStrategy::RowLock, ReserveStrategy::RowLock],
         [ReserveStrategy::group(), ReserveStrategy::RowLock],
-        [ReserveStrategy::group(), ReserveStrategy::group()],
+        [ReserveStrategy::group(), two_in_flight()],
     ] {
         let [a, b] = pools(&db, strategies).await;
         let drop = new_sized_drop(&a, &[("s", 100), ("m", 100)], 1).await;
@@ -578,7 +586,11 @@ async fn group_decides_a_batch_like_the_row_lock() {
     let Some(db) = fresh().await else {
         return;
     };
-    for strategy in [ReserveStrategy::RowLock, ReserveStrategy::group()] {
+    for strategy in [
+        ReserveStrategy::RowLock,
+        ReserveStrategy::group(),
+        two_in_flight(),
+    ] {
         let store = pool(&db, strategy).await;
         let drop = new_drop(&store, 5, 2).await;
         let alice = UserId::new();

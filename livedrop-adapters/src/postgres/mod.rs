@@ -78,17 +78,20 @@ pub enum ReserveStrategy {
         /// The most batches of one drop in flight at once. With two, the next
         /// batch takes its connection, its buyers' locks and its reads while the
         /// one ahead holds the variant rows, and queues on the rows right behind
-        /// it; batches still lock the rows in the order they formed.
+        /// it; batches still lock the rows in the order they formed. That hides
+        /// round trips to a distant database; with the database on the same few
+        /// cores it splits the queue into smaller batches and costs more than it
+        /// hides (BENCHMARKS.md), hence the default of one.
         in_flight: usize,
     },
 }
 
 impl ReserveStrategy {
-    /// [`ReserveStrategy::Group`] with batches of up to 256 orders, two in flight.
+    /// [`ReserveStrategy::Group`] with batches of up to 256 orders, one in flight.
     pub fn group() -> Self {
         ReserveStrategy::Group {
             max_batch: 256,
-            in_flight: 2,
+            in_flight: 1,
         }
     }
 }
