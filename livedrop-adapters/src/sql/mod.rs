@@ -1206,6 +1206,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_profile_adds_each_step_and_the_rows_held_and_gives_intervals() {
+        let combiners = Combiners::default();
+        let mut steps = BatchSteps::start();
+        std::thread::sleep(Duration::from_millis(2));
+        steps.done(BatchStep::Begin);
+        std::thread::sleep(Duration::from_millis(2));
+        steps.done(BatchStep::StockRows);
+        std::thread::sleep(Duration::from_millis(3));
+        steps.done(BatchStep::Write);
+        steps.done(BatchStep::Commit);
+        let begin = steps.took[BatchStep::Begin as usize];
+        let rows = steps.took[BatchStep::StockRows as usize];
+        let write = steps.took[BatchStep::Write as usize];
+        assert!(begin >= Duration::from_millis(2) && rows >= Duration::from_millis(2));
+        assert!(write >= Duration::from_millis(3));
+        assert_eq!(steps.took[BatchStep::Decide as usize], Duration::ZERO);
+        // Held from the moment the rows were locked to the end of the commit.
+        let held = steps.rows_held();
+        assert_eq!(held, write + steps.took[BatchStep::Commit as usize]);
+
+        combiners.record(3, &steps);
+        let first = combiners.profile();
+        combiners.record(5, &steps);
+        let both = combiners.profile();
+        assert_eq!((first.batches, first.orders), (1, 3));
+        assert_eq!((both.batches, both.orders), (2, 8));
+        assert_eq!(both.step(BatchStep::Begin), begin * 2);
+        assert_eq!(both.step(BatchStep::Write), write * 2);
+        assert_eq!(both.rows_held, held * 2);
+        assert_eq!(both.total(), first.total() * 2);
+        assert!(first.total() >= begin + rows + write);
+        let between = both.since(&first);
+        assert_eq!((between.batches, between.orders), (1, 5));
+        assert_eq!(between.step(BatchStep::StockRows), rows);
+        assert_eq!(between.rows_held, held);
+        assert_eq!(between.total(), first.total());
+    }
+
     /// A batch whose batch ahead ended without reaching a stage (it failed) goes on.
     #[tokio::test]
     async fn the_batch_ahead_ending_lets_the_next_go() {
