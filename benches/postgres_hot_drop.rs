@@ -119,18 +119,11 @@ async fn raw_run(
 }
 
 fn add(profiles: &Profiles, buyers: usize, profile: &BatchProfile) {
-    let mut profiles = profiles.lock().expect("profiles");
-    let sum = profiles.entry(buyers).or_default();
-    let mut steps = sum.steps;
-    for (s, p) in steps.iter_mut().zip(profile.steps) {
-        *s += p;
-    }
-    *sum = BatchProfile {
-        batches: sum.batches + profile.batches,
-        orders: sum.orders + profile.orders,
-        steps,
-        rows_held: sum.rows_held + profile.rows_held,
-    };
+    *profiles
+        .lock()
+        .expect("profiles")
+        .entry(buyers)
+        .or_default() += profile;
 }
 
 /// Per batch: milliseconds in each step, and the share of the batch's time.

@@ -4,7 +4,6 @@
 //! write shares (events into the outbox, placed orders, a batch's reads and write)
 //! as `UNNEST` of column arrays.
 
-pub(crate) use crate::sql::VariantRow;
 use livedrop_core::clock::Timestamp;
 use livedrop_core::event::Event;
 use livedrop_core::model::{Order, OrderStatus};

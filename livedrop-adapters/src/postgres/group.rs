@@ -11,18 +11,17 @@
 
 use std::collections::HashMap;
 
-use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
 use livedrop_core::{StoreResult, Timestamp};
 use sqlx::{PgConnection, Row};
 use uuid::Uuid;
 
-use super::dialect::{EventColumns, OrderColumns, OrderRow, VariantRow};
+use super::dialect::{EventColumns, OrderColumns, OrderRow};
 use super::{map_sqlx_error, PgStore};
 use crate::sql::orders::HOLDING;
 use crate::sql::rows::HeldRow;
-use crate::sql::{self, FinishedKey, KeyRow, Placement};
+use crate::sql::{self, BatchDecision, KeyRow, Placement};
 
 impl PgStore {
     /// [`ReserveStrategy::Group`](super::ReserveStrategy::Group): queues the order to
@@ -120,18 +119,22 @@ pub(crate) async fn held_units(
     Ok(HeldRow::by_user(rows))
 }
 
-/// Sets the held variant rows `stock`, inserts `orders` (skipping any whose key
-/// exists), appends `events` and finishes `keys` (taking over claims whose lease
-/// ended, leaving any other key as it is), in one round trip. Returns how many
+/// Writes `decision`: sets the held variant rows it moved, inserts its orders
+/// (skipping any whose key exists), appends its events and finishes its keys (taking
+/// over claims whose lease ended, leaving any other key as it is), in one round trip. Returns how many
 /// orders were inserted and how many keys finished.
 pub(crate) async fn write_batch(
     conn: &mut PgConnection,
     drop: DropId,
-    stock: &[VariantRow],
-    orders: &[Order],
-    events: &[Event],
-    keys: &[FinishedKey],
+    decision: &BatchDecision,
 ) -> StoreResult<(u64, u64)> {
+    let BatchDecision {
+        stock,
+        placed: orders,
+        events,
+        keys,
+        ..
+    } = decision;
     let o = OrderColumns::new(orders);
     let e = EventColumns::new(events);
     let key_users: Vec<Uuid> = keys.iter().map(|k| k.user).collect();

@@ -235,15 +235,7 @@ pub async fn raw_batches(
         let mut steps = BatchSteps::start();
         let mut tx = store.inner.write().await?;
         steps.done(BatchStep::Begin);
-        super::group::write_batch(
-            &mut tx,
-            drop.id,
-            &decision.stock,
-            &decision.placed,
-            &decision.events,
-            &decision.keys,
-        )
-        .await?;
+        super::group::write_batch(&mut tx, drop.id, &decision).await?;
         steps.done(BatchStep::Write);
         store.inner.commit(tx, true).await?;
         steps.done(BatchStep::Commit);

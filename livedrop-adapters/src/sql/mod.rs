@@ -560,13 +560,13 @@ impl Combiners {
 
     /// Adds one batch transaction's steps to the profile.
     pub(crate) fn record(&self, orders: usize, steps: &BatchSteps) {
-        let mut p = self.profile.lock().unwrap_or_else(|p| p.into_inner());
-        p.batches += 1;
-        p.orders += orders as u64;
-        for (total, took) in p.steps.iter_mut().zip(steps.took) {
-            *total += took;
-        }
-        p.rows_held += steps.rows_held();
+        let one = BatchProfile {
+            batches: 1,
+            orders: orders as u64,
+            steps: steps.took,
+            rows_held: steps.rows_held(),
+        };
+        *self.profile.lock().unwrap_or_else(|p| p.into_inner()) += &one;
     }
 }
 
@@ -659,6 +659,18 @@ impl BatchProfile {
             steps,
             rows_held: self.rows_held.saturating_sub(earlier.rows_held),
         }
+    }
+}
+
+impl std::ops::AddAssign<&BatchProfile> for BatchProfile {
+    /// Adds `other`'s batches, orders and times to these.
+    fn add_assign(&mut self, other: &BatchProfile) {
+        self.batches += other.batches;
+        self.orders += other.orders;
+        for (s, o) in self.steps.iter_mut().zip(other.steps) {
+            *s += o;
+        }
+        self.rows_held += other.rows_held;
     }
 }
 

@@ -392,15 +392,7 @@ macro_rules! order_ports {
                 }
                 // 6. Write the stock rows, every order, every event, every key's
                 //    answer.
-                let (inserted, finished) = dialect::write_batch(
-                    &mut tx,
-                    drop,
-                    &decision.stock,
-                    &decision.placed,
-                    &decision.events,
-                    &decision.keys,
-                )
-                .await?;
+                let (inserted, finished) = dialect::write_batch(&mut tx, drop, &decision).await?;
                 steps.done(BatchStep::Write);
                 if inserted != decision.placed.len() as u64
                     || finished != decision.keys.len() as u64

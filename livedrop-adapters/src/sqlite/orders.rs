@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use livedrop_core::clock::Timestamp;
-use livedrop_core::event::Event;
 use livedrop_core::id::DropId;
 use livedrop_core::model::{Order, PlaceOutcome};
 use livedrop_core::{StoreError, StoreResult};
@@ -19,7 +18,7 @@ use super::dialect::{self, append_events, insert_orders, OrderRow};
 use super::{map_sqlx_error, micros, timestamp, Inner, SqliteStore};
 use crate::sql::orders::HOLDING;
 use crate::sql::rows::HeldRow;
-use crate::sql::{self, Batcher, FinishedKey, KeyRow, Placement, VariantRow};
+use crate::sql::{self, BatchDecision, Batcher, FinishedKey, KeyRow, Placement};
 
 crate::sql::orders::order_ports!(SqliteStore, Inner);
 crate::sql::waitlist::waitlist_ports!(SqliteStore);
@@ -152,11 +151,15 @@ pub(crate) async fn held_units(
 pub(crate) async fn write_batch(
     conn: &mut SqliteConnection,
     drop: DropId,
-    stock: &[VariantRow],
-    orders: &[Order],
-    events: &[Event],
-    keys: &[FinishedKey],
+    decision: &BatchDecision,
 ) -> StoreResult<(u64, u64)> {
+    let BatchDecision {
+        stock,
+        placed: orders,
+        events,
+        keys,
+        ..
+    } = decision;
     for variant in stock {
         write_stock(conn, drop.0, &variant.sku, &variant.stock).await?;
     }
