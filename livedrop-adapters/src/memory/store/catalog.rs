@@ -25,7 +25,7 @@ fn is_open(state: DropState) -> bool {
 impl State {
     fn drop_view(&self, id: DropId) -> Option<DropView> {
         self.drops
-            .get(&id)
+            .lock(id)
             .map(|row| DropView::new(row.drop.clone(), row.variant_stock()))
     }
 }
@@ -50,7 +50,7 @@ impl ProductRepository for MemoryStore {
     }
 
     async fn product(&self, id: ProductId) -> StoreResult<Option<Product>> {
-        Ok(self.lock().products.get(&id).cloned())
+        Ok(self.read().products.get(&id).cloned())
     }
 
     async fn update_product(
@@ -83,7 +83,7 @@ impl ProductRepository for MemoryStore {
         filter: &ProductFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Product>> {
-        let state = self.lock();
+        let state = self.read();
         Ok(keyset_page(
             Some(&state.product_index),
             page,
@@ -153,6 +153,8 @@ impl MemoryStore {
                 DropRow {
                     drop: drop.clone(),
                     variants,
+                    held: Default::default(),
+                    holds: Default::default(),
                     ledger,
                     waiting: Default::default(),
                     draw: seed.map(|seed| DrawBook {
@@ -180,11 +182,11 @@ impl DropRepository for MemoryStore {
     }
 
     async fn drop_by_id(&self, id: DropId) -> StoreResult<Option<model::Drop>> {
-        Ok(self.lock().drops.get(&id).map(|row| row.drop.clone()))
+        Ok(self.read().drops.lock(id).map(|row| row.drop.clone()))
     }
 
     async fn drop_view(&self, id: DropId) -> StoreResult<Option<DropView>> {
-        Ok(self.lock().drop_view(id))
+        Ok(self.read().drop_view(id))
     }
 
     async fn list_drops(
@@ -193,7 +195,7 @@ impl DropRepository for MemoryStore {
         now: Timestamp,
         page: PageRequest,
     ) -> StoreResult<Page<DropView>> {
-        let state = self.lock();
+        let state = self.read();
         Ok(keyset_page(
             Some(&state.drop_index),
             page,
@@ -257,14 +259,14 @@ impl DropRepository for MemoryStore {
     }
 
     async fn due_transitions(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<model::Drop>> {
-        let state = self.lock();
+        let state = self.read();
         // Sorted by start: once a drop starts after `now`, no later one is due
         // (a drop ends after it starts).
         Ok(state
             .open_drops
             .iter()
             .take_while(|(starts_at, _)| *starts_at <= now)
-            .filter_map(|(_, id)| state.drops.get(&DropId(*id)))
+            .filter_map(|(_, id)| state.drops.lock(DropId(*id)))
             .filter(|row| match row.drop.state {
                 DropState::Scheduled => row.drop.starts_at <= now,
                 DropState::Live => row.drop.ends_at <= now,
@@ -279,12 +281,12 @@ impl DropRepository for MemoryStore {
 #[async_trait]
 impl InventoryRepository for MemoryStore {
     async fn stock(&self, drop: DropId) -> StoreResult<Option<Vec<Stock>>> {
-        Ok(self.lock().drops.get(&drop).map(DropRow::variant_stock))
+        Ok(self.read().drops.lock(drop).map(|row| row.variant_stock()))
     }
 
     async fn adjust(&self, adjustment: &Adjustment) -> StoreResult<AdjustOutcome> {
         self.write(|state| {
-            let Some(row) = state.drops.get(&adjustment.drop_id) else {
+            let Some(row) = state.drops.get_mut(&adjustment.drop_id) else {
                 return Ok(AdjustOutcome::DropNotFound);
             };
             let Some(variant) = row.variant(&adjustment.sku) else {
@@ -346,8 +348,8 @@ impl InventoryRepository for MemoryStore {
     }
 
     async fn ledger(&self, drop: DropId, page: PageRequest) -> StoreResult<Page<LedgerEntry>> {
-        let state = self.lock();
-        let Some(row) = state.drops.get(&drop) else {
+        let state = self.read();
+        let Some(row) = state.drops.lock(drop) else {
             return Ok(Page {
                 items: Vec::new(),
                 next_cursor: None,

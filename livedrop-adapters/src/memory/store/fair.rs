@@ -50,9 +50,10 @@ impl State {
         now: Timestamp,
         hold: chrono::Duration,
     ) {
-        let Some(row) = self.drops.get(&drop) else {
+        let Some(row) = self.drops.get_mut(&drop) else {
             return;
         };
+        let row = &*row;
         let Some(book) = &row.draw else {
             return;
         };
@@ -184,10 +185,10 @@ impl DrawRepository for MemoryStore {
     }
 
     async fn draw_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<DrawEntry>> {
-        let state = self.lock();
-        Ok(state
-            .drops
-            .get(&drop)
+        let state = self.read();
+        let row = state.drops.lock(drop);
+        Ok(row
+            .as_ref()
             .and_then(|row| row.draw.as_ref())
             .and_then(|book| book.entries.get(&user).cloned()))
     }
@@ -198,8 +199,9 @@ impl DrawRepository for MemoryStore {
         after_rank: u64,
         limit: u32,
     ) -> StoreResult<Vec<DrawEntry>> {
-        let state = self.lock();
-        let Some(book) = state.drops.get(&drop).and_then(|row| row.draw.as_ref()) else {
+        let state = self.read();
+        let row = state.drops.lock(drop);
+        let Some(book) = row.as_ref().and_then(|row| row.draw.as_ref()) else {
             return Ok(Vec::new());
         };
         Ok(book
@@ -212,8 +214,9 @@ impl DrawRepository for MemoryStore {
     }
 
     async fn draw_counts(&self, drop: DropId) -> StoreResult<(u64, u64)> {
-        let state = self.lock();
-        let Some(book) = state.drops.get(&drop).and_then(|row| row.draw.as_ref()) else {
+        let state = self.read();
+        let row = state.drops.lock(drop);
+        let Some(book) = row.as_ref().and_then(|row| row.draw.as_ref()) else {
             return Ok((0, 0));
         };
         let won = book
@@ -225,10 +228,10 @@ impl DrawRepository for MemoryStore {
     }
 
     async fn due_draws(&self, now: Timestamp, limit: u32) -> StoreResult<Vec<DropId>> {
-        let state = self.lock();
+        let state = self.read();
         let mut due: Vec<(Timestamp, DropId)> = state
             .drops
-            .values()
+            .rows()
             .filter(|row| row.drop.state != DropState::Cancelled)
             .filter_map(|row| {
                 let draw = row.drop.draw.as_ref()?;
@@ -293,7 +296,7 @@ impl DrawRepository for MemoryStore {
             for (variant, before) in before.into_iter().enumerate() {
                 let moved = state
                     .drops
-                    .get(&id)
+                    .get_mut(&id)
                     .is_some_and(|row| row.variants[variant].stock != before);
                 if moved {
                     state.stock_moved(id, variant, before, now);
@@ -358,15 +361,15 @@ impl QueueRepository for MemoryStore {
 
     async fn queue_entry(&self, drop: DropId, user: UserId) -> StoreResult<Option<QueueEntry>> {
         Ok(self
-            .lock()
+            .read()
             .drops
-            .get(&drop)
-            .and_then(|row| queue_entry(row, user)))
+            .lock(drop)
+            .and_then(|row| queue_entry(&row, user)))
     }
 
     async fn admitted_through(&self, drop: DropId, now: Timestamp) -> StoreResult<u64> {
-        let state = self.lock();
-        let Some(row) = state.drops.get(&drop) else {
+        let state = self.read();
+        let Some(row) = state.drops.lock(drop) else {
             return Ok(0);
         };
         let Some(room) = row.drop.waiting_room else {

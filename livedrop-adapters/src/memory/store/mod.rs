@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -36,23 +36,44 @@ type Key = (Timestamp, Uuid);
 
 /// An in-memory store implementing every repository port of livedrop.
 ///
-/// All state lives behind one [`std::sync::Mutex`]; every write method is a single
-/// critical section, so it behaves like one database transaction: the state change
-/// and the events describing it are appended to the in-memory outbox together, and
-/// concurrent callers see each write either entirely or not at all. Uniqueness rules
-/// match the PostgreSQL schema (lower-cased email, one order per buyer and
-/// idempotency key, one follow per pair, one notification per user and dedup key),
-/// and listings are keyset-paginated newest first by `(created_at, id)`.
+/// Every write method is one atomic step, so it behaves like one database
+/// transaction: the state change and the events describing it are appended to the
+/// in-memory outbox together, and concurrent callers see each write either entirely
+/// or not at all. Uniqueness rules match the PostgreSQL schema (lower-cased email,
+/// one order per buyer and idempotency key, one follow per pair, one notification
+/// per user and dedup key), and listings are keyset-paginated newest first by
+/// `(created_at, id)`.
 ///
 /// Referential integrity (a follow of an unknown user, an order of an unknown
 /// buyer) is not enforced: the services check it before writing.
 ///
 /// Published outbox records are dropped, so memory grows with live data only.
 ///
-/// The critical section is kept short for hot drops: an order's writes are built
-/// before the lock is taken, and the order and stock events are kept as what they
+/// # Locking
+///
+/// The order path takes no lock across unrelated drops. The state sits behind one
+/// [`RwLock`]: the order path ([`OrderRepository::place_order`],
+/// [`IdempotencyStore`], order and stock reads, the outbox) shares it and locks only
+/// what it touches, always in this order:
+///
+/// 1. the buyer's shard (their idempotency keys and order index),
+/// 2. the drop's row (its definition, stock, units held per buyer and reserved
+///    orders' hold ends),
+/// 3. the order's shard (orders by id),
+/// 4. the outbox, only to hand out positions.
+///
+/// So orders on two drops by two buyers meet only at the outbox, for a push.
+/// Everything else (drops starting and ending, settling, expiring, adjusting,
+/// draws, waitlists, users, follows, notifications) takes the state exclusively, as
+/// one transaction over every table would.
+///
+/// The critical sections are kept short for hot drops: an order's writes are built
+/// before any lock is taken, and the order and stock events are kept as what they
 /// describe (with their ids fixed) and serialized when the outbox is read, outside
-/// the lock.
+/// every lock.
+///
+/// [`OrderRepository::place_order`]: livedrop_core::ports::OrderRepository::place_order
+/// [`IdempotencyStore`]: livedrop_core::ports::IdempotencyStore
 ///
 /// ```
 /// use std::sync::Arc;
@@ -84,7 +105,7 @@ type Key = (Timestamp, Uuid);
 /// ```
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    state: Mutex<State>,
+    state: RwLock<State>,
     appended: Notify,
     /// Relays inside [`Outbox::wait_for_append`]: with none, an append skips
     /// `notify_waiters` (which takes the notifier's own lock) and leaves only the
@@ -102,8 +123,8 @@ impl MemoryStore {
     /// of its stock, and the `version` of the [`Event::stock_moved`] events it
     /// appends. `None` for an unknown drop or variant.
     pub fn stock_version(&self, drop: DropId, sku: &str) -> Option<i64> {
-        let state = self.lock();
-        let row = state.drops.get(&drop)?;
+        let state = self.read();
+        let row = state.drops.lock(drop)?;
         Some(row.variants[row.variant(sku)?].version)
     }
 
@@ -111,54 +132,161 @@ impl MemoryStore {
     /// in a stable order, whether or not their lease has run out: what requests that
     /// went away without giving their claim back left behind.
     pub fn pending_claims(&self) -> Vec<(UserId, String)> {
-        let state = self.lock();
+        let state = self.read();
         let mut pending: Vec<(UserId, String)> = state
-            .idempotency
+            .buyers
             .iter()
-            .flat_map(|(user, keys)| {
-                keys.iter()
-                    .filter(|(_, record)| record.response.is_none())
-                    .map(|(key, _)| (*user, key.clone()))
+            .flat_map(|shard| {
+                shard
+                    .idempotency
+                    .iter()
+                    .flat_map(|(user, keys)| {
+                        keys.iter()
+                            .filter(|(_, record)| record.response.is_none())
+                            .map(|(key, _)| (*user, key.clone()))
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
         pending.sort();
         pending
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    /// The state shared: the order path and reads, which lock what they touch.
+    fn read(&self) -> RwLockReadGuard<'_, State> {
         // A panic inside a critical section cannot leave a half-applied write behind
         // that a later caller could not read: every write checks before it mutates.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `f` as one atomic step and wakes outbox waiters if it appended events.
+    /// Runs `f` with the state to itself, as one atomic step, and wakes outbox
+    /// waiters if it appended events.
     fn write<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let (result, appended) = {
-            let mut state = self.lock();
-            let before = state.next_seq;
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let before = state.log.get_mut().next_seq;
             let result = f(&mut state);
-            (result, state.next_seq != before)
+            (result, state.log.get_mut().next_seq != before)
         };
         if appended {
-            // `notify_waiters` wakes every relay waiting now (a relay counts itself
-            // in `waiting` before it starts to wait, so none is missed); `notify_one`
-            // leaves a permit for a relay between `pending` and `wait_for_append`, so
-            // no append goes unnoticed (a spurious wake-up at worst).
-            if self.waiting.load(Ordering::SeqCst) > 0 {
-                self.appended.notify_waiters();
-            }
-            self.appended.notify_one();
+            self.announce();
         }
         result
     }
+
+    /// Wakes outbox waiters after an append.
+    fn announce(&self) {
+        // `notify_waiters` wakes every relay waiting now (a relay counts itself in
+        // `waiting` before it starts to wait, so none is missed); `notify_one` leaves
+        // a permit for a relay between `pending` and `wait_for_append`, so no append
+        // goes unnoticed (a spurious wake-up at worst).
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.appended.notify_waiters();
+        }
+        self.appended.notify_one();
+    }
 }
 
-/// A drop with its variants' stock and waitlists, and its ledger.
+/// A part of the state with a lock of its own, taken by the order path while it
+/// shares the state, and reached without locking by whoever has the state to itself.
+#[derive(Debug, Default)]
+struct Locked<T>(Mutex<T>);
+
+impl<T> Locked<T> {
+    fn new(value: T) -> Self {
+        Self(Mutex::new(value))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, T> {
+        // As for the state: every write checks before it mutates.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How many shards the buyers' keys and the orders are spread over.
+const SHARDS: usize = 64;
+
+/// A map split into [`SHARDS`] parts, each locked on its own, by a key's low bits.
+#[derive(Debug)]
+struct Shards<T>(Box<[Locked<T>]>);
+
+impl<T: Default> Default for Shards<T> {
+    fn default() -> Self {
+        Self((0..SHARDS).map(|_| Locked::default()).collect())
+    }
+}
+
+impl<T> Shards<T> {
+    /// The shard of `key`: ids here are random in their low bits (v4 and v7 UUIDs).
+    fn at(&self, key: Uuid) -> &Locked<T> {
+        &self.0[(key.as_u64_pair().1 as usize) % self.0.len()]
+    }
+
+    fn lock(&self, key: Uuid) -> MutexGuard<'_, T> {
+        self.at(key).lock()
+    }
+
+    fn get_mut(&mut self, key: Uuid) -> &mut T {
+        let at = (key.as_u64_pair().1 as usize) % self.0.len();
+        self.0[at].get_mut()
+    }
+
+    /// Every shard, locked one at a time.
+    fn iter(&self) -> impl Iterator<Item = MutexGuard<'_, T>> {
+        self.0.iter().map(Locked::lock)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.0.iter_mut().map(Locked::get_mut)
+    }
+}
+
+/// The drops by id, each row locked on its own.
+#[derive(Debug, Default)]
+struct Drops(HashMap<DropId, Locked<DropRow>>);
+
+impl Drops {
+    fn contains_key(&self, id: &DropId) -> bool {
+        self.0.contains_key(id)
+    }
+
+    fn insert(&mut self, id: DropId, row: DropRow) {
+        self.0.insert(id, Locked::new(row));
+    }
+
+    fn lock(&self, id: DropId) -> Option<MutexGuard<'_, DropRow>> {
+        self.0.get(&id).map(Locked::lock)
+    }
+
+    fn get_mut(&mut self, id: &DropId) -> Option<&mut DropRow> {
+        self.0.get_mut(id).map(Locked::get_mut)
+    }
+
+    /// Every row, locked one at a time.
+    fn rows(&self) -> impl Iterator<Item = MutexGuard<'_, DropRow>> {
+        self.0.values().map(Locked::lock)
+    }
+
+    fn rows_mut(&mut self) -> impl Iterator<Item = &mut DropRow> {
+        self.0.values_mut().map(Locked::get_mut)
+    }
+}
+
+/// A drop with its variants' stock and waitlists, its ledger, and what its orders
+/// hold.
 #[derive(Debug)]
 struct DropRow {
     drop: model::Drop,
     /// One per `drop.variants`, in the same order.
     variants: Vec<VariantRow>,
+    /// Units each buyer holds (reserved plus confirmed).
+    held: HashMap<UserId, u32>,
+    /// `(reserved_until, id)` of the drop's reserved orders.
+    holds: BTreeSet<Key>,
     ledger: BTreeMap<Key, LedgerEntry>,
     /// Who waits, for which variant: one entry per buyer.
     waiting: HashMap<UserId, Waiting>,
@@ -272,36 +400,55 @@ struct State {
     products: HashMap<ProductId, Product>,
     product_index: BTreeSet<Key>,
 
-    drops: HashMap<DropId, DropRow>,
+    drops: Drops,
     drop_index: BTreeSet<Key>,
     /// `(starts_at, id)` of drops whose state is `scheduled` or `live`.
     open_drops: BTreeSet<Key>,
     ledger_ids: HashSet<Uuid>,
 
-    /// Shared with the events that carry them: an order placed is allocated once for
-    /// both, and a later change copies it (`Arc::make_mut`) while its event keeps the
-    /// order as it was.
-    orders: HashMap<OrderId, Arc<Order>>,
-    order_keys: HashMap<UserId, HashMap<String, OrderId>>,
-    user_orders: HashMap<UserId, BTreeSet<Key>>,
-    /// Units each buyer holds (reserved plus confirmed) per drop.
-    held: HashMap<(DropId, UserId), u32>,
-    /// `(reserved_until, id)` of reserved orders.
-    holds: BTreeSet<Key>,
+    /// Orders by id, sharded by id. Shared with the events that carry them: an
+    /// order placed is allocated once for both, and a later change copies it
+    /// (`Arc::make_mut`) while its event keeps the order as it was.
+    orders: Shards<HashMap<OrderId, Arc<Order>>>,
+    /// Buyers' keys and order indexes, sharded by buyer.
+    buyers: Shards<Buyers>,
     /// The last waitlist join sequence handed out.
     wait_seq: u64,
-
-    idempotency: HashMap<UserId, HashMap<String, IdempotencyRecord>>,
 
     notifications: HashMap<NotificationId, Notification>,
     notification_keys: HashMap<UserId, HashSet<String>>,
     user_notifications: HashMap<UserId, BTreeSet<Key>>,
     unread: HashMap<UserId, BTreeSet<Key>>,
 
+    log: Locked<Log>,
+}
+
+/// One shard of the buyers: their idempotency keys and orders, by buyer.
+#[derive(Debug, Default)]
+struct Buyers {
+    order_keys: HashMap<UserId, HashMap<String, OrderId>>,
+    user_orders: HashMap<UserId, BTreeSet<Key>>,
+    idempotency: HashMap<UserId, HashMap<String, IdempotencyRecord>>,
+}
+
+/// The outbox: every appended event by position.
+#[derive(Debug, Default)]
+struct Log {
     outbox: Unpublished,
     /// The latest appended events, published or not, for outbox followers.
     recent: VecDeque<(i64, Arc<Appended>)>,
     next_seq: i64,
+}
+
+impl Log {
+    fn push(&mut self, entry: Arc<Appended>) {
+        self.next_seq += 1;
+        if self.recent.len() == FOLLOW_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((self.next_seq, entry.clone()));
+        self.outbox.push(self.next_seq, entry);
+    }
 }
 
 /// The events not yet marked published, by position. Positions are appended in
@@ -444,12 +591,7 @@ impl State {
     }
 
     fn push(&mut self, entry: Arc<Appended>) {
-        self.next_seq += 1;
-        if self.recent.len() == FOLLOW_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((self.next_seq, entry.clone()));
-        self.outbox.push(self.next_seq, entry);
+        self.log.get_mut().push(entry);
     }
 
     /// Applies `change` to the stock of the drop's variant `variant`, hands what it
@@ -478,8 +620,8 @@ impl State {
         self.stock_moved(drop, variant, before, at)
     }
 
-    /// Bumps the stock version of the drop's variant `variant`, which was `before`,
-    /// and appends [`Event::stock_moved`] with its stock now. Returns that stock.
+    /// [`DropRow::stock_moved`] of the drop, appending its events. `None` for an
+    /// unknown drop.
     fn stock_moved(
         &mut self,
         drop: DropId,
@@ -488,22 +630,8 @@ impl State {
         at: Timestamp,
     ) -> Option<Stock> {
         let row = self.drops.get_mut(&drop)?;
-        let v = &mut row.variants[variant];
-        v.version += 1;
-        let (after, version, sku) = (v.stock, v.version, v.sku.clone());
-        debug_assert!(after.is_consistent(), "stock invariant broken: {after:?}");
-        for kind in Event::stock_moved_types(&before, &after) {
-            self.push(Arc::new(Appended::Stock {
-                id: EventId::new(),
-                kind: *kind,
-                drop,
-                sku: sku.clone(),
-                stock: after,
-                version,
-                at,
-            }));
-        }
-        Some(after)
+        let log = self.log.get_mut();
+        Some(row.stock_moved(variant, before, at, |entry| log.push(entry)))
     }
 
     /// Stores a new reserved order and its indexes, counting its units as held.
@@ -515,18 +643,10 @@ impl State {
     /// [`State::insert_order`] of an order already shared, with its idempotency key
     /// (built by the caller, outside the critical section).
     fn insert_shared(&mut self, order: Arc<Order>, key: String) {
-        debug_assert_eq!(key, order.idempotency_key);
-        self.order_keys
-            .entry(order.user_id)
-            .or_default()
-            .insert(key, order.id);
-        self.user_orders
-            .entry(order.user_id)
-            .or_default()
-            .insert((order.created_at, order.id.0));
-        *self.held.entry((order.drop_id, order.user_id)).or_default() += order.quantity;
-        self.holds.insert((order.reserved_until, order.id.0));
-        self.orders.insert(order.id, order);
+        let buyers = self.buyers.get_mut(order.user_id.0);
+        let row = self.drops.get_mut(&order.drop_id);
+        let orders = self.orders.get_mut(order.id.0);
+        index_order(buyers, row, orders, order, key);
     }
 
     /// Serves variant `variant`'s waitlist with its available units, as
@@ -534,17 +654,17 @@ impl State {
     /// become reserved orders (held for `hold`) with `order.placed` and
     /// `waitlist.offered`, skips append `waitlist.skipped`; both end their entry.
     fn hand_off(&mut self, drop: DropId, variant: usize, now: Timestamp, hold: chrono::Duration) {
-        let Some(row) = self.drops.get(&drop) else {
+        let Some(row) = self.drops.get_mut(&drop) else {
             return;
         };
+        let row = &*row;
         let v = &row.variants[variant];
         if v.line.is_empty() || v.stock.available == 0 || !row.drop.accepts_orders_at(now) {
             return;
         }
-        let held = &self.held;
         let waiting = v.line.values().enumerate().filter_map(|(i, user)| {
             let entry = row.waiting.get(user)?.entry(row, *user, i as u64 + 1);
-            let holds = held.get(&(drop, *user)).copied().unwrap_or(0);
+            let holds = row.held.get(user).copied().unwrap_or(0);
             Some((entry, holds))
         });
         let plan = model::plan_handoff(v.stock.available, row.drop.per_user_limit, waiting);
@@ -590,6 +710,64 @@ impl State {
     }
 }
 
+impl DropRow {
+    /// Bumps the stock version of variant `variant`, whose stock was `before`, and
+    /// hands `push` the [`Event::stock_moved`] entries with its stock now. Returns
+    /// that stock.
+    fn stock_moved(
+        &mut self,
+        variant: usize,
+        before: Stock,
+        at: Timestamp,
+        mut push: impl FnMut(Arc<Appended>),
+    ) -> Stock {
+        let drop = self.drop.id;
+        let v = &mut self.variants[variant];
+        v.version += 1;
+        let after = v.stock;
+        debug_assert!(after.is_consistent(), "stock invariant broken: {after:?}");
+        for kind in Event::stock_moved_types(&before, &after) {
+            push(Arc::new(Appended::Stock {
+                id: EventId::new(),
+                kind: *kind,
+                drop,
+                sku: v.sku.clone(),
+                stock: after,
+                version: v.version,
+                at,
+            }));
+        }
+        after
+    }
+}
+
+/// Indexes a new reserved order: by id, by its buyer's key and listing, and in its
+/// drop's units held and hold ends.
+fn index_order(
+    buyers: &mut Buyers,
+    row: Option<&mut DropRow>,
+    orders: &mut HashMap<OrderId, Arc<Order>>,
+    order: Arc<Order>,
+    key: String,
+) {
+    debug_assert_eq!(key, order.idempotency_key);
+    buyers
+        .order_keys
+        .entry(order.user_id)
+        .or_default()
+        .insert(key, order.id);
+    buyers
+        .user_orders
+        .entry(order.user_id)
+        .or_default()
+        .insert((order.created_at, order.id.0));
+    if let Some(row) = row {
+        *row.held.entry(order.user_id).or_default() += order.quantity;
+        row.holds.insert((order.reserved_until, order.id.0));
+    }
+    orders.insert(order.id, order);
+}
+
 /// Walks `index` newest first from the page's cursor, keeping the items `fetch`
 /// returns, and builds the page.
 fn keyset_page<T>(
@@ -628,20 +806,21 @@ fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
 #[async_trait]
 impl Outbox for MemoryStore {
     async fn pending(&self, limit: u32) -> StoreResult<Vec<OutboxRecord>> {
-        let entries = self.lock().outbox.oldest(limit as usize);
+        let entries = self.read().log.lock().outbox.oldest(limit as usize);
         Ok(records(entries))
     }
 
     async fn mark_published(&self, seqs: &[i64]) -> StoreResult<()> {
-        let mut state = self.lock();
+        let state = self.read();
+        let mut log = state.log.lock();
         for seq in seqs {
-            state.outbox.remove(*seq);
+            log.outbox.remove(*seq);
         }
         Ok(())
     }
 
     async fn backlog(&self) -> StoreResult<u64> {
-        Ok(self.lock().outbox.count as u64)
+        Ok(self.read().log.lock().outbox.count as u64)
     }
 
     async fn appended_since(
@@ -650,12 +829,13 @@ impl Outbox for MemoryStore {
         _also: &[i64],
         limit: u32,
     ) -> StoreResult<Vec<OutboxRecord>> {
-        // Appends commit in position order here, so there are never gaps to revisit.
+        // Positions are handed out under the outbox's lock with the append, so they
+        // commit in position order here and there are never gaps to revisit.
         let entries = {
-            let state = self.lock();
-            let start = state.recent.partition_point(|(seq, _)| *seq <= after);
-            state
-                .recent
+            let state = self.read();
+            let log = state.log.lock();
+            let start = log.recent.partition_point(|(seq, _)| *seq <= after);
+            log.recent
                 .iter()
                 .skip(start)
                 .take(limit as usize)
@@ -666,7 +846,7 @@ impl Outbox for MemoryStore {
     }
 
     async fn head(&self) -> StoreResult<i64> {
-        Ok(self.lock().next_seq)
+        Ok(self.read().log.lock().next_seq)
     }
 
     async fn wait_for_append(&self, timeout: Duration) {
@@ -687,7 +867,7 @@ impl Outbox for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use livedrop_core::model::{Adjustment, DropState, OrderStatus, Role};
+    use livedrop_core::model::{Adjustment, DropState, OrderStatus, PlaceOutcome, Role};
     use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
     use livedrop_core::testing::fixtures::{self, at, T0};
 
@@ -699,6 +879,103 @@ mod tests {
         let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
         store.insert_drop(&drop, &[5], &[]).await.expect("insert");
         (store, drop)
+    }
+
+    /// A second live drop of 5 units in `store`.
+    async fn another_drop(store: &MemoryStore) -> model::Drop {
+        let creator = fixtures::user("d", Role::Creator);
+        let product = fixtures::product(creator.id, "Q", "d", at(-100));
+        let drop = fixtures::drop_of(&product, at(-10), at(100), 5, DropState::Live, at(-50));
+        store.insert_drop(&drop, &[5], &[]).await.expect("insert");
+        drop
+    }
+
+    /// Places `order` on a thread of its own and reports the outcome on the channel.
+    fn place_elsewhere(
+        store: &Arc<MemoryStore>,
+        order: Order,
+    ) -> std::sync::mpsc::Receiver<PlaceOutcome> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let placed = futures::executor::block_on(store.place_order(&order, T0));
+            let _ = tx.send(placed.expect("place"));
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn an_order_waits_for_its_own_drop_only() {
+        let (store, busy) = live_drop_of_five().await;
+        let store = Arc::new(store);
+        let free = another_drop(&store).await;
+        let on_busy = fixtures::order(UserId::new(), &busy, 1, "a", T0);
+        let on_free = fixtures::order(UserId::new(), &free, 1, "b", T0);
+        let wait = Duration::from_secs(10);
+
+        let state = store.read();
+        let row = state.drops.lock(busy.id).expect("row");
+        // Another drop's order goes through while this drop's row is held...
+        let placed = place_elsewhere(&store, on_free).recv_timeout(wait);
+        assert!(
+            matches!(placed, Ok(PlaceOutcome::Placed(_))),
+            "an order on an unrelated drop waited: {placed:?}"
+        );
+        // ...and an order on this drop waits for it.
+        let waiting = place_elsewhere(&store, on_busy);
+        assert!(
+            waiting.recv_timeout(Duration::from_millis(200)).is_err(),
+            "an order went past its drop's row lock"
+        );
+        drop(row);
+        drop(state);
+        assert!(matches!(
+            waiting.recv_timeout(wait),
+            Ok(PlaceOutcome::Placed(_))
+        ));
+        assert_eq!(
+            store.stock(busy.id).await.expect("stock").expect("drop")[0].reserved,
+            1
+        );
+        assert_eq!(
+            store.stock(free.id).await.expect("stock").expect("drop")[0].reserved,
+            1
+        );
+        assert_eq!(store.backlog().await.expect("backlog"), 4);
+    }
+
+    #[tokio::test]
+    async fn holds_expire_earliest_first_over_every_drop() {
+        let (store, first) = live_drop_of_five().await;
+        let second = another_drop(&store).await;
+        let mut ends = Vec::new();
+        for (drop, ends_in) in [(&first, 30), (&second, 10), (&first, 20), (&second, 40)] {
+            let order = Order {
+                reserved_until: at(ends_in),
+                ..fixtures::order(UserId::new(), drop, 1, "k", T0)
+            };
+            store.place_order(&order, T0).await.expect("place");
+            ends.push((ends_in, order.id));
+        }
+        ends.sort();
+        let expired = store
+            .expire_holds(at(35), 2, fixtures::HOLD)
+            .await
+            .expect("expire");
+        let ids: Vec<OrderId> = expired.iter().map(|o| o.id).collect();
+        assert_eq!(ids, vec![ends[0].1, ends[1].1], "the two due first");
+        let rest = store
+            .expire_holds(at(35), 10, fixtures::HOLD)
+            .await
+            .expect("expire");
+        assert_eq!(
+            rest.iter().map(|o| o.id).collect::<Vec<_>>(),
+            vec![ends[2].1]
+        );
+        assert!(rest.iter().all(|o| o.status == OrderStatus::Expired));
+        let reserved = |stock: Option<Vec<Stock>>| stock.expect("drop")[0].reserved;
+        assert_eq!(reserved(store.stock(first.id).await.expect("stock")), 0);
+        assert_eq!(reserved(store.stock(second.id).await.expect("stock")), 1);
     }
 
     fn entry(n: i64) -> Arc<Appended> {

@@ -89,7 +89,7 @@ impl NotificationRepository for MemoryStore {
         unread_only: bool,
         page: PageRequest,
     ) -> StoreResult<Page<Notification>> {
-        let state = self.lock();
+        let state = self.read();
         let index = if unread_only {
             state.unread.get(&user)
         } else {

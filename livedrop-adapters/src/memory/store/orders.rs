@@ -15,7 +15,10 @@ use livedrop_core::service::{key_outcome, order_record};
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
-use super::{keyset_page, lease_end, Appended, IdempotencyRecord, MemoryStore, State};
+use super::{
+    index_order, keyset_page, lease_end, Appended, Buyers, IdempotencyRecord, Key, MemoryStore,
+    State,
+};
 
 impl State {
     /// Moves a reserved order to `status` at `now`: releases its hold, moves its
@@ -29,26 +32,27 @@ impl State {
         now: Timestamp,
         hold: chrono::Duration,
     ) -> Option<Order> {
-        let shared = self.orders.get_mut(&id)?;
+        let shared = self.orders.get_mut(id.0).get_mut(&id)?;
         debug_assert_eq!(shared.status, OrderStatus::Reserved);
-        let variant = self.drops.get(&shared.drop_id)?.variant(&shared.sku)?;
-        self.holds.remove(&(shared.reserved_until, id.0));
+        let row = self.drops.get_mut(&shared.drop_id)?;
+        let variant = row.variant(&shared.sku)?;
+        row.holds.remove(&(shared.reserved_until, id.0));
         let order = Arc::make_mut(shared);
         order.status = status;
         order.updated_at = now;
         let shared = shared.clone();
         let order = Order::clone(&shared);
         let q = order.quantity;
+        if !status.holds_stock() {
+            if let Some(held) = row.held.get_mut(&order.user_id) {
+                *held = held.saturating_sub(q);
+            }
+        }
         let kind = match status {
             OrderStatus::Confirmed => EventType::OrderConfirmed,
             OrderStatus::Cancelled => EventType::OrderCancelled,
             OrderStatus::Expired | OrderStatus::Reserved => EventType::OrderExpired,
         };
-        if !status.holds_stock() {
-            if let Some(held) = self.held.get_mut(&(order.drop_id, order.user_id)) {
-                *held = held.saturating_sub(q);
-            }
-        }
         self.push(Appended::order(kind, shared, now));
         let confirmed = status == OrderStatus::Confirmed;
         let hand_off = (!confirmed).then_some(hold);
@@ -64,10 +68,10 @@ impl State {
     }
 }
 
-impl State {
+impl Buyers {
     /// Finishes the buyer's key of `order` with the answer `outcome` (a refusal:
     /// a placed order is its own record, see [`IdempotencyStore::begin`] here).
-    fn finish_order_key(&mut self, order: &Order, outcome: &PlaceOutcome, now: Timestamp) {
+    fn keep_refusal(&mut self, order: &Order, outcome: &PlaceOutcome, now: Timestamp) {
         let Some(response) = order_record(outcome, order.quantity) else {
             return;
         };
@@ -82,12 +86,24 @@ impl State {
             },
         );
     }
+
+    /// The id of the order `user` placed under `key`.
+    fn order_under(&self, user: UserId, key: &str) -> Option<OrderId> {
+        self.order_keys.get(&user)?.get(key).copied()
+    }
+}
+
+impl State {
+    /// The order with `id`, copied out of its shard.
+    fn order(&self, id: OrderId) -> Option<Order> {
+        self.orders.lock(id.0).get(&id).map(|o| Order::clone(o))
+    }
 }
 
 #[async_trait]
 impl OrderRepository for MemoryStore {
     async fn place_order(&self, order: &Order, now: Timestamp) -> StoreResult<PlaceOutcome> {
-        // What a placement writes is built before the lock, so the critical section
+        // What a placement writes is built before any lock, so the critical section
         // only checks and moves: the stored order (one copy, shared by the index and
         // the `order.placed` event, which go unused when the order is refused) and
         // its key.
@@ -99,16 +115,19 @@ impl OrderRepository for MemoryStore {
         let indexed = Arc::new(stored.clone());
         let key = stored.idempotency_key.clone();
         let placed = Appended::order(EventType::OrderPlaced, indexed.clone(), now);
-        self.write(move |state| {
-            let existing = state
-                .order_keys
-                .get(&stored.user_id)
-                .and_then(|keys| keys.get(stored.idempotency_key.as_str()))
-                .and_then(|id| state.orders.get(id));
+        let user = stored.user_id;
+        {
+            // The order path's locks, in their order (see `MemoryStore`): the
+            // buyer's shard, the drop's row, the order's shard, the outbox.
+            let state = self.read();
+            let mut buyers = state.buyers.lock(user.0);
+            let existing = buyers
+                .order_under(user, &stored.idempotency_key)
+                .and_then(|id| state.order(id));
             if let Some(existing) = existing {
-                return Ok(PlaceOutcome::Duplicate(Order::clone(existing)));
+                return Ok(PlaceOutcome::Duplicate(existing));
             }
-            let user_keys = state.idempotency.get(&stored.user_id);
+            let user_keys = buyers.idempotency.get(&user);
             if let Some(record) = user_keys.and_then(|keys| keys.get(&stored.idempotency_key)) {
                 let decided = key_outcome(
                     &record.fingerprint,
@@ -121,7 +140,7 @@ impl OrderRepository for MemoryStore {
                     return Ok(outcome);
                 }
             }
-            let Some(row) = state.drops.get(&stored.drop_id) else {
+            let Some(mut row) = state.drops.lock(stored.drop_id) else {
                 return Ok(PlaceOutcome::DropNotFound);
             };
             let Some(variant) = row.variant(&stored.sku) else {
@@ -130,65 +149,62 @@ impl OrderRepository for MemoryStore {
             if !row.drop.accepts_orders_at(now) {
                 return Ok(PlaceOutcome::NotLive);
             }
-            let held = state
-                .held
-                .get(&(stored.drop_id, stored.user_id))
-                .copied()
-                .unwrap_or(0);
+            let held = row.held.get(&user).copied().unwrap_or(0);
             let limit = row.drop.per_user_limit;
             if u64::from(held) + u64::from(stored.quantity) > u64::from(limit) {
                 let refused = PlaceOutcome::LimitExceeded { limit, held };
-                state.finish_order_key(&stored, &refused, now);
+                buyers.keep_refusal(&stored, &refused, now);
                 return Ok(refused);
             }
             let available = row.variants[variant].stock.available;
             if available < stored.quantity {
                 let refused = PlaceOutcome::OutOfStock { available };
-                state.finish_order_key(&stored, &refused, now);
+                buyers.keep_refusal(&stored, &refused, now);
                 return Ok(refused);
             }
-            if state.orders.contains_key(&stored.id) {
+            let mut orders = state.orders.lock(stored.id.0);
+            if orders.contains_key(&stored.id) {
                 return Err(StoreError::Conflict(format!("order {} exists", stored.id)));
             }
 
             // The order is the key's record: a claim it took over goes.
-            if let Some(keys) = state.idempotency.get_mut(&stored.user_id) {
+            if let Some(keys) = buyers.idempotency.get_mut(&user) {
                 keys.remove(stored.idempotency_key.as_str());
                 if keys.is_empty() {
-                    state.idempotency.remove(&stored.user_id);
+                    buyers.idempotency.remove(&user);
                 }
             }
             let q = stored.quantity;
-            state.insert_shared(indexed, key);
-            state.push(placed);
-            state.move_stock(stored.drop_id, variant, now, None, |s| {
-                s.available -= q;
-                s.reserved += q;
-            });
-            Ok(PlaceOutcome::Placed(stored))
-        })
+            let before = row.variants[variant].stock;
+            let stock = &mut row.variants[variant].stock;
+            stock.available -= q;
+            stock.reserved += q;
+            index_order(&mut buyers, Some(&mut row), &mut orders, indexed, key);
+            let mut log = state.log.lock();
+            log.push(placed);
+            row.stock_moved(variant, before, now, |entry| log.push(entry));
+        }
+        self.announce();
+        Ok(PlaceOutcome::Placed(stored))
     }
 
     async fn order(&self, id: OrderId) -> StoreResult<Option<Order>> {
-        Ok(self.lock().orders.get(&id).map(|o| Order::clone(o)))
+        Ok(self.read().order(id))
     }
 
     async fn order_by_key(&self, user: UserId, key: &str) -> StoreResult<Option<Order>> {
-        let state = self.lock();
-        Ok(state
-            .order_keys
-            .get(&user)
-            .and_then(|keys| keys.get(key))
-            .and_then(|id| state.orders.get(id))
-            .map(|o| Order::clone(o)))
+        let state = self.read();
+        let buyers = state.buyers.lock(user.0);
+        Ok(buyers.order_under(user, key).and_then(|id| state.order(id)))
     }
 
     async fn orders_for_user(&self, user: UserId, page: PageRequest) -> StoreResult<Page<Order>> {
-        let state = self.lock();
+        let state = self.read();
+        let buyers = state.buyers.lock(user.0);
         Ok(keyset_page(
-            state.user_orders.get(&user),
+            buyers.user_orders.get(&user),
             page,
-            |(_, id)| state.orders.get(&OrderId(*id)).map(|o| Order::clone(o)),
+            |(_, id)| state.order(OrderId(*id)),
             Order::cursor,
         ))
     }
@@ -201,7 +217,7 @@ impl OrderRepository for MemoryStore {
         hold: chrono::Duration,
     ) -> StoreResult<SettleOutcome> {
         self.write(|state| {
-            let Some(order) = state.orders.get(&id) else {
+            let Some(order) = state.orders.get_mut(id.0).get(&id) else {
                 return Ok(SettleOutcome::NotFound);
             };
             let target = match settlement {
@@ -235,16 +251,27 @@ impl OrderRepository for MemoryStore {
         hold: chrono::Duration,
     ) -> StoreResult<Vec<Order>> {
         self.write(|state| {
-            let due: Vec<OrderId> = state
-                .holds
-                .iter()
-                .take_while(|(until, _)| *until <= now)
-                .take(limit as usize)
-                .map(|(_, id)| OrderId(*id))
+            // The holds due first over every drop: each drop's first `limit`, merged.
+            let limit = limit as usize;
+            let mut due: Vec<Key> = state
+                .drops
+                .rows_mut()
+                .flat_map(|row| {
+                    row.holds
+                        .iter()
+                        .take_while(|(until, _)| *until <= now)
+                        .take(limit)
+                        .copied()
+                        .collect::<Vec<_>>()
+                })
                 .collect();
+            due.sort_unstable();
+            due.truncate(limit);
             Ok(due
                 .into_iter()
-                .filter_map(|id| state.finish_hold(id, OrderStatus::Expired, now, hold))
+                .filter_map(|(_, id)| {
+                    state.finish_hold(OrderId(id), OrderStatus::Expired, now, hold)
+                })
                 .collect())
         })
     }
@@ -256,7 +283,7 @@ impl OrderRepository for MemoryStore {
         now: Timestamp,
     ) -> StoreResult<ExtendOutcome> {
         self.write(|state| {
-            let Some(order) = state.orders.get_mut(&id) else {
+            let Some(order) = state.orders.get_mut(id.0).get_mut(&id) else {
                 return Ok(ExtendOutcome::NotFound);
             };
             let outcome = order.extension(by, now);
@@ -264,8 +291,10 @@ impl OrderRepository for MemoryStore {
                 let was = order.reserved_until;
                 let shared = Arc::new(extended.clone());
                 *order = shared.clone();
-                state.holds.remove(&(was, id.0));
-                state.holds.insert((extended.reserved_until, id.0));
+                if let Some(row) = state.drops.get_mut(&extended.drop_id) {
+                    row.holds.remove(&(was, id.0));
+                    row.holds.insert((extended.reserved_until, id.0));
+                }
                 state.push(Appended::order(EventType::OrderExtended, shared, now));
             }
             Ok(outcome)
@@ -284,23 +313,21 @@ impl IdempotencyStore for MemoryStore {
         lease: Duration,
     ) -> StoreResult<BeginOutcome> {
         let claim = Claim::new();
-        self.write(|state| {
-            // An order placed under the key is its record.
-            let order = state
-                .order_keys
-                .get(&user)
-                .and_then(|keys| keys.get(key))
-                .and_then(|id| state.orders.get(id));
-            if let Some(order) = order {
-                if order.fingerprint != fingerprint {
-                    return Ok(BeginOutcome::Mismatch);
-                }
-                let placed = PlaceOutcome::Placed(Order::clone(order));
-                if let Some(record) = order_record(&placed, order.quantity) {
-                    return Ok(BeginOutcome::Replay(record));
-                }
+        let state = self.read();
+        let mut buyers = state.buyers.lock(user.0);
+        // An order placed under the key is its record.
+        let order = buyers.order_under(user, key).and_then(|id| state.order(id));
+        if let Some(order) = order {
+            if order.fingerprint != fingerprint {
+                return Ok(BeginOutcome::Mismatch);
             }
-            let keys = state.idempotency.entry(user).or_default();
+            let quantity = order.quantity;
+            if let Some(record) = order_record(&PlaceOutcome::Placed(order), quantity) {
+                return Ok(BeginOutcome::Replay(record));
+            }
+        }
+        {
+            let keys = buyers.idempotency.entry(user).or_default();
             let Some(record) = keys.get_mut(key) else {
                 keys.insert(
                     key.to_owned(),
@@ -327,7 +354,7 @@ impl IdempotencyStore for MemoryStore {
             record.lease_until = lease_end(now, lease);
             record.claim = claim;
             Ok(BeginOutcome::Started(claim))
-        })
+        }
     }
 
     async fn complete(
@@ -337,8 +364,10 @@ impl IdempotencyStore for MemoryStore {
         claim: Claim,
         response: &Value,
     ) -> StoreResult<bool> {
-        self.write(|state| {
-            match state
+        {
+            let state = self.read();
+            let mut buyers = state.buyers.lock(user.0);
+            match buyers
                 .idempotency
                 .get_mut(&user)
                 .and_then(|keys| keys.get_mut(key))
@@ -349,12 +378,14 @@ impl IdempotencyStore for MemoryStore {
                 }
                 _ => Ok(false),
             }
-        })
+        }
     }
 
     async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
-        self.write(|state| {
-            let Some(keys) = state.idempotency.get_mut(&user) else {
+        {
+            let state = self.read();
+            let mut buyers = state.buyers.lock(user.0);
+            let Some(keys) = buyers.idempotency.get_mut(&user) else {
                 return Ok(false);
             };
             // A completed key keeps its response, and a taken-over claim is the new
@@ -366,21 +397,23 @@ impl IdempotencyStore for MemoryStore {
                 keys.remove(key);
             }
             if keys.is_empty() {
-                state.idempotency.remove(&user);
+                buyers.idempotency.remove(&user);
             }
             Ok(ours)
-        })
+        }
     }
 
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
         self.write(|state| {
             let mut purged = 0u64;
-            state.idempotency.retain(|_, keys| {
-                let before = keys.len();
-                keys.retain(|_, record| record.created_at >= cutoff);
-                purged += (before - keys.len()) as u64;
-                !keys.is_empty()
-            });
+            for buyers in state.buyers.iter_mut() {
+                buyers.idempotency.retain(|_, keys| {
+                    let before = keys.len();
+                    keys.retain(|_, record| record.created_at >= cutoff);
+                    purged += (before - keys.len()) as u64;
+                    !keys.is_empty()
+                });
+            }
             Ok(purged)
         })
     }

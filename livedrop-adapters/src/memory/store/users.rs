@@ -45,11 +45,11 @@ impl UserRepository for MemoryStore {
     }
 
     async fn user(&self, id: UserId) -> StoreResult<Option<User>> {
-        Ok(self.lock().users.get(&id).cloned())
+        Ok(self.read().users.get(&id).cloned())
     }
 
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
-        let state = self.lock();
+        let state = self.read();
         Ok(state
             .emails
             .get(&fold_case(email))
@@ -104,7 +104,7 @@ impl UserRepository for MemoryStore {
         creator: UserId,
         page: PageRequest,
     ) -> StoreResult<Page<FollowEntry>> {
-        let state = self.lock();
+        let state = self.read();
         Ok(keyset_page(
             state.followers.get(&creator),
             page,
@@ -118,7 +118,7 @@ impl UserRepository for MemoryStore {
         follower: UserId,
         page: PageRequest,
     ) -> StoreResult<Page<FollowEntry>> {
-        let state = self.lock();
+        let state = self.read();
         Ok(keyset_page(
             state.following.get(&follower),
             page,

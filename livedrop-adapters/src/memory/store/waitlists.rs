@@ -13,14 +13,10 @@ use super::{MemoryStore, Waiting};
 impl WaitlistRepository for MemoryStore {
     async fn join_waitlist(&self, join: &WaitlistJoin) -> StoreResult<JoinOutcome> {
         self.write(|state| {
-            let held = state
-                .held
-                .get(&(join.drop_id, join.user_id))
-                .copied()
-                .unwrap_or(0);
             let Some(row) = state.drops.get_mut(&join.drop_id) else {
                 return Ok(JoinOutcome::DropNotFound);
             };
+            let held = row.held.get(&join.user_id).copied().unwrap_or(0);
             let Some(variant) = row.variant(&join.sku) else {
                 return Ok(JoinOutcome::UnknownVariant);
             };
@@ -66,7 +62,7 @@ impl WaitlistRepository for MemoryStore {
         drop: DropId,
         user: UserId,
     ) -> StoreResult<Option<WaitlistEntry>> {
-        Ok(self.lock().drops.get(&drop).and_then(|row| row.entry(user)))
+        Ok(self.read().drops.lock(drop).and_then(|row| row.entry(user)))
     }
 
     async fn leave_waitlist(&self, drop: DropId, user: UserId) -> StoreResult<bool> {
