@@ -6,6 +6,8 @@
 //! - `atomic_ceiling`: a bare `AtomicI64` decrement loop — the ceiling no store beats;
 //! - `memory_store`: `OrderRepository::place_order` on the in-memory store (reserve,
 //!   order row, outbox events, all in one critical section);
+//! - `memory_store_drops`: the same, each task buying from a drop of its own: orders
+//!   on unrelated drops meet only at the outbox's push;
 //! - `memory_service`: `Livedrop::place_order`, adding idempotency keys and the
 //!   cached drop lookup.
 //!
@@ -127,6 +129,51 @@ async fn memory_store(tasks: usize, iters: u64) -> Duration {
     elapsed
 }
 
+async fn memory_store_drops(tasks: usize, iters: u64) -> Duration {
+    let clock = ManualClock::fixed();
+    let store = Arc::new(MemoryStore::new());
+    let mut drops = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let drop = hot_drop(&clock);
+        store
+            .insert_drop(&drop, &[iters as u32], &[])
+            .await
+            .expect("drop");
+        drops.push(drop);
+    }
+    // The reservations to make, shared out as the tasks take them.
+    let left = Arc::new(AtomicI64::new(iters as i64));
+    let now = clock.now();
+    let (elapsed, won) = race(tasks, |t| {
+        let (store, drop, left) = (store.clone(), drops[t].clone(), left.clone());
+        async move {
+            let user = UserId::new();
+            let mut won = 0u64;
+            while left.fetch_sub(1, Ordering::AcqRel) > 0 {
+                let order = fixtures::order(user, &drop, 1, &won.to_string(), now);
+                match store.place_order(&order, now).await {
+                    Ok(PlaceOutcome::Placed(_)) => won += 1,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            won
+        }
+    })
+    .await;
+    let mut reserved = 0u64;
+    for drop in &drops {
+        let stock = Stock::sum(&store.stock(drop.id).await.expect("stock").expect("drop"));
+        assert!(stock.is_consistent(), "no oversell: {stock:?}");
+        reserved += u64::from(stock.reserved);
+    }
+    assert_eq!(
+        (won, reserved),
+        (iters, iters),
+        "every reservation kept once"
+    );
+    elapsed
+}
+
 async fn memory_service(tasks: usize, iters: u64) -> Duration {
     let clock = Arc::new(ManualClock::fixed());
     let (ports, store, _bus) = memory_ports(clock.clone());
@@ -170,6 +217,7 @@ async fn memory_service(tasks: usize, iters: u64) -> Duration {
 enum Line {
     AtomicCeiling,
     MemoryStore,
+    MemoryStoreDrops,
     MemoryService,
 }
 
@@ -178,6 +226,7 @@ impl Line {
         match self {
             Line::AtomicCeiling => "atomic_ceiling",
             Line::MemoryStore => "memory_store",
+            Line::MemoryStoreDrops => "memory_store_drops",
             Line::MemoryService => "memory_service",
         }
     }
@@ -187,6 +236,7 @@ impl Line {
         match self {
             Line::AtomicCeiling => atomic_ceiling(tasks, iters).await,
             Line::MemoryStore => memory_store(tasks, iters).await,
+            Line::MemoryStoreDrops => memory_store_drops(tasks, iters).await,
             Line::MemoryService => memory_service(tasks, iters).await,
         }
     }
@@ -203,7 +253,13 @@ fn hot_drop_reservations(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(4));
     group.sample_size(20);
     for tasks in CONCURRENCY {
-        for line in [Line::AtomicCeiling, Line::MemoryStore, Line::MemoryService] {
+        let lines = [
+            Line::AtomicCeiling,
+            Line::MemoryStore,
+            Line::MemoryStoreDrops,
+            Line::MemoryService,
+        ];
+        for line in lines {
             group.bench_with_input(BenchmarkId::new(line.name(), tasks), &tasks, |b, &tasks| {
                 b.to_async(&runtime)
                     .iter_custom(|iters| line.reserve(tasks, iters))

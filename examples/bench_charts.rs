@@ -409,7 +409,8 @@ fn main() -> anyhow::Result<()> {
         "hot_drop_reserve",
         &[
             ("atomic_ceiling", "AtomicI64 ceiling (no store)"),
-            ("memory_store", "memory_store"),
+            ("memory_store", "memory_store (one drop)"),
+            ("memory_store_drops", "memory_store_drops (a drop per task)"),
             ("memory_service", "memory_service"),
         ],
     );
