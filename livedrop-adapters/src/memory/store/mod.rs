@@ -913,22 +913,23 @@ mod tests {
         let on_free = fixtures::order(UserId::new(), &free, 1, "b", T0);
         let wait = Duration::from_secs(10);
 
-        let state = store.read();
-        let row = state.drops.lock(busy.id).expect("row");
-        // Another drop's order goes through while this drop's row is held...
-        let placed = place_elsewhere(&store, on_free).recv_timeout(wait);
-        assert!(
-            matches!(placed, Ok(PlaceOutcome::Placed(_))),
-            "an order on an unrelated drop waited: {placed:?}"
-        );
-        // ...and an order on this drop waits for it.
-        let waiting = place_elsewhere(&store, on_busy);
-        assert!(
-            waiting.recv_timeout(Duration::from_millis(200)).is_err(),
-            "an order went past its drop's row lock"
-        );
-        drop(row);
-        drop(state);
+        let waiting = {
+            let state = store.read();
+            let _row = state.drops.lock(busy.id).expect("row");
+            // Another drop's order goes through while this drop's row is held...
+            let placed = place_elsewhere(&store, on_free).recv_timeout(wait);
+            assert!(
+                matches!(placed, Ok(PlaceOutcome::Placed(_))),
+                "an order on an unrelated drop waited: {placed:?}"
+            );
+            // ...and an order on this drop waits for it.
+            let waiting = place_elsewhere(&store, on_busy);
+            assert!(
+                waiting.recv_timeout(Duration::from_millis(200)).is_err(),
+                "an order went past its drop's row lock"
+            );
+            waiting
+        };
         assert!(matches!(
             waiting.recv_timeout(wait),
             Ok(PlaceOutcome::Placed(_))
