@@ -1,7 +1,8 @@
 //! In-memory adapters: real implementations of every port with no external service.
 //!
-//! - [`MemoryStore`]: every repository port and the outbox, over one mutex, each
-//!   write one atomic step like a database transaction.
+//! - [`MemoryStore`]: every repository port and the outbox, each write one atomic
+//!   step like a database transaction; orders lock their buyer's shard, their drop's
+//!   row and their order's shard, never a lock over every drop.
 //! - [`MemoryCache`]: TTLs, fenced writes and prefix invalidation.
 //! - [`MemoryBus`]: an append-only event log with consumer groups.
 //! - [`MemoryGate`]: the admission gate, with the Redis gate's semantics.

@@ -1,4 +1,6 @@
-//! [`MemoryStore`]: every repository port over one mutex-guarded state.
+//! [`MemoryStore`]: every repository port over one state, which the order path
+//! shares, locking per buyer shard, drop and order shard, and every other write
+//! takes whole.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
