@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -156,16 +158,14 @@ impl MemoryStore {
 
     /// The state shared: the order path and reads, which lock what they touch.
     fn read(&self) -> RwLockReadGuard<'_, State> {
-        // A panic inside a critical section cannot leave a half-applied write behind
-        // that a later caller could not read: every write checks before it mutates.
-        self.state.read().unwrap_or_else(|p| p.into_inner())
+        self.state.read()
     }
 
     /// Runs `f` with the state to itself, as one atomic step, and wakes outbox
     /// waiters if it appended events.
     fn write<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         let (result, appended) = {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut state = self.state.write();
             let before = state.log.get_mut().next_seq;
             let result = f(&mut state);
             (result, state.log.get_mut().next_seq != before)
@@ -200,12 +200,11 @@ impl<T> Locked<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, T> {
-        // As for the state: every write checks before it mutates.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock()
     }
 
     fn get_mut(&mut self) -> &mut T {
-        self.0.get_mut().unwrap_or_else(|p| p.into_inner())
+        self.0.get_mut()
     }
 }
 
@@ -752,22 +751,34 @@ fn index_order(
     order: Arc<Order>,
     key: String,
 ) {
-    debug_assert_eq!(key, order.idempotency_key);
-    buyers
-        .order_keys
-        .entry(order.user_id)
-        .or_default()
-        .insert(key, order.id);
-    buyers
-        .user_orders
-        .entry(order.user_id)
-        .or_default()
-        .insert((order.created_at, order.id.0));
+    buyers.index(&order, key);
     if let Some(row) = row {
-        *row.held.entry(order.user_id).or_default() += order.quantity;
-        row.holds.insert((order.reserved_until, order.id.0));
+        row.hold(&order);
     }
     orders.insert(order.id, order);
+}
+
+impl Buyers {
+    /// Indexes `order` under its buyer: by its idempotency `key` and in their listing.
+    fn index(&mut self, order: &Order, key: String) {
+        debug_assert_eq!(key, order.idempotency_key);
+        self.order_keys
+            .entry(order.user_id)
+            .or_default()
+            .insert(key, order.id);
+        self.user_orders
+            .entry(order.user_id)
+            .or_default()
+            .insert((order.created_at, order.id.0));
+    }
+}
+
+impl DropRow {
+    /// Counts `order`'s units as held by its buyer and its hold end as due.
+    fn hold(&mut self, order: &Order) {
+        *self.held.entry(order.user_id).or_default() += order.quantity;
+        self.holds.insert((order.reserved_until, order.id.0));
+    }
 }
 
 /// Walks `index` newest first from the page's cursor, keeping the items `fetch`

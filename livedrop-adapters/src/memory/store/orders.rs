@@ -15,10 +15,7 @@ use livedrop_core::service::{key_outcome, order_record};
 use livedrop_core::{StoreError, StoreResult, Timestamp};
 use serde_json::Value;
 
-use super::{
-    index_order, keyset_page, lease_end, Appended, Buyers, IdempotencyRecord, Key, MemoryStore,
-    State,
-};
+use super::{keyset_page, lease_end, Appended, Buyers, IdempotencyRecord, Key, MemoryStore, State};
 
 impl State {
     /// Moves a reserved order to `status` at `now`: releases its hold, moves its
@@ -179,10 +176,17 @@ impl OrderRepository for MemoryStore {
             let stock = &mut row.variants[variant].stock;
             stock.available -= q;
             stock.reserved += q;
-            index_order(&mut buyers, Some(&mut row), &mut orders, indexed, key);
-            let mut log = state.log.lock();
-            log.push(placed);
-            row.stock_moved(variant, before, now, |entry| log.push(entry));
+            row.hold(&indexed);
+            orders.insert(indexed.id, indexed.clone());
+            {
+                let mut log = state.log.lock();
+                log.push(placed);
+                row.stock_moved(variant, before, now, |entry| log.push(entry));
+            }
+            drop((orders, row));
+            // Only the buyer's shard, still held, reads the buyer's indexes: they are
+            // written after the drop's row is let go.
+            buyers.index(&indexed, key);
         }
         self.announce();
         Ok(PlaceOutcome::Placed(stored))
