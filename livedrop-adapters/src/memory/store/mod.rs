@@ -881,8 +881,11 @@ impl Outbox for MemoryStore {
 mod tests {
     use super::*;
     use livedrop_core::model::{Adjustment, DropState, OrderStatus, PlaceOutcome, Role};
-    use livedrop_core::ports::{DropRepository, InventoryRepository, OrderRepository};
+    use livedrop_core::ports::{
+        BeginOutcome, DropRepository, IdempotencyStore, InventoryRepository, OrderRepository,
+    };
     use livedrop_core::testing::fixtures::{self, at, T0};
+    use livedrop_core::StoreError;
 
     /// A store with one live drop of 5 units.
     async fn live_drop_of_five() -> (MemoryStore, model::Drop) {
@@ -990,6 +993,39 @@ mod tests {
         let reserved = |stock: Option<Vec<Stock>>| stock.expect("drop")[0].reserved;
         assert_eq!(reserved(store.stock(first.id).await.expect("stock")), 0);
         assert_eq!(reserved(store.stock(second.id).await.expect("stock")), 1);
+    }
+
+    #[tokio::test]
+    async fn a_drop_is_inserted_once() {
+        let (store, drop) = live_drop_of_five().await;
+        let again = store.insert_drop(&drop, &[9], &[]).await;
+        assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+        let stock = store.stock(drop.id).await.expect("stock").expect("drop");
+        assert_eq!(stock[0].total, 5, "the first insert stands");
+    }
+
+    #[tokio::test]
+    async fn pending_claims_are_the_open_ones_of_every_buyer() {
+        let store = MemoryStore::new();
+        let lease = Duration::from_secs(30);
+        let (ada, bob) = (UserId::new(), UserId::new());
+        let mut claims = Vec::new();
+        for (user, key) in [(ada, "a1"), (ada, "a2"), (bob, "b1")] {
+            match store.begin(user, key, "f", T0, lease).await.expect("begin") {
+                BeginOutcome::Started(claim) => claims.push(claim),
+                other => panic!("{other:?}"),
+            }
+        }
+        let done = store
+            .complete(ada, "a1", claims[0], &Value::Null)
+            .await
+            .expect("complete");
+        assert!(done);
+        let mut open = vec![(ada, "a2".to_owned()), (bob, "b1".to_owned())];
+        open.sort();
+        assert_eq!(store.pending_claims(), open);
+        assert!(store.release(bob, "b1", claims[2]).await.expect("release"));
+        assert_eq!(store.pending_claims(), vec![(ada, "a2".to_owned())]);
     }
 
     fn entry(n: i64) -> Arc<Appended> {
