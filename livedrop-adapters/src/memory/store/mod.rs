@@ -222,18 +222,19 @@ impl<T: Default> Default for Shards<T> {
 }
 
 impl<T> Shards<T> {
-    /// The shard of `key`: ids here are random in their low bits (v4 and v7 UUIDs).
-    fn at(&self, key: Uuid) -> &Locked<T> {
-        &self.0[(key.as_u64_pair().1 as usize) % self.0.len()]
+    /// The index of `key`'s shard: ids here are random in their low bits (v4 and v7
+    /// UUIDs).
+    fn slot(&self, key: Uuid) -> usize {
+        (key.as_u64_pair().1 as usize) % self.0.len()
     }
 
     fn lock(&self, key: Uuid) -> MutexGuard<'_, T> {
-        self.at(key).lock()
+        self.0[self.slot(key)].lock()
     }
 
     fn get_mut(&mut self, key: Uuid) -> &mut T {
-        let at = (key.as_u64_pair().1 as usize) % self.0.len();
-        self.0[at].get_mut()
+        let slot = self.slot(key);
+        self.0[slot].get_mut()
     }
 
     /// Every shard, locked one at a time.
@@ -638,16 +639,13 @@ impl State {
     /// Stores a new reserved order and its indexes, counting its units as held.
     fn insert_order(&mut self, order: Order) {
         let key = order.idempotency_key.clone();
-        self.insert_shared(Arc::new(order), key);
-    }
-
-    /// [`State::insert_order`] of an order already shared, with its idempotency key
-    /// (built by the caller, outside the critical section).
-    fn insert_shared(&mut self, order: Arc<Order>, key: String) {
-        let buyers = self.buyers.get_mut(order.user_id.0);
-        let row = self.drops.get_mut(&order.drop_id);
-        let orders = self.orders.get_mut(order.id.0);
-        index_order(buyers, row, orders, order, key);
+        self.buyers.get_mut(order.user_id.0).index(&order, key);
+        if let Some(row) = self.drops.get_mut(&order.drop_id) {
+            row.hold(&order);
+        }
+        self.orders
+            .get_mut(order.id.0)
+            .insert(order.id, Arc::new(order));
     }
 
     /// Serves variant `variant`'s waitlist with its available units, as
@@ -740,22 +738,6 @@ impl DropRow {
         }
         after
     }
-}
-
-/// Indexes a new reserved order: by id, by its buyer's key and listing, and in its
-/// drop's units held and hold ends.
-fn index_order(
-    buyers: &mut Buyers,
-    row: Option<&mut DropRow>,
-    orders: &mut HashMap<OrderId, Arc<Order>>,
-    order: Arc<Order>,
-    key: String,
-) {
-    buyers.index(&order, key);
-    if let Some(row) = row {
-        row.hold(&order);
-    }
-    orders.insert(order.id, order);
 }
 
 impl Buyers {

@@ -330,35 +330,33 @@ impl IdempotencyStore for MemoryStore {
                 return Ok(BeginOutcome::Replay(record));
             }
         }
-        {
-            let keys = buyers.idempotency.entry(user).or_default();
-            let Some(record) = keys.get_mut(key) else {
-                keys.insert(
-                    key.to_owned(),
-                    IdempotencyRecord {
-                        fingerprint: fingerprint.to_owned(),
-                        claim,
-                        response: None,
-                        lease_until: lease_end(now, lease),
-                        created_at: now,
-                    },
-                );
-                return Ok(BeginOutcome::Started(claim));
-            };
-            if record.fingerprint != fingerprint {
-                return Ok(BeginOutcome::Mismatch);
-            }
-            if let Some(response) = &record.response {
-                return Ok(BeginOutcome::Replay(response.clone()));
-            }
-            if record.lease_until > now {
-                return Ok(BeginOutcome::InFlight);
-            }
-            // The owner's lease ran out (it died): this caller takes the key over.
-            record.lease_until = lease_end(now, lease);
-            record.claim = claim;
-            Ok(BeginOutcome::Started(claim))
+        let keys = buyers.idempotency.entry(user).or_default();
+        let Some(record) = keys.get_mut(key) else {
+            keys.insert(
+                key.to_owned(),
+                IdempotencyRecord {
+                    fingerprint: fingerprint.to_owned(),
+                    claim,
+                    response: None,
+                    lease_until: lease_end(now, lease),
+                    created_at: now,
+                },
+            );
+            return Ok(BeginOutcome::Started(claim));
+        };
+        if record.fingerprint != fingerprint {
+            return Ok(BeginOutcome::Mismatch);
         }
+        if let Some(response) = &record.response {
+            return Ok(BeginOutcome::Replay(response.clone()));
+        }
+        if record.lease_until > now {
+            return Ok(BeginOutcome::InFlight);
+        }
+        // The owner's lease ran out (it died): this caller takes the key over.
+        record.lease_until = lease_end(now, lease);
+        record.claim = claim;
+        Ok(BeginOutcome::Started(claim))
     }
 
     async fn complete(
@@ -368,43 +366,39 @@ impl IdempotencyStore for MemoryStore {
         claim: Claim,
         response: &Value,
     ) -> StoreResult<bool> {
+        let state = self.read();
+        let mut buyers = state.buyers.lock(user.0);
+        match buyers
+            .idempotency
+            .get_mut(&user)
+            .and_then(|keys| keys.get_mut(key))
         {
-            let state = self.read();
-            let mut buyers = state.buyers.lock(user.0);
-            match buyers
-                .idempotency
-                .get_mut(&user)
-                .and_then(|keys| keys.get_mut(key))
-            {
-                Some(record) if record.claim == claim && record.response.is_none() => {
-                    record.response = Some(response.clone());
-                    Ok(true)
-                }
-                _ => Ok(false),
+            Some(record) if record.claim == claim && record.response.is_none() => {
+                record.response = Some(response.clone());
+                Ok(true)
             }
+            _ => Ok(false),
         }
     }
 
     async fn release(&self, user: UserId, key: &str, claim: Claim) -> StoreResult<bool> {
-        {
-            let state = self.read();
-            let mut buyers = state.buyers.lock(user.0);
-            let Some(keys) = buyers.idempotency.get_mut(&user) else {
-                return Ok(false);
-            };
-            // A completed key keeps its response, and a taken-over claim is the new
-            // holder's: only our own open claim is given up.
-            let ours = keys
-                .get(key)
-                .is_some_and(|r| r.response.is_none() && r.claim == claim);
-            if ours {
-                keys.remove(key);
-            }
-            if keys.is_empty() {
-                buyers.idempotency.remove(&user);
-            }
-            Ok(ours)
+        let state = self.read();
+        let mut buyers = state.buyers.lock(user.0);
+        let Some(keys) = buyers.idempotency.get_mut(&user) else {
+            return Ok(false);
+        };
+        // A completed key keeps its response, and a taken-over claim is the new
+        // holder's: only our own open claim is given up.
+        let ours = keys
+            .get(key)
+            .is_some_and(|r| r.response.is_none() && r.claim == claim);
+        if ours {
+            keys.remove(key);
         }
+        if keys.is_empty() {
+            buyers.idempotency.remove(&user);
+        }
+        Ok(ours)
     }
 
     async fn purge(&self, cutoff: Timestamp) -> StoreResult<u64> {
