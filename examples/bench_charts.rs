@@ -528,6 +528,8 @@ fn main() -> anyhow::Result<()> {
             }
             let how = if service {
                 ", service, orders on another drop meanwhile"
+            } else if v["just_imported"] == true {
+                ", store, audience just imported"
             } else {
                 ", store"
             };

@@ -996,6 +996,17 @@ async fn add_followers(db: &TestSchema, creator: UserId, n: i64) {
     .unwrap();
 }
 
+/// [`add_followers`], then `VACUUM ANALYZE` of the follows, as autovacuum leaves an
+/// audience that grew over time: statistics that count it and the pages marked
+/// all-visible, so the fan-out reads the follows key alone.
+async fn add_settled_followers(db: &TestSchema, creator: UserId, n: i64) {
+    add_followers(db, creator, n).await;
+    sqlx::query("VACUUM ANALYZE follows")
+        .execute(&mut db.conn().await)
+        .await
+        .unwrap();
+}
+
 fn fan_out_batch(creator: UserId, limit: u32) -> FanOutBatch {
     FanOutBatch {
         creator_id: creator,
@@ -1066,10 +1077,12 @@ fn tuned(config: livedrop_core::Config) -> livedrop_core::Config {
 /// the default [`Config`](livedrop_core::Config), or the knobs [`tuned`] reads (its
 /// shards walked side by side,
 /// each batch twice the one before from `fan_out_batch` up to `fan_out_max_batch`),
-/// timed end to end, and checks every follower got exactly one. Prints the time, and
-/// one `bench-result` JSON line (followers notified after each batch, with the
-/// seconds since the start) that `scripts/bench.sh` collects for its charts.
-async fn measure_fan_out(followers: u64) {
+/// timed end to end, and checks every follower got exactly one. The audience is
+/// settled ([`add_settled_followers`]) unless `just_imported`: then the fan-out starts
+/// right after the followers were inserted, before any vacuum or analyze. Prints the
+/// time, and one `bench-result` JSON line (followers notified after each batch, with
+/// the seconds since the start) that `scripts/bench.sh` collects for its charts.
+async fn measure_fan_out(followers: u64, just_imported: bool) {
     let Some(db) = fresh().await else {
         return;
     };
@@ -1082,7 +1095,11 @@ async fn measure_fan_out(followers: u64) {
         })
         .await;
     let creator = UserId::new();
-    add_followers(&db, creator, followers as i64).await;
+    if just_imported {
+        add_followers(&db, creator, followers as i64).await;
+    } else {
+        add_settled_followers(&db, creator, followers as i64).await;
+    }
     let progress = std::sync::Mutex::new((0u64, 0u32, Vec::new()));
     let started = Instant::now();
     let walks = FanOutShard::split(shards).map(|shard| {
@@ -1119,6 +1136,7 @@ async fn measure_fan_out(followers: u64) {
         serde_json::json!({
             "bench": "fan_out",
             "followers": followers,
+            "just_imported": just_imported,
             "batch_size": config.fan_out_batch,
             "max_batch": config.fan_out_max_batch,
             "shards": shards,
@@ -1139,21 +1157,29 @@ async fn measure_fan_out(followers: u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run with --ignored"]
 async fn fan_out_10k_followers() {
-    measure_fan_out(10_000).await;
+    measure_fan_out(10_000, false).await;
 }
 
 /// 100,000 followers, timed. Run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run with --ignored"]
 async fn fan_out_100k_followers() {
-    measure_fan_out(100_000).await;
+    measure_fan_out(100_000, false).await;
 }
 
 /// 1,000,000 followers, timed, the store alone. Run with `--ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement; run with --ignored"]
 async fn store_fan_out_1m_followers() {
-    measure_fan_out(1_000_000).await;
+    measure_fan_out(1_000_000, false).await;
+}
+
+/// 1,000,000 followers inserted just before the fan-out, timed, the store alone.
+/// Run with `--ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --ignored"]
+async fn store_fan_out_1m_just_imported_followers() {
+    measure_fan_out(1_000_000, true).await;
 }
 
 /// The drop-live fan-out as the service runs it, against the order path: see
@@ -1356,11 +1382,7 @@ mod fan_out_service {
             })
             .await;
         let creator = UserId::new();
-        add_followers(&db, creator, followers as i64).await;
-        sqlx::query("VACUUM ANALYZE follows")
-            .execute(&mut db.conn().await)
-            .await
-            .unwrap();
+        add_settled_followers(&db, creator, followers as i64).await;
 
         let hot = live_drop(1);
         store.insert_drop(&hot, &[10_000_000], &[]).await.unwrap();

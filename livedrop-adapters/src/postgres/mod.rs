@@ -285,7 +285,6 @@ impl Inner {
         &self.pool
     }
 
-    /// A write transaction. Dropped without commit, it rolls back.
     /// Batches of one drop in flight at once ([`ReserveStrategy::Group`]).
     pub(crate) fn batches_in_flight(&self) -> usize {
         match self.strategy {
@@ -294,6 +293,7 @@ impl Inner {
         }
     }
 
+    /// A write transaction. Dropped without commit, it rolls back.
     pub(crate) async fn write(&self) -> StoreResult<Transaction<'static, Postgres>> {
         self.pool.begin().await.map_err(map_sqlx_error)
     }

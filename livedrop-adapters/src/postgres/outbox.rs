@@ -6,9 +6,8 @@
 
 use std::time::Duration;
 
-use livedrop_core::clock::Timestamp;
+use livedrop_core::id::UserId;
 use livedrop_core::model::{FanOutBatch, FanOutProgress};
-use livedrop_core::page::Cursor;
 use livedrop_core::ports::{BeginOutcome, OutboxRecord};
 use livedrop_core::{StoreError, StoreResult};
 use sqlx::postgres::PgListener;
@@ -220,51 +219,58 @@ impl PgStore {
 
     /// The next batch of a fan-out, in one statement.
     async fn fan_out_batch(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
-        // One statement, so one short transaction: the shard's next `limit` followers
-        // in the followers listing's keyset order (one extra tells whether more
-        // exist), a notification for each not yet notified under the key.
+        // One statement in one short transaction: the shard's next `limit` followers
+        // by id, read off the follows key (one extra tells whether more exist), a
+        // notification for each not yet notified under the key. In id order the
+        // rows land in one stretch of the notifications' indexes led by the user,
+        // and two fan-outs of one drop racing over the same followers meet them in
+        // one order and never deadlock.
+        //
+        // The followers are read by walking the key from `after`, which stops at
+        // the limit. Before the table's statistics count a new audience (a creator
+        // whose followers were just imported) the planner expects a few rows and
+        // would rather collect every follower after `after` in a bitmap and sort
+        // them, batch after batch; with bitmap scans off for this transaction it
+        // walks the key whatever the statistics say.
         //
         // The shard test is `FanOutShard::of` in SQL, read off the index entries. The
         // ids come from here, time-ordered like every other notification id: each
         // batch's ids land at the right edge of the primary key instead of all over
-        // it, and cost less than `gen_random_uuid()` row by row. Rows go in by
-        // recipient, so two fan-outs of one drop racing over the same followers
-        // meet them in one order and never deadlock.
+        // it, and cost less than `gen_random_uuid()` row by row.
         let limit = batch.limit.max(1);
         let ids: Vec<Uuid> = (0..limit).map(|_| Uuid::now_v7()).collect();
+        let mut tx = self.inner.write().await?;
+        sqlx::query("SET LOCAL enable_bitmapscan = off")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx_error)?;
         let row = sqlx::query(
             "WITH candidates AS ( \
-                 SELECT follower_id, followed_at, \
-                        row_number() OVER (ORDER BY followed_at DESC, follower_id DESC) AS n \
+                 SELECT follower_id, row_number() OVER (ORDER BY follower_id) AS n \
                  FROM ( \
-                     SELECT follower_id, followed_at FROM follows \
+                     SELECT follower_id FROM follows \
                      WHERE creator_id = $1 \
-                       AND ($2::timestamptz IS NULL \
-                            OR (followed_at, follower_id) < ($2::timestamptz, $3::uuid)) \
+                       AND ($2::uuid IS NULL OR follower_id > $2::uuid) \
                        AND ((get_byte(uuid_send(follower_id), 14) << 8) \
-                            | get_byte(uuid_send(follower_id), 15)) % $9 = $10 \
-                     ORDER BY followed_at DESC, follower_id DESC LIMIT $4 + 1 \
+                            | get_byte(uuid_send(follower_id), 15)) % $8 = $9 \
+                     ORDER BY follower_id LIMIT $3 + 1 \
                  ) c \
              ), batch AS ( \
-                 SELECT follower_id, followed_at, n FROM candidates WHERE n <= $4 \
+                 SELECT follower_id, n FROM candidates WHERE n <= $3 \
              ), inserted AS ( \
                  INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at) \
-                 SELECT ($11::uuid[])[n], follower_id, $5, $6, $7, $8 FROM batch \
+                 SELECT ($10::uuid[])[n], follower_id, $4, $5, $6, $7 FROM batch \
                  ORDER BY follower_id \
                  ON CONFLICT (user_id, dedup_key) DO NOTHING \
                  RETURNING 1 \
-             ), last AS ( \
-                 SELECT follower_id, followed_at FROM batch ORDER BY n DESC LIMIT 1 \
              ) \
              SELECT (SELECT count(*) FROM batch) AS scanned, \
                     (SELECT count(*) FROM inserted) AS inserted, \
                     (SELECT count(*) FROM candidates) AS candidates, \
-                    (SELECT followed_at FROM last) AS last_at, \
-                    (SELECT follower_id FROM last) AS last_id",
+                    (SELECT follower_id FROM batch ORDER BY n DESC LIMIT 1) AS last_id",
         )
         .bind(batch.creator_id.0)
-        .bind(batch.after.map(|c| c.at))
-        .bind(batch.after.map(|c| c.id))
+        .bind(batch.after.map(|f| f.0))
         .bind(i64::from(limit))
         .bind(batch.kind.as_str())
         .bind(&batch.payload)
@@ -273,18 +279,15 @@ impl PgStore {
         .bind(i32::try_from(batch.shard.count()).unwrap_or(i32::MAX))
         .bind(i32::try_from(batch.shard.index()).unwrap_or(i32::MAX))
         .bind(&ids)
-        .fetch_one(&self.inner.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(map_sqlx_error)?;
+        tx.commit().await.map_err(map_sqlx_error)?;
         let scanned: i64 = row.try_get("scanned").map_err(map_sqlx_error)?;
         let inserted: i64 = row.try_get("inserted").map_err(map_sqlx_error)?;
         let candidates: i64 = row.try_get("candidates").map_err(map_sqlx_error)?;
-        let last_at: Option<Timestamp> = row.try_get("last_at").map_err(map_sqlx_error)?;
         let last_id: Option<Uuid> = row.try_get("last_id").map_err(map_sqlx_error)?;
-        let next = match (candidates > scanned, last_at, last_id) {
-            (true, Some(at), Some(id)) => Some(Cursor::new(at, id)),
-            _ => None,
-        };
+        let next = last_id.filter(|_| candidates > scanned).map(UserId);
         Ok(FanOutProgress {
             scanned: to_u32(scanned)?,
             inserted: to_u32(inserted)?,

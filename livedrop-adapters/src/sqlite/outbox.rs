@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use livedrop_core::id::UserId;
 use livedrop_core::model::{FanOutBatch, FanOutProgress};
-use livedrop_core::page::Cursor;
 use livedrop_core::ports::{BeginOutcome, OutboxRecord};
 use livedrop_core::StoreResult;
 use sqlx::types::Json;
@@ -16,7 +15,7 @@ use sqlx::{QueryBuilder, Row, Sqlite};
 use uuid::Uuid;
 
 use super::dialect::{self, OutboxRow};
-use super::{map_sqlx_error, micros, timestamp, to_u32, SqliteStore};
+use super::{map_sqlx_error, micros, to_u32, SqliteStore};
 use crate::sql::outbox::KeyClaim;
 
 crate::sql::outbox::outbox_ports!(SqliteStore);
@@ -135,36 +134,33 @@ impl SqliteStore {
 
     /// The next batch of a fan-out, in one short write transaction.
     async fn fan_out_batch(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
-        // One short write transaction: the shard's next `limit` followers in the
-        // followers listing's keyset order (one extra tells whether more exist), a
-        // notification for each not yet notified under the key. The followers are
-        // read in keyset chunks and those of other shards passed over: the shard is a
-        // function of the id SQLite cannot compute on a blob.
+        // One short write transaction: the shard's next `limit` followers by id, read
+        // off the follows key (one extra tells whether more exist), a notification
+        // for each not yet notified under the key. The followers are read in chunks
+        // and those of other shards passed over: the shard is a function of the id
+        // SQLite cannot compute on a blob.
         let limit = batch.limit.clamp(1, 4_000) as usize;
         let chunk = ((limit + 1) * batch.shard.count() as usize).min(16_000);
         let mut tx = self.inner.write().await?;
-        let mut followers: Vec<(Uuid, i64)> = Vec::with_capacity(limit + 1);
-        let mut after = batch.after.map(|c| (micros(c.at), c.id));
+        let mut followers: Vec<Uuid> = Vec::with_capacity(limit + 1);
+        let mut after = batch.after.map(|f| f.0);
         'walk: loop {
-            let rows = sqlx::query(
-                "SELECT follower_id, followed_at FROM follows \
-                 WHERE creator_id = ?1 AND (?2 IS NULL OR (followed_at, follower_id) < (?2, ?3)) \
-                 ORDER BY followed_at DESC, follower_id DESC LIMIT ?4",
+            let rows: Vec<Uuid> = sqlx::query_scalar(
+                "SELECT follower_id FROM follows \
+                 WHERE creator_id = ?1 AND (?2 IS NULL OR follower_id > ?2) \
+                 ORDER BY follower_id LIMIT ?3",
             )
             .bind(batch.creator_id.0)
-            .bind(after.map(|(at, _)| at))
-            .bind(after.map(|(_, id)| id))
+            .bind(after)
             .bind(chunk as i64)
             .fetch_all(&mut *tx)
             .await
             .map_err(map_sqlx_error)?;
             let last_chunk = rows.len() < chunk;
-            for r in &rows {
-                let id: Uuid = r.try_get("follower_id").map_err(map_sqlx_error)?;
-                let at: i64 = r.try_get("followed_at").map_err(map_sqlx_error)?;
-                after = Some((at, id));
+            for id in rows {
+                after = Some(id);
                 if batch.shard.contains(UserId(id)) {
-                    followers.push((id, at));
+                    followers.push(id);
                     if followers.len() > limit {
                         break 'walk;
                     }
@@ -182,7 +178,7 @@ impl SqliteStore {
                 "INSERT INTO notifications (id, user_id, kind, payload, dedup_key, created_at) ",
             );
             let payload = Json(&batch.payload);
-            insert.push_values(&followers, |mut row, (follower, _)| {
+            insert.push_values(&followers, |mut row, follower| {
                 row.push_bind(Uuid::now_v7())
                     .push_bind(*follower)
                     .push_bind(batch.kind.as_str())
@@ -199,10 +195,7 @@ impl SqliteStore {
                 .rows_affected();
         }
         self.inner.commit(tx, false).await?;
-        let next = match followers.last() {
-            Some((id, at)) if more => Some(Cursor::new(timestamp(*at)?, *id)),
-            _ => None,
-        };
+        let next = followers.last().copied().filter(|_| more).map(UserId);
         Ok(FanOutProgress {
             scanned: to_u32(followers.len() as i64)?,
             inserted: to_u32(i64::try_from(inserted).unwrap_or(i64::MAX))?,

@@ -396,6 +396,8 @@ struct State {
     follows: HashMap<(UserId, UserId), Timestamp>,
     /// Per creator: `(followed_at, follower)`.
     followers: HashMap<UserId, BTreeSet<Key>>,
+    /// Per creator: the followers by id (the fan-out's walk).
+    audiences: HashMap<UserId, BTreeSet<UserId>>,
     /// Per follower: `(followed_at, creator)`.
     following: HashMap<UserId, BTreeSet<Key>>,
 

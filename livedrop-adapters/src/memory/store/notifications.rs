@@ -1,10 +1,11 @@
 //! Notifications and their fan-out.
 
 use std::collections::BTreeSet;
+use std::ops::Bound;
 
 use async_trait::async_trait;
 use livedrop_core::id::{NotificationId, UserId};
-use livedrop_core::model::{FanOutBatch, FanOutProgress, FollowEntry, Notification};
+use livedrop_core::model::{FanOutBatch, FanOutProgress, Notification};
 use livedrop_core::page::{Page, PageRequest};
 use livedrop_core::ports::NotificationRepository;
 use livedrop_core::{StoreError, StoreResult, Timestamp};
@@ -46,27 +47,26 @@ impl NotificationRepository for MemoryStore {
 
     async fn fan_out(&self, batch: &FanOutBatch) -> StoreResult<FanOutProgress> {
         self.write(|state| {
-            let followers = keyset_page(
-                state.followers.get(&batch.creator_id),
-                PageRequest {
-                    limit: batch.limit.max(1),
-                    after: batch.after,
-                },
-                // Followers outside the batch's shard are passed over, not counted.
-                |(at, id)| {
-                    batch.shard.contains(UserId(*id)).then(|| FollowEntry {
-                        user_id: UserId(*id),
-                        display_name: String::new(),
-                        followed_at: *at,
-                    })
-                },
-                FollowEntry::cursor,
-            );
+            // The shard's next `limit` followers by id (one more tells whether more
+            // exist); followers outside the shard are passed over, not counted.
+            let after = batch.after.map_or(Bound::Unbounded, Bound::Excluded);
+            let mut walk = state
+                .audiences
+                .get(&batch.creator_id)
+                .into_iter()
+                .flat_map(|audience| audience.range((after, Bound::Unbounded)))
+                .filter(|follower| batch.shard.contains(**follower));
+            let followers: Vec<UserId> = walk
+                .by_ref()
+                .take(batch.limit.max(1) as usize)
+                .copied()
+                .collect();
+            let more = walk.next().is_some();
             let mut inserted = 0u32;
-            for follower in &followers.items {
+            for follower in &followers {
                 let stored = state.insert_notification(&Notification {
                     id: NotificationId::new(),
-                    user_id: follower.user_id,
+                    user_id: *follower,
                     kind: batch.kind,
                     payload: batch.payload.clone(),
                     dedup_key: batch.dedup_key.clone(),
@@ -76,9 +76,9 @@ impl NotificationRepository for MemoryStore {
                 inserted += u32::from(stored);
             }
             Ok(FanOutProgress {
-                scanned: followers.items.len() as u32,
+                scanned: followers.len() as u32,
                 inserted,
-                next: followers.next_cursor,
+                next: followers.last().copied().filter(|_| more),
             })
         })
     }

@@ -74,6 +74,7 @@ impl UserRepository for MemoryStore {
                 .entry(creator)
                 .or_default()
                 .insert((at, follower.0));
+            state.audiences.entry(creator).or_default().insert(follower);
             state
                 .following
                 .entry(follower)
@@ -91,6 +92,9 @@ impl UserRepository for MemoryStore {
             };
             if let Some(set) = state.followers.get_mut(&creator) {
                 set.remove(&(at, follower.0));
+            }
+            if let Some(set) = state.audiences.get_mut(&creator) {
+                set.remove(&follower);
             }
             if let Some(set) = state.following.get_mut(&follower) {
                 set.remove(&(at, creator.0));

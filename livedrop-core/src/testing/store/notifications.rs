@@ -119,8 +119,9 @@ pub async fn notifications_paginate(repos: &Repos) {
     assert_newest_first(&keys, "unread notifications");
 }
 
-/// A fan-out of 2,500 followers in batches of 1,000 notifies each exactly once;
-/// batches resume from their cursor and re-running one inserts nothing. Cut in
+/// A fan-out of 2,500 followers in batches of 1,000 notifies each exactly once, in
+/// follower id order; batches resume after the last follower they visited and
+/// re-running one inserts nothing. Cut in
 /// shards walked side by side, each with its own cursor, a fan-out notifies each
 /// follower once too, every shard exactly the followers [`FanOutShard::of`] puts there.
 pub async fn fan_out_batches(repos: &Repos) {
@@ -138,9 +139,13 @@ pub async fn fan_out_batches(repos: &Repos) {
     }
     let bystander = seed_user(repos, "Bystander", Role::Customer).await;
     let dedup_key = format!("drop-live:{}", Uuid::new_v4());
-    // The newest follower (first in keyset order) already has the notification.
-    let newest = followers[2_499];
-    let mut early = fixtures::notification(newest, &dedup_key, at(4_000));
+    // The followers listing (newest first) meets them from the highest id; the walk
+    // goes from the lowest, and the first follower it meets already has the
+    // notification.
+    let mut by_id = followers.clone();
+    by_id.sort_unstable();
+    let first = by_id[0];
+    let mut early = fixtures::notification(first, &dedup_key, at(4_000));
     early.kind = NotificationKind::DropLive;
     assert!(repos
         .notifications
@@ -158,7 +163,7 @@ pub async fn fan_out_batches(repos: &Repos) {
         at: at(5_000),
         shard: FanOutShard::WHOLE,
     };
-    let fan_out = |after: Option<Cursor>| {
+    let fan_out = |after: Option<UserId>| {
         let batch = FanOutBatch {
             after,
             ..batch.clone()
@@ -167,7 +172,23 @@ pub async fn fan_out_batches(repos: &Repos) {
     };
     let p1 = fan_out(None).await;
     assert_eq!((p1.scanned, p1.inserted), (1_000, 999));
-    assert!(p1.next.is_some());
+    assert_eq!(
+        p1.next,
+        Some(by_id[999]),
+        "the batch ends at its last follower"
+    );
+    for (i, fan) in by_id.iter().enumerate().take(1_001).skip(1) {
+        let got = repos
+            .notifications
+            .notifications(*fan, false, PageRequest::first(10))
+            .await
+            .expect("notifications");
+        assert_eq!(
+            got.items.len(),
+            usize::from(i < 1_000),
+            "the first batch notifies the 1,000 lowest ids, follower {i} by id"
+        );
+    }
     let rerun = fan_out(None).await;
     assert_eq!(
         (rerun.scanned, rerun.inserted),
@@ -191,7 +212,7 @@ pub async fn fan_out_batches(repos: &Repos) {
             .expect("notifications");
         assert_eq!(got.items.len(), 1, "follower {fan} notified exactly once");
         assert_eq!(got.items[0].dedup_key, dedup_key);
-        if *fan != newest {
+        if *fan != first {
             assert_eq!(got.items[0].created_at, at(5_000));
             assert_eq!(got.items[0].payload, json!({ "drop": "d" }));
             assert_eq!(got.items[0].read_at, None);
@@ -231,7 +252,7 @@ pub async fn fan_out_batches(repos: &Repos) {
             .filter(|f| FanOutShard::of(**f, 3) == shard.index())
             .count() as u32
     };
-    let step = |shard: FanOutShard, after: Option<Cursor>| {
+    let step = |shard: FanOutShard, after: Option<UserId>| {
         let batch = FanOutBatch {
             shard,
             after,
@@ -240,7 +261,7 @@ pub async fn fan_out_batches(repos: &Repos) {
         async move { repos.notifications.fan_out(&batch).await.expect("fan out") }
     };
     let mut walked = [(0u32, 0u32); 3];
-    let mut cursors: [Option<Cursor>; 2] = [None, None];
+    let mut cursors: [Option<UserId>; 2] = [None, None];
     let mut open = [true, true];
     while open.iter().any(|o| *o) {
         for i in 0..2 {
