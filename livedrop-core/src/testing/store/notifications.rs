@@ -121,9 +121,9 @@ pub async fn notifications_paginate(repos: &Repos) {
 
 /// A fan-out of 2,500 followers in batches of 1,000 notifies each exactly once, in
 /// follower id order; batches resume after the last follower they visited and
-/// re-running one inserts nothing. Cut in
-/// shards walked side by side, each with its own cursor, a fan-out notifies each
-/// follower once too, every shard exactly the followers [`FanOutShard::of`] puts there.
+/// re-running one inserts nothing. Cut in shards walked side by side, each with its
+/// own cursor, a fan-out notifies each follower once too, every shard exactly the
+/// followers [`FanOutShard::of`] puts there.
 pub async fn fan_out_batches(repos: &Repos) {
     let creator = seed_user(repos, "Star", Role::Creator).await;
     let mut followers = Vec::new();
