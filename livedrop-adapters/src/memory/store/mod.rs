@@ -333,6 +333,41 @@ impl DropRow {
         self.drop.variants.iter().position(|v| v.sku == sku)
     }
 
+    /// Bumps the stock version of variant `variant`, whose stock was `before`, and
+    /// hands `push` the [`Event::stock_moved`] entries with its stock now. Returns
+    /// that stock.
+    fn stock_moved(
+        &mut self,
+        variant: usize,
+        before: Stock,
+        at: Timestamp,
+        mut push: impl FnMut(Arc<Appended>),
+    ) -> Stock {
+        let drop = self.drop.id;
+        let v = &mut self.variants[variant];
+        v.version += 1;
+        let after = v.stock;
+        debug_assert!(after.is_consistent(), "stock invariant broken: {after:?}");
+        for kind in Event::stock_moved_types(&before, &after) {
+            push(Arc::new(Appended::Stock {
+                id: EventId::new(),
+                kind: *kind,
+                drop,
+                sku: v.sku.clone(),
+                stock: after,
+                version: v.version,
+                at,
+            }));
+        }
+        after
+    }
+
+    /// Counts `order`'s units as held by its buyer and its hold end as due.
+    fn hold(&mut self, order: &Order) {
+        *self.held.entry(order.user_id).or_default() += order.quantity;
+        self.holds.insert((order.reserved_until, order.id.0));
+    }
+
     fn variant_stock(&self) -> Vec<Stock> {
         self.variants.iter().map(|v| v.stock).collect()
     }
@@ -708,60 +743,6 @@ impl State {
                 )]),
             }
         }
-    }
-}
-
-impl DropRow {
-    /// Bumps the stock version of variant `variant`, whose stock was `before`, and
-    /// hands `push` the [`Event::stock_moved`] entries with its stock now. Returns
-    /// that stock.
-    fn stock_moved(
-        &mut self,
-        variant: usize,
-        before: Stock,
-        at: Timestamp,
-        mut push: impl FnMut(Arc<Appended>),
-    ) -> Stock {
-        let drop = self.drop.id;
-        let v = &mut self.variants[variant];
-        v.version += 1;
-        let after = v.stock;
-        debug_assert!(after.is_consistent(), "stock invariant broken: {after:?}");
-        for kind in Event::stock_moved_types(&before, &after) {
-            push(Arc::new(Appended::Stock {
-                id: EventId::new(),
-                kind: *kind,
-                drop,
-                sku: v.sku.clone(),
-                stock: after,
-                version: v.version,
-                at,
-            }));
-        }
-        after
-    }
-}
-
-impl Buyers {
-    /// Indexes `order` under its buyer: by its idempotency `key` and in their listing.
-    fn index(&mut self, order: &Order, key: String) {
-        debug_assert_eq!(key, order.idempotency_key);
-        self.order_keys
-            .entry(order.user_id)
-            .or_default()
-            .insert(key, order.id);
-        self.user_orders
-            .entry(order.user_id)
-            .or_default()
-            .insert((order.created_at, order.id.0));
-    }
-}
-
-impl DropRow {
-    /// Counts `order`'s units as held by its buyer and its hold end as due.
-    fn hold(&mut self, order: &Order) {
-        *self.held.entry(order.user_id).or_default() += order.quantity;
-        self.holds.insert((order.reserved_until, order.id.0));
     }
 }
 

@@ -66,6 +66,19 @@ impl State {
 }
 
 impl Buyers {
+    /// Indexes `order` under its buyer: by its idempotency `key` and in their listing.
+    pub(super) fn index(&mut self, order: &Order, key: String) {
+        debug_assert_eq!(key, order.idempotency_key);
+        self.order_keys
+            .entry(order.user_id)
+            .or_default()
+            .insert(key, order.id);
+        self.user_orders
+            .entry(order.user_id)
+            .or_default()
+            .insert((order.created_at, order.id.0));
+    }
+
     /// Finishes the buyer's key of `order` with the answer `outcome` (a refusal:
     /// a placed order is its own record, see [`IdempotencyStore::begin`] here).
     fn keep_refusal(&mut self, order: &Order, outcome: &PlaceOutcome, now: Timestamp) {
